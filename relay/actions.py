@@ -1,0 +1,82 @@
+"""What the relay engine tells the shell to do with a datagram."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from ipaddress import IPv4Address
+
+from .drops import DropReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Datagram:
+    """One received UDP datagram, as the shell learnt it from the socket and IP_PKTINFO."""
+
+    payload: bytes
+    source: IPv4Address
+    source_port: int
+    destination: IPv4Address
+    ifindex: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Forward:
+    """Send ``payload`` to a helper address, from port 67 to port 67."""
+
+    server: IPv4Address
+    payload: bytes
+
+
+class DeliveryMode(enum.Enum):
+    BROADCAST = "broadcast"
+    UNICAST_CIADDR = "unicast-ciaddr"
+    UNICAST_CHADDR = "unicast-chaddr"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send a reply to a client on port 68, on ``ifindex``, per RFC 2131 §4.1.
+
+    For UNICAST_CHADDR the shell addresses the link-layer frame to ``mac`` itself (a packet
+    socket), so the client's address never enters the ARP table; for BROADCAST ``mac`` is
+    ff:ff:ff:ff:ff:ff and ``destination`` 255.255.255.255.
+    """
+
+    ifindex: int
+    ifname: str
+    payload: bytes
+    mode: DeliveryMode
+    destination: IPv4Address
+    mac: bytes
+    source: IPv4Address
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drop:
+    reason: DropReason
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Warn:
+    """A condition a person must act on, logged once: ``event`` is the log event name."""
+
+    event: str
+    message: str
+    server: IPv4Address
+
+
+Action = Forward | Deliver | Drop | Warn
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """The engine's answer for one datagram, with the context the shell binds to its log events."""
+
+    actions: tuple[Action, ...]
+    xid: int | None = None
+    mac: str | None = None
+    message_type: str | None = None
+    hops: int | None = None
+    giaddr: IPv4Address | None = None

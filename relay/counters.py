@@ -1,0 +1,36 @@
+"""Counters for every outcome of the relay engine (Kea-style: one per drop reason)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from ipaddress import IPv4Address
+
+from .actions import DeliveryMode
+from .drops import DropReason
+
+
+@dataclasses.dataclass
+class RelayCounters:
+    received: int = 0
+    requests: int = 0
+    replies: int = 0
+    agent_info_added: int = 0
+    #: Requests forwarded without our option 82 because it would have exceeded the size limit.
+    agent_info_omitted_oversize: int = 0
+    forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
+    dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        """Plain values for a stats log line or a JSON dump."""
+        return {
+            "received": self.received,
+            "requests": self.requests,
+            "replies": self.replies,
+            "agent_info_added": self.agent_info_added,
+            "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
+            "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
+            "delivered": {k.value: v for k, v in self.delivered.items()},
+            "dropped": {k.value: v for k, v in self.dropped.items()},
+        }

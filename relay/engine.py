@@ -1,0 +1,300 @@
+"""The relay engine (sans-IO): a received datagram in, the actions to take out.
+
+RFC 1542 §4 (relay agents), RFC 2131 §4.1 (reply delivery), RFC 3046 (option 82), RFC 3527 (link
+selection), RFC 5010 (flags), RFC 5107 (server identifier override). No sockets, clock or logging
+here: the shell executes the actions, counts and logs.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from .actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .config import AgentPolicy, InterfaceConfig, RelayConfig
+from .counters import RelayCounters
+from .drops import DropReason
+from .interfaces import Interface, InterfaceTable
+from .wire import (
+    FLAG_UNICAST,
+    AgentInfo,
+    AgentSub,
+    CapacityError,
+    DhcpMessage,
+    MessageType,
+    Op,
+    Opt,
+    WireError,
+    ZERO,
+    decode,
+    encode,
+    encoded_size,
+)
+from .wire.pxe import is_pxe_client
+
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+BROADCAST_MAC = b"\xff" * 6
+ETHERNET = 1
+
+
+class RelayEngine:
+    def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
+        self.config = config
+        self.interfaces = interfaces or InterfaceTable()
+        self.counters = RelayCounters()
+        self._warned_pxe_misconfig: set[IPv4Address] = set()
+
+    def update_config(self, config: RelayConfig) -> None:
+        self.config = config
+
+    def update_interfaces(self, table: InterfaceTable) -> None:
+        self.interfaces = table
+
+    def handle(self, datagram: Datagram, now: float) -> Outcome:
+        """Decide what to do with one datagram. Any payload returns an Outcome."""
+        self.counters.received += 1
+        try:
+            msg = decode(datagram.payload)
+        except WireError as error:
+            return self._dropped(Outcome((Drop(DropReason.MALFORMED, str(error)),)))
+        if msg.op == Op.BOOTREQUEST:
+            self.counters.requests += 1
+            actions = self._request(msg, datagram)
+        else:
+            self.counters.replies += 1
+            actions = self._reply(msg, datagram)
+        message_type = msg.message_type
+        outcome = Outcome(
+            tuple(actions),
+            xid=msg.xid,
+            mac=msg.mac,
+            message_type=message_type.name if isinstance(message_type, MessageType) else (
+                "BOOTP" if message_type is None else str(message_type)
+            ),
+            hops=msg.hops,
+            giaddr=msg.giaddr,
+        )
+        return self._dropped(outcome)
+
+    def _dropped(self, outcome: Outcome) -> Outcome:
+        for action in outcome.actions:
+            if isinstance(action, Drop):
+                self.counters.dropped[action.reason] += 1
+        return outcome
+
+    # -- client to server ----------------------------------------------------------------------
+    def _request(self, msg: DhcpMessage, datagram: Datagram) -> list[Forward | Drop]:
+        ingress = self.interfaces.by_index(datagram.ifindex)
+        if ingress is None:
+            return [Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")]
+        settings = self.config.interface(ingress.name)
+        if settings is None or not settings.role.faces_clients:
+            return [Drop(DropReason.NOT_CLIENT_FACING, f"request on {ingress.name}")]
+        if not ingress.up:
+            return [Drop(DropReason.INTERFACE_DOWN, ingress.name)]
+        if self.interfaces.by_address(datagram.source) is not None:
+            return [Drop(DropReason.REQUEST_FROM_SELF, f"source {datagram.source} is ours")]
+        # RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose
+        # 'hops' field exceeds the value 16"; the limit is configurable (dhcrelay -c, default 10).
+        if msg.hops >= self.config.max_hops:
+            return [Drop(DropReason.HOP_LIMIT, f"hops {msg.hops} >= limit {self.config.max_hops}")]
+        helpers = self.config.helpers_for(settings)
+        if not helpers:
+            return [Drop(DropReason.NO_HELPERS, ingress.name)]
+        relayed = msg.replace(hops=msg.hops + 1)
+        agent_present = msg.has(Opt.RELAY_AGENT_INFO)
+        if msg.giaddr == ZERO:
+            # RFC 3046 §2.1: "relay agents receiving a DHCP packet from an untrusted circuit with
+            # giaddr set to zero (indicating that they are the first-hop router) but with a Relay
+            # Agent Information option already present in the packet SHALL discard the packet".
+            if agent_present and not settings.trusted:
+                return [Drop(DropReason.UNTRUSTED_AGENT_OPTION, ingress.name)]
+            giaddr = self._giaddr_for(ingress, settings)
+            if giaddr is None:
+                return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no IPv4 address for giaddr on {ingress.name}")]
+            relayed = relayed.replace(giaddr=giaddr)
+            if self._adds_agent_info(settings):
+                agent = self._agent_info(ingress, settings, datagram)
+                if agent is None:
+                    return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no link address on {ingress.name}")]
+                with_agent = self._apply_agent_policy(relayed, agent, agent_present)
+                if with_agent is None:
+                    return [Drop(DropReason.AGENT_OPTION_DISCARD, "request already carries option 82")]
+                if encoded_size(with_agent) <= self.config.max_packet_size:
+                    if with_agent is not relayed:
+                        self.counters.agent_info_added += 1
+                    relayed = with_agent
+                else:
+                    self.counters.agent_info_omitted_oversize += 1
+        # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
+        # field MUST NOT be modified." (another relay is closer to the client).
+        try:
+            payload = encode(relayed)
+        except (CapacityError, WireError) as error:
+            return [Drop(DropReason.OVERSIZE, str(error))]
+        forwards: list[Forward | Drop] = []
+        for server in helpers:
+            self.counters.forwarded[server] += 1
+            forwards.append(Forward(server, payload))
+        return forwards
+
+    def _giaddr_for(self, ingress: Interface, settings: InterfaceConfig) -> IPv4Address | None:
+        if settings.link_selection is not None:
+            upstream = self.interfaces.by_name(settings.link_selection)
+            return upstream.primary.ip if upstream and upstream.primary else None
+        return self._link_address(ingress, settings)
+
+    @staticmethod
+    def _link_address(ingress: Interface, settings: InterfaceConfig) -> IPv4Address | None:
+        """The address that names the client's link: the configured giaddr, else the primary."""
+        if settings.giaddr is not None:
+            return settings.giaddr if ingress.owns(settings.giaddr) else None
+        return ingress.primary.ip if ingress.primary else None
+
+    def _adds_agent_info(self, settings: InterfaceConfig) -> bool:
+        return (
+            self.config.agent_info
+            or settings.link_selection is not None
+            or settings.server_id_override
+        )
+
+    def _agent_info(
+        self, ingress: Interface, settings: InterfaceConfig, datagram: Datagram
+    ) -> AgentInfo | None:
+        subs: list[tuple[int, bytes]] = [
+            (AgentSub.CIRCUIT_ID, settings.circuit_id or ingress.name.encode())
+        ]
+        remote_id = settings.remote_id or self.config.remote_id
+        if remote_id:
+            subs.append((AgentSub.REMOTE_ID, remote_id))
+        link_address = self._link_address(ingress, settings)
+        if link_address is None:
+            return None
+        if settings.link_selection is not None:
+            subs.append((AgentSub.LINK_SELECTION, link_address.packed))
+        if settings.server_id_override:
+            unicast = datagram.destination != LIMITED_BROADCAST and not _is_subnet_broadcast(
+                ingress, datagram.destination
+            )
+            subs.append((AgentSub.RELAY_AGENT_FLAGS, bytes((FLAG_UNICAST if unicast else 0,))))
+            subs.append((AgentSub.SERVER_ID_OVERRIDE, link_address.packed))
+        return AgentInfo(tuple(subs))
+
+    def _apply_agent_policy(
+        self, msg: DhcpMessage, agent: AgentInfo, agent_present: bool
+    ) -> DhcpMessage | None:
+        """Add our option 82 (the last option, RFC 3046 §2.0), honouring dhcrelay's -m policy."""
+        if not agent_present:
+            return msg.with_option(Opt.RELAY_AGENT_INFO, agent.encode())
+        policy = self.config.agent_policy
+        if policy is AgentPolicy.DISCARD:
+            return None
+        if policy is AgentPolicy.FORWARD:
+            return msg
+        existing = msg.get(Opt.RELAY_AGENT_INFO) or b""
+        value = existing + agent.encode() if policy is AgentPolicy.APPEND else agent.encode()
+        return msg.without_option(Opt.RELAY_AGENT_INFO).with_option(Opt.RELAY_AGENT_INFO, value)
+
+    # -- server to client ----------------------------------------------------------------------
+    def _reply(self, msg: DhcpMessage, datagram: Datagram) -> list[Deliver | Drop | Warn]:
+        if datagram.source not in self.config.all_servers:
+            return [Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")]
+        if self.interfaces.by_address(msg.giaddr) is None:
+            return [Drop(DropReason.UNKNOWN_GIADDR, f"giaddr {msg.giaddr}")]
+        try:
+            target = self._reply_interface(msg)
+        except WireError as error:
+            return [Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")]
+        if isinstance(target, Drop):
+            return [target]
+        interface, settings = target
+        if not interface.up:
+            return [Drop(DropReason.INTERFACE_DOWN, interface.name)]
+        if self._adds_agent_info(settings):
+            # RFC 3046 §2.2: "The DHCP relay agent MUST remove the Relay Agent Information
+            # option from the reply before forwarding it to the client".
+            msg = msg.without_option(Opt.RELAY_AGENT_INFO)
+        try:
+            payload = encode(msg)
+        except WireError as error:
+            return [Drop(DropReason.OVERSIZE, str(error))]
+        actions: list[Deliver | Drop | Warn] = []
+        warning = self._pxe_misconfig_warning(msg, datagram.source, settings)
+        if warning is not None:
+            actions.append(warning)
+        source = self._link_address(interface, settings) or msg.giaddr
+        mode, destination, mac = _delivery(msg)
+        self.counters.delivered[mode] += 1
+        actions.append(Deliver(interface.index, interface.name, payload, mode, destination, mac, source))
+        return actions
+
+    def _reply_interface(
+        self, msg: DhcpMessage
+    ) -> tuple[Interface, InterfaceConfig] | Drop:
+        """The client's interface: named by our circuit-id or link selection, else by giaddr."""
+        agent_value = msg.get(Opt.RELAY_AGENT_INFO)
+        if agent_value is not None:
+            agent = AgentInfo.decode(agent_value)
+            circuit = agent.circuit_id
+            if circuit is not None:
+                for interface in self.interfaces:
+                    settings = self.config.interface(interface.name)
+                    if settings is not None and (settings.circuit_id or interface.name.encode()) == circuit:
+                        return interface, settings
+                if self._any_adds_agent_info():
+                    return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
+            link = agent.link_selection
+            if link is not None:
+                interface = self.interfaces.by_address(link)
+                settings = self.config.interface(interface.name) if interface else None
+                if interface is None or settings is None:
+                    return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
+                return interface, settings
+        interface = self.interfaces.by_address(msg.giaddr)
+        assert interface is not None  # checked by the caller
+        settings = self.config.interface(interface.name)
+        if settings is None or not settings.role.faces_clients:
+            return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {interface.name}")
+        return interface, settings
+
+    def _any_adds_agent_info(self) -> bool:
+        return self.config.agent_info or any(
+            i.link_selection is not None or i.server_id_override for i in self.config.interfaces
+        )
+
+    def _pxe_misconfig_warning(
+        self, msg: DhcpMessage, server: IPv4Address, settings: InterfaceConfig
+    ) -> Warn | None:
+        """The second field report (PXE-E55): a DHCP server answering as a PXE server too."""
+        if msg.yiaddr == ZERO or not is_pxe_client(msg) or server in self._warned_pxe_misconfig:
+            return None
+        others = [h for h in self.config.helpers_for(settings) if h != server]
+        if not others:
+            return None
+        self._warned_pxe_misconfig.add(server)
+        return Warn(
+            "relay.pxe.dhcp_server_sends_pxeclient",
+            f"DHCP server {server} offers addresses with option 60 'PXEClient': PXE clients will "
+            f"ask it for proxyDHCP on port 4011 and fail (PXE-E55) although the PXE server is "
+            f"among this relay's helpers ({', '.join(map(str, others))}). Fix: remove options "
+            f"60/66/67 on {server} and keep the PXE server in the helper list.",
+            server,
+        )
+
+
+def _is_subnet_broadcast(interface: Interface, address: IPv4Address) -> bool:
+    return any(a.network.broadcast_address == address for a in interface.addresses)
+
+
+def _delivery(msg: DhcpMessage) -> tuple[DeliveryMode, IPv4Address, bytes]:
+    """RFC 2131 §4.1 / RFC 1542 §5.4: how a relayed reply reaches the client."""
+    broadcast = (DeliveryMode.BROADCAST, LIMITED_BROADCAST, BROADCAST_MAC)
+    # RFC 2131 §4.3.2: a NAK relayed through giaddr must be broadcast (the client may have
+    # moved to another subnet and cannot receive unicast at its old address).
+    if msg.message_type == MessageType.NAK or msg.broadcast:
+        return broadcast
+    if msg.ciaddr != ZERO:
+        return DeliveryMode.UNICAST_CIADDR, msg.ciaddr, b""
+    # A proxyDHCP offer (yiaddr 0) has no address to unicast to; nor has a non-Ethernet chaddr.
+    if msg.yiaddr == ZERO or msg.htype != ETHERNET or msg.hlen != 6:
+        return broadcast
+    return DeliveryMode.UNICAST_CHADDR, msg.yiaddr, msg.hardware_address

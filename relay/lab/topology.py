@@ -1,0 +1,364 @@
+"""Network-namespace topologies, built with pyroute2: hosts, LANs, addresses, routes.
+
+A topology is declared as data (``Host``, ``Lan``, ``Port``, ``Route``) and made real by
+``Topology.up()``. Every host is a namespace named ``<prefix>-<host>``. Every LAN is a bridge inside
+one extra namespace, ``<prefix>-sw`` (the "switch"), and every port is a veth pair: one end, named by
+the port, inside the host's namespace, the other end enslaved to the LAN's bridge. Nothing is created
+in the caller's namespace, so only the namespace names are global and a unique prefix keeps parallel
+runs apart. Devices that must live next to a bridge (a QEMU tap, a capture point) belong in the
+switch namespace.
+
+``up()`` is idempotent (it creates only what is missing); ``down()`` removes every namespace with the
+prefix, including those left over by a crashed run, after killing, by PID, any process still inside.
+An owner file under ``/run/boothop-lab`` names the PID that built a prefix, so ``reap_stale`` can
+remove the topologies of dead owners without touching a live parallel run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import re
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from pyroute2 import IPRoute, netns
+
+NETNS_DIR = Path("/run/netns")
+OWNER_DIR = Path("/run/boothop-lab")
+SWITCH = "sw"
+IFNAME_MAX = 15
+_PREFIX = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_HOST = re.compile(r"^[a-z][a-z0-9_.]*$")  # no "-": it separates the prefix from the host
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """A route in a host: ``dst`` is a CIDR or ``"default"``; ``via`` a gateway address."""
+
+    dst: str
+    via: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Host:
+    """A namespace. ``forwarding`` turns on IPv4 forwarding (a router)."""
+
+    name: str
+    forwarding: bool = False
+    routes: tuple[Route, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Port:
+    """A host's interface on a LAN. ``address`` is a CIDR, or None for a DHCP client."""
+
+    host: str
+    ifname: str
+    address: str | None = None
+    mac: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lan:
+    """A broadcast domain: one bridge in the switch namespace joining its ports."""
+
+    name: str
+    ports: tuple[Port, ...]
+
+
+class TopologyError(ValueError):
+    """The declared topology is inconsistent."""
+
+
+class Topology:
+    """A set of hosts joined by LANs, built and torn down in network namespaces."""
+
+    def __init__(
+        self,
+        prefix: str,
+        hosts: Iterable[Host],
+        lans: Iterable[Lan],
+        *,
+        ipv6: bool = False,
+    ) -> None:
+        self.prefix = prefix
+        self.hosts = {host.name: host for host in hosts}
+        self.lans = tuple(lans)
+        self.ipv6 = ipv6
+        self._validate()
+
+    # -- naming ------------------------------------------------------------------------------
+    def netns(self, host: str) -> str:
+        """The namespace name of a host (or of ``SWITCH``)."""
+        if host != SWITCH and host not in self.hosts:
+            raise KeyError(f"no host {host!r} in topology {self.prefix!r}")
+        return f"{self.prefix}-{host}"
+
+    @property
+    def switch_netns(self) -> str:
+        return f"{self.prefix}-{SWITCH}"
+
+    @staticmethod
+    def bridge_name(lan: Lan) -> str:
+        return f"br-{lan.name}"
+
+    @staticmethod
+    def switch_port_name(lan: Lan, index: int) -> str:
+        return f"{lan.name}.{index}"
+
+    def port(self, host: str, ifname: str) -> Port:
+        for lan in self.lans:
+            for port in lan.ports:
+                if port.host == host and port.ifname == ifname:
+                    return port
+        raise KeyError(f"no port {host}/{ifname}")
+
+    def _validate(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise TopologyError(f"bad prefix {self.prefix!r}")
+        if SWITCH in self.hosts:
+            raise TopologyError(f"host name {SWITCH!r} is reserved for the switch namespace")
+        for name in self.hosts:
+            if not _HOST.match(name):
+                raise TopologyError(f"bad host name {name!r}")
+        seen: set[tuple[str, str]] = set()
+        for lan in self.lans:
+            names = [self.bridge_name(lan)] + [
+                self.switch_port_name(lan, i) for i in range(len(lan.ports))
+            ]
+            for name in names:
+                if len(name) > IFNAME_MAX:
+                    raise TopologyError(f"LAN {lan.name!r}: interface name {name!r} too long")
+            for port in lan.ports:
+                if port.host not in self.hosts:
+                    raise TopologyError(f"LAN {lan.name!r}: unknown host {port.host!r}")
+                if len(port.ifname) > IFNAME_MAX or not port.ifname:
+                    raise TopologyError(f"bad interface name {port.ifname!r}")
+                if (port.host, port.ifname) in seen:
+                    raise TopologyError(f"duplicate port {port.host}/{port.ifname}")
+                seen.add((port.host, port.ifname))
+                if port.address is not None:
+                    ipaddress.IPv4Interface(port.address)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Topology:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    def up(self) -> None:
+        """Create whatever is missing: namespaces, bridges, veth pairs, addresses, routes."""
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        # The owner file is written before any namespace exists (see reap_stale).
+        (OWNER_DIR / f"{self.prefix}.pid").write_text(f"{os.getpid()}\n")
+        existing = set(netns.listnetns())
+        for name in [self.switch_netns, *(self.netns(h) for h in self.hosts)]:
+            if name not in existing:
+                netns.create(name)
+        for host in self.hosts.values():
+            self._configure_host_base(host)
+        with IPRoute(netns=self.switch_netns) as switch:
+            _set_up(switch, "lo")
+            for lan in self.lans:
+                self._build_lan(switch, lan)
+        for lan in self.lans:
+            for port in lan.ports:
+                self._configure_port(port)
+        for host in self.hosts.values():
+            with IPRoute(netns=self.netns(host.name)) as ipr:
+                for route in host.routes:
+                    _ensure_route(ipr, route)
+
+    def down(self) -> None:
+        """Remove every namespace of this prefix (and so every link in them)."""
+        remove_prefix(self.prefix)
+
+    # -- building ----------------------------------------------------------------------------
+    def _configure_host_base(self, host: Host) -> None:
+        name = self.netns(host.name)
+        sysctl(name, "net/ipv4/ip_forward", "1" if host.forwarding else "0")
+        if not self.ipv6:
+            sysctl(name, "net/ipv6/conf/all/disable_ipv6", "1")
+            sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1")
+        with IPRoute(netns=name) as ipr:
+            _set_up(ipr, "lo")
+
+    def _build_lan(self, switch: IPRoute, lan: Lan) -> None:
+        bridge = self.bridge_name(lan)
+        if not switch.link_lookup(ifname=bridge):
+            switch.link("add", ifname=bridge, kind="bridge")
+        bridge_index = switch.link_lookup(ifname=bridge)[0]
+        for i, port in enumerate(lan.ports):
+            outer = self.switch_port_name(lan, i)
+            if not switch.link_lookup(ifname=outer):
+                peer: dict[str, object] = {
+                    "ifname": port.ifname,
+                    "net_ns_fd": self.netns(port.host),
+                }
+                if port.mac is not None:
+                    peer["address"] = port.mac
+                switch.link("add", ifname=outer, kind="veth", peer=peer)
+            index = switch.link_lookup(ifname=outer)[0]
+            switch.link("set", index=index, master=bridge_index, state="up")
+        switch.link("set", index=bridge_index, state="up")
+
+    def _configure_port(self, port: Port) -> None:
+        with IPRoute(netns=self.netns(port.host)) as ipr:
+            index = _index(ipr, port.ifname)
+            if port.address is not None:
+                iface = ipaddress.IPv4Interface(port.address)
+                present = {
+                    (a.get("IFA_ADDRESS"), a["prefixlen"])
+                    for a in ipr.get_addr(index=index, family=2)
+                }
+                if (str(iface.ip), iface.network.prefixlen) not in present:
+                    ipr.addr(
+                        "add",
+                        index=index,
+                        address=str(iface.ip),
+                        prefixlen=iface.network.prefixlen,
+                        broadcast=str(iface.network.broadcast_address),
+                    )
+            ipr.link("set", index=index, state="up")
+
+    # -- queries -----------------------------------------------------------------------------
+    def mac(self, host: str, ifname: str) -> str:
+        with IPRoute(netns=self.netns(host)) as ipr:
+            link = ipr.get_links(_index(ipr, ifname))[0]
+            return str(link.get("IFLA_ADDRESS"))
+
+    def address(self, host: str, ifname: str) -> ipaddress.IPv4Interface:
+        address = self.port(host, ifname).address
+        if address is None:
+            raise KeyError(f"port {host}/{ifname} has no static address")
+        return ipaddress.IPv4Interface(address)
+
+    def exists(self) -> bool:
+        return self.switch_netns in netns.listnetns()
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no interface {ifname!r}")
+    return int(found[0])
+
+
+def _set_up(ipr: IPRoute, ifname: str) -> None:
+    ipr.link("set", index=_index(ipr, ifname), state="up")
+
+
+def _ensure_route(ipr: IPRoute, route: Route) -> None:
+    dst = "0.0.0.0/0" if route.dst == "default" else str(ipaddress.IPv4Network(route.dst))
+    ipr.route("replace", dst=dst, gateway=route.via)
+
+
+def sysctl(namespace: str, key: str, value: str) -> None:
+    """Write ``/proc/sys/<key>`` as seen from inside a namespace.
+
+    /proc/sys/net resolves the namespace of the task that opens the file, so the open happens
+    between ``pushns`` and ``popns`` (which switch only the calling thread).
+    """
+    netns.pushns(namespace)
+    try:
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
+    finally:
+        netns.popns()
+
+
+# -- clean-up, also of crashed runs -----------------------------------------------------------
+def namespace_pids(namespace: str) -> list[int]:
+    """PIDs of the processes whose network namespace is ``namespace``."""
+    try:
+        target = os.stat(NETNS_DIR / namespace).st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                pids.append(int(entry))
+    return pids
+
+
+def _kill_pids(pids: list[int], grace: float = 1.0) -> None:
+    me = os.getpid()
+    pids = [pid for pid in pids if pid != me]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.02)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purpose.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def remove_prefix(prefix: str) -> None:
+    """Kill the processes left in, then delete, every namespace named ``<prefix>-*``."""
+    names = [n for n in netns.listnetns() if n.startswith(f"{prefix}-")]
+    for name in names:
+        _kill_pids(namespace_pids(name))
+    for name in names:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            netns.remove(name)
+    with contextlib.suppress(FileNotFoundError):
+        (OWNER_DIR / f"{prefix}.pid").unlink()
+
+
+def _owner_alive(prefix: str) -> bool:
+    try:
+        pid = int((OWNER_DIR / f"{prefix}.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    return _alive(pid)
+
+
+def reap_stale(base: str) -> list[str]:
+    """Remove topologies ``<base>-<id>-*`` whose owner process is gone; return their prefixes.
+
+    Namespaces are listed before owner files are read: an owner writes its file before it creates
+    a namespace, so a live run's namespaces always have a readable owner file here.
+    """
+    names = [n for n in netns.listnetns() if n.startswith(f"{base}-")]
+    prefixes = sorted({n.rsplit("-", 1)[0] for n in names})
+    stale = [p for p in prefixes if not _owner_alive(p)]
+    for prefix in stale:
+        remove_prefix(prefix)
+    return stale

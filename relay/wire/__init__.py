@@ -1,0 +1,31 @@
+"""The wire codec shared by the relay and the server: bytes <-> DhcpMessage.
+
+Imports nothing else of boothop's. Every decoding failure is a WireError (a ValueError).
+"""
+
+from .agent_info import FLAG_UNICAST, AgentInfo
+from .codes import (
+    BROADCAST_FLAG,
+    CLIENT_PORT,
+    DHCP_MIN_MAX_SIZE,
+    MAGIC_COOKIE,
+    PXE_PORT,
+    SERVER_PORT,
+    AgentSub,
+    ClientArch,
+    MessageType,
+    Op,
+    Opt,
+    PxeSub,
+    option_name,
+)
+from .errors import CapacityError, FieldError, TruncatedError, WireError
+from .message import ETHERNET_MAX_MESSAGE, ZERO, DhcpMessage, decode, encode, encoded_size
+from .options import Option
+
+__all__ = [
+    "AgentInfo", "AgentSub", "BROADCAST_FLAG", "CLIENT_PORT", "CapacityError", "ClientArch",
+    "DHCP_MIN_MAX_SIZE", "DhcpMessage", "ETHERNET_MAX_MESSAGE", "FLAG_UNICAST", "FieldError",
+    "MAGIC_COOKIE", "MessageType", "Op", "Opt", "Option", "PXE_PORT", "PxeSub", "SERVER_PORT",
+    "TruncatedError", "WireError", "ZERO", "decode", "encode", "encoded_size", "option_name",
+]

@@ -1,0 +1,273 @@
+"""The BOOTP/DHCP message (RFC 951, RFC 2131 §2) and its codec.
+
+Options are held as an ordered tuple of ``(code, value)`` after RFC 3396 concatenation of the
+options field, then ``file`` and ``sname`` when option 52 overloads them (RFC 2131 §4.1).
+Unknown options are kept as raw bytes, in order, and re-emitted unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+
+from .buffer import Reader, Writer
+from .codes import (
+    BOOTP_HEADER_SIZE,
+    BOOTP_MIN_SIZE,
+    BROADCAST_FLAG,
+    MAGIC_COOKIE,
+    MessageType,
+    Op,
+    Opt,
+)
+from .errors import CapacityError, FieldError, TruncatedError
+from .options import Option, concatenate, encode_tlv, read_tlvs, read_tlvs_at
+
+ZERO = IPv4Address(0)
+#: Largest DHCP message that fits an Ethernet frame in one IPv4/UDP datagram.
+ETHERNET_MAX_MESSAGE = 1500 - 20 - 8
+_SNAME_OFFSET = 44
+_FILE_OFFSET = 108
+_OPTIONS_OFFSET = BOOTP_HEADER_SIZE + len(MAGIC_COOKIE)
+_OVERLOAD_FILE = 1
+_OVERLOAD_SNAME = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DhcpMessage:
+    """One decoded message.
+
+    ``vendor`` is the RFC 951 vendor area when there is no magic cookie (None when there is one).
+    ``sname``, ``file`` and ``vendor`` are fixed-size, NUL-padded fields on the wire: they are held
+    with trailing NULs stripped, so that a decoded message re-encodes to the same message.
+    """
+
+    op: int
+    xid: int
+    chaddr: bytes = bytes(16)
+    htype: int = 1
+    hlen: int = 6
+    hops: int = 0
+    secs: int = 0
+    flags: int = 0
+    ciaddr: IPv4Address = ZERO
+    yiaddr: IPv4Address = ZERO
+    siaddr: IPv4Address = ZERO
+    giaddr: IPv4Address = ZERO
+    sname: bytes = b""
+    file: bytes = b""
+    options: tuple[Option, ...] = ()
+    vendor: bytes | None = None
+
+    # -- convenience accessors -------------------------------------------------------------
+    def get(self, code: int) -> bytes | None:
+        for option_code, value in self.options:
+            if option_code == code:
+                return value
+        return None
+
+    def has(self, code: int) -> bool:
+        return any(option_code == code for option_code, _ in self.options)
+
+    @property
+    def message_type(self) -> int | None:
+        """The DHCP message type (option 53), or None for a plain BOOTP message."""
+        value = self.get(Opt.MESSAGE_TYPE)
+        if value is None or len(value) != 1:
+            return None
+        try:
+            return MessageType(value[0])
+        except ValueError:
+            return value[0]
+
+    @property
+    def is_dhcp(self) -> bool:
+        return self.message_type is not None
+
+    @property
+    def broadcast(self) -> bool:
+        return bool(self.flags & BROADCAST_FLAG)
+
+    @property
+    def hardware_address(self) -> bytes:
+        return self.chaddr[: min(self.hlen, 16)]
+
+    @property
+    def mac(self) -> str:
+        return ":".join(f"{b:02x}" for b in self.hardware_address)
+
+    def replace(self, **changes: object) -> DhcpMessage:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_option(self, code: int, value: bytes) -> DhcpMessage:
+        """Set an option: replaces it in place if present, else appends it."""
+        if self.has(code):
+            options = tuple((c, value if c == code else v) for c, v in self.options)
+        else:
+            options = self.options + ((code, value),)
+        return dataclasses.replace(self, options=options)
+
+    def without_option(self, code: int) -> DhcpMessage:
+        return dataclasses.replace(
+            self, options=tuple((c, v) for c, v in self.options if c != code)
+        )
+
+
+def _address(reader: Reader, what: str) -> IPv4Address:
+    return IPv4Address(reader.read(4, what))
+
+
+def decode(data: bytes) -> DhcpMessage:
+    """Decode a BOOTP/DHCP message. Raises only WireError subclasses."""
+    data = bytes(data)  # a bytearray or memoryview would reach IPv4Address, which wants bytes
+    if len(data) < BOOTP_HEADER_SIZE:
+        raise TruncatedError(
+            f"message is {len(data)} bytes, a BOOTP header needs {BOOTP_HEADER_SIZE}", len(data)
+        )
+    reader = Reader(data)
+    op = reader.u8("op")
+    if op not in (Op.BOOTREQUEST, Op.BOOTREPLY):
+        raise FieldError(f"op {op} is neither BOOTREQUEST nor BOOTREPLY", 0)
+    htype = reader.u8("htype")
+    hlen = reader.u8("hlen")
+    if hlen > 16:
+        raise FieldError(f"hlen {hlen} exceeds the 16-byte chaddr", 2)
+    hops = reader.u8("hops")
+    xid = reader.u32("xid")
+    secs = reader.u16("secs")
+    flags = reader.u16("flags")
+    ciaddr = _address(reader, "ciaddr")
+    yiaddr = _address(reader, "yiaddr")
+    siaddr = _address(reader, "siaddr")
+    giaddr = _address(reader, "giaddr")
+    chaddr = reader.read(16, "chaddr")
+    sname_raw = reader.read(64, "sname")
+    file_raw = reader.read(128, "file")
+    rest = reader.rest()
+    if rest[:4] != MAGIC_COOKIE:
+        return DhcpMessage(
+            op, xid, chaddr, htype, hlen, hops, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+            sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0"), (), rest.rstrip(b"\0"),
+        )
+    tlvs, _, offsets = read_tlvs_at(rest[4:], _OPTIONS_OFFSET, "options")
+    overload = 0
+    for (code, value), offset in zip(tlvs, offsets):
+        if code == Opt.OVERLOAD:
+            if len(value) != 1 or value[0] not in (1, 2, 3):
+                raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3", offset)
+            overload = value[0]
+    sname, file = sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0")
+    # RFC 2131 §4.1: the options field first, then 'file', then 'sname'.
+    if overload & _OVERLOAD_FILE:
+        tlvs += read_tlvs(file_raw, _FILE_OFFSET, "file (overloaded)")[0]
+        file = b""
+    if overload & _OVERLOAD_SNAME:
+        tlvs += read_tlvs(sname_raw, _SNAME_OFFSET, "sname (overloaded)")[0]
+        sname = b""
+    options = tuple(o for o in concatenate(tlvs) if o[0] != Opt.OVERLOAD)
+    return DhcpMessage(
+        op, xid, chaddr, htype, hlen, hops, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+        sname, file, options, None,
+    )
+
+
+def _fixed_field(value: bytes, size: int, name: str) -> bytes:
+    if len(value) > size:
+        raise FieldError(f"{name} is {len(value)} bytes, the field holds {size}")
+    return value.ljust(size, b"\0")
+
+
+def _header(msg: DhcpMessage, sname: bytes, file: bytes) -> bytes:
+    for name in ("op", "htype", "hlen", "hops"):
+        if not 0 <= getattr(msg, name) <= 255:
+            raise FieldError(f"{name} {getattr(msg, name)} does not fit one byte")
+    if not 0 <= msg.xid <= 0xFFFFFFFF or not 0 <= msg.secs <= 0xFFFF or not 0 <= msg.flags <= 0xFFFF:
+        raise FieldError("xid, secs or flags out of range")
+    return b"".join(
+        (
+            bytes((msg.op, msg.htype, msg.hlen, msg.hops)),
+            msg.xid.to_bytes(4, "big"),
+            msg.secs.to_bytes(2, "big"),
+            msg.flags.to_bytes(2, "big"),
+            msg.ciaddr.packed,
+            msg.yiaddr.packed,
+            msg.siaddr.packed,
+            msg.giaddr.packed,
+            _fixed_field(msg.chaddr, 16, "chaddr"),
+            _fixed_field(sname, 64, "sname"),
+            _fixed_field(file, 128, "file"),
+        )
+    )
+
+
+def _pack_area(chunks: list[bytes], start: int, room: int) -> tuple[bytes, int]:
+    """Greedily take whole TLV chunks that fit in ``room`` bytes; returns bytes and next index."""
+    out = bytearray()
+    index = start
+    while index < len(chunks) and len(out) + len(chunks[index]) <= room:
+        out += chunks[index]
+        index += 1
+    return bytes(out), index
+
+
+def encode(msg: DhcpMessage, capacity: int = ETHERNET_MAX_MESSAGE) -> bytes:
+    """Encode a message of at most ``capacity`` bytes, padded to BOOTP's 300-byte minimum.
+
+    Options go in the options field; only when they do not fit there and ``file``/``sname`` are
+    empty are those overloaded (option 52). Raises CapacityError when the message cannot fit.
+    """
+    if msg.vendor is not None:
+        if msg.options:
+            raise FieldError("a BOOTP message with a raw vendor area cannot carry DHCP options")
+        if msg.vendor.startswith(MAGIC_COOKIE):
+            raise FieldError("a raw vendor area must not start with the magic cookie")
+        body = _header(msg, msg.sname, msg.file) + msg.vendor
+        if len(body) > max(capacity, BOOTP_MIN_SIZE):
+            raise CapacityError(f"message would be {len(body)} bytes, capacity {capacity}")
+        return body.ljust(BOOTP_MIN_SIZE, b"\0")
+    chunks = _option_chunks(o for o in msg.options if o[0] != Opt.OVERLOAD)
+    room = capacity - _OPTIONS_OFFSET - 1
+    options_area, used = _pack_area(chunks, 0, room)
+    sname, file = msg.sname, msg.file
+    if used < len(chunks):
+        overload = encode_tlv(Opt.OVERLOAD, b"\x00")
+        if msg.file or msg.sname:
+            raise CapacityError(
+                f"options need {sum(map(len, chunks))} bytes, {room} fit and file/sname are in use"
+            )
+        options_area, used = _pack_area(chunks, 0, room - len(overload))
+        file_area, used = _pack_area(chunks, used, 127)
+        sname_area, used = _pack_area(chunks, used, 63)
+        if used < len(chunks):
+            raise CapacityError(
+                f"options need {sum(map(len, chunks))} bytes, more than fit with overload"
+            )
+        flag = _OVERLOAD_FILE | (_OVERLOAD_SNAME if sname_area else 0)
+        options_area = encode_tlv(Opt.OVERLOAD, bytes((flag,))) + options_area
+        file = file_area + b"\xff"
+        sname = sname_area + b"\xff" if sname_area else b""
+    writer = Writer(max(capacity, BOOTP_MIN_SIZE))
+    writer.write(_header(msg, sname, file))
+    writer.write(MAGIC_COOKIE)
+    writer.write(options_area)
+    writer.write(b"\xff")
+    if len(writer) < BOOTP_MIN_SIZE:
+        writer.write(bytes(BOOTP_MIN_SIZE - len(writer)))
+    return writer.getvalue()
+
+
+def _option_chunks(options: Iterable[Option]) -> list[bytes]:
+    chunks: list[bytes] = []
+    for code, value in options:
+        encoded = encode_tlv(code, value)
+        chunks.extend(encoded[i : i + 257] for i in range(0, len(encoded), 257))
+    return chunks
+
+
+def encoded_size(msg: DhcpMessage) -> int:
+    """Size of ``encode(msg)`` without overload, before padding to the BOOTP minimum."""
+    if msg.vendor is not None:
+        return BOOTP_HEADER_SIZE + len(msg.vendor)
+    options = (o for o in msg.options if o[0] != Opt.OVERLOAD)
+    return _OPTIONS_OFFSET + 1 + sum(map(len, _option_chunks(options)))

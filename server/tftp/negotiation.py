@@ -1,0 +1,54 @@
+"""Option negotiation for a read request (RFC 2347, 2348, 2349, 7440)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import BLKSIZE_MAX, BLKSIZE_MIN, WINDOWSIZE_MAX, TftpConfig
+
+#: RFC 1350 §1: "data is sent in blocks of 512 bytes" when no blksize is negotiated.
+DEFAULT_BLKSIZE = 512
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TransferParams:
+    blksize: int = DEFAULT_BLKSIZE
+    windowsize: int = 1
+    timeout: float = 1.0
+    retries: int = 5
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) <= 10 else None
+
+
+def negotiate(
+    requested: dict[str, str], file_size: int | None, config: TftpConfig
+) -> tuple[TransferParams, dict[str, str]]:
+    """The parameters to use and the options to acknowledge (empty: no OACK, send DATA 1).
+
+    Unknown or malformed options are left out of the OACK, as RFC 2347 allows
+    ("Options which the server does not support should be ignored").
+    """
+    blksize, windowsize, timeout = DEFAULT_BLKSIZE, 1, config.timeout
+    oack: dict[str, str] = {}
+    for name, raw in requested.items():
+        value = _int(raw)
+        if value is None:
+            continue
+        if name == "blksize" and BLKSIZE_MIN <= value <= BLKSIZE_MAX:
+            # RFC 2348: the server may answer with a smaller block size than requested.
+            blksize = min(value, config.max_blksize)
+            oack[name] = str(blksize)
+        elif name == "windowsize" and 1 <= value <= WINDOWSIZE_MAX:
+            # RFC 7440 §3: the server "MAY respond with a smaller value".
+            windowsize = min(value, config.max_windowsize)
+            oack[name] = str(windowsize)
+        elif name == "timeout" and 1 <= value <= 255:
+            # RFC 2349 §"Timeout Interval Option": the OACK value "must match" the request.
+            timeout = float(value)
+            oack[name] = str(value)
+        elif name == "tsize" and file_size is not None:
+            # RFC 2349: in a read request the client sends 0 and the server returns the size.
+            oack[name] = str(file_size)
+    return TransferParams(blksize, windowsize, timeout, config.retries), oack

@@ -1,0 +1,166 @@
+"""The state machine of one read transfer (RFC 1350, with RFC 2347 OACK and RFC 7440 windows).
+
+Pure: datagrams and ``now`` go in, ``Send`` actions come out; ``next_deadline``/``on_timer`` drive
+retransmission. Block numbers are counted without bound inside and sent modulo 65536, so a
+transfer rolls over from 65535 to 0 as tftp-hpa, curl and iPXE expect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import deque
+
+from . import packet
+from .negotiation import TransferParams
+from .packet import ErrorCode
+from .source import FileSource
+
+Address = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+    to: Address
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"
+    TIMED_OUT = "timed_out"
+    CLIENT_ERROR = "client_error"
+    PROTOCOL_ERROR = "protocol_error"
+
+
+class Ignored(enum.Enum):
+    """Datagrams a transfer counts and drops without changing state."""
+
+    MALFORMED = "malformed"
+    DUPLICATE_ACK = "duplicate_ack"
+    STALE_ACK = "stale_ack"
+    WRONG_TID = "wrong_tid"
+    AFTER_END = "after_end"
+
+
+class ReadTransfer:
+    def __init__(
+        self,
+        peer: Address,
+        source: FileSource,
+        params: TransferParams,
+        oack: dict[str, str],
+    ) -> None:
+        self.peer = peer
+        self.params = params
+        self._source = source
+        self._oack = packet.encode_oack(oack) if oack else None
+        self._awaiting_oack_ack = bool(oack)
+        self._window: deque[bytes] = deque()
+        self._base = 1  # internal number of the first unacknowledged block
+        self._next_block = 1
+        self._eof = False
+        self._deadline: float | None = None
+        self._tries = 0
+        self.outcome: Outcome | None = None
+        self.ignored: dict[Ignored, int] = {reason: 0 for reason in Ignored}
+        self.retransmissions = 0
+        self.bytes_sent = 0
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def start(self, now: float) -> list[Send]:
+        if self._oack is not None:
+            return self._arm(now, [self._oack])
+        self._fill()
+        return self._arm(now, list(self._window))
+
+    def next_deadline(self) -> float | None:
+        return None if self.done else self._deadline
+
+    def on_timer(self, now: float) -> list[Send]:
+        if self.done or self._deadline is None or now < self._deadline:
+            return []
+        self._tries += 1
+        if self._tries > self.params.retries:
+            self._finish(Outcome.TIMED_OUT)
+            return []
+        self.retransmissions += 1
+        pending = [self._oack] if self._awaiting_oack_ack and self._oack else list(self._window)
+        return self._arm(now, pending)
+
+    def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
+        if source != self.peer:
+            # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
+            # An error packet should be sent to the source of the incorrect packet, while not
+            # disturbing the transfer."
+            self.ignored[Ignored.WRONG_TID] += 1
+            return [Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)]
+        if self.done:
+            self.ignored[Ignored.AFTER_END] += 1
+            return []
+        try:
+            pkt = packet.decode(data)
+        except packet.TftpPacketError:
+            self.ignored[Ignored.MALFORMED] += 1
+            return []
+        if isinstance(pkt, packet.Ack):
+            return self._on_ack(pkt.block, now)
+        if isinstance(pkt, packet.Error):
+            # Includes RFC 2347's error 8: the client refused our OACK.
+            self._finish(Outcome.CLIENT_ERROR)
+            return []
+        self._finish(Outcome.PROTOCOL_ERROR)
+        return [Send(packet.encode_error(ErrorCode.ILLEGAL_OPERATION, "expected an ACK"), self.peer)]
+
+    # -- internals --------------------------------------------------------------------------
+    def _on_ack(self, block: int, now: float) -> list[Send]:
+        if self._awaiting_oack_ack:
+            # RFC 2347: the client acknowledges an OACK for a read request with ACK 0.
+            if block != 0:
+                self.ignored[Ignored.STALE_ACK] += 1
+                return []
+            self._awaiting_oack_ack = False
+            self._fill()
+            return self._arm(now, list(self._window))
+        acked = (block - (self._base - 1)) & 0xFFFF
+        if acked == 0:
+            # RFC 1123 §4.2.3.1: "the sender ... must never resend the current DATA packet on
+            # receipt of a duplicate ACK" (the Sorcerer's Apprentice Syndrome).
+            self.ignored[Ignored.DUPLICATE_ACK] += 1
+            return []
+        if acked > len(self._window):
+            self.ignored[Ignored.STALE_ACK] += 1
+            return []
+        for _ in range(acked):
+            self._window.popleft()
+        self._base += acked
+        self._tries = 0
+        if not self._window and self._eof:
+            self._finish(Outcome.COMPLETED)
+            return []
+        # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
+        # window" beginning with the block after the acknowledged one.
+        self._fill()
+        return self._arm(now, list(self._window))
+
+    def _fill(self) -> None:
+        blksize = self.params.blksize
+        while len(self._window) < self.params.windowsize and not self._eof:
+            payload = self._source.read(blksize)
+            if len(payload) < blksize:
+                self._eof = True
+            self._window.append(packet.encode_data(self._next_block & 0xFFFF, payload))
+            self.bytes_sent += len(payload)
+            self._next_block += 1
+
+    def _arm(self, now: float, packets: list[bytes]) -> list[Send]:
+        self._deadline = now + self.params.timeout
+        return [Send(p, self.peer) for p in packets]
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._deadline = None
+        self._window.clear()
+        self._source.close()

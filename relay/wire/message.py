@@ -211,11 +211,46 @@ def _pack_area(chunks: list[bytes], start: int, room: int) -> tuple[bytes, int]:
     return bytes(out), index
 
 
+def _pack_overloaded(options: list[Option], rooms: list[int]) -> list[bytes] | None:
+    """Fill the option areas in order (options field, then file, then sname); None if they overflow.
+
+    A short option moves whole to the next area when it fits there; otherwise it is split over
+    the areas (RFC 3396 §5 allows any option to be split; the receiver concatenates them in the
+    order of RFC 2131 §4.1, which is this order).
+    """
+    areas = [bytearray() for _ in rooms]
+    index = 0
+    for code, value in options:
+        position = 0
+        while True:
+            if index == len(rooms):
+                return None
+            free = rooms[index] - len(areas[index])
+            rest = len(value) - position
+            if not value:
+                if free >= 2:
+                    areas[index] += bytes((code, 0))
+                    break
+                index += 1
+                continue
+            fits_later = position == 0 and rest <= 255 and any(r >= rest + 2 for r in rooms[index + 1 :])
+            if free < 3 or (free < rest + 2 and fits_later):
+                index += 1
+                continue
+            size = min(255, free - 2, rest)
+            areas[index] += bytes((code, size)) + value[position : position + size]
+            position += size
+            if position == len(value):
+                break
+    return [bytes(area) for area in areas]
+
+
 def encode(msg: DhcpMessage, capacity: int = ETHERNET_MAX_MESSAGE) -> bytes:
     """Encode a message of at most ``capacity`` bytes, padded to BOOTP's 300-byte minimum.
 
-    Options go in the options field; only when they do not fit there and ``file``/``sname`` are
-    empty are those overloaded (option 52). Raises CapacityError when the message cannot fit.
+    Options go in the options field; only when they do not fit there are ``file`` and/or
+    ``sname`` overloaded (option 52), and only those that are empty. Raises CapacityError when
+    the message cannot fit.
     """
     if msg.vendor is not None:
         if msg.options:
@@ -226,27 +261,30 @@ def encode(msg: DhcpMessage, capacity: int = ETHERNET_MAX_MESSAGE) -> bytes:
         if len(body) > max(capacity, BOOTP_MIN_SIZE):
             raise CapacityError(f"message would be {len(body)} bytes, capacity {capacity}")
         return body.ljust(BOOTP_MIN_SIZE, b"\0")
-    chunks = _option_chunks(o for o in msg.options if o[0] != Opt.OVERLOAD)
+    options = [o for o in msg.options if o[0] != Opt.OVERLOAD]
+    chunks = _option_chunks(options)
     room = capacity - _OPTIONS_OFFSET - 1
     options_area, used = _pack_area(chunks, 0, room)
     sname, file = msg.sname, msg.file
     if used < len(chunks):
-        overload = encode_tlv(Opt.OVERLOAD, b"\x00")
-        if msg.file or msg.sname:
+        # RFC 2131 §4.1: file and sname carry options only when option 52 says so; only the
+        # empty ones can. 3 bytes for option 52 itself; 1 byte for END in each area.
+        rooms = [room - 3] + ([127] if not msg.file else []) + ([63] if not msg.sname else [])
+        areas = _pack_overloaded(options, rooms)
+        if areas is None:
             raise CapacityError(
-                f"options need {sum(map(len, chunks))} bytes, {room} fit and file/sname are in use"
+                f"options need {sum(map(len, chunks))} bytes, more than fit in {capacity}"
+                " with file/sname overloaded where free"
             )
-        options_area, used = _pack_area(chunks, 0, room - len(overload))
-        file_area, used = _pack_area(chunks, used, 127)
-        sname_area, used = _pack_area(chunks, used, 63)
-        if used < len(chunks):
-            raise CapacityError(
-                f"options need {sum(map(len, chunks))} bytes, more than fit with overload"
-            )
-        flag = _OVERLOAD_FILE | (_OVERLOAD_SNAME if sname_area else 0)
+        options_area, *spare = areas
+        file_area = b"" if msg.file else spare.pop(0)
+        sname_area = b"" if msg.sname else spare.pop(0)
+        flag = (_OVERLOAD_FILE if file_area else 0) | (_OVERLOAD_SNAME if sname_area else 0)
         options_area = encode_tlv(Opt.OVERLOAD, bytes((flag,))) + options_area
-        file = file_area + b"\xff"
-        sname = sname_area + b"\xff" if sname_area else b""
+        if file_area:
+            file = file_area + b"\xff"
+        if sname_area:
+            sname = sname_area + b"\xff"
     writer = Writer(max(capacity, BOOTP_MIN_SIZE))
     writer.write(_header(msg, sname, file))
     writer.write(MAGIC_COOKIE)

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 from relay.lab.processes import Process, ProcessRunner, wait_for
-from relay.wire import DhcpMessage, WireError, decode
+from relay.wire import DhcpMessage, decode
 
 # -- kea-dhcp4-server ------------------------------------------------------------------------
 
@@ -254,10 +254,6 @@ def read_pcap(path: Path) -> list[Frame]:
         ihl = (frame[14] & 0x0F) * 4
         udp = 14 + ihl
         sport, dport = struct.unpack("!HH", frame[udp : udp + 4])
-        try:
-            message = decode(frame[udp + 8 :])
-        except WireError:
-            continue
         frames.append(
             Frame(
                 eth_dst=":".join(f"{b:02x}" for b in frame[0:6]),
@@ -265,7 +261,7 @@ def read_pcap(path: Path) -> list[Frame]:
                 ip_dst=str(ipaddress.IPv4Address(frame[30:34])),
                 sport=sport,
                 dport=dport,
-                message=message,
+                message=decode(frame[udp + 8 :]),
             )
         )
     return frames

@@ -18,7 +18,7 @@ from .wire import (
     FLAG_UNICAST,
     AgentInfo,
     AgentSub,
-    CapacityError,
+    ETHERNET_MAX_MESSAGE,
     DhcpMessage,
     MessageType,
     Op,
@@ -32,6 +32,8 @@ from .wire import (
 from .wire.pxe import is_pxe_client
 
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+#: RFC 1542 §4.1.1: requests whose hops field exceeds this are discarded whatever the configuration.
+RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
 ETHERNET = 1
 
@@ -94,9 +96,15 @@ class RelayEngine:
         if self.interfaces.by_address(datagram.source) is not None:
             return [Drop(DropReason.REQUEST_FROM_SELF, f"source {datagram.source} is ours")]
         # RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose
-        # 'hops' field exceeds the value 16"; the limit is configurable (dhcrelay -c, default 10).
-        if msg.hops >= self.config.max_hops:
-            return [Drop(DropReason.HOP_LIMIT, f"hops {msg.hops} >= limit {self.config.max_hops}")]
+        # 'hops' field exceeds the value 16"; the limit is configurable (dhcrelay -c, default 10)
+        # but a configured limit above 16 cannot lift that MUST.
+        limit = min(self.config.max_hops, RFC1542_MAX_HOPS + 1)
+        if msg.hops >= limit:
+            return [Drop(DropReason.HOP_LIMIT, f"hops {msg.hops} >= limit {limit}")]
+        # RFC 3046 §2.1.1: relay agents "SHALL discard the packet if the giaddr spoofs a giaddr
+        # address implemented by the local agent itself" (dhcrelay: "we just sent it").
+        if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
+            return [Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")]
         helpers = self.config.helpers_for(settings)
         if not helpers:
             return [Drop(DropReason.NO_HELPERS, ingress.name)]
@@ -108,34 +116,54 @@ class RelayEngine:
             # Agent Information option already present in the packet SHALL discard the packet".
             if agent_present and not settings.trusted:
                 return [Drop(DropReason.UNTRUSTED_AGENT_OPTION, ingress.name)]
-            giaddr = self._giaddr_for(ingress, settings)
+            # An RFC 951 vendor area (no magic cookie) has no options field to carry option 82,
+            # so such a request is relayed as RFC 1542 says: giaddr = the client's link address.
+            carries_options = msg.vendor is None
+            # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
+            # the IP address of the interface on which the request was received."
+            giaddr = (
+                self._giaddr_for(ingress, settings)
+                if carries_options
+                else self._link_address(ingress, settings)
+            )
             if giaddr is None:
                 return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no IPv4 address for giaddr on {ingress.name}")]
             relayed = relayed.replace(giaddr=giaddr)
-            if self._adds_agent_info(settings):
+            if carries_options and self._adds_agent_info(settings):
                 agent = self._agent_info(ingress, settings, datagram)
                 if agent is None:
                     return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no link address on {ingress.name}")]
                 with_agent = self._apply_agent_policy(relayed, agent, agent_present)
                 if with_agent is None:
                     return [Drop(DropReason.AGENT_OPTION_DISCARD, "request already carries option 82")]
-                if encoded_size(with_agent) <= self.config.max_packet_size:
-                    if with_agent is not relayed:
+                if with_agent is not relayed:
+                    # RFC 3046 §2.1: "Packets which, after appending the Relay Agent Information
+                    # option, would exceed this configured maximum size shall be forwarded
+                    # WITHOUT adding the Agent Information option."
+                    if encoded_size(with_agent) <= self.config.max_packet_size:
                         self.counters.agent_info_added += 1
-                    relayed = with_agent
-                else:
-                    self.counters.agent_info_omitted_oversize += 1
+                        relayed = with_agent
+                    else:
+                        self.counters.agent_info_omitted_oversize += 1
         # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
         # field MUST NOT be modified." (another relay is closer to the client).
         try:
-            payload = encode(relayed)
-        except (CapacityError, WireError) as error:
+            payload = encode(relayed, self._capacity(datagram))
+        except WireError as error:
             return [Drop(DropReason.OVERSIZE, str(error))]
         forwards: list[Forward | Drop] = []
         for server in helpers:
             self.counters.forwarded[server] += 1
             forwards.append(Forward(server, payload))
         return forwards
+
+    def _capacity(self, datagram: Datagram) -> int:
+        """The most a relayed message may take: what arrived, the configured maximum or Ethernet's.
+
+        The size check of option 82 uses max_packet_size; this only keeps the encoder from refusing
+        a message that arrived (or was allowed to grow to) larger than one Ethernet frame.
+        """
+        return max(ETHERNET_MAX_MESSAGE, self.config.max_packet_size, len(datagram.payload))
 
     def _giaddr_for(self, ingress: Interface, settings: InterfaceConfig) -> IPv4Address | None:
         if settings.link_selection is not None:
@@ -198,6 +226,9 @@ class RelayEngine:
     def _reply(self, msg: DhcpMessage, datagram: Datagram) -> list[Deliver | Drop | Warn]:
         if datagram.source not in self.config.all_servers:
             return [Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")]
+        # RFC 1542 §4.1.2: "If the content of the 'giaddr' field does not match one of the relay
+        # agent's directly-connected logical interfaces, the BOOTREPLY message MUST be silently
+        # discarded."
         if self.interfaces.by_address(msg.giaddr) is None:
             return [Drop(DropReason.UNKNOWN_GIADDR, f"giaddr {msg.giaddr}")]
         try:
@@ -210,11 +241,12 @@ class RelayEngine:
         if not interface.up:
             return [Drop(DropReason.INTERFACE_DOWN, interface.name)]
         if self._adds_agent_info(settings):
-            # RFC 3046 §2.2: "The DHCP relay agent MUST remove the Relay Agent Information
-            # option from the reply before forwarding it to the client".
+            # RFC 3046 §2.1: "The Relay Agent Information option echoed by a server MUST be
+            # removed by either the relay agent or the trusted downstream network element which
+            # added it when forwarding a server-to-client response back to the client."
             msg = msg.without_option(Opt.RELAY_AGENT_INFO)
         try:
-            payload = encode(msg)
+            payload = encode(msg, self._capacity(datagram))
         except WireError as error:
             return [Drop(DropReason.OVERSIZE, str(error))]
         actions: list[Deliver | Drop | Warn] = []
@@ -238,7 +270,11 @@ class RelayEngine:
             if circuit is not None:
                 for interface in self.interfaces:
                     settings = self.config.interface(interface.name)
-                    if settings is not None and (settings.circuit_id or interface.name.encode()) == circuit:
+                    if (
+                        settings is not None
+                        and settings.role.faces_clients
+                        and (settings.circuit_id or interface.name.encode()) == circuit
+                    ):
                         return interface, settings
                 if self._any_adds_agent_info():
                     return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")

@@ -193,12 +193,12 @@ def parse_options(table: object, path: str, key: str) -> dict[int, bytes]:
 
 
 def _reservation(table: _Table, network: IPv4Network) -> Reservation:
-    table.check_keys({"address", "mac", "client-id", "hostname"})
+    table.check_keys({"address", "mac", "client_id", "hostname"})
     if "address" not in table.data:
         raise table.error("address", "a reservation needs an address")
     address = table.get("address", _address)
     mac = table.get("mac", _mac)
-    client_id = table.get("client-id", parse_hex_bytes)
+    client_id = table.get("client_id", parse_hex_bytes)
     if mac is None and client_id is None:
         raise table.error("mac", "a reservation needs a mac or a client-id")
     if address not in network or address in (network.network_address, network.broadcast_address):
@@ -208,8 +208,8 @@ def _reservation(table: _Table, network: IPv4Network) -> Reservation:
 
 def _subnet(table: _Table, global_options: dict[int, bytes]) -> Subnet:
     table.check_keys({
-        "subnet", "pools", "reservations", "options", "lease-time", "renewal-time",
-        "rebinding-time", "dynamic-bootp", "interface", "next-server", "boot-file",
+        "subnet", "pools", "reservations", "options", "lease_time", "renewal_time",
+        "rebinding_time", "dynamic_bootp", "interface", "next_server", "boot_file",
     })
     if "subnet" not in table.data:
         raise table.error("subnet", "missing (e.g. subnet = \"10.0.1.0/24\")")
@@ -238,19 +238,19 @@ def _subnet(table: _Table, global_options: dict[int, bytes]) -> Subnet:
         raise table.error("reservations", "expected an array of tables ([[...reservations]])")
     for index, raw in enumerate(raw_reservations):
         reservations.append(_reservation(_Table(raw, table.path, table.sub(f"reservations[{index}]")), network))
-    lease_time = table.get("lease-time", _int(60, 0xFFFFFFFE), 3600)
-    renewal = table.get("renewal-time", _int(1, 0xFFFFFFFE))
-    rebinding = table.get("rebinding-time", _int(1, 0xFFFFFFFE))
+    lease_time = table.get("lease_time", _int(60, 0xFFFFFFFE), 3600)
+    renewal = table.get("renewal_time", _int(1, 0xFFFFFFFE))
+    rebinding = table.get("rebinding_time", _int(1, 0xFFFFFFFE))
     subnet = Subnet(
         network=network, pools=tuple(pools), reservations=tuple(reservations),
         options=tuple(sorted(options.items())), lease_time=lease_time, renewal_time=renewal,
-        rebinding_time=rebinding, dynamic_bootp=table.get("dynamic-bootp", _bool, False),
-        interface=table.get("interface", _str), next_server=table.get("next-server", _address),
-        boot_file=table.get("boot-file", _str),
+        rebinding_time=rebinding, dynamic_bootp=table.get("dynamic_bootp", _bool, False),
+        interface=table.get("interface", _str), next_server=table.get("next_server", _address),
+        boot_file=table.get("boot_file", _str),
     )
     # RFC 2131 §4.4.5: T1 < T2 < lease time, or the client's timers make no sense.
     if not subnet.t1 < subnet.t2 < subnet.lease_time:
-        raise table.error("renewal-time", "need renewal-time < rebinding-time < lease-time")
+        raise table.error("renewal_time", "need renewal_time < rebinding_time < lease_time")
     return subnet
 
 
@@ -270,7 +270,7 @@ def _check_overlaps(subnets: list[Subnet], path: str) -> None:
         for r_index, reservation in enumerate(subnet.reservations):
             key = f"dhcp.subnets[{i}].reservations[{r_index}]"
             for what, ident in (("address", reservation.address), ("mac", reservation.mac),
-                                ("client-id", reservation.client_id)):
+                                ("client_id", reservation.client_id)):
                 if ident is None:
                     continue
                 if (what, ident) in seen:
@@ -282,7 +282,7 @@ def _check_overlaps(subnets: list[Subnet], path: str) -> None:
 def parse_dhcp(table: object, path: str, *, pxe_colocated: bool | None = None) -> DhcpConfig:
     """Parse and validate [dhcp]. ``pxe_colocated`` is None when no [pxe] section is present."""
     dhcp = _Table(table, path, "dhcp")
-    dhcp.check_keys({"lease-db", "server-id", "offer-hold", "decline-time", "interfaces", "port",
+    dhcp.check_keys({"lease_db", "server_id", "offer_hold", "decline_time", "interfaces", "port",
                      "options", "subnets"})
     global_options = (parse_options(dhcp.data["options"], path, "dhcp.options")
                       if "options" in dhcp.data else {})
@@ -305,10 +305,10 @@ def parse_dhcp(table: object, path: str, *, pxe_colocated: bool | None = None) -
                     )
     return DhcpConfig(
         subnets=tuple(subnets),
-        lease_db=dhcp.get("lease-db", _str, DEFAULT_LEASE_DB),
-        server_id=dhcp.get("server-id", _address),
-        offer_hold=dhcp.get("offer-hold", _number, 30.0),
-        decline_time=dhcp.get("decline-time", _number, 86400.0),
+        lease_db=dhcp.get("lease_db", _str, DEFAULT_LEASE_DB),
+        server_id=dhcp.get("server_id", _address),
+        offer_hold=dhcp.get("offer_hold", _number, 30.0),
+        decline_time=dhcp.get("decline_time", _number, 86400.0),
         interfaces=dhcp.get("interfaces", _str_list, ()),
         port=dhcp.get("port", _int(1, 65535), 67),
         warnings=tuple(warnings),

@@ -217,7 +217,7 @@ def start_capture(
 ) -> Process:
     """tcpdump of DHCP traffic, bounded by ``count`` packets; written per packet (-U)."""
     argv = [
-        "tcpdump", "-i", ifname, "-n", "-U", "-s", "2048", "-c", str(count),
+        "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-s", "2048", "-c", str(count),
         "-w", str(out), "udp and (port 67 or port 68)",
     ]
     process = runner.start(namespace, argv, name)

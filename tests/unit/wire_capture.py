@@ -26,6 +26,7 @@ from pathlib import Path
 SRV, CLI = "bhw-srv", "bhw-cli"
 SRV_IF, CLI_IF, TAP = "bhw-s0", "bhw-c0", "bhw-tap0"
 CAPTURES = Path(__file__).parent / "captures"
+DHCPCD_LEASE = Path("/var/lib/dhcpcd") / f"{CLI_IF}.lease"
 PXE_UUID = "00" + "4d1f6a2c9b3e4f70a1b2c3d4e5f60718"
 
 
@@ -88,6 +89,7 @@ def capture(work: Path, ipxe: bool) -> list[tuple[str, float, bytes]]:
     pcap = work / "dhcp.pcap"
     dnsmasq = ["dnsmasq", "--keep-in-foreground", "--port=0", "--bind-interfaces",
                f"--interface={SRV_IF}", "--dhcp-range=10.31.0.100,10.31.0.150,1h",
+               *([f"--interface={TAP}", "--dhcp-range=10.31.1.100,10.31.1.150,1h"] if ipxe else []),
                f"--dhcp-leasefile={work / 'leases'}", f"--pid-file={work / 'dnsmasq.pid'}",
                "--dhcp-boot=pxelinux.0", '--pxe-service=x86PC,"Network boot",pxelinux',
                "--pxe-prompt=Press F8,5", "--dhcp-authoritative", "--log-dhcp"]
@@ -95,19 +97,19 @@ def capture(work: Path, ipxe: bool) -> list[tuple[str, float, bytes]]:
         run(*in_ns(SRV, "ip", "tuntap", "add", TAP, "mode", "tap"))
         run(*in_ns(SRV, "ip", "addr", "add", "10.31.1.1/24", "dev", TAP))
         run(*in_ns(SRV, "ip", "link", "set", TAP, "up"))
-        dnsmasq[4:5] = [f"--interface={SRV_IF}", f"--interface={TAP}",
-                        "--dhcp-range=10.31.1.100,10.31.1.150,1h"]
     marks: list[tuple[str, float]] = []
     dump = in_ns(SRV, "timeout", "120", "tcpdump", "-n", "-U", "-c", "200", "-i", "any",
                  "-w", str(pcap), "udp port 67 or udp port 68")
     with process(dump), process(in_ns(SRV, *dnsmasq)):
         time.sleep(1.5)
         for label, argv in client_runs(work):
+            DHCPCD_LEASE.unlink(missing_ok=True)  # else dhcpcd skips DISCOVER (INIT-REBOOT)
             marks.append((label, time.time()))
             subprocess.run(in_ns(CLI, "timeout", "15", *argv), check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             run(*in_ns(CLI, "ip", "addr", "flush", "dev", CLI_IF))
             time.sleep(0.5)
+        DHCPCD_LEASE.unlink(missing_ok=True)
         if ipxe:
             marks.append(("ipxe", time.time()))
             qemu = in_ns(SRV, "timeout", "90", "qemu-system-x86_64", "-accel", "tcg", "-nographic",
@@ -128,7 +130,10 @@ def capture(work: Path, ipxe: bool) -> list[tuple[str, float, bytes]]:
 
 
 def save(packets: list[tuple[str, float, bytes]]) -> list[str]:
-    """Keep the first packet of each (client, sender, message type); write them as .bin files."""
+    """Keep the first packet of each (client, sender, message type); write them as .bin files.
+
+    Files of this run replace those of the same name; others already there are kept.
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from relay.wire import MessageType, decode
 

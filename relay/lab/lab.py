@@ -1,0 +1,250 @@
+"""The lab: a routed network boot on one machine, built from a LabSpec.
+
+Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is a
+QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run in
+sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the lab's
+namespaces, by PID, and deletes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from . import servers
+from .processes import Process, ProcessRunner, in_netns, wait_for
+from .spec import ClientSpec, LabSpec
+from .topology import Host, Lan, Port, Route, Topology, remove_prefix
+
+RUN_DIR = Path("/run/boothop-lab")
+UPSTREAM_IF = "up"
+
+
+def lan_if(subnet: str) -> str:
+    return f"lan-{subnet}"
+
+
+def tap_name(client: ClientSpec) -> str:
+    return f"tap-{client.name}"
+
+
+def build_topology(spec: LabSpec) -> Topology:
+    via = str(spec.router_upstream.ip)
+    hosts = [
+        Host("router", forwarding=True),
+        Host("dhcp", routes=(Route("default", via),)),
+        Host("pxe", routes=(Route("default", via),)),
+    ]
+    lans = [
+        Lan("srv", (
+            Port("router", UPSTREAM_IF, str(spec.router_upstream)),
+            Port("dhcp", "eth0", str(spec.dhcp_address)),
+            Port("pxe", "eth0", str(spec.pxe_address)),
+        ))
+    ]
+    for subnet in spec.subnets:
+        ports = [Port("router", lan_if(subnet.name), str(subnet.router))]
+        for client in spec.clients:
+            if client.subnet == subnet.name and client.kind != "pxe":
+                hosts.append(Host(client.name))
+                ports.append(Port(client.name, "eth0", None, client.mac))
+        lans.append(Lan(subnet.name, tuple(ports)))
+    return Topology(spec.prefix, hosts, lans)
+
+
+@dataclass
+class ClientResult:
+    name: str
+    kind: str
+    subnet: str
+    mac: str
+    address: str | None = None
+    boot_file: str | None = None
+    bytes_downloaded: int = 0
+    seconds: float | None = None
+    ok: bool = False
+    detail: str = ""
+    steps: list[str] = field(default_factory=list)
+
+
+class Lab:
+    def __init__(self, spec: LabSpec, workdir: Path | None = None) -> None:
+        self.spec = spec
+        self.topology = build_topology(spec)
+        self.workdir = workdir or RUN_DIR / spec.prefix
+        self.runner = ProcessRunner(self.workdir / "logs")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def up(self) -> None:
+        """Build what is missing and start the daemons that are not running (idempotent)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.topology.up()
+        self._add_taps()
+        servers.write_configs(self.spec, self.workdir)
+        for name, namespace, argv in servers.daemons(self.spec, self.workdir):
+            if not self._running(name):
+                process = self.runner.start(self.topology.netns(namespace), argv, name)
+                (self.workdir / f"{name}.pid").write_text(f"{process.pid}\n")
+        servers.wait_ready(self.spec, self.workdir, timeout=20)
+
+    def down(self) -> None:
+        remove_prefix(self.spec.prefix)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _running(self, name: str) -> bool:
+        try:
+            pid = int((self.workdir / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return Path(f"/proc/{pid}").exists()
+
+    def _add_taps(self) -> None:
+        with IPRoute(netns=self.topology.switch_netns) as switch:
+            for client in self.spec.clients:
+                if client.kind != "pxe" or switch.link_lookup(ifname=tap_name(client)):
+                    continue
+                bridge = switch.link_lookup(ifname=f"br-{client.subnet}")[0]
+                switch.link("add", ifname=tap_name(client), kind="tuntap", mode="tap")
+                index = switch.link_lookup(ifname=tap_name(client))[0]
+                switch.link("set", index=index, master=bridge, state="up")
+
+    def status(self) -> dict[str, object]:
+        daemons = {
+            name: self._running(name) for name, _, _ in servers.daemons(self.spec, self.workdir)
+        }
+        return {
+            "prefix": self.spec.prefix,
+            "built": self.topology.exists(),
+            "relay": self.spec.relay,
+            "daemons": daemons,
+            "relay_counters": servers.relay_counters(self.workdir),
+        }
+
+    # -- clients ---------------------------------------------------------------------------------
+    def boot_clients(self) -> list[ClientResult]:
+        results = []
+        for client in self.spec.clients:
+            started = time.monotonic()
+            runner = {
+                "pxe": self._boot_pxe,
+                "udhcpc": self._boot_udhcpc,
+                "dhclient": self._boot_dhclient,
+                "bootp": self._boot_bootp,
+            }[client.kind]
+            result = ClientResult(client.name, client.kind, client.subnet, client.mac)
+            try:
+                runner(client, result)
+            except (OSError, subprocess.SubprocessError) as error:
+                result.detail = f"{type(error).__name__}: {error}"
+            if result.seconds is None and result.ok:
+                result.seconds = time.monotonic() - started
+            results.append(result)
+        return results
+
+    def _boot_udhcpc(self, client: ClientSpec, result: ClientResult) -> None:
+        script = self.workdir / f"{client.name}.sh"
+        events = self.workdir / f"{client.name}.events"
+        script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && echo "$ip" >> {events}\nexit 0\n')
+        script.chmod(0o755)
+        completed = self.runner.run(
+            self.topology.netns(client.name),
+            ["busybox", "udhcpc", "-f", "-q", "-n", "-i", "eth0", "-s", str(script),
+             "-t", "5", "-T", "3", "-A", "1"],
+            timeout=self.spec.client_timeout,
+        )
+        address = events.read_text().split()[-1] if events.exists() else None
+        result.address, result.ok = address, address is not None
+        result.detail = "" if result.ok else completed.stdout[-300:]
+
+    def _boot_dhclient(self, client: ClientSpec, result: ClientResult) -> None:
+        script = self.workdir / f"{client.name}.sh"
+        events = self.workdir / f"{client.name}.events"
+        script.write_text(
+            f'#!/bin/sh\ncase "$reason" in BOUND|REBOOT) echo "$new_ip_address" >> {events};; esac\nexit 0\n'
+        )
+        script.chmod(0o755)
+        conf = self.workdir / f"{client.name}.conf"
+        conf.write_text(f"timeout {int(self.spec.client_timeout)};\n")
+        process = self.runner.start(
+            self.topology.netns(client.name),
+            ["dhclient", "-4", "-d", "-1", "-cf", str(conf), "-sf", str(script),
+             "-lf", str(self.workdir / f"{client.name}.leases"),
+             "-pf", str(self.workdir / f"{client.name}.dhclient.pid"), "eth0"],
+            client.name,
+        )
+        try:
+            wait_for(events.exists, self.spec.client_timeout)
+        finally:
+            self.runner.stop(process)
+        address = events.read_text().split()[-1] if events.exists() else None
+        result.address, result.ok = address, address is not None
+
+    def _boot_bootp(self, client: ClientSpec, result: ClientResult) -> None:
+        completed = self.runner.run(
+            self.topology.netns(client.name),
+            [sys.executable, "-m", "relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac],
+            timeout=self.spec.client_timeout,
+        )
+        reply = json.loads(completed.stdout or "null")
+        if reply:
+            result.address = reply["address"]
+            result.ok = reply["address"] == str(client.address) and not reply["dhcp"]
+            result.detail = "" if result.ok else f"got {reply}"
+        else:
+            result.detail = "no BOOTREPLY"
+
+    def _boot_pxe(self, client: ClientSpec, result: ClientResult) -> None:
+        serial = self.workdir / "logs" / f"{client.name}.serial"
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nographic", "-boot", "n",
+            "-no-reboot", "-monitor", "none", "-display", "none",
+            "-netdev", f"tap,id=n0,ifname={tap_name(client)},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,mac={client.mac}",
+            "-serial", f"file:{serial}",
+        ]
+        started = time.monotonic()
+        process = self.runner.start(self.topology.switch_netns, argv, client.name)
+        try:
+            # Success is what the servers saw: the TFTP server sent the proof file, whose name
+            # carries the address the boot script was running with.
+            ok = wait_for(
+                lambda: servers.proof_fetched(self.workdir, client) is not None,
+                self.spec.client_timeout, interval=0.25,
+            )
+            result.seconds = time.monotonic() - started
+        finally:
+            self.runner.stop(process, grace=1.0)
+        seen = servers.pxe_boot_seen(self.workdir, client)
+        result.address = seen.get("address")
+        result.boot_file = seen.get("boot_file")
+        result.bytes_downloaded = int(seen.get("bytes", 0))
+        result.ok = ok
+        if not ok:
+            result.seconds = None
+            tail = serial.read_text(errors="replace")[-400:] if serial.exists() else ""
+            result.detail = "boot script did not fetch its proof file; console: " + tail.replace("\r", "")
+
+
+def run_demo(spec: LabSpec) -> tuple[list[ClientResult], str]:
+    """up, boot every client, collect the report and the ladder, down (always)."""
+    from .report import ladder_text, report_text
+
+    lab = Lab(spec)
+    lab.down()
+    try:
+        lab.up()
+        results = lab.boot_clients()
+        with contextlib.suppress(OSError):
+            time.sleep(0.5)  # let the relay flush its last log lines
+        report = report_text(spec, results) + "\n" + ladder_text(lab.workdir / "logs" / "relay.log")
+        return results, report
+    finally:
+        lab.down()

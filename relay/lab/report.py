@@ -1,0 +1,135 @@
+"""The lab's report: per client what it got, and a ladder diagram of the exchange.
+
+The ladder is drawn from the relay's JSON log (what it forwarded and delivered) and the PXE host's
+log (the port 4011 request and the TFTP transfers, which are routed, not relayed).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lab import ClientResult
+from .spec import LabSpec
+
+LANES = ("client", "relay", "dhcp", "pxe")
+
+
+@dataclass(frozen=True)
+class Arrow:
+    time: float
+    source: str
+    target: str
+    label: str
+
+
+def read_json_lines(path: Path) -> list[dict[str, object]]:
+    events = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def relay_arrows(events: Iterable[dict[str, object]], lane_of_server: dict[str, str]) -> list[Arrow]:
+    """Arrows for what the relay forwarded (client -> relay -> server) and delivered back."""
+    arrows: list[Arrow] = []
+    for index, event in enumerate(events):
+        name = event.get("event")
+        message = str(event.get("message_type") or "?")
+        server = lane_of_server.get(str(event.get("server")), str(event.get("server")))
+        when = float(index)
+        if name == "relay.request.forwarded":
+            if not arrows or arrows[-1].label != message or arrows[-1].target != "relay":
+                arrows.append(Arrow(when, "client", "relay", message))
+            arrows.append(Arrow(when, "relay", server, f"{message} giaddr={event.get('giaddr')}"))
+        elif name == "relay.reply.delivered":
+            arrows.append(Arrow(when, server, "relay", message))
+            arrows.append(Arrow(when, "relay", "client", f"{message} ({event.get('mode')})"))
+    return arrows
+
+
+def ladder_text(arrows: Sequence[Arrow], width: int = 18) -> str:
+    if not arrows:
+        return "(no exchange recorded)"
+    header = "".join(lane.center(width) for lane in LANES)
+    lines = [header, "".join("|".center(width) for _ in LANES)]
+    for arrow in arrows:
+        a, b = LANES.index(arrow.source), LANES.index(arrow.target)
+        left, right = min(a, b), max(a, b)
+        cells = ["|".center(width) for _ in LANES]
+        row = "".join(cells)
+        start = left * width + width // 2
+        end = right * width + width // 2
+        body = "-" * (end - start - 1)
+        label = f" {arrow.label} "
+        if len(label) < len(body):
+            offset = (len(body) - len(label)) // 2
+            body = body[:offset] + label + body[offset + len(label):]
+        body = body[:-1] + ">" if b > a else "<" + body[1:]
+        row = row[: start + 1] + body + row[end:]
+        lines.append(row.rstrip())
+    return "\n".join(lines)
+
+
+def ladder_svg(arrows: Sequence[Arrow], title: str) -> str:
+    lane_x = {lane: 100 + i * 220 for i, lane in enumerate(LANES)}
+    height = 90 + 28 * len(arrows)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lane_x[LANES[-1]] + 120}" height="{height}" '
+        'font-family="monospace" font-size="12">',
+        '<defs><marker id="a" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto">'
+        '<path d="M0,0 L8,4 L0,8 z"/></marker></defs>',
+        f'<text x="10" y="18" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for lane, x in lane_x.items():
+        parts.append(f'<text x="{x}" y="45" text-anchor="middle" font-weight="bold">{lane}</text>')
+        parts.append(f'<line x1="{x}" y1="52" x2="{x}" y2="{height - 10}" stroke="#888"/>')
+    for i, arrow in enumerate(arrows):
+        y = 75 + 28 * i
+        x1, x2 = lane_x[arrow.source], lane_x[arrow.target]
+        parts.append(
+            f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="#246" marker-end="url(#a)"/>'
+        )
+        parts.append(
+            f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle">{html.escape(arrow.label)}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def report_text(spec: LabSpec, results: Sequence[ClientResult]) -> str:
+    rows = [("client", "kind", "subnet", "address", "boot file", "bytes", "seconds", "result")]
+    for r in results:
+        rows.append((
+            r.name, r.kind, r.subnet, r.address or "-", r.boot_file or "-",
+            str(r.bytes_downloaded) if r.bytes_downloaded else "-",
+            f"{r.seconds:.1f}" if r.seconds is not None else "-",
+            "ok" if r.ok else "FAILED",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"boothop lab {spec.prefix!r}: relay = {spec.relay}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    for r in results:
+        if r.detail and not r.ok:
+            lines.append(f"  {r.name}: {r.detail}")
+    return "\n".join(lines)
+
+
+def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[str, str]) -> str:
+    table = html.escape(report_text(spec, results))
+    body = [f"<h1>boothop lab {html.escape(spec.prefix)}</h1>", f"<pre>{table}</pre>"]
+    for name, svg in ladders.items():
+        body.append(f"<h2>{html.escape(name)}</h2>{svg}")
+    return "<!doctype html><html><meta charset='utf-8'><title>boothop lab</title><body>" + "".join(body) + "</body></html>"

@@ -1,0 +1,133 @@
+"""The relay's sockets: UDP :67 with IP_PKTINFO, and a packet socket for delivering replies.
+
+Replies to clients that have no usable IP address yet (broadcast, and unicast to yiaddr at
+chaddr) leave through an AF_PACKET socket with an IPv4/UDP header built here and the link-layer
+destination given explicitly, so the kernel never resolves (and never caches in its ARP table)
+the client's address.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+from ipaddress import IPv4Address
+
+from .actions import Datagram, Deliver, DeliveryMode, Forward
+from .wire import CLIENT_PORT, SERVER_PORT
+
+ETH_P_IP = 0x0800
+#: Room for any UDP payload a link can carry unfragmented, and then some; larger is truncated.
+RECEIVE_BUFFER = 8192
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
+ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+_IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_UDP_HEADER = struct.Struct("!HHHH")
+IPTOS_LOWDELAY = 0x10
+TTL = 64
+
+
+class Truncated(Exception):
+    """A datagram larger than RECEIVE_BUFFER: not a DHCP message we could relay whole."""
+
+
+def open_udp(port: int = SERVER_PORT, address: str = "0.0.0.0") -> socket.socket:
+    """The relay's UDP socket: broadcasts from every interface, ingress ifindex via IP_PKTINFO."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        # The kernel buffer is the back-pressure of a loop with no task per packet: make it deep.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_packet() -> socket.socket:
+    """A send-only AF_PACKET socket (protocol 0: the kernel queues nothing to it)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    sock.setblocking(False)
+    return sock
+
+
+def receive(sock: socket.socket) -> Datagram:
+    """One datagram from the UDP socket; BlockingIOError when the socket is drained."""
+    payload, ancillary, flags, source = sock.recvmsg(RECEIVE_BUFFER, ANCILLARY_SIZE)
+    if flags & socket.MSG_TRUNC:
+        raise Truncated(f"datagram from {source[0]} larger than {RECEIVE_BUFFER} octets")
+    ifindex = 0
+    destination = b"\0\0\0\0"
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+            ifindex, _, destination = _PKTINFO.unpack_from(data)
+    return Datagram(payload, IPv4Address(source[0]), source[1], IPv4Address(destination), ifindex)
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    if len(data) % 2:
+        data += b"\0"
+    # Summing native-order 16-bit words in C and swapping at the end gives the same
+    # one's-complement sum as summing big-endian words (RFC 1071 §2(B), byte order independence).
+    total = sum(memoryview(data).cast("H"))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    if sys.byteorder == "little":
+        total = ((total & 0xFF) << 8) | (total >> 8)
+    return ~total & 0xFFFF
+
+
+def ipv4_udp(source: IPv4Address, destination: IPv4Address, source_port: int,
+             destination_port: int, payload: bytes) -> bytes:
+    """An IPv4 datagram carrying ``payload`` in UDP, both checksums computed."""
+    udp_length = _UDP_HEADER.size + len(payload)
+    src, dst = source.packed, destination.packed
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_length)
+    udp = _UDP_HEADER.pack(source_port, destination_port, udp_length, 0) + payload
+    # RFC 768: "If the computed checksum is zero, it is transmitted as all ones".
+    udp_sum = checksum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + udp_sum.to_bytes(2, "big") + udp[8:]
+    total = _IP_HEADER.size + udp_length
+    header = _IP_HEADER.pack(0x45, IPTOS_LOWDELAY, total, 0, 0x4000, TTL, socket.IPPROTO_UDP, 0,
+                             src, dst)
+    header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
+    return header + udp
+
+
+class Sender:
+    """Executes Forward and Deliver actions; raises OSError for the caller to count and log."""
+
+    def __init__(self, udp: socket.socket, packet: socket.socket) -> None:
+        self.udp = udp
+        self.packet = packet
+        self._names: dict[IPv4Address, str] = {}
+
+    def _name(self, address: IPv4Address) -> str:
+        name = self._names.get(address)
+        if name is None:
+            if len(self._names) > 4096:  # bound the cache: ciaddr values come from clients
+                self._names.clear()
+            name = self._names[address] = str(address)
+        return name
+
+    def forward(self, action: Forward) -> None:
+        self.udp.sendto(action.payload, (self._name(action.server), SERVER_PORT))
+
+    def deliver(self, action: Deliver) -> None:
+        if action.mode is DeliveryMode.UNICAST_CIADDR:
+            # The client has an address and answers ARP for it: an ordinary unicast.
+            self.udp.sendto(action.payload, (self._name(action.destination), CLIENT_PORT))
+            return
+        frame = ipv4_udp(action.source, action.destination, SERVER_PORT, CLIENT_PORT,
+                         action.payload)
+        self.packet.sendto(frame, (action.ifname, ETH_P_IP, 0, 0, action.mac))
+
+    def close(self) -> None:
+        self.udp.close()
+        self.packet.close()

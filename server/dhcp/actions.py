@@ -1,0 +1,97 @@
+"""What the DHCP server core hands its shell: datagrams in, sends, lease commits and drops out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from relay.wire import DhcpMessage
+
+from .lease import Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One received UDP datagram as the shell learnt it from the socket and IP_PKTINFO."""
+
+    payload: bytes
+    source: IPv4Address
+    source_port: int
+    #: The server's own address the datagram reached (ipi_spec_dst): the interface's for a broadcast.
+    local_address: IPv4Address
+    ifindex: int = 0
+    ifname: str = ""
+
+
+class DropReason(enum.Enum):
+    MALFORMED = "malformed"
+    NOT_A_REQUEST = "not-a-request"
+    UNEXPECTED_MESSAGE_TYPE = "unexpected-message-type"
+    NO_CLIENT_IDENTITY = "no-client-identity"
+    BAD_RELAY_INFO = "bad-relay-info"
+    INTERFACE_NOT_SERVED = "interface-not-served"
+    NO_SUBNET = "no-subnet"
+    POOL_EXHAUSTED = "pool-exhausted"
+    RESERVED_ADDRESS_HELD = "reserved-address-held"
+    OTHER_SERVER_SELECTED = "other-server-selected"
+    NO_REQUESTED_ADDRESS = "no-requested-address"
+    NO_RECORD = "no-record"
+    BOOTP_NO_RESERVATION = "bootp-no-reservation"
+    DECLINE_NOT_HELD = "decline-not-held"
+    RELEASE_NOT_HELD = "release-not-held"
+    INFORM_NO_ADDRESS = "inform-no-address"
+    REPLY_TOO_LARGE = "reply-too-large"
+
+
+class ReplyKind(enum.Enum):
+    OFFER = "offer"
+    ACK = "ack"
+    NAK = "nak"
+    INFORM_ACK = "inform-ack"
+    BOOTREPLY = "bootreply"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``payload`` from ``source`` to ``destination:port``.
+
+    ``ifindex`` names the link for a broadcast or a link-local unicast. ``to_chaddr`` means RFC
+    2131 §4.1 asks for a unicast to yiaddr at the link-layer address chaddr (the client has no
+    address yet); a shell without a packet socket may broadcast instead, which clients accept.
+    """
+
+    kind: ReplyKind
+    message: DhcpMessage
+    payload: bytes
+    destination: IPv4Address
+    port: int
+    source: IPv4Address
+    ifindex: int
+    to_chaddr: bool = False
+
+
+class CommitEvent(enum.Enum):
+    BOUND = "bound"
+    RENEWED = "renewed"
+    RELEASED = "released"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Write this lease row (keyed by address) durably before any Send that follows it."""
+
+    lease: Lease
+    event: CommitEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: DropReason
+    detail: str = ""
+
+
+Action = Send | Commit | Drop

@@ -1,0 +1,507 @@
+"""The DHCP/BOOTP server as a sans-IO state machine (RFC 2131 §4.3, RFC 951/1542 for BOOTP).
+
+``handle(datagram, now)`` returns actions: ``Commit`` lease rows (the shell makes them durable
+before sending anything that follows), ``Send`` replies, or one ``Drop`` with its reason. Offers
+live in memory only; leases are the rows the shell loaded from the store. Timers:
+``next_deadline()`` / ``on_timer(now)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
+
+from relay.wire import (
+    DHCP_MIN_MAX_SIZE,
+    ETHERNET_MAX_MESSAGE,
+    ZERO,
+    AgentInfo,
+    CapacityError,
+    DhcpMessage,
+    MessageType,
+    Op,
+    Opt,
+    WireError,
+    decode,
+    encode,
+)
+
+from .actions import Action, Commit, CommitEvent, Datagram, Drop, DropReason, ReplyKind, Send
+from .addressing import reply_destination
+from .config import DhcpConfig, Reservation, Subnet
+from .lease import Lease, LeaseState, client_key
+
+#: RFC 2132 §9.2: 0xffffffff is an infinite lease.
+INFINITE = 0xFFFFFFFF
+#: Options a BOOTREPLY may carry: the RFC 1497 vendor extensions (codes below the DHCP-only range).
+_BOOTP_MAX_CODE = 49
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded client message and the facts about it every handler needs."""
+
+    msg: DhcpMessage
+    dgram: Datagram
+    subnet: Subnet
+    key: str
+    client_id: bytes | None
+    agent_raw: bytes | None
+    server_id: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    subnet: str
+    key: str
+    expires: float
+
+
+class DhcpServerCore:
+    def __init__(self, config: DhcpConfig, leases: Iterable[Lease] = (), *,
+                 pxe_colocated: bool = False) -> None:
+        self.config = config
+        self.pxe_colocated = pxe_colocated
+        self.leases: dict[IPv4Address, Lease] = {}
+        #: (subnet, client key) -> the address of that client's latest lease row there.
+        self.by_client: dict[tuple[str, str], IPv4Address] = {}
+        self.offers: dict[IPv4Address, _Offer] = {}
+        self.offer_by_client: dict[tuple[str, str], IPv4Address] = {}
+        self._timers: list[tuple[float, IPv4Address]] = []
+        self._cursors: dict[tuple[int, int], int] = {}
+        self._local_addresses: set[IPv4Address] = set()
+        self._reserved: dict[IPv4Address, Reservation] = {}
+        self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
+        for subnet in config.subnets:
+            net = str(subnet.network)
+            for reservation in subnet.reservations:
+                self._reserved[reservation.address] = reservation
+                if reservation.mac is not None:
+                    self._reservation_by_ident[(net, "mac", reservation.mac)] = reservation
+                if reservation.client_id is not None:
+                    self._reservation_by_ident[(net, "id", reservation.client_id)] = reservation
+        for lease in leases:
+            self._store(lease)
+
+    # -- timers ------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, now: float) -> list[Action]:
+        """Forget expired offers; mark expired leases and finished quarantines EXPIRED."""
+        actions: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, address = heapq.heappop(self._timers)
+            offer = self.offers.get(address)
+            if offer is not None and offer.expires <= now:
+                self._forget_offer(address)
+            lease = self.leases.get(address)
+            if (lease is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED)
+                    and lease.expires is not None and lease.expires <= now):
+                expired = _with(lease, state=LeaseState.EXPIRED)
+                self._store(expired)
+                actions.append(Commit(expired, CommitEvent.EXPIRED))
+        return actions
+
+    # -- entry point -------------------------------------------------------------------------
+    def handle(self, dgram: Datagram, now: float) -> list[Action]:
+        """Any bytes in, actions out: a malformed datagram is a Drop, never an exception."""
+        try:
+            msg = decode(dgram.payload)
+        except WireError as exc:
+            return [Drop(DropReason.MALFORMED, str(exc))]
+        if msg.op != Op.BOOTREQUEST:
+            return [Drop(DropReason.NOT_A_REQUEST)]
+        try:
+            request = self._request(msg, dgram)
+        except _Dropped as dropped:
+            return [dropped.drop]
+        mtype = msg.message_type
+        if mtype is None:
+            return self._bootp(request, now)
+        handler = self._HANDLERS.get(mtype)
+        if handler is None:
+            return [Drop(DropReason.UNEXPECTED_MESSAGE_TYPE, f"message type {mtype}")]
+        return handler(self, request, now)
+
+    def _request(self, msg: DhcpMessage, dgram: Datagram) -> Request:
+        if self.config.interfaces and msg.giaddr == ZERO and dgram.ifname not in self.config.interfaces:
+            raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
+        client_id = msg.get(Opt.CLIENT_ID) or None
+        if client_id is None and (msg.hlen == 0 or not any(msg.hardware_address)):
+            raise _Dropped(DropReason.NO_CLIENT_IDENTITY)
+        agent_raw = msg.get(Opt.RELAY_AGENT_INFO)
+        link: IPv4Address | None = None
+        override: IPv4Address | None = None
+        if agent_raw is not None and msg.giaddr != ZERO:
+            try:
+                agent = AgentInfo.decode(agent_raw)
+                link = agent.link_selection
+                override = agent.server_id_override
+            except WireError as exc:
+                raise _Dropped(DropReason.BAD_RELAY_INFO, str(exc)) from None
+        subnet = self._select_subnet(msg, dgram, link)
+        if subnet is None:
+            where = link or msg.get(Opt.SUBNET_SELECTION) or msg.giaddr
+            raise _Dropped(DropReason.NO_SUBNET,
+                           f"no subnet for {where if msg.giaddr != ZERO else dgram.ifname or dgram.local_address}")
+        # RFC 5107 §4: the server "MUST use the value of the Server Identifier Override
+        # sub-option in the Server Identifier option (54) of its replies".
+        server_id = override or self.config.server_id or dgram.local_address
+        self._local_addresses.add(dgram.local_address)
+        return Request(msg, dgram, subnet, client_key(client_id, msg.htype, msg.hardware_address),
+                       client_id, agent_raw, server_id)
+
+    def _select_subnet(self, msg: DhcpMessage, dgram: Datagram,
+                       link: IPv4Address | None) -> Subnet | None:
+        """RFC 3527 link selection, then RFC 3011 option 118, then giaddr; ciaddr or the
+        receiving interface for a directly attached client."""
+        selection = msg.get(Opt.SUBNET_SELECTION)
+        if link is not None:
+            return self._subnet_containing(link)
+        if selection is not None:
+            return self._subnet_containing(IPv4Address(selection)) if len(selection) == 4 else None
+        if msg.giaddr != ZERO:
+            return self._subnet_containing(msg.giaddr)
+        if msg.ciaddr != ZERO and dgram.source == msg.ciaddr:
+            return self._subnet_containing(msg.ciaddr)
+        for subnet in self.config.subnets:
+            if subnet.interface is not None and subnet.interface == dgram.ifname:
+                return subnet
+        return self._subnet_containing(dgram.local_address)
+
+    def _subnet_containing(self, address: IPv4Address) -> Subnet | None:
+        for subnet in self.config.subnets:
+            if address in subnet.network:
+                return subnet
+        return None
+
+    # -- address bookkeeping -----------------------------------------------------------------
+    def _store(self, lease: Lease) -> None:
+        old = self.leases.get(lease.address)
+        if old is not None and old.client_key != lease.client_key:
+            if self.by_client.get((old.subnet, old.client_key)) == old.address:
+                del self.by_client[(old.subnet, old.client_key)]
+        self.leases[lease.address] = lease
+        if lease.client_key:
+            self.by_client[(lease.subnet, lease.client_key)] = lease.address
+        if lease.expires is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED):
+            heapq.heappush(self._timers, (lease.expires, lease.address))
+
+    def _forget_offer(self, address: IPv4Address) -> None:
+        offer = self.offers.pop(address, None)
+        if offer is not None and self.offer_by_client.get((offer.subnet, offer.key)) == address:
+            del self.offer_by_client[(offer.subnet, offer.key)]
+
+    def reservation_for(self, request: Request) -> Reservation | None:
+        net = str(request.subnet.network)
+        found = None
+        if request.client_id is not None:
+            found = self._reservation_by_ident.get((net, "id", request.client_id))
+        if found is None:
+            found = self._reservation_by_ident.get((net, "mac", request.msg.hardware_address))
+        return found
+
+    def available(self, address: IPv4Address, request: Request, now: float) -> bool:
+        """Whether ``address`` may be bound to this client now: never one address to two clients."""
+        subnet = request.subnet
+        if address not in subnet.network or address in (
+                subnet.network.network_address, subnet.network.broadcast_address):
+            return False
+        lease = self.leases.get(address)
+        if lease is not None and lease.holds(now) and (
+                lease.state is LeaseState.DECLINED or lease.client_key != request.key):
+            return False
+        offer = self.offers.get(address)
+        if offer is not None and offer.expires > now and offer.key != request.key:
+            return False
+        reservation = self._reserved.get(address)
+        if reservation is not None:
+            return reservation is self.reservation_for(request)
+        return subnet.in_pool(address)
+
+    def _fresh(self, address: IPv4Address, now: float) -> bool:
+        """Free and never used: preferred, so a released address stays its last client's."""
+        offer = self.offers.get(address)
+        return (address not in self.leases and address not in self._reserved
+                and (offer is None or offer.expires <= now))
+
+    def _scan(self, request: Request, now: float) -> IPv4Address | None:
+        subnet = request.subnet
+        subnet_index = self.config.subnets.index(subnet)
+        for fresh_only in (True, False):
+            for pool_index, pool in enumerate(subnet.pools):
+                start = self._cursors.get((subnet_index, pool_index), 0)
+                size = pool.size
+                for step in range(size):
+                    offset = (start + step) % size
+                    address = pool.first + offset
+                    if (self._fresh(address, now) if fresh_only
+                            else self.available(address, request, now)):
+                        self._cursors[(subnet_index, pool_index)] = (offset + 1) % size
+                        return address
+        return None
+
+    def _choose(self, request: Request, now: float) -> IPv4Address | Drop:
+        """RFC 2131 §4.3.1: the client's binding, else its previous address, else the requested
+        address if valid, else a new address from the pool."""
+        reservation = self.reservation_for(request)
+        if reservation is not None:
+            if self.available(reservation.address, request, now):
+                return reservation.address
+            return Drop(DropReason.RESERVED_ADDRESS_HELD, str(reservation.address))
+        net = str(request.subnet.network)
+        for address in (self.offer_by_client.get((net, request.key)),
+                        self.by_client.get((net, request.key))):
+            if address is not None and self.available(address, request, now):
+                return address
+        requested = request.msg.get(Opt.REQUESTED_ADDRESS)
+        if requested is not None and len(requested) == 4:
+            address = IPv4Address(requested)
+            if self.available(address, request, now):
+                return address
+        found = self._scan(request, now)
+        if found is None:
+            return Drop(DropReason.POOL_EXHAUSTED, net)
+        return found
+
+    def _bind(self, request: Request, address: IPv4Address, now: float,
+              infinite: bool = False) -> list[Action]:
+        """Bind ``address`` to the client; its other lease on this subnet, if any, is superseded."""
+        net = str(request.subnet.network)
+        actions: list[Action] = []
+        previous = self.by_client.get((net, request.key))
+        if previous is not None and previous != address:
+            old = self.leases[previous]
+            if old.client_key == request.key and old.state is LeaseState.BOUND:
+                released = _with(old, state=LeaseState.RELEASED, expires=now)
+                self._store(released)
+                actions.append(Commit(released, CommitEvent.SUPERSEDED))
+        current = self.leases.get(address)
+        renewing = (current is not None and current.client_key == request.key
+                    and current.is_active(now))
+        reservation = self._reserved.get(address)
+        hostname = reservation.hostname if reservation is not None else None
+        lease = Lease(
+            address=address, state=LeaseState.BOUND, client_key=request.key,
+            mac=request.msg.hardware_address, client_id=request.client_id, subnet=net,
+            starts=now, expires=None if infinite else now + request.subnet.lease_time,
+            hostname=hostname,
+        )
+        self._store(lease)
+        self._forget_offer(address)
+        actions.append(Commit(lease, CommitEvent.RENEWED if renewing else CommitEvent.BOUND))
+        return actions
+
+    # -- message handlers --------------------------------------------------------------------
+    def _discover(self, request: Request, now: float) -> list[Action]:
+        choice = self._choose(request, now)
+        if isinstance(choice, Drop):
+            return [choice]
+        net = str(request.subnet.network)
+        stale = self.offer_by_client.get((net, request.key))
+        if stale is not None and stale != choice:
+            self._forget_offer(stale)
+        expires = now + self.config.offer_hold
+        self.offers[choice] = _Offer(net, request.key, expires)
+        self.offer_by_client[(net, request.key)] = choice
+        heapq.heappush(self._timers, (expires, choice))
+        return [self._reply(request, ReplyKind.OFFER, choice)]
+
+    def _request_message(self, request: Request, now: float) -> list[Action]:
+        msg = request.msg
+        server_id = msg.get(Opt.SERVER_ID)
+        requested_raw = msg.get(Opt.REQUESTED_ADDRESS)
+        requested = IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+        net = str(request.subnet.network)
+        if server_id is not None:
+            # SELECTING. RFC 2131 §4.3.2: the server identifier says which server the client chose;
+            # "Servers not chosen by the DHCPREQUEST message use the message as notification that
+            # the client has declined that server's offer."
+            if len(server_id) != 4 or not self._is_ours(IPv4Address(server_id), request):
+                offered = self.offer_by_client.get((net, request.key))
+                if offered is not None:
+                    self._forget_offer(offered)
+                return [Drop(DropReason.OTHER_SERVER_SELECTED)]
+            if requested is None:
+                return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
+            if not self.available(requested, request, now) or not self._may_have(requested, request):
+                return [self._nak(request, "requested address not available")]
+            return self._bind(request, requested, now) + [self._reply(request, ReplyKind.ACK, requested)]
+        if requested is not None:
+            # INIT-REBOOT. RFC 2131 §4.3.2: "Server SHOULD send a DHCPNAK message to the client if
+            # the 'requested IP address' is incorrect, or is on the wrong network."
+            if requested not in request.subnet.network:
+                return [self._nak(request, "requested address is on the wrong network")]
+            # RFC 2131 §4.3.2: "If the DHCP server has no record of this client, then it MUST
+            # remain silent".
+            reservation = self.reservation_for(request)
+            recorded = self.by_client.get((net, request.key))
+            if reservation is None and recorded is None:
+                return [Drop(DropReason.NO_RECORD, str(requested))]
+            expected = reservation.address if reservation is not None else recorded
+            if requested != expected or not self.available(requested, request, now):
+                return [self._nak(request, "requested address is not this client's")]
+            return self._bind(request, requested, now) + [self._reply(request, ReplyKind.ACK, requested)]
+        if msg.ciaddr != ZERO:
+            # RENEWING (unicast) or REBINDING (broadcast). RFC 2131 §4.3.2: "the DHCP server
+            # SHOULD check 'ciaddr' for correctness before replying".
+            address = msg.ciaddr
+            if not self.available(address, request, now) or not self._may_have(address, request):
+                return [self._nak(request, "address is not this client's")]
+            return self._bind(request, address, now) + [self._reply(request, ReplyKind.ACK, address)]
+        return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
+
+    def _may_have(self, address: IPv4Address, request: Request) -> bool:
+        """A client with a reservation on this subnet gets that address and no other."""
+        reservation = self.reservation_for(request)
+        return reservation is None or reservation.address == address
+
+    def _is_ours(self, server_id: IPv4Address, request: Request) -> bool:
+        return (server_id == request.server_id or server_id == self.config.server_id
+                or server_id in self._local_addresses)
+
+    def _decline(self, request: Request, now: float) -> list[Action]:
+        requested_raw = request.msg.get(Opt.REQUESTED_ADDRESS)
+        if requested_raw is None or len(requested_raw) != 4:
+            return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
+        address = IPv4Address(requested_raw)
+        lease = self.leases.get(address)
+        offer = self.offers.get(address)
+        held = (lease is not None and lease.client_key == request.key and lease.is_active(now)) or (
+            offer is not None and offer.key == request.key)
+        if not held:
+            return [Drop(DropReason.DECLINE_NOT_HELD, str(address))]
+        # RFC 2131 §4.3.3: "the server MUST mark the network address as not available".
+        declined = Lease(address, LeaseState.DECLINED, request.key, request.msg.hardware_address,
+                         request.client_id, str(request.subnet.network), now,
+                         now + self.config.decline_time)
+        self._forget_offer(address)
+        self._store(declined)
+        return [Commit(declined, CommitEvent.DECLINED)]
+
+    def _release(self, request: Request, now: float) -> list[Action]:
+        lease = self.leases.get(request.msg.ciaddr)
+        if lease is None or lease.client_key != request.key or not lease.is_active(now):
+            return [Drop(DropReason.RELEASE_NOT_HELD, str(request.msg.ciaddr))]
+        # RFC 2131 §4.3.4: the server marks the address not allocated and "SHOULD retain a
+        # record of the client's initialization parameters for possible reuse".
+        released = _with(lease, state=LeaseState.RELEASED, expires=now)
+        self._store(released)
+        return [Commit(released, CommitEvent.RELEASED)]
+
+    def _inform(self, request: Request, now: float) -> list[Action]:
+        msg = request.msg
+        if msg.ciaddr == ZERO and request.dgram.source == ZERO:
+            return [Drop(DropReason.INFORM_NO_ADDRESS)]
+        if msg.ciaddr == ZERO:
+            request = replace(request, msg=msg.replace(ciaddr=request.dgram.source))
+        return [self._reply(request, ReplyKind.INFORM_ACK, ZERO)]
+
+    def _bootp(self, request: Request, now: float) -> list[Action]:
+        """RFC 951 BOOTREQUEST: the reserved address, or a pool address if dynamic BOOTP is on."""
+        reservation = self.reservation_for(request)
+        if reservation is not None:
+            address = reservation.address
+            if not self.available(address, request, now):
+                return [Drop(DropReason.RESERVED_ADDRESS_HELD, str(address))]
+        elif request.subnet.dynamic_bootp:
+            choice = self._choose(request, now)
+            if isinstance(choice, Drop):
+                return [choice]
+            address = choice
+        else:
+            return [Drop(DropReason.BOOTP_NO_RESERVATION, request.msg.mac)]
+        # RFC 1534 §2: a BOOTP client has no lease to renew, so its binding is infinite.
+        return self._bind(request, address, now, infinite=True) + [
+            self._reply(request, ReplyKind.BOOTREPLY, address)]
+
+    _HANDLERS = {
+        MessageType.DISCOVER: _discover,
+        MessageType.REQUEST: _request_message,
+        MessageType.DECLINE: _decline,
+        MessageType.RELEASE: _release,
+        MessageType.INFORM: _inform,
+    }
+
+    # -- replies -----------------------------------------------------------------------------
+    def _nak(self, request: Request, why: str) -> Send | Drop:
+        return self._reply(request, ReplyKind.NAK, ZERO, message=why)
+
+    def _reply(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
+               message: str = "") -> Send | Drop:
+        msg, subnet = request.msg, request.subnet
+        nak = kind is ReplyKind.NAK
+        destination = reply_destination(msg, yiaddr, nak=nak)
+        options: list[tuple[int, bytes]] = []
+        bootp = kind is ReplyKind.BOOTREPLY
+        if not bootp:
+            mtype = {ReplyKind.OFFER: MessageType.OFFER, ReplyKind.NAK: MessageType.NAK}.get(
+                kind, MessageType.ACK)
+            options.append((Opt.MESSAGE_TYPE, bytes((mtype,))))
+            options.append((Opt.SERVER_ID, request.server_id.packed))
+        if kind in (ReplyKind.OFFER, ReplyKind.ACK):
+            options.append((Opt.LEASE_TIME, subnet.lease_time.to_bytes(4, "big")))
+            options.append((Opt.RENEWAL_TIME, subnet.t1.to_bytes(4, "big")))
+            options.append((Opt.REBINDING_TIME, subnet.t2.to_bytes(4, "big")))
+        if nak:
+            options.append((Opt.MESSAGE, message.encode()))
+        else:
+            # RFC 2131 §4.3.5: the DHCPACK to a DHCPINFORM carries no lease time (options 51,
+            # 58, 59 are added only above, for OFFER and ACK).
+            for code, value in subnet.options:
+                if not bootp or code <= _BOOTP_MAX_CODE:
+                    options.append((code, value))
+            reservation = self._reserved.get(yiaddr)
+            if reservation is not None and reservation.hostname and not any(c == Opt.HOST_NAME for c, _ in options):
+                options.append((Opt.HOST_NAME, reservation.hostname.encode()))
+            if self.pxe_colocated and not bootp:
+                vendor = msg.get(Opt.VENDOR_CLASS_ID) or b""
+                if vendor.startswith(b"PXEClient"):
+                    options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
+        if request.client_id is not None and not bootp:
+            # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
+            # when the client sent one.
+            options.append((Opt.CLIENT_ID, request.client_id))
+        if request.agent_raw is not None:
+            # RFC 3046 §2.2: "DHCP servers claiming to support the Relay Agent Information
+            # option SHALL echo the entire contents of the Relay Agent Information option in
+            # all replies."
+            options.append((Opt.RELAY_AGENT_INFO, request.agent_raw))
+        reply = DhcpMessage(
+            op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
+            flags=destination.flags,
+            # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
+            # else 0.
+            ciaddr=msg.ciaddr if kind in (ReplyKind.ACK, ReplyKind.INFORM_ACK, ReplyKind.BOOTREPLY) else ZERO,
+            yiaddr=yiaddr,
+            siaddr=subnet.next_server if subnet.next_server is not None and not nak else ZERO,
+            giaddr=msg.giaddr,
+            file=subnet.boot_file.encode() if subnet.boot_file and not nak else b"",
+            options=tuple(options),
+        )
+        try:
+            payload = encode(reply, self._capacity(msg))
+        except CapacityError as exc:
+            return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
+        return Send(kind, reply, payload, destination.address, destination.port,
+                    request.dgram.local_address, request.dgram.ifindex, destination.to_chaddr)
+
+    @staticmethod
+    def _capacity(msg: DhcpMessage) -> int:
+        """RFC 2132 §9.10: the client's maximum DHCP message size, never below 576."""
+        raw = msg.get(Opt.MAX_MESSAGE_SIZE)
+        if raw is None or len(raw) != 2:
+            return DHCP_MIN_MAX_SIZE
+        return max(DHCP_MIN_MAX_SIZE, min(int.from_bytes(raw, "big"), ETHERNET_MAX_MESSAGE))
+
+
+class _Dropped(Exception):
+    def __init__(self, reason: DropReason, detail: str = "") -> None:
+        self.drop = Drop(reason, detail)
+
+
+def _with(lease: Lease, **changes: object) -> Lease:
+    return replace(lease, **changes)  # type: ignore[arg-type]

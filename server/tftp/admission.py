@@ -1,0 +1,100 @@
+"""What the listening port does with a datagram: refuse it, or start a transfer.
+
+Pure apart from the injected ``opener`` (the shell passes ``paths.open_file``; tests pass a fake).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+
+from . import packet
+from .config import TftpConfig
+from .negotiation import negotiate
+from .packet import ErrorCode, Opcode
+from .paths import FileRefused
+from .source import FileSource, NetasciiSource
+from .transfer import Address, ReadTransfer
+
+Opener = Callable[[str], FileSource]
+
+
+class Refusal(enum.Enum):
+    MALFORMED = "malformed"
+    NOT_A_REQUEST = "not_a_request"
+    WRITE_DISABLED = "write_disabled"
+    BAD_MODE = "bad_mode"
+    BUSY = "busy"
+    CLIENT_LIMIT = "client_limit"
+    FILE_REFUSED = "file_refused"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refused:
+    reason: Refusal
+    #: The ERROR packet to send back, or None to stay silent (garbage is not answered).
+    reply: bytes | None
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    transfer: ReadTransfer
+    request: packet.Request
+
+
+class Admission:
+    """Counts running transfers, overall and per client address, against the configured limits."""
+
+    def __init__(self, config: TftpConfig) -> None:
+        self._config = config
+        self.active = 0
+        self._per_client: dict[str, int] = {}
+        self.refused: dict[Refusal, int] = {reason: 0 for reason in Refusal}
+
+    def admit(self, data: bytes, client: Address, opener: Opener) -> Accepted | Refused:
+        result = self._decide(data, client, opener)
+        if isinstance(result, Refused):
+            self.refused[result.reason] += 1
+        else:
+            self.active += 1
+            self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
+        return result
+
+    def release(self, client: Address) -> None:
+        self.active -= 1
+        left = self._per_client[client[0]] - 1
+        if left:
+            self._per_client[client[0]] = left
+        else:
+            del self._per_client[client[0]]
+
+    def _decide(self, data: bytes, client: Address, opener: Opener) -> Accepted | Refused:
+        try:
+            request = packet.decode(data)
+        except packet.TftpPacketError as exc:
+            return Refused(Refusal.MALFORMED, None, str(exc))
+        if not isinstance(request, packet.Request):
+            return Refused(Refusal.NOT_A_REQUEST, None)
+        if request.opcode == Opcode.WRQ:
+            return _error(Refusal.WRITE_DISABLED, ErrorCode.ACCESS_VIOLATION, "writes are disabled")
+        if request.mode not in ("octet", "netascii"):
+            # RFC 1350 §5: mode "mail" is obsolete; anything else is not TFTP.
+            return _error(Refusal.BAD_MODE, ErrorCode.ILLEGAL_OPERATION, "mode not supported")
+        if self.active >= self._config.max_transfers:
+            return _error(Refusal.BUSY, ErrorCode.NOT_DEFINED, "server busy, try again")
+        if self._per_client.get(client[0], 0) >= self._config.max_per_client:
+            return _error(Refusal.CLIENT_LIMIT, ErrorCode.NOT_DEFINED, "too many transfers")
+        try:
+            source = opener(request.filename)
+        except FileRefused as exc:
+            return _error(Refusal.FILE_REFUSED, exc.code, exc.reason)
+        if request.mode == "netascii":
+            source = NetasciiSource(source)
+        params, oack = negotiate(request.options, source.size, self._config)
+        return Accepted(ReadTransfer(client, source, params, oack), request)
+
+
+def _error(reason: Refusal, code: ErrorCode, message: str) -> Refused:
+    return Refused(reason, packet.encode_error(code, message), message)

@@ -1,0 +1,171 @@
+"""The TFTP trio shell: a listening socket, and one socket (one task) per transfer.
+
+Sockets are plain non-blocking sockets drained until BlockingIOError, then
+``trio.lowlevel.wait_readable``: about 7 µs per packet, against about 50 µs when awaiting a trio
+socket call per packet. The kernel socket buffer is the back-pressure.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+
+import structlog
+import trio
+
+from .admission import Accepted, Admission, Refused
+from .config import TftpConfig
+from .paths import open_file
+from .transfer import Address, ReadTransfer, Send
+
+#: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
+_FAIRNESS_BATCH = 64
+#: Linux <netinet/in.h>; the socket module does not export it.
+IP_PKTINFO = 8
+_PKTINFO_SPACE = socket.CMSG_SPACE(12)
+
+
+def _local_address(ancdata: list[tuple[int, int, bytes]], default: str) -> str:
+    """The address the request was sent to (struct in_pktinfo's ipi_spec_dst)."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntoa(data[4:8])
+    return default
+
+
+def _escaped(text: str) -> str:
+    """Client-supplied text, safe for a log line."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class _RateLimit:
+    """At most ``burst`` events per second: anything a remote party triggers is rate-limited."""
+
+    def __init__(self, burst: int = 20) -> None:
+        self._burst = burst
+        self._second = 0
+        self._count = 0
+
+    def allow(self) -> bool:
+        second = int(time.monotonic())
+        if second != self._second:
+            self._second, self._count = second, 0
+        self._count += 1
+        return self._count <= self._burst
+
+
+async def _send(sock: socket.socket, sends: list[Send]) -> None:
+    for send in sends:
+        while True:
+            try:
+                sock.sendto(send.data, send.to)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+            except OSError as exc:  # e.g. no route: the retransmission timer copes
+                structlog.get_logger().debug("tftp.send.failed", error=exc.strerror, peer=send.to)
+                break
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _run_transfer(
+    sock: socket.socket, transfer: ReadTransfer, admission: Admission, log: structlog.BoundLogger
+) -> None:
+    started = trio.current_time()
+    try:
+        with sock:
+            await _send(sock, transfer.start(started))
+            handled = 0
+            while not transfer.done:
+                handled += 1
+                if handled % _FAIRNESS_BATCH == 0:
+                    await trio.lowlevel.checkpoint()
+                try:
+                    data, source = sock.recvfrom(65536)
+                except BlockingIOError:
+                    with trio.move_on_at(transfer.next_deadline() or trio.current_time()):
+                        await trio.lowlevel.wait_readable(sock)
+                    await _send(sock, transfer.on_timer(trio.current_time()))
+                    continue
+                await _send(sock, transfer.receive(data, source, trio.current_time()))
+    finally:
+        admission.release(transfer.peer)
+        elapsed = trio.current_time() - started
+        log.info(
+            "tftp.transfer.ended",
+            outcome=transfer.outcome.value if transfer.outcome else "cancelled",
+            bytes=transfer.bytes_sent,
+            seconds=round(elapsed, 3),
+            retransmissions=transfer.retransmissions,
+            ignored={k.value: v for k, v in transfer.ignored.items() if v},
+        )
+
+
+async def serve_tftp(config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve read requests until cancelled. ``task_status.started`` gets the bound port."""
+    log = structlog.get_logger().bind(service="tftp")
+    listener = _udp_socket(config.address, config.port)
+    listener.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    port = listener.getsockname()[1]
+    admission = Admission(config)
+    opener = functools.partial(open_file, config.root)
+    refusals = _RateLimit()
+    with listener:
+        async with trio.open_nursery() as nursery:
+            log.info("tftp.listening", address=config.address, port=port, root=config.root)
+            task_status.started(port)
+            handled = 0
+            while True:
+                handled += 1
+                if handled % _FAIRNESS_BATCH == 0:
+                    await trio.lowlevel.checkpoint()
+                try:
+                    data, ancdata, _flags, client = listener.recvmsg(65536, _PKTINFO_SPACE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(listener)
+                    continue
+                except OSError as exc:
+                    log.warning("tftp.receive.failed", error=exc.strerror)
+                    await trio.lowlevel.checkpoint()
+                    continue
+                result = admission.admit(data, client, opener)
+                if isinstance(result, Refused):
+                    if refusals.allow():
+                        log.info("tftp.request.refused", client=client, reason=result.reason.value,
+                                 detail=_escaped(result.detail))
+                    if result.reply is not None:
+                        await _send(listener, [Send(result.reply, client)])
+                    continue
+                _start_transfer(nursery, result, client, _local_address(ancdata, config.address),
+                                admission, log)
+
+
+def _start_transfer(
+    nursery: trio.Nursery, accepted: Accepted, client: Address, local: str,
+    admission: Admission, log: structlog.BoundLogger,
+) -> None:
+    request, transfer = accepted.request, accepted.transfer
+    try:
+        # RFC 1350 §4: each end chooses a new TID (port) for the transfer, from the address the
+        # request was sent to so the client sees the answer come from the server it asked.
+        sock = _udp_socket(local, 0)
+    except OSError as exc:
+        admission.release(client)
+        log.warning("tftp.transfer.socket_failed", error=exc.strerror)
+        return
+    transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=_escaped(request.filename),
+                            mode=request.mode, blksize=transfer.params.blksize,
+                            windowsize=transfer.params.windowsize)
+    transfer_log.info("tftp.transfer.started")
+    nursery.start_soon(_run_transfer, sock, transfer, admission, transfer_log)

@@ -1,0 +1,185 @@
+"""Fixtures for the end-to-end relay tests: a routed lab in network namespaces.
+
+```
+ clienta ──[LAN a]── lana0 ┐                  ┌─ srv0  server  (kea-dhcp4, 10.41.100.10)
+ clientb ──[LAN b]── lanb0 ┤ router (relay)  up0 ──[LAN srv]──┤
+                           ┘ 10.41.100.1      └─ hlp0  helper  (UDP recorder :67, 10.41.100.20)
+```
+
+Each test gets its own namespaces, named ``bhr-<random>-<host>``, torn down (and every process
+stopped by PID) in ``finally`` blocks, whatever the test does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relay.lab.processes import Process, ProcessRunner, wait_for
+from relay.lab.topology import Host, Lan, Port, Route, Topology, reap_stale
+
+from servers import Pool, start_kea, start_recorder
+
+BASE = "bhr"
+SERVER = "10.41.100.10"
+HELPER = "10.41.100.20"
+ROUTER_UP = "10.41.100.1"
+UPSTREAM = "up0"
+TOOLS = ("ip", "ss", "tcpdump", "kea-dhcp4", "dhclient", "busybox")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientLan:
+    """One client LAN: the router's interface and address on it, the client host, its pool."""
+
+    name: str
+    router_if: str
+    router_address: str
+    client_host: str
+    client_mac: str
+    pool: Pool
+
+
+LANS = {
+    "a": ClientLan("a", "lana0", "10.41.1.1", "clienta", "02:41:00:00:01:10",
+                   Pool("10.41.1.0/24", "10.41.1.100", "10.41.1.199", "10.41.1.1")),
+    "b": ClientLan("b", "lanb0", "10.41.2.1", "clientb", "02:41:00:00:02:10",
+                   Pool("10.41.2.0/24", "10.41.2.100", "10.41.2.199", "10.41.2.1")),
+}
+
+
+def require_system(*binaries: str) -> None:
+    """Skip, with the reason, when namespaces or a needed program are unavailable."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    if not os.path.exists("/proc/self/ns/net"):
+        pytest.skip("kernel without network namespaces")
+    for binary in binaries:
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} not installed")
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip("`ip netns` unavailable")
+
+
+def lab_topology(prefix: str) -> Topology:
+    to_lan = Route("10.41.0.0/16", ROUTER_UP)
+    hosts = [
+        Host("router", forwarding=True),
+        Host("server", routes=(to_lan,)),
+        Host("helper", routes=(to_lan,)),
+        Host("clienta"),
+        Host("clientb"),
+    ]
+    lans = [
+        Lan(lan.name, (Port("router", lan.router_if, f"{lan.router_address}/24"),
+                       Port(lan.client_host, "eth0", mac=lan.client_mac)))
+        for lan in LANS.values()
+    ]
+    lans.append(Lan("srv", (Port("router", UPSTREAM, f"{ROUTER_UP}/24"),
+                            Port("server", "srv0", f"{SERVER}/24"),
+                            Port("helper", "hlp0", f"{HELPER}/24"))))
+    return Topology(prefix, hosts, lans)
+
+
+@dataclasses.dataclass
+class Lab:
+    topology: Topology
+    runner: ProcessRunner
+    workdir: Path
+    recorded: Path
+    kea: Process
+    lans: dict[str, ClientLan] = dataclasses.field(default_factory=lambda: dict(LANS))
+    server: str = SERVER
+    helper: str = HELPER
+    router_up: str = ROUTER_UP
+
+    def ns(self, host: str) -> str:
+        return self.topology.netns(host)
+
+
+@pytest.fixture(scope="session")
+def _reaped() -> None:
+    """Remove topologies left by crashed earlier runs (their owner PID is gone)."""
+    require_system(*TOOLS)
+    reap_stale(BASE)
+
+
+@pytest.fixture
+def lab(_reaped: None, tmp_path: Path) -> Iterator[Lab]:
+    require_system(*TOOLS)
+    topology = lab_topology(f"{BASE}-{secrets.token_hex(3)}")
+    runner = ProcessRunner(tmp_path / "logs")
+    try:
+        topology.up()
+        kea = start_kea(runner, topology.netns("server"), tmp_path / "kea", "srv0",
+                        [lan.pool for lan in LANS.values()])
+        recorded = tmp_path / "helper.recorded"
+        start_recorder(runner, topology.netns("helper"), recorded)
+        yield Lab(topology, runner, tmp_path, recorded, kea)
+    finally:
+        try:
+            runner.stop_all()
+        finally:
+            topology.down()
+
+
+# -- the relay under test --------------------------------------------------------------------
+
+
+def _boothop_relay() -> str | None:
+    path = shutil.which("boothop-relay")
+    if path is None:
+        return None
+    try:
+        ok = subprocess.run([path, "--help"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if ok else None
+
+
+def relay_program(implementation: str) -> str:
+    """The relay's executable, or a skip saying why it cannot run here."""
+    if implementation == "dhcrelay":
+        require_system("dhcrelay")
+        return "dhcrelay"
+    path = _boothop_relay()
+    if path is None:
+        pytest.skip("boothop-relay not built yet")
+    return path
+
+
+def relay_argv(implementation: str, program: str, workdir: Path) -> list[str]:
+    """dhcrelay-style command line: -id per client LAN, -iu upstream, -a, both helpers."""
+    interfaces = [arg for lan in LANS.values() for arg in ("-id", lan.router_if)]
+    interfaces += ["-iu", UPSTREAM]
+    if implementation == "dhcrelay":
+        pidfile = str(workdir / "dhcrelay.pid")
+        return [program, "-d", "-4", "-a", "-pf", pidfile, *interfaces, SERVER, HELPER]
+    return [program, "-d", *interfaces, "-a", SERVER, HELPER]
+
+
+def _listening_on_67(lab: Lab) -> bool:
+    result = lab.runner.run(lab.ns("router"), ["ss", "-Hnul", "sport = :67"], timeout=10)
+    return bool(result.stdout.strip())
+
+
+@pytest.fixture(params=["dhcrelay", "boothop"])
+def relay(request: pytest.FixtureRequest) -> Process:
+    """The relay running in the router namespace (stopped by the lab fixture)."""
+    program = relay_program(request.param)  # may skip: before the lab is built
+    lab: Lab = request.getfixturevalue("lab")
+    argv = relay_argv(request.param, program, lab.workdir)
+    process = lab.runner.start(lab.ns("router"), argv, f"relay-{request.param}")
+    if not wait_for(lambda: _listening_on_67(lab) or not process.running(), 10):
+        pytest.fail(f"{request.param} did not bind port 67:\n{process.output()}")
+    if not process.running():
+        pytest.fail(f"{request.param} exited:\n{process.output()}")
+    return process

@@ -1,0 +1,109 @@
+"""The TFTP service against real clients (curl, tftp-hpa) on loopback, checksums compared.
+
+Loopback rather than a namespace: these tests exercise the TFTP service and the clients, not
+routing; the namespace path is covered by the PXE end-to-end test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from server.tftp.config import TftpConfig
+from server.tftp.service import serve_tftp
+
+pytestmark = pytest.mark.system
+SMALL = 3000
+LARGE = 40 * 1024 * 1024  # 81920 blocks of 512 bytes: block numbers roll over past 65535
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("tftproot")
+    (base / "small.bin").write_bytes(os.urandom(SMALL))
+    with open(base / "large.bin", "wb") as f:
+        f.write(os.urandom(LARGE))
+    (base / "exact.bin").write_bytes(os.urandom(512 * 8))
+    (base / "text.txt").write_bytes(b"line one\nline two\n")
+    (tmp_path_factory.getbasetemp() / "outside.txt").write_bytes(b"secret")
+    (base / "escape").symlink_to(tmp_path_factory.getbasetemp() / "outside.txt")
+    return base
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def fetch(argv: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(timeout):
+        return await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def serving(nursery: trio.Nursery, root: Path) -> int:
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, timeout=0.5, retries=3)
+    return await nursery.start(serve_tftp, config)
+
+
+@pytest.mark.parametrize("name", ["small.bin", "exact.bin", "large.bin"])
+@pytest.mark.parametrize("blksize", [None, 1468, 8192])
+async def test_curl_downloads_match(root: Path, tmp_path: Path, name: str, blksize: int | None) -> None:
+    curl = need("curl")
+    out = tmp_path / "out"
+    async with trio.open_nursery() as nursery:
+        port = await serving(nursery, root)
+        argv = [curl, "-sS", "--max-time", "40", "-o", str(out), f"tftp://127.0.0.1:{port}/{name}"]
+        if blksize:
+            argv[1:1] = ["--tftp-blksize", str(blksize)]
+        result = await fetch(argv, 45)
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    assert digest(out) == digest(root / name)
+
+
+@pytest.mark.parametrize("name", ["small.bin", "large.bin"])
+async def test_tftp_hpa_downloads_match(root: Path, tmp_path: Path, name: str) -> None:
+    tftp = need("tftp")
+    out = tmp_path / "out"
+    async with trio.open_nursery() as nursery:
+        port = await serving(nursery, root)
+        result = await fetch([tftp, "-m", "binary", "127.0.0.1", str(port), "-c", "get", name, str(out)], 45)
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    assert digest(out) == digest(root / name)
+
+
+async def test_tftp_hpa_netascii(root: Path, tmp_path: Path) -> None:
+    tftp = need("tftp")
+    out = tmp_path / "out"
+    async with trio.open_nursery() as nursery:
+        port = await serving(nursery, root)
+        result = await fetch([tftp, "-m", "netascii", "127.0.0.1", str(port), "-c", "get", "text.txt", str(out)], 15)
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 0, result.stderr
+    # tftp-hpa converts CR LF back to the local LF convention: the file arrives unchanged.
+    assert out.read_bytes() == b"line one\nline two\n"
+
+
+@pytest.mark.parametrize(("name", "code"), [("missing.bin", 68), ("escape", 69), ("../small.bin", 69)])
+async def test_curl_gets_the_tftp_error(root: Path, tmp_path: Path, name: str, code: int) -> None:
+    # curl's exit codes: 68 "TFTP file not found", 69 "TFTP permission problem".
+    curl = need("curl")
+    async with trio.open_nursery() as nursery:
+        port = await serving(nursery, root)
+        result = await fetch([curl, "-sS", "--path-as-is", "--max-time", "10", "-o", str(tmp_path / "x"),
+                              f"tftp://127.0.0.1:{port}/{name}"], 15)
+        nursery.cancel_scope.cancel()
+    assert result.returncode == code, result.stderr

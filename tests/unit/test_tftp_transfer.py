@@ -1,0 +1,230 @@
+"""The read-transfer state machine, driven with a fake clock and a simulated client."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.tftp import packet
+from server.tftp.negotiation import TransferParams
+from server.tftp.packet import Ack, Data, ErrorCode
+from server.tftp.source import BytesSource
+from server.tftp.transfer import Ignored, Outcome, ReadTransfer
+
+PEER = ("10.61.1.5", 40000)
+
+
+def make(data: bytes, oack: dict[str, str] | None = None, **params: object) -> ReadTransfer:
+    return ReadTransfer(PEER, BytesSource(data), TransferParams(**params), oack or {})  # type: ignore[arg-type]
+
+
+def datas(sends: list) -> list[Data]:
+    out = []
+    for send in sends:
+        assert send.to == PEER
+        pkt = packet.decode(send.data)
+        assert isinstance(pkt, Data)
+        out.append(pkt)
+    return out
+
+
+def run_client(transfer: ReadTransfer, now: float = 0.0) -> bytes:
+    """A lossless client that acks the last block of each window it receives."""
+    received = bytearray()
+    sends = transfer.start(now)
+    while sends:
+        blocks = datas(sends)
+        for block in blocks:
+            received += block.payload
+        sends = transfer.receive(packet.encode_ack(blocks[-1].block), PEER, now)
+    assert transfer.outcome is Outcome.COMPLETED
+    return bytes(received)
+
+
+def test_small_file_is_one_short_block() -> None:
+    transfer = make(b"hello")
+    [first] = datas(transfer.start(0.0))
+    assert first == Data(1, b"hello")
+    assert transfer.receive(packet.encode_ack(1), PEER, 0.1) == []
+    assert transfer.outcome is Outcome.COMPLETED
+    assert transfer.next_deadline() is None
+
+
+def test_rfc1350_exact_multiple_of_blksize_ends_with_an_empty_block() -> None:
+    # RFC 1350 §6: "A data packet of less than 512 bytes signals termination of a transfer."
+    transfer = make(b"x" * 1024)
+    assert [d.block for d in datas(transfer.start(0.0))] == [1]
+    assert [d.block for d in datas(transfer.receive(packet.encode_ack(1), PEER, 0))] == [2]
+    last = datas(transfer.receive(packet.encode_ack(2), PEER, 0))
+    assert last == [Data(3, b"")]
+    transfer.receive(packet.encode_ack(3), PEER, 0)
+    assert transfer.outcome is Outcome.COMPLETED
+
+
+def test_empty_file_is_one_empty_block() -> None:
+    transfer = make(b"")
+    assert datas(transfer.start(0.0)) == [Data(1, b"")]
+
+
+def test_oack_is_sent_first_and_ack_0_starts_data() -> None:
+    transfer = make(b"abc", {"blksize": "1024"}, blksize=1024)
+    [oack] = transfer.start(0.0)
+    assert packet.decode(oack.data) == packet.OptionAck({"blksize": "1024"})
+    # An ACK other than 0 while the OACK is outstanding changes nothing.
+    assert transfer.receive(packet.encode_ack(1), PEER, 0.1) == []
+    assert transfer.ignored[Ignored.STALE_ACK] == 1
+    assert datas(transfer.receive(packet.encode_ack(0), PEER, 0.2)) == [Data(1, b"abc")]
+
+
+def test_oack_is_retransmitted_on_timeout() -> None:
+    transfer = make(b"abc", {"tsize": "3"}, timeout=2.0)
+    transfer.start(10.0)
+    assert transfer.next_deadline() == 12.0
+    assert transfer.on_timer(11.9) == []
+    [again] = transfer.on_timer(12.0)
+    assert packet.decode(again.data) == packet.OptionAck({"tsize": "3"})
+
+
+def test_client_refusing_the_oack_ends_the_transfer() -> None:
+    transfer = make(b"abc", {"blksize": "1024"}, blksize=1024)
+    transfer.start(0.0)
+    transfer.receive(packet.encode_error(ErrorCode.OPTION_NEGOTIATION, "no"), PEER, 0.1)
+    assert transfer.outcome is Outcome.CLIENT_ERROR
+
+
+def test_lost_data_is_retransmitted_after_the_timeout() -> None:
+    transfer = make(b"y" * 600, timeout=1.0)
+    first = transfer.start(0.0)
+    assert transfer.on_timer(0.5) == []
+    assert transfer.on_timer(1.0) == first
+    assert transfer.retransmissions == 1
+    # An ACK resets the retry count: the next block gets its own full set of retries.
+    second = datas(transfer.receive(packet.encode_ack(1), PEER, 1.2))
+    assert second == [Data(2, b"y" * 88)]
+    assert transfer.next_deadline() == pytest.approx(2.2)
+
+
+def test_retry_limit_times_the_transfer_out() -> None:
+    transfer = make(b"z" * 2000, timeout=1.0, retries=3)
+    transfer.start(0.0)
+    now = 0.0
+    for _ in range(3):
+        now = transfer.next_deadline()  # type: ignore[assignment]
+        assert len(transfer.on_timer(now)) == 1
+    assert transfer.on_timer(transfer.next_deadline()) == []  # type: ignore[arg-type]
+    assert transfer.outcome is Outcome.TIMED_OUT
+    assert transfer.next_deadline() is None
+
+
+def test_rfc1123_duplicate_ack_does_not_resend_data() -> None:
+    # RFC 1123 §4.2.3.1: the sender "must never resend the current DATA packet on receipt of a
+    # duplicate ACK" (Sorcerer's Apprentice Syndrome).
+    transfer = make(b"q" * 2000)
+    transfer.start(0.0)
+    assert datas(transfer.receive(packet.encode_ack(1), PEER, 0.1))[0].block == 2
+    assert transfer.receive(packet.encode_ack(1), PEER, 0.2) == []
+    assert transfer.receive(packet.encode_ack(1), PEER, 0.3) == []
+    assert transfer.ignored[Ignored.DUPLICATE_ACK] == 2
+    assert datas(transfer.receive(packet.encode_ack(2), PEER, 0.4))[0].block == 3
+
+
+def test_ack_from_the_future_is_ignored() -> None:
+    transfer = make(b"q" * 2000)
+    transfer.start(0.0)
+    assert transfer.receive(packet.encode_ack(7), PEER, 0.1) == []
+    assert transfer.ignored[Ignored.STALE_ACK] == 1
+
+
+def test_block_numbers_roll_over_from_65535_to_0() -> None:
+    blksize = 8
+    data = bytes(range(256)) * ((blksize * 70000) // 256) + b"tail"
+    transfer = make(data, blksize=blksize)
+    seen: list[int] = []
+    received = bytearray()
+    sends = transfer.start(0.0)
+    while sends:
+        [block] = datas(sends)
+        seen.append(block.block)
+        received += block.payload
+        sends = transfer.receive(packet.encode_ack(block.block), PEER, 0.0)
+    assert transfer.outcome is Outcome.COMPLETED
+    assert bytes(received) == data
+    index = seen.index(65535)
+    assert seen[index + 1 : index + 3] == [0, 1]
+
+
+def test_windowsize_sends_a_window_and_slides_on_its_last_ack() -> None:
+    data = bytes(range(100))
+    transfer = make(data, {"windowsize": "4"}, blksize=10, windowsize=4)
+    transfer.start(0.0)
+    first = datas(transfer.receive(packet.encode_ack(0), PEER, 0.0))
+    assert [d.block for d in first] == [1, 2, 3, 4]
+    second = datas(transfer.receive(packet.encode_ack(4), PEER, 0.0))
+    assert [d.block for d in second] == [5, 6, 7, 8]
+
+
+def test_rfc7440_partial_ack_restarts_the_window_after_the_acked_block() -> None:
+    transfer = make(bytes(100), {"windowsize": "4"}, blksize=10, windowsize=4)
+    transfer.start(0.0)
+    transfer.receive(packet.encode_ack(0), PEER, 0.0)
+    # Block 3 was lost: the client acknowledges 2, the last block it received in order.
+    again = datas(transfer.receive(packet.encode_ack(2), PEER, 0.1))
+    assert [d.block for d in again] == [3, 4, 5, 6]
+
+
+def test_windowed_transfer_delivers_the_whole_file() -> None:
+    data = bytes(range(256)) * 40 + b"end"
+    transfer = make(data, {"windowsize": "8"}, blksize=64, windowsize=8)
+    transfer.start(0.0)
+    received = bytearray()
+    sends = transfer.receive(packet.encode_ack(0), PEER, 0.0)
+    while sends:
+        blocks = datas(sends)
+        received += b"".join(b.payload for b in blocks)
+        sends = transfer.receive(packet.encode_ack(blocks[-1].block), PEER, 0.0)
+    assert bytes(received) == data
+
+
+def test_window_timeout_resends_the_whole_window() -> None:
+    transfer = make(bytes(100), {"windowsize": "3"}, blksize=10, windowsize=3, timeout=1.0)
+    transfer.start(0.0)
+    first = transfer.receive(packet.encode_ack(0), PEER, 0.0)
+    assert transfer.on_timer(1.0) == first
+
+
+def test_rfc1350_wrong_tid_gets_error_5_and_the_transfer_goes_on() -> None:
+    transfer = make(b"q" * 600)
+    transfer.start(0.0)
+    [reply] = transfer.receive(packet.encode_ack(1), ("10.61.1.5", 40001), 0.1)
+    assert reply.to == ("10.61.1.5", 40001)
+    assert packet.decode(reply.data) == packet.Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+    assert not transfer.done
+    assert datas(transfer.receive(packet.encode_ack(1), PEER, 0.2))[0].block == 2
+
+
+def test_client_error_ends_the_transfer_silently() -> None:
+    transfer = make(b"q" * 600)
+    transfer.start(0.0)
+    assert transfer.receive(packet.encode_error(0, "bye"), PEER, 0.1) == []
+    assert transfer.outcome is Outcome.CLIENT_ERROR
+
+
+def test_data_from_the_client_is_an_illegal_operation() -> None:
+    transfer = make(b"q" * 600)
+    transfer.start(0.0)
+    [reply] = transfer.receive(packet.encode_data(1, b"no"), PEER, 0.1)
+    assert packet.decode(reply.data).code == ErrorCode.ILLEGAL_OPERATION  # type: ignore[union-attr]
+    assert transfer.outcome is Outcome.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00", b"\x00\x04\x00", b"\x00\x09abcd"])
+def test_malformed_packets_are_counted_and_ignored(garbage: bytes) -> None:
+    transfer = make(b"q" * 600)
+    transfer.start(0.0)
+    assert transfer.receive(garbage, PEER, 0.1) == []
+    assert transfer.ignored[Ignored.MALFORMED] == 1
+    assert not transfer.done
+
+
+def test_whole_file_with_default_params() -> None:
+    data = bytes(range(256)) * 50
+    assert run_client(make(data)) == data

@@ -17,10 +17,13 @@ from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from . import logs
 from .config import AgentPolicy, RelayConfig
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, ConfigError, RelaySettings, load, parse, read_raw
 from .interfaces import Role
+from .service import run_relay
 from .wire import DHCP_MIN_MAX_SIZE
 
 COMMAND_LINE = "<command line>"
@@ -147,10 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: RelaySettings) -> int:
-    import trio
-
-    from .service import run_relay
-
     def reload() -> RelayConfig:
         return settings_from_args(args).relay
 

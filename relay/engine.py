@@ -15,16 +15,16 @@ from .counters import RelayCounters
 from .drops import DropReason
 from .interfaces import Interface, InterfaceTable
 from .wire import (
+    ETHERNET_MAX_MESSAGE,
     FLAG_UNICAST,
+    ZERO,
     AgentInfo,
     AgentSub,
-    ETHERNET_MAX_MESSAGE,
     DhcpMessage,
     MessageType,
     Op,
     Opt,
     WireError,
-    ZERO,
     decode,
     encode,
     encoded_size,
@@ -32,7 +32,7 @@ from .wire import (
 from .wire.pxe import is_pxe_client
 
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
-#: RFC 1542 §4.1.1: requests whose hops field exceeds this are discarded whatever the configuration.
+#: RFC 1542 §4.1.1: requests whose hops exceed this are discarded whatever the configuration.
 RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
 ETHERNET = 1
@@ -127,15 +127,18 @@ class RelayEngine:
                 else self._link_address(ingress, settings)
             )
             if giaddr is None:
-                return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no IPv4 address for giaddr on {ingress.name}")]
+                detail = f"no IPv4 address for giaddr on {ingress.name}"
+                return [Drop(DropReason.NO_INTERFACE_ADDRESS, detail)]
             relayed = relayed.replace(giaddr=giaddr)
             if carries_options and self._adds_agent_info(settings):
                 agent = self._agent_info(ingress, settings, datagram)
                 if agent is None:
-                    return [Drop(DropReason.NO_INTERFACE_ADDRESS, f"no link address on {ingress.name}")]
+                    detail = f"no link address on {ingress.name}"
+                    return [Drop(DropReason.NO_INTERFACE_ADDRESS, detail)]
                 with_agent = self._apply_agent_policy(relayed, agent, agent_present)
                 if with_agent is None:
-                    return [Drop(DropReason.AGENT_OPTION_DISCARD, "request already carries option 82")]
+                    detail = "request already carries option 82"
+                    return [Drop(DropReason.AGENT_OPTION_DISCARD, detail)]
                 if with_agent is not relayed:
                     # RFC 3046 §2.1: "Packets which, after appending the Relay Agent Information
                     # option, would exceed this configured maximum size shall be forwarded
@@ -256,7 +259,9 @@ class RelayEngine:
         source = self._link_address(interface, settings) or msg.giaddr
         mode, destination, mac = _delivery(msg)
         self.counters.delivered[mode] += 1
-        actions.append(Deliver(interface.index, interface.name, payload, mode, destination, mac, source))
+        actions.append(
+            Deliver(interface.index, interface.name, payload, mode, destination, mac, source)
+        )
         return actions
 
     def _reply_interface(
@@ -322,7 +327,10 @@ def _is_subnet_broadcast(interface: Interface, address: IPv4Address) -> bool:
 
 
 def _delivery(msg: DhcpMessage) -> tuple[DeliveryMode, IPv4Address, bytes]:
-    """RFC 2131 §4.1 / RFC 1542 §5.4: how a relayed reply reaches the client."""
+    """RFC 1542 §4.1.2 and RFC 2131 §4.1: how a relayed reply reaches the client.
+
+    The broadcast flag comes first: RFC 1542 §4.1.2 says the relay "SHOULD" then broadcast.
+    """
     broadcast = (DeliveryMode.BROADCAST, LIMITED_BROADCAST, BROADCAST_MAC)
     # RFC 2131 §4.3.2: a NAK relayed through giaddr must be broadcast (the client may have
     # moved to another subnet and cannot receive unicast at its old address).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 from ipaddress import IPv4Address
 
 from .actions import Datagram, Deliver, DeliveryMode, Forward
@@ -20,6 +19,8 @@ ETH_P_IP = 0x0800
 #: Room for any UDP payload a link can carry unfragmented, and then some; larger is truncated.
 RECEIVE_BUFFER = 8192
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RECEIVE_QUEUE = 4 * 1024 * 1024
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
 ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -39,8 +40,12 @@ def open_udp(port: int = SERVER_PORT, address: str = "0.0.0.0") -> socket.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        # The kernel buffer is the back-pressure of a loop with no task per packet: make it deep.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        # The kernel buffer is the back-pressure of a loop with no task per packet: make it deep
+        # (FORCE, as root, passes net.core.rmem_max; otherwise the kernel caps the request).
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_QUEUE)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_QUEUE)
         sock.bind((address, port))
         sock.setblocking(False)
     except BaseException:
@@ -70,16 +75,17 @@ def receive(sock: socket.socket) -> Datagram:
 
 
 def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
+    """The Internet checksum (RFC 1071) of ``data``.
+
+    The one's-complement sum of 16-bit words is the number the bytes spell, modulo 0xFFFF
+    (2**16 = 1 modulo 0xFFFF), computed in C by the big-integer code: no per-word Python loop.
+    """
     if len(data) % 2:
         data += b"\0"
-    # Summing native-order 16-bit words in C and swapping at the end gives the same
-    # one's-complement sum as summing big-endian words (RFC 1071 §2(B), byte order independence).
-    total = sum(memoryview(data).cast("H"))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    if sys.byteorder == "little":
-        total = ((total & 0xFF) << 8) | (total >> 8)
+    number = int.from_bytes(data, "big")
+    total = number % 0xFFFF
+    if total == 0 and number:
+        total = 0xFFFF  # one's complement has two zeros; a non-zero sum is the "negative" one
     return ~total & 0xFFFF
 
 

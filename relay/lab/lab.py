@@ -8,7 +8,6 @@ namespaces, by PID, and deletes them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from . import servers
-from .processes import Process, ProcessRunner, in_netns, wait_for
+from .processes import ProcessRunner, wait_for
 from .spec import ClientSpec, LabSpec
 from .topology import Host, Lan, Port, Route, Topology, remove_prefix
 
@@ -233,18 +232,16 @@ class Lab:
             result.detail = "boot script did not fetch its proof file; console: " + tail.replace("\r", "")
 
 
-def run_demo(spec: LabSpec) -> tuple[list[ClientResult], str]:
+def run_demo(spec: LabSpec, html_path: Path | None) -> tuple[list[ClientResult], str]:
     """up, boot every client, collect the report and the ladder, down (always)."""
-    from .report import ladder_text, report_text
+    from .report import render
 
     lab = Lab(spec)
     lab.down()
     try:
         lab.up()
         results = lab.boot_clients()
-        with contextlib.suppress(OSError):
-            time.sleep(0.5)  # let the relay flush its last log lines
-        report = report_text(spec, results) + "\n" + ladder_text(lab.workdir / "logs" / "relay.log")
-        return results, report
+        time.sleep(0.3)  # the daemons' last log lines
+        return results, render(spec, lab.workdir, results, html_path)
     finally:
         lab.down()

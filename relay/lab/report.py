@@ -133,3 +133,36 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
     for name, svg in ladders.items():
         body.append(f"<h2>{html.escape(name)}</h2>{svg}")
     return "<!doctype html><html><meta charset='utf-8'><title>boothop lab</title><body>" + "".join(body) + "</body></html>"
+
+
+def pxe_host_arrows(events: Iterable[dict[str, object]], start: float) -> list[Arrow]:
+    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP."""
+    arrows = []
+    for index, event in enumerate(events):
+        name = event.get("event")
+        if name == "pxe.reply.sent" and event.get("port") == 4011:
+            arrows.append(Arrow(start + index, "client", "pxe", "REQUEST :4011"))
+            arrows.append(Arrow(start + index, "pxe", "client", "ACK :4011"))
+        elif name == "tftp.transfer.started":
+            arrows.append(Arrow(start + index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
+        elif name == "tftp.transfer.ended":
+            arrows.append(Arrow(start + index, "pxe", "client", f"TFTP {event.get('bytes')} bytes, {event.get('outcome')}"))
+    return arrows
+
+
+def render(
+    spec: LabSpec, workdir: Path, results: Sequence[ClientResult], html_path: Path | None
+) -> str:
+    """The terminal report (table and ladder); also written as HTML with an SVG ladder."""
+    lanes = {str(spec.dhcp_address.ip): "dhcp", str(spec.pxe_address.ip): "pxe"}
+    arrows = relay_arrows(read_json_lines(workdir / "logs" / "relay.log"), lanes)
+    arrows += pxe_host_arrows(read_json_lines(workdir / "logs" / "pxe.log"), len(arrows))
+    title = f"the exchange as the relay ({spec.relay}) and the PXE host saw it"
+    if spec.relay != "boothop":
+        arrows = pxe_host_arrows(read_json_lines(workdir / "logs" / "pxe.log"), 0)
+        title = "the routed exchange as the PXE host saw it (dhcrelay logs no per-packet events)"
+    text = report_text(spec, results) + f"\n\nLadder: {title}\n" + ladder_text(arrows)
+    if html_path is not None:
+        html_path.write_text(report_html(spec, results, {title: ladder_svg(arrows, title)}))
+        text += f"\n\nHTML report: {html_path}"
+    return text

@@ -151,6 +151,8 @@ def decode(data: bytes) -> DhcpMessage:
             sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0"), (), rest.rstrip(b"\0"),
         )
     tlvs, _, offsets = read_tlvs_at(rest[4:], _OPTIONS_OFFSET, "options")
+    # RFC 2131 §4.1: "the 'option overload' option MUST appear in the 'options' field", so
+    # only the options field is searched for it; a 52 found in file or sname is ignored.
     overload = 0
     for (code, value), offset in zip(tlvs, offsets):
         if code == Opt.OVERLOAD:
@@ -182,7 +184,7 @@ def _header(msg: DhcpMessage, sname: bytes, file: bytes) -> bytes:
     for name in ("op", "htype", "hlen", "hops"):
         if not 0 <= getattr(msg, name) <= 255:
             raise FieldError(f"{name} {getattr(msg, name)} does not fit one byte")
-    if not 0 <= msg.xid <= 0xFFFFFFFF or not 0 <= msg.secs <= 0xFFFF or not 0 <= msg.flags <= 0xFFFF:
+    if not (0 <= msg.xid <= 0xFFFFFFFF and 0 <= msg.secs <= 0xFFFF and 0 <= msg.flags <= 0xFFFF):
         raise FieldError("xid, secs or flags out of range")
     return b"".join(
         (
@@ -233,7 +235,8 @@ def _pack_overloaded(options: list[Option], rooms: list[int]) -> list[bytes] | N
                     break
                 index += 1
                 continue
-            fits_later = position == 0 and rest <= 255 and any(r >= rest + 2 for r in rooms[index + 1 :])
+            later = rooms[index + 1 :]
+            fits_later = position == 0 and rest <= 255 and any(r >= rest + 2 for r in later)
             if free < 3 or (free < rest + 2 and fits_later):
                 index += 1
                 continue

@@ -39,7 +39,11 @@ def read_tlvs_at(area: bytes, base_offset: int, what: str) -> tuple[list[Option]
 
 
 def concatenate(tlvs: Iterable[Option]) -> list[Option]:
-    """RFC 3396 §7: instances of one option code are concatenated, in order, at the first position."""
+    """Instances of one option code are concatenated, in order, at the first position.
+
+    RFC 3396 §1: "DHCP protocol agents MUST use this method whenever they receive a DHCP packet
+    containing more than one occurrence of a certain type of option."
+    """
     merged: dict[int, bytearray] = {}
     order: list[int] = []
     for code, value in tlvs:

@@ -127,7 +127,9 @@ class PxeVendorOptions:
         while not reader.at_end():
             server_type = reader.u16("boot server type")
             count = reader.u8("boot server address count")
-            addresses = tuple(IPv4Address(reader.read(4, "boot server address")) for _ in range(count))
+            addresses = tuple(
+                IPv4Address(reader.read(4, "boot server address")) for _ in range(count)
+            )
             servers.append(BootServerType(server_type, addresses))
         return servers
 
@@ -148,6 +150,8 @@ def encode_boot_menu(entries: list[tuple[int, bytes]]) -> bytes:
 
 def encode_boot_servers(servers: list[BootServerType]) -> bytes:
     return b"".join(
-        s.type.to_bytes(2, "big") + bytes((len(s.addresses),)) + b"".join(a.packed for a in s.addresses)
+        s.type.to_bytes(2, "big")
+        + bytes((len(s.addresses),))
+        + b"".join(a.packed for a in s.addresses)
         for s in servers
     )

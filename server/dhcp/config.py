@@ -200,7 +200,7 @@ def _reservation(table: _Table, network: IPv4Network) -> Reservation:
     mac = table.get("mac", _mac)
     client_id = table.get("client_id", parse_hex_bytes)
     if mac is None and client_id is None:
-        raise table.error("mac", "a reservation needs a mac or a client-id")
+        raise table.error("mac", "a reservation needs a mac or a client_id")
     if address not in network or address in (network.network_address, network.broadcast_address):
         raise table.error("address", f"{address} is outside its subnet {network}")
     return Reservation(address, mac, client_id, table.get("hostname", _str))
@@ -310,6 +310,6 @@ def parse_dhcp(table: object, path: str, *, pxe_colocated: bool | None = None) -
         offer_hold=dhcp.get("offer_hold", _number, 30.0),
         decline_time=dhcp.get("decline_time", _number, 86400.0),
         interfaces=dhcp.get("interfaces", _str_list, ()),
-        port=dhcp.get("port", _int(1, 65535), 67),
+        port=dhcp.get("port", _int(0, 65535), 67),
         warnings=tuple(warnings),
     )

@@ -80,6 +80,8 @@ def arch_code(name: str) -> int | None:
 
 
 def _address(value: Any, path: str, key: str) -> IPv4Address:
+    if not isinstance(value, str):
+        raise ConfigError(path, key, f"must be an address string like '10.61.2.10', not {value!r}")
     try:
         return IPv4Address(value)
     except (ValueError, TypeError):
@@ -99,7 +101,9 @@ def _boot_files(table: Any, path: str, key: str) -> BootFiles:
             continue
         code = arch_code(name)
         if code is None:
-            raise ConfigError(path, f"{key}.{name}", "unknown architecture (e.g. bios, efi-x64, arch-7)")
+            raise ConfigError(
+                path, f"{key}.{name}", "unknown architecture (e.g. bios, efi-x64, arch-7)"
+            )
         by_arch[code] = value
     return BootFiles(MappingProxyType(by_arch), ipxe)
 
@@ -120,7 +124,9 @@ def parse_pxe(table: dict[str, Any], path: str) -> PxeConfig:
     if "server_address" not in table:
         raise ConfigError(path, "pxe.server_address", "required: this PXE server's address")
     server_address = _address(table["server_address"], path, "pxe.server_address")
-    tftp_server = _address(table["tftp_server"], path, "pxe.tftp_server") if "tftp_server" in table else None
+    tftp_server = None
+    if "tftp_server" in table:
+        tftp_server = _address(table["tftp_server"], path, "pxe.tftp_server")
     address = str(_address(table.get("address", "0.0.0.0"), path, "pxe.address"))
     colocated = table.get("colocated", False)
     if not isinstance(colocated, bool):
@@ -140,7 +146,9 @@ def parse_pxe(table: dict[str, Any], path: str) -> PxeConfig:
         try:
             network = ipaddress.IPv4Network(entry.get("network"))
         except (ValueError, TypeError):
-            raise ConfigError(path, f"{key}.network", "not an IPv4 network like 10.61.1.0/24") from None
+            raise ConfigError(
+                path, f"{key}.network", "not an IPv4 network like 10.61.1.0/24"
+            ) from None
         subnets.append(SubnetBoot(network, _boot_files(entry.get("boot", {}), path, f"{key}.boot")))
     menu = []
     raw_menu = table.get("menu", [])
@@ -152,15 +160,20 @@ def parse_pxe(table: dict[str, Any], path: str) -> PxeConfig:
             raise ConfigError(path, key, "a menu item has 'type', 'description' and 'boot'")
         item_type = entry.get("type")
         if not isinstance(item_type, int) or not 0 <= item_type <= 0xFFFF:
-            raise ConfigError(path, f"{key}.type", "must be a boot server type in 0..65535 (0: local boot)")
+            raise ConfigError(
+                path, f"{key}.type", "must be a boot server type in 0..65535 (0: local boot)"
+            )
         description = entry.get("description")
         if not isinstance(description, str) or not 0 < len(description.encode()) <= 200:
             raise ConfigError(path, f"{key}.description", "must be a string of 1..200 bytes")
         if any(m.type == item_type for m in menu):
             raise ConfigError(path, f"{key}.type", f"type {item_type} is already in the menu")
-        menu.append(MenuItem(item_type, description, _boot_files(entry.get("boot", {}), path, f"{key}.boot")))
+        boot_files = _boot_files(entry.get("boot", {}), path, f"{key}.boot")
+        menu.append(MenuItem(item_type, description, boot_files))
     if sum(3 + len(m.description.encode()) for m in menu) > 255:
-        raise ConfigError(path, "pxe.menu", "the descriptions do not fit one 255-byte PXE_BOOT_MENU")
+        raise ConfigError(
+            path, "pxe.menu", "the descriptions do not fit one 255-byte PXE_BOOT_MENU"
+        )
     prompt = table.get("menu_prompt", PxeConfig.menu_prompt)
     if not isinstance(prompt, str) or len(prompt.encode()) > 200:
         raise ConfigError(path, "pxe.menu_prompt", "must be a string of at most 200 bytes")

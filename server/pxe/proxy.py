@@ -89,7 +89,7 @@ class Dropped:
     detail: str = ""
 
 
-def handle(datagram: Datagram, config: PxeConfig, pxe_port: int = 4011) -> Reply | Dropped:
+def handle(datagram: Datagram, config: PxeConfig) -> Reply | Dropped:
     """Answer a PXE client, or say why not. Any bytes give a result; nothing is raised."""
     try:
         msg = decode(datagram.payload)
@@ -103,12 +103,13 @@ def handle(datagram: Datagram, config: PxeConfig, pxe_port: int = 4011) -> Reply
     if not (vendor_class.startswith(PXE_CLIENT) or vendor_class.startswith(HTTP_CLIENT)):
         # Not ours: the DHCP server answers it. Silently ignored, counted.
         return Dropped(Drop.NOT_PXE_CLIENT)
-    on_pxe_port = datagram.port == pxe_port
+    on_pxe_port = datagram.port == config.pxe_port
     if not on_pxe_port and config.colocated:
         return Dropped(Drop.COLOCATED_PORT_67)
     expected = MessageType.REQUEST if on_pxe_port else MessageType.DISCOVER
     if msg.message_type != expected:
-        return Dropped(Drop.UNEXPECTED_TYPE, f"message type {msg.message_type} on port {datagram.port}")
+        detail = f"message type {msg.message_type} on port {datagram.port}"
+        return Dropped(Drop.UNEXPECTED_TYPE, detail)
     try:
         arches = client_architectures(msg)
         client_uuid(msg)
@@ -159,7 +160,9 @@ def _vendor_options(config: PxeConfig, show_menu: bool, boot_item: tuple[int, in
         return PxeVendorOptions(((PxeSub.BOOT_ITEM, item),)).encode()
     if not show_menu:
         return PxeVendorOptions(((PxeSub.DISCOVERY_CONTROL, bytes((USE_BOOT_FILE,))),)).encode()
-    servers = [BootServerType(item.type, (config.server_address,)) for item in config.menu if item.type]
+    servers = [
+        BootServerType(item.type, (config.server_address,)) for item in config.menu if item.type
+    ]
     menu = [(item.type, item.description.encode()) for item in config.menu]
     prompt = bytes((config.menu_timeout,)) + config.menu_prompt.encode()
     control = DISABLE_BROADCAST | DISABLE_MULTICAST | ONLY_LISTED_SERVERS
@@ -219,7 +222,9 @@ def _reply(
     )
 
 
-def _destination(msg: DhcpMessage, datagram: Datagram, on_pxe_port: bool) -> tuple[tuple[str, int], int]:
+def _destination(
+    msg: DhcpMessage, datagram: Datagram, on_pxe_port: bool
+) -> tuple[tuple[str, int], int]:
     if on_pxe_port:
         # The client asked from its own address: answer it there.
         return datagram.source, 0

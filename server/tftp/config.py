@@ -53,6 +53,8 @@ def parse_tftp(table: dict[str, Any], path: str) -> TftpConfig:
     values: dict[str, Any] = {"root": root}
     address = table.get("address", "0.0.0.0")
     try:
+        if not isinstance(address, str):
+            raise TypeError(address)
         ipaddress.IPv4Address(address)
     except (ValueError, TypeError):
         raise ConfigError(path, "tftp.address", f"not an IPv4 address: {address!r}") from None
@@ -65,7 +67,8 @@ def parse_tftp(table: dict[str, Any], path: str) -> TftpConfig:
             values[key] = value
     if "timeout" in table:
         timeout = table["timeout"]
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0.01 <= timeout <= 255:
+        number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+        if not number or not 0.01 <= timeout <= 255:
             raise ConfigError(path, "tftp.timeout", "must be a number of seconds in 0.01..255")
         values["timeout"] = float(timeout)
     config = TftpConfig(**values)

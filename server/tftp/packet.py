@@ -39,7 +39,7 @@ class TftpPacketError(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Request:
-    """RRQ or WRQ. Option names are lower-cased (RFC 2347: case-insensitive); values kept as text."""
+    """RRQ or WRQ. Option names are lower-cased (RFC 2347: case-insensitive); values are text."""
 
     opcode: Opcode
     filename: str
@@ -126,7 +126,8 @@ def encode_error(code: int, message: str) -> bytes:
 
 
 def encode_oack(options: dict[str, str]) -> bytes:
-    return b"\x00\x06" + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
+    body = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
+    return b"\x00\x06" + body
 
 
 def encode_request(opcode: Opcode, filename: str, mode: str, options: dict[str, str]) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import time
 
 import structlog
 import trio
@@ -18,43 +17,10 @@ from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
 from .paths import open_file
 from .transfer import Address, ReadTransfer, Send
+from .udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, escaped, pktinfo
 
 #: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
 _FAIRNESS_BATCH = 64
-#: Linux <netinet/in.h>; the socket module does not export it.
-IP_PKTINFO = 8
-_PKTINFO_SPACE = socket.CMSG_SPACE(12)
-
-
-def _local_address(ancdata: list[tuple[int, int, bytes]], default: str) -> str:
-    """The address the request was sent to (struct in_pktinfo's ipi_spec_dst)."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntoa(data[4:8])
-    return default
-
-
-def _escaped(text: str) -> str:
-    """Client-supplied text, safe for a log line."""
-    return text.encode("unicode_escape").decode("ascii")
-
-
-class _RateLimit:
-    """At most ``burst`` events per second: anything a remote party triggers is rate-limited."""
-
-    def __init__(self, burst: int = 20) -> None:
-        self._burst = burst
-        self._second = 0
-        self._count = 0
-
-    def allow(self) -> bool:
-        second = int(time.monotonic())
-        if second != self._second:
-            self._second, self._count = second, 0
-        self._count += 1
-        return self._count <= self._burst
-
-
 async def _send(sock: socket.socket, sends: list[Send]) -> None:
     for send in sends:
         while True:
@@ -112,7 +78,9 @@ async def _run_transfer(
         )
 
 
-async def serve_tftp(config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_tftp(
+    config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Serve read requests until cancelled. ``task_status.started`` gets the bound port."""
     log = structlog.get_logger().bind(service="tftp")
     listener = _udp_socket(config.address, config.port)
@@ -120,7 +88,7 @@ async def serve_tftp(config: TftpConfig, *, task_status: trio.TaskStatus[int] = 
     port = listener.getsockname()[1]
     admission = Admission(config)
     opener = functools.partial(open_file, config.root)
-    refusals = _RateLimit()
+    refusals = RateLimit()
     with listener:
         async with trio.open_nursery() as nursery:
             log.info("tftp.listening", address=config.address, port=port, root=config.root)
@@ -131,7 +99,7 @@ async def serve_tftp(config: TftpConfig, *, task_status: trio.TaskStatus[int] = 
                 if handled % _FAIRNESS_BATCH == 0:
                     await trio.lowlevel.checkpoint()
                 try:
-                    data, ancdata, _flags, client = listener.recvmsg(65536, _PKTINFO_SPACE)
+                    data, ancdata, _flags, client = listener.recvmsg(65536, PKTINFO_SPACE)
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(listener)
                     continue
@@ -143,12 +111,13 @@ async def serve_tftp(config: TftpConfig, *, task_status: trio.TaskStatus[int] = 
                 if isinstance(result, Refused):
                     if refusals.allow():
                         log.info("tftp.request.refused", client=client, reason=result.reason.value,
-                                 detail=_escaped(result.detail))
+                                 detail=escaped(result.detail))
                     if result.reply is not None:
                         await _send(listener, [Send(result.reply, client)])
                     continue
-                _start_transfer(nursery, result, client, _local_address(ancdata, config.address),
-                                admission, log)
+                info = pktinfo(ancdata)
+                local = info[1] if info else config.address
+                _start_transfer(nursery, result, client, local, admission, log)
 
 
 def _start_transfer(
@@ -164,7 +133,7 @@ def _start_transfer(
         admission.release(client)
         log.warning("tftp.transfer.socket_failed", error=exc.strerror)
         return
-    transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=_escaped(request.filename),
+    transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
                             mode=request.mode, blksize=transfer.params.blksize,
                             windowsize=transfer.params.windowsize)
     transfer_log.info("tftp.transfer.started")

@@ -112,7 +112,8 @@ class ReadTransfer:
             self._finish(Outcome.CLIENT_ERROR)
             return []
         self._finish(Outcome.PROTOCOL_ERROR)
-        return [Send(packet.encode_error(ErrorCode.ILLEGAL_OPERATION, "expected an ACK"), self.peer)]
+        error = packet.encode_error(ErrorCode.ILLEGAL_OPERATION, "expected an ACK")
+        return [Send(error, self.peer)]
 
     # -- internals --------------------------------------------------------------------------
     def _on_ack(self, block: int, now: float) -> list[Send]:

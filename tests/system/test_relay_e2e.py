@@ -27,7 +27,7 @@ from servers import (
 
 from relay.lab.processes import Process, wait_for
 from relay.lab.topology import OWNER_DIR, Host, Topology, reap_stale
-from relay.wire import AgentInfo, MessageType, Op, Opt
+from relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt
 
 pytestmark = pytest.mark.system
 
@@ -54,17 +54,15 @@ def _forwarded(received: list[Received], mac: str) -> list[Received]:
     return [r for r in received if r.message.mac == mac]
 
 
-def _key(message: object) -> tuple[int, int | None]:
-    return (message.xid, message.message_type)  # type: ignore[attr-defined]
+def _key(message: DhcpMessage) -> tuple[int, int | None]:
+    return (message.xid, message.message_type)
 
 
 @pytest.mark.parametrize("client", ["dhclient", "udhcpc"])
 def test_clients_lease_from_their_subnet_through_relay(
     lab: Lab, relay: Process, client: str
 ) -> None:
-    captures = {
-        lan: lab.workdir / f"lan-{lan}.pcap" for lan in lab.lans
-    }
+    captures = {lan: lab.workdir / f"lan-{lan}.pcap" for lan in lab.lans}
     tcpdumps = {
         lan: start_capture(lab.runner, lab.ns(plan.client_host), "eth0", captures[lan],
                            f"tcpdump-{lan}")

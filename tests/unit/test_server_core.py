@@ -245,7 +245,7 @@ def test_server_must_mark_declined_address_not_available() -> None:
         opt_addr(Opt.REQUESTED_ADDRESS, address), opt_addr(Opt.SERVER_ID, SERVER)))), 2.0)
     assert [c.event for c in commits(actions)] == [CommitEvent.DECLINED] and sends(actions) == []
     assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), xid=9)), 3.0)).yiaddr != address
-    # quarantine ends after decline-time
+    # quarantine ends after decline_time
     core.on_timer(602.0)
     assert core.leases[address].state is LeaseState.EXPIRED
 

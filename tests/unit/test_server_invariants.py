@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from relay.wire import Opt, decode
 from server.dhcp.actions import Send
 from server.dhcp.core import DhcpServerCore
-from test_server_helpers import MT, RELAY_A, SERVER, config, dgram, mac, opt_addr, request
+from test_server_helpers import MT, SERVER, config, dgram, mac, opt_addr, request
 
 ZERO = IPv4Address(0)
 CLIENTS = st.integers(min_value=0, max_value=7)

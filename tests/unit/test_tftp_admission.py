@@ -222,6 +222,7 @@ def test_config_defaults_and_values() -> None:
         ({"root": "/r", "port": 0}, "tftp.port"),
         ({"root": "/r", "max_blksize": 4}, "tftp.max_blksize"),
         ({"root": "/r", "address": "nope"}, "tftp.address"),
+        ({"root": "/r", "address": 5}, "tftp.address"),
         ({"root": "/r", "timeout": "1"}, "tftp.timeout"),
         ({"root": "/r", "blocksize": 512}, "tftp.blocksize"),
         ({"root": "/r", "max_transfers": 2, "max_per_client": 3}, "tftp.max_per_client"),

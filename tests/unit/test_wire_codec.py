@@ -1,4 +1,4 @@
-"""Example-based tests of the wire codec: header, options, overload, RFC 3396, BOOTP, 82, PXE, errors."""
+"""Example tests of the wire codec: header, options, overload, RFC 3396, BOOTP, 82, PXE, errors."""
 
 from __future__ import annotations
 
@@ -124,7 +124,8 @@ def test_options_area_without_end_is_accepted() -> None:
 
 
 def test_rfc2131_4_1_overload_reads_options_then_file_then_sname() -> None:
-    """RFC 2131 §4.1: "the 'file' field MUST be interpreted next ..., followed by the 'sname' field"."""
+    """RFC 2131 §4.1: "the 'file' field MUST be interpreted next (...), followed by the 'sname'
+    field"."""
     file_area = b"\x43\x08boot.efi\xc8\x02cd\xff"
     sname_area = b"\x42\x09tftp-host\xff"
     data = dhcp(b"\x34\x01\x03\x35\x01\x05\xc8\x02ab\xff", file=file_area, sname=sname_area)
@@ -134,6 +135,14 @@ def test_rfc2131_4_1_overload_reads_options_then_file_then_sname() -> None:
     )
     assert msg.file == b"" and msg.sname == b""
     assert not msg.has(Opt.OVERLOAD)
+
+
+def test_rfc2131_4_1_overload_must_appear_in_the_options_field() -> None:
+    """An option 52 inside the overloaded file field does not make sname hold options."""
+    data = dhcp(b"\x34\x01\x01\xff", file=b"\x34\x01\x02\x43\x01b\xff", sname=b"\x42\x01x\xff")
+    msg = decode(data)
+    assert msg.options == ((67, b"b"),)
+    assert msg.sname == b"\x42\x01x\xff"
 
 
 def test_overload_file_only_keeps_sname() -> None:
@@ -175,7 +184,8 @@ def test_encode_overloads_only_the_empty_field() -> None:
 
 
 def test_encode_splits_a_long_option_over_the_overloaded_areas() -> None:
-    msg = DhcpMessage(1, 9, chaddr=CHADDR, options=((Opt.MESSAGE_TYPE, b"\x01"), (224, bytes(range(200)))))
+    options = ((Opt.MESSAGE_TYPE, b"\x01"), (224, bytes(range(200))))
+    msg = DhcpMessage(1, 9, chaddr=CHADDR, options=options)
     data = encode(msg, capacity=300)
     assert data[240:243] == bytes((52, 1, 3))
     assert decode(data) == msg
@@ -199,7 +209,7 @@ def test_rfc3396_long_option_is_split_into_255_byte_instances() -> None:
     assert decode(data).options == ((224, value),)
 
 
-def test_rfc3396_instances_are_concatenated_at_the_first_position() -> None:
+def test_rfc3396_1_agents_must_concatenate_repeated_options_at_the_first_position() -> None:
     data = dhcp(b"\xe0\x02ab\x35\x01\x01\xe0\x02cd\x0c\x01h\xe0\x00\xe0\x01e\xff")
     assert decode(data).options == ((224, b"abcde"), (53, b"\x01"), (12, b"h"))
 
@@ -275,7 +285,10 @@ def test_relay_agent_information_sub_options() -> None:
             (151, b"\xde\xad"),
         )
     )
-    raw = b"\x01\x04eth1\x02\x08\x00\x06relay1\x05\x04\x0a\x1f\x02\x00\x0a\x01\x80\x0b\x04\x0a\x1f\x02\x01\x97\x02\xde\xad"
+    raw = (
+        b"\x01\x04eth1\x02\x08\x00\x06relay1\x05\x04\x0a\x1f\x02\x00\x0a\x01\x80"
+        b"\x0b\x04\x0a\x1f\x02\x01\x97\x02\xde\xad"
+    )
     assert info.encode() == raw
     msg = decode(dhcp(b"\x35\x01\x01\x52" + bytes((len(raw),)) + raw + b"\xff"))
     decoded = AgentInfo.decode(msg.get(Opt.RELAY_AGENT_INFO) or b"")
@@ -323,8 +336,10 @@ def test_pxe_options_43_60_93_94_97() -> None:
     decoded = decode(encode(msg))
     assert decoded == msg
     assert is_pxe_client(decoded)
-    assert client_architectures(decoded) == [ClientArch.EFI_X64, ClientArch.BIOS, ClientArch.EFI_ARM64]
-    assert NetworkInterfaceId.decode(decoded.get(Opt.CLIENT_NDI) or b"") == NetworkInterfaceId(1, 3, 16)
+    archs = [ClientArch.EFI_X64, ClientArch.BIOS, ClientArch.EFI_ARM64]
+    assert client_architectures(decoded) == archs
+    ndi = decoded.get(Opt.CLIENT_NDI) or b""
+    assert NetworkInterfaceId.decode(ndi) == NetworkInterfaceId(1, 3, 16)
     assert client_uuid(decoded) == guid
     pxe = PxeVendorOptions.decode(decoded.get(Opt.VENDOR_SPECIFIC) or b"")
     assert pxe == vendor
@@ -336,7 +351,10 @@ def test_pxe_options_43_60_93_94_97() -> None:
 
 
 def test_pxe_vendor_options_hand_built_bytes() -> None:
-    raw = b"\x06\x01\x08\x08\x07\x80\x00\x01\x0a\x1f\x00\x0a\x09\x07\x80\x00\x04boot\x0a\x03\x05go\x47\x04\x80\x00\x00\x01\xff"
+    raw = (
+        b"\x06\x01\x08\x08\x07\x80\x00\x01\x0a\x1f\x00\x0a\x09\x07\x80\x00\x04boot"
+        b"\x0a\x03\x05go\x47\x04\x80\x00\x00\x01\xff"
+    )
     pxe = PxeVendorOptions.decode(raw)
     assert pxe.discovery_control == 8
     assert pxe.boot_servers == [BootServerType(0x8000, (IPv4Address("10.31.0.10"),))]

@@ -6,8 +6,9 @@ data, so the unit tests need neither root nor these programs.
 Topology: namespaces ``bhw-srv`` (dnsmasq on 10.31.0.1/24, veth ``bhw-s0``) and ``bhw-cli`` (veth
 ``bhw-c0``). tcpdump in ``bhw-srv`` records UDP 67/68 while dhclient, udhcpc, dhcpcd and a udhcpc
 posing as a PXE client (options 60/93/94/97) run one after the other in ``bhw-cli``. With
-``--ipxe``, qemu (TCG) boots iPXE from its e1000 ROM on a tap ``bhw-tap0`` in ``bhw-srv``. Everything
-is bounded by timeouts, processes are stopped by PID and the namespaces are deleted on exit.
+``--ipxe``, qemu (TCG) boots iPXE from its e1000 ROM on a tap ``bhw-tap0`` in ``bhw-srv``.
+Everything is bounded by timeouts, processes are stopped by PID and the namespaces are deleted
+on exit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SRV, CLI = "bhw-srv", "bhw-cli"
 SRV_IF, CLI_IF, TAP = "bhw-s0", "bhw-c0", "bhw-tap0"
 CAPTURES = Path(__file__).parent / "captures"
 DHCPCD_LEASE = Path("/var/lib/dhcpcd") / f"{CLI_IF}.lease"
+DHCPCD_DUID = Path("/var/lib/dhcpcd/duid")
 PXE_UUID = "00" + "4d1f6a2c9b3e4f70a1b2c3d4e5f60718"
 
 
@@ -71,9 +73,11 @@ def process(argv: list[str], grace: float = 3) -> Iterator[subprocess.Popen[byte
 def client_runs(work: Path) -> list[tuple[str, list[str]]]:
     """(label, argv) for each real client, run in turn in the client namespace."""
     return [
-        ("dhclient", ["dhclient", "-1", "-d", "-sf", "/bin/true", "-lf", str(work / "dhclient.leases"),
-                      "-pf", str(work / "dhclient.pid"), CLI_IF]),
-        ("udhcpc", ["udhcpc", "-i", CLI_IF, "-f", "-q", "-n", "-t", "3", "-T", "1", "-s", "/bin/true"]),
+        ("dhclient", ["dhclient", "-1", "-d", "-sf", "/bin/true",
+                      "-lf", str(work / "dhclient.leases"), "-pf", str(work / "dhclient.pid"),
+                      CLI_IF]),
+        ("udhcpc", ["udhcpc", "-i", CLI_IF, "-f", "-q", "-n", "-t", "3", "-T", "1",
+                    "-s", "/bin/true"]),
         ("dhcpcd", ["dhcpcd", "-4", "-B", "-1", "-t", "8", "--nohook", "resolv.conf",
                     "-c", "/bin/true", CLI_IF]),
         ("udhcpc-pxe", ["udhcpc", "-i", CLI_IF, "-f", "-q", "-n", "-t", "3", "-T", "1",
@@ -91,7 +95,7 @@ def capture(work: Path, ipxe: bool) -> list[tuple[str, float, bytes]]:
                f"--interface={SRV_IF}", "--dhcp-range=10.31.0.100,10.31.0.150,1h",
                *([f"--interface={TAP}", "--dhcp-range=10.31.1.100,10.31.1.150,1h"] if ipxe else []),
                f"--dhcp-leasefile={work / 'leases'}", f"--pid-file={work / 'dnsmasq.pid'}",
-               "--dhcp-boot=pxelinux.0", '--pxe-service=x86PC,"Network boot",pxelinux',
+               "--dhcp-boot=pxelinux.0", "--pxe-service=x86PC,Network boot,pxelinux",
                "--pxe-prompt=Press F8,5", "--dhcp-authoritative", "--log-dhcp"]
     if ipxe:
         run(*in_ns(SRV, "ip", "tuntap", "add", TAP, "mode", "tap"))
@@ -156,8 +160,13 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
-    with tempfile.TemporaryDirectory(prefix="bhw-") as tmp, topology():
-        packets = capture(Path(tmp), args.ipxe)
+    had_duid = DHCPCD_DUID.exists()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bhw-") as tmp, topology():
+            packets = capture(Path(tmp), args.ipxe)
+    finally:
+        if not had_duid:  # dhcpcd creates it on first use; leave the machine as found
+            DHCPCD_DUID.unlink(missing_ok=True)
     for name in save(packets):
         print(name, (CAPTURES / name).stat().st_size)
 

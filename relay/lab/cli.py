@@ -1,0 +1,97 @@
+"""boothop-lab: build a routed network-boot topology in namespaces and boot real clients through it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from relay.configfile import ConfigError
+
+from .lab import Lab, run_demo
+from .spec import LabSpec, load_lab
+
+DEFAULT_LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
+NEEDED = {
+    "ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "udhcpc": "udhcpc",
+    "busybox": "busybox", "dhclient": "isc-dhcp-client", "dhcrelay": "isc-dhcp-relay",
+    "boothop-server": "boothop (pip install -e .)", "boothop-relay": "boothop (pip install -e .)",
+}
+
+
+def missing_requirements(spec: LabSpec) -> list[str]:
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("run as root: the lab creates network namespaces")
+    kinds = {c.kind for c in spec.clients}
+    for command, package in NEEDED.items():
+        if command == "qemu-system-x86_64" and "pxe" not in kinds:
+            continue
+        if command == "dhcrelay" and spec.relay != "dhcrelay":
+            continue
+        if shutil.which(command) is None:
+            problems.append(f"{command} not found (Debian package {package}; `bash .ci/install` installs it)")
+    if "pxe" in kinds and not Path("/usr/lib/ipxe/qemu").is_dir():
+        problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="boothop-lab", description=__doc__)
+    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_LAB, help="lab topology (TOML)")
+    parser.add_argument("--relay", choices=("boothop", "dhcrelay"), help="override the file's relay")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build the topology and start the daemons (idempotent)")
+    sub.add_parser("down", help="remove every namespace, link and process of the lab")
+    sub.add_parser("status", help="what is built and running, and the relay's counters")
+    demo = sub.add_parser("demo", help="up, boot every client, report, down")
+    demo.add_argument("--html", type=Path, default=Path("boothop-lab-report.html"),
+                      help="also write the report as HTML with an SVG ladder diagram")
+    demo.add_argument("--compare", action="store_true",
+                      help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_lab(args.config)
+    except ConfigError as error:
+        print(f"boothop-lab: {error}", file=sys.stderr)
+        return 2
+    if args.relay:
+        spec = spec.with_relay(args.relay)
+    if args.command == "down":
+        Lab(spec).down()
+        return 0
+    if args.command == "status":
+        print(json.dumps(Lab(spec).status(), indent=2))
+        return 0
+    problems = missing_requirements(spec.with_relay("dhcrelay") if getattr(args, "compare", False) else spec)
+    if problems:
+        print("boothop-lab cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if args.command == "up":
+        Lab(spec).up()
+        print(f"lab {spec.prefix!r} is up; `boothop-lab status`, `boothop-lab down`")
+        return 0
+    relays = ("boothop", "dhcrelay") if args.compare else (spec.relay,)
+    all_ok = True
+    times: dict[str, dict[str, float | None]] = {}
+    for relay in relays:
+        html = args.html.with_stem(f"{args.html.stem}-{relay}") if args.compare else args.html
+        results, report = run_demo(spec.with_relay(relay), html)
+        print(report, flush=True)
+        print()
+        all_ok &= all(r.ok for r in results)
+        times[relay] = {r.name: r.seconds for r in results}
+    if args.compare:
+        print("Boot times (seconds from power-on / client start to success):")
+        print(f"  {'client':10} " + " ".join(f"{r:>10}" for r in relays))
+        for name in times[relays[0]]:
+            cells = [times[r].get(name) for r in relays]
+            print(f"  {name:10} " + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells))
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

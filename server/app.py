@@ -1,0 +1,45 @@
+"""The service runner: every configured service in one nursery; SIGTERM/SIGINT stop them."""
+
+from __future__ import annotations
+
+import functools
+import signal
+
+import structlog
+import trio
+
+from server.config import ServerConfig
+
+
+async def _stop_on_signal(cancel_scope: trio.CancelScope,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            structlog.get_logger().info("server.stopping", signal=signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+
+
+async def run_services(config: ServerConfig) -> None:
+    log = structlog.get_logger()
+    for warning in config.warnings:
+        log.warning("server.config.warning", message=warning)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_stop_on_signal, nursery.cancel_scope)
+        if config.dhcp is not None:
+            from server.dhcp.service import serve_dhcp
+            colocated = config.pxe is not None and config.pxe.colocated
+            await nursery.start(functools.partial(serve_dhcp, config.dhcp, pxe_colocated=colocated))
+        if config.pxe is not None:
+            from server.pxe.service import serve_proxydhcp
+            await nursery.start(serve_proxydhcp, config.pxe)
+        if config.tftp is not None:
+            from server.tftp.service import serve_tftp
+            await nursery.start(serve_tftp, config.tftp)
+        log.info("server.started", config=config.path)
+    log.info("server.stopped")
+
+
+def run(config: ServerConfig) -> None:
+    trio.run(run_services, config)

@@ -1,0 +1,145 @@
+"""boothop-server: run (default), check, leases, reconcile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+from server.config import ServerConfig, load_config
+from server.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/boothop/server.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boothop-server", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="the TOML file")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="the TOML file")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", parents=[common], help="serve (the default command)")
+    run.add_argument("--log-format", choices=("auto", "json", "console"))
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sub.add_parser("check", parents=[common], help="validate the configuration (and the lease database)")
+    leases = sub.add_parser("leases", parents=[common], help="list leases")
+    leases.add_argument("--json", action="store_true", help="one JSON array, for machines")
+    reconcile = sub.add_parser("reconcile", parents=[common], help="repair the lease database")
+    reconcile.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    return parser
+
+
+def _dhcp(config: ServerConfig) -> ServerConfig:
+    if config.dhcp is None:
+        raise ConfigError(config.path, "dhcp", "this command needs a [dhcp] section")
+    return config
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "never"
+    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_check(config: ServerConfig) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    errors = 0
+    if config.dhcp is not None and os.path.exists(config.dhcp.lease_db):
+        from server.leasestore import open_store
+        store = open_store(config.dhcp.lease_db)
+        try:
+            leases = store.load()
+        finally:
+            store.close()
+        now = time.time()
+        for s_index, subnet in enumerate(config.dhcp.subnets):
+            for r_index, reservation in enumerate(subnet.reservations):
+                held = next((l for l in leases if l.address == reservation.address and l.is_active(now)), None)
+                if held is None:
+                    continue
+                if (reservation.mac is not None and held.mac == reservation.mac) or (
+                        reservation.client_id is not None and held.client_id == reservation.client_id):
+                    continue
+                errors += 1
+                print(ConfigError(config.path, f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
+                                  f"{reservation.address} is leased to another client "
+                                  f"({held.mac.hex(':')}) until {_when(held.expires)}; "
+                                  "run `boothop-server reconcile` to hand it back"), file=sys.stderr)
+    if errors:
+        return 1
+    print(f"{config.path}: ok")
+    return 0
+
+
+def cmd_leases(config: ServerConfig, as_json: bool) -> int:
+    from server.leasestore import open_store
+    store = open_store(_dhcp(config).dhcp.lease_db)  # type: ignore[union-attr]
+    try:
+        leases = store.load()
+    finally:
+        store.close()
+    rows = [{
+        "address": str(l.address), "state": l.state.value, "mac": l.mac.hex(":"),
+        "client_id": l.client_id.hex(":") if l.client_id else None, "subnet": l.subnet,
+        "starts": l.starts, "expires": l.expires, "hostname": l.hostname,
+    } for l in leases]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    header = f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
+    print(header)
+    for row, lease in zip(rows, leases):
+        print(f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
+              f"{_when(lease.expires):<21}{row['hostname'] or '-'}")
+    return 0
+
+
+def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
+    from server.leasestore import open_store
+    from server.reconcile import format_plan, plan_reconcile
+    dhcp = _dhcp(config).dhcp
+    assert dhcp is not None
+    store = open_store(dhcp.lease_db)
+    try:
+        plan = plan_reconcile(dhcp, store.load(), time.time())
+        print(format_plan(plan, dry_run))
+        if not dry_run and plan.changes:
+            store.delete(plan.deletes)
+            store.write(plan.upserts)
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    path = getattr(args, "config", DEFAULT_CONFIG)
+    try:
+        config = load_config(path)
+        if command == "check":
+            return cmd_check(config)
+        if command == "leases":
+            return cmd_leases(config, args.json)
+        if command == "reconcile":
+            return cmd_reconcile(config, args.dry_run)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from server.app import run
+    from server.logs import configure_logging
+    configure_logging(getattr(args, "log_format", None) or config.log_format,
+                      getattr(args, "log_level", "info"))
+    try:
+        run(config)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

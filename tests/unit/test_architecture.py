@@ -1,0 +1,148 @@
+"""The layering of ARCHITECTURE.md, held by walking every import (ast) of ``relay`` and ``server``.
+
+Rings, dependencies pointing inward: ``relay.wire`` (codec) imports nothing of ours; the sans-IO
+core imports the wire and itself, never I/O, a clock, logging or the shell; one module imports
+pyroute2; ``server`` imports ``relay.wire`` and nothing else of ``relay``; ``relay`` never imports
+``server``. Imports inside functions and under ``if TYPE_CHECKING`` count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("relay", "server")
+
+CORE = {
+    f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters")
+}
+#: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
+IO_MODULES = {
+    "trio",
+    "socket",
+    "pyroute2",
+    "structlog",
+    "logging",
+    "time",
+    "asyncio",
+    "select",
+    "selectors",
+    "threading",
+    "subprocess",
+}
+PYROUTE2_ALLOWED = ("relay.netlink", "relay.lab")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> Iterator[str]:
+    """Absolute names of everything the file imports; ``from a import b`` yields ``a.b``."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def graph() -> dict[str, set[str]]:
+    modules: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            modules[module_name(path)] = set(imports_of(path))
+    return modules
+
+
+GRAPH = graph()
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(modules: list[str], forbidden: Callable[[str], bool]) -> list[str]:
+    return sorted(
+        f"{module} imports {target}"
+        for module in modules
+        for target in GRAPH[module]
+        if forbidden(target)
+    )
+
+
+def test_the_walker_sees_the_tree() -> None:
+    """Guard against a vacuous pass: the walk finds the modules and their known imports."""
+    assert CORE <= GRAPH.keys()
+    assert "relay.wire" in GRAPH and "relay.wire.message" in GRAPH and "server" in GRAPH
+    assert any(within(t, "relay.wire") for t in GRAPH["relay.engine"])  # relative import resolved
+    assert "relay.engine.RelayEngine" in GRAPH["relay.service"]
+    assert any(within(t, "pyroute2") for t in GRAPH["relay.netlink"])
+
+
+def test_resolution_of_relative_imports() -> None:
+    assert module_name(ROOT / "relay" / "wire" / "__init__.py") == "relay.wire"
+    assert "relay.wire.codes.Opt" in GRAPH["relay.wire"]  # "from .codes import Opt" in a package
+    assert (
+        "relay.drops.DropReason" in GRAPH["relay.actions"]
+    )  # "from .drops import ..." in a module
+
+
+def test_wire_imports_nothing_of_boothop() -> None:
+    wire = [m for m in GRAPH if within(m, "relay.wire")]
+    found = violations(
+        wire,
+        lambda t: (within(t, "relay") and not within(t, "relay.wire")) or within(t, "server"),
+    )
+    assert found == []
+
+
+def test_wire_does_no_io() -> None:
+    wire = [m for m in GRAPH if within(m, "relay.wire")]
+    assert violations(wire, lambda t: t.split(".")[0] in IO_MODULES) == []
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_relay_core_is_sans_io(module: str) -> None:
+    assert violations([module], lambda t: t.split(".")[0] in IO_MODULES) == []
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_relay_core_imports_only_the_core_and_the_wire(module: str) -> None:
+    """The shell (service, netlink, cli, configfile, sockets, logs, lab) imports the core only."""
+
+    def outward(target: str) -> bool:
+        if not within(target, "relay"):
+            return within(target, "server")
+        return not within(target, "relay.wire") and not any(within(target, c) for c in CORE)
+
+    assert violations([module], outward) == []
+
+
+def test_only_the_netlink_module_and_the_lab_import_pyroute2() -> None:
+    others = [m for m in GRAPH if not any(within(m, allowed) for allowed in PYROUTE2_ALLOWED)]
+    assert violations(others, lambda t: within(t, "pyroute2")) == []
+
+
+def test_relay_never_imports_server() -> None:
+    relay = [m for m in GRAPH if within(m, "relay")]
+    assert violations(relay, lambda t: within(t, "server")) == []
+
+
+def test_server_imports_only_the_wire_of_relay() -> None:
+    server = [m for m in GRAPH if within(m, "server")]
+    found = violations(server, lambda t: within(t, "relay") and not within(t, "relay.wire"))
+    assert found == []

@@ -1,0 +1,235 @@
+"""The relay's shell without namespaces: frames, pktinfo on loopback, action execution, logs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from structlog.testing import capture_logs
+
+from relay.actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from relay.config import InterfaceConfig, RelayConfig
+from relay.configfile import ConfigError
+from relay.drops import DropReason
+from relay.engine import RelayEngine
+from relay.interfaces import Interface, InterfaceTable, Role
+from relay.logs import RateLimiter
+from relay.netlink import table_from
+from relay.service import RelayService
+from relay.sockets import checksum, ipv4_udp, open_udp, receive
+from relay.wire import DhcpMessage, MessageType, Op, Opt, encode
+
+SERVER = IPv4Address("10.71.100.10")
+LAN = Interface(7, "bhnd0", True, (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)
+CONFIG = RelayConfig(helpers=(SERVER,), interfaces=(InterfaceConfig("bhnd0", Role.DOWNSTREAM),))
+
+
+def test_ipv4_udp_frame_checksums_agree_with_scapy() -> None:
+    for size in (0, 1, 300, 301, 1400):
+        payload = bytes(range(256)) * 6
+        frame = ipv4_udp(IPv4Address("10.71.1.1"), IPv4Address("10.71.1.50"), 67, 68,
+                         payload[:size])
+        parsed = IP(frame)
+        assert (parsed.src, parsed.dst, parsed.ttl, parsed.len) == (
+            "10.71.1.1", "10.71.1.50", 64, 28 + size)
+        assert (parsed[UDP].sport, parsed[UDP].dport, parsed[UDP].len) == (67, 68, 8 + size)
+        assert bytes(parsed[UDP].payload) == payload[:size]
+        recomputed = IP(frame)
+        del recomputed.chksum
+        del recomputed[UDP].chksum
+        rebuilt = IP(bytes(recomputed))
+        assert (parsed.chksum, parsed[UDP].chksum) == (rebuilt.chksum, rebuilt[UDP].chksum)
+
+
+def test_checksum_rfc1071_example() -> None:
+    # RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (one's complement: 220d).
+    assert checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+    assert checksum(b"\x01") == ~0x0100 & 0xFFFF
+
+
+def test_receive_reports_ingress_interface_and_header_destination() -> None:
+    sock = open_udp(0, "127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.bind(("127.0.0.1", 0))
+        sender.sendto(b"hello", sock.getsockname())
+        sock.settimeout(2)  # the relay's socket is non-blocking; here, wait for the one datagram
+        datagram = receive(sock)
+        assert datagram == Datagram(b"hello", IPv4Address("127.0.0.1"), sender.getsockname()[1],
+                                    IPv4Address("127.0.0.1"), socket.if_nametoindex("lo"))
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            receive(sock)
+    finally:
+        sock.close()
+        sender.close()
+
+
+def test_rate_limiter_allows_burst_then_counts_suppressed() -> None:
+    limiter = RateLimiter(burst=2, period=10.0)
+    assert [limiter.allow("k", 0.0) for _ in range(5)] == [0, 0, None, None, None]
+    assert limiter.allow("other", 1.0) == 0
+    assert limiter.allow("k", 10.0) == 3  # a new window reports what the last one suppressed
+    assert limiter.allow("k", 10.5) == 0
+
+
+class FakeSender:
+    def __init__(self, error: OSError | None = None) -> None:
+        self.sent: list[object] = []
+        self.error = error
+
+    def forward(self, action: Forward) -> None:
+        if self.error:
+            raise self.error
+        self.sent.append(action)
+
+    def deliver(self, action: Deliver) -> None:
+        if self.error:
+            raise self.error
+        self.sent.append(action)
+
+
+def request(xid: int = 0x42) -> Datagram:
+    msg = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=bytes.fromhex("02710000010a") + bytes(10),
+                      options=((Opt.MESSAGE_TYPE, bytes([MessageType.DISCOVER])),))
+    return Datagram(encode(msg), IPv4Address("0.0.0.0"), 68, IPv4Address("255.255.255.255"),
+                    LAN.index)
+
+
+def service(sender: FakeSender, stats_file: Path | None = None) -> RelayService:
+    engine = RelayEngine(CONFIG, InterfaceTable.of([LAN]))
+    return RelayService(engine, None, sender, stats_file)  # type: ignore[arg-type]
+
+
+def test_forward_executed_and_logged_with_bound_context() -> None:
+    sender = FakeSender()
+    relay = service(sender)
+    relay.debug = True
+    with capture_logs() as logs:
+        relay.handle(request(), 1.0)
+    assert [type(a) for a in sender.sent] == [Forward]
+    assert sender.sent[0].server == SERVER  # type: ignore[attr-defined]
+    (event,) = [e for e in logs if e["event"] == "relay.request.forwarded"]
+    assert event["xid"] == "0x00000042" and event["iface"] == "bhnd0"
+    assert event["chaddr"] == "02:71:00:00:01:0a" and event["server"] == str(SERVER)
+    assert event["giaddr"] == "0.0.0.0" and event["hops"] == 0 and event["log_level"] == "debug"
+
+
+def test_send_error_counted_logged_rate_limited_never_raised() -> None:
+    relay = service(FakeSender(OSError(errno.ENETUNREACH, "unreachable")))
+    with capture_logs() as logs:
+        for n in range(50):
+            relay.handle(request(n), 1.0)
+    assert relay.shell.send_errors == {"ENETUNREACH": 50}
+    failures = [e for e in logs if e["event"] == "relay.send.failed"]
+    assert len(failures) == relay.limiter.burst
+    assert failures[0]["server"] == str(SERVER) and failures[0]["log_level"] == "warning"
+
+
+def test_drops_logged_with_reason_and_rate_limited() -> None:
+    relay = service(FakeSender())
+    relay.debug = True
+    junk = Datagram(b"\x01\x02", IPv4Address("10.71.1.9"), 68, IPv4Address("10.71.1.1"), 7)
+    with capture_logs() as logs:
+        for _ in range(100):
+            relay.handle(junk, 5.0)
+    drops = [e for e in logs if e["event"] == "relay.drop"]
+    assert len(drops) == relay.limiter.burst
+    assert drops[0]["reason"] == DropReason.MALFORMED.value
+    assert relay.engine.counters.dropped[DropReason.MALFORMED] == 100
+
+
+def test_debug_logging_skipped_when_not_enabled() -> None:
+    relay = service(FakeSender())
+    relay.debug = False
+    with capture_logs() as logs:
+        relay.handle(request(), 1.0)
+    assert logs == []
+
+
+def test_warn_action_logged_at_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    relay = service(FakeSender())
+    warn = Warn("relay.pxe.dhcp_server_sends_pxeclient", "fix it", SERVER)
+    monkeypatch.setattr(relay.engine, "handle", lambda d, now: Outcome((warn,)))
+    with capture_logs() as logs:
+        relay.handle(request(), 1.0)
+    assert logs == [{"event": "relay.pxe.dhcp_server_sends_pxeclient", "message": "fix it",
+                     "server": str(SERVER), "log_level": "warning"}]
+
+
+def test_engine_exception_costs_one_packet(monkeypatch: pytest.MonkeyPatch) -> None:
+    relay = service(FakeSender())
+
+    def broken(datagram: Datagram, now: float) -> Outcome:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(relay.engine, "handle", broken)
+    with capture_logs() as logs:
+        relay.handle(request(), 1.0)
+    assert relay.shell.engine_errors == 1
+    assert logs[0]["event"] == "relay.engine.error"
+
+
+def test_stats_file_written_atomically_as_json(tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    relay = service(FakeSender(), stats)
+    relay.handle(request(), 1.0)
+    relay.write_stats()
+    data = json.loads(stats.read_text())
+    assert data["received"] == 1 and data["forwarded"] == {str(SERVER): 1}
+    assert data["interfaces"]["bhnd0"] == {"index": 7, "up": True, "addresses": ["10.71.1.1/24"]}
+    assert data["helpers"] == [str(SERVER)]
+    assert not (tmp_path / "stats.json.tmp").exists()
+
+
+async def test_reload_swaps_valid_config_and_keeps_old_on_error() -> None:
+    relay = service(FakeSender())
+    other = IPv4Address("10.71.100.11")
+    await relay.reload(lambda: RelayConfig(helpers=(other,), interfaces=CONFIG.interfaces))
+    assert relay.engine.config.helpers == (other,) and relay.shell.reloads == 1
+
+    def invalid() -> RelayConfig:
+        raise ConfigError("/etc/relay.toml", "max_hopz", "unknown key")
+
+    with capture_logs() as logs:
+        await relay.reload(invalid)
+    assert relay.engine.config.helpers == (other,)
+    assert relay.shell.reload_failures == 1
+    assert logs[0]["event"] == "relay.config.invalid" and logs[0]["key"] == "max_hopz"
+    assert logs[0]["log_level"] == "error"
+
+
+def test_missing_configured_interface_warned_once_per_change() -> None:
+    relay = service(FakeSender())
+    relay.engine.update_config(RelayConfig(helpers=(SERVER,), interfaces=(
+        InterfaceConfig("bhnd0"), InterfaceConfig("bhnx0"))))
+    with capture_logs() as logs:
+        relay.on_interfaces(InterfaceTable.of([LAN]))
+        relay.on_interfaces(InterfaceTable.of([LAN]))
+        relay.on_interfaces(InterfaceTable.of([LAN, Interface(8, "bhnx0", True, ())]))
+    assert [e["ifnames"] for e in logs if e["event"] == "relay.interface.missing"] == [["bhnx0"]]
+    assert relay.engine.interfaces.by_name("bhnx0") is not None
+
+
+def test_table_from_orders_primary_first_and_reads_state() -> None:
+    links = [
+        {"index": 1, "flags": 0x10049, "IFLA_IFNAME": "lo", "IFLA_ADDRESS": "00:00:00:00:00:00"},
+        {"index": 3, "flags": 0x1003, "IFLA_IFNAME": "bhnd0", "IFLA_ADDRESS": "02:71:00:00:00:01"},
+    ]
+    addresses = [
+        {"index": 3, "IFA_LOCAL": "10.71.1.2", "prefixlen": 24, "IFA_FLAGS": 0x81},  # secondary
+        {"index": 3, "IFA_LOCAL": "10.71.1.1", "prefixlen": 24, "IFA_FLAGS": 0x80},
+        {"index": 1, "IFA_ADDRESS": "127.0.0.1", "prefixlen": 8, "flags": 0x80},
+    ]
+    table = table_from(links, addresses)
+    lan = table.by_name("bhnd0")
+    assert lan is not None and lan.mac == bytes.fromhex("027100000001")
+    assert lan.addresses == (IPv4Interface("10.71.1.1/24"), IPv4Interface("10.71.1.2/24"))
+    assert not lan.up, "IFF_UP without IFF_RUNNING (no carrier) is not usable"
+    assert table.by_name("lo").up
+    assert table.by_address(IPv4Address("127.0.0.1")).index == 1

@@ -21,7 +21,15 @@ import trio
 
 from . import logs
 from .config import AgentPolicy, RelayConfig
-from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, ConfigError, RelaySettings, load, parse, read_raw
+from .configfile import (
+    MAX_HOPS_LIMIT,
+    MAX_PACKET_LIMIT,
+    ConfigError,
+    RelaySettings,
+    load,
+    parse,
+    read_raw,
+)
 from .interfaces import Role
 from .service import run_relay
 from .wire import DHCP_MIN_MAX_SIZE

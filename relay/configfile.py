@@ -20,7 +20,13 @@ from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import DEFAULT_MAX_HOPS, DEFAULT_MAX_PACKET_SIZE, AgentPolicy, InterfaceConfig, RelayConfig
+from .config import (
+    DEFAULT_MAX_HOPS,
+    DEFAULT_MAX_PACKET_SIZE,
+    AgentPolicy,
+    InterfaceConfig,
+    RelayConfig,
+)
 from .interfaces import Role
 from .logs import FORMATS, LEVELS
 from .wire import DHCP_MIN_MAX_SIZE

@@ -87,28 +87,25 @@ class RelayService:
         """Run one datagram through the engine and execute what it says. Never raises."""
         try:
             outcome = self.engine.handle(datagram, now)
-        except Exception:  # noqa: BLE001 - an engine bug must cost one packet, not the relay
+        except Exception:  # the engine must not raise (a bug): cost one packet, not the relay
             self.shell.engine_errors += 1
             if self.limiter.allow("engine-error", now) is not None:
                 self.log.exception("relay.engine.error", source=str(datagram.source))
             return
         for action in outcome.actions:
-            kind = type(action)
-            if kind is Forward:
+            if isinstance(action, Forward):
                 try:
-                    self.sender.forward(action)  # type: ignore[arg-type]
+                    self.sender.forward(action)
                 except OSError as error:
-                    self._send_failed("forward", error, now, server=str(action.server))  # type: ignore[union-attr]
-            elif kind is Deliver:
+                    self._send_failed("forward", error, now, server=str(action.server))
+            elif isinstance(action, Deliver):
                 try:
-                    self.sender.deliver(action)  # type: ignore[arg-type]
+                    self.sender.deliver(action)
                 except OSError as error:
-                    self._send_failed(
-                        action.mode.value, error, now, ifname=action.ifname,  # type: ignore[union-attr]
-                        destination=str(action.destination))  # type: ignore[union-attr]
-            elif kind is Warn:
-                self.log.warning(action.event, message=action.message,  # type: ignore[union-attr]
-                                 server=str(action.server))  # type: ignore[union-attr]
+                    self._send_failed(action.mode.value, error, now, ifname=action.ifname,
+                                      destination=str(action.destination))
+            elif isinstance(action, Warn):
+                self.log.warning(action.event, message=action.message, server=str(action.server))
         if self.debug:
             self._log_outcome(datagram, outcome, now)
 
@@ -281,7 +278,11 @@ async def run_relay(
     """
     engine = RelayEngine(config)
     udp = open_udp(port)
-    sender = Sender(udp, open_packet())
+    try:
+        sender = Sender(udp, open_packet())
+    except BaseException:
+        udp.close()
+        raise
     service = RelayService(engine, udp, sender, stats_file)
     wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:

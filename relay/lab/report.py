@@ -47,17 +47,24 @@ def relay_arrows(events: Iterable[dict[str, object]], lane_of_server: dict[str, 
     arrows: list[Arrow] = []
     for index, event in enumerate(events):
         name = event.get("event")
-        message = str(event.get("message_type") or "?")
-        server = lane_of_server.get(str(event.get("server")), str(event.get("server")))
+        message = str(event.get("type") or "?")
         when = float(index)
         if name == "relay.request.forwarded":
-            if not arrows or arrows[-1].label != message or arrows[-1].target != "relay":
+            server = lane_of_server.get(str(event.get("server")), "dhcp")
+            previous = arrows[-1] if arrows else None
+            if previous is None or previous.target == "relay" or previous.label.split()[0] != message:
                 arrows.append(Arrow(when, "client", "relay", message))
-            arrows.append(Arrow(when, "relay", server, f"{message} giaddr={event.get('giaddr')}"))
+            arrows.append(Arrow(when, "relay", server, f"{message} giaddr={_giaddr(event)}"))
         elif name == "relay.reply.delivered":
+            server = lane_of_server.get(str(event.get("source", "")).split(":")[0], "dhcp")
             arrows.append(Arrow(when, server, "relay", message))
-            arrows.append(Arrow(when, "relay", "client", f"{message} ({event.get('mode')})"))
+            arrows.append(Arrow(when, "relay", "client", f"{message} {event.get('mode')}"))
     return arrows
+
+
+def _giaddr(event: dict[str, object]) -> object:
+    """The giaddr as forwarded: the relay's own when the client's was 0.0.0.0."""
+    return event.get("forwarded_giaddr") or event.get("giaddr")
 
 
 def ladder_text(arrows: Sequence[Arrow], width: int = 18) -> str:
@@ -135,34 +142,41 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
     return "<!doctype html><html><meta charset='utf-8'><title>boothop lab</title><body>" + "".join(body) + "</body></html>"
 
 
-def pxe_host_arrows(events: Iterable[dict[str, object]], start: float) -> list[Arrow]:
+def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | None) -> list[Arrow]:
     """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP."""
     arrows = []
     for index, event in enumerate(events):
         name = event.get("event")
+        peer = str(event.get("to") or event.get("client") or "").split(":")[0]
+        if client_address is None or peer != client_address:
+            continue
         if name == "pxe.reply.sent" and event.get("port") == 4011:
-            arrows.append(Arrow(start + index, "client", "pxe", "REQUEST :4011"))
-            arrows.append(Arrow(start + index, "pxe", "client", "ACK :4011"))
+            arrows.append(Arrow(index, "client", "pxe", "REQUEST :4011"))
+            arrows.append(Arrow(index, "pxe", "client", "ACK :4011"))
         elif name == "tftp.transfer.started":
-            arrows.append(Arrow(start + index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
+            arrows.append(Arrow(index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
         elif name == "tftp.transfer.ended":
-            arrows.append(Arrow(start + index, "pxe", "client", f"TFTP {event.get('bytes')} bytes, {event.get('outcome')}"))
+            arrows.append(Arrow(index, "pxe", "client", f"TFTP {event.get('bytes')} bytes {event.get('outcome')}"))
     return arrows
 
 
 def render(
     spec: LabSpec, workdir: Path, results: Sequence[ClientResult], html_path: Path | None
 ) -> str:
-    """The terminal report (table and ladder); also written as HTML with an SVG ladder."""
+    """The terminal report (table and one ladder per client); also HTML with SVG ladders."""
     lanes = {str(spec.dhcp_address.ip): "dhcp", str(spec.pxe_address.ip): "pxe"}
-    arrows = relay_arrows(read_json_lines(workdir / "logs" / "relay.log"), lanes)
-    arrows += pxe_host_arrows(read_json_lines(workdir / "logs" / "pxe.log"), len(arrows))
-    title = f"the exchange as the relay ({spec.relay}) and the PXE host saw it"
-    if spec.relay != "boothop":
-        arrows = pxe_host_arrows(read_json_lines(workdir / "logs" / "pxe.log"), 0)
-        title = "the routed exchange as the PXE host saw it (dhcrelay logs no per-packet events)"
-    text = report_text(spec, results) + f"\n\nLadder: {title}\n" + ladder_text(arrows)
+    relay_events = read_json_lines(workdir / "logs" / "relay.log")
+    pxe_events = read_json_lines(workdir / "logs" / "pxe.log")
+    text = [report_text(spec, results)]
+    ladders = {}
+    for result in results:
+        mine = [e for e in relay_events if e.get("chaddr") == result.mac]
+        arrows = relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, result.address)
+        seen = "the relay and the PXE host" if spec.relay == "boothop" else "the PXE host (dhcrelay logs no packets)"
+        title = f"{result.name} ({result.kind}, {result.mac}) as {seen} saw it"
+        text += ["", title, ladder_text(arrows)]
+        ladders[title] = ladder_svg(arrows, title)
     if html_path is not None:
-        html_path.write_text(report_html(spec, results, {title: ladder_svg(arrows, title)}))
-        text += f"\n\nHTML report: {html_path}"
-    return text
+        html_path.write_text(report_html(spec, results, ladders))
+        text += ["", f"HTML report: {html_path.resolve()}"]
+    return "\n".join(text)

@@ -158,7 +158,7 @@ def _tftp_sent(workdir: Path) -> list[dict[str, object]]:
     for event in read_events(_log(workdir, "pxe")):
         if event.get("event") == "tftp.transfer.started":
             started[str(event.get("client"))] = event
-        elif event.get("event") == "tftp.transfer.ended" and event.get("outcome") == "complete":
+        elif event.get("event") == "tftp.transfer.ended" and event.get("outcome") == "completed":
             begin = started.get(str(event.get("client")), {})
             done.append({**begin, **event})
     return done

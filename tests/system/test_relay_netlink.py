@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -41,7 +42,7 @@ def namespace() -> Iterator[str]:
         ip("-n", name, "link", "set", "bhna1", "up")
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
 
 
 def test_dump_reads_links_addresses_and_state(namespace: str) -> None:
@@ -102,4 +103,4 @@ async def test_follower_sees_changes_without_restart(namespace: str) -> None:
             await until(lambda t: t.by_name("bhnb0") is None)
             nursery.cancel_scope.cancel()
     # Every reported table differs from the one before it (no spurious callbacks).
-    assert all(a != b for a, b in zip(tables, tables[1:]))
+    assert all(a != b for a, b in itertools.pairwise(tables))

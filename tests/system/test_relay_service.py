@@ -48,7 +48,8 @@ def require_system() -> None:
         pytest.skip("needs root (network namespaces)")
     if shutil.which("ip") is None:
         pytest.skip("iproute2 `ip` not installed")
-    if subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10).returncode:
+    if subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10,
+                      check=False).returncode:
         pytest.skip("`ip netns` unavailable")
 
 
@@ -191,7 +192,9 @@ def offer(xid: int, *, broadcast: bool, relayed: DhcpMessage) -> DhcpMessage:
 
 def test_request_forwarded_with_giaddr_and_reply_delivered_broadcast_and_unicast(net: Net) -> None:
     client, server = net.client_socket(), net.server_socket()
-    net.start_relay("-d", "-id", "bhnd0", "-iu", "bhnu0", "-a", SERVER)
+    pid_file = net.tmp / "relay.pid"
+    net.start_relay("-d", "-pf", str(pid_file), "-id", "bhnd0", "-iu", "bhnu0", "-a", SERVER)
+    assert net.relay is not None and pid_file.read_text() == f"{net.relay.pid}\n"
 
     # Client -> server: giaddr set to the client LAN's address, hops 1, option 82 added.
     send_from_client(client, discover(0x7101))
@@ -222,10 +225,19 @@ def test_request_forwarded_with_giaddr_and_reply_delivered_broadcast_and_unicast
     assert delivered.yiaddr == IPv4Address(YIADDR)
     assert YIADDR not in ip("-n", net.ns("router"), "neigh", "show", "dev", "bhnd0")
 
-    wait_for(lambda: net.counters()["delivered"].get("unicast-chaddr") == 1, 5, "stats file")
+    # ciaddr set (a renewing client that has its address): ordinary unicast to ciaddr.
+    ip("-n", net.ns("client"), "addr", "add", "10.71.1.60/24", "dev", "bhnc0")
+    ack = offer(0x7101, broadcast=False, relayed=relayed).replace(
+        ciaddr=IPv4Address("10.71.1.60"), yiaddr=IPv4Address("10.71.1.60"))
+    server.sendto(encode(ack), (ROUTER_DOWN, 67))
+    packet, pkttype, delivered = receive_at_client(client)
+    assert pkttype == socket.PACKET_HOST and packet[16:20] == IPv4Address("10.71.1.60").packed
+    assert delivered.ciaddr == IPv4Address("10.71.1.60")
+
+    wait_for(lambda: net.counters()["delivered"].get("unicast-ciaddr") == 1, 5, "stats file")
     counters = net.counters()
     assert counters["forwarded"] == {SERVER: 1}
-    assert counters["delivered"] == {"broadcast": 1, "unicast-chaddr": 1}
+    assert counters["delivered"] == {"broadcast": 1, "unicast-chaddr": 1, "unicast-ciaddr": 1}
     assert counters["agent_info_added"] == 1 and counters["send_errors"] == {}
 
     # Spoofed reply from a non-server: dropped, counted, logged with the reason.
@@ -248,8 +260,9 @@ def test_request_forwarded_with_giaddr_and_reply_delivered_broadcast_and_unicast
     net.signal(signal.SIGTERM)
     assert net.relay is not None and net.relay.wait(5) == 0
     assert time.monotonic() - started < 3
-    assert net.counters()["received"] == 4
+    assert net.counters()["received"] == 5
     assert "relay.stopped" in [line["event"] for line in net.logs()]
+    assert not pid_file.exists()
 
 
 def test_sighup_reloads_without_dropping_and_refuses_invalid_config(net: Net) -> None:
@@ -304,7 +317,8 @@ def test_sighup_reloads_without_dropping_and_refuses_invalid_config(net: Net) ->
 
 def test_interface_and_address_added_after_start_are_used_without_restart(net: Net) -> None:
     server = net.server_socket()
-    net.start_relay("-id", "bhnd0", "-id", "bhnx0", "-iu", "bhnu0", SERVER)
+    net.start_relay("-id", "bhnd0", "-id", "bhnx0", "-iu", "bhnu0", "--stats-interval", "0.2",
+                    SERVER)
     assert "bhnx0" not in net.counters()["interfaces"]
     missing = [line for line in net.logs() if line["event"] == "relay.interface.missing"]
     assert missing and missing[0]["ifnames"] == ["bhnx0"]
@@ -335,3 +349,6 @@ def test_interface_and_address_added_after_start_are_used_without_restart(net: N
     events = [line["event"] for line in net.logs()]
     assert "relay.address.added" in events and "relay.address.removed" in events
     assert "relay.interface.up" in events
+    # The periodic stats line, without any signal.
+    assert any(line["event"] == "relay.stats" and "bhnx0" in line["interfaces"]
+               for line in net.logs())

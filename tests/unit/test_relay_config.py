@@ -112,8 +112,8 @@ def test_defaults_without_interfaces(tmp_path: Path) -> None:
     (f'helpers = ["10.9.0.1"]\nremote_id = "{"x" * 256}"\n', "remote_id", "at most 255"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\ngiaddr = "10.1.0"\n',
      "interface[0].giaddr", "'10.1.0' is not an IPv4 address"),
-    ('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\n[[interface]]\nname = "eth2"\n'
-     'giaddr = 10\n', "interface[1].giaddr", "must be an IPv4 address string"),
+    (('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\n[[interface]]\nname = "eth2"\n'
+      'giaddr = 10\n'), "interface[1].giaddr", "must be an IPv4 address string"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nrole = "downstream"\n', "interface[0].name",
      "missing"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\nrole = "client"\n',

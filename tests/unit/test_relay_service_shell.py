@@ -9,10 +9,12 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
 
-from relay.actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from relay.actions import Datagram, Deliver, Forward, Outcome, Warn
 from relay.config import InterfaceConfig, RelayConfig
 from relay.configfile import ConfigError
 from relay.drops import DropReason
@@ -50,6 +52,26 @@ def test_checksum_rfc1071_example() -> None:
     # RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (one's complement: 220d).
     assert checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
     assert checksum(b"\x01") == ~0x0100 & 0xFFFF
+
+
+def _word_sum_checksum(data: bytes) -> int:
+    """RFC 1071 as written: add 16-bit words, fold the carries, complement."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@given(st.binary(max_size=1600))
+def test_checksum_equals_rfc1071_word_sum(data: bytes) -> None:
+    assert checksum(data) == _word_sum_checksum(data)
+
+
+def test_checksum_one_complement_zeros() -> None:
+    for data in (b"", b"\0\0", b"\xff\xff", b"\xff\xff\xff\xff", b"\xff\xfe\x00\x01"):
+        assert checksum(data) == _word_sum_checksum(data)
 
 
 def test_receive_reports_ingress_interface_and_header_destination() -> None:

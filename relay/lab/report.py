@@ -67,7 +67,7 @@ def _giaddr(event: dict[str, object]) -> object:
     return event.get("forwarded_giaddr") or event.get("giaddr")
 
 
-def ladder_text(arrows: Sequence[Arrow], width: int = 18) -> str:
+def ladder_text(arrows: Sequence[Arrow], width: int = 30) -> str:
     if not arrows:
         return "(no exchange recorded)"
     header = "".join(lane.center(width) for lane in LANES)

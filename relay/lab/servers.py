@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -85,8 +86,16 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
         "[pxe]",
         f'server_address = "{spec.pxe_address.ip}"',
         "colocated = false",
-        "[pxe.boot]",
+        # A one-item menu with no prompt time: the client picks it at once and asks the PXE
+        # server for it on port 4011 (boot server discovery, routed, not relayed).
+        'menu_prompt = "boothop lab"',
+        "menu_timeout = 0",
+        "[[pxe.menu]]",
+        "type = 8",
+        'description = "boothop lab boot"',
         # The lab's PXE firmware is iPXE itself (user class "iPXE"): it gets the script.
+        f'boot = {{ ipxe = "{BOOT_SCRIPT}", bios = "undionly.kpxe", efi-x64 = "ipxe.efi" }}',
+        "[pxe.boot]",
         f'ipxe = "{BOOT_SCRIPT}"',
         'bios = "undionly.kpxe"',
         'efi-x64 = "ipxe.efi"',
@@ -104,6 +113,7 @@ def daemons(spec: LabSpec, workdir: Path) -> list[tuple[str, str, list[str]]]:
         ("dhcp", "dhcp", [*server, str(workdir / "dhcp.toml")]),
         ("pxe", "pxe", [*server, str(workdir / "pxe.toml")]),
         ("relay", "router", relay_argv(spec, workdir)),
+        ("ra", "router", [sys.executable, "-m", "relay.lab.ra", *(f"lan-{s.name}" for s in spec.subnets)]),
     ]
 
 

@@ -1,8 +1,8 @@
-"""A bounds-checked reader and a capacity-limited writer (the aioquic pattern)."""
+"""A bounds-checked reader (the aioquic pattern)."""
 
 from __future__ import annotations
 
-from .errors import CapacityError, TruncatedError
+from .errors import TruncatedError
 
 
 class Reader:
@@ -48,29 +48,3 @@ class Reader:
         chunk = self._data[self._pos :]
         self._pos = len(self._data)
         return chunk
-
-
-class Writer:
-    """Appends bytes up to a hard capacity; exceeding it raises CapacityError."""
-
-    __slots__ = ("_parts", "_size", "capacity")
-
-    def __init__(self, capacity: int) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
-        self.capacity = capacity
-
-    def __len__(self) -> int:
-        return self._size
-
-    def write(self, data: bytes) -> None:
-        if self._size + len(data) > self.capacity:
-            raise CapacityError(
-                f"message would be {self._size + len(data)} bytes, capacity {self.capacity}",
-                self._size,
-            )
-        self._parts.append(data)
-        self._size += len(data)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self._parts)

@@ -8,10 +8,10 @@ Unknown options are kept as raw bytes, in order, and re-emitted unchanged.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
-from .buffer import Reader, Writer
 from .codes import (
     BOOTP_HEADER_SIZE,
     BOOTP_MIN_SIZE,
@@ -22,7 +22,7 @@ from .codes import (
     Opt,
 )
 from .errors import CapacityError, FieldError, TruncatedError
-from .options import Option, concatenate, encode_tlv, read_tlvs, read_tlvs_at
+from .options import Option, concatenate, encode_tlv, read_tlvs, scan_tlvs, tlv_size
 
 ZERO = IPv4Address(0)
 #: Largest DHCP message that fits an Ethernet frame in one IPv4/UDP datagram.
@@ -114,52 +114,50 @@ class DhcpMessage:
         )
 
 
-def _address(reader: Reader, what: str) -> IPv4Address:
-    return IPv4Address(reader.read(4, what))
+_HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
+_ZERO_PACKED = bytes(4)
+
+
+def _address(packed: bytes) -> IPv4Address:
+    return ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
 
 
 def decode(data: bytes) -> DhcpMessage:
     """Decode a BOOTP/DHCP message. Raises only WireError subclasses."""
-    data = bytes(data)  # a bytearray or memoryview would reach IPv4Address, which wants bytes
+    return _decode(bytes(data))[0]
+
+
+def _decode(data: bytes) -> tuple[DhcpMessage, int]:
+    """The message, and the offset of its END option when ``data`` is exactly ``encode(message)``
+    (-1 otherwise: pads, repeated or overloaded options, bytes after END, no magic cookie...)."""
     if len(data) < BOOTP_HEADER_SIZE:
         raise TruncatedError(
             f"message is {len(data)} bytes, a BOOTP header needs {BOOTP_HEADER_SIZE}", len(data)
         )
-    reader = Reader(data)
-    op = reader.u8("op")
-    if op not in (Op.BOOTREQUEST, Op.BOOTREPLY):
+    (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname_raw,
+     file_raw) = _HEADER.unpack_from(data)
+    if op != 1 and op != 2:  # Op.BOOTREQUEST, Op.BOOTREPLY
         raise FieldError(f"op {op} is neither BOOTREQUEST nor BOOTREPLY", 0)
-    htype = reader.u8("htype")
-    hlen = reader.u8("hlen")
     if hlen > 16:
         raise FieldError(f"hlen {hlen} exceeds the 16-byte chaddr", 2)
-    hops = reader.u8("hops")
-    xid = reader.u32("xid")
-    secs = reader.u16("secs")
-    flags = reader.u16("flags")
-    ciaddr = _address(reader, "ciaddr")
-    yiaddr = _address(reader, "yiaddr")
-    siaddr = _address(reader, "siaddr")
-    giaddr = _address(reader, "giaddr")
-    chaddr = reader.read(16, "chaddr")
-    sname_raw = reader.read(64, "sname")
-    file_raw = reader.read(128, "file")
-    rest = reader.rest()
-    if rest[:4] != MAGIC_COOKIE:
+    addresses = _address(ciaddr), _address(yiaddr), _address(siaddr), _address(giaddr)
+    if data[BOOTP_HEADER_SIZE:_OPTIONS_OFFSET] != MAGIC_COOKIE:
+        rest = data[BOOTP_HEADER_SIZE:]
         return DhcpMessage(
-            op, xid, chaddr, htype, hlen, hops, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+            op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses,
             sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0"), (), rest.rstrip(b"\0"),
-        )
-    tlvs, _, offsets = read_tlvs_at(rest[4:], _OPTIONS_OFFSET, "options")
+        ), -1
+    tlvs, end, offsets, padded = scan_tlvs(data[_OPTIONS_OFFSET:], _OPTIONS_OFFSET, "options")
     # RFC 2131 §4.1: "the 'option overload' option MUST appear in the 'options' field", so
     # only the options field is searched for it; a 52 found in file or sname is ignored.
     overload = 0
     for (code, value), offset in zip(tlvs, offsets):
-        if code == Opt.OVERLOAD:
+        if code == 52:  # Opt.OVERLOAD
             if len(value) != 1 or value[0] not in (1, 2, 3):
                 raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3", offset)
             overload = value[0]
     sname, file = sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0")
+    found = len(tlvs)
     # RFC 2131 §4.1: the options field first, then 'file', then 'sname'.
     if overload & _OVERLOAD_FILE:
         tlvs += read_tlvs(file_raw, _FILE_OFFSET, "file (overloaded)")[0]
@@ -167,46 +165,43 @@ def decode(data: bytes) -> DhcpMessage:
     if overload & _OVERLOAD_SNAME:
         tlvs += read_tlvs(sname_raw, _SNAME_OFFSET, "sname (overloaded)")[0]
         sname = b""
-    options = tuple(o for o in concatenate(tlvs) if o[0] != Opt.OVERLOAD)
+    options = tuple(o for o in concatenate(tlvs) if o[0] != 52) if overload else tuple(
+        concatenate(tlvs))
+    exact = -1
+    if end >= 0 and not padded and not overload and len(options) == found:
+        end += _OPTIONS_OFFSET
+        # encode() pads with zeros to BOOTP's 300 bytes, and never further.
+        if len(data) == max(end + 1, BOOTP_MIN_SIZE) and data.count(0, end + 1) == len(data) - end - 1:
+            exact = end
     return DhcpMessage(
-        op, xid, chaddr, htype, hlen, hops, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
-        sname, file, options, None,
-    )
-
-
-def _fixed_field(value: bytes, size: int, name: str) -> bytes:
-    if len(value) > size:
-        raise FieldError(f"{name} is {len(value)} bytes, the field holds {size}")
-    return value.ljust(size, b"\0")
+        op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses, sname, file, options, None,
+    ), exact
 
 
 def _header(msg: DhcpMessage, sname: bytes, file: bytes) -> bytes:
-    for name in ("op", "htype", "hlen", "hops"):
-        if not 0 <= getattr(msg, name) <= 255:
-            raise FieldError(f"{name} {getattr(msg, name)} does not fit one byte")
+    for name, value in (("op", msg.op), ("htype", msg.htype), ("hlen", msg.hlen),
+                        ("hops", msg.hops)):
+        if not 0 <= value <= 255:
+            raise FieldError(f"{name} {value} does not fit one byte")
     if not (0 <= msg.xid <= 0xFFFFFFFF and 0 <= msg.secs <= 0xFFFF and 0 <= msg.flags <= 0xFFFF):
         raise FieldError("xid, secs or flags out of range")
-    return b"".join(
-        (
-            bytes((msg.op, msg.htype, msg.hlen, msg.hops)),
-            msg.xid.to_bytes(4, "big"),
-            msg.secs.to_bytes(2, "big"),
-            msg.flags.to_bytes(2, "big"),
-            msg.ciaddr.packed,
-            msg.yiaddr.packed,
-            msg.siaddr.packed,
-            msg.giaddr.packed,
-            _fixed_field(msg.chaddr, 16, "chaddr"),
-            _fixed_field(sname, 64, "sname"),
-            _fixed_field(file, 128, "file"),
-        )
+    for name, value, size in (("chaddr", msg.chaddr, 16), ("sname", sname, 64),
+                              ("file", file, 128)):
+        if len(value) > size:
+            raise FieldError(f"{name} is {len(value)} bytes, the field holds {size}")
+    # struct pads the fixed-size fields with NULs.
+    return _HEADER.pack(
+        msg.op, msg.htype, msg.hlen, msg.hops, msg.xid, msg.secs, msg.flags, msg.ciaddr.packed,
+        msg.yiaddr.packed, msg.siaddr.packed, msg.giaddr.packed, msg.chaddr, sname, file,
     )
 
 
-def _pack_area(chunks: list[bytes], start: int, room: int) -> tuple[bytes, int]:
-    """Greedily take whole TLV chunks that fit in ``room`` bytes; returns bytes and next index."""
+def _pack_area(chunks: list[bytes], room: int) -> tuple[bytes, int]:
+    """Greedily take whole TLV chunks that fit in ``room`` bytes; returns bytes and how many."""
+    if sum(map(len, chunks)) <= room:
+        return b"".join(chunks), len(chunks)
     out = bytearray()
-    index = start
+    index = 0
     while index < len(chunks) and len(out) + len(chunks[index]) <= room:
         out += chunks[index]
         index += 1
@@ -267,7 +262,7 @@ def encode(msg: DhcpMessage, capacity: int = ETHERNET_MAX_MESSAGE) -> bytes:
     options = [o for o in msg.options if o[0] != Opt.OVERLOAD]
     chunks = _option_chunks(options)
     room = capacity - _OPTIONS_OFFSET - 1
-    options_area, used = _pack_area(chunks, 0, room)
+    options_area, used = _pack_area(chunks, room)
     sname, file = msg.sname, msg.file
     if used < len(chunks):
         # RFC 2131 §4.1: file and sname carry options only when option 52 says so; only the
@@ -288,21 +283,19 @@ def encode(msg: DhcpMessage, capacity: int = ETHERNET_MAX_MESSAGE) -> bytes:
             file = file_area + b"\xff"
         if sname_area:
             sname = sname_area + b"\xff"
-    writer = Writer(max(capacity, BOOTP_MIN_SIZE))
-    writer.write(_header(msg, sname, file))
-    writer.write(MAGIC_COOKIE)
-    writer.write(options_area)
-    writer.write(b"\xff")
-    if len(writer) < BOOTP_MIN_SIZE:
-        writer.write(bytes(BOOTP_MIN_SIZE - len(writer)))
-    return writer.getvalue()
+    # The options area was sized to leave room for END within the capacity.
+    body = b"".join((_header(msg, sname, file), MAGIC_COOKIE, options_area, b"\xff"))
+    return body.ljust(BOOTP_MIN_SIZE, b"\0")
 
 
 def _option_chunks(options: Iterable[Option]) -> list[bytes]:
     chunks: list[bytes] = []
     for code, value in options:
         encoded = encode_tlv(code, value)
-        chunks.extend(encoded[i : i + 257] for i in range(0, len(encoded), 257))
+        if len(encoded) <= 257:
+            chunks.append(encoded)
+        else:
+            chunks.extend(encoded[i : i + 257] for i in range(0, len(encoded), 257))
     return chunks
 
 
@@ -310,5 +303,4 @@ def encoded_size(msg: DhcpMessage) -> int:
     """Size of ``encode(msg)`` without overload, before padding to the BOOTP minimum."""
     if msg.vendor is not None:
         return BOOTP_HEADER_SIZE + len(msg.vendor)
-    options = (o for o in msg.options if o[0] != Opt.OVERLOAD)
-    return _OPTIONS_OFFSET + 1 + sum(map(len, _option_chunks(options)))
+    return _OPTIONS_OFFSET + 1 + sum(tlv_size(len(v)) for c, v in msg.options if c != Opt.OVERLOAD)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from .buffer import Reader
 from .codes import Opt
-from .errors import FieldError
+from .errors import FieldError, TruncatedError
 
 Option = tuple[int, bytes]
 
@@ -22,20 +22,46 @@ def read_tlvs(area: bytes, base_offset: int, what: str) -> tuple[list[Option], b
 
 def read_tlvs_at(area: bytes, base_offset: int, what: str) -> tuple[list[Option], bool, list[int]]:
     """As read_tlvs, plus each option's offset in the enclosing message (for error reports)."""
-    reader = Reader(area, base_offset)
+    options, end, offsets, _ = scan_tlvs(area, base_offset, what)
+    return options, end >= 0, offsets
+
+
+def scan_tlvs(
+    area: bytes, base_offset: int, what: str
+) -> tuple[list[Option], int, list[int], bool]:
+    """Read TLVs up to END: the options, END's index in ``area`` (-1 if absent), each option's
+    offset in the enclosing message, and whether a pad (0) came before END.
+
+    One pass with plain indexing: this runs for every packet the relay sees.
+    """
     options: list[Option] = []
     offsets: list[int] = []
-    while not reader.at_end():
-        offset = reader.offset
-        code = reader.u8(f"{what} option code")
-        if code == Opt.PAD:
+    size = len(area)
+    position = 0
+    padded = False
+    while position < size:
+        code = area[position]
+        if code == 0:  # Opt.PAD
+            padded = True
+            position += 1
             continue
-        if code == Opt.END:
-            return options, True, offsets
-        length = reader.u8(f"{what} option {code} length")
-        options.append((code, reader.read(length, f"{what} option {code} value")))
-        offsets.append(offset)
-    return options, False, offsets
+        if code == 255:  # Opt.END
+            return options, position, offsets, padded
+        if position + 1 >= size:
+            raise TruncatedError(
+                f"{what} option {code} length: needs 1 bytes, 0 left", base_offset + position + 1
+            )
+        start = position + 2
+        stop = start + area[position + 1]
+        if stop > size:
+            raise TruncatedError(
+                f"{what} option {code} value: needs {stop - start} bytes, {size - start} left",
+                base_offset + start,
+            )
+        options.append((code, area[start:stop]))
+        offsets.append(base_offset + position)
+        position = stop
+    return options, -1, offsets, padded
 
 
 def concatenate(tlvs: Iterable[Option]) -> list[Option]:
@@ -44,6 +70,9 @@ def concatenate(tlvs: Iterable[Option]) -> list[Option]:
     RFC 3396 §1: "DHCP protocol agents MUST use this method whenever they receive a DHCP packet
     containing more than one occurrence of a certain type of option."
     """
+    tlvs = list(tlvs)
+    if len({code for code, _ in tlvs}) == len(tlvs):
+        return tlvs  # no code repeats: nothing to concatenate (the common case)
     merged: dict[int, bytearray] = {}
     order: list[int] = []
     for code, value in tlvs:
@@ -59,8 +88,8 @@ def encode_tlv(code: int, value: bytes) -> bytes:
     """One option as TLVs; values over 255 bytes are split into several (RFC 3396 §5)."""
     if not 0 < code < 255:
         raise FieldError(f"option code {code} cannot carry a value")
-    if not value:
-        return bytes((code, 0))
+    if len(value) <= 255:
+        return bytes((code, len(value))) + value
     out = bytearray()
     for start in range(0, len(value), 255):
         chunk = value[start : start + 255]

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 import structlog
 import trio
 
-from server.tftp.udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, pktinfo, pktinfo_cmsg
+from server.udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, pktinfo, pktinfo_cmsg
 
 from .config import PxeConfig
 from .proxy import Datagram, Drop, Dropped, handle

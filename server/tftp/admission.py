@@ -1,6 +1,7 @@
 """What the listening port does with a datagram: refuse it, or start a transfer.
 
-Pure apart from the injected ``opener`` (the shell passes ``paths.open_file``; tests pass a fake).
+Pure apart from the injected ``opener`` and ``creator`` (the shell passes ``paths.open_file`` and
+``paths.create_file``; tests pass fakes).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from collections.abc import Callable
 
 from . import packet
 from .config import TftpConfig
-from .negotiation import negotiate
+from .negotiation import announced_size, negotiate
 from .packet import ErrorCode, Opcode
 from .paths import FileRefused
+from .sink import FileSink, NetasciiSink
 from .source import FileSource, NetasciiSource
 from .transfer import Address, ReadTransfer
+from .write import WriteTransfer
 
 Opener = Callable[[str], FileSource]
+Creator = Callable[[str], FileSink]
 
 
 class Refusal(enum.Enum):
@@ -28,6 +32,7 @@ class Refusal(enum.Enum):
     BUSY = "busy"
     CLIENT_LIMIT = "client_limit"
     FILE_REFUSED = "file_refused"
+    TOO_LARGE = "too_large"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,7 +45,7 @@ class Refused:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Accepted:
-    transfer: ReadTransfer
+    transfer: ReadTransfer | WriteTransfer
     request: packet.Request
 
 
@@ -53,8 +58,11 @@ class Admission:
         self._per_client: dict[str, int] = {}
         self.refused: dict[Refusal, int] = {reason: 0 for reason in Refusal}
 
-    def admit(self, data: bytes, client: Address, opener: Opener) -> Accepted | Refused:
-        result = self._decide(data, client, opener)
+    def admit(
+        self, data: bytes, client: Address, opener: Opener, creator: Creator | None = None
+    ) -> Accepted | Refused:
+        """``creator`` starts uploads; without it (or without ``allow_write``) WRQs are refused."""
+        result = self._decide(data, client, opener, creator)
         if isinstance(result, Refused):
             self.refused[result.reason] += 1
         else:
@@ -70,14 +78,17 @@ class Admission:
         else:
             del self._per_client[client[0]]
 
-    def _decide(self, data: bytes, client: Address, opener: Opener) -> Accepted | Refused:
+    def _decide(
+        self, data: bytes, client: Address, opener: Opener, creator: Creator | None
+    ) -> Accepted | Refused:
         try:
             request = packet.decode(data)
         except packet.TftpPacketError as exc:
             return Refused(Refusal.MALFORMED, None, str(exc))
         if not isinstance(request, packet.Request):
             return Refused(Refusal.NOT_A_REQUEST, None)
-        if request.opcode == Opcode.WRQ:
+        writing = request.opcode == Opcode.WRQ
+        if writing and (creator is None or not self._config.allow_write):
             return _error(Refusal.WRITE_DISABLED, ErrorCode.ACCESS_VIOLATION, "writes are disabled")
         if request.mode not in ("octet", "netascii"):
             # RFC 1350 §5: mode "mail" is obsolete; anything else is not TFTP.
@@ -86,6 +97,8 @@ class Admission:
             return _error(Refusal.BUSY, ErrorCode.NOT_DEFINED, "server busy, try again")
         if self._per_client.get(client[0], 0) >= self._config.max_per_client:
             return _error(Refusal.CLIENT_LIMIT, ErrorCode.NOT_DEFINED, "too many transfers")
+        if writing and creator is not None:
+            return self._write(request, client, creator)
         try:
             source = opener(request.filename)
         except FileRefused as exc:
@@ -94,6 +107,25 @@ class Admission:
             source = NetasciiSource(source)
         params, oack = negotiate(request.options, source.size, self._config)
         return Accepted(ReadTransfer(client, source, params, oack), request)
+
+    def _write(
+        self, request: packet.Request, client: Address, creator: Creator
+    ) -> Accepted | Refused:
+        size = announced_size(request.options)
+        if size is not None and size > self._config.max_write_size:
+            # RFC 2349: "If the file is too large for the server to handle, it may abort the
+            # transfer with an Error packet (error code 3)."
+            return _error(Refusal.TOO_LARGE, ErrorCode.DISK_FULL,
+                          "disk full or allocation exceeded")
+        try:
+            sink = creator(request.filename)
+        except FileRefused as exc:
+            return _error(Refusal.FILE_REFUSED, exc.code, exc.reason)
+        if request.mode == "netascii":
+            sink = NetasciiSink(sink)
+        params, oack = negotiate(request.options, None, self._config, write=True)
+        transfer = WriteTransfer(client, sink, params, oack, self._config.max_write_size)
+        return Accepted(transfer, request)
 
 
 def _error(reason: Refusal, code: ErrorCode, message: str) -> Refused:

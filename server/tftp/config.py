@@ -27,6 +27,18 @@ class TftpConfig:
     retries: int = 5
     max_transfers: int = 64
     max_per_client: int = 8
+    #: Write requests (WRQ) are refused with error 2 unless this is set.
+    allow_write: bool = False
+    #: Where uploads land; None means ``root``.
+    write_root: str | None = None
+    #: Largest upload accepted, in octets: a bigger announced tsize or upload gets error 3.
+    max_write_size: int = 64 * 1024 * 1024
+    #: Replace an existing file; otherwise a WRQ for one gets error 6 "file already exists".
+    overwrite: bool = False
+
+    @property
+    def upload_root(self) -> str:
+        return self.write_root or self.root
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -36,6 +48,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "retries": (0, 100),
     "max_transfers": (1, 100_000),
     "max_per_client": (1, 100_000),
+    "max_write_size": (1, 1 << 40),
 }
 
 
@@ -51,6 +64,16 @@ def parse_tftp(table: dict[str, Any], path: str) -> TftpConfig:
     if not isinstance(root, str) or not root.startswith("/"):
         raise ConfigError(path, "tftp.root", "must be an absolute directory path")
     values: dict[str, Any] = {"root": root}
+    if "write_root" in table:
+        write_root = table["write_root"]
+        if not isinstance(write_root, str) or not write_root.startswith("/"):
+            raise ConfigError(path, "tftp.write_root", "must be an absolute directory path")
+        values["write_root"] = write_root
+    for key in ("allow_write", "overwrite"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(path, f"tftp.{key}", "must be true or false")
+            values[key] = table[key]
     address = table.get("address", "0.0.0.0")
     try:
         if not isinstance(address, str):

@@ -1,4 +1,4 @@
-"""Option negotiation for a read request (RFC 2347, 2348, 2349, 7440)."""
+"""Option negotiation for read and write requests (RFC 2347, 2348, 2349, 7440)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,16 @@ def _int(value: str) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 10 else None
 
 
+def announced_size(requested: dict[str, str]) -> int | None:
+    """The size a write request announces with tsize, or None (absent or not a number)."""
+    value = requested.get("tsize", "")
+    return int(value) if value.isdigit() and len(value) <= 20 else None
+
+
 def negotiate(
-    requested: dict[str, str], file_size: int | None, config: TftpConfig
+    requested: dict[str, str], file_size: int | None, config: TftpConfig, *, write: bool = False
 ) -> tuple[TransferParams, dict[str, str]]:
-    """The parameters to use and the options to acknowledge (empty: no OACK, send DATA 1).
+    """The parameters to use and the options to acknowledge (empty: no OACK; DATA 1 or ACK 0).
 
     Unknown or malformed options are left out of the OACK, as RFC 2347 allows
     ("Options which the server does not support should be ignored").
@@ -47,6 +53,10 @@ def negotiate(
         elif name == "timeout" and 1 <= value <= 255:
             # RFC 2349 §"Timeout Interval Option": the OACK value "must match" the request.
             timeout = float(value)
+            oack[name] = str(value)
+        elif name == "tsize" and write:
+            # RFC 2349: in a write request the size "is specified in the request and echoed back
+            # in the OACK" (the admission has already checked it against max_write_size).
             oack[name] = str(value)
         elif name == "tsize" and file_size is not None:
             # RFC 2349: in a read request the client sends 0 and the server returns the size.

@@ -4,14 +4,21 @@ Refused: ``..`` components, anything whose real path (symlinks resolved) leaves 
 anything that is not a regular file (directories, device files, FIFOs, sockets). A leading ``/``
 means the root, as with tftpd-hpa's ``-s``; Windows-style ``\\`` separators are accepted because
 PXE loaders from Windows Deployment Services send them.
+
+Uploads (``create_file``) follow the same rules under the write root, and are never created in a
+directory outside it nor through a symlink: the data goes to a temporary file in the target's
+directory, renamed into place only when the transfer completes.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
 
 from .packet import ErrorCode
+from .sink import SinkError
 
 
 class FileRefused(Exception):
@@ -64,3 +71,116 @@ def open_file(root: str, filename: str) -> _FileReader:
         raise FileRefused(ErrorCode.ACCESS_VIOLATION, "not a regular file")
     os.set_blocking(fd, True)
     return _FileReader(fd, info.st_size)
+
+
+#: Failures of a write that mean "no room": TFTP error 3, "Disk full or allocation exceeded".
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _sink_error(exc: OSError) -> SinkError:
+    if exc.errno in _NO_ROOM:
+        return SinkError(ErrorCode.DISK_FULL, "disk full or allocation exceeded")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR, errno.EROFS):
+        return SinkError(ErrorCode.ACCESS_VIOLATION, exc.strerror or "access violation")
+    return SinkError(ErrorCode.NOT_DEFINED, exc.strerror or "write failed")
+
+
+class _FileWriter:
+    """A temporary file beside the target, renamed into place by ``commit``."""
+
+    def __init__(self, dir_fd: int, name: str, temp: str, fd: int, overwrite: bool) -> None:
+        self._dir_fd = dir_fd
+        self._name = name
+        self._temp = temp
+        self._file = os.fdopen(fd, "wb", buffering=1 << 16)
+        self._overwrite = overwrite
+        self._open = True
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _sink_error(exc) from None
+
+    def commit(self) -> None:
+        try:
+            self._file.close()
+            if self._overwrite:
+                # rename(2) replaces the name itself: a symlink planted there meanwhile is not
+                # followed.
+                os.replace(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            else:
+                # link(2) fails with EEXIST where rename would silently replace a file that
+                # appeared during the upload (another client's, for instance).
+                os.link(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd,
+                        follow_symlinks=False)
+                os.unlink(self._temp, dir_fd=self._dir_fd)
+        except FileExistsError:
+            self.abort()
+            raise SinkError(ErrorCode.FILE_EXISTS, "file already exists") from None
+        except OSError as exc:
+            self.abort()
+            raise _sink_error(exc) from None
+        self._open = False
+        os.close(self._dir_fd)
+
+    def abort(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self._file.close()
+        except OSError:
+            pass  # a failed flush of data we are discarding anyway
+        try:
+            os.unlink(self._temp, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            pass
+        os.close(self._dir_fd)
+
+
+def create_file(root: str, filename: str, *, overwrite: bool = False) -> _FileWriter:
+    """Start an upload of ``filename`` under ``root``; FileRefused with the TFTP error code.
+
+    The target's directory must exist (none is created) and be inside ``root``; an existing
+    target must be a regular file, and is refused (error 6) unless ``overwrite``.
+    """
+    real = resolve(root, filename)
+    real_root = os.path.realpath(root)
+    if real == real_root:
+        raise FileRefused(ErrorCode.ACCESS_VIOLATION, "not a regular file")
+    parent, name = os.path.split(real)
+    try:
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileRefused(ErrorCode.FILE_NOT_FOUND, "directory not found") from None
+    except OSError as exc:
+        raise FileRefused(ErrorCode.ACCESS_VIOLATION, exc.strerror or "cannot open") from None
+    try:
+        return _start_upload(dir_fd, real_root, name, overwrite)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+
+
+def _start_upload(dir_fd: int, real_root: str, name: str, overwrite: bool) -> _FileWriter:
+    # The directory actually opened, whatever was swapped in since resolve(): still inside?
+    opened = os.readlink(f"/proc/self/fd/{dir_fd}")
+    if os.path.commonpath([real_root, opened]) != real_root:
+        raise FileRefused(ErrorCode.ACCESS_VIOLATION, "path leads outside the root")
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(ErrorCode.ACCESS_VIOLATION, "not a regular file")
+        if not overwrite:
+            raise FileRefused(ErrorCode.FILE_EXISTS, "file already exists")
+    temp = f".tftp-{secrets.token_hex(8)}.part"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        raise FileRefused(ErrorCode.ACCESS_VIOLATION, exc.strerror or "cannot create") from None
+    return _FileWriter(dir_fd, name, temp, fd, overwrite)

@@ -13,11 +13,13 @@ import socket
 import structlog
 import trio
 
+from server.udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, escaped, pktinfo
+
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
-from .paths import open_file
+from .paths import create_file, open_file
 from .transfer import Address, ReadTransfer, Send
-from .udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, escaped, pktinfo
+from .write import WriteTransfer
 
 #: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
 _FAIRNESS_BATCH = 64
@@ -46,14 +48,20 @@ def _udp_socket(address: str, port: int) -> socket.socket:
 
 
 async def _run_transfer(
-    sock: socket.socket, transfer: ReadTransfer, admission: Admission, log: structlog.BoundLogger
+    sock: socket.socket, transfer: ReadTransfer | WriteTransfer, admission: Admission,
+    log: structlog.BoundLogger,
 ) -> None:
     started = trio.current_time()
+    ended = False
     try:
         with sock:
             await _send(sock, transfer.start(started))
             handled = 0
             while not transfer.done:
+                if transfer.outcome is not None and not ended:
+                    # An upload that has ended dallies (RFC 1350 §6) without holding its slot.
+                    ended = True
+                    _ended(transfer, admission, started, log)
                 handled += 1
                 if handled % _FAIRNESS_BATCH == 0:
                     await trio.lowlevel.checkpoint()
@@ -66,32 +74,47 @@ async def _run_transfer(
                     continue
                 await _send(sock, transfer.receive(data, source, trio.current_time()))
     finally:
-        admission.release(transfer.peer)
-        elapsed = trio.current_time() - started
-        log.info(
-            "tftp.transfer.ended",
-            outcome=transfer.outcome.value if transfer.outcome else "cancelled",
-            bytes=transfer.bytes_sent,
-            seconds=round(elapsed, 3),
-            retransmissions=transfer.retransmissions,
-            ignored={k.value: v for k, v in transfer.ignored.items() if v},
-        )
+        transfer.close()
+        if not ended:
+            _ended(transfer, admission, started, log)
+
+
+def _ended(
+    transfer: ReadTransfer | WriteTransfer, admission: Admission, started: float,
+    log: structlog.BoundLogger,
+) -> None:
+    admission.release(transfer.peer)
+    octets = transfer.bytes_sent if isinstance(transfer, ReadTransfer) else transfer.bytes_received
+    log.info(
+        "tftp.transfer.ended",
+        outcome=transfer.outcome.value if transfer.outcome else "cancelled",
+        bytes=octets,
+        seconds=round(trio.current_time() - started, 3),
+        retransmissions=transfer.retransmissions,
+        ignored={k.value: v for k, v in transfer.ignored.items() if v},
+    )
 
 
 async def serve_tftp(
     config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve read requests until cancelled. ``task_status.started`` gets the bound port."""
+    """Serve read (and, if enabled, write) requests until cancelled.
+
+    ``task_status.started`` gets the bound port.
+    """
     log = structlog.get_logger().bind(service="tftp")
     listener = _udp_socket(config.address, config.port)
     listener.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     port = listener.getsockname()[1]
     admission = Admission(config)
     opener = functools.partial(open_file, config.root)
+    creator = (functools.partial(create_file, config.upload_root, overwrite=config.overwrite)
+               if config.allow_write else None)
     refusals = RateLimit()
     with listener:
         async with trio.open_nursery() as nursery:
-            log.info("tftp.listening", address=config.address, port=port, root=config.root)
+            log.info("tftp.listening", address=config.address, port=port, root=config.root,
+                     write_root=config.upload_root if config.allow_write else None)
             task_status.started(port)
             handled = 0
             while True:
@@ -107,7 +130,7 @@ async def serve_tftp(
                     log.warning("tftp.receive.failed", error=exc.strerror)
                     await trio.lowlevel.checkpoint()
                     continue
-                result = admission.admit(data, client, opener)
+                result = admission.admit(data, client, opener, creator)
                 if isinstance(result, Refused):
                     if refusals.allow():
                         log.info("tftp.request.refused", client=client, reason=result.reason.value,
@@ -135,6 +158,7 @@ def _start_transfer(
         return
     transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
                             mode=request.mode, blksize=transfer.params.blksize,
+                            direction="write" if isinstance(transfer, WriteTransfer) else "read",
                             windowsize=transfer.params.windowsize)
     transfer_log.info("tftp.transfer.started")
     nursery.start_soon(_run_transfer, sock, transfer, admission, transfer_log)

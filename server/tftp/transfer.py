@@ -30,6 +30,8 @@ class Outcome(enum.Enum):
     TIMED_OUT = "timed_out"
     CLIENT_ERROR = "client_error"
     PROTOCOL_ERROR = "protocol_error"
+    #: We ended it with an error of our own: upload too large, disk full, file appeared meanwhile.
+    LOCAL_ERROR = "local_error"
 
 
 class Ignored(enum.Enum):
@@ -40,6 +42,8 @@ class Ignored(enum.Enum):
     STALE_ACK = "stale_ack"
     WRONG_TID = "wrong_tid"
     AFTER_END = "after_end"
+    DUPLICATE_DATA = "duplicate_data"
+    OUT_OF_ORDER = "out_of_order"
 
 
 class ReadTransfer:
@@ -114,6 +118,11 @@ class ReadTransfer:
         self._finish(Outcome.PROTOCOL_ERROR)
         error = packet.encode_error(ErrorCode.ILLEGAL_OPERATION, "expected an ACK")
         return [Send(error, self.peer)]
+
+    def close(self) -> None:
+        """The shell is giving up on the transfer (shutdown): release the file."""
+        if not self.done:
+            self._source.close()
 
     # -- internals --------------------------------------------------------------------------
     def _on_ack(self, block: int, now: float) -> list[Send]:

@@ -6,7 +6,7 @@ import pytest
 
 from server.tftp import packet
 from server.tftp.negotiation import TransferParams
-from server.tftp.packet import Ack, Data, ErrorCode
+from server.tftp.packet import Data, ErrorCode
 from server.tftp.source import BytesSource
 from server.tftp.transfer import Ignored, Outcome, ReadTransfer
 

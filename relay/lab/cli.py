@@ -12,6 +12,7 @@ from pathlib import Path
 from relay.configfile import ConfigError
 
 from .lab import Lab, run_demo
+from .scenarios import SCENARIOS, run_scenario
 from .spec import LabSpec, load_lab
 
 DEFAULT_LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="also write the report as HTML with an SVG ladder diagram")
     demo.add_argument("--compare", action="store_true",
                       help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side")
+    scenario = sub.add_parser("scenario", help="replay a field report: up, run it, print the outcome, down")
+    scenario.add_argument("name", choices=sorted(SCENARIOS))
     args = parser.parse_args(argv)
     try:
         spec = load_lab(args.config)
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         Lab(spec).up()
         print(f"lab {spec.prefix!r} is up; `boothop-lab status`, `boothop-lab down`")
         return 0
+    if args.command == "scenario":
+        return 0 if run_scenario(args.name, spec).ok else 1
     relays = ("boothop", "dhcrelay") if args.compare else (spec.relay,)
     all_ok = True
     times: dict[str, dict[str, float | None]] = {}

@@ -8,11 +8,16 @@ namespaces, by PID, and deletes them.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +26,11 @@ from pyroute2 import IPRoute
 from . import servers
 from .processes import ProcessRunner, wait_for
 from .spec import ClientSpec, LabSpec
-from .topology import Host, Lan, Port, Route, Topology, remove_prefix
+from .topology import Host, Lan, Port, Route, Topology, _alive, remove_prefix
 
 RUN_DIR = Path("/run/boothop-lab")
+#: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
+FIRMWARE_GAVE_UP = "No bootable device"
 UPSTREAM_IF = "up"
 
 
@@ -75,11 +82,19 @@ class ClientResult:
 
 
 class Lab:
-    def __init__(self, spec: LabSpec, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: LabSpec,
+        workdir: Path | None = None,
+        dhcp_options: Mapping[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.topology = build_topology(spec)
         self.workdir = workdir or RUN_DIR / spec.prefix
         self.runner = ProcessRunner(self.workdir / "logs")
+        #: Extra options (by name) for every subnet of the DHCP server, e.g. a scenario's
+        #: misconfiguration; applied by ``up`` and ``restart_daemon("dhcp")``.
+        self.dhcp_options: dict[str, str] = dict(dhcp_options or {})
 
     # -- lifecycle -------------------------------------------------------------------------------
     def up(self) -> None:
@@ -87,11 +102,48 @@ class Lab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.topology.up()
         self._add_taps()
-        servers.write_configs(self.spec, self.workdir)
-        for name, namespace, argv in servers.daemons(self.spec, self.workdir):
+        servers.write_configs(self.spec, self.workdir, self.dhcp_options)
+        for name, _, _ in servers.daemons(self.spec, self.workdir):
             if not self._running(name):
-                process = self.runner.start(self.topology.netns(namespace), argv, name)
-                (self.workdir / f"{name}.pid").write_text(f"{process.pid}\n")
+                self._start_daemon(name)
+        servers.wait_ready(self.spec, self.workdir, timeout=20)
+
+    def _start_daemon(self, name: str) -> None:
+        namespace, argv = next(
+            (host, argv) for daemon, host, argv in servers.daemons(self.spec, self.workdir)
+            if daemon == name
+        )
+        process = self.runner.start(self.topology.netns(namespace), argv, name)
+        (self.workdir / f"{name}.pid").write_text(f"{process.pid}\n")
+
+    def stop_daemon(self, name: str, grace: float = 3.0) -> None:
+        """Stop one daemon ("dhcp", "pxe", "relay", "ra") by the PID it was started with."""
+        try:
+            pid = int((self.workdir / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        mine = next((p for p in self.runner.processes if p.pid == pid), None)
+        if mine is not None:
+            self.runner.stop(mine, grace)
+        else:  # started by another `boothop-lab` process: its PID is its process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            if not wait_for(lambda: not _alive(pid), grace):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                wait_for(lambda: not _alive(pid), grace)
+        (self.workdir / f"{name}.pid").unlink(missing_ok=True)
+
+    def restart_daemon(self, name: str) -> None:
+        """Stop one daemon, rewrite the configuration files, start it again and wait until ready.
+
+        Its log starts afresh (the old one is kept as ``<name>.log.<n>``)."""
+        self.stop_daemon(name)
+        servers.write_configs(self.spec, self.workdir, self.dhcp_options)
+        log = self.workdir / "logs" / f"{name}.log"
+        if log.exists():
+            log.rename(log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*'))) + 1}"))
+        self._start_daemon(name)
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
     def down(self) -> None:
@@ -129,24 +181,30 @@ class Lab:
 
     # -- clients ---------------------------------------------------------------------------------
     def boot_clients(self) -> list[ClientResult]:
-        results = []
-        for client in self.spec.clients:
-            started = time.monotonic()
-            runner = {
-                "pxe": self._boot_pxe,
-                "udhcpc": self._boot_udhcpc,
-                "dhclient": self._boot_dhclient,
-                "bootp": self._boot_bootp,
-            }[client.kind]
-            result = ClientResult(client.name, client.kind, client.subnet, client.mac)
-            try:
-                runner(client, result)
-            except (OSError, subprocess.SubprocessError) as error:
-                result.detail = f"{type(error).__name__}: {error}"
-            if result.seconds is None and result.ok:
-                result.seconds = time.monotonic() - started
-            results.append(result)
-        return results
+        return [self.boot(client) for client in self.spec.clients]
+
+    def boot(self, client: ClientSpec, timeout: float | None = None) -> ClientResult:
+        """Boot one client; ``timeout`` overrides the spec's client_timeout."""
+        started = time.monotonic()
+        runner = {
+            "pxe": self._boot_pxe,
+            "udhcpc": self._boot_udhcpc,
+            "dhclient": self._boot_dhclient,
+            "bootp": self._boot_bootp,
+        }[client.kind]
+        result = ClientResult(client.name, client.kind, client.subnet, client.mac)
+        saved = self.spec
+        if timeout is not None:
+            self.spec = dataclasses.replace(self.spec, client_timeout=timeout)
+        try:
+            runner(client, result)
+        except (OSError, subprocess.SubprocessError) as error:
+            result.detail = f"{type(error).__name__}: {error}"
+        finally:
+            self.spec = saved
+        if result.seconds is None and result.ok:
+            result.seconds = time.monotonic() - started
+        return result
 
     def _boot_udhcpc(self, client: ClientSpec, result: ClientResult) -> None:
         script = self.workdir / f"{client.name}.sh"
@@ -209,15 +267,19 @@ class Lab:
             "-device", f"virtio-net-pci,netdev=n0,mac={client.mac}",
             "-serial", f"file:{serial}",
         ]
+        serial.unlink(missing_ok=True)  # a previous boot's console must not be read as this one's
         started = time.monotonic()
         process = self.runner.start(self.topology.switch_netns, argv, client.name)
         try:
             # Success is what the servers saw: the TFTP server sent the proof file, whose name
             # carries the address the boot script was running with.
-            ok = wait_for(
-                lambda: servers.proof_fetched(self.workdir, client) is not None,
+            # SeaBIOS says "No bootable device." once iPXE has given up: no need to wait longer.
+            wait_for(
+                lambda: servers.proof_fetched(self.workdir, client) is not None
+                or FIRMWARE_GAVE_UP in _text(serial),
                 self.spec.client_timeout, interval=0.25,
             )
+            ok = servers.proof_fetched(self.workdir, client) is not None
             result.seconds = time.monotonic() - started
         finally:
             self.runner.stop(process, grace=1.0)
@@ -230,6 +292,13 @@ class Lab:
             result.seconds = None
             tail = serial.read_text(errors="replace")[-400:] if serial.exists() else ""
             result.detail = "boot script did not fetch its proof file; console: " + tail.replace("\r", "")
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def run_demo(spec: LabSpec, html_path: Path | None) -> tuple[list[ClientResult], str]:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .processes import in_netns, wait_for
@@ -39,7 +40,9 @@ def relay_argv(spec: LabSpec, workdir: Path) -> list[str]:
             "--stats-file", str(workdir / "relay-stats.json"), *servers]
 
 
-def write_configs(spec: LabSpec, workdir: Path) -> None:
+def write_configs(
+    spec: LabSpec, workdir: Path, dhcp_options: Mapping[str, str] | None = None
+) -> None:
     tftp_root = workdir / "tftp"
     tftp_root.mkdir(parents=True, exist_ok=True)
     (tftp_root / BOOT_SCRIPT).write_text(IPXE_SCRIPT)
@@ -50,7 +53,7 @@ def write_configs(spec: LabSpec, workdir: Path) -> None:
     for client in spec.clients:
         if client.address is not None:
             (tftp_root / f"proof-{client.address}").write_text(f"boothop lab proof for {client.address}\n")
-    (workdir / "dhcp.toml").write_text(dhcp_config(spec, workdir))
+    (workdir / "dhcp.toml").write_text(dhcp_config(spec, workdir, dhcp_options))
     (workdir / "pxe.toml").write_text(pxe_config(spec, workdir))
 
 
@@ -58,7 +61,11 @@ def _ip(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
-def dhcp_config(spec: LabSpec, workdir: Path) -> str:
+def dhcp_config(
+    spec: LabSpec, workdir: Path, extra_options: Mapping[str, str] | None = None
+) -> str:
+    """The DHCP server's configuration; ``extra_options`` (name: text) go to every subnet."""
+    extra = "".join(f", {name} = {json.dumps(value)}" for name, value in (extra_options or {}).items())
     lines = ["[dhcp]", f'lease_db = "{workdir / "leases.sqlite3"}"', ""]
     for subnet in spec.subnets:
         first, last = subnet.pool
@@ -67,7 +74,7 @@ def dhcp_config(spec: LabSpec, workdir: Path) -> str:
             f'subnet = "{subnet.router.network}"',
             f'pools = ["{first}-{last}"]',
             "lease_time = 600",
-            f'options = {{ routers = ["{subnet.router.ip}"] }}',
+            f'options = {{ routers = ["{subnet.router.ip}"]{extra} }}',
         ]
         for client in spec.clients:
             if client.subnet == subnet.name and client.address is not None:

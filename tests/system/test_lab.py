@@ -1,0 +1,288 @@
+"""End-to-end tests of boothop-lab: the demo (with boothop-relay and with ISC dhcrelay) and the two
+field-report scenarios, checked by what the servers and clients saw.
+
+Each test builds its own lab from a temporary lab file with prefix ``bhlt<4 random>`` and the
+10.91.0.0/16 address plan, so it never meets a person's running lab (``bhlab``), and removes its
+namespaces and processes in ``finally`` whatever happens. The daemons run this checkout's code
+(PYTHONPATH is set to it for the test's subprocesses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.lab.lab import Lab, run_demo
+from relay.lab.processes import Process, wait_for
+from relay.lab.scenarios import NBP_SIZE, WARNING_EVENT, leases, run_scenario
+from relay.lab.servers import read_events, relay_counters
+from relay.lab.spec import LabSpec, load_lab
+from relay.lab.topology import _alive, namespace_pids, remove_prefix
+from relay.wire import AgentInfo, Op, Opt, WireError, decode
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ("ip", "qemu-system-x86_64", "busybox", "tcpdump", "curl", "boothop-server", "boothop-relay")
+
+LAB_TOML = """\
+prefix = "{prefix}"
+relay = "boothop"
+client_timeout = 40
+
+[servers]
+router = "10.91.0.1/24"
+dhcp = "10.91.0.10/24"
+pxe = "10.91.0.20/24"
+
+[[subnet]]
+name = "a"
+router = "10.91.1.1/24"
+pool = ["10.91.1.100", "10.91.1.199"]
+
+[[subnet]]
+name = "b"
+router = "10.91.2.1/24"
+pool = ["10.91.2.100", "10.91.2.199"]
+
+[[client]]
+name = "pxe1"
+kind = "pxe"
+subnet = "a"
+mac = "52:54:00:91:01:01"
+
+[[client]]
+name = "dhcp1"
+kind = "udhcpc"
+subnet = "b"
+mac = "02:00:00:91:02:01"
+
+[[client]]
+name = "bootp1"
+kind = "bootp"
+subnet = "b"
+mac = "02:00:00:91:02:10"
+address = "10.91.2.10"
+"""
+
+
+def _require(*tools: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab creates network namespaces")
+    if subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("`ip netns` is not available here")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    if not Path("/usr/lib/ipxe/qemu").is_dir():
+        pytest.skip("iPXE ROMs missing (/usr/lib/ipxe/qemu, Debian package ipxe-qemu)")
+
+
+def _namespaces(prefix: str) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.startswith(f"{prefix}-")]
+
+
+def _pids(prefix: str) -> set[int]:
+    return {pid for name in _namespaces(prefix) for pid in namespace_pids(name)}
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSpec]:
+    """A private lab file; afterwards, nothing of it may be left: namespaces, processes, files."""
+    _require(*TOOLS)
+    prefix = "bhlt" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+    path = tmp_path / "lab.toml"
+    path.write_text(LAB_TOML.format(prefix=prefix))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    loaded = load_lab(path)
+    try:
+        yield loaded
+    finally:
+        leftover = _namespaces(prefix)
+        remove_prefix(prefix)
+        shutil.rmtree(Lab(loaded).workdir, ignore_errors=True)
+    assert leftover == [], f"namespaces left behind: {leftover}"
+
+
+def _capture(lab: Lab, host: str, ifname: str, name: str) -> Process:
+    process = lab.runner.start(
+        lab.topology.netns(host),
+        ["tcpdump", "-n", "-U", "-i", ifname, "-w", str(lab.workdir / f"{name}.pcap"),
+         "udp port 67 or udp port 68"],
+        name,
+    )
+    assert wait_for(lambda: "listening on" in process.output(), 5), process.output()
+    return process
+
+
+def _dhcp_messages(pcap: Path) -> list[tuple[int, Any]]:
+    """(destination port, decoded message) of every DHCP datagram in a capture."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import Ether  # noqa: F401  (registers Ethernet captures for rdpcap)
+    from scapy.utils import rdpcap
+
+    messages = []
+    for packet in rdpcap(str(pcap)):
+        if UDP in packet:
+            try:
+                messages.append((packet[UDP].dport, decode(bytes(packet[UDP].payload))))
+            except WireError:
+                continue
+    return messages
+
+
+def _transfers(lab: Lab) -> list[dict[str, Any]]:
+    return [e for e in read_events(lab.workdir / "logs" / "pxe.log")
+            if str(e.get("event", "")).startswith("tftp.transfer.")]
+
+
+def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
+    lab = Lab(spec)
+    pxe, udhcpc, bootp = (next(c for c in spec.clients if c.kind == k) for k in ("pxe", "udhcpc", "bootp"))
+    pids: set[int] = set()
+    try:
+        lab.up()
+        captures = [
+            _capture(lab, "dhcp", "eth0", "cap-dhcp"),
+            _capture(lab, bootp.name, "eth0", "cap-bootp"),
+            _capture(lab, udhcpc.name, "eth0", "cap-udhcpc"),
+        ]
+        results = {r.name: r for r in lab.boot_clients()}
+        assert all(r.ok for r in results.values()), {n: (r.ok, r.detail) for n, r in results.items()}
+        assert wait_for(lambda: (relay_counters(lab.workdir) or {}).get("delivered"), 5)
+        time.sleep(0.5)  # tcpdump writes what it has received before it is stopped
+        for capture in captures:
+            lab.runner.stop(capture)
+        pids = _pids(spec.prefix)
+
+        # Leases in the DHCP server's database, one per client, with the client's MAC.
+        rows = {row["mac"]: row for row in leases(lab)}
+        assert rows[bootp.mac]["address"] == str(bootp.address)
+        assert rows[udhcpc.mac]["address"] == results[udhcpc.name].address
+        assert rows[pxe.mac]["address"] == results[pxe.name].address
+        assert all(rows[c.mac]["state"] == "bound" for c in (bootp, udhcpc, pxe))
+
+        # The TFTP transfers of the boot script and of the proof file, as the PXE host logged them.
+        address = results[pxe.name].address
+        done = [e for e in _transfers(lab) if e["event"] == "tftp.transfer.ended"
+                and e.get("outcome") == "completed" and str(e.get("client", "")).startswith(f"{address}:")]
+        started = {e.get("filename") for e in _transfers(lab) if e["event"] == "tftp.transfer.started"
+                   and str(e.get("client", "")).startswith(f"{address}:")}
+        assert {"boot.ipxe", f"proof-{address}"} <= started
+        assert len(done) >= 2 and results[pxe.name].bytes_downloaded == sum(int(e["bytes"]) for e in done)
+        assert results[pxe.name].boot_file == "boot.ipxe"
+
+        # The relay's counters: every request went to both helpers, replies were delivered.
+        counters = relay_counters(lab.workdir)
+        assert counters is not None
+        forwarded = counters["forwarded"]
+        assert forwarded[str(spec.dhcp_address.ip)] == forwarded[str(spec.pxe_address.ip)] >= 5
+        assert sum(counters["delivered"].values()) >= 6  # 2 OFFERs + ACK (pxe), OFFER + ACK, BOOTP reply
+        assert counters["dropped"] == {} and counters["engine_errors"] == 0
+        assert counters["agent_info_added"] == counters["requests"]
+
+        # Option 82 at the server, with the client LAN as circuit-id; not at the clients.
+        at_server = [m for port, m in _dhcp_messages(lab.workdir / "cap-dhcp.pcap")
+                     if port == 67 and m.op == Op.BOOTREQUEST]
+        assert {m.mac for m in at_server} >= {pxe.mac, udhcpc.mac, bootp.mac}
+        for message in at_server:
+            agent = message.get(Opt.RELAY_AGENT_INFO)
+            assert agent is not None, f"request from {message.mac} reached the server without option 82"
+            assert AgentInfo.decode(agent).circuit_id in (b"lan-a", b"lan-b")
+        for name in ("cap-bootp", "cap-udhcpc"):
+            replies = [m for port, m in _dhcp_messages(lab.workdir / f"{name}.pcap") if m.op == Op.BOOTREPLY]
+            assert replies, f"{name}: no reply captured at the client"
+            assert all(not m.has(Opt.RELAY_AGENT_INFO) for m in replies)
+    finally:
+        lab.down()
+    assert _namespaces(spec.prefix) == []
+    assert not [pid for pid in pids if _alive(pid)], "processes outlived the lab"
+
+
+def test_demo_with_isc_dhcrelay_boots_every_client(spec: LabSpec, tmp_path: Path) -> None:
+    _require("dhcrelay")
+    html = tmp_path / "report.html"
+    results, report = run_demo(spec.with_relay("dhcrelay"), html)
+    assert all(r.ok for r in results), report
+    pxe = next(r for r in results if r.kind == "pxe")
+    assert pxe.boot_file == "boot.ipxe" and pxe.seconds is not None and pxe.bytes_downloaded > 0
+    assert "relay = dhcrelay" in report and "TFTP RRQ boot.ipxe" in report
+    assert "<svg" in html.read_text()
+    assert _namespaces(spec.prefix) == []
+
+
+def test_scenario_bootp_reconcile_keeps_the_reservation(spec: LabSpec) -> None:
+    lines: list[str] = []
+    result = run_scenario("bootp-reconcile", spec, lines.append)
+    data = result.data
+    assert result.ok, "\n".join(lines)
+    assert data["deleted"], "the lease database was not there to delete"
+    assert "restored" in data["reconcile"]["output"]
+    reserved = [r for r in data["leases_reconciled"] if r["address"] == data["reserved"]]
+    assert reserved and reserved[0]["mac"] == data["mac"] and reserved[0]["state"] == "reserved"
+    assert data["second"]["address"] == data["reserved"]
+    after = [r for r in data["leases_after"] if r["address"] == data["reserved"]]
+    assert after[0]["mac"] == data["mac"] and after[0]["state"] == "bound"
+    assert _namespaces(spec.prefix) == []
+
+
+def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: LabSpec) -> None:
+    lines: list[str] = []
+    result = run_scenario("pxe-misconfig", spec, lines.append)
+    output = "\n".join(lines)
+    data = result.data
+    assert result.ok, output
+    dhcp, pxe = str(spec.dhcp_address.ip), str(spec.pxe_address.ip)
+    # A: the spec client's PXE-E55 after asking the DHCP server on 4011; the warnings shown.
+    a = data["a"]
+    assert a["client"]["error"].startswith("PXE-E55")
+    assert any("PXE-E55" in w for w in a["check"]["warnings"])
+    assert a["relay_warnings"] and a["relay_warnings"][0]["server"] == dhcp
+    assert WARNING_EVENT in output and "PXE-E55" in output
+    # A, with the real iPXE: it also asks the DHCP server on 4011 and does not boot.
+    assert a["ipxe"]["ran"] and not a["ipxe"]["booted"]
+    assert a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1 and a["ipxe"]["tftp_requests_at_pxe_host"] == []
+    # B: boot file from the PXE server on 4011, downloaded whole; the QEMU iPXE boots.
+    b = data["b"]
+    assert b["check"]["warnings"] == []
+    assert b["client"]["booted"] and b["client"]["tftp_server"] == pxe and b["client"]["bytes"] == NBP_SIZE
+    assert b["ipxe"]["booted"] and b["ipxe"]["requests_4011"].get(pxe, 0) >= 1
+    assert "A: DHCP server has 60/66/67" in output
+    assert _namespaces(spec.prefix) == []
+
+
+def test_pxe_client_prints_its_steps_as_json(spec: LabSpec) -> None:
+    """The client on its own, against the fixed lab: one JSON object, every step, exit 0."""
+    from relay.lab.scenarios import with_spec_client
+
+    full, client = with_spec_client(spec)
+    lab = Lab(full)
+    try:
+        lab.up()
+        (lab.workdir / "tftp" / "undionly.kpxe").write_bytes(b"x" * 1000)
+        completed = lab.runner.run(
+            lab.topology.netns(client.name),
+            [sys.executable, "-m", "relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac,
+             "--offer-wait", "1"],
+            timeout=30,
+        )
+        result = json.loads(completed.stdout)
+        assert completed.returncode == 0, result
+        assert [s["step"] for s in result["steps"]] == [
+            "discover", "offer", "offer", "choose", "request", "ack", "configure", "boot-plan",
+            "boot-request", "boot-ack", "tftp"]
+        assert result["bytes"] == 1000 and result["boot_file"] == "undionly.kpxe"
+    finally:
+        lab.down()

@@ -1,0 +1,126 @@
+"""The lab file's validation: every error names the file, the dotted key and the reason."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.configfile import ConfigError
+from relay.lab.spec import load_lab, parse_lab
+
+ROOT = Path(__file__).resolve().parents[2]
+PATH = "lab.toml"
+
+
+def valid() -> dict[str, Any]:
+    return {
+        "prefix": "bhlt0000",
+        "relay": "boothop",
+        "client_timeout": 30,
+        "servers": {"router": "10.91.0.1/24", "dhcp": "10.91.0.10/24", "pxe": "10.91.0.20/24"},
+        "subnet": [
+            {"name": "a", "router": "10.91.1.1/24", "pool": ["10.91.1.100", "10.91.1.199"]},
+            {"name": "b", "router": "10.91.2.1/24", "pool": ["10.91.2.100", "10.91.2.199"]},
+        ],
+        "client": [
+            {"name": "pxe1", "kind": "pxe", "subnet": "a", "mac": "52:54:00:91:01:01"},
+            {"name": "bootp1", "kind": "bootp", "subnet": "b", "mac": "02:00:00:91:02:10",
+             "address": "10.91.2.10"},
+        ],
+    }
+
+
+def error_of(data: dict[str, Any]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse_lab(data, PATH)
+    assert caught.value.path == PATH
+    return caught.value
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    """A copy of the valid lab with one value changed (or removed, for value None)."""
+    data = copy.deepcopy(valid())
+    *parents, last = path.split(".")
+    target: Any = data
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def test_a_valid_lab_parses_to_its_values() -> None:
+    spec = parse_lab(valid(), PATH)
+    assert spec.prefix == "bhlt0000" and spec.relay == "boothop" and spec.client_timeout == 30.0
+    assert spec.dhcp_address == ipaddress.IPv4Interface("10.91.0.10/24")
+    assert [s.name for s in spec.subnets] == ["a", "b"]
+    assert spec.subnet("b").pool == (ipaddress.IPv4Address("10.91.2.100"), ipaddress.IPv4Address("10.91.2.199"))
+    assert spec.clients[1].address == ipaddress.IPv4Address("10.91.2.10")
+    assert spec.with_relay("dhcrelay").relay == "dhcrelay"
+
+
+def test_the_shipped_lab_file_is_valid() -> None:
+    spec = load_lab(ROOT / "config" / "lab.toml")
+    assert spec.prefix == "bhlab" and {c.kind for c in spec.clients} >= {"pxe", "bootp"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "reason"),
+    [
+        ("colour", "blue", "colour", "unknown key"),
+        ("prefix", "Bad-Prefix", "prefix", "1-8 lower-case"),
+        ("prefix", "bhlt00000", "prefix", "1-8 lower-case"),
+        ("relay", "dnsmasq", "relay", "one of boothop, dhcrelay"),
+        ("client_timeout", 1, "client_timeout", "between 5 and 600"),
+        ("client_timeout", "slow", "client_timeout", "between 5 and 600"),
+        ("servers", None, "servers", "required table"),
+        ("servers.tftp", "10.91.0.30/24", "servers.tftp", "unknown key"),
+        ("servers.router", "10.91.0.1", "servers.router", "prefix length"),
+        ("servers.router", "ten", "servers.router", "not 'ten'"),
+        ("servers.dhcp", "10.92.0.10/24", "servers.dhcp", "not in the router's network 10.91.0.0/24"),
+        ("subnet", [], "subnet", "at least one client subnet"),
+        ("subnet", "a", "subnet", "must be [[subnet]] tables"),
+        ("subnet.1.name", "a", "subnet", "unique"),
+        ("subnet.1.router", "10.91.0.5/16", "subnet", "overlap"),
+        ("subnet.0.name", "A", "subnet[0].name", "lower-case"),
+        ("subnet.0.mtu", 1500, "subnet[0].mtu", "unknown key"),
+        ("subnet.0.pool", ["10.91.1.100"], "subnet[0].pool", "first and the last"),
+        ("subnet.0.pool", ["10.91.1.199", "10.91.1.100"], "subnet[0].pool", "ascending range inside 10.91.1.0/24"),
+        ("subnet.0.pool", ["10.91.1.100", "10.91.9.1"], "subnet[0].pool", "ascending range"),
+        ("subnet.0.pool", ["10.91.1.1", "10.91.1.9"], "subnet[0].pool", "contains the router's address 10.91.1.1"),
+        ("subnet.0.pool", ["10.91.1.x", "10.91.1.9"], "subnet[0].pool", "not an IPv4 address"),
+        ("client.0.kind", "windows", "client[0].kind", "one of pxe, dhclient, udhcpc, bootp"),
+        ("client.0.subnet", "c", "client[0].subnet", "no subnet named 'c'"),
+        ("client.0.mac", "01:00:5e:00:00:01", "client[0].mac", "unicast MAC"),
+        ("client.0.mac", "52:54:00:91:01", "client[0].mac", "unicast MAC"),
+        ("client.1.address", None, "client[1].address", "needs its reserved address"),
+        ("client.1.address", "10.91.1.10", "client[1].address", "not in subnet b (10.91.2.0/24)"),
+        ("client.1.name", "pxe1", "client", "names must be unique"),
+        ("client.1.mac", "52:54:00:91:01:01", "client", "MAC addresses must be unique"),
+    ],
+)
+def test_invalid_lab_names_the_key_and_the_reason(path: str, value: Any, key: str, reason: str) -> None:
+    error = error_of(changed(path, value))
+    assert error.key == key
+    assert reason in error.reason
+    assert str(error).startswith(f"{PATH}: {key}: ")
+
+
+def test_unreadable_and_malformed_files_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_lab(missing)
+    assert (caught.value.path, caught.value.key) == (str(missing), "-")
+    assert "cannot read" in caught.value.reason
+    broken = tmp_path / "broken.toml"
+    broken.write_text("prefix = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_lab(broken)
+    assert (caught.value.path, caught.value.key) == (str(broken), "-")
+    assert "not valid TOML" in caught.value.reason

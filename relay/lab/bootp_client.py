@@ -14,7 +14,16 @@ import socket
 import sys
 import time
 
-from relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, DhcpMessage, Op, WireError, decode, encode
+from relay.wire import (
+    BROADCAST_FLAG,
+    CLIENT_PORT,
+    SERVER_PORT,
+    DhcpMessage,
+    Op,
+    WireError,
+    decode,
+    encode,
+)
 
 
 def bootp_request(mac: bytes, xid: int) -> DhcpMessage:

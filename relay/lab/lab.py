@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 from . import servers
 from .processes import ProcessRunner, wait_for
 from .spec import ClientSpec, LabSpec
-from .topology import Host, Lan, Port, Route, Topology, _alive, remove_prefix
+from .topology import Host, Lan, Port, Route, Topology, alive, remove_prefix
 
 RUN_DIR = Path("/run/boothop-lab")
 #: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
@@ -128,10 +128,10 @@ class Lab:
         else:  # started by another `boothop-lab` process: its PID is its process group
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            if not wait_for(lambda: not _alive(pid), grace):
+            if not wait_for(lambda: not alive(pid), grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                wait_for(lambda: not _alive(pid), grace)
+                wait_for(lambda: not alive(pid), grace)
         (self.workdir / f"{name}.pid").unlink(missing_ok=True)
 
     def restart_daemon(self, name: str) -> None:
@@ -191,6 +191,7 @@ class Lab:
             "udhcpc": self._boot_udhcpc,
             "dhclient": self._boot_dhclient,
             "bootp": self._boot_bootp,
+            "pxe-spec": self._boot_pxe_spec,
         }[client.kind]
         result = ClientResult(client.name, client.kind, client.subnet, client.mac)
         saved = self.spec
@@ -257,6 +258,23 @@ class Lab:
             result.detail = "" if result.ok else f"got {reply}"
         else:
             result.detail = "no BOOTREPLY"
+
+    def _boot_pxe_spec(self, client: ClientSpec, result: ClientResult) -> None:
+        """The PXE 2.1 client emulation (relay.lab.pxe_client): offers, 4011, TFTP."""
+        completed = self.runner.run(
+            self.topology.netns(client.name),
+            [sys.executable, "-m", "relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
+            timeout=self.spec.client_timeout,
+        )
+        try:
+            outcome = json.loads(completed.stdout or "null") or {}
+        except json.JSONDecodeError:
+            outcome = {}
+        result.address = outcome.get("address")
+        result.boot_file = outcome.get("boot_file")
+        result.bytes_downloaded = int(outcome.get("bytes") or 0)
+        result.ok = bool(outcome.get("booted"))
+        result.detail = "" if result.ok else str(outcome.get("error") or completed.stderr[-300:])
 
     def _boot_pxe(self, client: ClientSpec, result: ClientResult) -> None:
         serial = self.workdir / "logs" / f"{client.name}.serial"

@@ -28,7 +28,7 @@ from typing import Any
 
 from .lab import Lab, lan_if
 from .processes import Process, wait_for
-from .servers import read_events
+from .servers import NBP_SIZE, read_events
 from .spec import ClientSpec, LabSpec
 
 Say = Callable[[str], None]
@@ -46,8 +46,6 @@ def misconfiguration(spec: LabSpec) -> dict[str, str]:
 #: The BIOS boot file the PXE server hands to a plain (non-iPXE) PXE ROM. The lab has no real
 #: undionly.kpxe (Debian's ipxe package is not needed otherwise), so the spec-following client
 #: downloads a stand-in of realistic size: it checks the transfer, it does not execute it.
-NBP_NAME = "undionly.kpxe"
-NBP_SIZE = 70 * 1024
 WARNING_EVENT = "relay.pxe.dhcp_server_sends_pxeclient"
 PXE_SPEC_CLIENT = "pxespec"
 
@@ -180,18 +178,13 @@ def _lease_line(rows: list[dict[str, Any]], client: ClientSpec) -> str:
 def with_spec_client(spec: LabSpec) -> tuple[LabSpec, ClientSpec]:
     """The spec plus a namespace host for the PXE 2.1 client, on the QEMU client's subnet.
 
-    Its kind only makes the lab build a namespace for it; the scenario runs pxe_client there."""
+    The scenario runs it itself (relay.lab.pxe_client) to read every step it took."""
     qemu = next((c for c in spec.clients if c.kind == "pxe"), None)
     subnet = qemu.subnet if qemu else spec.subnets[0].name
     taken = {c.mac for c in spec.clients}
     mac = next(m for m in (f"02:b0:07:00:00:{i:02x}" for i in range(1, 256)) if m not in taken)
-    client = ClientSpec(PXE_SPEC_CLIENT, "dhclient", subnet, mac)
+    client = ClientSpec(PXE_SPEC_CLIENT, "pxe-spec", subnet, mac)
     return dataclasses.replace(spec, clients=(*spec.clients, client)), client
-
-
-def _write_nbp(lab: Lab) -> None:
-    pattern = b"boothop lab stand-in for undionly.kpxe: downloaded, not executed\n"
-    (lab.workdir / "tftp" / NBP_NAME).write_bytes((pattern * (NBP_SIZE // len(pattern) + 1))[:NBP_SIZE])
 
 
 def _spec_client(lab: Lab, client: ClientSpec) -> dict[str, Any]:
@@ -317,7 +310,6 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
         say(f"pxe-misconfig: DHCP server {dhcp}, PXE server {pxe}; the relay ({spec.relay}) "
             f"forwards to both")
         lab.up()
-        _write_nbp(lab)
         say("A. the misconfiguration: the DHCP server also sends "
             + ", ".join(f"{k} = {v!r}" for k, v in options.items()))
         data["a"] = _part(lab, spec_client, qemu, "a", say, ipxe_timeout)

@@ -7,17 +7,19 @@ back from their JSON logs and the relay's stats file.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .processes import in_netns, wait_for
+from .processes import wait_for
 from .spec import ClientSpec, LabSpec
 
 BOOT_SCRIPT = "boot.ipxe"
+#: Network boot programs a PXE ROM (not iPXE) is offered; the lab serves stand-ins of this size,
+#: which a PXE 2.1 client emulation downloads (nothing executes them).
+NBP_NAMES = ("undionly.kpxe", "ipxe.efi")
+NBP_SIZE = 70 * 1024
 #: The iPXE script proves it ran by fetching a file whose name carries its own address.
 IPXE_SCRIPT = """#!ipxe
 echo boothop lab: boot script running on ${net0/ip}
@@ -46,6 +48,9 @@ def write_configs(
     tftp_root = workdir / "tftp"
     tftp_root.mkdir(parents=True, exist_ok=True)
     (tftp_root / BOOT_SCRIPT).write_text(IPXE_SCRIPT)
+    pattern = b"boothop lab stand-in for a network boot program: downloaded, not executed\n"
+    for name in NBP_NAMES:
+        (tftp_root / name).write_bytes((pattern * (NBP_SIZE // len(pattern) + 1))[:NBP_SIZE])
     for subnet in spec.subnets:
         first, last = (int(a) for a in subnet.pool)
         for value in range(first, last + 1):

@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.configfile import ConfigError
 
-CLIENT_KINDS = ("pxe", "dhclient", "udhcpc", "bootp")
+CLIENT_KINDS = ("pxe", "pxe-spec", "dhclient", "udhcpc", "bootp")
 RELAYS = ("boothop", "dhcrelay")
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")

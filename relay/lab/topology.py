@@ -309,14 +309,14 @@ def _kill_pids(pids: list[int], grace: float = 1.0) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
+        pids = [pid for pid in pids if alive(pid)]
         time.sleep(0.02)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -347,7 +347,7 @@ def _owner_alive(prefix: str) -> bool:
         pid = int((OWNER_DIR / f"{prefix}.pid").read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
-    return _alive(pid)
+    return alive(pid)
 
 
 def reap_stale(base: str) -> list[str]:

@@ -25,10 +25,11 @@ import pytest
 
 from relay.lab.lab import Lab, run_demo
 from relay.lab.processes import Process, wait_for
-from relay.lab.scenarios import NBP_SIZE, WARNING_EVENT, leases, run_scenario
+from relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
+from relay.lab.servers import NBP_SIZE
 from relay.lab.servers import read_events, relay_counters
 from relay.lab.spec import LabSpec, load_lab
-from relay.lab.topology import _alive, namespace_pids, remove_prefix
+from relay.lab.topology import alive, namespace_pids, remove_prefix
 from relay.wire import AgentInfo, Op, Opt, WireError, decode
 
 pytestmark = pytest.mark.system
@@ -208,7 +209,7 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
     finally:
         lab.down()
     assert _namespaces(spec.prefix) == []
-    assert not [pid for pid in pids if _alive(pid)], "processes outlived the lab"
+    assert not [pid for pid in pids if alive(pid)], "processes outlived the lab"
 
 
 def test_demo_with_isc_dhcrelay_boots_every_client(spec: LabSpec, tmp_path: Path) -> None:

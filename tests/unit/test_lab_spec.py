@@ -95,7 +95,7 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("subnet.0.pool", ["10.91.1.100", "10.91.9.1"], "subnet[0].pool", "ascending range"),
         ("subnet.0.pool", ["10.91.1.1", "10.91.1.9"], "subnet[0].pool", "contains the router's address 10.91.1.1"),
         ("subnet.0.pool", ["10.91.1.x", "10.91.1.9"], "subnet[0].pool", "not an IPv4 address"),
-        ("client.0.kind", "windows", "client[0].kind", "one of pxe, dhclient, udhcpc, bootp"),
+        ("client.0.kind", "windows", "client[0].kind", "one of pxe, pxe-spec, dhclient, udhcpc, bootp"),
         ("client.0.subnet", "c", "client[0].subnet", "no subnet named 'c'"),
         ("client.0.mac", "01:00:5e:00:00:01", "client[0].mac", "unicast MAC"),
         ("client.0.mac", "52:54:00:91:01", "client[0].mac", "unicast MAC"),

@@ -60,6 +60,13 @@ def parse_config(data: dict[str, Any], path: str) -> ServerConfig:
         log_format = log_table.get("format", "auto")
         if log_format not in ("auto", "json", "console"):
             raise ConfigError(path, "log.format", "expected auto, json or console")
+    if dhcp is not None and pxe is not None and not pxe.colocated and pxe.port == dhcp.port:
+        # Both would bind UDP port 67 on this host and the kernel would split the requests
+        # between them at random.
+        raise ConfigError(path, "pxe.colocated",
+                          f"[dhcp] and [pxe] would both listen on UDP port {dhcp.port}: on the DHCP "
+                          "server's host set colocated = true (proxyDHCP on port 4011 only), or run "
+                          "[pxe] on another host or port")
     if dhcp is None and pxe is None and tftp is None:
         raise ConfigError(path, "dhcp", "no service configured: add [dhcp], [pxe] or [tftp]")
     return ServerConfig(path, dhcp, pxe, tftp, log_format)

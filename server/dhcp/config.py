@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -54,6 +55,11 @@ class Subnet:
 
     def in_pool(self, address: IPv4Address) -> bool:
         return any(address in pool for pool in self.pools)
+
+    @cached_property
+    def name(self) -> str:
+        """The subnet as text, the key of its leases and offers: made once, not per packet."""
+        return str(self.network)
 
     @property
     def t1(self) -> int:

@@ -196,7 +196,7 @@ class DhcpServerCore:
             del self.offer_by_client[(offer.subnet, offer.key)]
 
     def reservation_for(self, request: Request) -> Reservation | None:
-        net = str(request.subnet.network)
+        net = request.subnet.name
         found = None
         if request.client_id is not None:
             found = self._reservation_by_ident.get((net, "id", request.client_id))
@@ -252,7 +252,7 @@ class DhcpServerCore:
             if self.available(reservation.address, request, now):
                 return reservation.address
             return Drop(DropReason.RESERVED_ADDRESS_HELD, str(reservation.address))
-        net = str(request.subnet.network)
+        net = request.subnet.name
         for address in (self.offer_by_client.get((net, request.key)),
                         self.by_client.get((net, request.key))):
             if address is not None and self.available(address, request, now):
@@ -270,7 +270,7 @@ class DhcpServerCore:
     def _bind(self, request: Request, address: IPv4Address, now: float,
               infinite: bool = False) -> list[Action]:
         """Bind ``address`` to the client; its other lease on this subnet, if any, is superseded."""
-        net = str(request.subnet.network)
+        net = request.subnet.name
         actions: list[Action] = []
         previous = self.by_client.get((net, request.key))
         if previous is not None and previous != address:
@@ -300,7 +300,7 @@ class DhcpServerCore:
         choice = self._choose(request, now)
         if isinstance(choice, Drop):
             return [choice]
-        net = str(request.subnet.network)
+        net = request.subnet.name
         stale = self.offer_by_client.get((net, request.key))
         if stale is not None and stale != choice:
             self._forget_offer(stale)
@@ -315,7 +315,7 @@ class DhcpServerCore:
         server_id = msg.get(Opt.SERVER_ID)
         requested_raw = msg.get(Opt.REQUESTED_ADDRESS)
         requested = IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
-        net = str(request.subnet.network)
+        net = request.subnet.name
         if server_id is not None:
             # SELECTING. RFC 2131 §4.3.2: the server identifier says which server the client chose;
             # "Servers not chosen by the DHCPREQUEST message use the message as notification that
@@ -376,7 +376,7 @@ class DhcpServerCore:
             return [Drop(DropReason.DECLINE_NOT_HELD, str(address))]
         # RFC 2131 §4.3.3: "the server MUST mark the network address as not available".
         declined = Lease(address, LeaseState.DECLINED, request.key, request.msg.hardware_address,
-                         request.client_id, str(request.subnet.network), now,
+                         request.client_id, request.subnet.name, now,
                          now + self.config.decline_time)
         self._forget_offer(address)
         self._store(declined)

@@ -1,12 +1,15 @@
 """The DHCP server's trio shell: one UDP socket on port 67, the core called inline, group commit.
 
-Each wake-up drains the socket (non-blocking recvmsg until BlockingIOError), hands every datagram
-to the core, writes all lease rows of the burst in one synced transaction, and only then sends the
-replies: a lease is durable before its ACK leaves, and one fsync covers the whole burst.
+Each wake-up drains the socket (non-blocking recvmsg until BlockingIOError) and hands every
+datagram to the core. OFFERs and NAKs leave at once; lease rows go to the group committer, which
+writes everything queued in one synced transaction and only then sends the ACKs that depend on it:
+a lease is durable before its ACK leaves, one fsync covers every request that arrived meanwhile,
+and the socket is read while the disk syncs.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 import struct
@@ -20,7 +23,7 @@ import trio
 from server.leasestore import LeaseStore, open_store
 from server.reconcile import format_plan, plan_reconcile
 
-from .actions import Commit, Datagram, DropReason, Send
+from .actions import Commit, Datagram, DropReason, ReplyKind, Send
 from .config import DhcpConfig
 from .core import DhcpServerCore
 
@@ -44,11 +47,21 @@ def open_socket(port: int) -> socket.socket:
     return sock
 
 
+_pktinfos: dict[bytes, tuple[int, IPv4Address]] = {}
+
+
 def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address]:
+    """(ifindex, ipi_spec_dst); the few distinct values are cached, not rebuilt per packet."""
     for level, kind, data in ancillary:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-            ifindex, spec_dst, _ = _PKTINFO.unpack_from(data)
-            return ifindex, IPv4Address(spec_dst)
+            key = data[:8]
+            found = _pktinfos.get(key)
+            if found is None:
+                if len(_pktinfos) >= 256:
+                    _pktinfos.clear()
+                ifindex, spec_dst, _ = _PKTINFO.unpack_from(data)
+                found = _pktinfos[key] = (ifindex, IPv4Address(spec_dst))
+            return found
     return 0, IPv4Address(0)
 
 
@@ -90,20 +103,89 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
             log.info("server.listening", port=port, leases=len(core.leases), lease_db=config.lease_db,
                      subnets=[str(s.network) for s in config.subnets])
             task_status.started(port)
-            await _loop(core, store, sock, log)
+            counts: Counter[str] = Counter()
+            committer = _GroupCommit(store, sock, log, counts)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(committer.run)
+                await _loop(core, committer, sock, log, counts)
     finally:
         store.close()
 
 
-async def _loop(core: DhcpServerCore, store: LeaseStore, sock: socket.socket,
-                log: structlog.typing.FilteringBoundLogger) -> None:
-    counts: Counter[str] = Counter()
+class _GroupCommit:
+    """Makes lease rows durable in batches, then sends the replies that promised them.
+
+    The receive loop hands each burst's commits and promises (ACK, BOOTREPLY) here and goes on
+    receiving while a batch is being written and synced: a slow fsync delays ACKs, never the
+    reading of the socket, and everything that arrived meanwhile shares the next sync. Batches are
+    written in order, and a promise is sent only after the batch holding every commit handed in
+    before it (its own included) has returned from the store.
+    """
+
+    def __init__(self, store: LeaseStore, sock: socket.socket,
+                 log: structlog.typing.FilteringBoundLogger, counts: Counter[str]) -> None:
+        self.store, self.sock, self.log, self.counts = store, sock, log, counts
+        self.commits: list[Commit] = []
+        self.promises: list[Send] = []
+        self._work = trio.Event()
+        self._done = trio.Event()
+        self.per_packet = log.is_enabled_for(logging.DEBUG)
+
+    def add(self, commits: list[Commit], promises: list[Send]) -> None:
+        self.commits.extend(commits)
+        self.promises.extend(promises)
+        self._work.set()
+
+    async def wait_below(self, limit: int) -> None:
+        """Back-pressure: wait while more than ``limit`` rows are queued (the disk is behind)."""
+        while len(self.commits) > limit:
+            await self._done.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            while self.commits or self.promises:
+                commits, promises = self.commits, self.promises
+                self.commits, self.promises = [], []
+                await self._write(commits, promises)
+                self._done.set()
+                self._done = trio.Event()
+
+    async def _write(self, commits: list[Commit], promises: list[Send]) -> None:
+        if commits:
+            try:
+                await trio.to_thread.run_sync(self.store.write, [c.lease for c in commits])
+            except sqlite3.Error as exc:
+                self.log.error("server.store.failed", error=str(exc), withheld_replies=len(promises))
+                self.counts["store.failed"] += 1
+                return
+            for commit in commits:
+                self.counts[f"lease.{commit.event.value}"] += 1
+                if self.per_packet:
+                    lease = commit.lease
+                    self.log.debug("server.lease." + commit.event.value, address=str(lease.address),
+                                   chaddr=lease.mac.hex(":"), subnet=lease.subnet)
+        for send in promises:
+            _send(self.sock, send, self.log, self.counts)
+
+
+#: Rows queued behind a running commit before the receive loop stops reading (the kernel's
+#: socket buffer then holds the rest).
+MAX_QUEUED_COMMITS = 8192
+#: Replies that promise a durable binding: they leave only after their commit.
+_PROMISES = frozenset({ReplyKind.ACK, ReplyKind.BOOTREPLY})
+
+
+async def _loop(core: DhcpServerCore, committer: _GroupCommit, sock: socket.socket,
+                log: structlog.typing.FilteringBoundLogger, counts: Counter[str]) -> None:
     drop_log = _DropLog()
     names: dict[int, str] = {}
+    sources: dict[str, IPv4Address] = {}
     next_stats = time.monotonic() + STATS_INTERVAL
     while True:
         commits: list[Commit] = []
-        sends: list[tuple[Send, Datagram]] = []
+        promises: list[Send] = []
         received = 0
         while received < MAX_BURST:
             try:
@@ -120,13 +202,22 @@ async def _loop(core: DhcpServerCore, store: LeaseStore, sock: socket.socket,
                     names[ifindex] = socket.if_indextoname(ifindex)
                 except OSError:
                     names[ifindex] = ""
-            dgram = Datagram(payload, IPv4Address(host), source_port, local, ifindex, names[ifindex])
+            source = sources.get(host)
+            if source is None:
+                if len(sources) >= _ADDRESS_CACHE:
+                    sources.clear()
+                source = sources[host] = IPv4Address(host)
+            dgram = Datagram(payload, source, source_port, local, ifindex, names[ifindex])
             now = time.time()
             for action in core.handle(dgram, now):
                 if isinstance(action, Commit):
                     commits.append(action)
                 elif isinstance(action, Send):
-                    sends.append((action, dgram))
+                    if action.kind in _PROMISES:
+                        promises.append(action)
+                    else:
+                        # An OFFER or a NAK promises nothing durable: it need not wait for a sync.
+                        _send(sock, action, log, counts)
                 else:
                     counts[f"drop.{action.reason.value}"] += 1
                     if drop_log.allow(action.reason, now):
@@ -135,28 +226,12 @@ async def _loop(core: DhcpServerCore, store: LeaseStore, sock: socket.socket,
         deadline = core.next_deadline()
         if deadline is not None and deadline <= time.time():
             commits.extend(a for a in core.on_timer(time.time()) if isinstance(a, Commit))
-        if commits:
-            try:
-                # Group commit: one transaction, synced, for every lease change of this burst.
-                await trio.to_thread.run_sync(store.write, [c.lease for c in commits])
-            except sqlite3.Error as exc:
-                log.error("server.store.failed", error=str(exc), withheld_replies=len(sends))
-                counts["store.failed"] += 1
-                sends = []
-            for commit in commits:
-                lease = commit.lease
-                counts[f"lease.{commit.event.value}"] += 1
-                log.debug("server.lease." + commit.event.value, address=str(lease.address),
-                          chaddr=lease.mac.hex(":"), subnet=lease.subnet)
-        for send, dgram in sends:
-            _send(sock, send, log, counts)
-            counts[send.kind.value] += 1
-            log.info("server." + send.kind.value.replace("-", "_"), xid=f"{send.message.xid:#010x}",
-                     chaddr=send.message.mac, yiaddr=str(send.message.yiaddr),
-                     giaddr=str(send.message.giaddr), to=f"{send.destination}:{send.port}")
+        if commits or promises:
+            committer.add(commits, promises)
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + STATS_INTERVAL
             log.info("server.stats", leases=len(core.leases), **dict(counts))
+        await committer.wait_below(MAX_QUEUED_COMMITS)
         if received >= MAX_BURST:
             await trio.lowlevel.checkpoint()
             continue
@@ -166,6 +241,11 @@ async def _loop(core: DhcpServerCore, store: LeaseStore, sock: socket.socket,
             await trio.lowlevel.wait_readable(sock)
 
 
+#: Bound of the per-process caches of addresses seen (sources, local addresses).
+_ADDRESS_CACHE = 4096
+_destinations: dict[IPv4Address, str] = {}
+
+
 def _send(sock: socket.socket, send: Send, log: structlog.typing.FilteringBoundLogger,
           counts: Counter[str]) -> None:
     destination = send.destination
@@ -173,11 +253,21 @@ def _send(sock: socket.socket, send: Send, log: structlog.typing.FilteringBoundL
         # No packet socket here: broadcast on the client's link instead of unicasting to an
         # address it does not have yet (clients accept either, RFC 2131 §4.1).
         destination = IPv4Address("255.255.255.255")
+    host = _destinations.get(destination)
+    if host is None:
+        if len(_destinations) >= _ADDRESS_CACHE:
+            _destinations.clear()
+        host = _destinations[destination] = str(destination)
     # Replies to a client leave by the interface its request came in on; relayed ones are routed.
     pktinfo = _PKTINFO.pack(send.ifindex if send.port != 67 else 0, send.source.packed, bytes(4))
     try:
-        sock.sendmsg([send.payload], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
-                       0, (str(destination), send.port))
+        sock.sendmsg([send.payload], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (host, send.port))
     except OSError as exc:
         counts["send.failed"] += 1
-        log.warning("server.send.failed", to=f"{destination}:{send.port}", error=exc.strerror)
+        log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)
+        return
+    counts[send.kind.value] += 1
+    if log.is_enabled_for(logging.INFO):
+        log.info("server." + send.kind.value.replace("-", "_"), xid=f"{send.message.xid:#010x}",
+                 chaddr=send.message.mac, yiaddr=str(send.message.yiaddr),
+                 giaddr=str(send.message.giaddr), to=f"{host}:{send.port}")

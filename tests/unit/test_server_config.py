@@ -207,3 +207,15 @@ def test_unknown_section_refused(tmp_path: Path) -> None:
         load_config(str(path))
     assert info.value.key == "dhcpd"
 
+
+
+def test_dhcp_and_non_colocated_pxe_on_one_port_is_refused(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Two services on UDP port 67 of one host: refused at load with the file, key and reason."""
+    pxe = '\n[pxe]\nserver_address = "10.51.0.2"\n'
+    path = write_config(tmp_path, pxe)
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "pxe.colocated" in err and "UDP port 67" in err
+    assert main(["check", "-c", str(write_config(tmp_path, pxe + "colocated = true\n"))]) == 0
+    assert main(["check", "-c", str(write_config(tmp_path, pxe + "port = 1067\n"))]) == 0

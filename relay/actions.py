@@ -7,6 +7,7 @@ import enum
 from ipaddress import IPv4Address
 
 from .drops import DropReason
+from .wire import DhcpMessage, MessageType
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,11 +73,31 @@ Action = Forward | Deliver | Drop | Warn
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
-    """The engine's answer for one datagram, with the context the shell binds to its log events."""
+    """The engine's answer for one datagram, with the context the shell binds to its log events.
+
+    ``hops`` and ``giaddr`` are as relayed for a forwarded request (what the servers see), else
+    as received. The other context is derived from ``message`` only when a log line asks for it.
+    """
 
     actions: tuple[Action, ...]
-    xid: int | None = None
-    mac: str | None = None
-    message_type: str | None = None
+    message: DhcpMessage | None = None
     hops: int | None = None
     giaddr: IPv4Address | None = None
+
+    @property
+    def xid(self) -> int | None:
+        return None if self.message is None else self.message.xid
+
+    @property
+    def mac(self) -> str | None:
+        return None if self.message is None else self.message.mac
+
+    @property
+    def message_type(self) -> str | None:
+        """The DHCP message type's name, "BOOTP" without one, the number if unknown."""
+        if self.message is None:
+            return None
+        kind = self.message.message_type
+        if kind is None:
+            return "BOOTP"
+        return kind.name if isinstance(kind, MessageType) else str(kind)

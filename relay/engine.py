@@ -21,13 +21,10 @@ from .wire import (
     AgentInfo,
     AgentSub,
     DhcpMessage,
+    Frame,
     MessageType,
-    Op,
     Opt,
     WireError,
-    decode,
-    encode,
-    encoded_size,
 )
 from .wire.pxe import is_pxe_client
 
@@ -40,10 +37,36 @@ ETHERNET = 1
 
 class RelayEngine:
     def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
-        self.config = config
-        self.interfaces = interfaces or InterfaceTable()
         self.counters = RelayCounters()
         self._warned_pxe_misconfig: set[IPv4Address] = set()
+        self.config = config
+        self.interfaces = interfaces or InterfaceTable()
+
+    @property
+    def config(self) -> RelayConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: RelayConfig) -> None:
+        self._config = config
+        self._servers = config.all_servers
+        self._any_adds_agent_info = config.agent_info or any(
+            i.link_selection is not None or i.server_id_override for i in config.interfaces
+        )
+        self._agent_values: dict[tuple[int, bool], bytes | None] = {}
+        self._circuits: dict[bytes, tuple[Interface, InterfaceConfig]] | None = None
+        self._agent_targets: dict[bytes, tuple[Interface, InterfaceConfig] | Drop | None] = {}
+
+    @property
+    def interfaces(self) -> InterfaceTable:
+        return self._interfaces
+
+    @interfaces.setter
+    def interfaces(self, table: InterfaceTable) -> None:
+        self._interfaces = table
+        self._agent_values = {}
+        self._circuits = None
+        self._agent_targets = {}
 
     def update_config(self, config: RelayConfig) -> None:
         self.config = config
@@ -55,27 +78,16 @@ class RelayEngine:
         """Decide what to do with one datagram. Any payload returns an Outcome."""
         self.counters.received += 1
         try:
-            msg = decode(datagram.payload)
+            frame = Frame(datagram.payload)
         except WireError as error:
             return self._dropped(Outcome((Drop(DropReason.MALFORMED, str(error)),)))
-        if msg.op == Op.BOOTREQUEST:
+        msg = frame.message
+        if msg.op == 1:  # Op.BOOTREQUEST
             self.counters.requests += 1
-            actions = self._request(msg, datagram)
-        else:
-            self.counters.replies += 1
-            actions = self._reply(msg, datagram)
-        message_type = msg.message_type
-        outcome = Outcome(
-            tuple(actions),
-            xid=msg.xid,
-            mac=msg.mac,
-            message_type=message_type.name if isinstance(message_type, MessageType) else (
-                "BOOTP" if message_type is None else str(message_type)
-            ),
-            hops=msg.hops,
-            giaddr=msg.giaddr,
-        )
-        return self._dropped(outcome)
+            return self._request(frame, datagram)
+        self.counters.replies += 1
+        return self._dropped(Outcome(tuple(self._reply(frame, datagram)), msg, msg.hops,
+                                     msg.giaddr))
 
     def _dropped(self, outcome: Outcome) -> Outcome:
         for action in outcome.actions:
@@ -84,81 +96,104 @@ class RelayEngine:
         return outcome
 
     # -- client to server ----------------------------------------------------------------------
-    def _request(self, msg: DhcpMessage, datagram: Datagram) -> list[Forward | Drop]:
-        ingress = self.interfaces.by_index(datagram.ifindex)
-        if ingress is None:
-            return [Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")]
-        settings = self.config.interface(ingress.name)
-        if settings is None or not settings.role.faces_clients:
-            return [Drop(DropReason.NOT_CLIENT_FACING, f"request on {ingress.name}")]
-        if not ingress.up:
-            return [Drop(DropReason.INTERFACE_DOWN, ingress.name)]
-        if self.interfaces.by_address(datagram.source) is not None:
-            return [Drop(DropReason.REQUEST_FROM_SELF, f"source {datagram.source} is ours")]
-        # RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose
-        # 'hops' field exceeds the value 16"; the limit is configurable (dhcrelay -c, default 10)
-        # but a configured limit above 16 cannot lift that MUST.
-        limit = min(self.config.max_hops, RFC1542_MAX_HOPS + 1)
-        if msg.hops >= limit:
-            return [Drop(DropReason.HOP_LIMIT, f"hops {msg.hops} >= limit {limit}")]
-        # RFC 3046 §2.1.1: relay agents "SHALL discard the packet if the giaddr spoofs a giaddr
-        # address implemented by the local agent itself" (dhcrelay: "we just sent it").
-        if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
-            return [Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")]
-        helpers = self.config.helpers_for(settings)
-        if not helpers:
-            return [Drop(DropReason.NO_HELPERS, ingress.name)]
-        relayed = msg.replace(hops=msg.hops + 1)
-        agent_present = msg.has(Opt.RELAY_AGENT_INFO)
-        if msg.giaddr == ZERO:
+    def _request(self, frame: Frame, datagram: Datagram) -> Outcome:
+        msg = frame.message
+        checked = self._request_checks(msg, datagram)
+        if isinstance(checked, Drop):
+            return self._drop_request(msg, checked.reason, checked.detail)
+        ingress, settings, helpers = checked
+        hops, giaddr, agent_value = msg.hops + 1, msg.giaddr, None
+        if giaddr == ZERO:
+            agent_present = msg.has(Opt.RELAY_AGENT_INFO)
             # RFC 3046 §2.1: "relay agents receiving a DHCP packet from an untrusted circuit with
             # giaddr set to zero (indicating that they are the first-hop router) but with a Relay
             # Agent Information option already present in the packet SHALL discard the packet".
             if agent_present and not settings.trusted:
-                return [Drop(DropReason.UNTRUSTED_AGENT_OPTION, ingress.name)]
+                return self._drop_request(msg, DropReason.UNTRUSTED_AGENT_OPTION, ingress.name)
             # An RFC 951 vendor area (no magic cookie) has no options field to carry option 82,
             # so such a request is relayed as RFC 1542 says: giaddr = the client's link address.
             carries_options = msg.vendor is None
             # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
             # the IP address of the interface on which the request was received."
-            giaddr = (
+            ours_giaddr = (
                 self._giaddr_for(ingress, settings)
                 if carries_options
                 else self._link_address(ingress, settings)
             )
-            if giaddr is None:
+            if ours_giaddr is None:
                 detail = f"no IPv4 address for giaddr on {ingress.name}"
-                return [Drop(DropReason.NO_INTERFACE_ADDRESS, detail)]
-            relayed = relayed.replace(giaddr=giaddr)
+                return self._drop_request(msg, DropReason.NO_INTERFACE_ADDRESS, detail)
+            giaddr = ours_giaddr
             if carries_options and self._adds_agent_info(settings):
-                agent = self._agent_info(ingress, settings, datagram)
-                if agent is None:
+                ours = self._agent_value(ingress, settings, datagram)
+                if ours is None:
                     detail = f"no link address on {ingress.name}"
-                    return [Drop(DropReason.NO_INTERFACE_ADDRESS, detail)]
-                with_agent = self._apply_agent_policy(relayed, agent, agent_present)
-                if with_agent is None:
+                    return self._drop_request(msg, DropReason.NO_INTERFACE_ADDRESS, detail)
+                policy = self.config.agent_policy
+                if not agent_present:
+                    agent_value = ours
+                elif policy is AgentPolicy.DISCARD:
                     detail = "request already carries option 82"
-                    return [Drop(DropReason.AGENT_OPTION_DISCARD, detail)]
-                if with_agent is not relayed:
+                    return self._drop_request(msg, DropReason.AGENT_OPTION_DISCARD, detail)
+                elif policy is AgentPolicy.APPEND:
+                    agent_value = (msg.get(Opt.RELAY_AGENT_INFO) or b"") + ours
+                elif policy is AgentPolicy.REPLACE:
+                    agent_value = ours
+                # (AgentPolicy.FORWARD: the client's option 82 goes on unchanged.)
+                if agent_value is not None:
                     # RFC 3046 §2.1: "Packets which, after appending the Relay Agent Information
                     # option, would exceed this configured maximum size shall be forwarded
                     # WITHOUT adding the Agent Information option."
-                    if encoded_size(with_agent) <= self.config.max_packet_size:
+                    if frame.size_with_agent_info(agent_value) <= self.config.max_packet_size:
                         self.counters.agent_info_added += 1
-                        relayed = with_agent
                     else:
                         self.counters.agent_info_omitted_oversize += 1
+                        agent_value = None
         # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
         # field MUST NOT be modified." (another relay is closer to the client).
         try:
-            payload = encode(relayed, self._capacity(datagram))
+            payload = frame.relayed(hops, giaddr, agent_value, self._capacity(datagram))
         except WireError as error:
-            return [Drop(DropReason.OVERSIZE, str(error))]
-        forwards: list[Forward | Drop] = []
+            return self._drop_request(msg, DropReason.OVERSIZE, str(error))
+        forwarded = self.counters.forwarded
+        forwards = []
         for server in helpers:
-            self.counters.forwarded[server] += 1
+            forwarded[server] += 1
             forwards.append(Forward(server, payload))
-        return forwards
+        return Outcome(tuple(forwards), msg, hops, giaddr)
+
+    def _drop_request(self, msg: DhcpMessage, reason: DropReason, detail: str) -> Outcome:
+        self.counters.dropped[reason] += 1
+        return Outcome((Drop(reason, detail),), msg, msg.hops, msg.giaddr)
+
+    def _request_checks(
+        self, msg: DhcpMessage, datagram: Datagram
+    ) -> Drop | tuple[Interface, InterfaceConfig, tuple[IPv4Address, ...]]:
+        """The checks before any change: a Drop, or the ingress, its settings and helpers."""
+        ingress = self.interfaces.by_index(datagram.ifindex)
+        if ingress is None:
+            return Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")
+        settings = self.config.interface(ingress.name)
+        if settings is None or not settings.role.faces_clients:
+            return Drop(DropReason.NOT_CLIENT_FACING, f"request on {ingress.name}")
+        if not ingress.up:
+            return Drop(DropReason.INTERFACE_DOWN, ingress.name)
+        if self.interfaces.by_address(datagram.source) is not None:
+            return Drop(DropReason.REQUEST_FROM_SELF, f"source {datagram.source} is ours")
+        # RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose
+        # 'hops' field exceeds the value 16"; the limit is configurable (dhcrelay -c, default 10)
+        # but a configured limit above 16 cannot lift that MUST.
+        limit = min(self.config.max_hops, RFC1542_MAX_HOPS + 1)
+        if msg.hops >= limit:
+            return Drop(DropReason.HOP_LIMIT, f"hops {msg.hops} >= limit {limit}")
+        # RFC 3046 §2.1.1: relay agents "SHALL discard the packet if the giaddr spoofs a giaddr
+        # address implemented by the local agent itself" (dhcrelay: "we just sent it").
+        if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
+            return Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")
+        helpers = self.config.helpers_for(settings)
+        if not helpers:
+            return Drop(DropReason.NO_HELPERS, ingress.name)
+        return ingress, settings, helpers
 
     def _capacity(self, datagram: Datagram) -> int:
         """The most a relayed message may take: what arrived, the configured maximum or Ethernet's.
@@ -188,9 +223,28 @@ class RelayEngine:
             or settings.server_id_override
         )
 
-    def _agent_info(
+    def _agent_value(
         self, ingress: Interface, settings: InterfaceConfig, datagram: Datagram
-    ) -> AgentInfo | None:
+    ) -> bytes | None:
+        """Our option 82 for a request received on ``ingress`` (None: no link address).
+
+        It depends on the configuration, the interfaces and, with server identifier override,
+        on whether the request was unicast: cached per (interface, unicast) until either changes.
+        """
+        unicast = settings.server_id_override and (
+            datagram.destination != LIMITED_BROADCAST
+            and not _is_subnet_broadcast(ingress, datagram.destination)
+        )
+        key = ingress.index, unicast
+        try:
+            return self._agent_values[key]
+        except KeyError:
+            value = self._agent_values[key] = self._agent_info(ingress, settings, unicast)
+            return value
+
+    def _agent_info(
+        self, ingress: Interface, settings: InterfaceConfig, unicast: bool
+    ) -> bytes | None:
         subs: list[tuple[int, bytes]] = [
             (AgentSub.CIRCUIT_ID, settings.circuit_id or ingress.name.encode())
         ]
@@ -203,53 +257,35 @@ class RelayEngine:
         if settings.link_selection is not None:
             subs.append((AgentSub.LINK_SELECTION, link_address.packed))
         if settings.server_id_override:
-            unicast = datagram.destination != LIMITED_BROADCAST and not _is_subnet_broadcast(
-                ingress, datagram.destination
-            )
             subs.append((AgentSub.RELAY_AGENT_FLAGS, bytes((FLAG_UNICAST if unicast else 0,))))
             subs.append((AgentSub.SERVER_ID_OVERRIDE, link_address.packed))
-        return AgentInfo(tuple(subs))
-
-    def _apply_agent_policy(
-        self, msg: DhcpMessage, agent: AgentInfo, agent_present: bool
-    ) -> DhcpMessage | None:
-        """Add our option 82 (the last option, RFC 3046 §2.0), honouring dhcrelay's -m policy."""
-        if not agent_present:
-            return msg.with_option(Opt.RELAY_AGENT_INFO, agent.encode())
-        policy = self.config.agent_policy
-        if policy is AgentPolicy.DISCARD:
-            return None
-        if policy is AgentPolicy.FORWARD:
-            return msg
-        existing = msg.get(Opt.RELAY_AGENT_INFO) or b""
-        value = existing + agent.encode() if policy is AgentPolicy.APPEND else agent.encode()
-        return msg.without_option(Opt.RELAY_AGENT_INFO).with_option(Opt.RELAY_AGENT_INFO, value)
+        return AgentInfo(tuple(subs)).encode()
 
     # -- server to client ----------------------------------------------------------------------
-    def _reply(self, msg: DhcpMessage, datagram: Datagram) -> list[Deliver | Drop | Warn]:
-        if datagram.source not in self.config.all_servers:
+    def _reply(self, frame: Frame, datagram: Datagram) -> list[Deliver | Drop | Warn]:
+        msg = frame.message
+        if datagram.source not in self._servers:
             return [Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")]
         # RFC 1542 §4.1.2: "If the content of the 'giaddr' field does not match one of the relay
         # agent's directly-connected logical interfaces, the BOOTREPLY message MUST be silently
         # discarded."
-        if self.interfaces.by_address(msg.giaddr) is None:
+        by_giaddr = self.interfaces.by_address(msg.giaddr)
+        if by_giaddr is None:
             return [Drop(DropReason.UNKNOWN_GIADDR, f"giaddr {msg.giaddr}")]
-        try:
-            target = self._reply_interface(msg)
-        except WireError as error:
-            return [Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")]
+        target = self._reply_interface(msg, by_giaddr)
         if isinstance(target, Drop):
             return [target]
         interface, settings = target
         if not interface.up:
             return [Drop(DropReason.INTERFACE_DOWN, interface.name)]
-        if self._adds_agent_info(settings):
-            # RFC 3046 §2.1: "The Relay Agent Information option echoed by a server MUST be
-            # removed by either the relay agent or the trusted downstream network element which
-            # added it when forwarding a server-to-client response back to the client."
-            msg = msg.without_option(Opt.RELAY_AGENT_INFO)
         try:
-            payload = encode(msg, self._capacity(datagram))
+            if self._adds_agent_info(settings):
+                # RFC 3046 §2.1: "The Relay Agent Information option echoed by a server MUST be
+                # removed by either the relay agent or the trusted downstream network element
+                # which added it when forwarding a server-to-client response back to the client."
+                payload = frame.without_option(Opt.RELAY_AGENT_INFO, self._capacity(datagram))
+            else:
+                payload = frame.encoded(self._capacity(datagram))
         except WireError as error:
             return [Drop(DropReason.OVERSIZE, str(error))]
         actions: list[Deliver | Drop | Warn] = []
@@ -265,42 +301,68 @@ class RelayEngine:
         return actions
 
     def _reply_interface(
-        self, msg: DhcpMessage
+        self, msg: DhcpMessage, by_giaddr: Interface
     ) -> tuple[Interface, InterfaceConfig] | Drop:
         """The client's interface: named by our circuit-id or link selection, else by giaddr."""
         agent_value = msg.get(Opt.RELAY_AGENT_INFO)
         if agent_value is not None:
-            agent = AgentInfo.decode(agent_value)
-            circuit = agent.circuit_id
-            if circuit is not None:
-                for interface in self.interfaces:
-                    settings = self.config.interface(interface.name)
-                    if (
-                        settings is not None
-                        and settings.role.faces_clients
-                        and (settings.circuit_id or interface.name.encode()) == circuit
-                    ):
-                        return interface, settings
-                if self._any_adds_agent_info():
-                    return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
-            link = agent.link_selection
-            if link is not None:
-                interface = self.interfaces.by_address(link)
-                settings = self.config.interface(interface.name) if interface else None
-                if interface is None or settings is None:
-                    return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
-                return interface, settings
-        interface = self.interfaces.by_address(msg.giaddr)
-        assert interface is not None  # checked by the caller
-        settings = self.config.interface(interface.name)
+            target = self._agent_target(agent_value)
+            if target is not None:
+                return target
+        settings = self.config.interface(by_giaddr.name)
         if settings is None or not settings.role.faces_clients:
-            return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {interface.name}")
-        return interface, settings
+            return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {by_giaddr.name}")
+        return by_giaddr, settings
 
-    def _any_adds_agent_info(self) -> bool:
-        return self.config.agent_info or any(
-            i.link_selection is not None or i.server_id_override for i in self.config.interfaces
-        )
+    def _agent_target(self, value: bytes) -> tuple[Interface, InterfaceConfig] | Drop | None:
+        """What option 82 in a reply names (None: neither circuit-id nor link selection).
+
+        Servers echo the few values this relay sends: cached per value until the configuration
+        or the interfaces change (bounded: a server could send any).
+        """
+        try:
+            return self._agent_targets[value]
+        except KeyError:
+            pass
+        try:
+            target = self._find_agent_target(AgentInfo.decode(value))
+        except WireError as error:
+            target = Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")
+        if len(self._agent_targets) >= 1024:
+            self._agent_targets.clear()
+        self._agent_targets[value] = target
+        return target
+
+    def _find_agent_target(
+        self, agent: AgentInfo
+    ) -> tuple[Interface, InterfaceConfig] | Drop | None:
+        circuit = agent.circuit_id
+        if circuit is not None:
+            named = self._circuit_table().get(circuit)
+            if named is not None:
+                return named
+            if self._any_adds_agent_info:
+                return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
+        link = agent.link_selection
+        if link is not None:
+            interface = self.interfaces.by_address(link)
+            settings = self.config.interface(interface.name) if interface else None
+            if interface is None or settings is None:
+                return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
+            return interface, settings
+        return None
+
+    def _circuit_table(self) -> dict[bytes, tuple[Interface, InterfaceConfig]]:
+        """Circuit-id -> client-facing interface (the first in table order wins a tie)."""
+        if self._circuits is None:
+            circuits: dict[bytes, tuple[Interface, InterfaceConfig]] = {}
+            for interface in self.interfaces:
+                settings = self.config.interface(interface.name)
+                if settings is not None and settings.role.faces_clients:
+                    circuit = settings.circuit_id or interface.name.encode()
+                    circuits.setdefault(circuit, (interface, settings))
+            self._circuits = circuits
+        return self._circuits
 
     def _pxe_misconfig_warning(
         self, msg: DhcpMessage, server: IPv4Address, settings: InterfaceConfig

@@ -1,6 +1,6 @@
 """The relay daemon: the trio shell around the sans-IO RelayEngine.
 
-One task drains the UDP socket and calls the engine inline (no task per packet: the kernel
+One thread receives from the UDP socket and calls the engine inline (no task per packet: the kernel
 socket buffer is the back-pressure), executes the actions, counts and logs. Beside it: the
 netlink follower, the stats line, the stats file and the signal handler (SIGHUP reload, SIGUSR1
 counters, SIGTERM/SIGINT stop).
@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,11 +32,9 @@ from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .logs import RateLimiter
 from .netlink import follow_interfaces
-from .sockets import Sender, Truncated, open_packet, open_udp, receive
+from .sockets import Sender, ShutDown, Truncated, open_packet, open_udp, receive
 from .wire import SERVER_PORT
 
-#: Datagrams handled before the receive loop lets other tasks run (signals, stats, netlink).
-BATCH = 64
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
 DEBUG = 10
@@ -75,6 +75,10 @@ class RelayService:
         self.stats_file = stats_file
         self.shell = ShellCounters()
         self.limiter = RateLimiter()
+        #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
+        self.lock = threading.Lock()
+        #: Set when the receive thread must return.
+        self.stopping = False
         # A concrete bound logger (not the lazy proxy): a filtered-out debug call is a no-op.
         self.log = log.bind()
         is_enabled = getattr(self.log, "is_enabled_for", None)
@@ -141,35 +145,59 @@ class RelayService:
                              **context)
 
     async def receive_loop(self) -> None:
-        """Drain the socket with non-blocking calls, then wait until it is readable again."""
-        sock, handle, clock = self.udp, self.handle, trio.current_time
-        while True:
-            budget = BATCH
-            while budget:
-                budget -= 1
-                try:
-                    datagram = receive(sock)
-                except BlockingIOError:
-                    break
-                except Truncated as error:
+        """Run the receive thread (see ``serve``) until cancelled, then stop it and wait for it."""
+        self.udp.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_cancel)
+            # Not abandoned on cancel: the thread is woken and waited for, so that it never
+            # touches the sockets once they are closed.
+            await trio.to_thread.run_sync(self.serve, limiter=trio.CapacityLimiter(1))
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_cancel(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stopping = True
+            # Linux wakes a recvmsg blocked on an unconnected UDP socket when it is shut down
+            # (it returns no data), though the call itself reports ENOTCONN.
+            with contextlib.suppress(OSError):
+                self.udp.shutdown(socket.SHUT_RD)
+
+    def serve(self) -> None:
+        """The receive thread: block in recvmsg, call the engine inline, send what it says.
+
+        A thread, not a trio task, because DHCP packets mostly arrive one at a time: each wake-up
+        of a trio task costs some 20 µs of CPU in its scheduler and an extra poll, more than the
+        engine spends on a packet, while a thread blocked in recvmsg costs two system calls per
+        packet (receive, send), as few as dhcrelay. The engine, counters and limiter are shared
+        with the trio tasks (reload, netlink, stats) under ``lock``.
+        """
+        sock, lock, handle, clock = self.udp, self.lock, self.handle, time.monotonic
+        while not self.stopping:
+            try:
+                datagram = receive(sock)
+            except ShutDown:
+                return
+            except Truncated as error:
+                with lock:
                     self.shell.truncated += 1
                     if self.limiter.allow("truncated", clock()) is not None:
                         self.log.info("relay.receive.truncated", detail=str(error))
-                except OSError as error:
-                    # e.g. ECONNREFUSED: an ICMP port unreachable for an earlier forward.
+            except OSError as error:
+                # e.g. ECONNREFUSED: an ICMP port unreachable for an earlier forward.
+                with lock:
                     self.shell.receive_errors += 1
                     if self.limiter.allow(("receive", error.errno), clock()) is not None:
                         self.log.info("relay.receive.error", error=errno_name(error))
-                else:
-                    handle(datagram, clock())
-            if budget:
-                await trio.lowlevel.wait_readable(sock)
             else:
-                await trio.lowlevel.checkpoint()
+                with lock:
+                    handle(datagram, clock())
 
     # -- around the packets ------------------------------------------------------------------
     def on_interfaces(self, table: InterfaceTable) -> None:
-        self.engine.update_interfaces(table)
+        with self.lock:
+            self.engine.update_interfaces(table)
         self._check_configured_interfaces()
 
     def _check_configured_interfaces(self) -> None:
@@ -181,7 +209,8 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, config: RelayConfig) -> None:
-        self.engine.update_config(config)
+        with self.lock:
+            self.engine.update_config(config)
         self.shell.reloads += 1
         self.log.info("relay.config.reloaded", helpers=[str(h) for h in config.helpers],
                       interfaces=[i.name for i in config.interfaces])
@@ -189,6 +218,10 @@ class RelayService:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and state, as logged by relay.stats and written to the stats file."""
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         return {
             **self.engine.counters.snapshot(),
             **self.shell.snapshot(),

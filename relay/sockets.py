@@ -26,7 +26,14 @@ ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
 _UDP_HEADER = struct.Struct("!HHHH")
 IPTOS_LOWDELAY = 0x10
+#: The UDP socket blocks for the receive thread; a send must not (a full buffer is an error).
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the enum's & costs µs per packet
 TTL = 64
+
+
+class ShutDown(Exception):
+    """A blocked receive woken by ``shutdown(SHUT_RD)``: the relay is stopping."""
 
 
 class Truncated(Exception):
@@ -61,17 +68,35 @@ def open_packet() -> socket.socket:
     return sock
 
 
+_ADDRESSES: dict[str | bytes, IPv4Address] = {}
+
+
+def _address(key: str | bytes) -> IPv4Address:
+    """IPv4Address of a dotted quad or 4 packed bytes, memoized: parsing a string costs more
+    than the engine's whole decision, and a relay sees few distinct sources and destinations."""
+    try:
+        return _ADDRESSES[key]
+    except KeyError:
+        if len(_ADDRESSES) >= 4096:  # bounded: source addresses are chosen by remote parties
+            _ADDRESSES.clear()
+        address = _ADDRESSES[key] = IPv4Address(key)
+        return address
+
+
 def receive(sock: socket.socket) -> Datagram:
-    """One datagram from the UDP socket; BlockingIOError when the socket is drained."""
+    """One datagram from the UDP socket; BlockingIOError when a non-blocking socket is drained,
+    ShutDown when a blocked receive was woken by shutdown()."""
     payload, ancillary, flags, source = sock.recvmsg(RECEIVE_BUFFER, ANCILLARY_SIZE)
-    if flags & socket.MSG_TRUNC:
+    if source is None:
+        raise ShutDown("no datagram: the socket was shut down for reading")
+    if flags & _MSG_TRUNC:
         raise Truncated(f"datagram from {source[0]} larger than {RECEIVE_BUFFER} octets")
     ifindex = 0
     destination = b"\0\0\0\0"
     for level, kind, data in ancillary:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
             ifindex, _, destination = _PKTINFO.unpack_from(data)
-    return Datagram(payload, IPv4Address(source[0]), source[1], IPv4Address(destination), ifindex)
+    return Datagram(payload, _address(source[0]), source[1], _address(destination), ifindex)
 
 
 def checksum(data: bytes) -> int:
@@ -123,12 +148,13 @@ class Sender:
         return name
 
     def forward(self, action: Forward) -> None:
-        self.udp.sendto(action.payload, (self._name(action.server), SERVER_PORT))
+        self.udp.sendto(action.payload, _DONTWAIT, (self._name(action.server), SERVER_PORT))
 
     def deliver(self, action: Deliver) -> None:
         if action.mode is DeliveryMode.UNICAST_CIADDR:
             # The client has an address and answers ARP for it: an ordinary unicast.
-            self.udp.sendto(action.payload, (self._name(action.destination), CLIENT_PORT))
+            self.udp.sendto(action.payload, _DONTWAIT,
+                            (self._name(action.destination), CLIENT_PORT))
             return
         frame = ipv4_udp(action.source, action.destination, SERVER_PORT, CLIENT_PORT,
                          action.payload)

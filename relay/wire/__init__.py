@@ -20,12 +20,36 @@ from .codes import (
     option_name,
 )
 from .errors import CapacityError, FieldError, TruncatedError, WireError
+from .frame import Frame
 from .message import ETHERNET_MAX_MESSAGE, ZERO, DhcpMessage, decode, encode, encoded_size
 from .options import Option
 
 __all__ = [
-    "AgentInfo", "AgentSub", "BROADCAST_FLAG", "CLIENT_PORT", "CapacityError", "ClientArch",
-    "DHCP_MIN_MAX_SIZE", "DhcpMessage", "ETHERNET_MAX_MESSAGE", "FLAG_UNICAST", "FieldError",
-    "MAGIC_COOKIE", "MessageType", "Op", "Opt", "Option", "PXE_PORT", "PxeSub", "SERVER_PORT",
-    "TruncatedError", "WireError", "ZERO", "decode", "encode", "encoded_size", "option_name",
+    "BROADCAST_FLAG",
+    "CLIENT_PORT",
+    "DHCP_MIN_MAX_SIZE",
+    "ETHERNET_MAX_MESSAGE",
+    "FLAG_UNICAST",
+    "MAGIC_COOKIE",
+    "PXE_PORT",
+    "SERVER_PORT",
+    "ZERO",
+    "AgentInfo",
+    "AgentSub",
+    "CapacityError",
+    "ClientArch",
+    "DhcpMessage",
+    "FieldError",
+    "Frame",
+    "MessageType",
+    "Op",
+    "Opt",
+    "Option",
+    "PxeSub",
+    "TruncatedError",
+    "WireError",
+    "decode",
+    "encode",
+    "encoded_size",
+    "option_name",
 ]

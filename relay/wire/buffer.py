@@ -8,7 +8,7 @@ from .errors import TruncatedError
 class Reader:
     """Reads big-endian fields; every read checks the remaining length first."""
 
-    __slots__ = ("_data", "_pos", "_base")
+    __slots__ = ("_base", "_data", "_pos")
 
     def __init__(self, data: bytes, base_offset: int = 0) -> None:
         self._data = data

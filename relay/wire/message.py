@@ -18,11 +18,10 @@ from .codes import (
     BROADCAST_FLAG,
     MAGIC_COOKIE,
     MessageType,
-    Op,
     Opt,
 )
 from .errors import CapacityError, FieldError, TruncatedError
-from .options import Option, concatenate, encode_tlv, read_tlvs, scan_tlvs, tlv_size
+from .options import Option, concatenate, encode_tlv, option_offset, read_tlvs, scan_tlvs, tlv_size
 
 ZERO = IPv4Address(0)
 #: Largest DHCP message that fits an Ethernet frame in one IPv4/UDP datagram.
@@ -128,8 +127,9 @@ def decode(data: bytes) -> DhcpMessage:
 
 
 def _decode(data: bytes) -> tuple[DhcpMessage, int]:
-    """The message, and the offset of its END option when ``data`` is exactly ``encode(message)``
-    (-1 otherwise: pads, repeated or overloaded options, bytes after END, no magic cookie...)."""
+    """The message, and the offset of its END option when ``data`` is ``encode(message)`` but
+    for, perhaps, the zeros that pad it to 300 bytes (else -1: pad options, repeated or
+    overloaded options, data after END, no magic cookie...)."""
     if len(data) < BOOTP_HEADER_SIZE:
         raise TruncatedError(
             f"message is {len(data)} bytes, a BOOTP header needs {BOOTP_HEADER_SIZE}", len(data)
@@ -147,15 +147,18 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
             op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses,
             sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0"), (), rest.rstrip(b"\0"),
         ), -1
-    tlvs, end, offsets, padded = scan_tlvs(data[_OPTIONS_OFFSET:], _OPTIONS_OFFSET, "options")
+    area = data[_OPTIONS_OFFSET:]
+    tlvs, end, padded = scan_tlvs(area, _OPTIONS_OFFSET, "options")
     # RFC 2131 §4.1: "the 'option overload' option MUST appear in the 'options' field", so
     # only the options field is searched for it; a 52 found in file or sname is ignored.
-    overload = 0
-    for (code, value), offset in zip(tlvs, offsets):
+    overload = seen = 0
+    for code, value in tlvs:
         if code == 52:  # Opt.OVERLOAD
             if len(value) != 1 or value[0] not in (1, 2, 3):
-                raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3", offset)
+                raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3",
+                                 option_offset(area, _OPTIONS_OFFSET, 52, seen))
             overload = value[0]
+            seen += 1
     sname, file = sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0")
     found = len(tlvs)
     # RFC 2131 §4.1: the options field first, then 'file', then 'sname'.
@@ -170,8 +173,10 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
     exact = -1
     if end >= 0 and not padded and not overload and len(options) == found:
         end += _OPTIONS_OFFSET
-        # encode() pads with zeros to BOOTP's 300 bytes, and never further.
-        if len(data) == max(end + 1, BOOTP_MIN_SIZE) and data.count(0, end + 1) == len(data) - end - 1:
+        # encode() pads with zeros to BOOTP's 300 bytes, and never further; senders that do
+        # not pad (Kea's replies) differ from it only by that padding.
+        padding = len(data) - end - 1
+        if len(data) <= max(end + 1, BOOTP_MIN_SIZE) and data.count(0, end + 1) == padding:
             exact = end
     return DhcpMessage(
         op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses, sname, file, options, None,
@@ -179,10 +184,10 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
 
 
 def _header(msg: DhcpMessage, sname: bytes, file: bytes) -> bytes:
-    for name, value in (("op", msg.op), ("htype", msg.htype), ("hlen", msg.hlen),
-                        ("hops", msg.hops)):
-        if not 0 <= value <= 255:
-            raise FieldError(f"{name} {value} does not fit one byte")
+    for name, number in (("op", msg.op), ("htype", msg.htype), ("hlen", msg.hlen),
+                         ("hops", msg.hops)):
+        if not 0 <= number <= 255:
+            raise FieldError(f"{name} {number} does not fit one byte")
     if not (0 <= msg.xid <= 0xFFFFFFFF and 0 <= msg.secs <= 0xFFFF and 0 <= msg.flags <= 0xFFFF):
         raise FieldError("xid, secs or flags out of range")
     for name, value, size in (("chaddr", msg.chaddr, 16), ("sname", sname, 64),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .buffer import Reader
-from .codes import Opt
 from .errors import FieldError, TruncatedError
 
 Option = tuple[int, bytes]
@@ -16,26 +14,15 @@ def read_tlvs(area: bytes, base_offset: int, what: str) -> tuple[list[Option], b
 
     Pad (0) is skipped. Bytes after END are ignored, as RFC 2131 allows padding there.
     """
-    options, end_seen, _ = read_tlvs_at(area, base_offset, what)
-    return options, end_seen
+    options, end, _ = scan_tlvs(area, base_offset, what)
+    return options, end >= 0
 
 
-def read_tlvs_at(area: bytes, base_offset: int, what: str) -> tuple[list[Option], bool, list[int]]:
-    """As read_tlvs, plus each option's offset in the enclosing message (for error reports)."""
-    options, end, offsets, _ = scan_tlvs(area, base_offset, what)
-    return options, end >= 0, offsets
-
-
-def scan_tlvs(
-    area: bytes, base_offset: int, what: str
-) -> tuple[list[Option], int, list[int], bool]:
-    """Read TLVs up to END: the options, END's index in ``area`` (-1 if absent), each option's
-    offset in the enclosing message, and whether a pad (0) came before END.
-
-    One pass with plain indexing: this runs for every packet the relay sees.
+def scan_tlvs(area: bytes, base_offset: int, what: str) -> tuple[list[Option], int, bool]:
+    """Read TLVs up to END: the options, END's index in ``area`` (-1 if absent), and whether a
+    pad (0) came before END. One pass with plain indexing: this runs for every packet relayed.
     """
     options: list[Option] = []
-    offsets: list[int] = []
     size = len(area)
     position = 0
     padded = False
@@ -46,22 +33,33 @@ def scan_tlvs(
             position += 1
             continue
         if code == 255:  # Opt.END
-            return options, position, offsets, padded
+            return options, position, padded
         if position + 1 >= size:
             raise TruncatedError(
                 f"{what} option {code} length: needs 1 bytes, 0 left", base_offset + position + 1
             )
         start = position + 2
-        stop = start + area[position + 1]
-        if stop > size:
+        position = start + area[position + 1]
+        if position > size:
             raise TruncatedError(
-                f"{what} option {code} value: needs {stop - start} bytes, {size - start} left",
+                f"{what} option {code} value: needs {position - start} bytes, {size - start} left",
                 base_offset + start,
             )
-        options.append((code, area[start:stop]))
-        offsets.append(base_offset + position)
-        position = stop
-    return options, -1, offsets, padded
+        options.append((code, area[start:position]))
+    return options, -1, padded
+
+
+def option_offset(area: bytes, base_offset: int, code: int, occurrence: int = 0) -> int | None:
+    """Where (in the enclosing message) the ``occurrence``-th TLV of ``code`` starts, in an area
+    that ``scan_tlvs`` accepted: for error reports only."""
+    position = 0
+    while position < len(area) and area[position] != 255:
+        if area[position] == code:
+            if not occurrence:
+                return base_offset + position
+            occurrence -= 1
+        position += 1 if area[position] == 0 else 2 + area[position + 1]
+    return None
 
 
 def concatenate(tlvs: Iterable[Option]) -> list[Option]:
@@ -70,7 +68,8 @@ def concatenate(tlvs: Iterable[Option]) -> list[Option]:
     RFC 3396 §1: "DHCP protocol agents MUST use this method whenever they receive a DHCP packet
     containing more than one occurrence of a certain type of option."
     """
-    tlvs = list(tlvs)
+    if not isinstance(tlvs, list):
+        tlvs = list(tlvs)
     if len({code for code, _ in tlvs}) == len(tlvs):
         return tlvs  # no code repeats: nothing to concatenate (the common case)
     merged: dict[int, bytearray] = {}
@@ -105,12 +104,24 @@ def tlv_size(value_length: int) -> int:
 
 def parse_sub_tlvs(data: bytes, base_offset: int, what: str) -> list[Option]:
     """Sub-option lists without pad/end (option 82 sub-options, RFC 3046 §2.0)."""
-    reader = Reader(data, base_offset)
     subs: list[Option] = []
-    while not reader.at_end():
-        code = reader.u8(f"{what} sub-option code")
-        length = reader.u8(f"{what} sub-option {code} length")
-        subs.append((code, reader.read(length, f"{what} sub-option {code} value")))
+    size = len(data)
+    position = 0
+    while position < size:
+        code = data[position]
+        if position + 1 >= size:
+            raise TruncatedError(
+                f"{what} sub-option {code} length: needs 1 bytes, 0 left", base_offset + size
+            )
+        start = position + 2
+        stop = start + data[position + 1]
+        if stop > size:
+            raise TruncatedError(
+                f"{what} sub-option {code} value: needs {stop - start} bytes, {size - start} left",
+                base_offset + start,
+            )
+        subs.append((code, bytes(data[start:stop])))
+        position = stop
     return subs
 
 

@@ -2,10 +2,14 @@
 
     python3 tests/bench/relay_dora.py [--runs 3] [--duration 4] [--relays dhcrelay,boothop]
 
-Topology (namespaces ``bhr-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.41.128.0/17, ``router``
-(the relay, -id lanc0 -iu up0) and ``server`` (kea-dhcp4, memfile, a 32k pool) on 10.41.100.0/24.
-Cores: the relay alone on CPU 1, perfdhcp and kea on CPU 0 (taskset), so both relays meet the same
-contention.
+Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.45.128.0/17, ``router``
+(the relay, -id lanc0 -iu up0 -a) and ``server`` (kea-dhcp4, memfile, a 32k pool) on 10.45.100.0/24.
+Cores: the relay alone on CPU 1, perfdhcp, kea and tcpdump on CPU 0 (taskset), so both relays meet
+the same contention. The relays take turns (dhcrelay, boothop, dhcrelay, ...) so that a change in
+the machine's load during the run hits both alike. boothop-relay runs from this checkout
+(``python3 -c 'from relay.cli import main'`` with this tree first on the path), not from whatever
+``boothop-relay`` the PATH holds. Needs root, perfdhcp (kea-admin), kea-dhcp4, dhcrelay, tcpdump and
+a C compiler (``cc``, for the shim below).
 
 perfdhcp (2.2) in DHCPv4 always acts as a relay itself, so it sends templates instead (giaddr 0,
 hops 0, broadcast flag, no client-id; offsets of xid, MAC, secs, options 50 and 54 given with
@@ -13,10 +17,14 @@ hops 0, broadcast flag, no client-id; offsets of xid, MAC, secs, options 50 and 
 255.255.255.255:68, so a tiny LD_PRELOAD shim (compiled here with cc) binds port 68 to INADDR_ANY and
 sets SO_BROADCAST. Every perfdhcp run is bounded by -r, -p and a timeout.
 
-Printed per relay: the lossless rate (highest rate of an ascending ladder with no drop in either
-exchange, median of the runs), the relay's CPU time per DORA at a fixed rate (utime+stime of the
-relay process from /proc/PID/stat, divided by completed DORAs), the average DO and RA delays
-perfdhcp measured; then boothop/dhcrelay ratios.
+Printed per relay, medians of the runs: the lossless rate (highest rate of an ascending ladder with
+no drop in either exchange); the relay's CPU time per DORA at a fixed rate (utime+stime of the relay
+process from /proc/PID/stat, divided by completed DORAs); the latency the relay adds, measured where
+it happens: tcpdump on both router interfaces (lanc0, up0) timestamps every DHCP packet as it enters
+and leaves the router, packets are paired by (xid, message type), and each of the four relayed
+packets of a DORA (DISCOVER, OFFER, REQUEST, ACK) gets its median transit time; their sum is the
+latency added per DORA. That pass runs at a low rate, apart from the CPU pass (capturing costs CPU
+in the kernel). Then the boothop/dhcrelay ratios.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -39,18 +48,21 @@ from pathlib import Path
 
 from relay.lab.processes import ProcessRunner, wait_for
 from relay.lab.topology import Host, Lan, Port, Route, Topology
-from relay.wire import BROADCAST_FLAG, DhcpMessage, Opt, encode
+from relay.wire import BROADCAST_FLAG, DhcpMessage, MessageType, Opt, WireError, decode, encode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "system"))
-from servers import Pool, start_kea  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "system"))
+from servers import Pool, start_kea
 
-SERVER = "10.41.100.10"
-ROUTER_UP = "10.41.100.1"
-CLIENT_LAN = "10.41.128.0/17"
-ROUTER_DOWN = "10.41.128.1"
-GENERATOR = "10.41.128.2"
-POOL = Pool(CLIENT_LAN, "10.41.129.0", "10.41.255.250", ROUTER_DOWN)
+SERVER = "10.45.100.10"
+ROUTER_UP = "10.45.100.1"
+CLIENT_LAN = "10.45.128.0/17"
+ROUTER_DOWN = "10.45.128.1"
+GENERATOR = "10.45.128.2"
+POOL = Pool(CLIENT_LAN, "10.45.129.0", "10.45.255.250", ROUTER_DOWN)
 CLIENTS = 20000
+#: The packets of a DORA, in the direction the relay carries them.
+DORA = (MessageType.DISCOVER, MessageType.OFFER, MessageType.REQUEST, MessageType.ACK)
 RELAY_CPU = "1"
 OTHERS_CPU = "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -93,7 +105,7 @@ class Templates:
 
 def write_templates(workdir: Path) -> Templates:
     """DISCOVER and REQUEST as a client behind a relay sends them; offsets found, not assumed."""
-    mac = bytes.fromhex("024180000000") + bytes(10)
+    mac = bytes.fromhex("024580000000") + bytes(10)
     base = DhcpMessage(op=1, xid=0, chaddr=mac, flags=BROADCAST_FLAG)
     discover = encode(base.replace(options=((Opt.MESSAGE_TYPE, b"\x01"),)))
     request = encode(base.replace(options=(
@@ -125,7 +137,7 @@ def build_shim(workdir: Path) -> Path:
 
 
 def topology(prefix: str) -> Topology:
-    to_lan = Route("10.41.0.0/16", ROUTER_UP)
+    to_lan = Route("10.45.0.0/16", ROUTER_UP)
     return Topology(
         prefix,
         [Host("router", forwarding=True), Host("server", routes=(to_lan,)), Host("gen")],
@@ -187,20 +199,21 @@ class Bench:
         self.topo, self.runner, self.templates, self.shim = topo, runner, templates, shim
         self.duration = duration
 
-    def perfdhcp(self, rate: int) -> Result:
+    def perfdhcp(self, rate: int, duration: float | None = None) -> Result:
         t = self.templates
+        seconds = self.duration if duration is None else duration
         argv = [
             "env", f"LD_PRELOAD={self.shim}",
             "taskset", "-c", OTHERS_CPU,
-            "timeout", str(int(self.duration + 15)),
+            "timeout", str(int(seconds + 15)),
             "perfdhcp", "-4", "-g", "single", "-l", "eth0", "-L", "68",
             "-T", str(t.discover), "-T", str(t.request),
             "-X", str(t.xid), "-X", str(t.xid), "-O", str(t.mac_last), "-O", str(t.mac_last),
             "-E", "0", "-E", str(t.secs), "-I", str(t.requested_ip), "-S", str(t.server_id),
-            "-R", str(CLIENTS), "-r", str(rate), "-p", str(int(self.duration)), "-W", "500000",
+            "-R", str(CLIENTS), "-r", str(rate), "-p", str(int(seconds)), "-W", "500000",
             "255.255.255.255",
         ]
-        done = self.runner.run(self.topo.netns("gen"), argv, timeout=self.duration + 30)
+        done = self.runner.run(self.topo.netns("gen"), argv, timeout=seconds + 30)
         return parse_perfdhcp(done.stdout + done.stderr)
 
     def lossless_rate(self, ladder: list[int]) -> int:
@@ -216,6 +229,75 @@ class Bench:
             best = rate
         return best
 
+    def transit_us(self, rate: int, seconds: int) -> dict[MessageType, float]:
+        """Median time (µs) each DORA packet spends in the router, from tcpdump on both sides."""
+        router = self.topo.netns("router")
+        workdir = self.shim.parent
+        captures, processes = {}, []
+        for interface in ("lanc0", "up0"):
+            path = captures[interface] = workdir / f"{interface}.pcap"
+            path.unlink(missing_ok=True)
+            process = self.runner.start(router, [
+                "taskset", "-c", OTHERS_CPU, "timeout", str(seconds + 30),
+                "tcpdump", "-i", interface, "-n", "-s", "1600", "-B", "8192", "-U",
+                "--time-stamp-precision", "nano", "-c", str(8 * rate * seconds + 100),
+                "-w", str(path), "udp port 67 or udp port 68",
+            ], f"tcpdump-{interface}-{secrets.token_hex(2)}")
+            processes.append(process)
+        try:
+            for process in processes:
+                if not wait_for(lambda p=process: "listening on" in p.output(), 10):
+                    raise RuntimeError(f"tcpdump did not start:\n{process.output()}")
+            self.perfdhcp(rate, seconds)
+        finally:
+            for process in processes:
+                self.runner.stop(process)
+        return transit_medians(read_pcap(captures["lanc0"]), read_pcap(captures["up0"]))
+
+
+def read_pcap(path: Path) -> list[tuple[float, DhcpMessage]]:
+    """(timestamp, message) of each DHCP packet in a pcap file (Ethernet, IPv4, UDP)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    magic = data[:4]
+    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    scale = 1e-9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
+    record = struct.Struct(endian + "IIII")
+    packets, offset = [], 24
+    while offset + record.size <= len(data):
+        seconds, fraction, captured, _ = record.unpack_from(data, offset)
+        frame = data[offset + record.size : offset + record.size + captured]
+        offset += record.size + captured
+        if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        udp = 14 + (frame[14] & 0x0F) * 4
+        try:
+            packets.append((seconds + fraction * scale, decode(frame[udp + 8 :])))
+        except WireError:
+            continue
+    return packets
+
+
+def transit_medians(lan: list[tuple[float, DhcpMessage]], up: list[tuple[float, DhcpMessage]]
+                    ) -> dict[MessageType, float]:
+    """Requests go lanc0 -> up0, replies up0 -> lanc0: pair first sightings by (xid, type)."""
+    def first_seen(packets: list[tuple[float, DhcpMessage]], op: int) -> dict[tuple[int, int], float]:
+        seen: dict[tuple[int, int], float] = {}
+        for stamp, msg in packets:
+            if msg.op == op and msg.message_type is not None:
+                seen.setdefault((msg.xid, int(msg.message_type)), stamp)
+        return seen
+
+    transits: dict[MessageType, list[float]] = {kind: [] for kind in DORA}
+    for op, entering, leaving in ((1, lan, up), (2, up, lan)):
+        ins, outs = first_seen(entering, op), first_seen(leaving, op)
+        for key, stamp in ins.items():
+            if key in outs and key[1] in transits:
+                transits[MessageType(key[1])].append((outs[key] - stamp) * 1e6)
+    return {kind: statistics.median(values) if values else float("nan")
+            for kind, values in transits.items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class RelaySpec:
@@ -223,26 +305,28 @@ class RelaySpec:
 
     argv: list[str]
     pidfile: Path | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def relay_spec(name: str, workdir: Path) -> RelaySpec | None:
-    common = ["-id", "lanc0", "-iu", "up0"]
+def relay_spec(name: str, workdir: Path) -> RelaySpec:
+    common = ["-id", "lanc0", "-iu", "up0", "-a"]
     if name == "dhcrelay":
         # Daemonized, as deployed: in the foreground (-d) it writes every packet to stderr,
         # which would bill log formatting to its CPU time.
         pidfile = workdir / "dhcrelay.pid"
-        return RelaySpec(["dhcrelay", "-q", "-4", "-a", "-pf", str(pidfile), *common, SERVER],
-                         pidfile)
-    path = shutil.which("boothop-relay")
-    if path is None:
-        return None
-    ok = subprocess.run([path, "--help"], capture_output=True, timeout=20).returncode == 0
-    return RelaySpec([path, "-d", *common, "-a", SERVER]) if ok else None
+        return RelaySpec(["dhcrelay", "-q", "-4", "-pf", str(pidfile), *common, SERVER], pidfile)
+    if name == "boothop":
+        # At boothop-relay's default log level (info) nothing is written per packet either.
+        main = "from relay.cli import main; raise SystemExit(main())"
+        return RelaySpec([sys.executable, "-c", main, "-d", *common, SERVER],
+                         env={"PYTHONPATH": str(ROOT)})
+    raise ValueError(f"unknown relay {name!r} (dhcrelay, boothop)")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
 @contextlib.contextmanager
@@ -251,7 +335,8 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
     runner, topo = bench.runner, bench.topo
     if spec.pidfile is not None:
         spec.pidfile.unlink(missing_ok=True)
-    process = runner.start(topo.netns("router"), ["taskset", "-c", RELAY_CPU, *spec.argv], name)
+    process = runner.start(topo.netns("router"), ["taskset", "-c", RELAY_CPU, *spec.argv], name,
+                           env=spec.env)
     pid = process.pid
     try:
         def listening() -> bool:
@@ -274,30 +359,37 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
                     os.kill(pid, signal.SIGKILL)
 
 
-def measure(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namespace
-            ) -> dict[str, float]:
-    lossless, cpu_per_dora, do_delay, ra_delay = [], [], [], []
-    for run in range(args.runs):
-        with running_relay(bench, spec, f"{name}-{run}") as pid:
-            bench.perfdhcp(min(args.cpu_rate, 200))  # warm-up: ARP, kea's lease table
-            before = cpu_seconds(pid)
-            result = bench.perfdhcp(args.cpu_rate)
-            used = cpu_seconds(pid) - before
-            if result.ra_received:
-                cpu_per_dora.append(used / result.ra_received * 1e6)
-            do_delay.append(result.do_delay_ms)
-            ra_delay.append(result.ra_delay_ms)
-            lossless.append(bench.lossless_rate(args.ladder))
-            print(f"  {name} run {run + 1}: lossless {lossless[-1]}/s; at {args.cpu_rate}/s "
-                  f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, "
-                  f"relay CPU {used:.2f} s = {cpu_per_dora[-1] if cpu_per_dora else 0:.1f} us/DORA",
-                  flush=True)
-    return {
-        "lossless": statistics.median(lossless),
-        "cpu_us": statistics.median(cpu_per_dora) if cpu_per_dora else float("nan"),
-        "do_ms": statistics.median(do_delay),
-        "ra_ms": statistics.median(ra_delay),
-    }
+@dataclasses.dataclass
+class Figures:
+    lossless: list[int] = dataclasses.field(default_factory=list)
+    cpu_us: list[float] = dataclasses.field(default_factory=list)
+    transit_us: list[dict[MessageType, float]] = dataclasses.field(default_factory=list)
+
+    def median_transit(self, kind: MessageType) -> float:
+        return statistics.median(t[kind] for t in self.transit_us)
+
+    @property
+    def added_per_dora_us(self) -> float:
+        return sum(self.median_transit(kind) for kind in DORA)
+
+
+def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namespace,
+                 run: int, figures: Figures) -> None:
+    with running_relay(bench, spec, f"{name}-{run}") as pid:
+        bench.perfdhcp(min(args.cpu_rate, 200), 2)  # warm-up: ARP, kea's lease table
+        user, system = cpu_seconds(pid)
+        result = bench.perfdhcp(args.cpu_rate)
+        user, system = (after - before for after, before in zip(cpu_seconds(pid), (user, system)))
+        used = user + system
+        if result.ra_received:
+            figures.cpu_us.append(used / result.ra_received * 1e6)
+        figures.transit_us.append(bench.transit_us(args.latency_rate, 2))
+        figures.lossless.append(bench.lossless_rate(args.ladder))
+        transit = figures.transit_us[-1]
+        print(f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
+              f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, relay CPU "
+              f"{used:.2f} s (user {user:.2f}) = {figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA; "
+              "transit us " + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA), flush=True)
 
 
 def main() -> int:
@@ -305,44 +397,50 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=4, help="seconds per perfdhcp run")
     parser.add_argument("--cpu-rate", type=int, default=2000, help="DORA/s for the CPU figure")
+    parser.add_argument("--latency-rate", type=int, default=500,
+                        help="DORA/s for the latency pass (tcpdump on both router interfaces)")
     parser.add_argument("--ladder", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1000, 2000, 3000, 4000, 5000, 6000, 8000, 12000, 16000])
+                        default=[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000])
     parser.add_argument("--relays", default="dhcrelay,boothop")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "ss"):
+    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "ss", "tcpdump"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
+    names = args.relays.split(",")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bhr-bench-") as tmp:
+    figures = {name: Figures() for name in names}
+    with tempfile.TemporaryDirectory(prefix="bhp-bench-") as tmp:
         workdir = Path(tmp)
         templates, shim = write_templates(workdir), build_shim(workdir)
-        topo = topology(f"bhr-{secrets.token_hex(3)}")
+        specs = {name: relay_spec(name, workdir) for name in names}
+        topo = topology(f"bhp-{secrets.token_hex(3)}")
         with topo, ProcessRunner(workdir / "logs") as runner:
             kea = start_kea(runner, topo.netns("server"), workdir / "kea", "srv0", [POOL])
             subprocess.run(["taskset", "-pc", OTHERS_CPU, str(kea.pid)], check=True,
                            capture_output=True, timeout=10)
             bench = Bench(topo, runner, templates, shim, args.duration)
-            figures: dict[str, dict[str, float]] = {}
-            for name in args.relays.split(","):
-                spec = relay_spec(name, workdir)
-                if spec is None:
-                    print(f"{name}: not available (boothop-relay not built yet), skipped")
-                    continue
-                print(f"{name}: {args.runs} runs", flush=True)
-                figures[name] = measure(name, spec, bench, args)
+            for run in range(args.runs):
+                for name in names:
+                    measure_once(name, specs[name], bench, args, run, figures[name])
     print(f"\nresults (medians of {args.runs} runs, {args.duration:g} s per perfdhcp run, "
-          f"relay on CPU {RELAY_CPU}, perfdhcp+kea on CPU {OTHERS_CPU}):")
+          f"relay on CPU {RELAY_CPU}, perfdhcp+kea on CPU {OTHERS_CPU}; CPU at {args.cpu_rate} "
+          f"DORA/s, transit at {args.latency_rate} DORA/s):")
+    print(f"  {'relay':9s} {'lossless':>9s} {'CPU/DORA':>9s}   median transit (us): "
+          + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
     for name, f in figures.items():
-        print(f"  {name:9s} lossless {f['lossless']:>7.0f} DORA/s   relay CPU {f['cpu_us']:6.1f} "
-              f"us/DORA   avg delay DO {f['do_ms']:.3f} ms RA {f['ra_ms']:.3f} ms")
+        print(f"  {name:9s} {statistics.median(f.lossless):>7.0f}/s {statistics.median(f.cpu_us):>6.1f}us"
+              "   " + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
+              + f"  {f.added_per_dora_us:>8.0f} us")
     if "dhcrelay" in figures and "boothop" in figures:
         b, d = figures["boothop"], figures["dhcrelay"]
-        print(f"  ratio boothop/dhcrelay: lossless rate {b['lossless'] / d['lossless']:.2f}, "
-              f"CPU per DORA {b['cpu_us'] / d['cpu_us']:.2f}")
+        print(f"  ratio boothop/dhcrelay: lossless rate "
+              f"{statistics.median(b.lossless) / max(statistics.median(d.lossless), 1):.2f}, "
+              f"CPU per DORA {statistics.median(b.cpu_us) / statistics.median(d.cpu_us):.2f}, "
+              f"latency added per DORA {b.added_per_dora_us / d.added_per_dora_us:.2f}")
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

@@ -1033,14 +1033,24 @@ def test_malformed_payloads_are_dropped_as_malformed(payload: bytes) -> None:
     assert engine.counters.dropped == {DropReason.MALFORMED: 1}
 
 
-def test_outcome_carries_the_packet_context_for_logging() -> None:
+def test_outcome_carries_the_packet_context_as_relayed_for_logging() -> None:
     engine = make_engine()
     outcome = engine.handle(from_client(request(MessageType.REQUEST, hops=2)), 0.0)
     assert outcome.xid == 0x1234ABCD
     assert outcome.mac == "52:54:00:a1:b2:c3"
     assert outcome.message_type == "REQUEST"
-    assert outcome.hops == 2
-    assert outcome.giaddr == ZERO
+    # What the servers were sent, not what the client sent (hops 2, giaddr 0.0.0.0).
+    assert outcome.hops == 3
+    assert outcome.giaddr == LAN1_ADDR
+    relayed = decode(forwards(outcome)[0].payload)
+    assert (relayed.hops, relayed.giaddr) == (outcome.hops, outcome.giaddr)
+
+
+def test_outcome_of_a_dropped_request_carries_the_context_as_received() -> None:
+    engine = make_engine()
+    outcome = engine.handle(from_client(request(MessageType.REQUEST, hops=10)), 0.0)
+    assert drop_reason(outcome) is DropReason.HOP_LIMIT
+    assert (outcome.hops, outcome.giaddr, outcome.xid) == (10, ZERO, 0x1234ABCD)
 
 
 def test_counters_add_up_over_a_mixed_run() -> None:

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
@@ -24,7 +25,7 @@ from relay.logs import RateLimiter
 from relay.netlink import table_from
 from relay.service import RelayService
 from relay.sockets import checksum, ipv4_udp, open_udp, receive
-from relay.wire import DhcpMessage, MessageType, Op, Opt, encode
+from relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
 
 SERVER = IPv4Address("10.71.100.10")
 LAN = Interface(7, "bhnd0", True, (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)
@@ -139,7 +140,8 @@ def test_forward_executed_and_logged_with_bound_context() -> None:
     (event,) = [e for e in logs if e["event"] == "relay.request.forwarded"]
     assert event["xid"] == "0x00000042" and event["iface"] == "bhnd0"
     assert event["chaddr"] == "02:71:00:00:01:0a" and event["server"] == str(SERVER)
-    assert event["giaddr"] == "0.0.0.0" and event["hops"] == 0 and event["log_level"] == "debug"
+    # The giaddr and hops the server was sent, not the client's 0.0.0.0 and 0.
+    assert event["giaddr"] == "10.71.1.1" and event["hops"] == 1 and event["log_level"] == "debug"
 
 
 def test_send_error_counted_logged_rate_limited_never_raised() -> None:
@@ -255,3 +257,27 @@ def test_table_from_orders_primary_first_and_reads_state() -> None:
     assert not lan.up, "IFF_UP without IFF_RUNNING (no carrier) is not usable"
     assert table.by_name("lo").up
     assert table.by_address(IPv4Address("127.0.0.1")).index == 1
+
+
+async def test_receive_thread_relays_from_a_real_socket_and_stops_when_cancelled() -> None:
+    sock = open_udp(0, "127.0.0.1")
+    loopback = Interface(socket.if_nametoindex("lo"), "bhnd0", True,
+                         (IPv4Interface("10.71.1.1/24"),))
+    engine = RelayEngine(CONFIG, InterfaceTable.of([loopback]))
+    sender = FakeSender()
+    relay = RelayService(engine, sock, sender)  # type: ignore[arg-type]
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relay.receive_loop)
+                for xid in range(3):
+                    client.sendto(request(xid).payload, sock.getsockname())
+                while len(sender.sent) < 3:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        client.close()
+        sock.close()
+    assert [decode(a.payload).xid for a in sender.sent] == [0, 1, 2]  # type: ignore[attr-defined]
+    assert relay.stopping and engine.counters.received == 3

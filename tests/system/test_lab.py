@@ -120,8 +120,8 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSpec]:
 def _capture(lab: Lab, host: str, ifname: str, name: str) -> Process:
     process = lab.runner.start(
         lab.topology.netns(host),
-        ["tcpdump", "-n", "-U", "-i", ifname, "-w", str(lab.workdir / f"{name}.pcap"),
-         "udp port 67 or udp port 68"],
+        ["tcpdump", "-n", "-U", "--immediate-mode", "-c", "500", "-i", ifname,
+         "-w", str(lab.workdir / f"{name}.pcap"), "udp port 67 or udp port 68"],
         name,
     )
     assert wait_for(lambda: "listening on" in process.output(), 5), process.output()

@@ -35,6 +35,15 @@ IO_MODULES = {
     "subprocess",
 }
 PYROUTE2_ALLOWED = ("relay.netlink", "relay.lab")
+#: The server's sans-IO cores: DHCP decisions, proxyDHCP decisions, the TFTP state machines.
+#: (File access goes through the small source/sink interfaces; paths.py is the shell's part.)
+SERVER_CORE = {
+    *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease")),
+    *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
+    *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
+}
+#: Besides the IO modules, a server core must not open databases or files itself.
+SERVER_CORE_FORBIDDEN = IO_MODULES | {"sqlite3", "os", "pathlib", "server.leasestore"}
 
 
 def module_name(path: Path) -> str:
@@ -146,3 +155,17 @@ def test_server_imports_only_the_wire_of_relay() -> None:
     server = [m for m in GRAPH if within(m, "server")]
     found = violations(server, lambda t: within(t, "relay") and not within(t, "relay.wire"))
     assert found == []
+
+
+def test_server_core_modules_exist() -> None:
+    assert SERVER_CORE <= GRAPH.keys()
+
+
+@pytest.mark.parametrize("module", sorted(SERVER_CORE))
+def test_server_core_is_sans_io(module: str) -> None:
+    assert violations(
+        [module],
+        lambda t: t.split(".")[0] in SERVER_CORE_FORBIDDEN
+        or any(within(t, f) for f in SERVER_CORE_FORBIDDEN if "." in f)
+        or within(t, "server.app") or t.endswith(".service"),
+    ) == []

@@ -114,21 +114,43 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+_IP_HEADERS: dict[tuple[bytes, bytes, int], bytes] = {}
+
+
+def _ip_header(src: bytes, dst: bytes, total: int) -> bytes:
+    """The IPv4 header (checksum included) for a datagram: memoized, for it depends on nothing
+    else and a relay delivers from few addresses, to few destinations, in few sizes."""
+    key = src, dst, total
+    try:
+        return _IP_HEADERS[key]
+    except KeyError:
+        if len(_IP_HEADERS) >= 4096:  # bounded: unicast destinations come from servers
+            _IP_HEADERS.clear()
+        header = _IP_HEADER.pack(0x45, IPTOS_LOWDELAY, total, 0, 0x4000, TTL, socket.IPPROTO_UDP,
+                                 0, src, dst)
+        header = _IP_HEADERS[key] = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
+        return header
+
+
 def ipv4_udp(source: IPv4Address, destination: IPv4Address, source_port: int,
              destination_port: int, payload: bytes) -> bytes:
-    """An IPv4 datagram carrying ``payload`` in UDP, both checksums computed."""
+    """An IPv4 datagram carrying ``payload`` in UDP, both checksums computed.
+
+    The UDP checksum is ``checksum`` of pseudo-header + UDP header + payload, summed in parts:
+    the one's-complement sum is a sum modulo 0xFFFF, and every part starts on a 16-bit boundary.
+    """
     udp_length = _UDP_HEADER.size + len(payload)
     src, dst = source.packed, destination.packed
-    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_length)
-    udp = _UDP_HEADER.pack(source_port, destination_port, udp_length, 0) + payload
-    # RFC 768: "If the computed checksum is zero, it is transmitted as all ones".
-    udp_sum = checksum(pseudo + udp) or 0xFFFF
-    udp = udp[:6] + udp_sum.to_bytes(2, "big") + udp[8:]
-    total = _IP_HEADER.size + udp_length
-    header = _IP_HEADER.pack(0x45, IPTOS_LOWDELAY, total, 0, 0x4000, TTL, socket.IPPROTO_UDP, 0,
-                             src, dst)
-    header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
-    return header + udp
+    padded = payload + b"\0" if len(payload) % 2 else payload
+    total = (int.from_bytes(src + dst, "big") + socket.IPPROTO_UDP + udp_length  # pseudo-header
+             + source_port + destination_port + udp_length  # UDP header, its checksum 0
+             + int.from_bytes(padded, "big")) % 0xFFFF
+    # total is 0..0xFFFE, so its complement is never 0 (a sum of 0 gives 0xFFFF): RFC 768, "If
+    # the computed checksum is zero, it is transmitted as all ones", holds by construction.
+    udp_sum = 0xFFFF - total
+    return b"".join((_ip_header(src, dst, _IP_HEADER.size + udp_length),
+                     _UDP_HEADER.pack(source_port, destination_port, udp_length, udp_sum),
+                     payload))
 
 
 class Sender:

@@ -329,6 +329,20 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary (mostly: blocking, i.e. one wake-up each) and involuntary context switches of
+    all the process's threads."""
+    voluntary = involuntary = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 @contextlib.contextmanager
 def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
     """Start the relay pinned to RELAY_CPU; yield its PID; stop it by PID."""
@@ -363,6 +377,8 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
 class Figures:
     lossless: list[int] = dataclasses.field(default_factory=list)
     cpu_us: list[float] = dataclasses.field(default_factory=list)
+    #: perfdhcp's round trips at the CPU rate: DISCOVER-OFFER + REQUEST-ACK average delays.
+    round_trip_ms: list[float] = dataclasses.field(default_factory=list)
     transit_us: list[dict[MessageType, float]] = dataclasses.field(default_factory=list)
 
     def median_transit(self, kind: MessageType) -> float:
@@ -378,17 +394,24 @@ def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namesp
     with running_relay(bench, spec, f"{name}-{run}") as pid:
         bench.perfdhcp(min(args.cpu_rate, 200), 2)  # warm-up: ARP, kea's lease table
         user, system = cpu_seconds(pid)
+        switches = context_switches(pid)
         result = bench.perfdhcp(args.cpu_rate)
         user, system = (after - before for after, before in zip(cpu_seconds(pid), (user, system)))
+        voluntary, involuntary = (after - before for after, before in
+                                  zip(context_switches(pid), switches))
         used = user + system
         if result.ra_received:
             figures.cpu_us.append(used / result.ra_received * 1e6)
+            figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
         figures.transit_us.append(bench.transit_us(args.latency_rate, 2))
         figures.lossless.append(bench.lossless_rate(args.ladder))
         transit = figures.transit_us[-1]
         print(f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
               f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, relay CPU "
-              f"{used:.2f} s (user {user:.2f}) = {figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA; "
+              f"{used:.2f} s (user {user:.2f}) = {figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA, "
+              f"round trips {result.do_delay_ms + result.ra_delay_ms:.2f} ms, context switches "
+              f"per DORA {voluntary / max(result.ra_received, 1):.2f}+"
+              f"{involuntary / max(result.ra_received, 1):.2f}; "
               "transit us " + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA), flush=True)
 
 
@@ -429,10 +452,11 @@ def main() -> int:
     print(f"\nresults (medians of {args.runs} runs, {args.duration:g} s per perfdhcp run, "
           f"relay on CPU {RELAY_CPU}, perfdhcp+kea on CPU {OTHERS_CPU}; CPU at {args.cpu_rate} "
           f"DORA/s, transit at {args.latency_rate} DORA/s):")
-    print(f"  {'relay':9s} {'lossless':>9s} {'CPU/DORA':>9s}   median transit (us): "
-          + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
+    print(f"  {'relay':9s} {'lossless':>9s} {'CPU/DORA':>9s} {'RTT@CPU':>8s}   median transit "
+          "(us): " + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
     for name, f in figures.items():
-        print(f"  {name:9s} {statistics.median(f.lossless):>7.0f}/s {statistics.median(f.cpu_us):>6.1f}us"
+        print(f"  {name:9s} {statistics.median(f.lossless):>7.0f}/s "
+              f"{statistics.median(f.cpu_us):>6.1f}us {statistics.median(f.round_trip_ms):>6.2f}ms"
               "   " + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
               + f"  {f.added_per_dora_us:>8.0f} us")
     if "dhcrelay" in figures and "boothop" in figures:

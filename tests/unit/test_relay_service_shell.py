@@ -49,6 +49,43 @@ def test_ipv4_udp_frame_checksums_agree_with_scapy() -> None:
         assert (parsed.chksum, parsed[UDP].chksum) == (rebuilt.chksum, rebuilt[UDP].chksum)
 
 
+def _reference_ipv4_udp(source: IPv4Address, destination: IPv4Address, sport: int, dport: int,
+                        payload: bytes) -> bytes:
+    """The datagram built field by field, each checksum over its whole span (RFC 768, 791)."""
+    length = 8 + len(payload)
+    pseudo = source.packed + destination.packed + bytes((0, 17)) + length.to_bytes(2, "big")
+    udp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + length.to_bytes(2, "big")
+    udp_sum = _word_sum_checksum(pseudo + udp + b"\0\0" + payload) or 0xFFFF
+    udp += udp_sum.to_bytes(2, "big") + payload
+    header = bytes((0x45, 0x10)) + (20 + length).to_bytes(2, "big") + bytes((0, 0, 0x40, 0, 64, 17))
+    header += bytes(2) + source.packed + destination.packed
+    header = header[:10] + _word_sum_checksum(header).to_bytes(2, "big") + header[12:]
+    return header + udp
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 65535),
+       st.integers(0, 65535), st.binary(max_size=1500))
+def test_ipv4_udp_equals_field_by_field_construction(src: int, dst: int, sport: int, dport: int,
+                                                     payload: bytes) -> None:
+    source, destination = IPv4Address(src), IPv4Address(dst)
+    assert ipv4_udp(source, destination, sport, dport, payload) == _reference_ipv4_udp(
+        source, destination, sport, dport, payload)
+
+
+def test_ipv4_udp_zero_checksum_sent_as_all_ones() -> None:
+    """RFC 768: "If the computed checksum is zero, it is transmitted as all ones"."""
+    source, destination = IPv4Address("10.71.1.1"), IPv4Address("10.71.1.50")
+    length = 8 + 2
+    # Choose the payload word that brings the one's-complement sum to 0xFFFF (checksum 0).
+    words = [*(int.from_bytes(a.packed[i:i + 2], "big") for a in (source, destination)
+               for i in (0, 2)), 17, length, 67, 68, length]
+    partial = sum(words) % 0xFFFF
+    payload = (0xFFFF - partial).to_bytes(2, "big")
+    frame = ipv4_udp(source, destination, 67, 68, payload)
+    assert frame[26:28] == b"\xff\xff"
+    assert _word_sum_checksum(frame[12:20] + bytes((0, 17)) + frame[24:26] + frame[20:]) == 0
+
+
 def test_checksum_rfc1071_example() -> None:
     # RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (one's complement: 220d).
     assert checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D

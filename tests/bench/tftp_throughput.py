@@ -2,16 +2,19 @@
 
     python3 tests/bench/tftp_throughput.py [--size-mib 64]
 
-Both servers serve one random file on loopback; a small windowsize-aware client (our packet
-module, blocking sockets) downloads it at blksize 512, 1468, and 1468 with windowsize 16, and
-checks the SHA-256. tftpd-hpa does not implement windowsize (RFC 7440): it ignores the option, so
-its row is plain lock-step at that block size. Not collected by pytest (no test_ prefix).
+Both servers serve one random file on loopback. Two clients download it, each case ``--runs``
+times (the median is printed, with the server's CPU seconds per run from /proc/PID/stat):
+curl (C, lock-step) at blksize 512 and 1468, and a small windowsize-aware Python client (our
+packet module) at 512, 1468, and 1468 with windowsize 16; every download's SHA-256 is checked.
+tftpd-hpa does not implement windowsize (RFC 7440): it ignores the option, so its row is plain
+lock-step at that block size. Not collected by pytest (no test_ prefix).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import os
 import shutil
 import socket
@@ -66,6 +69,20 @@ def download(port: int, name: str, options: dict[str, str]) -> bytes:
             return bytes(out)
 
 
+def curl_download(port: int, name: str, options: dict[str, str]) -> bytes:
+    argv = ["curl", "-s", "--max-time", "120", "-o", "-", f"tftp://127.0.0.1:{port}/{name}"]
+    if "blksize" in options:
+        argv[1:1] = ["--tftp-blksize", options["blksize"]]
+    return subprocess.run(argv, capture_output=True, check=True, timeout=150).stdout
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of one process (tftpd-hpa serves each transfer in a forked child that this
+    does not see, so only boothop's CPU is reported)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_port(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -86,6 +103,7 @@ def free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     tftpd = shutil.which("in.tftpd")
     if tftpd is None:
@@ -110,18 +128,27 @@ def main() -> int:
         try:
             wait_port(ours_port)
             wait_port(hpa_port)
-            print(f"{args.size_mib} MiB over loopback, MiB/s (higher is better)")
-            print(f"{'case':<28} {'boothop':>9} {'tftpd-hpa':>10} {'ratio':>6}")
-            for label, options in CASES:
-                rates = []
-                for port in (ours_port, hpa_port):
-                    start = time.perf_counter()
-                    data = download(port, "big.bin", options)
-                    elapsed = time.perf_counter() - start
-                    if hashlib.sha256(data).digest() != digest:
-                        raise RuntimeError(f"{label}: checksum mismatch from port {port}")
-                    rates.append(args.size_mib / elapsed)
-                print(f"{label:<28} {rates[0]:>9.1f} {rates[1]:>10.1f} {rates[0] / rates[1]:>6.2f}")
+            print(f"{args.size_mib} MiB over loopback, MiB/s (higher is better), median of {args.runs};"
+                  " boothop's CPU seconds per download in brackets")
+            print(f"{'client, case':<36} {'boothop':>16} {'tftpd-hpa':>16} {'ratio':>6}")
+            clients = [("curl", curl_download, CASES[:2]), ("python", download, CASES)]
+            servers = [(ours_port, procs[0].pid), (hpa_port, procs[1].pid)]
+            for client, fetch, cases in clients:
+                for label, options in cases:
+                    cells = []
+                    for port, pid in servers:
+                        rates, cpu = [], []
+                        for _ in range(args.runs):
+                            before, start = cpu_seconds(pid), time.perf_counter()
+                            data = fetch(port, "big.bin", options)
+                            rates.append(args.size_mib / (time.perf_counter() - start))
+                            cpu.append(cpu_seconds(pid) - before)
+                            if hashlib.sha256(data).digest() != digest:
+                                raise RuntimeError(f"{label}: checksum mismatch from port {port}")
+                        cells.append((statistics.median(rates), statistics.median(cpu)))
+                    (ours, ours_cpu), (hpa, _) = cells
+                    print(f"{client + ', ' + label:<36} {ours:>7.1f} [{ours_cpu:>5.2f}s] "
+                          f"{hpa:>16.1f} {ours / hpa:>6.2f}")
         finally:
             for proc in procs:  # our own children, by PID
                 proc.terminate()

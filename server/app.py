@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import signal
 
 import structlog
@@ -41,5 +42,12 @@ async def run_services(config: ServerConfig) -> None:
     log.info("server.stopped")
 
 
+#: Allocations between two young-generation collections (CPython's default is 700). Every
+#: packet allocates a few dozen short-lived objects and almost no cycles: collecting every
+#: 700 allocations cost ~7 % of the DHCP server's CPU per DORA, every 20,000 it is noise.
+GC_THRESHOLD = (20_000, 20, 20)
+
+
 def run(config: ServerConfig) -> None:
+    gc.set_threshold(*GC_THRESHOLD)
     trio.run(run_services, config)

@@ -1,7 +1,8 @@
 """Lease persistence behind a small interface; SQLite (WAL, synchronous=FULL) is the default.
 
-``write`` is the group commit: every row of one receive burst in one transaction, committed and
-synced before it returns, so the shell can send the ACKs that depend on them afterwards.
+``write`` is the group commit: every row of one receive burst in one transaction (one prepared
+INSERT OR REPLACE, executemany), committed and synced before it returns, so the shell can send the
+ACKs that depend on them afterwards.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ live in memory only; leases are the rows the shell loaded from the store. Timers
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
@@ -37,11 +37,17 @@ from .lease import Lease, LeaseState, client_key
 INFINITE = 0xFFFFFFFF
 #: Options a BOOTREPLY may carry: the RFC 1497 vendor extensions (codes below the DHCP-only range).
 _BOOTP_MAX_CODE = 49
+#: Bound of the cache of addresses (giaddr, link selection) already matched to a subnet.
+_SUBNET_CACHE = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """A decoded client message and the facts about it every handler needs."""
+    """A decoded client message and the facts about it every handler needs, each worked out once.
+
+    Not frozen: it lives for one call of ``handle``, and a frozen dataclass costs a
+    ``object.__setattr__`` per field for every packet.
+    """
 
     msg: DhcpMessage
     dgram: Datagram
@@ -50,6 +56,26 @@ class Request:
     client_id: bytes | None
     agent_raw: bytes | None
     server_id: IPv4Address
+    #: The message's options by code (the decoder has concatenated repeated codes: RFC 3396).
+    options: dict[int, bytes]
+    #: chaddr cut to hlen.
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranges:
+    """A subnet as integers, for the per-packet address checks (IPv4Address compares are slow)."""
+
+    #: The first and last assignable addresses (the network and broadcast addresses excluded).
+    first: int
+    last: int
+    pools: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, subnet: Subnet) -> _Ranges:
+        network = subnet.network
+        return cls(int(network.network_address) + 1, int(network.broadcast_address) - 1,
+                   tuple((int(pool.first), int(pool.last)) for pool in subnet.pools))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +100,11 @@ class DhcpServerCore:
         self._local_addresses: set[IPv4Address] = set()
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
+        self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
+        self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
+        #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache.
+        self._subnet_of: dict[IPv4Address, Subnet | None] = {}
+        self._last_local: IPv4Address | None = None
         for subnet in config.subnets:
             net = str(subnet.network)
             for reservation in subnet.reservations:
@@ -118,52 +149,59 @@ class DhcpServerCore:
             request = self._request(msg, dgram)
         except _Dropped as dropped:
             return [dropped.drop]
-        mtype = msg.message_type
-        if mtype is None:
+        raw_type = request.options.get(Opt.MESSAGE_TYPE)
+        if raw_type is None or len(raw_type) != 1:
             return self._bootp(request, now)
-        handler = self._HANDLERS.get(mtype)
+        handler = self._HANDLERS.get(raw_type[0])
         if handler is None:
-            return [Drop(DropReason.UNEXPECTED_MESSAGE_TYPE, f"message type {mtype}")]
+            return [Drop(DropReason.UNEXPECTED_MESSAGE_TYPE, f"message type {msg.message_type}")]
         return handler(self, request, now)
 
     def _request(self, msg: DhcpMessage, dgram: Datagram) -> Request:
-        if self.config.interfaces and msg.giaddr == ZERO and dgram.ifname not in self.config.interfaces:
+        relayed = msg.giaddr != ZERO
+        if self.config.interfaces and not relayed and dgram.ifname not in self.config.interfaces:
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
-        client_id = msg.get(Opt.CLIENT_ID) or None
-        if client_id is None and (msg.hlen == 0 or not any(msg.hardware_address)):
+        options = dict(msg.options)
+        mac = msg.hardware_address
+        client_id = options.get(Opt.CLIENT_ID) or None
+        if client_id is None and (msg.hlen == 0 or not any(mac)):
             raise _Dropped(DropReason.NO_CLIENT_IDENTITY)
-        agent_raw = msg.get(Opt.RELAY_AGENT_INFO)
+        agent_raw = options.get(Opt.RELAY_AGENT_INFO)
         link: IPv4Address | None = None
         override: IPv4Address | None = None
-        if agent_raw is not None and msg.giaddr != ZERO:
+        if agent_raw is not None and relayed:
             try:
                 agent = AgentInfo.decode(agent_raw)
                 link = agent.link_selection
                 override = agent.server_id_override
             except WireError as exc:
                 raise _Dropped(DropReason.BAD_RELAY_INFO, str(exc)) from None
-        subnet = self._select_subnet(msg, dgram, link)
+        subnet = self._select_subnet(msg, dgram, link, options.get(Opt.SUBNET_SELECTION), relayed)
         if subnet is None:
-            where = link or msg.get(Opt.SUBNET_SELECTION) or msg.giaddr
+            selection = options.get(Opt.SUBNET_SELECTION)
+            where: object = link or (
+                (IPv4Address(selection) if len(selection) == 4 else selection.hex())
+                if selection is not None else msg.giaddr)
             raise _Dropped(DropReason.NO_SUBNET,
-                           f"no subnet for {where if msg.giaddr != ZERO else dgram.ifname or dgram.local_address}")
+                           f"no subnet for {where if relayed else dgram.ifname or dgram.local_address}")
         # RFC 5107 §4: the server "MUST use the value of the Server Identifier Override
         # sub-option in the Server Identifier option (54) of its replies".
         server_id = override or self.config.server_id or dgram.local_address
-        self._local_addresses.add(dgram.local_address)
-        return Request(msg, dgram, subnet, client_key(client_id, msg.htype, msg.hardware_address),
-                       client_id, agent_raw, server_id)
+        if dgram.local_address is not self._last_local:  # the shell reuses one object per address
+            self._local_addresses.add(dgram.local_address)
+            self._last_local = dgram.local_address
+        return Request(msg, dgram, subnet, client_key(client_id, msg.htype, mac), client_id,
+                       agent_raw, server_id, options, mac)
 
-    def _select_subnet(self, msg: DhcpMessage, dgram: Datagram,
-                       link: IPv4Address | None) -> Subnet | None:
+    def _select_subnet(self, msg: DhcpMessage, dgram: Datagram, link: IPv4Address | None,
+                       selection: bytes | None, relayed: bool) -> Subnet | None:
         """RFC 3527 link selection, then RFC 3011 option 118, then giaddr; ciaddr or the
         receiving interface for a directly attached client."""
-        selection = msg.get(Opt.SUBNET_SELECTION)
         if link is not None:
             return self._subnet_containing(link)
         if selection is not None:
             return self._subnet_containing(IPv4Address(selection)) if len(selection) == 4 else None
-        if msg.giaddr != ZERO:
+        if relayed:
             return self._subnet_containing(msg.giaddr)
         if msg.ciaddr != ZERO and dgram.source == msg.ciaddr:
             return self._subnet_containing(msg.ciaddr)
@@ -173,10 +211,19 @@ class DhcpServerCore:
         return self._subnet_containing(dgram.local_address)
 
     def _subnet_containing(self, address: IPv4Address) -> Subnet | None:
+        try:
+            return self._subnet_of[address]
+        except KeyError:
+            pass
+        found = None
         for subnet in self.config.subnets:
             if address in subnet.network:
-                return subnet
-        return None
+                found = subnet
+                break
+        if len(self._subnet_of) >= _SUBNET_CACHE:
+            self._subnet_of.clear()  # addresses come from the network: bound what they can fill
+        self._subnet_of[address] = found
+        return found
 
     # -- address bookkeeping -----------------------------------------------------------------
     def _store(self, lease: Lease) -> None:
@@ -196,19 +243,22 @@ class DhcpServerCore:
             del self.offer_by_client[(offer.subnet, offer.key)]
 
     def reservation_for(self, request: Request) -> Reservation | None:
+        if not self._reservation_by_ident:
+            return None
         net = request.subnet.name
         found = None
         if request.client_id is not None:
             found = self._reservation_by_ident.get((net, "id", request.client_id))
         if found is None:
-            found = self._reservation_by_ident.get((net, "mac", request.msg.hardware_address))
+            found = self._reservation_by_ident.get((net, "mac", request.mac))
         return found
 
     def available(self, address: IPv4Address, request: Request, now: float) -> bool:
         """Whether ``address`` may be bound to this client now: never one address to two clients."""
-        subnet = request.subnet
-        if address not in subnet.network or address in (
-                subnet.network.network_address, subnet.network.broadcast_address):
+        ranges = self._ranges[request.subnet.name]
+        number = int(address)
+        # Inside the subnet, and neither its network nor its broadcast address.
+        if not ranges.first <= number <= ranges.last:
             return False
         lease = self.leases.get(address)
         if lease is not None and lease.holds(now) and (
@@ -217,16 +267,20 @@ class DhcpServerCore:
         offer = self.offers.get(address)
         if offer is not None and offer.expires > now and offer.key != request.key:
             return False
-        reservation = self._reserved.get(address)
+        reservation = self._reserved.get(address) if self._reserved else None
         if reservation is not None:
             return reservation is self.reservation_for(request)
-        return subnet.in_pool(address)
+        for first, last in ranges.pools:
+            if first <= number <= last:
+                return True
+        return False
 
     def _fresh(self, address: IPv4Address, now: float) -> bool:
         """Free and never used: preferred, so a released address stays its last client's."""
+        if address in self.leases or (self._reserved and address in self._reserved):
+            return False
         offer = self.offers.get(address)
-        return (address not in self.leases and address not in self._reserved
-                and (offer is None or offer.expires <= now))
+        return offer is None or offer.expires <= now
 
     def _scan(self, request: Request, now: float) -> IPv4Address | None:
         subnet = request.subnet
@@ -257,7 +311,7 @@ class DhcpServerCore:
                         self.by_client.get((net, request.key))):
             if address is not None and self.available(address, request, now):
                 return address
-        requested = request.msg.get(Opt.REQUESTED_ADDRESS)
+        requested = request.options.get(Opt.REQUESTED_ADDRESS)
         if requested is not None and len(requested) == 4:
             address = IPv4Address(requested)
             if self.available(address, request, now):
@@ -282,11 +336,11 @@ class DhcpServerCore:
         current = self.leases.get(address)
         renewing = (current is not None and current.client_key == request.key
                     and current.is_active(now))
-        reservation = self._reserved.get(address)
+        reservation = self._reserved.get(address) if self._reserved else None
         hostname = reservation.hostname if reservation is not None else None
         lease = Lease(
             address=address, state=LeaseState.BOUND, client_key=request.key,
-            mac=request.msg.hardware_address, client_id=request.client_id, subnet=net,
+            mac=request.mac, client_id=request.client_id, subnet=net,
             starts=now, expires=None if infinite else now + request.subnet.lease_time,
             hostname=hostname,
         )
@@ -312,8 +366,8 @@ class DhcpServerCore:
 
     def _request_message(self, request: Request, now: float) -> list[Action]:
         msg = request.msg
-        server_id = msg.get(Opt.SERVER_ID)
-        requested_raw = msg.get(Opt.REQUESTED_ADDRESS)
+        server_id = request.options.get(Opt.SERVER_ID)
+        requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
         requested = IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
         net = request.subnet.name
         if server_id is not None:
@@ -364,7 +418,7 @@ class DhcpServerCore:
                 or server_id in self._local_addresses)
 
     def _decline(self, request: Request, now: float) -> list[Action]:
-        requested_raw = request.msg.get(Opt.REQUESTED_ADDRESS)
+        requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
         if requested_raw is None or len(requested_raw) != 4:
             return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
         address = IPv4Address(requested_raw)
@@ -375,7 +429,7 @@ class DhcpServerCore:
         if not held:
             return [Drop(DropReason.DECLINE_NOT_HELD, str(address))]
         # RFC 2131 §4.3.3: "the server MUST mark the network address as not available".
-        declined = Lease(address, LeaseState.DECLINED, request.key, request.msg.hardware_address,
+        declined = Lease(address, LeaseState.DECLINED, request.key, request.mac,
                          request.client_id, request.subnet.name, now,
                          now + self.config.decline_time)
         self._forget_offer(address)
@@ -418,7 +472,8 @@ class DhcpServerCore:
         return self._bind(request, address, now, infinite=True) + [
             self._reply(request, ReplyKind.BOOTREPLY, address)]
 
-    _HANDLERS = {
+    #: By message type (option 53's byte; MessageType is an IntEnum, so either is a key).
+    _HANDLERS: dict[int, Callable[[DhcpServerCore, Request, float], list[Action]]] = {
         MessageType.DISCOVER: _discover,
         MessageType.REQUEST: _request_message,
         MessageType.DECLINE: _decline,
@@ -434,31 +489,25 @@ class DhcpServerCore:
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
         nak = kind is ReplyKind.NAK
-        destination = reply_destination(msg, yiaddr, nak=nak)
-        options: list[tuple[int, bytes]] = []
         bootp = kind is ReplyKind.BOOTREPLY
+        destination = reply_destination(msg, yiaddr, nak=nak)
+        static = self._static_options.get((subnet.name, kind))
+        if static is None:
+            static = self._static_options[(subnet.name, kind)] = _static_options(subnet, kind)
+        options: list[tuple[int, bytes]] = []
         if not bootp:
-            mtype = {ReplyKind.OFFER: MessageType.OFFER, ReplyKind.NAK: MessageType.NAK}.get(
-                kind, MessageType.ACK)
-            options.append((Opt.MESSAGE_TYPE, bytes((mtype,))))
+            options.append(_MESSAGE_TYPE_OPTION[kind])
             options.append((Opt.SERVER_ID, request.server_id.packed))
-        if kind in (ReplyKind.OFFER, ReplyKind.ACK):
-            options.append((Opt.LEASE_TIME, subnet.lease_time.to_bytes(4, "big")))
-            options.append((Opt.RENEWAL_TIME, subnet.t1.to_bytes(4, "big")))
-            options.append((Opt.REBINDING_TIME, subnet.t2.to_bytes(4, "big")))
+        options += static
         if nak:
             options.append((Opt.MESSAGE, message.encode()))
         else:
-            # RFC 2131 §4.3.5: the DHCPACK to a DHCPINFORM carries no lease time (options 51,
-            # 58, 59 are added only above, for OFFER and ACK).
-            for code, value in subnet.options:
-                if not bootp or code <= _BOOTP_MAX_CODE:
-                    options.append((code, value))
-            reservation = self._reserved.get(yiaddr)
-            if reservation is not None and reservation.hostname and not any(c == Opt.HOST_NAME for c, _ in options):
+            reservation = self._reserved.get(yiaddr) if self._reserved else None
+            if reservation is not None and reservation.hostname and not any(
+                    c == Opt.HOST_NAME for c, _ in static):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
             if self.pxe_colocated and not bootp:
-                vendor = msg.get(Opt.VENDOR_CLASS_ID) or b""
+                vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
                 if vendor.startswith(b"PXEClient"):
                     options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
         if request.client_id is not None and not bootp:
@@ -475,7 +524,7 @@ class DhcpServerCore:
             flags=destination.flags,
             # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
             # else 0.
-            ciaddr=msg.ciaddr if kind in (ReplyKind.ACK, ReplyKind.INFORM_ACK, ReplyKind.BOOTREPLY) else ZERO,
+            ciaddr=msg.ciaddr if kind in _CIADDR_ECHOED else ZERO,
             yiaddr=yiaddr,
             siaddr=subnet.next_server if subnet.next_server is not None and not nak else ZERO,
             giaddr=msg.giaddr,
@@ -483,19 +532,45 @@ class DhcpServerCore:
             options=tuple(options),
         )
         try:
-            payload = encode(reply, self._capacity(msg))
+            payload = encode(reply, self._capacity(request.options))
         except CapacityError as exc:
             return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
         return Send(kind, reply, payload, destination.address, destination.port,
                     request.dgram.local_address, request.dgram.ifindex, destination.to_chaddr)
 
     @staticmethod
-    def _capacity(msg: DhcpMessage) -> int:
+    def _capacity(options: dict[int, bytes]) -> int:
         """RFC 2132 §9.10: the client's maximum DHCP message size, never below 576."""
-        raw = msg.get(Opt.MAX_MESSAGE_SIZE)
+        raw = options.get(Opt.MAX_MESSAGE_SIZE)
         if raw is None or len(raw) != 2:
             return DHCP_MIN_MAX_SIZE
         return max(DHCP_MIN_MAX_SIZE, min(int.from_bytes(raw, "big"), ETHERNET_MAX_MESSAGE))
+
+
+_MESSAGE_TYPE_OPTION = {
+    ReplyKind.OFFER: (Opt.MESSAGE_TYPE, bytes((MessageType.OFFER,))),
+    ReplyKind.ACK: (Opt.MESSAGE_TYPE, bytes((MessageType.ACK,))),
+    ReplyKind.INFORM_ACK: (Opt.MESSAGE_TYPE, bytes((MessageType.ACK,))),
+    ReplyKind.NAK: (Opt.MESSAGE_TYPE, bytes((MessageType.NAK,))),
+}
+_CIADDR_ECHOED = frozenset({ReplyKind.ACK, ReplyKind.INFORM_ACK, ReplyKind.BOOTREPLY})
+
+
+def _static_options(subnet: Subnet, kind: ReplyKind) -> tuple[tuple[int, bytes], ...]:
+    """The options every reply of ``kind`` on ``subnet`` carries after 53 and 54: built once."""
+    if kind is ReplyKind.NAK:
+        return ()
+    options: list[tuple[int, bytes]] = []
+    if kind in (ReplyKind.OFFER, ReplyKind.ACK):
+        # RFC 2131 §4.3.5: the DHCPACK to a DHCPINFORM carries no lease time (options 51, 58,
+        # 59 are added only here, for OFFER and ACK).
+        options.append((Opt.LEASE_TIME, subnet.lease_time.to_bytes(4, "big")))
+        options.append((Opt.RENEWAL_TIME, subnet.t1.to_bytes(4, "big")))
+        options.append((Opt.REBINDING_TIME, subnet.t2.to_bytes(4, "big")))
+    bootp = kind is ReplyKind.BOOTREPLY
+    options.extend((code, value) for code, value in subnet.options
+                   if not bootp or code <= _BOOTP_MAX_CODE)
+    return tuple(options)
 
 
 class _Dropped(Exception):

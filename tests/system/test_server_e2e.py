@@ -1,12 +1,12 @@
 """boothop-server end to end: real clients behind ISC dhcrelay, in namespaces of our own.
 
 ```
- bhs-ca-N (dhclient, udhcpc, dhcpcd) ──[10.51.1.0/24]── ┐
-                                                        ├─ bhs-rt-N (dhcrelay) ──[10.51.0.0/24]── bhs-sv-N (boothop-server)
- bhs-cb-N (dhclient, udhcpc, BOOTP)  ──[10.51.2.0/24]── ┘
+ bhk-ca-N (dhclient, udhcpc, dhcpcd) ──[10.52.1.0/24]── ┐
+                                                        ├─ bhk-rt-N (dhcrelay) ──[10.52.0.0/24]── bhk-sv-N (boothop-server)
+ bhk-cb-N (dhclient, udhcpc, BOOTP)  ──[10.52.2.0/24]── ┘
 ```
 
-Minimal fixture code of our own (prefix ``bhs``); every process is stopped by PID and every
+Minimal fixture code of our own (prefix ``bhk``); every process is stopped by PID and every
 namespace deleted in ``finally``, whatever the test does.
 """
 
@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_ADDR = "10.51.0.2"
+SERVER_ADDR = "10.52.0.2"
 RESERVED_MAC = "52:54:00:51:02:0a"
-RESERVED_ADDR = "10.51.2.10"
+RESERVED_ADDR = "10.52.2.10"
 CLIENT_SCRIPT = """#!/bin/sh
 # dhclient-script / udhcpc script stand-in: configure the address only, touch no host file.
 log() { echo "$*" >> "$0.log"; }
@@ -68,7 +68,7 @@ class Lab:
     def __init__(self, tmp: Path) -> None:
         self.tag = secrets.token_hex(2)
         self.tmp = tmp
-        self.ns = {role: f"bhs-{role}-{self.tag}" for role in ("sv", "rt", "ca", "cb")}
+        self.ns = {role: f"bhk-{role}-{self.tag}" for role in ("sv", "rt", "ca", "cb")}
         self.procs: list[subprocess.Popen[bytes]] = []
         self.server: subprocess.Popen[bytes] | None = None
         self.config = tmp / "server.toml"
@@ -83,19 +83,19 @@ class Lab:
             sh("ip", "netns", "add", ns)
             self.ex("sv" if ns == self.ns["sv"] else ns, "ip", "link", "set", "lo", "up", raw_ns=ns)
         t = self.tag
-        for peer, here, there, addr in (("sv", f"bhs-s{t}", f"bhs-rs{t}", "10.51.0"),
-                                        ("ca", f"bhs-a{t}", f"bhs-ra{t}", "10.51.1"),
-                                        ("cb", f"bhs-b{t}", f"bhs-rb{t}", "10.51.2")):
+        for peer, here, there, addr in (("sv", f"bhk-s{t}", f"bhk-rs{t}", "10.52.0"),
+                                        ("ca", f"bhk-a{t}", f"bhk-ra{t}", "10.52.1"),
+                                        ("cb", f"bhk-b{t}", f"bhk-rb{t}", "10.52.2")):
             sh("ip", "link", "add", here, "netns", self.ns[peer], "type", "veth", "peer", "name", there,
                "netns", self.ns["rt"])
             self.ex("rt", "ip", "addr", "add", f"{addr}.1/24", "dev", there)
             self.ex("rt", "ip", "link", "set", there, "up")
             self.ex(peer, "ip", "link", "set", here, "up")
-        self.ex("sv", "ip", "addr", "add", f"{SERVER_ADDR}/24", "dev", f"bhs-s{t}")
-        self.ex("sv", "ip", "route", "add", "default", "via", "10.51.0.1")
+        self.ex("sv", "ip", "addr", "add", f"{SERVER_ADDR}/24", "dev", f"bhk-s{t}")
+        self.ex("sv", "ip", "route", "add", "default", "via", "10.52.0.1")
         self.ex("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.spawn("rt", "dhcrelay", "-d", "-4", "-q", "-id", f"bhs-ra{t}", "-id", f"bhs-rb{t}",
-                   "-iu", f"bhs-rs{t}", SERVER_ADDR, log="dhcrelay.log")
+        self.spawn("rt", "dhcrelay", "-d", "-4", "-q", "-id", f"bhk-ra{t}", "-id", f"bhk-rb{t}",
+                   "-iu", f"bhk-rs{t}", SERVER_ADDR, log="dhcrelay.log")
 
     def ex(self, role: str, *args: str, raw_ns: str | None = None, check: bool = True,
            timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -121,7 +121,7 @@ class Lab:
                 except ProcessLookupError:
                     pass
         # dhcpcd keeps its lease file on the host; remove ours (named after our interfaces).
-        for lease in Path("/var/lib/dhcpcd").glob(f"bhs-a{self.tag}*"):
+        for lease in Path("/var/lib/dhcpcd").glob(f"bhk-a{self.tag}*"):
             lease.unlink(missing_ok=True)
         for ns in self.ns.values():
             sh("ip", "netns", "del", ns, check=False)
@@ -133,17 +133,17 @@ class Lab:
 lease_db = "{self.db}"
 offer_hold = 10
 [dhcp.options]
-dns-servers = ["10.51.0.53"]
+dns-servers = ["10.52.0.53"]
 [[dhcp.subnets]]
-subnet = "10.51.1.0/24"
-pools = ["10.51.1.100-10.51.1.199"]
+subnet = "10.52.1.0/24"
+pools = ["10.52.1.100-10.52.1.199"]
 lease_time = {lease_time}
-options = {{ routers = ["10.51.1.1"] }}
+options = {{ routers = ["10.52.1.1"] }}
 [[dhcp.subnets]]
-subnet = "10.51.2.0/24"
-pools = ["10.51.2.100-10.51.2.199"]
+subnet = "10.52.2.0/24"
+pools = ["10.52.2.100-10.52.2.199"]
 lease_time = {lease_time}
-options = {{ routers = ["10.51.2.1"] }}
+options = {{ routers = ["10.52.2.1"] }}
   [[dhcp.subnets.reservations]]
   mac = "{RESERVED_MAC}"
   address = "{RESERVED_ADDR}"
@@ -231,7 +231,7 @@ sys.exit(1)
 
 
 def bootp(lab_: Lab, mac: str) -> str:
-    result = lab_.ex("cb", sys.executable, "-c", BOOTP_CLIENT, f"bhs-b{lab_.tag}", mac, check=False,
+    result = lab_.ex("cb", sys.executable, "-c", BOOTP_CLIENT, f"bhk-b{lab_.tag}", mac, check=False,
                      timeout=15)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -259,19 +259,19 @@ def in_pool(address: str | None, prefix: str) -> bool:
 def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
     require_system("dhcrelay", "dhclient", "udhcpc", "dhcpcd")
     with lab(tmp_path) as L:
-        a, b = f"bhs-a{L.tag}", f"bhs-b{L.tag}"
+        a, b = f"bhk-a{L.tag}", f"bhk-b{L.tag}"
         L.write_config()
-        L.start_server()
+        L.start_server(level="debug")  # per-packet lines (server.ack) are debug
         # dhclient on subnet A
         assert dhclient(L, "ca", a).returncode == 0
         first_a = L.address_of("ca", a)
-        assert in_pool(first_a, "10.51.1."), first_a
+        assert in_pool(first_a, "10.52.1."), first_a
         # udhcpc on subnet B, kept running to renew and release on signals
         udhcpc = L.spawn("cb", "udhcpc", "-f", "-i", b, "-s", str(L.script), "-t", "5", "-T", "1",
                          log="udhcpc.log")
         wait_for(lambda: any(l.startswith("bound ") for l in script_log(L)), 15, "udhcpc lease")
         first_b = L.address_of("cb", b)
-        assert in_pool(first_b, "10.51.2."), first_b
+        assert in_pool(first_b, "10.52.2."), first_b
         rows = {r["address"]: r for r in L.leases()}
         assert rows[first_a]["state"] == "bound" and rows[first_b]["state"] == "bound"
         # RENEWING: unicast straight to the server, ACKed to ciaddr
@@ -279,7 +279,7 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         wait_for(lambda: f"renew {first_b}" in script_log(L), 10, "udhcpc renew")
         # restart the server: both clients keep their addresses
         L.stop_server()
-        L.start_server()
+        L.start_server(level="debug")
         udhcpc.send_signal(signal.SIGUSR1)
         wait_for(lambda: script_log(L).count(f"renew {first_b}") >= 2, 10, "renew after restart")
         assert dhclient(L, "ca", a).returncode == 0  # INIT-REBOOT from its lease file
@@ -297,7 +297,7 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         result = L.ex("ca", "dhcpcd", "-4", "-1", "-B", "-t", "15", "-c", str(L.script), "-f", "/dev/null",
                       "--noarp", a, check=False, timeout=30)
         assert result.returncode == 0, result.stderr
-        assert in_pool(L.address_of("ca", a), "10.51.1.")
+        assert in_pool(L.address_of("ca", a), "10.52.1.")
         events = [e["event"] for e in L.server_events()]
         assert events.count("server.listening") == 2 and "server.ack" in events
 
@@ -458,10 +458,10 @@ def test_crash_sigkill_under_load_keeps_every_acked_lease(tmp_path: Path) -> Non
     shim = slow_disk_shim(tmp_path)
     with lab(tmp_path) as L:
         L.write_config(lease_time=3600)
-        L.ex("ca", "ip", "addr", "add", "10.51.1.50/24", "dev", f"bhs-a{L.tag}")
-        L.ex("ca", "ip", "route", "add", "default", "via", "10.51.1.1")
+        L.ex("ca", "ip", "addr", "add", "10.52.1.50/24", "dev", f"bhk-a{L.tag}")
+        L.ex("ca", "ip", "route", "add", "default", "via", "10.52.1.1")
         acks, stop, order = tmp_path / "acks.jsonl", tmp_path / "stop", tmp_path / "kill-order"
-        generator = L.spawn("ca", sys.executable, "-c", LOAD_GENERATOR, "10.51.1.50", "80", "55",
+        generator = L.spawn("ca", sys.executable, "-c", LOAD_GENERATOR, "10.52.1.50", "80", "55",
                             str(acks), SERVER_ADDR, str(stop), str(order), log="generator.log")
 
         def await_acks(count: int, what: str) -> None:

@@ -219,3 +219,13 @@ def test_dhcp_and_non_colocated_pxe_on_one_port_is_refused(tmp_path: Path,
     assert str(path) in err and "pxe.colocated" in err and "UDP port 67" in err
     assert main(["check", "-c", str(write_config(tmp_path, pxe + "colocated = true\n"))]) == 0
     assert main(["check", "-c", str(write_config(tmp_path, pxe + "port = 1067\n"))]) == 0
+
+
+def test_commit_window_default_and_bounds() -> None:
+    assert config().commit_window == 0.001
+    assert config(commit_window=0).commit_window == 0.0
+    assert config(commit_window=0.002).commit_window == 0.002
+    err = bad(lambda t: t.__setitem__("commit_window", 0.5))
+    assert err.key == "dhcp.commit_window" and "at most 0.1" in err.reason
+    err = bad(lambda t: t.__setitem__("commit_window", -1))
+    assert err.key == "dhcp.commit_window"

@@ -1,14 +1,48 @@
-"""UDP helpers shared by the TFTP and proxyDHCP shells: IP_PKTINFO, log hygiene."""
+"""UDP helpers shared by the TFTP and proxyDHCP shells: receive loop, IP_PKTINFO, log hygiene."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
 
 #: Linux <netinet/in.h>; the socket module does not export it.
 IP_PKTINFO = 8
 PKTINFO_SPACE = socket.CMSG_SPACE(12)
+
+
+#: Packets handled back to back before the loop lets other trio tasks run.
+FAIRNESS_BATCH = 64
+
+
+async def datagrams(
+    sock: socket.socket, bufsize: int, log: Any, error_event: str
+) -> AsyncIterator[tuple[bytes, list[tuple[int, int, bytes]], Any]]:
+    """(data, ancillary data, source) of each datagram, for as long as the caller iterates.
+
+    Drains the non-blocking socket until it would block, then waits for readability: measured
+    here at about 7 µs per packet, against about 50 µs when every receive is awaited. Receive
+    errors are logged as ``error_event`` and skipped. Close it with ``contextlib.aclosing``.
+    """
+    handled = 0
+    while True:
+        handled += 1
+        if handled % FAIRNESS_BATCH == 0:
+            await trio.lowlevel.checkpoint()
+        try:
+            data, ancdata, _flags, source = sock.recvmsg(bufsize, PKTINFO_SPACE)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        except OSError as exc:
+            log.warning(error_event, error=exc.strerror)
+            await trio.lowlevel.checkpoint()
+            continue
+        yield data, ancdata, source
 
 
 def escaped(text: str) -> str:

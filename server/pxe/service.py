@@ -7,19 +7,19 @@ the answer back out of that interface from that address.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from ipaddress import IPv4Address
 
 import structlog
 import trio
 
-from server.udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, pktinfo, pktinfo_cmsg
+from server.udp import IP_PKTINFO, RateLimit, datagrams, pktinfo, pktinfo_cmsg
 
 from .config import PxeConfig
 from .proxy import Datagram, Drop, Dropped, handle
 
 STATS_INTERVAL = 300.0
-_FAIRNESS_BATCH = 64
 
 
 def _socket(address: str, port: int) -> socket.socket:
@@ -54,38 +54,26 @@ async def _serve_socket(
     log: structlog.BoundLogger,
 ) -> None:
     limit = RateLimit()
-    handled = 0
-    while True:
-        handled += 1
-        if handled % _FAIRNESS_BATCH == 0:
-            await trio.lowlevel.checkpoint()
-        try:
-            data, ancdata, _flags, source = sock.recvmsg(4096, PKTINFO_SPACE)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            continue
-        except OSError as exc:
-            log.warning("pxe.receive.failed", error=exc.strerror)
-            await trio.lowlevel.checkpoint()
-            continue
-        ifindex, local = pktinfo(ancdata) or (0, config.address)
-        result = handle(Datagram(data, source, port, IPv4Address(local), ifindex), config)
-        if isinstance(result, Dropped):
-            counters.drops[result.reason] += 1
-            # Other DHCP traffic is none of our business: counted, never logged per packet.
-            if result.reason is not Drop.NOT_PXE_CLIENT and limit.allow():
-                log.info("pxe.drop", reason=result.reason.value, detail=result.detail,
-                         source=source)
-            continue
-        counters.replies += 1
-        try:
-            sock.sendmsg([result.payload], [pktinfo_cmsg(result.ifindex, local)], 0, result.to)
-        except OSError as exc:  # includes a full send buffer: the client retransmits
-            log.warning("pxe.send.failed", error=exc.strerror, to=result.to)
-            continue
-        if limit.allow():
-            log.info("pxe.reply.sent", to=f"{result.to[0]}:{result.to[1]}", port=port,
-                     ifindex=result.ifindex)
+    async with contextlib.aclosing(datagrams(sock, 4096, log, "pxe.receive.failed")) as received:
+        async for data, ancdata, source in received:
+            ifindex, local = pktinfo(ancdata) or (0, config.address)
+            result = handle(Datagram(data, source, port, IPv4Address(local), ifindex), config)
+            if isinstance(result, Dropped):
+                counters.drops[result.reason] += 1
+                # Other DHCP traffic is none of our business: counted, never logged per packet.
+                if result.reason is not Drop.NOT_PXE_CLIENT and limit.allow():
+                    log.info("pxe.drop", reason=result.reason.value, detail=result.detail,
+                             source=source)
+                continue
+            counters.replies += 1
+            try:
+                sock.sendmsg([result.payload], [pktinfo_cmsg(result.ifindex, local)], 0, result.to)
+            except OSError as exc:  # includes a full send buffer: the client retransmits
+                log.warning("pxe.send.failed", error=exc.strerror, to=result.to)
+                continue
+            if limit.allow():
+                log.info("pxe.reply.sent", to=f"{result.to[0]}:{result.to[1]}", port=port,
+                         ifindex=result.ifindex)
 
 
 async def serve_proxydhcp(

@@ -7,13 +7,14 @@ socket call per packet. The kernel socket buffer is the back-pressure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 
 import structlog
 import trio
 
-from server.udp import IP_PKTINFO, PKTINFO_SPACE, RateLimit, escaped, pktinfo
+from server.udp import FAIRNESS_BATCH, IP_PKTINFO, RateLimit, datagrams, escaped, pktinfo
 
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
@@ -22,7 +23,6 @@ from .transfer import Address, ReadTransfer, Send
 from .write import WriteTransfer
 
 #: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
-_FAIRNESS_BATCH = 64
 async def _send(sock: socket.socket, sends: list[Send]) -> None:
     for send in sends:
         while True:
@@ -63,7 +63,7 @@ async def _run_transfer(
                     ended = True
                     _ended(transfer, admission, started, log)
                 handled += 1
-                if handled % _FAIRNESS_BATCH == 0:
+                if handled % FAIRNESS_BATCH == 0:
                     await trio.lowlevel.checkpoint()
                 try:
                     data, source = sock.recvfrom(65536)
@@ -116,31 +116,20 @@ async def serve_tftp(
             log.info("tftp.listening", address=config.address, port=port, root=config.root,
                      write_root=config.upload_root if config.allow_write else None)
             task_status.started(port)
-            handled = 0
-            while True:
-                handled += 1
-                if handled % _FAIRNESS_BATCH == 0:
-                    await trio.lowlevel.checkpoint()
-                try:
-                    data, ancdata, _flags, client = listener.recvmsg(65536, PKTINFO_SPACE)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(listener)
-                    continue
-                except OSError as exc:
-                    log.warning("tftp.receive.failed", error=exc.strerror)
-                    await trio.lowlevel.checkpoint()
-                    continue
-                result = admission.admit(data, client, opener, creator)
-                if isinstance(result, Refused):
-                    if refusals.allow():
-                        log.info("tftp.request.refused", client=client, reason=result.reason.value,
-                                 detail=escaped(result.detail))
-                    if result.reply is not None:
-                        await _send(listener, [Send(result.reply, client)])
-                    continue
-                info = pktinfo(ancdata)
-                local = info[1] if info else config.address
-                _start_transfer(nursery, result, client, local, admission, log)
+            received = datagrams(listener, 65536, log, "tftp.receive.failed")
+            async with contextlib.aclosing(received):
+                async for data, ancdata, client in received:
+                    result = admission.admit(data, client, opener, creator)
+                    if isinstance(result, Refused):
+                        if refusals.allow():
+                            log.info("tftp.request.refused", client=client,
+                                     reason=result.reason.value, detail=escaped(result.detail))
+                        if result.reply is not None:
+                            await _send(listener, [Send(result.reply, client)])
+                        continue
+                    info = pktinfo(ancdata)
+                    local = info[1] if info else config.address
+                    _start_transfer(nursery, result, client, local, admission, log)
 
 
 def _start_transfer(

@@ -55,6 +55,14 @@ LANS = {
 }
 
 
+def need(binary: str) -> str:
+    """The path of a program the test runs; skip, with the reason, when it is not installed."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed")
+    return path
+
+
 def require_system(*binaries: str) -> None:
     """Skip, with the reason, when namespaces or a needed program are unavailable."""
     if os.geteuid() != 0:

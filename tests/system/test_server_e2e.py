@@ -16,7 +16,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +27,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from conftest import require_system
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_ADDR = "10.52.0.2"
@@ -48,16 +48,6 @@ else                        # udhcpc: $1 is the event
 fi
 exit 0
 """
-
-
-def require_system(*binaries: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode:
-        pytest.skip("`ip netns` unavailable")
-    missing = [b for b in binaries if shutil.which(b) is None]
-    if missing:
-        pytest.skip(f"missing programs: {', '.join(missing)}")
 
 
 def sh(*args: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:

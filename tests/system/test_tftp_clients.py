@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,17 +16,11 @@ import trio
 
 from server.tftp.config import TftpConfig
 from server.tftp.service import serve_tftp
+from conftest import need
 
 pytestmark = pytest.mark.system
 SMALL = 3000
 LARGE = 40 * 1024 * 1024  # 81920 blocks of 512 bytes: block numbers roll over past 65535
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -25,16 +24,10 @@ from server.tftp.negotiation import TransferParams
 from server.tftp.service import serve_tftp
 from server.tftp.source import BytesSource
 from server.tftp.transfer import Outcome, ReadTransfer
+from conftest import need
 
 pytestmark = pytest.mark.system
 SIZES = {"small.bin": 3000, "large.bin": 3 * 1024 * 1024 + 123, "exact.bin": 512 * 8}
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

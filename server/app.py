@@ -9,7 +9,7 @@ import signal
 import structlog
 import trio
 
-from server.config import ServerConfig
+from boothop.server.config import ServerConfig
 
 
 async def _stop_on_signal(cancel_scope: trio.CancelScope,
@@ -29,14 +29,14 @@ async def run_services(config: ServerConfig) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, nursery.cancel_scope)
         if config.dhcp is not None:
-            from server.dhcp.service import serve_dhcp
+            from boothop.server.dhcp.service import serve_dhcp
             colocated = config.pxe is not None and config.pxe.colocated
             await nursery.start(functools.partial(serve_dhcp, config.dhcp, pxe_colocated=colocated))
         if config.pxe is not None:
-            from server.pxe.service import serve_proxydhcp
+            from boothop.server.pxe.service import serve_proxydhcp
             await nursery.start(serve_proxydhcp, config.pxe)
         if config.tftp is not None:
-            from server.tftp.service import serve_tftp
+            from boothop.server.tftp.service import serve_tftp
             await nursery.start(serve_tftp, config.tftp)
         log.info("server.started", config=config.path)
     log.info("server.stopped")

@@ -9,8 +9,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from server.config import ServerConfig, load_config
-from server.errors import ConfigError
+from boothop.server.config import ServerConfig, load_config
+from boothop.server.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
 
@@ -49,7 +49,7 @@ def cmd_check(config: ServerConfig) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     errors = 0
     if config.dhcp is not None and os.path.exists(config.dhcp.lease_db):
-        from server.leasestore import open_store
+        from boothop.server.leasestore import open_store
         store = open_store(config.dhcp.lease_db)
         try:
             leases = store.load()
@@ -76,7 +76,7 @@ def cmd_check(config: ServerConfig) -> int:
 
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
-    from server.leasestore import open_store
+    from boothop.server.leasestore import open_store
     store = open_store(_dhcp(config).dhcp.lease_db)  # type: ignore[union-attr]
     try:
         leases = store.load()
@@ -99,8 +99,8 @@ def cmd_leases(config: ServerConfig, as_json: bool) -> int:
 
 
 def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
-    from server.leasestore import open_store
-    from server.reconcile import format_plan, plan_reconcile
+    from boothop.server.leasestore import open_store
+    from boothop.server.reconcile import format_plan, plan_reconcile
     dhcp = _dhcp(config).dhcp
     assert dhcp is not None
     store = open_store(dhcp.lease_db)
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from server.app import run
-    from server.logs import configure_logging
+    from boothop.server.app import run
+    from boothop.server.logs import configure_logging
     configure_logging(getattr(args, "log_format", None) or config.log_format,
                       getattr(args, "log_level", "info"))
     try:
@@ -140,6 +140,3 @@ def main(argv: list[str] | None = None) -> int:
         pass
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

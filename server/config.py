@@ -6,12 +6,12 @@ import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from server.dhcp.config import DhcpConfig, parse_dhcp
-from server.errors import ConfigError
+from boothop.server.dhcp.config import DhcpConfig, parse_dhcp
+from boothop.server.errors import ConfigError
 
 if TYPE_CHECKING:
-    from server.pxe.config import PxeConfig
-    from server.tftp.config import TftpConfig
+    from boothop.server.pxe.config import PxeConfig
+    from boothop.server.tftp.config import TftpConfig
 
 _SECTIONS = ("dhcp", "pxe", "tftp", "log")
 
@@ -43,10 +43,10 @@ def parse_config(data: dict[str, Any], path: str) -> ServerConfig:
     pxe_table, tftp_table, dhcp_table = (_table(data, n, path) for n in ("pxe", "tftp", "dhcp"))
     pxe = tftp = None
     if pxe_table is not None:
-        from server.pxe.config import parse_pxe
+        from boothop.server.pxe.config import parse_pxe
         pxe = parse_pxe(pxe_table, path)
     if tftp_table is not None:
-        from server.tftp.config import parse_tftp
+        from boothop.server.tftp.config import parse_tftp
         tftp = parse_tftp(tftp_table, path)
     dhcp = None
     if dhcp_table is not None:

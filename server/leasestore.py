@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from server.dhcp.lease import Lease, LeaseState
+from boothop.server.dhcp.lease import Lease, LeaseState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from server.dhcp.config import DhcpConfig, Reservation, Subnet
-from server.dhcp.lease import Lease, LeaseState, client_key
+from boothop.server.dhcp.config import DhcpConfig, Reservation, Subnet
+from boothop.server.dhcp.lease import Lease, LeaseState, client_key
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A plain BOOTP client (RFC 951: no option 53) for the lab: one request, one reply, bounded.
 
-Run inside a client namespace: ``python -m relay.lab.bootp_client --ifname eth0 --mac MAC``.
+Run inside a client namespace: ``python -m boothop.relay.lab.bootp_client --ifname eth0 --mac MAC``.
 It sets the broadcast flag (RFC 1542 §3.1.1) because it has no address yet to receive a unicast
 reply on, and prints the reply as JSON: the address the server assigned, the server and the file.
 """
@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from relay.wire import (
+from boothop.relay.wire import (
     BROADCAST_FLAG,
     CLIENT_PORT,
     SERVER_PORT,

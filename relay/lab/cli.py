@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from relay.configfile import ConfigError
+from boothop.relay.configfile import ConfigError
 
 from .lab import Lab, run_demo
 from .scenarios import SCENARIOS, run_scenario
@@ -97,6 +97,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:10} " + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells))
     return 0 if all_ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

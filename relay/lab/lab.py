@@ -248,7 +248,7 @@ class Lab:
     def _boot_bootp(self, client: ClientSpec, result: ClientResult) -> None:
         completed = self.runner.run(
             self.topology.netns(client.name),
-            [sys.executable, "-m", "relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac],
+            [sys.executable, "-m", "boothop.relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac],
             timeout=self.spec.client_timeout,
         )
         reply = json.loads(completed.stdout or "null")
@@ -263,7 +263,7 @@ class Lab:
         """The PXE 2.1 client emulation (relay.lab.pxe_client): offers, 4011, TFTP."""
         completed = self.runner.run(
             self.topology.netns(client.name),
-            [sys.executable, "-m", "relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
+            [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
             timeout=self.spec.client_timeout,
         )
         try:

@@ -1,6 +1,6 @@
 """A PXE 2.1 client for the lab: the firmware behaviour of the second field report, on real sockets.
 
-Run inside a client namespace: ``python -m relay.lab.pxe_client --ifname eth0 --mac MAC``. It
+Run inside a client namespace: ``python -m boothop.relay.lab.pxe_client --ifname eth0 --mac MAC``. It
 broadcasts a DHCPDISCOVER as a PXE ROM does (option 60 "PXEClient:Arch:00000:UNDI:002001", 93, 94,
 97, broadcast flag), collects offers for a bounded time and chooses as the PXE 2.1 specification
 (§2.2.1) orders them: an offer with an address *and* "PXEClient" ("DHCP and PXE in the same offer")
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from relay.wire import (
+from boothop.relay.wire import (
     BROADCAST_FLAG,
     CLIENT_PORT,
     PXE_PORT,
@@ -45,7 +45,7 @@ from relay.wire import (
     decode,
     encode,
 )
-from relay.wire.pxe import PxeVendorOptions, is_pxe_client
+from boothop.relay.wire.pxe import PxeVendorOptions, is_pxe_client
 
 #: PXE spec 2.1 §2.4 (option 60 of a client): "PXEClient:Arch:xxxxx:UNDI:yyyzzz"; arch 0 is
 #: x86 BIOS, UNDI 2.1.

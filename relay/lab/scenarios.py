@@ -80,7 +80,7 @@ def _bootp(lab: Lab, client: ClientSpec) -> dict[str, Any] | None:
     """One BOOTP exchange; the reply as the client saw it (None when no reply came)."""
     completed = lab.runner.run(
         lab.topology.netns(client.name),
-        [sys.executable, "-m", "relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac,
+        [sys.executable, "-m", "boothop.relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac,
          "--timeout", "2", "--attempts", "3"],
         timeout=30,
     )
@@ -190,7 +190,7 @@ def with_spec_client(spec: LabSpec) -> tuple[LabSpec, ClientSpec]:
 def _spec_client(lab: Lab, client: ClientSpec) -> dict[str, Any]:
     completed = lab.runner.run(
         lab.topology.netns(client.name),
-        [sys.executable, "-m", "relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
+        [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
         timeout=60,
     )
     try:

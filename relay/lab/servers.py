@@ -125,7 +125,7 @@ def daemons(spec: LabSpec, workdir: Path) -> list[tuple[str, str, list[str]]]:
         ("dhcp", "dhcp", [*server, str(workdir / "dhcp.toml")]),
         ("pxe", "pxe", [*server, str(workdir / "pxe.toml")]),
         ("relay", "router", relay_argv(spec, workdir)),
-        ("ra", "router", [sys.executable, "-m", "relay.lab.ra", *(f"lan-{s.name}" for s in spec.subnets)]),
+        ("ra", "router", [sys.executable, "-m", "boothop.relay.lab.ra", *(f"lan-{s.name}" for s in spec.subnets)]),
     ]
 
 

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from relay.configfile import ConfigError
+from boothop.relay.configfile import ConfigError
 
 CLIENT_KINDS = ("pxe", "pxe-spec", "dhclient", "udhcpc", "bootp")
 RELAYS = ("boothop", "dhcrelay")

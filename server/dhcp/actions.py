@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from relay.wire import DhcpMessage
+from boothop.relay.wire import DhcpMessage
 
 from .lease import Lease
 

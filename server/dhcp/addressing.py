@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, ZERO, DhcpMessage
+from boothop.relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, ZERO, DhcpMessage
 
 BROADCAST = IPv4Address("255.255.255.255")
 

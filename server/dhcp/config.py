@@ -8,7 +8,7 @@ from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from server.errors import ConfigError
+from boothop.server.errors import ConfigError
 
 from .optiondefs import MANAGED_CODES, encode_value, resolve_name
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from relay.wire import (
+from boothop.relay.wire import (
     DHCP_MIN_MAX_SIZE,
     ETHERNET_MAX_MESSAGE,
     ZERO,

@@ -35,8 +35,8 @@ from ipaddress import IPv4Address
 import structlog
 import trio
 
-from server.leasestore import LeaseStore, open_store
-from server.reconcile import format_plan, plan_reconcile
+from boothop.server.leasestore import LeaseStore, open_store
+from boothop.server.reconcile import format_plan, plan_reconcile
 
 from .actions import Commit, Datagram, Drop, DropReason, ReplyKind, Send
 from .config import DhcpConfig

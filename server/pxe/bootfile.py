@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from relay.wire import ClientArch
+from boothop.relay.wire import ClientArch
 
 from .config import BootFiles, PxeConfig
 

@@ -10,9 +10,9 @@ from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Any
 
-from relay.wire import ClientArch
-from relay.wire.pxe import arch_name
-from server.errors import ConfigError
+from boothop.relay.wire import ClientArch
+from boothop.relay.wire.pxe import arch_name
+from boothop.server.errors import ConfigError
 
 #: The boot-table key for clients whose user class (option 77) is "iPXE".
 IPXE_KEY = "ipxe"

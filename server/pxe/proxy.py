@@ -10,7 +10,7 @@ import dataclasses
 import enum
 from ipaddress import IPv4Address
 
-from relay.wire import (
+from boothop.relay.wire import (
     ETHERNET_MAX_MESSAGE,
     SERVER_PORT,
     DHCP_MIN_MAX_SIZE,
@@ -24,7 +24,7 @@ from relay.wire import (
     decode,
     encode,
 )
-from relay.wire.pxe import (
+from boothop.relay.wire.pxe import (
     BootServerType,
     PxeVendorOptions,
     client_architectures,

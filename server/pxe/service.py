@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 import structlog
 import trio
 
-from server.udp import IP_PKTINFO, RateLimit, datagrams, pktinfo, pktinfo_cmsg
+from boothop.server.udp import IP_PKTINFO, RateLimit, datagrams, pktinfo, pktinfo_cmsg
 
 from .config import PxeConfig
 from .proxy import Datagram, Drop, Dropped, handle

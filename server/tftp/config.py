@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 from typing import Any
 
-from server.errors import ConfigError
+from boothop.server.errors import ConfigError
 
 #: RFC 2348 §"Block Size Option Specification": "valid values range between 8 and 65464".
 BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464

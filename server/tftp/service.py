@@ -14,7 +14,7 @@ import socket
 import structlog
 import trio
 
-from server.udp import FAIRNESS_BATCH, IP_PKTINFO, RateLimit, datagrams, escaped, pktinfo
+from boothop.server.udp import FAIRNESS_BATCH, IP_PKTINFO, RateLimit, datagrams, escaped, pktinfo
 
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig

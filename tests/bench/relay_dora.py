@@ -6,9 +6,9 @@ Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.45
 (the relay, -id lanc0 -iu up0 -a) and ``server`` (kea-dhcp4, memfile, a 32k pool) on 10.45.100.0/24.
 Cores: the relay alone on CPU 1, perfdhcp, kea and tcpdump on CPU 0 (taskset), so both relays meet
 the same contention. The relays take turns (dhcrelay, boothop, dhcrelay, ...) so that a change in
-the machine's load during the run hits both alike. boothop-relay runs from this checkout
-(``python3 -c 'from relay.cli import main'`` with this tree first on the path), not from whatever
-``boothop-relay`` the PATH holds. Needs root, perfdhcp (kea-admin), kea-dhcp4, dhcrelay, tcpdump and
+the machine's load during the run hits both alike. boothop-relay runs as
+``python3 -m boothop.relay`` of the interpreter running the benchmark (the checkout, when it is
+installed editable), not from whatever ``boothop-relay`` the PATH holds. Needs root, perfdhcp (kea-admin), kea-dhcp4, dhcrelay, tcpdump and
 a C compiler (``cc``, for the shim below).
 
 perfdhcp (2.2) in DHCPv4 always acts as a relay itself, so it sends templates instead (giaddr 0,
@@ -46,9 +46,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from relay.lab.processes import ProcessRunner, wait_for
-from relay.lab.topology import Host, Lan, Port, Route, Topology
-from relay.wire import BROADCAST_FLAG, DhcpMessage, MessageType, Opt, WireError, decode, encode
+from boothop.relay.lab.processes import ProcessRunner, wait_for
+from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
+from boothop.relay.wire import BROADCAST_FLAG, DhcpMessage, MessageType, Opt, WireError, decode, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "system"))
@@ -317,9 +317,7 @@ def relay_spec(name: str, workdir: Path) -> RelaySpec:
         return RelaySpec(["dhcrelay", "-q", "-4", "-pf", str(pidfile), *common, SERVER], pidfile)
     if name == "boothop":
         # At boothop-relay's default log level (info) nothing is written per packet either.
-        main = "from relay.cli import main; raise SystemExit(main())"
-        return RelaySpec([sys.executable, "-c", main, "-d", *common, SERVER],
-                         env={"PYTHONPATH": str(ROOT)})
+        return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", *common, SERVER])
     raise ValueError(f"unknown relay {name!r} (dhcrelay, boothop)")
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from relay.lab.processes import Process, ProcessRunner, wait_for  # noqa: E402
+from boothop.relay.lab.processes import Process, ProcessRunner, wait_for  # noqa: E402
 
 GENERATOR = "10.52.0.1"
 SERVER = "10.52.0.2"
@@ -110,7 +110,7 @@ subnet = "{SUBNET}"
 pools = ["{POOL[0]}-{POOL[1]}"]
 lease_time = 600
 """)
-    return ([sys.executable, "-m", "server.cli", "run", "-c", str(config), "--log-format", "json",
+    return ([sys.executable, "-m", "boothop.server", "run", "-c", str(config), "--log-format", "json",
              "--log-level", "warning"], {"PYTHONPATH": str(ROOT)})
 
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.tftp import packet
+from boothop.server.tftp import packet
 
 CASES = [("blksize 512", {}), ("blksize 1468", {"blksize": "1468"}),
          ("blksize 1468 windowsize 16", {"blksize": "1468", "windowsize": "16"})]
@@ -120,7 +120,7 @@ def main() -> int:
         config = root / "bench.toml"
         config.write_text(f'[tftp]\nroot = "{root}"\naddress = "127.0.0.1"\nport = {ours_port}\n')
         procs = [
-            subprocess.Popen([sys.executable, "-m", "server.pxe", "-c", str(config)],
+            subprocess.Popen([sys.executable, "-m", "boothop.server", "run", "-c", str(config)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             subprocess.Popen([tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

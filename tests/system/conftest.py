@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.lab.processes import Process, ProcessRunner, wait_for
-from relay.lab.topology import Host, Lan, Port, Route, Topology, reap_stale
+from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
+from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology, reap_stale
 
 from servers import Pool, start_kea, start_recorder
 

@@ -16,8 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from relay.lab.processes import Process, ProcessRunner, wait_for
-from relay.wire import DhcpMessage, decode
+from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
+from boothop.relay.wire import DhcpMessage, decode
 
 # -- kea-dhcp4-server ------------------------------------------------------------------------
 

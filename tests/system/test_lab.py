@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from relay.lab.lab import Lab, run_demo
-from relay.lab.processes import Process, wait_for
-from relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
-from relay.lab.servers import NBP_SIZE
-from relay.lab.servers import read_events, relay_counters
-from relay.lab.spec import LabSpec, load_lab
-from relay.lab.topology import alive, namespace_pids, remove_prefix
-from relay.wire import AgentInfo, Op, Opt, WireError, decode
+from boothop.relay.lab.lab import Lab, run_demo
+from boothop.relay.lab.processes import Process, wait_for
+from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
+from boothop.relay.lab.servers import NBP_SIZE
+from boothop.relay.lab.servers import read_events, relay_counters
+from boothop.relay.lab.spec import LabSpec, load_lab
+from boothop.relay.lab.topology import alive, namespace_pids, remove_prefix
+from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 
 pytestmark = pytest.mark.system
 
@@ -266,7 +266,7 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
 
 def test_pxe_client_prints_its_steps_as_json(spec: LabSpec) -> None:
     """The client on its own, against the fixed lab: one JSON object, every step, exit 0."""
-    from relay.lab.scenarios import with_spec_client
+    from boothop.relay.lab.scenarios import with_spec_client
 
     full, client = with_spec_client(spec)
     lab = Lab(full)
@@ -275,7 +275,7 @@ def test_pxe_client_prints_its_steps_as_json(spec: LabSpec) -> None:
         (lab.workdir / "tftp" / "undionly.kpxe").write_bytes(b"x" * 1000)
         completed = lab.runner.run(
             lab.topology.netns(client.name),
-            [sys.executable, "-m", "relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac,
+            [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac,
              "--offer-wait", "1"],
             timeout=30,
         )

@@ -2,7 +2,7 @@
 
 ```
  client ──[LAN cli]── lan0  router (ISC dhcrelay -a)  up0 ──[LAN srv]──┬─ dhcp  kea-dhcp4   10.61.100.10
-          10.61.1.0/24 10.61.1.1                 10.61.100.1           └─ pxe   python -m server.pxe
+          10.61.1.0/24 10.61.1.1                 10.61.100.1           └─ pxe   boothop-server run
                                                                                  (proxyDHCP + TFTP) 10.61.100.20
 ```
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
-from relay.lab.processes import Process, ProcessRunner, wait_for
-from relay.lab.topology import Host, Lan, Port, Route, Topology
+from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
+from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 from servers import Pool, start_kea
 
 from conftest import require_system
@@ -64,7 +64,7 @@ def start_pxe(runner: ProcessRunner, namespace: str, workdir: Path) -> Process:
         f'[pxe]\nserver_address = "{PXE}"\n[pxe.boot]\nbios = "undionly.kpxe"\n'
         f'efi-x64 = "{BOOT_FILE}"\n[tftp]\nroot = "{root}"\ntimeout = 0.5\n'
     )
-    process = runner.start(namespace, [sys.executable, "-m", "server.pxe", "-c", str(config)], "pxe",
+    process = runner.start(namespace, [sys.executable, "-m", "boothop.server", "run", "-c", str(config)], "pxe",
                            cwd=HERE.parents[1])
     if not wait_for(lambda: "tftp.listening" in process.output() or not process.running(), 15):
         raise RuntimeError(f"PXE server did not start:\n{process.output()}")

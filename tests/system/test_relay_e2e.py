@@ -25,9 +25,9 @@ from servers import (
     start_udhcpc,
 )
 
-from relay.lab.processes import Process, wait_for
-from relay.lab.topology import OWNER_DIR, Host, Topology, reap_stale
-from relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt
+from boothop.relay.lab.processes import Process, wait_for
+from boothop.relay.lab.topology import OWNER_DIR, Host, Topology, reap_stale
+from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt
 
 pytestmark = pytest.mark.system
 

@@ -14,8 +14,8 @@ from ipaddress import IPv4Interface
 import pytest
 import trio
 
-from relay.interfaces import InterfaceTable
-from relay.netlink import dump, follow_interfaces
+from boothop.relay.interfaces import InterfaceTable
+from boothop.relay.netlink import dump, follow_interfaces
 
 pytestmark = pytest.mark.system
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.sockets import ETH_P_IP, checksum, ipv4_udp
-from relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
+from boothop.relay.sockets import ETH_P_IP, checksum, ipv4_udp
+from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
 
 pytestmark = pytest.mark.system
 
@@ -40,7 +40,7 @@ ROUTER_UP = "10.71.100.1"
 SERVER = "10.71.100.10"
 SERVER2 = "10.71.100.11"
 YIADDR = "10.71.1.50"
-RELAY_MAIN = "from relay.cli import main; raise SystemExit(main())"
+RELAY_MAIN = "from boothop.relay.cli import main; raise SystemExit(main())"
 
 
 def require_system() -> None:
@@ -82,7 +82,7 @@ class Net:
     """The three namespaces, the test's sockets in them, and the relay process."""
 
     def __init__(self, tmp_path: Path) -> None:
-        from relay.lab.topology import Host, Lan, Port, Route, Topology
+        from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 
         self.tmp = tmp_path
         self.topology = Topology(f"{PREFIX}-{secrets.token_hex(3)}", [
@@ -324,7 +324,7 @@ def test_interface_and_address_added_after_start_are_used_without_restart(net: N
     assert missing and missing[0]["ifnames"] == ["bhnx0"]
 
     # A new client LAN appears: a veth pair between the router and a new client namespace.
-    from relay.lab.topology import Host, Lan, Port, Topology
+    from boothop.relay.lab.topology import Host, Lan, Port, Topology
 
     net.topology = Topology(net.topology.prefix, [
         *net.topology.hosts.values(), Host("client2"),

@@ -145,7 +145,7 @@ options = {{ routers = ["10.52.2.1"] }}
         log = self.tmp / "server.log"
         mark = log.stat().st_size if log.exists() else 0
         env = ["env", f"LD_PRELOAD={preload}"] if preload is not None else []
-        self.server = self.spawn("sv", *env, sys.executable, "-m", "server.cli", "run", "-c", str(self.config),
+        self.server = self.spawn("sv", *env, sys.executable, "-m", "boothop.server", "run", "-c", str(self.config),
                                  "--log-format", "json", "--log-level", level, log="server.log")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -170,7 +170,7 @@ options = {{ routers = ["10.52.2.1"] }}
         return events
 
     def leases(self) -> list[dict[str, object]]:
-        out = sh(sys.executable, "-m", "server.cli", "leases", "-c", str(self.config), "--json").stdout
+        out = sh(sys.executable, "-m", "boothop.server", "leases", "-c", str(self.config), "--json").stdout
         return json.loads(out)
 
     def address_of(self, role: str, ifname: str) -> str | None:
@@ -196,7 +196,7 @@ def dhclient(lab_: Lab, role: str, ifname: str, *extra: str) -> subprocess.Compl
 BOOTP_CLIENT = """
 import socket, sys, time
 from ipaddress import IPv4Address
-from relay.wire import BROADCAST_FLAG, DhcpMessage, Op, decode, encode
+from boothop.relay.wire import BROADCAST_FLAG, DhcpMessage, Op, decode, encode
 ifname, mac, xid = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), 0x51B007
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -303,7 +303,7 @@ def test_field_report_bootp_reservation_after_database_deleted(tmp_path: Path) -
         L.stop_server()
         for suffix in ("", "-wal", "-shm"):
             Path(str(L.db) + suffix).unlink(missing_ok=True)
-        out = sh(sys.executable, "-m", "server.cli", "reconcile", "-c", str(L.config)).stdout
+        out = sh(sys.executable, "-m", "boothop.server", "reconcile", "-c", str(L.config)).stdout
         assert f"{RESERVED_ADDR}: reservation missing" in out
         rows = {r["address"]: r for r in L.leases()}
         assert rows[RESERVED_ADDR]["mac"] == RESERVED_MAC
@@ -321,7 +321,7 @@ def test_field_report_bootp_reservation_after_database_deleted(tmp_path: Path) -
 LOAD_GENERATOR = """
 import json, os, random, socket, sys, time
 from ipaddress import IPv4Address
-from relay.wire import DhcpMessage, MessageType, Op, decode, encode
+from boothop.relay.wire import DhcpMessage, MessageType, Op, decode, encode
 giaddr, clients, seconds, out = IPv4Address(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), open(sys.argv[4], 'a')
 server, stop, order = sys.argv[5], sys.argv[6], sys.argv[7]
 recorded = 0

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from server.tftp.config import TftpConfig
-from server.tftp.service import serve_tftp
+from boothop.server.tftp.config import TftpConfig
+from boothop.server.tftp.service import serve_tftp
 from conftest import need
 
 pytestmark = pytest.mark.system

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import trio
 
-from server.tftp import packet
-from server.tftp.config import TftpConfig
-from server.tftp.negotiation import TransferParams
-from server.tftp.service import serve_tftp
-from server.tftp.source import BytesSource
-from server.tftp.transfer import Outcome, ReadTransfer
+from boothop.server.tftp import packet
+from boothop.server.tftp.config import TftpConfig
+from boothop.server.tftp.negotiation import TransferParams
+from boothop.server.tftp.service import serve_tftp
+from boothop.server.tftp.source import BytesSource
+from boothop.server.tftp.transfer import Outcome, ReadTransfer
 from conftest import need
 
 pytestmark = pytest.mark.system

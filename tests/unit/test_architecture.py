@@ -47,7 +47,8 @@ SERVER_CORE_FORBIDDEN = IO_MODULES | {"sqlite3", "os", "pathlib", "server.leases
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """The import name of a file of the tree: ``relay/wire/codes.py`` is ``boothop.relay.wire.codes``."""
+    parts = ["boothop", *path.relative_to(ROOT).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -70,10 +71,12 @@ def imports_of(path: Path) -> Iterator[str]:
 
 
 def graph() -> dict[str, set[str]]:
+    """Every module of the tree and its imports, names relative to ``boothop``."""
     modules: dict[str, set[str]] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            modules[module_name(path)] = set(imports_of(path))
+            name = module_name(path).removeprefix("boothop.")
+            modules[name] = {target.removeprefix("boothop.") for target in imports_of(path)}
     return modules
 
 
@@ -102,8 +105,20 @@ def test_the_walker_sees_the_tree() -> None:
     assert any(within(t, "pyroute2") for t in GRAPH["relay.netlink"])
 
 
+def test_our_packages_are_imported_by_their_boothop_names() -> None:
+    """``relay`` and ``server`` are folders, not import names: nothing imports them bare."""
+    bare = sorted(
+        f"{module_name(path)} imports {target}"
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        for target in imports_of(path)
+        if target.split(".")[0] in PACKAGES
+    )
+    assert bare == []
+
+
 def test_resolution_of_relative_imports() -> None:
-    assert module_name(ROOT / "relay" / "wire" / "__init__.py") == "relay.wire"
+    assert module_name(ROOT / "relay" / "wire" / "__init__.py") == "boothop.relay.wire"
     assert "relay.wire.codes.Opt" in GRAPH["relay.wire"]  # "from .codes import Opt" in a package
     assert (
         "relay.drops.DropReason" in GRAPH["relay.actions"]

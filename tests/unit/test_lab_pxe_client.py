@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.lab import pxe_client as pc
-from relay.lab.servers import pxe_config
-from relay.lab.spec import parse_lab
-from relay.wire import (
+from boothop.relay.lab import pxe_client as pc
+from boothop.relay.lab.servers import pxe_config
+from boothop.relay.lab.spec import parse_lab
+from boothop.relay.wire import (
     BROADCAST_FLAG,
     ZERO,
     DhcpMessage,
@@ -22,7 +22,7 @@ from relay.wire import (
     decode,
     encode,
 )
-from relay.wire.pxe import BootServerType, PxeVendorOptions, encode_boot_menu, encode_boot_servers
+from boothop.relay.wire.pxe import BootServerType, PxeVendorOptions, encode_boot_menu, encode_boot_servers
 
 MAC = bytes.fromhex("02b007000001")
 DHCP, PXE = IPv4Address("10.91.0.10"), IPv4Address("10.91.0.20")
@@ -108,8 +108,8 @@ def test_discover_carries_the_pxe_options_and_the_broadcast_flag() -> None:
 
 
 def test_messages_against_the_proxydhcp_core_with_the_lab_configuration(tmp_path: Path) -> None:
-    from server.config import load_config
-    from server.pxe.proxy import Datagram, Reply, handle
+    from boothop.server.config import load_config
+    from boothop.server.pxe.proxy import Datagram, Reply, handle
 
     spec = parse_lab({
         "servers": {"router": "10.91.0.1/24", "dhcp": "10.91.0.10/24", "pxe": "10.91.0.20/24"},

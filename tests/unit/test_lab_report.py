@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from relay.lab.lab import ClientResult
-from relay.lab.report import (
+from boothop.relay.lab.lab import ClientResult
+from boothop.relay.lab.report import (
     LANES,
     Arrow,
     ladder_svg,
@@ -17,7 +17,7 @@ from relay.lab.report import (
     render,
     report_text,
 )
-from relay.lab.spec import parse_lab
+from boothop.relay.lab.spec import parse_lab
 
 MAC = "52:54:00:91:01:01"
 DHCP, PXE = "10.91.0.10", "10.91.0.20"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from relay.configfile import ConfigError
-from relay.lab.spec import load_lab, parse_lab
+from boothop.relay.configfile import ConfigError
+from boothop.relay.lab.spec import load_lab, parse_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "lab.toml"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ConfigError
-from server.pxe.config import arch_code, parse_pxe
-from server.tftp.config import parse_tftp
+from boothop.server.errors import ConfigError
+from boothop.server.pxe.config import arch_code, parse_pxe
+from boothop.server.tftp.config import parse_tftp
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "pxe-server.toml"
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, PxeSub, decode, encode
-from relay.wire.pxe import PxeVendorOptions
-from server.pxe.config import BootFiles, MenuItem, PxeConfig, SubnetBoot
-from server.pxe.proxy import Datagram, Drop, Dropped, Reply, handle
+from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, PxeSub, decode, encode
+from boothop.relay.wire.pxe import PxeVendorOptions
+from boothop.server.pxe.config import BootFiles, MenuItem, PxeConfig, SubnetBoot
+from boothop.server.pxe.proxy import Datagram, Drop, Dropped, Reply, handle
 
 SERVER = IPv4Address("10.61.2.10")
 GIADDR = IPv4Address("10.61.1.1")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli import build_parser, main, settings_from_args
-from relay.config import AgentPolicy, InterfaceConfig, RelayConfig
-from relay.configfile import ConfigError, RelaySettings
-from relay.interfaces import Role
+from boothop.relay.cli import build_parser, main, settings_from_args
+from boothop.relay.config import AgentPolicy, InterfaceConfig, RelayConfig
+from boothop.relay.configfile import ConfigError, RelaySettings
+from boothop.relay.interfaces import Role
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "relay.toml"
 

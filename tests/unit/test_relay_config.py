@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import AgentPolicy, InterfaceConfig
-from relay.configfile import ConfigError, RelaySettings, load, parse
-from relay.interfaces import Role
+from boothop.relay.config import AgentPolicy, InterfaceConfig
+from boothop.relay.configfile import ConfigError, RelaySettings, load, parse
+from boothop.relay.interfaces import Role
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "relay.toml"
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from relay.actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
-from relay.config import AgentPolicy, InterfaceConfig, RelayConfig
-from relay.drops import DropReason
-from relay.engine import RelayEngine
-from relay.interfaces import Interface, InterfaceTable, Role
-from relay.wire import (
+from boothop.relay.actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from boothop.relay.config import AgentPolicy, InterfaceConfig, RelayConfig
+from boothop.relay.drops import DropReason
+from boothop.relay.engine import RelayEngine
+from boothop.relay.interfaces import Interface, InterfaceTable, Role
+from boothop.relay.wire import (
     BROADCAST_FLAG,
     FLAG_UNICAST,
     MAGIC_COOKIE,

@@ -34,10 +34,10 @@ from test_relay_engine import (
     request,
 )
 
-from relay.actions import Datagram, Deliver, Drop, Forward, Outcome, Warn
-from relay.config import AgentPolicy
-from relay.engine import RelayEngine
-from relay.wire import ZERO, AgentInfo, AgentSub, MessageType, Op, Opt, decode, encode
+from boothop.relay.actions import Datagram, Deliver, Drop, Forward, Outcome, Warn
+from boothop.relay.config import AgentPolicy
+from boothop.relay.engine import RelayEngine
+from boothop.relay.wire import ZERO, AgentInfo, AgentSub, MessageType, Op, Opt, decode, encode
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_wire_properties import BIG, FUZZ, PROPERTY, addresses, messages
 
-from relay.wire import (
+from boothop.relay.wire import (
     MAGIC_COOKIE,
     DhcpMessage,
     Frame,

@@ -15,17 +15,17 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
 
-from relay.actions import Datagram, Deliver, Forward, Outcome, Warn
-from relay.config import InterfaceConfig, RelayConfig
-from relay.configfile import ConfigError
-from relay.drops import DropReason
-from relay.engine import RelayEngine
-from relay.interfaces import Interface, InterfaceTable, Role
-from relay.logs import RateLimiter
-from relay.netlink import table_from
-from relay.service import RelayService
-from relay.sockets import checksum, ipv4_udp, open_udp, receive
-from relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+from boothop.relay.actions import Datagram, Deliver, Forward, Outcome, Warn
+from boothop.relay.config import InterfaceConfig, RelayConfig
+from boothop.relay.configfile import ConfigError
+from boothop.relay.drops import DropReason
+from boothop.relay.engine import RelayEngine
+from boothop.relay.interfaces import Interface, InterfaceTable, Role
+from boothop.relay.logs import RateLimiter
+from boothop.relay.netlink import table_from
+from boothop.relay.service import RelayService
+from boothop.relay.sockets import checksum, ipv4_udp, open_udp, receive
+from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
 
 SERVER = IPv4Address("10.71.100.10")
 LAN = Interface(7, "bhnd0", True, (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from relay.wire import Opt
-from server.cli import main
-from server.config import load_config
-from server.dhcp.config import parse_dhcp
-from server.dhcp.core import DhcpServerCore
-from server.dhcp.lease import Lease, LeaseState
-from server.errors import ConfigError
-from server.leasestore import SqliteLeaseStore
-from server.reconcile import plan_reconcile
+from boothop.relay.wire import Opt
+from boothop.server.cli import main
+from boothop.server.config import load_config
+from boothop.server.dhcp.config import parse_dhcp
+from boothop.server.dhcp.core import DhcpServerCore
+from boothop.server.dhcp.lease import Lease, LeaseState
+from boothop.server.errors import ConfigError
+from boothop.server.leasestore import SqliteLeaseStore
+from boothop.server.reconcile import plan_reconcile
 from test_server_helpers import BASE_TOML, MT, config, dgram, reply_of, request
 
 RESERVED_MAC = bytes.fromhex("52540000010a")

@@ -6,10 +6,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from relay.wire import BROADCAST_FLAG, AgentSub, DhcpMessage, MessageType, Op, Opt, encode
-from server.dhcp.actions import Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
-from server.dhcp.core import DhcpServerCore
-from server.dhcp.lease import LeaseState
+from boothop.relay.wire import BROADCAST_FLAG, AgentSub, DhcpMessage, MessageType, Op, Opt, encode
+from boothop.server.dhcp.actions import Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
+from boothop.server.dhcp.core import DhcpServerCore
+from boothop.server.dhcp.lease import LeaseState
 from test_server_helpers import (
     MT, RELAY_A, RELAY_B, SERVER, agent, config, dgram, mac, opt_addr, reply_of, request, sends,
 )

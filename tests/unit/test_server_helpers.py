@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
-from server.dhcp.actions import Datagram, Send
-from server.dhcp.config import DhcpConfig, parse_dhcp
+from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
+from boothop.server.dhcp.actions import Datagram, Send
+from boothop.server.dhcp.config import DhcpConfig, parse_dhcp
 
 SERVER = IPv4Address("10.51.0.1")
 RELAY_A = IPv4Address("10.51.1.1")

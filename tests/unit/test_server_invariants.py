@@ -9,9 +9,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from relay.wire import Opt, decode
-from server.dhcp.actions import Send
-from server.dhcp.core import DhcpServerCore
+from boothop.relay.wire import Opt, decode
+from boothop.server.dhcp.actions import Send
+from boothop.server.dhcp.core import DhcpServerCore
 from test_server_helpers import MT, SERVER, config, dgram, mac, opt_addr, request
 
 ZERO = IPv4Address(0)

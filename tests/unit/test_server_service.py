@@ -10,11 +10,11 @@ from ipaddress import IPv4Address
 import structlog
 from structlog.testing import capture_logs
 
-from relay.wire import decode, encode
-from server.dhcp.actions import Commit, Send
-from server.dhcp.core import DhcpServerCore
-from server.dhcp.lease import Lease
-from server.dhcp.service import _PKTINFO, IP_PKTINFO, _Durable, _Receiver, _Stats
+from boothop.relay.wire import decode, encode
+from boothop.server.dhcp.actions import Commit, Send
+from boothop.server.dhcp.core import DhcpServerCore
+from boothop.server.dhcp.lease import Lease
+from boothop.server.dhcp.service import _PKTINFO, IP_PKTINFO, _Durable, _Receiver, _Stats
 from test_server_helpers import MT, RELAY_A, SERVER, config, mac, opt_addr, request
 
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.errors import ConfigError
-from server.tftp import packet
-from server.tftp.admission import Accepted, Admission, Refusal, Refused
-from server.tftp.config import TftpConfig, parse_tftp
-from server.tftp.negotiation import negotiate
-from server.tftp.packet import ErrorCode, Opcode
-from server.tftp.paths import FileRefused, open_file, resolve
-from server.tftp.source import BytesSource, NetasciiSource
+from boothop.server.errors import ConfigError
+from boothop.server.tftp import packet
+from boothop.server.tftp.admission import Accepted, Admission, Refusal, Refused
+from boothop.server.tftp.config import TftpConfig, parse_tftp
+from boothop.server.tftp.negotiation import negotiate
+from boothop.server.tftp.packet import ErrorCode, Opcode
+from boothop.server.tftp.paths import FileRefused, open_file, resolve
+from boothop.server.tftp.source import BytesSource, NetasciiSource
 
 CLIENT = ("10.61.1.5", 50000)
 CONFIG = TftpConfig(root="/srv/tftp", max_transfers=3, max_per_client=2)

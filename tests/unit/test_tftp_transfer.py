@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from server.tftp import packet
-from server.tftp.negotiation import TransferParams
-from server.tftp.packet import Data, ErrorCode
-from server.tftp.source import BytesSource
-from server.tftp.transfer import Ignored, Outcome, ReadTransfer
+from boothop.server.tftp import packet
+from boothop.server.tftp.negotiation import TransferParams
+from boothop.server.tftp.packet import Data, ErrorCode
+from boothop.server.tftp.source import BytesSource
+from boothop.server.tftp.transfer import Ignored, Outcome, ReadTransfer
 
 PEER = ("10.61.1.5", 40000)
 

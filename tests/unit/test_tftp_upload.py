@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ConfigError
-from server.tftp import packet
-from server.tftp.admission import Accepted, Admission, Refusal, Refused
-from server.tftp.config import TftpConfig, parse_tftp
-from server.tftp.packet import ErrorCode, Opcode
-from server.tftp.paths import FileRefused, _FileWriter, create_file
-from server.tftp.sink import BytesSink, NetasciiSink, SinkError
-from server.tftp.write import WriteTransfer
+from boothop.server.errors import ConfigError
+from boothop.server.tftp import packet
+from boothop.server.tftp.admission import Accepted, Admission, Refusal, Refused
+from boothop.server.tftp.config import TftpConfig, parse_tftp
+from boothop.server.tftp.packet import ErrorCode, Opcode
+from boothop.server.tftp.paths import FileRefused, _FileWriter, create_file
+from boothop.server.tftp.sink import BytesSink, NetasciiSink, SinkError
+from boothop.server.tftp.write import WriteTransfer
 
 CLIENT = ("10.65.1.5", 50000)
 WRITABLE = TftpConfig(root="/srv/tftp", allow_write=True, max_write_size=10_000,

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.tftp import packet
-from server.tftp.negotiation import TransferParams
-from server.tftp.packet import Ack, ErrorCode
-from server.tftp.sink import BytesSink, NetasciiSink, SinkError
-from server.tftp.source import BytesSource, NetasciiSource
-from server.tftp.transfer import Ignored, Outcome, ReadTransfer, Send
-from server.tftp.write import WriteTransfer
+from boothop.server.tftp import packet
+from boothop.server.tftp.negotiation import TransferParams
+from boothop.server.tftp.packet import Ack, ErrorCode
+from boothop.server.tftp.sink import BytesSink, NetasciiSink, SinkError
+from boothop.server.tftp.source import BytesSource, NetasciiSource
+from boothop.server.tftp.transfer import Ignored, Outcome, ReadTransfer, Send
+from boothop.server.tftp.write import WriteTransfer
 
 PEER = ("10.65.1.5", 40000)
 SERVER = ("10.65.2.10", 50000)

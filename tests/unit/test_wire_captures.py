@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.wire import ClientArch, MessageType, Opt, PxeSub, decode, encode
-from relay.wire.pxe import (
+from boothop.relay.wire import ClientArch, MessageType, Opt, PxeSub, decode, encode
+from boothop.relay.wire.pxe import (
     BootServerType,
     NetworkInterfaceId,
     PxeVendorOptions,

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from relay.wire import (
+from boothop.relay.wire import (
     MAGIC_COOKIE,
     AgentInfo,
     AgentSub,
@@ -25,7 +25,7 @@ from relay.wire import (
     encode,
     encoded_size,
 )
-from relay.wire.pxe import (
+from boothop.relay.wire.pxe import (
     BootServerType,
     NetworkInterfaceId,
     PxeVendorOptions,

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.wire import (
+from boothop.relay.wire import (
     MAGIC_COOKIE,
     CapacityError,
     DhcpMessage,

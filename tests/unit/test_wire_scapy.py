@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.wire import MAGIC_COOKIE, DhcpMessage, Opt, decode, encode
+from boothop.relay.wire import MAGIC_COOKIE, DhcpMessage, Opt, decode, encode
 from test_wire_properties import PROPERTY, messages
 
 logging.getLogger("scapy").setLevel(logging.ERROR)

@@ -139,7 +139,7 @@ def save(packets: list[tuple[str, float, bytes]]) -> list[str]:
     Files of this run replace those of the same name; others already there are kept.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from relay.wire import MessageType, decode
+    from boothop.relay.wire import MessageType, decode
 
     CAPTURES.mkdir(exist_ok=True)
     written = []

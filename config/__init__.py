@@ -1,0 +1,1 @@
+"""The example configurations (relay, server, PXE host, lab), shipped as package data."""

@@ -1,0 +1,5 @@
+"""``python -m boothop.relay``: the same program as its installed command."""
+
+from .cli import main
+
+raise SystemExit(main())

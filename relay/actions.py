@@ -11,17 +11,6 @@ from .wire import DhcpMessage, MessageType
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Datagram:
-    """One received UDP datagram, as the shell learnt it from the socket and IP_PKTINFO."""
-
-    payload: bytes
-    source: IPv4Address
-    source_port: int
-    destination: IPv4Address
-    ifindex: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Forward:
     """Send ``payload`` to a helper address, from port 67 to port 67."""
 

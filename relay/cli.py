@@ -17,9 +17,7 @@ from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from . import logs
+from . import shell
 from .config import AgentPolicy, RelayConfig
 from .configfile import (
     MAX_HOPS_LIMIT,
@@ -89,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "when this relay adds option 82)")
     add("-pf", dest="pid_file", type=Path, metavar="FILE", help="write the process id to FILE")
     add("--config", type=Path, metavar="FILE", help="TOML configuration (see config/relay.toml)")
-    add("--log-format", choices=logs.FORMATS, help="default: console on a terminal, else json")
-    add("--log-level", choices=logs.LEVELS)
+    add("--log-format", choices=shell.FORMATS, help="default: console on a terminal, else json")
+    add("--log-level", choices=shell.LEVELS)
     add("--stats-file", type=Path, metavar="FILE",
         help="keep the counters in FILE as JSON (refreshed as they change, and on SIGUSR1)")
     add("--stats-interval", type=float, metavar="SECONDS",
@@ -153,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"boothop-relay: {error}", file=sys.stderr)
         return 2
     level = args.log_level or ("warning" if args.quiet else settings.log_level or "info")
-    logs.configure(level, args.log_format or settings.log_format or "auto")
+    shell.configure_logging(level, args.log_format or settings.log_format or "auto")
     return run(args, settings)
 
 
@@ -164,14 +162,10 @@ def run(args: argparse.Namespace, settings: RelaySettings) -> int:
     if args.pid_file is not None:
         args.pid_file.write_text(f"{os.getpid()}\n")
     try:
-        trio.run(lambda: run_relay(
+        return shell.run_daemon("boothop-relay", lambda: run_relay(
             settings.relay, reload=reload, stats_interval=settings.stats_interval,
             stats_file=args.stats_file,
         ))
-    except OSError as error:
-        print(f"boothop-relay: {error}", file=sys.stderr)
-        return 1
     finally:
         if args.pid_file is not None:
             args.pid_file.unlink(missing_ok=True)
-    return 0

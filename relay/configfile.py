@@ -28,7 +28,7 @@ from .config import (
     RelayConfig,
 )
 from .interfaces import Role
-from .logs import FORMATS, LEVELS
+from .shell import FORMATS, LEVELS
 from .wire import DHCP_MIN_MAX_SIZE
 
 #: RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose 'hops'

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from .actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
@@ -20,6 +20,7 @@ from .wire import (
     ZERO,
     AgentInfo,
     AgentSub,
+    Datagram,
     DhcpMessage,
     Frame,
     MessageType,

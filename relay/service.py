@@ -1,7 +1,7 @@
-"""The relay daemon: the trio shell around the sans-IO RelayEngine.
+"""The relay daemon: the sans-IO RelayEngine wired to the shell ring.
 
-One thread receives from the UDP socket and calls the engine inline (no task per packet: the kernel
-socket buffer is the back-pressure), executes the actions, counts and logs. Beside it: the
+The shell ring's receive thread (``shell.DatagramLoop``) calls ``RelayService.handle`` inline for
+each datagram, which runs the engine, executes the actions, counts and logs. Beside it: the
 netlink follower, the stats line, the stats file and the signal handler (SIGHUP reload, SIGUSR1
 counters, SIGTERM/SIGINT stop).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import signal
@@ -25,40 +24,33 @@ from typing import Any
 import structlog
 import trio
 
-from .actions import Datagram, Deliver, Drop, Forward, Outcome, Warn
+from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
 from .configfile import ConfigError
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
-from .logs import RateLimiter
 from .netlink import follow_interfaces
-from .sockets import Sender, ShutDown, Truncated, open_packet, open_udp, receive
-from .wire import SERVER_PORT
+from .shell import DatagramLoop, RateLimiter, errno_name, open_udp, per_packet_logging
+from .sockets import Sender, open_packet
+from .wire import SERVER_PORT, Datagram
 
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
-DEBUG = 10
 
 log = structlog.get_logger("relay")
 
 
 @dataclasses.dataclass
 class ShellCounters:
-    """What happens around the engine: socket errors and reloads."""
+    """What happens around the engine besides receiving: send errors and reloads."""
 
     send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    receive_errors: int = 0
-    truncated: int = 0
-    engine_errors: int = 0
     reloads: int = 0
     reload_failures: int = 0
 
     def snapshot(self) -> dict[str, object]:
         return {
             "send_errors": dict(self.send_errors),
-            "receive_errors": self.receive_errors,
-            "truncated": self.truncated,
-            "engine_errors": self.engine_errors,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
         }
@@ -77,25 +69,21 @@ class RelayService:
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
         self.lock = threading.Lock()
-        #: Set when the receive thread must return.
-        self.stopping = False
         # A concrete bound logger (not the lazy proxy): a filtered-out debug call is a no-op.
         self.log = log.bind()
-        is_enabled = getattr(self.log, "is_enabled_for", None)
-        self.debug = bool(is_enabled(DEBUG)) if is_enabled is not None else True
+        self.debug = per_packet_logging(self.log)
+        self.loop = DatagramLoop(udp, self.receive, log=self.log, lock=self.lock)
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
 
     # -- per packet --------------------------------------------------------------------------
+    def receive(self, datagram: Datagram) -> None:
+        """The receive thread's handler (under ``lock``)."""
+        self.handle(datagram, time.monotonic())
+
     def handle(self, datagram: Datagram, now: float) -> None:
-        """Run one datagram through the engine and execute what it says. Never raises."""
-        try:
-            outcome = self.engine.handle(datagram, now)
-        except Exception:  # the engine must not raise (a bug): cost one packet, not the relay
-            self.shell.engine_errors += 1
-            if self.limiter.allow("engine-error", now) is not None:
-                self.log.exception("relay.engine.error", source=str(datagram.source))
-            return
+        """Run one datagram through the engine and execute what it says."""
+        outcome = self.engine.handle(datagram, now)
         for action in outcome.actions:
             if isinstance(action, Forward):
                 try:
@@ -144,56 +132,6 @@ class RelayService:
             self.log.warning("relay.send.failed", action=what, error=name, suppressed=suppressed,
                              **context)
 
-    async def receive_loop(self) -> None:
-        """Run the receive thread (see ``serve``) until cancelled, then stop it and wait for it."""
-        self.udp.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stop_on_cancel)
-            # Not abandoned on cancel: the thread is woken and waited for, so that it never
-            # touches the sockets once they are closed.
-            await trio.to_thread.run_sync(self.serve, limiter=trio.CapacityLimiter(1))
-            nursery.cancel_scope.cancel()
-
-    async def _stop_on_cancel(self) -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.stopping = True
-            # Linux wakes a recvmsg blocked on an unconnected UDP socket when it is shut down
-            # (it returns no data), though the call itself reports ENOTCONN.
-            with contextlib.suppress(OSError):
-                self.udp.shutdown(socket.SHUT_RD)
-
-    def serve(self) -> None:
-        """The receive thread: block in recvmsg, call the engine inline, send what it says.
-
-        A thread, not a trio task, because DHCP packets mostly arrive one at a time: each wake-up
-        of a trio task costs some 20 µs of CPU in its scheduler and an extra poll, more than the
-        engine spends on a packet, while a thread blocked in recvmsg costs two system calls per
-        packet (receive, send), as few as dhcrelay. The engine, counters and limiter are shared
-        with the trio tasks (reload, netlink, stats) under ``lock``.
-        """
-        sock, lock, handle, clock = self.udp, self.lock, self.handle, time.monotonic
-        while not self.stopping:
-            try:
-                datagram = receive(sock)
-            except ShutDown:
-                return
-            except Truncated as error:
-                with lock:
-                    self.shell.truncated += 1
-                    if self.limiter.allow("truncated", clock()) is not None:
-                        self.log.info("relay.receive.truncated", detail=str(error))
-            except OSError as error:
-                # e.g. ECONNREFUSED: an ICMP port unreachable for an earlier forward.
-                with lock:
-                    self.shell.receive_errors += 1
-                    if self.limiter.allow(("receive", error.errno), clock()) is not None:
-                        self.log.info("relay.receive.error", error=errno_name(error))
-            else:
-                with lock:
-                    handle(datagram, clock())
-
     # -- around the packets ------------------------------------------------------------------
     def on_interfaces(self, table: InterfaceTable) -> None:
         with self.lock:
@@ -224,6 +162,7 @@ class RelayService:
     def _snapshot(self) -> dict[str, Any]:
         return {
             **self.engine.counters.snapshot(),
+            **self.loop.counters.snapshot(),
             **self.shell.snapshot(),
             "helpers": [str(h) for h in self.engine.config.helpers],
             "interfaces": {
@@ -287,10 +226,6 @@ class RelayService:
         self.apply_config(config)
 
 
-def errno_name(error: OSError) -> str:
-    return errno.errorcode.get(error.errno or 0, type(error).__name__)
-
-
 async def run_relay(
     config: RelayConfig,
     *,
@@ -323,7 +258,7 @@ async def run_relay(
         with receiver as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(follow_interfaces, service.on_interfaces)
-                nursery.start_soon(service.receive_loop)
+                nursery.start_soon(service.loop.run)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:

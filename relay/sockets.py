@@ -1,4 +1,4 @@
-"""The relay's sockets: UDP :67 with IP_PKTINFO, and a packet socket for delivering replies.
+"""How the relay sends: forwards on its UDP socket, replies through a packet socket.
 
 Replies to clients that have no usable IP address yet (broadcast, and unicast to yiaddr at
 chaddr) leave through an AF_PACKET socket with an IPv4/UDP header built here and the link-layer
@@ -12,91 +12,28 @@ import socket
 import struct
 from ipaddress import IPv4Address
 
-from .actions import Datagram, Deliver, DeliveryMode, Forward
+from .actions import Deliver, DeliveryMode, Forward
+from .shell import SocketUnavailable
 from .wire import CLIENT_PORT, SERVER_PORT
 
 ETH_P_IP = 0x0800
-#: Room for any UDP payload a link can carry unfragmented, and then some; larger is truncated.
-RECEIVE_BUFFER = 8192
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-RECEIVE_QUEUE = 4 * 1024 * 1024
-_PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
-ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
 _UDP_HEADER = struct.Struct("!HHHH")
 IPTOS_LOWDELAY = 0x10
 #: The UDP socket blocks for the receive thread; a send must not (a full buffer is an error).
 _DONTWAIT = int(socket.MSG_DONTWAIT)
-_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the enum's & costs µs per packet
 TTL = 64
-
-
-class ShutDown(Exception):
-    """A blocked receive woken by ``shutdown(SHUT_RD)``: the relay is stopping."""
-
-
-class Truncated(Exception):
-    """A datagram larger than RECEIVE_BUFFER: not a DHCP message we could relay whole."""
-
-
-def open_udp(port: int = SERVER_PORT, address: str = "0.0.0.0") -> socket.socket:
-    """The relay's UDP socket: broadcasts from every interface, ingress ifindex via IP_PKTINFO."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        # The kernel buffer is the back-pressure of a loop with no task per packet: make it deep
-        # (FORCE, as root, passes net.core.rmem_max; otherwise the kernel caps the request).
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_QUEUE)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_QUEUE)
-        sock.bind((address, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def open_packet() -> socket.socket:
     """A send-only AF_PACKET socket (protocol 0: the kernel queues nothing to it)."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    except PermissionError as error:
+        raise SocketUnavailable(error.errno, "a packet socket (to deliver replies to clients "
+                                "without an address) needs CAP_NET_RAW") from error
     sock.setblocking(False)
     return sock
-
-
-_ADDRESSES: dict[str | bytes, IPv4Address] = {}
-
-
-def _address(key: str | bytes) -> IPv4Address:
-    """IPv4Address of a dotted quad or 4 packed bytes, memoized: parsing a string costs more
-    than the engine's whole decision, and a relay sees few distinct sources and destinations."""
-    try:
-        return _ADDRESSES[key]
-    except KeyError:
-        if len(_ADDRESSES) >= 4096:  # bounded: source addresses are chosen by remote parties
-            _ADDRESSES.clear()
-        address = _ADDRESSES[key] = IPv4Address(key)
-        return address
-
-
-def receive(sock: socket.socket) -> Datagram:
-    """One datagram from the UDP socket; BlockingIOError when a non-blocking socket is drained,
-    ShutDown when a blocked receive was woken by shutdown()."""
-    payload, ancillary, flags, source = sock.recvmsg(RECEIVE_BUFFER, ANCILLARY_SIZE)
-    if source is None:
-        raise ShutDown("no datagram: the socket was shut down for reading")
-    if flags & _MSG_TRUNC:
-        raise Truncated(f"datagram from {source[0]} larger than {RECEIVE_BUFFER} octets")
-    ifindex = 0
-    destination = b"\0\0\0\0"
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-            ifindex, _, destination = _PKTINFO.unpack_from(data)
-    return Datagram(payload, _address(source[0]), source[1], _address(destination), ifindex)
 
 
 def checksum(data: bytes) -> int:

@@ -130,13 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from boothop.server.app import run
-    from boothop.server.logs import configure_logging
-    configure_logging(getattr(args, "log_format", None) or config.log_format,
-                      getattr(args, "log_level", "info"))
-    try:
-        run(config)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    from boothop.relay.shell import configure_logging, run_daemon
+    from boothop.server.app import run_services
+    configure_logging(getattr(args, "log_level", "info"),
+                      getattr(args, "log_format", None) or config.log_format)
+    return run_daemon("boothop-server", lambda: run_services(config))
 

@@ -19,6 +19,7 @@ from .codes import (
     PxeSub,
     option_name,
 )
+from .datagram import Datagram
 from .errors import CapacityError, FieldError, TruncatedError, WireError
 from .frame import Frame
 from .message import ETHERNET_MAX_MESSAGE, ZERO, DhcpMessage, decode, encode, encoded_size
@@ -37,6 +38,7 @@ __all__ = [
     "AgentInfo",
     "AgentSub",
     "CapacityError",
+    "Datagram",
     "ClientArch",
     "DhcpMessage",
     "FieldError",

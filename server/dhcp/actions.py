@@ -11,19 +11,6 @@ from boothop.relay.wire import DhcpMessage
 from .lease import Lease
 
 
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    """One received UDP datagram as the shell learnt it from the socket and IP_PKTINFO."""
-
-    payload: bytes
-    source: IPv4Address
-    source_port: int
-    #: The server's own address the datagram reached (ipi_spec_dst): the interface's for a broadcast.
-    local_address: IPv4Address
-    ifindex: int = 0
-    ifname: str = ""
-
-
 class DropReason(enum.Enum):
     MALFORMED = "malformed"
     NOT_A_REQUEST = "not-a-request"

@@ -19,6 +19,7 @@ from boothop.relay.wire import (
     ZERO,
     AgentInfo,
     CapacityError,
+    Datagram,
     DhcpMessage,
     MessageType,
     Op,
@@ -28,7 +29,7 @@ from boothop.relay.wire import (
     encode,
 )
 
-from .actions import Action, Commit, CommitEvent, Datagram, Drop, DropReason, ReplyKind, Send
+from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
 from .addressing import reply_destination
 from .config import DhcpConfig, Reservation, Subnet
 from .lease import Lease, LeaseState, client_key
@@ -183,13 +184,13 @@ class DhcpServerCore:
                 (IPv4Address(selection) if len(selection) == 4 else selection.hex())
                 if selection is not None else msg.giaddr)
             raise _Dropped(DropReason.NO_SUBNET,
-                           f"no subnet for {where if relayed else dgram.ifname or dgram.local_address}")
+                           f"no subnet for {where if relayed else dgram.ifname or dgram.local}")
         # RFC 5107 §4: the server "MUST use the value of the Server Identifier Override
         # sub-option in the Server Identifier option (54) of its replies".
-        server_id = override or self.config.server_id or dgram.local_address
-        if dgram.local_address is not self._last_local:  # the shell reuses one object per address
-            self._local_addresses.add(dgram.local_address)
-            self._last_local = dgram.local_address
+        server_id = override or self.config.server_id or dgram.local
+        if dgram.local is not self._last_local:  # the shell reuses one object per address
+            self._local_addresses.add(dgram.local)
+            self._last_local = dgram.local
         return Request(msg, dgram, subnet, client_key(client_id, msg.htype, mac), client_id,
                        agent_raw, server_id, options, mac)
 
@@ -208,7 +209,7 @@ class DhcpServerCore:
         for subnet in self.config.subnets:
             if subnet.interface is not None and subnet.interface == dgram.ifname:
                 return subnet
-        return self._subnet_containing(dgram.local_address)
+        return self._subnet_containing(dgram.local)
 
     def _subnet_containing(self, address: IPv4Address) -> Subnet | None:
         try:
@@ -536,7 +537,7 @@ class DhcpServerCore:
         except CapacityError as exc:
             return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
         return Send(kind, reply, payload, destination.address, destination.port,
-                    request.dgram.local_address, request.dgram.ifindex, destination.to_chaddr)
+                    request.dgram.local, request.dgram.ifindex, destination.to_chaddr)
 
     @staticmethod
     def _capacity(options: dict[int, bytes]) -> int:

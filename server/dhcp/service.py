@@ -1,7 +1,8 @@
-"""The DHCP server's trio shell: one UDP socket on port 67, the core called inline, group commit.
+"""The DHCP server's shell: one UDP socket on port 67, the core called inline, group commit.
 
-A receive thread, as the relay has (relay/service.py): it blocks in recvmsg, drains whatever else
-is queued (MSG_DONTWAIT until EAGAIN, at most MAX_BURST) and hands every datagram to the core;
+The shell ring's receive thread (``boothop.relay.shell.DatagramLoop``, as the relay uses it)
+blocks in recvmsg, drains whatever else is queued (at most MAX_BURST) and hands every datagram
+to the core;
 OFFERs and NAKs leave at once. The burst's lease rows are then written in one synced transaction
 and only after that are the replies that promised them (ACK, BOOTREPLY) sent: a lease is durable
 before its ACK leaves. Whatever arrives while one transaction syncs waits in the kernel's socket
@@ -10,9 +11,7 @@ traffic arriving a packet at a time, ``commit_window`` lets a burst wait that lo
 The trio thread runs the timers (offer and lease expiry), the summary line and the stop; it
 shares the core with the receive thread under a lock.
 
-Why a thread and not a trio task: DHCP requests mostly arrive one at a time, and each wake-up of a
-trio task cost some 30 µs of CPU in its scheduler (measured: 45 µs per wake-up against 12 µs for
-a thread blocked in recvmsg), more than the core spends on a packet. Why the commit in the receive
+Why the commit in the receive
 thread and not in one of its own: on one CPU, a second Python thread taking batches and sending
 the ACKs cost more in GIL hand-offs and context switches than it saved (an fsync is mostly
 waiting, and the next burst queues in the kernel meanwhile): 250 against 330 µs of CPU per DORA
@@ -21,30 +20,34 @@ at 2,000 DORA/s, 115 against 196 at 9,000 (tests/bench/server_dora.py, same run)
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import logging
 import socket
 import sqlite3
-import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 
 import structlog
 import trio
 
+from boothop.relay.shell import (
+    DatagramLoop,
+    Logger,
+    RateLimiter,
+    open_udp,
+    per_packet_logging,
+    send_datagram,
+)
+from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
 from boothop.server.reconcile import format_plan, plan_reconcile
 
-from .actions import Commit, Datagram, Drop, DropReason, ReplyKind, Send
+from .actions import Commit, Drop, ReplyKind, Send
 from .config import DhcpConfig
 from .core import DhcpServerCore
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_PKTINFO = struct.Struct("=I4s4s")
-_ANCILLARY = socket.CMSG_SPACE(_PKTINFO.size)
 #: Upper bound of one burst (one transaction): the core's lock is released between bursts, so
 #: timers run under a flood.
 MAX_BURST = 128
@@ -55,52 +58,7 @@ BUSY_GAP = 0.01
 COALESCE_BELOW = 4
 #: Longest sleep of the timer task: offers and leases expire at most this late.
 TIMER_TICK = 1.0
-_DROP_LOG_PER_SECOND = 5
-
-
-def open_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.bind(("0.0.0.0", port))
-    return sock
-
-
-_pktinfos: dict[bytes, tuple[int, IPv4Address]] = {}
-
-
-def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address]:
-    """(ifindex, ipi_spec_dst); the few distinct values are cached, not rebuilt per packet."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-            key = data[:8]
-            found = _pktinfos.get(key)
-            if found is None:
-                if len(_pktinfos) >= 256:
-                    _pktinfos.clear()
-                ifindex, spec_dst, _ = _PKTINFO.unpack_from(data)
-                found = _pktinfos[key] = (ifindex, IPv4Address(spec_dst))
-            return found
-    return 0, IPv4Address(0)
-
-
-class _DropLog:
-    """At most a few log lines per reason per second: a remote party can trigger drops."""
-
-    def __init__(self) -> None:
-        self.window: dict[DropReason, tuple[int, int]] = {}
-
-    def allow(self, reason: DropReason, now: float) -> bool:
-        second, count = self.window.get(reason, (int(now), 0))
-        if second != int(now):
-            second, count = int(now), 0
-        self.window[reason] = (second, count + 1)
-        return count < _DROP_LOG_PER_SECOND
-
-
-def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: structlog.typing.FilteringBoundLogger) -> None:
+def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> None:
     plan = plan_reconcile(config, store.load(), time.time())
     for finding in plan.findings:
         log.warning("server.reconcile.fixed", address=str(finding.address), problem=finding.problem,
@@ -122,7 +80,7 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
         # The loaded leases and the configuration live as long as the process: out of the
         # collector's sight, so its full passes do not walk them again and again.
         gc.freeze()
-        with open_socket(config.port) as sock:
+        with open_udp(config.port) as sock:
             port = sock.getsockname()[1]
             log.info("server.listening", port=port, leases=len(core.leases), lease_db=config.lease_db,
                      subnets=[str(s.network) for s in config.subnets],
@@ -131,8 +89,10 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
             durable = _Durable(store, sock, log)
             receiver = _Receiver(core, durable, sock, log, window=config.commit_window)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_timers, receiver, _Stats(log, receiver.counts, durable.counts))
-                await receiver.run()
+                stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
+                               receiver.loop.counters.snapshot)
+                nursery.start_soon(_timers, receiver, stats)
+                await receiver.loop.run()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
@@ -146,12 +106,12 @@ class _Durable:
     """
 
     def __init__(self, store: LeaseStore, sock: socket.socket,
-                 log: structlog.typing.FilteringBoundLogger) -> None:
+                 log: Logger) -> None:
         self.store, self.sock, self.log = store, sock, log
         self.lock = threading.Lock()
         #: Counted under ``lock``.
         self.counts: Counter[str] = Counter()
-        self.per_packet = log.is_enabled_for(logging.DEBUG)
+        self.per_packet = per_packet_logging(log)
 
     def commit(self, commits: list[Commit], promises: list[Send]) -> None:
         counts, log = self.counts, self.log
@@ -179,119 +139,65 @@ _PROMISES = frozenset({ReplyKind.ACK, ReplyKind.BOOTREPLY})
 
 
 class _Receiver:
-    """The receive thread: block in recvmsg, drain the rest of a burst, call the core inline.
+    """The core's handler in the shell ring's receive loop, and the burst's group commit.
 
     ``lock`` guards the core: the receive thread holds it while it handles a burst, the trio
     thread while it runs the core's timers.
     """
 
     def __init__(self, core: DhcpServerCore, durable: _Durable, sock: socket.socket,
-                 log: structlog.typing.FilteringBoundLogger, *, window: float = 0.0) -> None:
+                 log: Logger, *, window: float = 0.0) -> None:
         self.core, self.durable, self.sock, self.log = core, durable, sock, log
         self.window = window
         self.lock = threading.Lock()
         #: The receive thread's counters (``durable`` keeps its own, under its lock).
         self.counts: Counter[str] = Counter()
-        self.stopping = False
-        self._drop_log = _DropLog()
-        self._per_packet = log.is_enabled_for(logging.DEBUG)
-        self._names: dict[int, str] = {}
-        self._sources: dict[str, IPv4Address] = {}
+        self.loop = DatagramLoop(sock, self.handle, log=log, lock=self.lock, burst=MAX_BURST,
+                                 after_burst=self.after_burst, names=True)
+        self._drop_log = RateLimiter(burst=5, period=1.0)
+        self._per_packet = per_packet_logging(log)
+        #: The current burst's lease rows and the replies that wait for them.
+        self._commits: list[Commit] = []
+        self._promises: list[Send] = []
+        self._woken = -1.0
 
-    async def run(self) -> None:
-        """Run the receive thread until cancelled, then wake it and wait for it to return."""
-        self.sock.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stop_on_cancel)
-            # Not abandoned on cancel: the thread is woken and waited for, so that it never
-            # touches the socket or the core once they are gone.
-            await trio.to_thread.run_sync(self.serve, limiter=trio.CapacityLimiter(1))
-            nursery.cancel_scope.cancel()
-
-    async def _stop_on_cancel(self) -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.stopping = True
-            # Linux wakes a recvmsg blocked on an unconnected UDP socket when it is shut down
-            # (it returns no data and no address).
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RD)
-
-    def serve(self) -> None:
-        recvmsg, window, clock = self.sock.recvmsg, self.window, time.monotonic
-        last = -1.0
-        while not self.stopping:
-            try:
-                first = recvmsg(4096, _ANCILLARY)
-            except OSError as exc:
-                self.log.warning("server.receive.failed", error=exc.strerror)
-                continue
-            if first[3] is None:
-                return  # woken by shutdown(SHUT_RD): stopping
-            commits: list[Commit] = []
-            promises: list[Send] = []
-            with self.lock:
-                self._handle(first, commits, promises)
-                burst = 1 + self._drain(commits, promises)
-            woken, last = last, clock()
-            if window and burst <= COALESCE_BELOW and last - woken < BUSY_GAP:
-                # Steady traffic arriving a packet at a time: let more requests join this burst
-                # and its transaction. Fewer wake-ups and syncs, replies up to ``window`` later.
-                # Never with a backlog (bursts are larger then), and a lone client never waits.
-                time.sleep(window)
-                with self.lock:
-                    self._drain(commits, promises)
-            if commits or promises:
-                self.durable.commit(commits, promises)
-
-    def _drain(self, commits: list[Commit], promises: list[Send]) -> int:
-        """Handle what is queued on the socket, at most MAX_BURST datagrams: how many."""
-        recvmsg = self.sock.recvmsg
-        for count in range(MAX_BURST):
-            try:
-                received = recvmsg(4096, _ANCILLARY, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return count
-            except OSError as exc:
-                self.log.warning("server.receive.failed", error=exc.strerror)
-                return count
-            if received[3] is None:
-                return count
-            self._handle(received, commits, promises)
-        return MAX_BURST
-
-    def _handle(self, received: tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int]],
-                commits: list[Commit], promises: list[Send]) -> None:
-        payload, ancillary, _flags, (host, source_port) = received
-        ifindex, local = _pktinfo(ancillary)
-        ifname = self._names.get(ifindex)
-        if ifname is None:
-            try:
-                ifname = self._names[ifindex] = socket.if_indextoname(ifindex)
-            except OSError:
-                ifname = self._names[ifindex] = ""
-        source = self._sources.get(host)
-        if source is None:
-            if len(self._sources) >= _ADDRESS_CACHE:
-                self._sources.clear()
-            source = self._sources[host] = IPv4Address(host)
+    def handle(self, dgram: Datagram) -> None:
+        """One datagram through the core (receive thread, under ``lock``)."""
         now = time.time()
-        for action in self.core.handle(Datagram(payload, source, source_port, local, ifindex, ifname), now):
+        for action in self.core.handle(dgram, now):
             if type(action) is Send:
                 if action.kind in _PROMISES:
-                    promises.append(action)
+                    self._promises.append(action)
                 else:
                     # An OFFER or a NAK promises nothing durable: it need not wait for a sync.
                     _send(self.sock, action, self.log, self.counts, self._per_packet)
             elif type(action) is Commit:
-                commits.append(action)
+                self._commits.append(action)
             else:
                 assert isinstance(action, Drop)
                 self.counts["drop." + action.reason.value] += 1
-                if self._drop_log.allow(action.reason, now):
+                if self._drop_log.allow(action.reason, now) is not None:
                     self.log.info("server.drop", reason=action.reason.value, detail=action.detail,
-                                  source=host, ifname=ifname)
+                                  source=str(dgram.source), ifname=dgram.ifname)
+
+    def after_burst(self, count: int) -> None:
+        """Commit the burst's leases, then send the replies that promised them."""
+        woken, self._woken = self._woken, time.monotonic()
+        if self.window and count <= COALESCE_BELOW and self._woken - woken < BUSY_GAP:
+            # Steady traffic arriving a packet at a time: let more requests join this burst
+            # and its transaction. Fewer wake-ups and syncs, replies up to ``window`` later.
+            # Never with a backlog (bursts are larger then), and a lone client never waits.
+            time.sleep(self.window)
+            self.loop.drain(MAX_BURST)
+        commits, promises = self.take_burst()
+        if commits or promises:
+            self.durable.commit(commits, promises)
+
+    def take_burst(self) -> tuple[list[Commit], list[Send]]:
+        """The burst's lease rows and held replies, leaving the next burst empty."""
+        burst = self._commits, self._promises
+        self._commits, self._promises = [], []
+        return burst
 
     def on_timer(self) -> tuple[list[Commit], int]:
         """Run the core's timers (from the trio thread): the rows to write, and the lease count."""
@@ -324,7 +230,8 @@ class _Stats:
     one summary line, not one line per packet.
     """
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger, *counters: Counter[str]) -> None:
+    def __init__(self, log: Logger, *counters: Callable[[], Mapping[str, int]]) -> None:
+        """``counters`` give a copy of each thread's counters (one atomic copy each)."""
         self.log, self.counters = log, counters
         self.last: dict[str, int] = {}
         self.next = time.monotonic() + STATS_INTERVAL
@@ -335,7 +242,7 @@ class _Stats:
         self.next = time.monotonic() + STATS_INTERVAL
         merged: Counter[str] = Counter()
         for counter in self.counters:
-            merged.update(dict(counter))  # dict(): one atomic copy of a counter another thread writes
+            merged.update({name: value for name, value in counter().items() if value})
         if merged != self.last:
             self.last = merged
             self.log.info("server.stats", leases=leases, **merged)
@@ -347,8 +254,8 @@ _destinations: dict[IPv4Address, str] = {}
 _BROADCAST = IPv4Address("255.255.255.255")
 
 
-def _send(sock: socket.socket, send: Send, log: structlog.typing.FilteringBoundLogger,
-          counts: Counter[str], per_packet: bool) -> None:
+def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
+          per_packet: bool) -> None:
     destination = send.destination
     if send.to_chaddr:
         # No packet socket here: broadcast on the client's link instead of unicasting to an
@@ -359,11 +266,11 @@ def _send(sock: socket.socket, send: Send, log: structlog.typing.FilteringBoundL
         if len(_destinations) >= _ADDRESS_CACHE:
             _destinations.clear()
         host = _destinations[destination] = str(destination)
-    # Replies to a client leave by the interface its request came in on; relayed ones are routed.
-    pktinfo = _PKTINFO.pack(send.ifindex if send.port != 67 else 0, send.source.packed, bytes(4))
     try:
-        sock.sendmsg([send.payload], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], socket.MSG_DONTWAIT,
-                     (host, send.port))
+        # Replies to a client leave by the interface its request came in on; relayed ones are
+        # routed.
+        send_datagram(sock, send.payload, (host, send.port),
+                      send.ifindex if send.port != 67 else 0, send.source)
     except OSError as exc:
         counts["send.failed"] += 1
         log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)

@@ -11,10 +11,11 @@ import enum
 from ipaddress import IPv4Address
 
 from boothop.relay.wire import (
+    DHCP_MIN_MAX_SIZE,
     ETHERNET_MAX_MESSAGE,
     SERVER_PORT,
-    DHCP_MIN_MAX_SIZE,
     ZERO,
+    Datagram,
     DhcpMessage,
     MessageType,
     Op,
@@ -62,17 +63,6 @@ class Drop(enum.Enum):
     NO_BOOT_FILE = "no_boot_file"
     UNKNOWN_MENU_ITEM = "unknown_menu_item"
     REPLY_TOO_LARGE = "reply_too_large"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Datagram:
-    payload: bytes
-    source: tuple[str, int]
-    #: The local port it arrived on: 67 (relayed or broadcast) or 4011 (unicast boot request).
-    port: int
-    #: The local address it arrived on (IP_PKTINFO), which names the client's link when local.
-    local: IPv4Address = ZERO
-    ifindex: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,7 +131,7 @@ def _link(msg: DhcpMessage, datagram: Datagram, on_pxe_port: bool) -> IPv4Addres
     if msg.giaddr != ZERO:
         return msg.giaddr
     if on_pxe_port:
-        return msg.ciaddr if msg.ciaddr != ZERO else IPv4Address(datagram.source[0])
+        return msg.ciaddr if msg.ciaddr != ZERO else datagram.source
     return datagram.local if datagram.local != ZERO else None
 
 
@@ -227,7 +217,7 @@ def _destination(
 ) -> tuple[tuple[str, int], int]:
     if on_pxe_port:
         # The client asked from its own address: answer it there.
-        return datagram.source, 0
+        return (str(datagram.source), datagram.source_port), 0
     if msg.giaddr != ZERO:
         # RFC 2131 §4.1: "If the 'giaddr' field in a DHCP message from a client is non-zero,
         # the server sends any return messages to the 'DHCP server' port on the BOOTP relay

@@ -1,79 +1,66 @@
-"""The proxyDHCP trio shell: sockets on 67 (unless co-located) and 4011, answers via the core.
+"""The proxyDHCP shell: sockets on 67 (unless co-located) and 4011, answers via the core.
 
-Each socket is drained until BlockingIOError, then ``trio.lowlevel.wait_readable``; the core is
-called inline. IP_PKTINFO tells which interface and address a broadcast arrived on, and sends
-the answer back out of that interface from that address.
+Each socket has its own receive thread of the shell ring (``DatagramLoop``); the core is called
+inline. IP_PKTINFO tells which interface and address a broadcast arrived on, and the answer goes
+back out of that interface from that address.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from ipaddress import IPv4Address
+import threading
+import time
 
 import structlog
 import trio
 
-from boothop.server.udp import IP_PKTINFO, RateLimit, datagrams, pktinfo, pktinfo_cmsg
+from boothop.relay.shell import DatagramLoop, Logger, RateLimiter, open_udp, send_datagram
+from boothop.relay.wire import Datagram
 
 from .config import PxeConfig
-from .proxy import Datagram, Drop, Dropped, handle
+from .proxy import Drop, Dropped, handle
 
 STATS_INTERVAL = 300.0
 
 
-def _socket(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setblocking(False)
-        sock.bind((address, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+class _Responder:
+    """The core's handler for every proxyDHCP socket; counters shared under one lock."""
 
-
-class _Counters:
-    def __init__(self) -> None:
+    def __init__(self, config: PxeConfig, log: Logger) -> None:
+        self.config, self.log = config, log
+        self.lock = threading.Lock()
         self.replies = 0
         self.drops: dict[Drop, int] = {reason: 0 for reason in Drop}
+        self.limiter = RateLimiter(burst=20, period=1.0)
 
     def snapshot(self) -> dict[str, int]:
         drops = {f"drop.{k.value}": v for k, v in self.drops.items() if v}
         return {"replies": self.replies, **drops}
 
+    def loop(self, sock: socket.socket) -> DatagramLoop:
+        return DatagramLoop(sock, lambda datagram: self.handle(sock, datagram), log=self.log,
+                            lock=self.lock)
 
-async def _serve_socket(
-    sock: socket.socket,
-    port: int,
-    config: PxeConfig,
-    counters: _Counters,
-    log: structlog.BoundLogger,
-) -> None:
-    limit = RateLimit()
-    async with contextlib.aclosing(datagrams(sock, 4096, log, "pxe.receive.failed")) as received:
-        async for data, ancdata, source in received:
-            ifindex, local = pktinfo(ancdata) or (0, config.address)
-            result = handle(Datagram(data, source, port, IPv4Address(local), ifindex), config)
-            if isinstance(result, Dropped):
-                counters.drops[result.reason] += 1
-                # Other DHCP traffic is none of our business: counted, never logged per packet.
-                if result.reason is not Drop.NOT_PXE_CLIENT and limit.allow():
-                    log.info("pxe.drop", reason=result.reason.value, detail=result.detail,
-                             source=source)
-                continue
-            counters.replies += 1
-            try:
-                sock.sendmsg([result.payload], [pktinfo_cmsg(result.ifindex, local)], 0, result.to)
-            except OSError as exc:  # includes a full send buffer: the client retransmits
-                log.warning("pxe.send.failed", error=exc.strerror, to=result.to)
-                continue
-            if limit.allow():
-                log.info("pxe.reply.sent", to=f"{result.to[0]}:{result.to[1]}", port=port,
-                         ifindex=result.ifindex)
+    def handle(self, sock: socket.socket, datagram: Datagram) -> None:
+        result = handle(datagram, self.config)
+        now = time.monotonic()
+        if isinstance(result, Dropped):
+            self.drops[result.reason] += 1
+            # Other DHCP traffic is none of our business: counted, never logged per packet.
+            if (result.reason is not Drop.NOT_PXE_CLIENT
+                    and self.limiter.allow(("drop", result.reason), now) is not None):
+                self.log.info("pxe.drop", reason=result.reason.value, detail=result.detail,
+                              source=f"{datagram.source}:{datagram.source_port}")
+            return
+        self.replies += 1
+        try:
+            send_datagram(sock, result.payload, result.to, result.ifindex, datagram.local)
+        except OSError as exc:  # includes a full send buffer: the client retransmits
+            self.log.warning("pxe.send.failed", error=exc.strerror, to=result.to)
+            return
+        if self.limiter.allow("sent", now) is not None:
+            self.log.info("pxe.reply.sent", to=f"{result.to[0]}:{result.to[1]}",
+                          port=datagram.port, ifindex=result.ifindex)
 
 
 async def serve_proxydhcp(
@@ -89,18 +76,19 @@ async def serve_proxydhcp(
     sockets: list[socket.socket] = []
     try:
         for port in ports:
-            sockets.append(_socket(config.address, port))
+            sockets.append(open_udp(port, config.address))
         bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets)}
-        counters = _Counters()
+        responder = _Responder(config, log)
         async with trio.open_nursery() as nursery:
-            for port, sock in zip(ports, sockets):
-                nursery.start_soon(_serve_socket, sock, port, config, counters, log)
+            for sock in sockets:
+                nursery.start_soon(responder.loop(sock).run)
             log.info("pxe.listening", address=config.address, ports=list(bound.values()),
                      colocated=config.colocated)
             task_status.started(bound)
             while True:
                 await trio.sleep(STATS_INTERVAL)
-                log.info("pxe.stats", **counters.snapshot())
+                with responder.lock:
+                    log.info("pxe.stats", **responder.snapshot())
     finally:
         for sock in sockets:
             sock.close()

@@ -1,20 +1,32 @@
-"""The TFTP trio shell: a listening socket, and one socket (one task) per transfer.
+"""The TFTP shell: the listener in the shell ring's receive thread, one trio task per transfer.
 
-Sockets are plain non-blocking sockets drained until BlockingIOError, then
+Requests on port 69 go through ``DatagramLoop`` like every daemon's; an admitted request gets
+its own socket (RFC 1350 §4: a new TID) and a trio task, because a transfer waits on its peer
+and on its retransmission timer at once, which a task with a deadline does cheaply and a thread
+per transfer would not. A transfer's socket is drained until BlockingIOError, then
 ``trio.lowlevel.wait_readable``: about 7 µs per packet, against about 50 µs when awaiting a trio
 socket call per packet. The kernel socket buffer is the back-pressure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import socket
+import threading
+import time
 
 import structlog
 import trio
 
-from boothop.server.udp import FAIRNESS_BATCH, IP_PKTINFO, RateLimit, datagrams, escaped, pktinfo
+from boothop.relay.shell import (
+    DatagramLoop,
+    Logger,
+    RateLimiter,
+    escaped,
+    open_udp,
+    send_datagram,
+)
+from boothop.relay.wire import ZERO, Datagram
 
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
@@ -23,6 +35,9 @@ from .transfer import Address, ReadTransfer, Send
 from .write import WriteTransfer
 
 #: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
+FAIRNESS_BATCH = 64
+
+
 async def _send(sock: socket.socket, sends: list[Send]) -> None:
     for send in sends:
         while True:
@@ -36,20 +51,9 @@ async def _send(sock: socket.socket, sends: list[Send]) -> None:
                 break
 
 
-def _udp_socket(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((address, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def _run_transfer(
     sock: socket.socket, transfer: ReadTransfer | WriteTransfer, admission: Admission,
-    log: structlog.BoundLogger,
+    lock: threading.Lock, log: Logger,
 ) -> None:
     started = trio.current_time()
     ended = False
@@ -61,7 +65,7 @@ async def _run_transfer(
                 if transfer.outcome is not None and not ended:
                     # An upload that has ended dallies (RFC 1350 §6) without holding its slot.
                     ended = True
-                    _ended(transfer, admission, started, log)
+                    _ended(transfer, admission, lock, started, log)
                 handled += 1
                 if handled % FAIRNESS_BATCH == 0:
                     await trio.lowlevel.checkpoint()
@@ -76,14 +80,15 @@ async def _run_transfer(
     finally:
         transfer.close()
         if not ended:
-            _ended(transfer, admission, started, log)
+            _ended(transfer, admission, lock, started, log)
 
 
 def _ended(
-    transfer: ReadTransfer | WriteTransfer, admission: Admission, started: float,
-    log: structlog.BoundLogger,
+    transfer: ReadTransfer | WriteTransfer, admission: Admission, lock: threading.Lock,
+    started: float, log: Logger,
 ) -> None:
-    admission.release(transfer.peer)
+    with lock:  # the listener's thread admits under it
+        admission.release(transfer.peer)
     octets = transfer.bytes_sent if isinstance(transfer, ReadTransfer) else transfer.bytes_received
     log.info(
         "tftp.transfer.ended",
@@ -95,6 +100,38 @@ def _ended(
     )
 
 
+class _Listener:
+    """The admission core's handler in the listener's receive thread."""
+
+    def __init__(self, config: TftpConfig, nursery: trio.Nursery, log: Logger) -> None:
+        self.config, self.nursery, self.log = config, nursery, log
+        self.admission = Admission(config)
+        self.opener = functools.partial(open_file, config.root)
+        self.creator = (functools.partial(create_file, config.upload_root,
+                                          overwrite=config.overwrite)
+                        if config.allow_write else None)
+        self.refusals = RateLimiter(burst=20, period=1.0)
+        #: Held by the receive thread while it admits, and by transfers when they release.
+        self.lock = threading.Lock()
+
+    def handle(self, sock: socket.socket, datagram: Datagram) -> None:
+        client = (str(datagram.source), datagram.source_port)
+        result = self.admission.admit(datagram.payload, client, self.opener, self.creator)
+        if isinstance(result, Refused):
+            if self.refusals.allow(result.reason, time.monotonic()) is not None:
+                self.log.info("tftp.request.refused", client=client, reason=result.reason.value,
+                              detail=escaped(result.detail))
+            if result.reply is not None:
+                try:
+                    send_datagram(sock, result.reply, client)
+                except OSError as exc:  # the client retransmits its request
+                    self.log.debug("tftp.send.failed", error=exc.strerror, peer=client)
+            return
+        local = str(datagram.local) if datagram.local != ZERO else self.config.address
+        trio.from_thread.run_sync(_start_transfer, self.nursery, result, client, local,
+                                  self.admission, self.lock, self.log)
+
+
 async def serve_tftp(
     config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -103,51 +140,35 @@ async def serve_tftp(
     ``task_status.started`` gets the bound port.
     """
     log = structlog.get_logger().bind(service="tftp")
-    listener = _udp_socket(config.address, config.port)
-    listener.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-    port = listener.getsockname()[1]
-    admission = Admission(config)
-    opener = functools.partial(open_file, config.root)
-    creator = (functools.partial(create_file, config.upload_root, overwrite=config.overwrite)
-               if config.allow_write else None)
-    refusals = RateLimit()
-    with listener:
+    with open_udp(config.port, config.address, broadcast=False) as sock:
+        port = sock.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            listener = _Listener(config, nursery, log)
+            loop = DatagramLoop(sock, functools.partial(listener.handle, sock), log=log,
+                                lock=listener.lock, bufsize=65536)
             log.info("tftp.listening", address=config.address, port=port, root=config.root,
                      write_root=config.upload_root if config.allow_write else None)
             task_status.started(port)
-            received = datagrams(listener, 65536, log, "tftp.receive.failed")
-            async with contextlib.aclosing(received):
-                async for data, ancdata, client in received:
-                    result = admission.admit(data, client, opener, creator)
-                    if isinstance(result, Refused):
-                        if refusals.allow():
-                            log.info("tftp.request.refused", client=client,
-                                     reason=result.reason.value, detail=escaped(result.detail))
-                        if result.reply is not None:
-                            await _send(listener, [Send(result.reply, client)])
-                        continue
-                    info = pktinfo(ancdata)
-                    local = info[1] if info else config.address
-                    _start_transfer(nursery, result, client, local, admission, log)
+            await loop.run()
 
 
 def _start_transfer(
     nursery: trio.Nursery, accepted: Accepted, client: Address, local: str,
-    admission: Admission, log: structlog.BoundLogger,
+    admission: Admission, lock: threading.Lock, log: Logger,
 ) -> None:
     request, transfer = accepted.request, accepted.transfer
     try:
         # RFC 1350 §4: each end chooses a new TID (port) for the transfer, from the address the
         # request was sent to so the client sees the answer come from the server it asked.
-        sock = _udp_socket(local, 0)
+        sock = open_udp(0, local, broadcast=False, pktinfo=False, receive_queue=0)
     except OSError as exc:
-        admission.release(client)
-        log.warning("tftp.transfer.socket_failed", error=exc.strerror)
+        with lock:
+            admission.release(client)
+        log.warning("tftp.transfer.socket_failed", error=str(exc))
         return
     transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
                             mode=request.mode, blksize=transfer.params.blksize,
                             direction="write" if isinstance(transfer, WriteTransfer) else "read",
                             windowsize=transfer.params.windowsize)
     transfer_log.info("tftp.transfer.started")
-    nursery.start_soon(_run_transfer, sock, transfer, admission, transfer_log)
+    nursery.start_soon(_run_transfer, sock, transfer, admission, lock, transfer_log)

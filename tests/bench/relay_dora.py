@@ -48,7 +48,15 @@ from pathlib import Path
 
 from boothop.relay.lab.processes import ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
-from boothop.relay.wire import BROADCAST_FLAG, DhcpMessage, MessageType, Opt, WireError, decode, encode
+from boothop.relay.wire import (
+    BROADCAST_FLAG,
+    DhcpMessage,
+    MessageType,
+    Opt,
+    WireError,
+    decode,
+    encode,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "system"))

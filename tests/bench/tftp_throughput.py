@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

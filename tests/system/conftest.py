@@ -21,11 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import Pool, start_kea, start_recorder
 
 from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology, reap_stale
-
-from servers import Pool, start_kea, start_recorder
 
 BASE = "bhr"
 SERVER = "10.41.100.10"

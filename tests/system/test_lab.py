@@ -26,8 +26,7 @@ import pytest
 from boothop.relay.lab.lab import Lab, run_demo
 from boothop.relay.lab.processes import Process, wait_for
 from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
-from boothop.relay.lab.servers import NBP_SIZE
-from boothop.relay.lab.servers import read_events, relay_counters
+from boothop.relay.lab.servers import NBP_SIZE, read_events, relay_counters
 from boothop.relay.lab.spec import LabSpec, load_lab
 from boothop.relay.lab.topology import alive, namespace_pids, remove_prefix
 from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
@@ -191,7 +190,7 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
         forwarded = counters["forwarded"]
         assert forwarded[str(spec.dhcp_address.ip)] == forwarded[str(spec.pxe_address.ip)] >= 5
         assert sum(counters["delivered"].values()) >= 6  # 2 OFFERs + ACK (pxe), OFFER + ACK, BOOTP reply
-        assert counters["dropped"] == {} and counters["engine_errors"] == 0
+        assert counters["dropped"] == {} and counters["core_errors"] == 0
         assert counters["agent_info_added"] == counters["requests"]
 
         # Option 82 at the server, with the client LAN as circuit-id; not at the clients.

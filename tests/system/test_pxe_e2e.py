@@ -30,13 +30,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-
-from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
-from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
-from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
+from conftest import require_system
 from servers import Pool, start_kea
 
-from conftest import require_system
+from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
+from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
+from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
 
 pytestmark = pytest.mark.system
 DHCP, PXE, ROUTER_UP = "10.61.100.10", "10.61.100.20", "10.61.100.1"

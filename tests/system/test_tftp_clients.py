@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import need
 
 from boothop.server.tftp.config import TftpConfig
 from boothop.server.tftp.service import serve_tftp
-from conftest import need
 
 pytestmark = pytest.mark.system
 SMALL = 3000

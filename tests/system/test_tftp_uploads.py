@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import need
 
 from boothop.server.tftp import packet
 from boothop.server.tftp.config import TftpConfig
@@ -24,7 +25,6 @@ from boothop.server.tftp.negotiation import TransferParams
 from boothop.server.tftp.service import serve_tftp
 from boothop.server.tftp.source import BytesSource
 from boothop.server.tftp.transfer import Outcome, ReadTransfer
-from conftest import need
 
 pytestmark = pytest.mark.system
 SIZES = {"small.bin": 3000, "large.bin": 3 * 1024 * 1024 + 123, "exact.bin": 512 * 8}

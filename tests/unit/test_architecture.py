@@ -166,9 +166,40 @@ def test_relay_never_imports_server() -> None:
     assert violations(relay, lambda t: within(t, "server")) == []
 
 
-def test_server_imports_only_the_wire_of_relay() -> None:
+#: What the server may import of the relay package: the codec and the shell ring.
+SHARED_WITH_SERVER = ("relay.wire", "relay.shell")
+
+
+def test_server_imports_only_the_wire_and_the_shell_ring_of_relay() -> None:
     server = [m for m in GRAPH if within(m, "server")]
-    found = violations(server, lambda t: within(t, "relay") and not within(t, "relay.wire"))
+    found = violations(server, lambda t: within(t, "relay")
+                       and not any(within(t, shared) for shared in SHARED_WITH_SERVER))
+    assert found == []
+
+
+def test_the_shell_ring_imports_only_the_wire() -> None:
+    found = violations(["relay.shell"], lambda t: (within(t, "relay") and not within(t, "relay.wire"))
+                       or within(t, "server"))
+    assert found == []
+
+
+#: Names only the shell ring may use: receiving with IP_PKTINFO is written once.
+RECEIVE_NAMES = ("IP_PKTINFO", "recvmsg", "SO_REUSEADDR")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_only_the_shell_ring_receives_with_pktinfo(package: str) -> None:
+    """Every daemon receives through the shell ring (the lab's client emulators are not daemons)."""
+    found = sorted(
+        f"{module_name(path)} uses {name}"
+        for path in (ROOT / package).rglob("*.py")
+        if module_name(path) != "boothop.relay.shell"
+        and not within(module_name(path), "boothop.relay.lab")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        for name in RECEIVE_NAMES
+        if (isinstance(node, ast.Name) and node.id == name)
+        or (isinstance(node, ast.Attribute) and node.attr == name)
+    )
     assert found == []
 
 

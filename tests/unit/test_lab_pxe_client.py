@@ -22,7 +22,12 @@ from boothop.relay.wire import (
     decode,
     encode,
 )
-from boothop.relay.wire.pxe import BootServerType, PxeVendorOptions, encode_boot_menu, encode_boot_servers
+from boothop.relay.wire.pxe import (
+    BootServerType,
+    PxeVendorOptions,
+    encode_boot_menu,
+    encode_boot_servers,
+)
 
 MAC = bytes.fromhex("02b007000001")
 DHCP, PXE = IPv4Address("10.91.0.10"), IPv4Address("10.91.0.20")
@@ -108,8 +113,9 @@ def test_discover_carries_the_pxe_options_and_the_broadcast_flag() -> None:
 
 
 def test_messages_against_the_proxydhcp_core_with_the_lab_configuration(tmp_path: Path) -> None:
+    from boothop.relay.wire import Datagram
     from boothop.server.config import load_config
-    from boothop.server.pxe.proxy import Datagram, Reply, handle
+    from boothop.server.pxe.proxy import Reply, handle
 
     spec = parse_lab({
         "servers": {"router": "10.91.0.1/24", "dhcp": "10.91.0.10/24", "pxe": "10.91.0.20/24"},
@@ -120,14 +126,14 @@ def test_messages_against_the_proxydhcp_core_with_the_lab_configuration(tmp_path
     assert config is not None
     guid = bytes(16)
     relayed = pc.discover(MAC, 9, guid).replace(giaddr=IPv4Address("10.91.1.1"), hops=1)
-    reply = handle(Datagram(encode(relayed), ("10.91.0.1", 67), 67), config)
+    reply = handle(Datagram(encode(relayed), IPv4Address("10.91.0.1"), 67, port=67), config)
     assert isinstance(reply, Reply)
     proxy_offer = decode(reply.payload)
     assert pc.offer_kind(proxy_offer) == pc.PROXY and proxy_offer.yiaddr == ZERO
     plan = pc.plan_boot(proxy_offer)
     assert plan == pc.BootPlan("discovery", PXE, (8, 0))
     ask = pc.boot_request(MAC, 9, guid, IPv4Address("10.91.1.100"), plan.boot_item)
-    answer = handle(Datagram(encode(ask), ("10.91.1.100", 68), 4011), config)
+    answer = handle(Datagram(encode(ask), IPv4Address("10.91.1.100"), 68, port=4011), config)
     assert isinstance(answer, Reply) and answer.to == ("10.91.1.100", 68)
     ack = decode(answer.payload)
     assert ack.message_type == MessageType.ACK and pc.boot_file_of(ack) == "undionly.kpxe"

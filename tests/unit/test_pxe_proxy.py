@@ -10,10 +10,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, PxeSub, decode, encode
+from boothop.relay.wire import (
+    ZERO,
+    AgentInfo,
+    Datagram,
+    DhcpMessage,
+    MessageType,
+    Op,
+    Opt,
+    PxeSub,
+    decode,
+    encode,
+)
 from boothop.relay.wire.pxe import PxeVendorOptions
 from boothop.server.pxe.config import BootFiles, MenuItem, PxeConfig, SubnetBoot
-from boothop.server.pxe.proxy import Datagram, Drop, Dropped, Reply, handle
+from boothop.server.pxe.proxy import Drop, Dropped, Reply, handle
 
 SERVER = IPv4Address("10.61.2.10")
 GIADDR = IPv4Address("10.61.1.1")
@@ -54,12 +65,19 @@ def request(
     return encode(msg)
 
 
+def received(payload: bytes, source: tuple[str, int], port: int, local: IPv4Address = ZERO,
+             ifindex: int = 0) -> Datagram:
+    """What the shell hands the core: from ``source``, arrived on ``local:port``."""
+    return Datagram(payload, IPv4Address(source[0]), source[1], ifindex=ifindex, local=local,
+                    port=port)
+
+
 def local(payload: bytes, port: int = 67) -> Datagram:
-    return Datagram(payload, ("0.0.0.0", 68), port, IPv4Address("10.61.2.10"), ifindex=3)
+    return received(payload, ("0.0.0.0", 68), port, IPv4Address("10.61.2.10"), ifindex=3)
 
 
 def relayed(payload: bytes) -> Datagram:
-    return Datagram(payload, (str(GIADDR), 67), 67, SERVER, ifindex=2)
+    return received(payload, (str(GIADDR), 67), 67, SERVER, ifindex=2)
 
 
 def answer(datagram: Datagram, config: PxeConfig = CONFIG) -> tuple[DhcpMessage, Reply]:
@@ -156,7 +174,7 @@ def test_subnet_selected_by_giaddr_overrides_per_architecture() -> None:
 
 
 def test_local_client_subnet_is_the_ingress_address() -> None:
-    datagram = Datagram(request(), ("0.0.0.0", 68), 67, IPv4Address("10.61.3.1"), ifindex=4)
+    datagram = received(request(), ("0.0.0.0", 68), 67, IPv4Address("10.61.3.1"), ifindex=4)
     assert answer(datagram)[0].file == b"lab/grubx64.efi"
 
 
@@ -177,7 +195,7 @@ def test_boot_file_longer_than_the_file_field_goes_in_option_67() -> None:
 # -- port 4011 --------------------------------------------------------------------------------
 def test_port_4011_request_gets_an_ack_with_the_boot_file_unicast_back() -> None:
     client = IPv4Address("10.61.1.100")
-    datagram = Datagram(request(MessageType.REQUEST, ciaddr=client), (str(client), 68), 4011, SERVER)
+    datagram = received(request(MessageType.REQUEST, ciaddr=client), (str(client), 68), 4011, SERVER)
     msg, reply = answer(datagram)
     assert msg.message_type == MessageType.ACK
     assert msg.file == b"ipxe.efi" and msg.ciaddr == client and msg.yiaddr == IPv4Address(0)
@@ -185,7 +203,7 @@ def test_port_4011_request_gets_an_ack_with_the_boot_file_unicast_back() -> None
 
 
 def test_port_4011_discover_is_ignored() -> None:
-    datagram = Datagram(request(MessageType.DISCOVER), ("10.61.1.100", 68), 4011, SERVER)
+    datagram = received(request(MessageType.DISCOVER), ("10.61.1.100", 68), 4011, SERVER)
     assert dropped(datagram) is Drop.UNEXPECTED_TYPE
 
 
@@ -196,7 +214,7 @@ def test_port_67_request_is_for_the_dhcp_server() -> None:
 def test_colocated_answers_on_4011_only() -> None:
     config = PxeConfig(server_address=SERVER, boot=CONFIG.boot, colocated=True)
     assert dropped(local(request()), config) is Drop.COLOCATED_PORT_67
-    datagram = Datagram(request(MessageType.REQUEST), ("10.61.1.100", 68), 4011, SERVER)
+    datagram = received(request(MessageType.REQUEST), ("10.61.1.100", 68), 4011, SERVER)
     assert answer(datagram, config)[0].file == b"ipxe.efi"
 
 
@@ -223,7 +241,7 @@ def test_menu_offer_lists_items_and_servers_without_a_boot_file() -> None:
 def test_menu_item_request_on_4011_gets_that_items_file_and_boot_item_echoed() -> None:
     item = PxeVendorOptions(((PxeSub.BOOT_ITEM, b"\x00\x08\x00\x00"),)).encode()
     payload = request(MessageType.REQUEST, extra=((Opt.VENDOR_SPECIFIC, item),))
-    msg, _ = answer(Datagram(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG)
+    msg, _ = answer(received(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG)
     assert msg.file == b"install.efi"
     vendor = PxeVendorOptions.decode(msg.get(Opt.VENDOR_SPECIFIC))  # type: ignore[arg-type]
     assert vendor.boot_item == (8, 0)
@@ -232,7 +250,7 @@ def test_menu_item_request_on_4011_gets_that_items_file_and_boot_item_echoed() -
 def test_unknown_menu_item_is_dropped() -> None:
     item = PxeVendorOptions(((PxeSub.BOOT_ITEM, b"\x00\x09\x00\x00"),)).encode()
     payload = request(MessageType.REQUEST, extra=((Opt.VENDOR_SPECIFIC, item),))
-    assert dropped(Datagram(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG) is Drop.UNKNOWN_MENU_ITEM
+    assert dropped(received(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG) is Drop.UNKNOWN_MENU_ITEM
 
 
 # -- what is ignored --------------------------------------------------------------------------
@@ -253,7 +271,7 @@ def test_replies_and_bootp_are_ignored() -> None:
 )
 def test_malformed_pxe_options_are_dropped(code: int, value: bytes) -> None:
     payload = encode(decode(request(MessageType.REQUEST)).with_option(code, value))
-    assert dropped(Datagram(payload, ("10.61.1.100", 68), 4011, SERVER)) is Drop.BAD_PXE_OPTION
+    assert dropped(received(payload, ("10.61.1.100", 68), 4011, SERVER)) is Drop.BAD_PXE_OPTION
 
 
 def test_truncated_message_is_malformed() -> None:
@@ -262,7 +280,7 @@ def test_truncated_message_is_malformed() -> None:
 
 @given(st.binary(max_size=700), st.sampled_from([67, 4011]))
 def test_any_bytes_give_a_result(data: bytes, port: int) -> None:
-    assert isinstance(handle(Datagram(data, ("10.61.1.5", 68), port, SERVER), CONFIG), (Reply, Dropped))
+    assert isinstance(handle(received(data, ("10.61.1.5", 68), port, SERVER), CONFIG), (Reply, Dropped))
 
 
 @given(st.lists(st.tuples(st.integers(1, 254), st.binary(max_size=40)), max_size=8))

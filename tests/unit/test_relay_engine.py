@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from boothop.relay.actions import Datagram, Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
 from boothop.relay.config import AgentPolicy, InterfaceConfig, RelayConfig
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
@@ -37,6 +37,7 @@ from boothop.relay.wire import (
     ZERO,
     AgentInfo,
     AgentSub,
+    Datagram,
     DhcpMessage,
     MessageType,
     Op,

@@ -34,10 +34,20 @@ from test_relay_engine import (
     request,
 )
 
-from boothop.relay.actions import Datagram, Deliver, Drop, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, Drop, Forward, Outcome, Warn
 from boothop.relay.config import AgentPolicy
 from boothop.relay.engine import RelayEngine
-from boothop.relay.wire import ZERO, AgentInfo, AgentSub, MessageType, Op, Opt, decode, encode
+from boothop.relay.wire import (
+    ZERO,
+    AgentInfo,
+    AgentSub,
+    Datagram,
+    MessageType,
+    Op,
+    Opt,
+    decode,
+    encode,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,17 +15,17 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
 
-from boothop.relay.actions import Datagram, Deliver, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.configfile import ConfigError
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
-from boothop.relay.logs import RateLimiter
 from boothop.relay.netlink import table_from
 from boothop.relay.service import RelayService
-from boothop.relay.sockets import checksum, ipv4_udp, open_udp, receive
-from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+from boothop.relay.shell import open_udp
+from boothop.relay.sockets import checksum, ipv4_udp
+from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
 
 SERVER = IPv4Address("10.71.100.10")
 LAN = Interface(7, "bhnd0", True, (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)
@@ -110,32 +110,6 @@ def test_checksum_equals_rfc1071_word_sum(data: bytes) -> None:
 def test_checksum_one_complement_zeros() -> None:
     for data in (b"", b"\0\0", b"\xff\xff", b"\xff\xff\xff\xff", b"\xff\xfe\x00\x01"):
         assert checksum(data) == _word_sum_checksum(data)
-
-
-def test_receive_reports_ingress_interface_and_header_destination() -> None:
-    sock = open_udp(0, "127.0.0.1")
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sender.bind(("127.0.0.1", 0))
-        sender.sendto(b"hello", sock.getsockname())
-        sock.settimeout(2)  # the relay's socket is non-blocking; here, wait for the one datagram
-        datagram = receive(sock)
-        assert datagram == Datagram(b"hello", IPv4Address("127.0.0.1"), sender.getsockname()[1],
-                                    IPv4Address("127.0.0.1"), socket.if_nametoindex("lo"))
-        sock.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            receive(sock)
-    finally:
-        sock.close()
-        sender.close()
-
-
-def test_rate_limiter_allows_burst_then_counts_suppressed() -> None:
-    limiter = RateLimiter(burst=2, period=10.0)
-    assert [limiter.allow("k", 0.0) for _ in range(5)] == [0, 0, None, None, None]
-    assert limiter.allow("other", 1.0) == 0
-    assert limiter.allow("k", 10.0) == 3  # a new window reports what the last one suppressed
-    assert limiter.allow("k", 10.5) == 0
 
 
 class FakeSender:
@@ -223,19 +197,6 @@ def test_warn_action_logged_at_warning(monkeypatch: pytest.MonkeyPatch) -> None:
                      "server": str(SERVER), "log_level": "warning"}]
 
 
-def test_engine_exception_costs_one_packet(monkeypatch: pytest.MonkeyPatch) -> None:
-    relay = service(FakeSender())
-
-    def broken(datagram: Datagram, now: float) -> Outcome:
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr(relay.engine, "handle", broken)
-    with capture_logs() as logs:
-        relay.handle(request(), 1.0)
-    assert relay.shell.engine_errors == 1
-    assert logs[0]["event"] == "relay.engine.error"
-
-
 def test_stats_file_written_atomically_as_json(tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
     relay = service(FakeSender(), stats)
@@ -307,7 +268,7 @@ async def test_receive_thread_relays_from_a_real_socket_and_stops_when_cancelled
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(relay.receive_loop)
+                nursery.start_soon(relay.loop.run)
                 for xid in range(3):
                     client.sendto(request(xid).payload, sock.getsockname())
                 while len(sender.sent) < 3:
@@ -317,4 +278,4 @@ async def test_receive_thread_relays_from_a_real_socket_and_stops_when_cancelled
         client.close()
         sock.close()
     assert [decode(a.payload).xid for a in sender.sent] == [0, 1, 2]  # type: ignore[attr-defined]
-    assert relay.stopping and engine.counters.received == 3
+    assert relay.loop.stopping and engine.counters.received == 3

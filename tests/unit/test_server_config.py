@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from test_server_helpers import BASE_TOML, MT, config, dgram, reply_of, request
 
 from boothop.relay.wire import Opt
 from boothop.server.cli import main
@@ -18,7 +19,6 @@ from boothop.server.dhcp.lease import Lease, LeaseState
 from boothop.server.errors import ConfigError
 from boothop.server.leasestore import SqliteLeaseStore
 from boothop.server.reconcile import plan_reconcile
-from test_server_helpers import BASE_TOML, MT, config, dgram, reply_of, request
 
 RESERVED_MAC = bytes.fromhex("52540000010a")
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import pytest
+from test_server_helpers import (
+    MT,
+    RELAY_A,
+    RELAY_B,
+    SERVER,
+    agent,
+    config,
+    dgram,
+    mac,
+    opt_addr,
+    reply_of,
+    request,
+    sends,
+)
 
 from boothop.relay.wire import BROADCAST_FLAG, AgentSub, DhcpMessage, MessageType, Op, Opt, encode
 from boothop.server.dhcp.actions import Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
 from boothop.server.dhcp.core import DhcpServerCore
 from boothop.server.dhcp.lease import LeaseState
-from test_server_helpers import (
-    MT, RELAY_A, RELAY_B, SERVER, agent, config, dgram, mac, opt_addr, reply_of, request, sends,
-)
 
 ZERO = IPv4Address(0)
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
-from boothop.server.dhcp.actions import Datagram, Send
+from boothop.relay.wire import (
+    AgentInfo,
+    Datagram,
+    DhcpMessage,
+    MessageType,
+    Op,
+    Opt,
+    decode,
+    encode,
+)
+from boothop.server.dhcp.actions import Send
 from boothop.server.dhcp.config import DhcpConfig, parse_dhcp
 
 SERVER = IPv4Address("10.51.0.1")
@@ -62,8 +71,8 @@ def dgram(msg: DhcpMessage, *, source: IPv4Address | None = None, local: IPv4Add
           ifname: str = "bhs-srv0", ifindex: int = 7) -> Datagram:
     if source is None:
         source = msg.giaddr if msg.giaddr != IPv4Address(0) else msg.ciaddr
-    return Datagram(encode(msg), source, 67 if msg.giaddr != IPv4Address(0) else 68, local,
-                    ifindex, ifname)
+    return Datagram(encode(msg), source, 67 if msg.giaddr != IPv4Address(0) else 68,
+                    ifindex=ifindex, local=local, port=67, ifname=ifname)
 
 
 def sends(actions: list) -> list[Send]:

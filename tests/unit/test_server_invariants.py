@@ -8,11 +8,11 @@ from ipaddress import IPv4Address
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from test_server_helpers import MT, SERVER, config, dgram, mac, opt_addr, request
 
 from boothop.relay.wire import Opt, decode
 from boothop.server.dhcp.actions import Send
 from boothop.server.dhcp.core import DhcpServerCore
-from test_server_helpers import MT, SERVER, config, dgram, mac, opt_addr, request
 
 ZERO = IPv4Address(0)
 CLIENTS = st.integers(min_value=0, max_value=7)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 
 import structlog
 from structlog.testing import capture_logs
+from test_server_helpers import MT, RELAY_A, SERVER, config, mac, opt_addr, request
 
-from boothop.relay.wire import decode, encode
+from boothop.relay.wire import Datagram, decode, encode
 from boothop.server.dhcp.actions import Commit, Send
 from boothop.server.dhcp.core import DhcpServerCore
 from boothop.server.dhcp.lease import Lease
-from boothop.server.dhcp.service import _PKTINFO, IP_PKTINFO, _Durable, _Receiver, _Stats
-from test_server_helpers import MT, RELAY_A, SERVER, config, mac, opt_addr, request
+from boothop.server.dhcp.service import _Durable, _Receiver, _Stats
 
 
 class FakeSocket:
@@ -43,10 +42,9 @@ class FakeStore:
         self.writes.append((list(leases), len(self.sock.sent)))
 
 
-def received(payload: bytes) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int]]:
-    """What recvmsg returns for a relayed request that reached SERVER."""
-    pktinfo = _PKTINFO.pack(7, SERVER.packed, SERVER.packed)
-    return payload, [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (str(RELAY_A), 67)
+def received(payload: bytes) -> Datagram:
+    """What the shell ring hands the core for a relayed request that reached SERVER."""
+    return Datagram(payload, RELAY_A, 67, SERVER, 7, SERVER, 67, "srv0")
 
 
 def shell(fail: bool = False) -> tuple[_Receiver, _Durable, FakeSocket, FakeStore]:
@@ -59,15 +57,12 @@ def shell(fail: bool = False) -> tuple[_Receiver, _Durable, FakeSocket, FakeStor
 
 def dora(receiver: _Receiver, sock: FakeSocket, n: int) -> tuple[list[Commit], list[Send]]:
     """DISCOVER then REQUEST for client ``n``: the OFFER is sent at once, the ACK held back."""
-    commits: list[Commit] = []
-    promises: list[Send] = []
-    receiver._handle(received(encode(request(MT.DISCOVER, mac(n), xid=n))), commits, promises)
+    receiver.handle(received(encode(request(MT.DISCOVER, mac(n), xid=n))))
     offer = decode(sock.sent[-1][0])
-    assert offer.message_type == MT.OFFER and not commits and not promises
-    receiver._handle(received(encode(request(
-        MT.REQUEST, mac(n), xid=n, options=(opt_addr(54, SERVER), opt_addr(50, offer.yiaddr))))),
-        commits, promises)
-    return commits, promises
+    assert offer.message_type == MT.OFFER and receiver.take_burst() == ([], [])
+    receiver.handle(received(encode(request(
+        MT.REQUEST, mac(n), xid=n, options=(opt_addr(54, SERVER), opt_addr(50, offer.yiaddr))))))
+    return receiver.take_burst()
 
 
 def test_ack_leaves_only_after_its_lease_is_written() -> None:
@@ -119,7 +114,7 @@ def test_per_packet_lines_are_debug_only() -> None:
 def test_info_summary_line_counts_every_thread_and_repeats_only_on_change() -> None:
     receiver, durable, sock, _ = shell()
     durable.commit(*dora(receiver, sock, 6))
-    stats = _Stats(structlog.get_logger(), receiver.counts, durable.counts)
+    stats = _Stats(structlog.get_logger(), receiver.counts.copy, durable.counts.copy)
     with capture_logs() as logs:
         stats.maybe_log(1)  # not yet due
         stats.next = 0.0

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from test_wire_scapy import BOOTP, assert_same_header, scapy_option_list, typed
 
 from boothop.relay.wire import ClientArch, MessageType, Opt, PxeSub, decode, encode
 from boothop.relay.wire.pxe import (
@@ -30,7 +31,6 @@ from boothop.relay.wire.pxe import (
     client_uuid,
     is_pxe_client,
 )
-from test_wire_scapy import BOOTP, assert_same_header, scapy_option_list, typed
 
 CAPTURES = Path(__file__).parent / "captures"
 FILES = sorted(CAPTURES.glob("*.bin"))

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_wire_properties import PROPERTY, messages
 
 from boothop.relay.wire import MAGIC_COOKIE, DhcpMessage, Opt, decode, encode
-from test_wire_properties import PROPERTY, messages
 
 logging.getLogger("scapy").setLevel(logging.ERROR)
 dhcp_layer = pytest.importorskip("scapy.layers.dhcp")

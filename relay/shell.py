@@ -1,0 +1,444 @@
+"""The shell ring, written once: what every boothop daemon does around its sans-IO core.
+
+The relay, the DHCP server, proxyDHCP and the TFTP listener all use this module and nothing
+else for: opening a UDP socket (with the error a person can act on when it cannot be opened),
+receiving a datagram together with its ingress interface (IP_PKTINFO) as a ``wire.Datagram``,
+the receive loop that calls a core inline and contains a core's exception to one packet
+(``DatagramLoop``), the log rate limiter and the structlog set-up.
+
+The server may import this module as it imports the codec; it imports nothing of the relay's
+engine, and the relay never imports the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from ipaddress import IPv4Address
+from typing import TextIO
+
+import structlog
+import trio
+
+from .wire import Datagram
+
+# -- logging ---------------------------------------------------------------------------------
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("auto", "console", "json")
+Logger = structlog.typing.FilteringBoundLogger
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog once per process: to stderr, console renderer on a TTY, else JSON
+    (one event per line, for journald and log shippers)."""
+    out = stream if stream is not None else sys.stderr
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (expected one of: {', '.join(LEVELS)})")
+    json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def per_packet_logging(log: Logger) -> bool:
+    """Whether debug lines are written: per-packet events are built only then."""
+    is_enabled = getattr(log, "is_enabled_for", None)
+    return bool(is_enabled(logging.DEBUG)) if is_enabled is not None else True
+
+
+class RateLimiter:
+    """At most ``burst`` log lines per key per ``period`` seconds; the rest are counted.
+
+    For events a remote party can trigger (drops, refusals, send errors): a flood must not
+    become a flood of log lines.
+    """
+
+    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._windows: dict[Hashable, tuple[float, int, int]] = {}
+
+    def allow(self, key: Hashable, now: float) -> int | None:
+        """None if this line must be suppressed, else how many were suppressed before it."""
+        start, used, suppressed = self._windows.get(key, (now, 0, 0))
+        if now - start >= self.period:
+            start, used = now, 0
+        if used >= self.burst:
+            self._windows[key] = (start, used, suppressed + 1)
+            return None
+        self._windows[key] = (start, used + 1, 0)
+        return suppressed
+
+
+def escaped(text: str) -> str:
+    """Client-supplied text, safe for a log line."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def errno_name(error: OSError) -> str:
+    """``ECONNREFUSED`` rather than a sentence: what counters and log lines key on."""
+    return errno.errorcode.get(error.errno or 0, type(error).__name__)
+
+
+# -- sockets ---------------------------------------------------------------------------------
+#: Room for any UDP payload a link can carry unfragmented, and then some; larger is truncated.
+RECEIVE_BUFFER = 8192
+#: The kernel buffer is the back-pressure of a loop with no task per packet: make it deep.
+RECEIVE_QUEUE = 4 * 1024 * 1024
+#: Linux <netinet/in.h> and <asm-generic/socket.h>; the socket module does not export them all.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
+ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+#: Plain ints: the enum's ``&`` costs microseconds per packet.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+
+
+class SocketUnavailable(OSError):
+    """A socket the daemon needs cannot be had; the message says which and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ShutDown(Exception):
+    """A blocked receive woken by ``shutdown(SHUT_RD)``: the daemon is stopping."""
+
+
+class Truncated(Exception):
+    """A datagram larger than the receive buffer: not a message any core could use whole."""
+
+
+def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
+             pktinfo: bool = True, receive_queue: int = RECEIVE_QUEUE) -> socket.socket:
+    """A non-blocking UDP socket bound to ``address:port``, with IP_PKTINFO on received datagrams.
+
+    No SO_REUSEADDR: a port another daemon holds (a second boothop, dhcrelay, dnsmasq) is
+    refused, for two daemons on one port would split its traffic between them at random.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if receive_queue:
+            # FORCE passes net.core.rmem_max with CAP_NET_ADMIN; without, the kernel caps it.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_queue)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_queue)
+        sock.setblocking(False)
+        try:
+            sock.bind((address, port))
+        except OSError as error:
+            raise _bind_error(error, address, port) from error
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(error: OSError, address: str, port: int) -> OSError:
+    where = f"UDP port {port} on {address}"
+    if error.errno == errno.EADDRINUSE:
+        return SocketUnavailable(error.errno, f"{where} is taken by another process "
+                                 "(another boothop, dhcrelay, dnsmasq, a DHCP server?): stop it "
+                                 "or choose another port")
+    if error.errno == errno.EACCES:
+        return SocketUnavailable(error.errno, f"binding {where} needs CAP_NET_BIND_SERVICE "
+                                 "(ports below 1024)")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return SocketUnavailable(error.errno, f"{where}: {address} is not an address of this host")
+    return SocketUnavailable(error.errno or 0, f"{where}: {error.strerror or error}")
+
+
+_ADDRESSES: dict[str | bytes, IPv4Address] = {}
+_PKTINFOS: dict[bytes, tuple[int, IPv4Address, IPv4Address]] = {}
+_NAMES: dict[int, str] = {}
+_NO_PKTINFO = (0, IPv4Address(0), IPv4Address(0))
+
+
+def _address(key: str | bytes) -> IPv4Address:
+    """IPv4Address of a dotted quad or 4 packed bytes, memoized: parsing a string costs more
+    than the relay engine's whole decision, and a daemon sees few distinct addresses."""
+    try:
+        return _ADDRESSES[key]
+    except KeyError:
+        if len(_ADDRESSES) >= 4096:  # bounded: source addresses are chosen by remote parties
+            _ADDRESSES.clear()
+        address = _ADDRESSES[key] = IPv4Address(key)
+        return address
+
+
+def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address, IPv4Address]:
+    """(ifindex, spec_dst, header destination) of IP_PKTINFO; the few values seen are cached."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+            found = _PKTINFOS.get(data)
+            if found is None:
+                if len(_PKTINFOS) >= 4096:  # bounded: header destinations come from senders
+                    _PKTINFOS.clear()
+                ifindex, spec_dst, destination = _PKTINFO.unpack_from(data)
+                found = _PKTINFOS[data] = (ifindex, _address(spec_dst), _address(destination))
+            return found
+    return _NO_PKTINFO
+
+
+def interface_name(ifindex: int) -> str:
+    """The name of an interface index, cached ("" when it has none, or is gone)."""
+    name = _NAMES.get(ifindex)
+    if name is None:
+        try:
+            name = socket.if_indextoname(ifindex) if ifindex else ""
+        except OSError:
+            name = ""
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        _NAMES[ifindex] = name
+    return name
+
+
+def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RECEIVE_BUFFER,
+            names: bool = False) -> Datagram:
+    """One datagram from ``sock`` (bound to ``port``), as the cores take it.
+
+    BlockingIOError when a non-blocking receive finds the socket drained; ShutDown when a
+    blocked receive was woken by ``shutdown(SHUT_RD)``; Truncated for an oversized datagram.
+    ``names`` fills in the ingress interface's name (the relay keys on indexes and skips it).
+    """
+    payload, ancillary, received_flags, source = sock.recvmsg(bufsize, ANCILLARY_SIZE, flags)
+    if source is None:
+        raise ShutDown("no datagram: the socket was shut down for reading")
+    if received_flags & _MSG_TRUNC:
+        raise Truncated(f"datagram from {source[0]} larger than {bufsize} octets")
+    ifindex, local, destination = _pktinfo(ancillary)
+    return Datagram(payload, _address(source[0]), source[1], destination, ifindex, local, port,
+                    interface_name(ifindex) if names else "")
+
+
+_CMSGS: dict[tuple[int, IPv4Address], list[tuple[int, int, bytes]]] = {}
+
+
+def pktinfo_cmsg(ifindex: int, source: IPv4Address) -> list[tuple[int, int, bytes]]:
+    """Ancillary data for ``sendmsg`` choosing the outgoing interface (0: routed) and the source
+    address of a reply."""
+    key = ifindex, source
+    cmsg = _CMSGS.get(key)
+    if cmsg is None:
+        if len(_CMSGS) >= 4096:
+            _CMSGS.clear()
+        info = _PKTINFO.pack(ifindex, source.packed, bytes(4))
+        cmsg = _CMSGS[key] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+    return cmsg
+
+
+def send_datagram(sock: socket.socket, payload: bytes, to: tuple[str, int],
+                  ifindex: int = 0, source: IPv4Address | None = None) -> None:
+    """Send without blocking (a full buffer raises: the peer retransmits), from ``source`` and out
+    of ``ifindex`` when given."""
+    if source is None:
+        sock.sendto(payload, _DONTWAIT, to)
+    else:
+        sock.sendmsg([payload], pktinfo_cmsg(ifindex, source), _DONTWAIT, to)
+
+
+# -- the process -----------------------------------------------------------------------------
+#: Exit status when the daemon cannot start or fails while running (a socket it needs, say).
+EXIT_FAILURE = 1
+
+
+def run_daemon(program: str, main: Callable[[], Awaitable[object]]) -> int:
+    """Run a daemon's trio main until it returns; an OSError (a port taken, a capability
+    missing), alone or inside the nursery's exception group, becomes one line on stderr and
+    EXIT_FAILURE instead of a traceback."""
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BaseExceptionGroup as group:
+        errors, rest = group.split(OSError)
+        if errors is None or rest is not None:
+            raise
+        for leaf in _leaves(errors):
+            print(f"{program}: {leaf}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
+    found: list[OSError] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found
+
+
+# -- the receive loop ------------------------------------------------------------------------
+@dataclasses.dataclass
+class LoopCounters:
+    """What happens around the core: datagrams that never reached it, and its exceptions."""
+
+    receive_errors: int = 0
+    truncated: int = 0
+    core_errors: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class DatagramLoop:
+    """``serve_datagrams``: receive on one socket and call a core's handler inline, per datagram.
+
+    A thread, not a trio task. DHCP packets mostly arrive one at a time: each wake-up of a trio
+    task cost some 20 µs of CPU in its scheduler and an extra poll (measured in the relay
+    benchmark, tests/bench/relay_dora.py), more than a core spends on a packet, while a thread
+    blocked in recvmsg costs two system calls per packet (receive, send), as few as dhcrelay.
+    No task per packet: the kernel socket buffer is the back-pressure.
+
+    ``handle`` runs under ``lock``, which the daemon's trio tasks take to read or swap what the
+    handler uses (configuration, counters, timers). An exception out of ``handle`` is a bug in a
+    core; it costs that one datagram, is counted and logged (rate-limited), and the loop goes on.
+
+    With ``burst`` > 1 the loop also drains up to ``burst - 1`` queued datagrams (without
+    blocking) under the same lock, then calls ``after_burst(count)`` outside it: the DHCP server
+    commits a burst's leases in one transaction there.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handle: Callable[[Datagram], None],
+        *,
+        log: Logger,
+        lock: threading.Lock | None = None,
+        burst: int = 1,
+        after_burst: Callable[[int], None] | None = None,
+        names: bool = False,
+        bufsize: int = RECEIVE_BUFFER,
+    ) -> None:
+        self.sock = sock
+        self.handle = handle
+        self.log = log
+        self.lock = lock if lock is not None else threading.Lock()
+        self.burst = burst
+        self.after_burst = after_burst
+        self.names = names
+        self.bufsize = bufsize
+        self.counters = LoopCounters()
+        self.limiter = RateLimiter()
+        self.stopping = False
+
+    @property
+    def port(self) -> int:
+        """The local port: the cores see it in each Datagram (proxyDHCP answers 67 and 4011)."""
+        return int(self.sock.getsockname()[1])
+
+    async def run(self) -> None:
+        """Run the receive thread until cancelled, then wake it and wait for it to return."""
+        self.sock.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_cancel)
+            # Not abandoned on cancel: the thread is woken and waited for, so that it never
+            # touches the socket or the core once they are gone.
+            await trio.to_thread.run_sync(self.serve, limiter=trio.CapacityLimiter(1))
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_cancel(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stopping = True
+            # Linux wakes a recvmsg blocked on an unconnected UDP socket when it is shut down
+            # (it returns no data and no address), though the call itself reports ENOTCONN.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
+
+    def serve(self) -> None:
+        """The receive thread's body: returns when the socket is shut down."""
+        sock, port, names, bufsize = self.sock, self.port, self.names, self.bufsize
+        lock, handle, burst, after_burst = self.lock, self._handle, self.burst, self.after_burst
+        while not self.stopping:
+            try:
+                datagram = receive(sock, port, bufsize=bufsize, names=names)
+            except ShutDown:
+                return
+            except (Truncated, OSError) as error:
+                with lock:
+                    self._receive_failed(error)
+                continue
+            with lock:
+                handle(datagram)
+                count = 1 + self._drain(burst - 1) if burst > 1 else 1
+            if after_burst is not None:
+                after_burst(count)
+
+    def drain(self, limit: int) -> int:
+        """Handle up to ``limit`` datagrams already queued, without blocking: how many."""
+        with self.lock:
+            return self._drain(limit)
+
+    def _drain(self, limit: int) -> int:
+        sock, port, names, bufsize, handle = self.sock, self.port, self.names, self.bufsize, self._handle
+        for count in range(limit):
+            try:
+                datagram = receive(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names)
+            except (BlockingIOError, ShutDown):
+                return count
+            except (Truncated, OSError) as error:
+                self._receive_failed(error)
+                continue
+            handle(datagram)
+        return limit
+
+    def _handle(self, datagram: Datagram) -> None:
+        try:
+            self.handle(datagram)
+        except Exception:  # a core must not raise (a bug): cost one packet, not the daemon
+            self.counters.core_errors += 1
+            if self.limiter.allow("core-error", time.monotonic()) is not None:
+                self.log.exception("shell.core.error", source=f"{datagram.source}:"
+                                   f"{datagram.source_port}", port=self.port)
+
+    def _receive_failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        if isinstance(error, Truncated):
+            self.counters.truncated += 1
+            if self.limiter.allow("truncated", now) is not None:
+                self.log.info("shell.receive.truncated", detail=str(error), port=self.port)
+            return
+        # e.g. ECONNREFUSED: an ICMP port unreachable for an earlier send.
+        assert isinstance(error, OSError)
+        self.counters.receive_errors += 1
+        if self.limiter.allow(("receive", error.errno), now) is not None:
+            self.log.info("shell.receive.error", error=errno_name(error), port=self.port)

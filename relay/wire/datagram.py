@@ -1,0 +1,31 @@
+"""The input of every sans-IO core: one received UDP datagram and what the socket said of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv4Address
+
+from .message import ZERO
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Datagram:
+    """One UDP datagram as the shell received it, with IP_PKTINFO's view of where it arrived.
+
+    The relay engine, the DHCP server, proxyDHCP and the TFTP admission all take this one type:
+    the shell ring builds it once per packet and hands it to whichever core it serves.
+    """
+
+    payload: bytes
+    source: IPv4Address
+    source_port: int
+    #: The IP header's destination (``ipi_addr``): 255.255.255.255 for a broadcast.
+    destination: IPv4Address = ZERO
+    #: The ingress interface's index (``ipi_ifindex``).
+    ifindex: int = 0
+    #: The local address it reached (``ipi_spec_dst``): the interface's own for a broadcast.
+    local: IPv4Address = ZERO
+    #: The local port it arrived on (67 or 4011 for proxyDHCP).
+    port: int = 0
+    #: The ingress interface's name, where the shell knows it.
+    ifname: str = ""

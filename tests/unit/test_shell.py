@@ -1,0 +1,147 @@
+"""The shell ring every daemon uses, on real loopback sockets: receive, the loop, its guard."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+import pytest
+import structlog
+import trio
+from structlog.testing import capture_logs
+
+from boothop.relay.shell import (
+    DatagramLoop,
+    RateLimiter,
+    SocketUnavailable,
+    open_udp,
+    pktinfo_cmsg,
+    receive,
+    send_datagram,
+)
+from boothop.relay.wire import Datagram
+
+LOOPBACK = IPv4Address("127.0.0.1")
+
+
+@pytest.fixture
+def sock() -> Iterator[socket.socket]:
+    opened = open_udp(0, "127.0.0.1")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def client() -> Iterator[socket.socket]:
+    opened = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    opened.bind(("127.0.0.1", 0))
+    yield opened
+    opened.close()
+
+
+def test_receive_reports_ingress_interface_addresses_and_port(sock: socket.socket,
+                                                              client: socket.socket) -> None:
+    client.sendto(b"hello", sock.getsockname())
+    sock.settimeout(2)  # the daemons' sockets are non-blocking; here, wait for the one datagram
+    port = sock.getsockname()[1]
+    datagram = receive(sock, port, names=True)
+    assert datagram == Datagram(b"hello", LOOPBACK, client.getsockname()[1], destination=LOOPBACK,
+                                ifindex=socket.if_nametoindex("lo"), local=LOOPBACK, port=port,
+                                ifname="lo")
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        receive(sock, port)
+
+
+def test_rate_limiter_allows_burst_then_counts_suppressed() -> None:
+    limiter = RateLimiter(burst=2, period=10.0)
+    assert [limiter.allow("k", 0.0) for _ in range(5)] == [0, 0, None, None, None]
+    assert limiter.allow("other", 1.0) == 0
+    assert limiter.allow("k", 10.0) == 3  # a new window reports what the last one suppressed
+    assert limiter.allow("k", 10.5) == 0
+
+
+def test_a_taken_port_is_refused_naming_the_port(sock: socket.socket) -> None:
+    """No SO_REUSEADDR: a second daemon on the port would split its traffic with the first."""
+    port = sock.getsockname()[1]
+    with pytest.raises(SocketUnavailable) as raised:
+        open_udp(port, "127.0.0.1")
+    assert f"UDP port {port} on 127.0.0.1 is taken" in str(raised.value)
+
+
+def test_a_foreign_address_is_refused_naming_it() -> None:
+    with pytest.raises(SocketUnavailable, match="192.0.2.1 is not an address of this host"):
+        open_udp(0, "192.0.2.1")
+
+
+def test_send_datagram_from_a_chosen_source(sock: socket.socket, client: socket.socket) -> None:
+    send_datagram(sock, b"reply", client.getsockname(), 0, LOOPBACK)
+    client.settimeout(2)
+    assert client.recvfrom(100) == (b"reply", sock.getsockname())
+    assert pktinfo_cmsg(0, LOOPBACK) is pktinfo_cmsg(0, LOOPBACK)  # built once per (if, source)
+
+
+async def _serve(loop: DatagramLoop, client: socket.socket, payloads: list[bytes],
+                 done: threading.Event) -> None:
+    """Run ``loop`` until ``done`` is set (bounded), having sent ``payloads`` to it."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(loop.run)
+            for payload in payloads:
+                client.sendto(payload, loop.sock.getsockname())
+            while not done.is_set():
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_core_exception_costs_one_datagram_not_the_loop(sock: socket.socket,
+                                                                client: socket.socket) -> None:
+    handled: list[bytes] = []
+    done = threading.Event()
+
+    def core(datagram: Datagram) -> None:
+        if datagram.payload == b"bad":
+            raise RuntimeError("a bug in a core")
+        handled.append(datagram.payload)
+        if datagram.payload == b"last":
+            done.set()
+
+    loop = DatagramLoop(sock, core, log=structlog.get_logger())
+    with capture_logs() as logs:
+        await _serve(loop, client, [b"first", b"bad", b"last"], done)
+    assert handled == [b"first", b"last"]
+    assert loop.counters.core_errors == 1 and loop.stopping
+    assert [e["event"] for e in logs] == ["shell.core.error"] and logs[0]["exc_info"]
+
+
+async def test_a_burst_is_handled_under_one_lock_then_after_burst(sock: socket.socket,
+                                                                  client: socket.socket) -> None:
+    for n in range(5):  # queued before the loop starts: one wake-up finds all five
+        client.sendto(bytes([n]), sock.getsockname())
+    bursts: list[int] = []
+    done = threading.Event()
+
+    def after_burst(count: int) -> None:
+        bursts.append(count)
+        done.set()
+
+    loop = DatagramLoop(sock, lambda datagram: None, log=structlog.get_logger(), burst=8,
+                        after_burst=after_burst)
+    await _serve(loop, client, [], done)
+    assert bursts == [5]
+
+
+async def test_a_truncated_datagram_is_counted_and_never_reaches_the_core(
+        sock: socket.socket, client: socket.socket) -> None:
+    handled: list[bytes] = []
+    done = threading.Event()
+
+    def core(datagram: Datagram) -> None:
+        handled.append(datagram.payload)
+        done.set()
+
+    loop = DatagramLoop(sock, core, log=structlog.get_logger(), bufsize=16)
+    await _serve(loop, client, [bytes(17), b"small"], done)
+    assert handled == [b"small"] and loop.counters.truncated == 1

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from . import servers
 from .processes import ProcessRunner, wait_for
+from .report import render
+from .results import ClientResult
 from .spec import ClientSpec, LabSpec
 from .topology import Host, Lan, Port, Route, Topology, alive, remove_prefix
 
@@ -64,21 +65,6 @@ def build_topology(spec: LabSpec) -> Topology:
                 ports.append(Port(client.name, "eth0", None, client.mac))
         lans.append(Lan(subnet.name, tuple(ports)))
     return Topology(spec.prefix, hosts, lans)
-
-
-@dataclass
-class ClientResult:
-    name: str
-    kind: str
-    subnet: str
-    mac: str
-    address: str | None = None
-    boot_file: str | None = None
-    bytes_downloaded: int = 0
-    seconds: float | None = None
-    ok: bool = False
-    detail: str = ""
-    steps: list[str] = field(default_factory=list)
 
 
 class Lab:
@@ -321,8 +307,6 @@ def _text(path: Path) -> str:
 
 def run_demo(spec: LabSpec, html_path: Path | None) -> tuple[list[ClientResult], str]:
     """up, boot every client, collect the report and the ladder, down (always)."""
-    from .report import render
-
     lab = Lab(spec)
     lab.down()
     try:

@@ -2,8 +2,8 @@
 
 Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is a
 QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run in
-sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the lab's
-namespaces, by PID, and deletes them.
+sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the
+namespaces the lab recorded as its own (see topology), by PID, and deletes them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .processes import ProcessRunner, wait_for
 from .report import render
 from .results import ClientResult
 from .spec import ClientSpec, LabSpec
-from .topology import Host, Lan, Port, Route, Topology, alive, remove_prefix
+from .topology import Host, Lan, Port, Route, Topology, alive, recorded_namespaces
 
 RUN_DIR = Path("/run/boothop-lab")
 #: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
@@ -133,7 +133,9 @@ class Lab:
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
     def down(self) -> None:
-        remove_prefix(self.spec.prefix)
+        """Remove what ``up`` made: the recorded namespaces (processes and links in them go too)
+        and the work directory."""
+        self.topology.down()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _running(self, name: str) -> bool:
@@ -160,6 +162,7 @@ class Lab:
         return {
             "prefix": self.spec.prefix,
             "built": self.topology.exists(),
+            "namespaces": recorded_namespaces(self.spec.prefix),
             "relay": self.spec.relay,
             "daemons": daemons,
             "relay_counters": servers.relay_counters(self.workdir),

@@ -29,7 +29,7 @@ from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
 from boothop.relay.lab.servers import NBP_SIZE
 from boothop.relay.lab.servers import read_events, relay_counters
 from boothop.relay.lab.spec import LabSpec, load_lab
-from boothop.relay.lab.topology import alive, namespace_pids, remove_prefix
+from boothop.relay.lab.topology import alive, namespace_pids, remove_recorded
 from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 
 pytestmark = pytest.mark.system
@@ -112,7 +112,7 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSpec]:
         yield loaded
     finally:
         leftover = _namespaces(prefix)
-        remove_prefix(prefix)
+        remove_recorded(prefix)
         shutil.rmtree(Lab(loaded).workdir, ignore_errors=True)
     assert leftover == [], f"namespaces left behind: {leftover}"
 

@@ -3,7 +3,8 @@
 Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is a
 QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run in
 sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the
-namespaces the lab recorded as its own (see topology), by PID, and deletes them.
+namespaces the lab recorded as its own (see topology), by PID, and deletes them. Daemons and clients
+run with the lab's work directory as their current directory, so nothing lands in the caller's.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Lab:
         self.spec = spec
         self.topology = build_topology(spec)
         self.workdir = workdir or RUN_DIR / spec.prefix
-        self.runner = ProcessRunner(self.workdir / "logs")
+        self.runner = ProcessRunner(self.workdir / "logs", cwd=self.workdir)
         #: Extra options (by name) for every subnet of the DHCP server, e.g. a scenario's
         #: misconfiguration; applied by ``up`` and ``restart_daemon("dhcp")``.
         self.dhcp_options: dict[str, str] = dict(dhcp_options or {})
@@ -308,14 +309,19 @@ def _text(path: Path) -> str:
         return ""
 
 
-def run_demo(spec: LabSpec, html_path: Path | None) -> tuple[list[ClientResult], str]:
-    """up, boot every client, collect the report and the ladder, down (always)."""
+def run_demo(spec: LabSpec, run_dir: Path) -> tuple[list[ClientResult], str]:
+    """up, boot every client, collect the report and the ladder, down (always).
+
+    ``run_dir`` keeps the run: ``report.html`` and the daemons' and clients' ``logs/``."""
     lab = Lab(spec)
     lab.down()
     try:
         lab.up()
         results = lab.boot_clients()
         time.sleep(0.3)  # the daemons' last log lines
-        return results, render(spec, lab.workdir, results, html_path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        report = render(spec, lab.workdir, results, run_dir / "report.html")
+        shutil.copytree(lab.workdir / "logs", run_dir / "logs", dirs_exist_ok=True)
+        return results, report
     finally:
         lab.down()

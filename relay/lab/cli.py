@@ -1,21 +1,28 @@
-"""boothop-lab: build a routed network-boot topology in namespaces and boot real clients through it."""
+"""boothop-lab: build a routed network-boot topology in namespaces and boot real clients through it.
+
+`up` records the namespaces it creates in /run/boothop-lab/<prefix>.netns.json; `down` removes
+exactly those (a namespace with the prefix that boothop-lab did not create is left alone). `demo`
+keeps each run (report.html, logs/) in a run directory: --run-dir, else
+$XDG_STATE_HOME/boothop-lab/runs/<time>-<prefix>, or /var/lib/boothop-lab/runs/<time>-<prefix>
+as root (~/.local/state/boothop-lab/runs/... otherwise). Nothing is written to the current
+directory.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from boothop.relay.configfile import ConfigError
 
 from .lab import Lab, run_demo
+from .locations import default_lab_file, find_program, new_run_dir
 from .scenarios import SCENARIOS, run_scenario
 from .spec import LabSpec, load_lab
 
-DEFAULT_LAB = Path(__file__).resolve().parents[2] / "config" / "lab.toml"
 NEEDED = {
     "ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "udhcpc": "udhcpc",
     "busybox": "busybox", "dhclient": "isc-dhcp-client", "dhcrelay": "isc-dhcp-relay",
@@ -33,7 +40,7 @@ def missing_requirements(spec: LabSpec) -> list[str]:
             continue
         if command == "dhcrelay" and spec.relay != "dhcrelay":
             continue
-        if shutil.which(command) is None:
+        if find_program(command) is None:
             problems.append(f"{command} not found (Debian package {package}; `bash .ci/install` installs it)")
     if "pxe" in kinds and not Path("/usr/lib/ipxe/qemu").is_dir():
         problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
@@ -41,23 +48,29 @@ def missing_requirements(spec: LabSpec) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="boothop-lab", description=__doc__)
-    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_LAB, help="lab topology (TOML)")
+    parser = argparse.ArgumentParser(
+        prog="boothop-lab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", type=Path,
+                        help=f"lab topology (TOML); default: the installed {default_lab_file()}")
     parser.add_argument("--relay", choices=("boothop", "dhcrelay"), help="override the file's relay")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="build the topology and start the daemons (idempotent)")
-    sub.add_parser("down", help="remove every namespace, link and process of the lab")
+    sub.add_parser("down", help="remove the namespaces (links, processes) that `up` created")
     sub.add_parser("status", help="what is built and running, and the relay's counters")
     demo = sub.add_parser("demo", help="up, boot every client, report, down")
-    demo.add_argument("--html", type=Path, default=Path("boothop-lab-report.html"),
-                      help="also write the report as HTML with an SVG ladder diagram")
+    demo.add_argument("--run-dir", type=Path,
+                      help="keep the run here (report.html with SVG ladder diagrams, logs/); "
+                           "default: a new directory under the runs directory (see above)")
     demo.add_argument("--compare", action="store_true",
                       help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side")
     scenario = sub.add_parser("scenario", help="replay a field report: up, run it, print the outcome, down")
     scenario.add_argument("name", choices=sorted(SCENARIOS))
     args = parser.parse_args(argv)
     try:
-        spec = load_lab(args.config)
+        spec = load_lab(args.config or default_lab_file())
     except ConfigError as error:
         print(f"boothop-lab: {error}", file=sys.stderr)
         return 2
@@ -80,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scenario":
         return 0 if run_scenario(args.name, spec).ok else 1
     relays = ("boothop", "dhcrelay") if args.compare else (spec.relay,)
+    run_dir = args.run_dir or new_run_dir(spec.prefix)
     all_ok = True
     times: dict[str, dict[str, float | None]] = {}
     for relay in relays:
-        html = args.html.with_stem(f"{args.html.stem}-{relay}") if args.compare else args.html
-        results, report = run_demo(spec.with_relay(relay), html)
+        kept = run_dir / relay if args.compare else run_dir
+        results, report = run_demo(spec.with_relay(relay), kept)
         print(report, flush=True)
         print()
         all_ok &= all(r.ok for r in results)
@@ -95,5 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in times[relays[0]]:
             cells = [times[r].get(name) for r in relays]
             print(f"  {name:10} " + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells))
+    print(f"Run directory: {run_dir.resolve()}")
     return 0 if all_ok else 1
 

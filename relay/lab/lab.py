@@ -2,8 +2,9 @@
 
 Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is a
 QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run in
-sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the lab's
-namespaces, by PID, and deletes them.
+sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the
+namespaces the lab recorded as its own (see topology), by PID, and deletes them. Daemons and clients
+run with the lab's work directory as their current directory, so nothing lands in the caller's.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from . import servers
 from .processes import ProcessRunner, wait_for
+from .report import render
+from .results import ClientResult
 from .spec import ClientSpec, LabSpec
-from .topology import Host, Lan, Port, Route, Topology, alive, remove_prefix
+from .topology import Host, Lan, Port, Route, Topology, alive, recorded_namespaces
 
 RUN_DIR = Path("/run/boothop-lab")
 #: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
@@ -66,21 +68,6 @@ def build_topology(spec: LabSpec) -> Topology:
     return Topology(spec.prefix, hosts, lans)
 
 
-@dataclass
-class ClientResult:
-    name: str
-    kind: str
-    subnet: str
-    mac: str
-    address: str | None = None
-    boot_file: str | None = None
-    bytes_downloaded: int = 0
-    seconds: float | None = None
-    ok: bool = False
-    detail: str = ""
-    steps: list[str] = field(default_factory=list)
-
-
 class Lab:
     def __init__(
         self,
@@ -91,7 +78,7 @@ class Lab:
         self.spec = spec
         self.topology = build_topology(spec)
         self.workdir = workdir or RUN_DIR / spec.prefix
-        self.runner = ProcessRunner(self.workdir / "logs")
+        self.runner = ProcessRunner(self.workdir / "logs", cwd=self.workdir)
         #: Extra options (by name) for every subnet of the DHCP server, e.g. a scenario's
         #: misconfiguration; applied by ``up`` and ``restart_daemon("dhcp")``.
         self.dhcp_options: dict[str, str] = dict(dhcp_options or {})
@@ -147,7 +134,9 @@ class Lab:
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
     def down(self) -> None:
-        remove_prefix(self.spec.prefix)
+        """Remove what ``up`` made: the recorded namespaces (processes and links in them go too)
+        and the work directory."""
+        self.topology.down()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _running(self, name: str) -> bool:
@@ -174,6 +163,7 @@ class Lab:
         return {
             "prefix": self.spec.prefix,
             "built": self.topology.exists(),
+            "namespaces": recorded_namespaces(self.spec.prefix),
             "relay": self.spec.relay,
             "daemons": daemons,
             "relay_counters": servers.relay_counters(self.workdir),
@@ -319,16 +309,19 @@ def _text(path: Path) -> str:
         return ""
 
 
-def run_demo(spec: LabSpec, html_path: Path | None) -> tuple[list[ClientResult], str]:
-    """up, boot every client, collect the report and the ladder, down (always)."""
-    from .report import render
+def run_demo(spec: LabSpec, run_dir: Path) -> tuple[list[ClientResult], str]:
+    """up, boot every client, collect the report and the ladder, down (always).
 
+    ``run_dir`` keeps the run: ``report.html`` and the daemons' and clients' ``logs/``."""
     lab = Lab(spec)
     lab.down()
     try:
         lab.up()
         results = lab.boot_clients()
         time.sleep(0.3)  # the daemons' last log lines
-        return results, render(spec, lab.workdir, results, html_path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        report = render(spec, lab.workdir, results, run_dir / "report.html")
+        shutil.copytree(lab.workdir / "logs", run_dir / "logs", dirs_exist_ok=True)
+        return results, report
     finally:
         lab.down()

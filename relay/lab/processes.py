@@ -3,6 +3,8 @@
 Programs start through ``ip netns exec`` (which also bind-mounts ``/etc/netns/<ns>`` and a fresh
 ``/sys``), in a session of their own so that the PID is also the process group: stopping sends
 SIGTERM to that group, then SIGKILL after a grace period. Output goes to ``<log_dir>/<name>.log``.
+Programs run in the runner's ``cwd`` (by default the caller's), where any file they write unasked
+lands.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ class Process:
 class ProcessRunner:
     """Starts programs in namespaces and guarantees they are stopped (``stop_all`` / ``with``)."""
 
-    def __init__(self, log_dir: Path, grace: float = 2.0) -> None:
+    def __init__(self, log_dir: Path, grace: float = 2.0, cwd: Path | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.grace = grace
+        self.cwd = cwd
         self.processes: list[Process] = []
 
     def start(
@@ -80,7 +83,7 @@ class ProcessRunner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=full_env,
-                cwd=cwd,
+                cwd=cwd or self.cwd,
                 start_new_session=True,
             )
         process = Process(name, namespace, tuple(argv), log, popen)
@@ -97,6 +100,7 @@ class ProcessRunner:
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
         )
 
     def stop(self, process: Process, grace: float | None = None) -> int:

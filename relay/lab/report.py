@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lab import ClientResult
+from .results import ClientResult
 from .spec import LabSpec
 
 LANES = ("client", "relay", "dhcp", "pxe")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .lab import Lab, lan_if
+from .locations import program
 from .processes import Process, wait_for
 from .servers import NBP_SIZE, read_events
 from .spec import ClientSpec, LabSpec
@@ -69,7 +70,8 @@ def _indent(text: str, prefix: str = "      ") -> str:
 
 
 def leases(lab: Lab) -> list[dict[str, Any]]:
-    completed = _run(["boothop-server", "leases", "--json", "-c", str(lab.workdir / "dhcp.toml")])
+    config = str(lab.workdir / "dhcp.toml")
+    completed = _run([program("boothop-server"), "leases", "--json", "-c", config])
     if completed.returncode != 0:
         raise RuntimeError(f"boothop-server leases failed: {completed.stderr.strip()}")
     rows: list[dict[str, Any]] = json.loads(completed.stdout)
@@ -114,13 +116,14 @@ def bootp_reconcile(spec: LabSpec, say: Say) -> ScenarioResult:
         data["deleted"] = removed
         say(f"  3. DHCP server stopped; lease database deleted ({', '.join(removed) or 'nothing there'})")
 
-        reconcile = _run(["boothop-server", "reconcile", "-c", str(lab.workdir / "dhcp.toml")])
+        config = str(lab.workdir / "dhcp.toml")
+        reconcile = _run([program("boothop-server"), "reconcile", "-c", config])
         data["reconcile"] = {"exit": reconcile.returncode, "output": reconcile.stdout + reconcile.stderr}
         say(f"  4. boothop-server reconcile (exit {reconcile.returncode}):")
         say(_indent(reconcile.stdout + reconcile.stderr))
         data["leases_reconciled"] = leases(lab)
         say(f"     lease database: {_lease_line(data['leases_reconciled'], client)}")
-        check = _run(["boothop-server", "check", "-c", str(lab.workdir / "dhcp.toml")])
+        check = _run([program("boothop-server"), "check", "-c", config])
         data["check"] = {"exit": check.returncode, "output": check.stdout + check.stderr}
         say(f"     boothop-server check (exit {check.returncode}): {(check.stdout + check.stderr).strip()}")
 
@@ -263,7 +266,7 @@ def _tftp_requests(lab: Lab) -> list[str]:
 
 
 def _check(lab: Lab) -> dict[str, Any]:
-    completed = _run(["boothop-server", "check", "-c", str(lab.workdir / "dhcp.toml")])
+    completed = _run([program("boothop-server"), "check", "-c", str(lab.workdir / "dhcp.toml")])
     warnings = [l for l in completed.stderr.splitlines() if l.startswith("warning:")]
     return {"exit": completed.returncode, "warnings": warnings, "output": completed.stdout + completed.stderr}
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .locations import program
 from .processes import wait_for
 from .spec import ClientSpec, LabSpec
 
@@ -37,7 +38,7 @@ def relay_argv(spec: LabSpec, workdir: Path) -> list[str]:
     if spec.relay == "dhcrelay":
         return ["dhcrelay", "-d", "-4", "-a", *downstream, "-iu", "up",
                 "-pf", str(workdir / "dhcrelay.pid.file"), *servers]
-    return ["boothop-relay", "-d", *downstream, "-iu", "up", "-a",
+    return [program("boothop-relay"), "-d", *downstream, "-iu", "up", "-a",
             "--log-format", "json", "--log-level", "debug",
             "--stats-file", str(workdir / "relay-stats.json"), *servers]
 
@@ -120,7 +121,9 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
 
 def daemons(spec: LabSpec, workdir: Path) -> list[tuple[str, str, list[str]]]:
     """(name, host, argv) of every daemon the lab runs."""
-    server = ["boothop-server", "run", "--log-format", "json", "--log-level", "debug", "-c"]
+    server = [
+        program("boothop-server"), "run", "--log-format", "json", "--log-level", "debug", "-c"
+    ]
     return [
         ("dhcp", "dhcp", [*server, str(workdir / "dhcp.toml")]),
         ("pxe", "pxe", [*server, str(workdir / "pxe.toml")]),

@@ -8,10 +8,13 @@ in the caller's namespace, so only the namespace names are global and a unique p
 runs apart. Devices that must live next to a bridge (a QEMU tap, a capture point) belong in the
 switch namespace.
 
-``up()`` is idempotent (it creates only what is missing); ``down()`` removes every namespace with the
-prefix, including those left over by a crashed run, after killing, by PID, any process still inside.
-An owner file under ``/run/boothop-lab`` names the PID that built a prefix, so ``reap_stale`` can
-remove the topologies of dead owners without touching a live parallel run.
+``up()`` is idempotent (it creates only what is missing) and records every namespace it creates in
+``/run/boothop-lab/<prefix>.netns.json``; ``down()`` removes exactly the recorded namespaces (and so
+every link in them), after killing, by PID, any process still inside. A namespace with the prefix
+that was not recorded is never removed, and ``up()`` refuses to build into one. An owner file,
+``/run/boothop-lab/<prefix>.pid``, names the PID that built a prefix, so ``reap_stale`` can remove
+the recorded topologies of dead owners (crashed runs) without touching a live parallel run. /run
+is emptied at boot, as are the namespaces, so the records never outlive what they describe.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -31,6 +35,7 @@ from pyroute2 import IPRoute, netns
 
 NETNS_DIR = Path("/run/netns")
 OWNER_DIR = Path("/run/boothop-lab")
+RECORD_SUFFIX = ".netns.json"
 SWITCH = "sw"
 IFNAME_MAX = 15
 _PREFIX = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -104,6 +109,10 @@ class Topology:
     def switch_netns(self) -> str:
         return f"{self.prefix}-{SWITCH}"
 
+    def namespaces(self) -> list[str]:
+        """Every namespace of the topology: the switch's, then one per host."""
+        return [self.switch_netns, *(self.netns(h) for h in self.hosts)]
+
     @staticmethod
     def bridge_name(lan: Lan) -> str:
         return f"br-{lan.name}"
@@ -164,13 +173,26 @@ class Topology:
         self.down()
 
     def up(self) -> None:
-        """Create whatever is missing: namespaces, bridges, veth pairs, addresses, routes."""
-        OWNER_DIR.mkdir(parents=True, exist_ok=True)
-        # The owner file is written before any namespace exists (see reap_stale).
-        (OWNER_DIR / f"{self.prefix}.pid").write_text(f"{os.getpid()}\n")
+        """Create whatever is missing: namespaces, bridges, veth pairs, addresses, routes.
+
+        Raises TopologyError, before creating anything, if one of its namespaces exists but was
+        not made (recorded) by a topology of this prefix."""
         existing = set(netns.listnetns())
-        for name in [self.switch_netns, *(self.netns(h) for h in self.hosts)]:
+        made = set(recorded_namespaces(self.prefix))
+        foreign = [n for n in self.namespaces() if n in existing and n not in made]
+        if foreign:
+            raise TopologyError(
+                f"namespace {foreign[0]} exists but was not created by this topology; remove it "
+                f"(ip netns delete {foreign[0]}) or choose another prefix"
+            )
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        # The owner file is written before any namespace is recorded (see reap_stale).
+        owner_file(self.prefix).write_text(f"{os.getpid()}\n")
+        for name in self.namespaces():
             if name not in existing:
+                # Recorded before it exists: a crash in between leaves a record of a namespace
+                # that is not there (harmless), never a namespace nobody recorded.
+                _record_namespace(self.prefix, name)
                 netns.create(name)
         for host in self.hosts.values():
             self._configure_host_base(host)
@@ -187,8 +209,8 @@ class Topology:
                     _ensure_route(ipr, route)
 
     def down(self) -> None:
-        """Remove every namespace of this prefix (and so every link in them)."""
-        remove_prefix(self.prefix)
+        """Remove the namespaces recorded for this prefix (and so every link in them)."""
+        remove_recorded(self.prefix)
 
     # -- building ----------------------------------------------------------------------------
     def _configure_host_base(self, host: Host) -> None:
@@ -330,35 +352,69 @@ def alive(pid: int) -> bool:
     return False
 
 
-def remove_prefix(prefix: str) -> None:
-    """Kill the processes left in, then delete, every namespace named ``<prefix>-*``."""
-    names = [n for n in netns.listnetns() if n.startswith(f"{prefix}-")]
+def owner_file(prefix: str) -> Path:
+    """Holds the PID of the process that last built the topology ``prefix``."""
+    return OWNER_DIR / f"{prefix}.pid"
+
+
+def record_file(prefix: str) -> Path:
+    """The state file listing the namespaces that topologies of ``prefix`` created."""
+    return OWNER_DIR / f"{prefix}{RECORD_SUFFIX}"
+
+
+def recorded_namespaces(prefix: str) -> list[str]:
+    try:
+        names = json.loads(record_file(prefix).read_text())["namespaces"]
+    except FileNotFoundError:
+        return []
+    return [str(name) for name in names]
+
+
+def _record_namespace(prefix: str, name: str) -> None:
+    names = recorded_namespaces(prefix)
+    if name in names:
+        return
+    OWNER_DIR.mkdir(parents=True, exist_ok=True)
+    path = record_file(prefix)
+    partial = path.with_name(path.name + ".tmp")
+    record = {"prefix": prefix, "namespaces": [*names, name]}
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)  # atomic: a reader sees the old record or the new one
+
+
+def remove_recorded(prefix: str) -> list[str]:
+    """Kill the processes left in, then delete, the namespaces recorded for ``prefix``; forget
+    the record. Namespaces with the prefix that were not recorded stay. Returns those deleted."""
+    existing = set(netns.listnetns())
+    names = [n for n in recorded_namespaces(prefix) if n in existing]
     for name in names:
         _kill_pids(namespace_pids(name))
     for name in names:
         with contextlib.suppress(FileNotFoundError, OSError):
             netns.remove(name)
-    with contextlib.suppress(FileNotFoundError):
-        (OWNER_DIR / f"{prefix}.pid").unlink()
+    record_file(prefix).unlink(missing_ok=True)
+    owner_file(prefix).unlink(missing_ok=True)
+    return names
 
 
 def _owner_alive(prefix: str) -> bool:
     try:
-        pid = int((OWNER_DIR / f"{prefix}.pid").read_text().strip())
+        pid = int(owner_file(prefix).read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
     return alive(pid)
 
 
 def reap_stale(base: str) -> list[str]:
-    """Remove topologies ``<base>-<id>-*`` whose owner process is gone; return their prefixes.
+    """Remove the recorded topologies ``<base>-<id>`` whose owner is gone; return their prefixes.
 
-    Namespaces are listed before owner files are read: an owner writes its file before it creates
-    a namespace, so a live run's namespaces always have a readable owner file here.
+    Records are listed before owner files are read: an owner writes its file before it records a
+    namespace, so a live run's record always has a readable owner file here.
     """
-    names = [n for n in netns.listnetns() if n.startswith(f"{base}-")]
-    prefixes = sorted({n.rsplit("-", 1)[0] for n in names})
+    prefixes = sorted(
+        path.name.removesuffix(RECORD_SUFFIX) for path in OWNER_DIR.glob(f"{base}-*{RECORD_SUFFIX}")
+    )
     stale = [p for p in prefixes if not _owner_alive(p)]
     for prefix in stale:
-        remove_prefix(prefix)
+        remove_recorded(prefix)
     return stale

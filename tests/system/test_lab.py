@@ -28,7 +28,7 @@ from boothop.relay.lab.processes import Process, wait_for
 from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
 from boothop.relay.lab.servers import NBP_SIZE, read_events, relay_counters
 from boothop.relay.lab.spec import LabSpec, load_lab
-from boothop.relay.lab.topology import alive, namespace_pids, remove_prefix
+from boothop.relay.lab.topology import TopologyError, alive, namespace_pids, remove_recorded
 from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 
 pytestmark = pytest.mark.system
@@ -111,7 +111,7 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSpec]:
         yield loaded
     finally:
         leftover = _namespaces(prefix)
-        remove_prefix(prefix)
+        remove_recorded(prefix)
         shutil.rmtree(Lab(loaded).workdir, ignore_errors=True)
     assert leftover == [], f"namespaces left behind: {leftover}"
 
@@ -213,13 +213,39 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
 
 def test_demo_with_isc_dhcrelay_boots_every_client(spec: LabSpec, tmp_path: Path) -> None:
     _require("dhcrelay")
-    html = tmp_path / "report.html"
-    results, report = run_demo(spec.with_relay("dhcrelay"), html)
+    run_dir = tmp_path / "run"
+    results, report = run_demo(spec.with_relay("dhcrelay"), run_dir)
     assert all(r.ok for r in results), report
     pxe = next(r for r in results if r.kind == "pxe")
     assert pxe.boot_file == "boot.ipxe" and pxe.seconds is not None and pxe.bytes_downloaded > 0
     assert "relay = dhcrelay" in report and "TFTP RRQ boot.ipxe" in report
-    assert "<svg" in html.read_text()
+    assert "<svg" in (run_dir / "report.html").read_text()
+    assert (run_dir / "logs" / "pxe.log").is_file()
+    assert _namespaces(spec.prefix) == []
+
+
+def test_down_leaves_a_namespace_of_the_prefix_it_did_not_create(spec: LabSpec) -> None:
+    """A namespace named like the lab's but made by someone else survives ``down``, and ``up``
+    will not build into one that has the name of a lab host."""
+    handmade, squatter = f"{spec.prefix}-handmade", f"{spec.prefix}-router"
+    lab = Lab(spec)
+    try:
+        subprocess.run(["ip", "netns", "add", handmade], check=True, timeout=10)
+        lab.up()
+        made = set(lab.status()["namespaces"])  # type: ignore[arg-type]
+        assert made == set(lab.topology.namespaces()) and handmade not in made
+        lab.down()
+        assert _namespaces(spec.prefix) == [handmade]
+        subprocess.run(["ip", "netns", "add", squatter], check=True, timeout=10)
+        with pytest.raises(TopologyError, match=squatter):
+            lab.up()
+        assert sorted(_namespaces(spec.prefix)) == sorted([handmade, squatter])
+    finally:
+        lab.down()
+        for name in (handmade, squatter):
+            subprocess.run(
+                ["ip", "netns", "delete", name], check=False, capture_output=True, timeout=10
+            )
     assert _namespaces(spec.prefix) == []
 
 

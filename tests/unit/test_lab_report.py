@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from boothop.relay.lab.lab import ClientResult
 from boothop.relay.lab.report import (
     LANES,
     Arrow,
@@ -17,6 +16,7 @@ from boothop.relay.lab.report import (
     render,
     report_text,
 )
+from boothop.relay.lab.results import ClientResult
 from boothop.relay.lab.spec import parse_lab
 
 MAC = "52:54:00:91:01:01"

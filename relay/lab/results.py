@@ -1,0 +1,20 @@
+"""What booting one client came to: shared by the lab that boots and the report that shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ClientResult:
+    name: str
+    kind: str
+    subnet: str
+    mac: str
+    address: str | None = None
+    boot_file: str | None = None
+    bytes_downloaded: int = 0
+    seconds: float | None = None
+    ok: bool = False
+    detail: str = ""
+    steps: list[str] = field(default_factory=list)

@@ -7,7 +7,6 @@ import enum
 
 class DropReason(enum.Enum):
     MALFORMED = "malformed"
-    NOT_BOOTP = "not-bootp"
     HOP_LIMIT = "hop-limit"
     UNTRUSTED_AGENT_OPTION = "untrusted-agent-option"
     AGENT_OPTION_DISCARD = "agent-option-discard"
@@ -21,4 +20,3 @@ class DropReason(enum.Enum):
     UNKNOWN_CIRCUIT = "unknown-circuit"
     REQUEST_FROM_SELF = "request-from-self"
     OVERSIZE = "oversize"
-    BAD_DESTINATION = "bad-destination"

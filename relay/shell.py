@@ -318,7 +318,7 @@ class LoopCounters:
 
 
 class DatagramLoop:
-    """``serve_datagrams``: receive on one socket and call a core's handler inline, per datagram.
+    """The one receive loop: receive on one socket and call a core's handler inline, per datagram.
 
     A thread, not a trio task. DHCP packets mostly arrive one at a time: each wake-up of a trio
     task cost some 20 µs of CPU in its scheduler and an extra poll (measured in the relay

@@ -6,7 +6,7 @@ address, and the rebuilt reservation must carry the client's own MAC.
 
 ``pxe-misconfig`` (second report, KB259670): the DHCP server is given options 60 "PXEClient", 66 and
 67 while the PXE server is on another host. A client that chooses offers as the PXE 2.1 ROMs do
-(``relay.lab.pxe_client``) takes that offer, asks the DHCP server on port 4011 and fails with
+(``boothop.relay.lab.pxe_client``) takes that offer, asks the DHCP server on port 4011 and fails with
 PXE-E55; the relay logs why. With the fix (the options removed, the PXE server in the helper list)
 the same client boots, and so does QEMU's iPXE.
 
@@ -181,7 +181,7 @@ def _lease_line(rows: list[dict[str, Any]], client: ClientSpec) -> str:
 def with_spec_client(spec: LabSpec) -> tuple[LabSpec, ClientSpec]:
     """The spec plus a namespace host for the PXE 2.1 client, on the QEMU client's subnet.
 
-    The scenario runs it itself (relay.lab.pxe_client) to read every step it took."""
+    The scenario runs it itself (boothop.relay.lab.pxe_client) to read every step it took."""
     qemu = next((c for c in spec.clients if c.kind == "pxe"), None)
     subnet = qemu.subnet if qemu else spec.subnets[0].name
     taken = {c.mac for c in spec.clients}

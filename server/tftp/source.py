@@ -1,7 +1,7 @@
 """The reader interface the transfer core reads through, and netascii conversion.
 
 The core never touches the filesystem: it reads sequentially from a ``FileSource``; the shell
-opens real files (``paths.open_source``), tests pass ``BytesSource``.
+opens real files (``paths.open_file``), tests pass ``BytesSource``.
 """
 
 from __future__ import annotations

@@ -215,3 +215,37 @@ def test_server_core_is_sans_io(module: str) -> None:
         or any(within(t, f) for f in SERVER_CORE_FORBIDDEN if "." in f)
         or within(t, "server.app") or t.endswith(".service"),
     ) == []
+
+
+#: Every reason a core can drop or refuse a packet for, where its enum lives.
+DROP_ENUMS = [
+    ("relay/drops.py", "DropReason"),
+    ("server/dhcp/actions.py", "DropReason"),
+    ("server/pxe/proxy.py", "Drop"),
+    ("server/tftp/admission.py", "Refusal"),
+    ("server/tftp/transfer.py", "Ignored"),
+]
+
+
+@pytest.mark.parametrize(("where", "enum_name"), DROP_ENUMS)
+def test_every_drop_reason_is_emitted_somewhere(where: str, enum_name: str) -> None:
+    """A reason nothing emits is a counter that is always zero: dead code an operator reads."""
+    tree = ast.parse((ROOT / where).read_text())
+    members = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name == enum_name
+        for statement in node.body
+        if isinstance(statement, ast.Assign)
+        for target in statement.targets
+        if isinstance(target, ast.Name)
+    }
+    package = ROOT / where.split("/")[0]
+    used = {
+        node.attr
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id == enum_name
+    }
+    assert members and sorted(members - used) == []

@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -279,8 +279,9 @@ class Validator:
         self._report.add(self.key(name), reason)
 
     def failed(self, *names: str) -> bool:
-        """Whether a problem was recorded at or under any of ``names`` (cross-checks skip then)."""
-        keys = [self.key(name) for name in names]
+        """Whether a problem was recorded at or under any of ``names`` (cross-checks skip then),
+        or without names, anywhere in this table."""
+        keys = [self.key(name) for name in names or ("",)]
         return any(
             problem.key == key or problem.key.startswith((f"{key}.", f"{key}["))
             for problem in self._report.problems for key in keys
@@ -355,8 +356,9 @@ class Validator:
         value = self.value(name, bool, "true or false")
         return default if value is None else bool(value)
 
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.value(name, int, "an integer")
+    def integer(self, name: str, default: T, low: int, high: int, *,
+                required: str | None = None) -> int | T:
+        value = self.value(name, int, "an integer", required)
         if value is None:
             return default
         if not low <= value <= high:
@@ -383,8 +385,12 @@ class Validator:
             if required is not None:
                 self.fail(name, f"missing: {required}")
             return None
+        return self.attempt(name, lambda: convert(self.data[name]))
+
+    def attempt(self, name: str, make: Callable[[], T]) -> T | None:
+        """``make()``, or None with its ValueError or TypeError recorded against ``name``."""
         try:
-            return convert(self.data[name])
+            return make()
         except (ValueError, TypeError) as error:
             self.fail(name, str(error))
             return None
@@ -411,6 +417,17 @@ class Validator:
             self.fail(name, f"{value} cannot be used here (unspecified, multicast or broadcast)")
             return None
         return address
+
+    def network(self, name: str, *, required: str | None = None) -> IPv4Network | None:
+        """An IPv4 network in CIDR form, without host bits (``10.0.1.0/24``)."""
+        value = self.value(name, str, "an IPv4 network string", required)
+        if value is None:
+            return None
+        try:
+            return IPv4Network(value)
+        except ValueError as error:
+            self.fail(name, f"{error} (expected a network like 10.0.1.0/24)")
+            return None
 
     def addresses(self, name: str) -> tuple[IPv4Address, ...]:
         """A list of usable IPv4 addresses, each listed once."""
@@ -452,7 +469,8 @@ class Validator:
 
 
 def parse_hex(value: object, max_len: int = 255) -> bytes:
-    """Hex octets, optionally separated by ``:`` or ``-``; ValueError or TypeError says what is wrong."""
+    """Hex octets, optionally separated by ``:`` or ``-``; the ValueError or TypeError says
+    what is wrong."""
     if not isinstance(value, str):
         raise TypeError(f"must be hex octets like '52:54:00:aa:bb:cc', not {value!r}")
     try:
@@ -465,12 +483,12 @@ def parse_hex(value: object, max_len: int = 255) -> bytes:
 
 
 def validate_section(source: str | os.PathLike[str], name: str, table: object,
-                     read: Callable[[Validator], T]) -> T:
-    """Validate one top-level table on its own (a caller or test holding just ``[name]``)."""
+                     read: Callable[[Validator], T | None]) -> T:
+    """Validate one top-level table on its own (a caller or test holding just ``[name]``);
+    ``read`` returns None only after recording why."""
     root = Validator(source, {name: table})
     section = root.table(name, required="a table")
-    if section is None:
-        raise ConfigError.of(root.problems)
-    result = read(section)
+    result = None if section is None else read(section)
     root.finish()
+    assert result is not None, "read() returned None without recording a problem"
     return result

@@ -19,17 +19,10 @@ from typing import Any
 
 from . import shell
 from .config import AgentPolicy, RelayConfig
-from .configfile import (
-    MAX_HOPS_LIMIT,
-    MAX_PACKET_LIMIT,
-    ConfigError,
-    RelaySettings,
-    load,
-    parse,
-    read_raw,
-)
+from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
 from .service import run_relay
+from .settings import EXIT_CONFIG, EXIT_OK, ConfigError, read_toml
 from .wire import DHCP_MIN_MAX_SIZE
 
 COMMAND_LINE = "<command line>"
@@ -98,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     """The file (if any) with the command line merged in, validated as one."""
-    raw: dict[str, Any] = dict(read_raw(args.config)) if args.config else {}
+    file = read_toml(args.config) if args.config else None
+    raw: dict[str, Any] = dict(file.data) if file else {}
     if args.servers:
         raw["helpers"] = list(args.servers)
     if args.interfaces:
@@ -108,7 +102,9 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
             raw[key] = getattr(args, key)
     if args.agent_info:
         raw["agent_info"] = True
-    return parse(raw, args.config or COMMAND_LINE)
+    # The file's line numbers hold only while the flags changed nothing of it.
+    text = file.text if file and raw == file.data else None
+    return parse(raw, args.config or COMMAND_LINE, text)
 
 
 def _merge_interfaces(from_file: object, flags: list[tuple[str, Role]]) -> list[dict[str, Any]]:
@@ -131,12 +127,12 @@ def check(argv: Sequence[str]) -> int:
     try:
         settings = load(args.config)
     except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
+        print(error.prefixed("boothop-relay"), file=sys.stderr)
+        return EXIT_CONFIG
     relay = settings.relay
     print(f"{args.config}: ok ({len(relay.helpers)} helpers, "
           f"{len(relay.interfaces) or 'all'} interfaces)")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except ConfigError as error:
-        print(f"boothop-relay: {error}", file=sys.stderr)
-        return 2
+        print(error.prefixed("boothop-relay"), file=sys.stderr)
+        return EXIT_CONFIG
     level = args.log_level or ("warning" if args.quiet else settings.log_level or "info")
     shell.configure_logging(level, args.log_format or settings.log_format or "auto")
     return run(args, settings)

@@ -28,6 +28,7 @@ from typing import TextIO
 import structlog
 import trio
 
+from .settings import EXIT_FAILURE
 from .wire import Datagram
 
 # -- logging ---------------------------------------------------------------------------------
@@ -269,14 +270,11 @@ def send_datagram(sock: socket.socket, payload: bytes, to: tuple[str, int],
 
 
 # -- the process -----------------------------------------------------------------------------
-#: Exit status when the daemon cannot start or fails while running (a socket it needs, say).
-EXIT_FAILURE = 1
-
-
 def run_daemon(program: str, main: Callable[[], Awaitable[object]]) -> int:
-    """Run a daemon's trio main until it returns; an OSError (a port taken, a capability
-    missing), alone or inside the nursery's exception group, becomes one line on stderr and
-    EXIT_FAILURE instead of a traceback."""
+    """Run a daemon's trio main until it returns: its exit status.
+
+    An OSError (a port taken, a capability missing), alone or inside the nursery's exception
+    group, becomes one line on stderr and EXIT_FAILURE instead of a traceback."""
     try:
         trio.run(main)
     except KeyboardInterrupt:

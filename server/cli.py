@@ -9,14 +9,15 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from boothop.server.config import ServerConfig, load_config
-from boothop.server.errors import ConfigError
 
+PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="boothop-server", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="the TOML file")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="the TOML file")
@@ -68,11 +69,12 @@ def cmd_check(config: ServerConfig) -> int:
                 print(ConfigError(config.path, f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
                                   f"{reservation.address} is leased to another client "
                                   f"({held.mac.hex(':')}) until {_when(held.expires)}; "
-                                  "run `boothop-server reconcile` to hand it back"), file=sys.stderr)
+                                  "run `boothop-server reconcile` to hand it back").prefixed(PROG),
+                      file=sys.stderr)
     if errors:
-        return 1
+        return EXIT_FAILURE
     print(f"{config.path}: ok")
-    return 0
+    return EXIT_OK
 
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
@@ -128,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         if command == "reconcile":
             return cmd_reconcile(config, args.dry_run)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(exc.prefixed(PROG), file=sys.stderr)
+        return EXIT_CONFIG
     from boothop.relay.shell import configure_logging, run_daemon
     from boothop.server.app import run_services
     configure_logging(getattr(args, "log_level", "info"),
                       getattr(args, "log_format", None) or config.log_format)
-    return run_daemon("boothop-server", lambda: run_services(config))
+    return run_daemon(PROG, lambda: run_services(config))
 

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from boothop.relay.configfile import ConfigError
+from boothop.relay.settings import EXIT_CONFIG, ConfigError
 
 from .lab import Lab, run_demo
 from .locations import default_lab_file, find_program, new_run_dir
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_lab(args.config or default_lab_file())
     except ConfigError as error:
-        print(f"boothop-lab: {error}", file=sys.stderr)
-        return 2
+        print(error.prefixed("boothop-lab"), file=sys.stderr)
+        return EXIT_CONFIG
     if args.relay:
         spec = spec.with_relay(args.relay)
     if args.command == "down":

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from boothop.relay.configfile import ConfigError
+from boothop.relay.settings import Validator, read_toml
 
 CLIENT_KINDS = ("pxe", "pxe-spec", "dhclient", "udhcpc", "bootp")
 RELAYS = ("boothop", "dhcrelay")
@@ -54,132 +53,124 @@ class LabSpec:
 
 
 def load_lab(path: str | Path) -> LabSpec:
-    path = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as error:
-        raise ConfigError(path, "-", f"cannot read: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(path, "-", f"not valid TOML: {error}") from None
-    return parse_lab(data, path)
+    data, text = read_toml(path)
+    return _parse(Validator(path, data, text))
 
 
 def parse_lab(data: dict[str, Any], path: str) -> LabSpec:
-    _known(data, {"prefix", "relay", "client_timeout", "servers", "subnet", "client"}, "", path)
-    prefix = data.get("prefix", "bhlab")
-    if not isinstance(prefix, str) or not re.match(r"^[a-z][a-z0-9]{0,7}$", prefix):
-        raise ConfigError(path, "prefix", "1-8 lower-case letters and digits, starting with a letter")
-    relay = data.get("relay", "boothop")
-    if relay not in RELAYS:
-        raise ConfigError(path, "relay", f"one of {', '.join(RELAYS)}")
-    timeout = data.get("client_timeout", 90)
-    if not isinstance(timeout, int | float) or not 5 <= timeout <= 600:
-        raise ConfigError(path, "client_timeout", "seconds, between 5 and 600")
-    servers = data.get("servers")
-    if not isinstance(servers, dict):
-        raise ConfigError(path, "servers", "required table with router, dhcp and pxe addresses")
-    _known(servers, {"router", "dhcp", "pxe"}, "servers.", path)
-    upstream = _interface(servers, "router", "servers.", path)
-    dhcp = _interface(servers, "dhcp", "servers.", path)
-    pxe = _interface(servers, "pxe", "servers.", path)
-    for key, address in (("dhcp", dhcp), ("pxe", pxe)):
-        if address.network != upstream.network:
-            raise ConfigError(path, f"servers.{key}", f"not in the router's network {upstream.network}")
-    subnets = tuple(_subnet(t, i, path) for i, t in enumerate(_tables(data, "subnet", path)))
-    if not subnets:
-        raise ConfigError(path, "subnet", "at least one client subnet is needed")
+    return _parse(Validator(path, data))
+
+
+def _parse(v: Validator) -> LabSpec:
+    v.unknown_keys({"prefix", "relay", "client_timeout", "servers", "subnet", "client"})
+    prefix = _name(v, "prefix", "bhlab")
+    relay = v.choice("relay", RELAYS, "boothop")
+    timeout = v.number("client_timeout", 90, 5, 600)
+    servers = v.table("servers", required="a table with router, dhcp and pxe addresses")
+    upstream = dhcp = pxe = None
+    if servers is not None:
+        servers.unknown_keys({"router", "dhcp", "pxe"})
+        upstream, dhcp, pxe = (_interface(servers, key) for key in ("router", "dhcp", "pxe"))
+        for key, address in (("dhcp", dhcp), ("pxe", pxe)):
+            if upstream and address and address.network != upstream.network:
+                servers.fail(key, f"not in the router's network {upstream.network}")
+    subnet_tables = v.tables("subnet")
+    subnets = [s for s in map(_subnet, subnet_tables) if s is not None]
+    if not subnet_tables and not v.failed("subnet"):
+        v.fail("subnet", "at least one client subnet is needed")
     names = [s.name for s in subnets]
     if len(set(names)) != len(names):
-        raise ConfigError(path, "subnet", "subnet names must be unique")
-    networks = [upstream.network, *(s.router.network for s in subnets)]
+        v.fail("subnet", "subnet names must be unique")
+    networks = [*([upstream.network] if upstream else []), *(s.router.network for s in subnets)]
     for i, a in enumerate(networks):
         for b in networks[i + 1 :]:
             if a.overlaps(b):
-                raise ConfigError(path, "subnet", f"networks {a} and {b} overlap")
-    clients = tuple(
-        _client(t, i, {s.name: s for s in subnets}, path)
-        for i, t in enumerate(_tables(data, "client", path))
-    )
+                v.fail("subnet", f"networks {a} and {b} overlap")
+    by_name = {s.name: s for s in subnets}
+    clients = [c for c in (_client(t, by_name) for t in v.tables("client")) if c is not None]
     if len({c.name for c in clients}) != len(clients):
-        raise ConfigError(path, "client", "client names must be unique")
+        v.fail("client", "client names must be unique")
     if len({c.mac for c in clients}) != len(clients):
-        raise ConfigError(path, "client", "client MAC addresses must be unique")
-    return LabSpec(path, prefix, relay, float(timeout), upstream, dhcp, pxe, subnets, clients)
+        v.fail("client", "client MAC addresses must be unique")
+    v.finish()
+    assert prefix and upstream and dhcp and pxe  # finish() raised otherwise
+    return LabSpec(
+        v.source, prefix, relay, timeout, upstream, dhcp, pxe, tuple(subnets), tuple(clients)
+    )
 
 
-def _known(table: dict[str, Any], keys: set[str], where: str, path: str) -> None:
-    for key in table:
-        if key not in keys:
-            raise ConfigError(path, f"{where}{key}", "unknown key")
+def _name(v: Validator, key: str, default: str | None = None) -> str | None:
+    value = v.value(key, str, "a string", None if default else "a name")
+    if value is None:
+        return default
+    if not _NAME.match(value):
+        v.fail(key, "1-8 lower-case letters and digits, starting with a letter")
+        return None
+    return str(value)
 
 
-def _tables(data: dict[str, Any], key: str, path: str) -> list[dict[str, Any]]:
-    tables = data.get(key, [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(path, key, f"must be [[{key}]] tables")
-    return tables
-
-
-def _interface(table: dict[str, Any], key: str, where: str, path: str) -> ipaddress.IPv4Interface:
-    value = table.get(key)
+def _to_interface(value: Any) -> ipaddress.IPv4Interface:
     try:
+        if not isinstance(value, str) or "/" not in value:
+            raise ValueError(value)
         interface = ipaddress.IPv4Interface(value)
-    except (ValueError, TypeError):
-        raise ConfigError(path, f"{where}{key}", f"an address with prefix length, e.g. 10.90.0.1/24, not {value!r}") from None
-    if interface.network.prefixlen > 30 or "/" not in str(value):
-        raise ConfigError(path, f"{where}{key}", "needs a prefix length of at most /30")
+    except ValueError:
+        raise ValueError(
+            f"an address with prefix length, e.g. 10.90.0.1/24, not {value!r}"
+        ) from None
+    if interface.network.prefixlen > 30:
+        raise ValueError("needs a prefix length of at most /30")
     return interface
 
 
-def _address(value: Any, key: str, path: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(value)
-    except (ValueError, TypeError):
-        raise ConfigError(path, key, f"not an IPv4 address: {value!r}") from None
+def _interface(v: Validator, key: str) -> ipaddress.IPv4Interface | None:
+    return v.convert(key, _to_interface, required="an address with prefix length")
 
 
-def _subnet(table: dict[str, Any], index: int, path: str) -> SubnetSpec:
-    where = f"subnet[{index}]."
-    _known(table, {"name", "router", "pool"}, where, path)
-    name = table.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(path, f"{where}name", "1-8 lower-case letters and digits, starting with a letter")
-    router = _interface(table, "router", where, path)
-    pool = table.get("pool")
-    if not isinstance(pool, list) or len(pool) != 2:
-        raise ConfigError(path, f"{where}pool", "a list of the first and the last address")
-    first, last = (_address(a, f"{where}pool", path) for a in pool)
+def _subnet(v: Validator) -> SubnetSpec | None:
+    v.unknown_keys({"name", "router", "pool"})
+    name = _name(v, "name")
+    router = _interface(v, "router")
+    pool = v.convert("pool", _pool, required="a list of the first and the last address")
+    if pool is None or router is None:
+        return None
+    first, last = pool
     if not (first in router.network and last in router.network and first <= last):
-        raise ConfigError(path, f"{where}pool", f"must be an ascending range inside {router.network}")
-    if first <= router.ip <= last:
-        raise ConfigError(path, f"{where}pool", f"contains the router's address {router.ip}")
-    return SubnetSpec(name, router, (first, last))
+        v.fail("pool", f"must be an ascending range inside {router.network}")
+    elif first <= router.ip <= last:
+        v.fail("pool", f"contains the router's address {router.ip}")
+    return None if name is None else SubnetSpec(name, router, pool)
 
 
-def _client(
-    table: dict[str, Any], index: int, subnets: dict[str, SubnetSpec], path: str
-) -> ClientSpec:
-    where = f"client[{index}]."
-    _known(table, {"name", "kind", "subnet", "mac", "address"}, where, path)
-    name = table.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(path, f"{where}name", "1-8 lower-case letters and digits, starting with a letter")
-    kind = table.get("kind")
-    if kind not in CLIENT_KINDS:
-        raise ConfigError(path, f"{where}kind", f"one of {', '.join(CLIENT_KINDS)}")
-    subnet = table.get("subnet")
-    if subnet not in subnets:
-        raise ConfigError(path, f"{where}subnet", f"no subnet named {subnet!r}")
-    mac = str(table.get("mac", "")).lower()
+def _pool(value: Any) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("a list of the first and the last address")
+    try:
+        first, last = (ipaddress.IPv4Address(a) for a in value)
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {value!r}") from None
+    return first, last
+
+
+def _client(v: Validator, subnets: dict[str, SubnetSpec]) -> ClientSpec | None:
+    v.unknown_keys({"name", "kind", "subnet", "mac", "address"})
+    name = _name(v, "name")
+    kind = v.choice("kind", CLIENT_KINDS, None)
+    if kind is None and not v.failed("kind"):
+        v.fail("kind", f"missing: one of {', '.join(CLIENT_KINDS)}")
+    subnet = v.string("subnet", required="the name of a [[subnet]]")
+    if subnet is not None and subnet not in subnets:
+        v.fail("subnet", f"no subnet named {subnet!r}")
+    mac = str(v.data.get("mac", "")).lower()
     if not _MAC.match(mac) or int(mac[:2], 16) & 1:
-        raise ConfigError(path, f"{where}mac", "a unicast MAC address like 02:00:00:00:00:01")
-    address = None
-    if "address" in table:
-        address = _address(table["address"], f"{where}address", path)
+        v.fail("mac", "a unicast MAC address like 02:00:00:00:00:01")
+    address = v.address("address")
+    if address is not None and subnet in subnets:
         network = subnets[subnet].router.network
         if address not in network:
-            raise ConfigError(path, f"{where}address", f"not in subnet {subnet} ({network})")
-    if kind == "bootp" and address is None:
-        raise ConfigError(path, f"{where}address", "a BOOTP client needs its reserved address")
+            v.fail("address", f"not in subnet {subnet} ({network})")
+    if kind == "bootp" and address is None and not v.failed("address"):
+        v.fail("address", "a BOOTP client needs its reserved address")
+    if name is None or kind is None or subnet is None:
+        return None
     return ClientSpec(name, kind, subnet, mac, address)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
-from boothop.server.errors import ConfigError
+from boothop.relay.settings import Validator, validate_section
 
 from .optiondefs import MANAGED_CODES, encode_value, resolve_name
 
@@ -92,97 +90,16 @@ class DhcpConfig:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
-class _Table:
-    """Reads one TOML table, remembering the dotted key for errors; unknown keys are refused."""
-
-    def __init__(self, data: object, path: str, key: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(path, key, "expected a table")
-        self.data: dict[str, Any] = data
-        self.path = path
-        self.key = key
-
-    def sub(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.path, self.sub(name), reason)
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for name in self.data:
-            if name not in allowed:
-                raise self.error(name, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-
-    def get(self, name: str, convert: Callable[[Any], Any], default: Any = None) -> Any:
-        if name not in self.data:
-            return default
-        try:
-            return convert(self.data[name])
-        except (ValueError, TypeError) as exc:
-            raise self.error(name, str(exc)) from None
+MAX_TIME = 0xFFFFFFFE
+#: Group commit delays every ACK by up to this much.
+MAX_COMMIT_WINDOW = 0.1
+SUBNET_KEYS = {
+    "subnet", "pools", "reservations", "options", "lease_time", "renewal_time", "rebinding_time",
+    "dynamic_bootp", "interface", "next_server", "boot_file",
+}
 
 
-def _int(minimum: int, maximum: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-            raise ValueError(f"expected an integer {minimum}..{maximum}, got {value!r}")
-        return value
-    return convert
-
-
-def _number(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"expected a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _window(value: Any) -> float:
-    seconds = _number(value)
-    if seconds > 0.1:
-        raise ValueError(f"expected at most 0.1 seconds (it delays every ACK), got {value!r}")
-    return seconds
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _address(value: Any) -> IPv4Address:
-    return IPv4Address(_str(value))
-
-
-def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def parse_hex_bytes(value: Any) -> bytes:
-    """``52:54:00:aa:bb:cc``, ``52-54-...`` or ``525400aabbcc`` -> bytes."""
-    text = _str(value).replace(":", "").replace("-", "")
-    data = bytes.fromhex(text)
-    if not data:
-        raise ValueError("empty hardware address or identifier")
-    return data
-
-
-def _mac(value: Any) -> bytes:
-    data = parse_hex_bytes(value)
-    if len(data) > 16:
-        raise ValueError(f"a hardware address is at most 16 bytes, got {len(data)}")
-    return data
-
-
-def _pool(value: Any) -> Pool:
-    text = _str(value)
+def _pool(text: str) -> Pool:
     if "-" in text:
         first, last = (IPv4Address(part.strip()) for part in text.split("-", 1))
     else:
@@ -193,144 +110,151 @@ def _pool(value: Any) -> Pool:
     return Pool(first, last)
 
 
-def parse_options(table: object, path: str, key: str) -> dict[int, bytes]:
+def read_options(v: Validator) -> dict[int, bytes]:
     """An options table (``routers = ["10.0.0.1"]``, ``option-250 = "hex:01"``) -> code: bytes."""
-    options = _Table(table, path, key)
     result: dict[int, bytes] = {}
-    for name, value in options.data.items():
+    for name in v.data:
         definition = resolve_name(name)
         if definition is None:
-            raise options.error(name, 'unknown option name (use a known name or "option-N")')
-        if definition.code in MANAGED_CODES:
-            raise options.error(
-                name, f"option {definition.code} ({MANAGED_CODES[definition.code]}) is set by the server"
-            )
-        try:
-            result[definition.code] = encode_value(definition.kind, value)
-        except ValueError as exc:
-            raise options.error(name, str(exc)) from None
+            v.fail(name, 'unknown option name (use a known name or "option-N")')
+        elif definition.code in MANAGED_CODES:
+            v.fail(name, f"option {definition.code} ({MANAGED_CODES[definition.code]}) "
+                   "is set by the server")
+        else:
+            value = v.convert(name, partial(encode_value, definition.kind))
+            if value is not None:
+                result[definition.code] = value
     return result
 
 
-def _reservation(table: _Table, network: IPv4Network) -> Reservation:
-    table.check_keys({"address", "mac", "client_id", "hostname"})
-    if "address" not in table.data:
-        raise table.error("address", "a reservation needs an address")
-    address = table.get("address", _address)
-    mac = table.get("mac", _mac)
-    client_id = table.get("client_id", parse_hex_bytes)
-    if mac is None and client_id is None:
-        raise table.error("mac", "a reservation needs a mac or a client_id")
-    if address not in network or address in (network.network_address, network.broadcast_address):
-        raise table.error("address", f"{address} is outside its subnet {network}")
-    return Reservation(address, mac, client_id, table.get("hostname", _str))
+def _reservation(v: Validator, network: IPv4Network) -> Reservation | None:
+    v.unknown_keys({"address", "mac", "client_id", "hostname"})
+    address = v.address("address", required="a reservation needs an address")
+    mac = v.hex_octets("mac", 16)
+    client_id = v.hex_octets("client_id")
+    hostname = v.string("hostname")
+    if "mac" not in v.data and "client_id" not in v.data:
+        v.fail("mac", "a reservation needs a mac or a client_id")
+    if address is not None and (address not in network or address in (
+            network.network_address, network.broadcast_address)):
+        v.fail("address", f"{address} is outside its subnet {network}")
+    if v.failed() or address is None:
+        return None
+    return Reservation(address, mac, client_id, hostname)
 
 
-def _subnet(table: _Table, global_options: dict[int, bytes]) -> Subnet:
-    table.check_keys({
-        "subnet", "pools", "reservations", "options", "lease_time", "renewal_time",
-        "rebinding_time", "dynamic_bootp", "interface", "next_server", "boot_file",
-    })
-    if "subnet" not in table.data:
-        raise table.error("subnet", "missing (e.g. subnet = \"10.0.1.0/24\")")
-    network = table.get("subnet", lambda v: IPv4Network(_str(v)))
-    if network.prefixlen > 30:
-        raise table.error("subnet", f"{network} is too small to serve clients")
+def _subnet(v: Validator, global_options: dict[int, bytes]) -> Subnet | None:
+    v.unknown_keys(SUBNET_KEYS)
+    network = v.network("subnet", required='the network, e.g. subnet = "10.0.1.0/24"')
+    if network is not None and network.prefixlen > 30:
+        v.fail("subnet", f"{network} is too small to serve clients")
+        network = None
     pools: list[Pool] = []
-    for index, text in enumerate(table.get("pools", _str_list, ())):
+    for index, text in enumerate(v.strings("pools")):
         key = f"pools[{index}]"
-        try:
-            pool = _pool(text)
-        except ValueError as exc:
-            raise table.error(key, str(exc)) from None
+        pool = v.attempt(key, partial(_pool, text))
+        if pool is None or network is None:
+            continue
         if pool.first not in network or pool.last not in network:
-            raise table.error(key, f"pool {text} is outside its subnet {network}")
-        if network.network_address in pool or network.broadcast_address in pool:
-            raise table.error(key, f"pool {text} includes the network or broadcast address")
-        pools.append(pool)
+            v.fail(key, f"pool {text} is outside its subnet {network}")
+        elif network.network_address in pool or network.broadcast_address in pool:
+            v.fail(key, f"pool {text} includes the network or broadcast address")
+        else:
+            pools.append(pool)
     options = dict(global_options)
-    if "options" in table.data:
-        options.update(parse_options(table.data["options"], table.path, table.sub("options")))
+    table = v.table("options")
+    options.update(read_options(table) if table is not None else {})
+    reservations = [
+        _reservation(r, network) if network is not None else None for r in v.tables("reservations")
+    ]
+    lease_time = v.integer("lease_time", 3600, 60, MAX_TIME)
+    renewal = v.integer("renewal_time", None, 1, MAX_TIME)
+    rebinding = v.integer("rebinding_time", None, 1, MAX_TIME)
+    dynamic_bootp = v.boolean("dynamic_bootp", False)
+    interface = v.string("interface")
+    next_server = v.address("next_server")
+    boot_file = v.string("boot_file")
+    if v.failed() or network is None:
+        return None
     options.setdefault(1, network.netmask.packed)
-    reservations: list[Reservation] = []
-    raw_reservations = table.data.get("reservations", [])
-    if not isinstance(raw_reservations, list):
-        raise table.error("reservations", "expected an array of tables ([[...reservations]])")
-    for index, raw in enumerate(raw_reservations):
-        reservations.append(_reservation(_Table(raw, table.path, table.sub(f"reservations[{index}]")), network))
-    lease_time = table.get("lease_time", _int(60, 0xFFFFFFFE), 3600)
-    renewal = table.get("renewal_time", _int(1, 0xFFFFFFFE))
-    rebinding = table.get("rebinding_time", _int(1, 0xFFFFFFFE))
     subnet = Subnet(
-        network=network, pools=tuple(pools), reservations=tuple(reservations),
+        network=network, pools=tuple(pools), reservations=tuple(r for r in reservations if r),
         options=tuple(sorted(options.items())), lease_time=lease_time, renewal_time=renewal,
-        rebinding_time=rebinding, dynamic_bootp=table.get("dynamic_bootp", _bool, False),
-        interface=table.get("interface", _str), next_server=table.get("next_server", _address),
-        boot_file=table.get("boot_file", _str),
+        rebinding_time=rebinding, dynamic_bootp=dynamic_bootp, interface=interface,
+        next_server=next_server, boot_file=boot_file,
     )
     # RFC 2131 §4.4.5: T1 < T2 < lease time, or the client's timers make no sense.
     if not subnet.t1 < subnet.t2 < subnet.lease_time:
-        raise table.error("renewal_time", "need renewal_time < rebinding_time < lease_time")
-    return subnet
+        v.fail("renewal_time", "need renewal_time < rebinding_time < lease_time")
+    return None if v.failed() else subnet
 
 
-def _check_overlaps(subnets: list[Subnet], path: str) -> None:
-    for i, subnet in enumerate(subnets):
-        for j in range(i):
-            if subnet.network.overlaps(subnets[j].network):
-                raise ConfigError(path, f"dhcp.subnets[{i}].subnet",
-                                  f"{subnet.network} overlaps dhcp.subnets[{j}] ({subnets[j].network})")
+def _check_overlaps(v: Validator, subnets: list[tuple[int, Subnet]]) -> None:
+    """Overlaps between subnets, pools and reservations (of the subnets that were valid)."""
+    for n, (i, subnet) in enumerate(subnets):
+        for j, other in subnets[:n]:
+            if subnet.network.overlaps(other.network):
+                v.fail(f"subnets[{i}].subnet", f"{subnet.network} overlaps {v.key()}.subnets[{j}] "
+                       f"({other.network})")
         pools = subnet.pools
         for a in range(len(pools)):
             for b in range(a):
                 if pools[a].first <= pools[b].last and pools[b].first <= pools[a].last:
-                    raise ConfigError(path, f"dhcp.subnets[{i}].pools[{a}]",
-                                      f"pool overlaps pools[{b}] ({pools[b].first}-{pools[b].last})")
+                    v.fail(f"subnets[{i}].pools[{a}]",
+                           f"pool overlaps pools[{b}] ({pools[b].first}-{pools[b].last})")
         seen: dict[object, int] = {}
         for r_index, reservation in enumerate(subnet.reservations):
-            key = f"dhcp.subnets[{i}].reservations[{r_index}]"
             for what, ident in (("address", reservation.address), ("mac", reservation.mac),
                                 ("client_id", reservation.client_id)):
                 if ident is None:
                     continue
                 if (what, ident) in seen:
-                    raise ConfigError(path, f"{key}.{what}",
-                                      f"same {what} as reservations[{seen[(what, ident)]}]")
+                    v.fail(f"subnets[{i}].reservations[{r_index}].{what}",
+                           f"same {what} as reservations[{seen[(what, ident)]}]")
                 seen[(what, ident)] = r_index
 
 
 def parse_dhcp(table: object, path: str, *, pxe_colocated: bool | None = None) -> DhcpConfig:
-    """Parse and validate [dhcp]. ``pxe_colocated`` is None when no [pxe] section is present."""
-    dhcp = _Table(table, path, "dhcp")
-    dhcp.check_keys({"lease_db", "server_id", "offer_hold", "decline_time", "interfaces", "port",
-                     "options", "subnets", "commit_window"})
-    global_options = (parse_options(dhcp.data["options"], path, "dhcp.options")
-                      if "options" in dhcp.data else {})
-    raw_subnets = dhcp.data.get("subnets", [])
-    if not isinstance(raw_subnets, list) or not raw_subnets:
-        raise dhcp.error("subnets", "expected at least one [[dhcp.subnets]] table")
-    subnets = [_subnet(_Table(raw, path, f"dhcp.subnets[{i}]"), global_options)
-               for i, raw in enumerate(raw_subnets)]
-    _check_overlaps(subnets, path)
+    """Validate a [dhcp] table on its own; ConfigError lists every problem."""
+    return validate_section(path, "dhcp", table, partial(read_dhcp, pxe_colocated=pxe_colocated))
+
+
+def read_dhcp(v: Validator, *, pxe_colocated: bool | None = None) -> DhcpConfig | None:
+    """The [dhcp] table; None if it had problems (recorded in ``v``). ``pxe_colocated`` is None
+    when no [pxe] section is present."""
+    v.unknown_keys({"lease_db", "server_id", "offer_hold", "decline_time", "interfaces", "port",
+                    "options", "subnets", "commit_window"})
+    table = v.table("options")
+    global_options = read_options(table) if table is not None else {}
+    tables = v.tables("subnets")
+    if not tables and not v.failed("subnets"):
+        v.fail("subnets", "expected at least one [[dhcp.subnets]] table")
+    subnets = [(i, s) for i, t in enumerate(tables) if (s := _subnet(t, global_options))]
+    _check_overlaps(v, subnets)
     warnings = []
     if not pxe_colocated:
-        for index, subnet in enumerate(subnets):
+        for index, subnet in subnets:
             for code, value in subnet.options:
                 if code in PXE_REDIRECT_CODES and (code != 60 or value.startswith(b"PXEClient")):
                     warnings.append(
-                        f"{path}: dhcp.subnets[{index}].options: option {code} "
+                        f"{v.source}: {v.key()}.subnets[{index}].options: option {code} "
                         f"({PXE_REDIRECT_CODES[code]}) set while no co-located PXE server runs here: "
                         "PXE clients will try port 4011 on this host and fail (PXE-E55); put the PXE "
                         "server in the router's helper table instead"
                     )
-    return DhcpConfig(
-        subnets=tuple(subnets),
-        lease_db=dhcp.get("lease_db", _str, DEFAULT_LEASE_DB),
-        server_id=dhcp.get("server_id", _address),
-        offer_hold=dhcp.get("offer_hold", _number, 30.0),
-        decline_time=dhcp.get("decline_time", _number, 86400.0),
-        interfaces=dhcp.get("interfaces", _str_list, ()),
-        port=dhcp.get("port", _int(0, 65535), 67),
-        commit_window=dhcp.get("commit_window", _window, DEFAULT_COMMIT_WINDOW),
+    commit_window = v.number("commit_window", DEFAULT_COMMIT_WINDOW, 0)
+    if commit_window > MAX_COMMIT_WINDOW:
+        v.fail("commit_window", f"at most {MAX_COMMIT_WINDOW} seconds (it delays every ACK), "
+               f"not {commit_window}")
+    config = DhcpConfig(
+        subnets=tuple(s for _, s in subnets),
+        lease_db=v.string("lease_db", DEFAULT_LEASE_DB) or DEFAULT_LEASE_DB,
+        server_id=v.address("server_id"),
+        offer_hold=v.number("offer_hold", 30.0, 0),
+        decline_time=v.number("decline_time", 86400.0, 0),
+        interfaces=v.strings("interfaces"),
+        port=v.integer("port", 67, 0, 65535),
+        commit_window=commit_window,
         warnings=tuple(warnings),
     )
+    return None if v.failed() else config

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
-from typing import Any
 
+from boothop.relay.settings import Validator, validate_section
 from boothop.relay.wire import ClientArch
 from boothop.relay.wire.pxe import arch_name
-from boothop.server.errors import ConfigError
 
 #: The boot-table key for clients whose user class (option 77) is "iPXE".
 IPXE_KEY = "ipxe"
@@ -79,115 +77,73 @@ def arch_code(name: str) -> int | None:
     return None
 
 
-def _address(value: Any, path: str, key: str) -> IPv4Address:
-    if not isinstance(value, str):
-        raise ConfigError(path, key, f"must be an address string like '10.61.2.10', not {value!r}")
-    try:
-        return IPv4Address(value)
-    except (ValueError, TypeError):
-        raise ConfigError(path, key, f"not an IPv4 address: {value!r}") from None
-
-
-def _boot_files(table: Any, path: str, key: str) -> BootFiles:
-    if not isinstance(table, dict):
-        raise ConfigError(path, key, "must be a table of architecture = boot file")
+def _boot_files(v: Validator | None) -> BootFiles:
+    """A table of architecture = boot file (absent: none)."""
+    if v is None:
+        return BootFiles()
     by_arch: dict[int, str] = {}
     ipxe = None
-    for name, value in table.items():
-        if not isinstance(value, str) or not value or len(value.encode()) > 255:
-            raise ConfigError(path, f"{key}.{name}", "must be a boot file name of 1..255 bytes")
-        if name == IPXE_KEY:
-            ipxe = value
-            continue
+    for name in v.data:
+        value = v.string(name, max_bytes=255)
         code = arch_code(name)
-        if code is None:
-            raise ConfigError(
-                path, f"{key}.{name}", "unknown architecture (e.g. bios, efi-x64, arch-7)"
-            )
-        by_arch[code] = value
+        if name != IPXE_KEY and code is None:
+            v.fail(name, "unknown architecture (e.g. bios, efi-x64, arch-7)")
+        elif value is not None and code is not None:
+            by_arch[code] = value
+        elif value is not None:
+            ipxe = value
     return BootFiles(MappingProxyType(by_arch), ipxe)
 
 
-def _int(table: dict[str, Any], key: str, low: int, high: int, default: int, path: str) -> int:
-    value = table.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(path, f"pxe.{key}", f"must be an integer in {low}..{high}")
-    return value
+def _menu_item(v: Validator, menu: list[MenuItem]) -> MenuItem | None:
+    v.unknown_keys({"type", "description", "boot"})
+    item_type = v.integer("type", None, 0, 0xFFFF,
+                          required="a boot server type in 0..65535 (0: local boot)")
+    description = v.string("description", required="what the menu shows", max_bytes=200)
+    if any(m.type == item_type for m in menu):
+        v.fail("type", f"type {item_type} is already in the menu")
+    boot = _boot_files(v.table("boot"))
+    if v.failed() or item_type is None or description is None:
+        return None
+    return MenuItem(item_type, description, boot)
 
 
-def parse_pxe(table: dict[str, Any], path: str) -> PxeConfig:
-    """Validate the [pxe] table; every problem is a ConfigError naming the dotted key."""
-    known = {f.name for f in dataclasses.fields(PxeConfig)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(path, f"pxe.{key}", "unknown key")
-    if "server_address" not in table:
-        raise ConfigError(path, "pxe.server_address", "required: this PXE server's address")
-    server_address = _address(table["server_address"], path, "pxe.server_address")
-    tftp_server = None
-    if "tftp_server" in table:
-        tftp_server = _address(table["tftp_server"], path, "pxe.tftp_server")
-    address = str(_address(table.get("address", "0.0.0.0"), path, "pxe.address"))
-    colocated = table.get("colocated", False)
-    if not isinstance(colocated, bool):
-        raise ConfigError(path, "pxe.colocated", "must be true or false")
-    server_name = table.get("server_name", "")
-    if not isinstance(server_name, str) or len(server_name.encode()) > 63:
-        raise ConfigError(path, "pxe.server_name", "must be a string of at most 63 bytes (sname)")
-    boot = _boot_files(table.get("boot", {}), path, "pxe.boot")
+def parse_pxe(table: object, path: str) -> PxeConfig:
+    """Validate a [pxe] table on its own; ConfigError lists every problem."""
+    return validate_section(path, "pxe", table, read_pxe)
+
+
+def read_pxe(v: Validator) -> PxeConfig | None:
+    """The [pxe] table; None if it had problems (recorded in ``v``)."""
+    v.unknown_keys(f.name for f in dataclasses.fields(PxeConfig))
+    server_address = v.address("server_address", required="this PXE server's address")
     subnets = []
-    raw_subnets = table.get("subnets", [])
-    if not isinstance(raw_subnets, list):
-        raise ConfigError(path, "pxe.subnets", "must be an array of tables ([[pxe.subnets]])")
-    for index, entry in enumerate(raw_subnets):
-        key = f"pxe.subnets[{index}]"
-        if not isinstance(entry, dict) or set(entry) - {"network", "boot"}:
-            raise ConfigError(path, key, "a subnet has only 'network' and 'boot'")
-        try:
-            network = ipaddress.IPv4Network(entry.get("network"))
-        except (ValueError, TypeError):
-            raise ConfigError(
-                path, f"{key}.network", "not an IPv4 network like 10.61.1.0/24"
-            ) from None
-        subnets.append(SubnetBoot(network, _boot_files(entry.get("boot", {}), path, f"{key}.boot")))
-    menu = []
-    raw_menu = table.get("menu", [])
-    if not isinstance(raw_menu, list):
-        raise ConfigError(path, "pxe.menu", "must be an array of tables ([[pxe.menu]])")
-    for index, entry in enumerate(raw_menu):
-        key = f"pxe.menu[{index}]"
-        if not isinstance(entry, dict) or set(entry) - {"type", "description", "boot"}:
-            raise ConfigError(path, key, "a menu item has 'type', 'description' and 'boot'")
-        item_type = entry.get("type")
-        if not isinstance(item_type, int) or not 0 <= item_type <= 0xFFFF:
-            raise ConfigError(
-                path, f"{key}.type", "must be a boot server type in 0..65535 (0: local boot)"
-            )
-        description = entry.get("description")
-        if not isinstance(description, str) or not 0 < len(description.encode()) <= 200:
-            raise ConfigError(path, f"{key}.description", "must be a string of 1..200 bytes")
-        if any(m.type == item_type for m in menu):
-            raise ConfigError(path, f"{key}.type", f"type {item_type} is already in the menu")
-        boot_files = _boot_files(entry.get("boot", {}), path, f"{key}.boot")
-        menu.append(MenuItem(item_type, description, boot_files))
+    for entry in v.tables("subnets"):
+        entry.unknown_keys({"network", "boot"})
+        network = entry.network("network", required="the subnet, like 10.61.1.0/24")
+        boot = _boot_files(entry.table("boot"))
+        if network is not None:
+            subnets.append(SubnetBoot(network, boot))
+    prompt = v.string("menu_prompt", PxeConfig.menu_prompt, max_bytes=200, empty=True)
+    menu: list[MenuItem] = []
+    for entry in v.tables("menu"):
+        item = _menu_item(entry, menu)
+        if item is not None:
+            menu.append(item)
     if sum(3 + len(m.description.encode()) for m in menu) > 255:
-        raise ConfigError(
-            path, "pxe.menu", "the descriptions do not fit one 255-byte PXE_BOOT_MENU"
-        )
-    prompt = table.get("menu_prompt", PxeConfig.menu_prompt)
-    if not isinstance(prompt, str) or len(prompt.encode()) > 200:
-        raise ConfigError(path, "pxe.menu_prompt", "must be a string of at most 200 bytes")
-    return PxeConfig(
-        server_address=server_address,
-        boot=boot,
-        tftp_server=tftp_server,
-        server_name=server_name,
-        address=address,
-        port=_int(table, "port", 1, 65535, 67, path),
-        pxe_port=_int(table, "pxe_port", 1, 65535, 4011, path),
-        colocated=colocated,
+        v.fail("menu", "the descriptions do not fit one 255-byte PXE_BOOT_MENU")
+    config = PxeConfig(
+        server_address=server_address or IPv4Address(0),
+        boot=_boot_files(v.table("boot")),
+        tftp_server=v.address("tftp_server"),
+        server_name=v.string("server_name", "", max_bytes=63, empty=True) or "",
+        address=str(v.address("address", IPv4Address(0))),
+        port=v.integer("port", 67, 1, 65535),
+        pxe_port=v.integer("pxe_port", 4011, 1, 65535),
+        colocated=v.boolean("colocated", False),
         subnets=tuple(subnets),
         menu=tuple(menu),
-        menu_prompt=prompt,
-        menu_timeout=_int(table, "menu_timeout", 0, 255, 10, path),
+        menu_prompt=prompt or "",
+        menu_timeout=v.integer("menu_timeout", 10, 0, 255),
     )
+    return None if v.failed() else config

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
+from ipaddress import IPv4Address
 from typing import Any
 
-from boothop.server.errors import ConfigError
+from boothop.relay.settings import Validator, validate_section
 
 #: RFC 2348 §"Block Size Option Specification": "valid values range between 8 and 65464".
 BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
@@ -52,49 +52,35 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-def parse_tftp(table: dict[str, Any], path: str) -> TftpConfig:
-    """Validate the [tftp] table; every problem is a ConfigError naming the dotted key."""
-    known = {f.name for f in dataclasses.fields(TftpConfig)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(path, f"tftp.{key}", "unknown key")
-    if "root" not in table:
-        raise ConfigError(path, "tftp.root", "required: the directory files are served from")
-    root = table["root"]
-    if not isinstance(root, str) or not root.startswith("/"):
-        raise ConfigError(path, "tftp.root", "must be an absolute directory path")
-    values: dict[str, Any] = {"root": root}
-    if "write_root" in table:
-        write_root = table["write_root"]
-        if not isinstance(write_root, str) or not write_root.startswith("/"):
-            raise ConfigError(path, "tftp.write_root", "must be an absolute directory path")
-        values["write_root"] = write_root
-    for key in ("allow_write", "overwrite"):
-        if key in table:
-            if not isinstance(table[key], bool):
-                raise ConfigError(path, f"tftp.{key}", "must be true or false")
-            values[key] = table[key]
-    address = table.get("address", "0.0.0.0")
-    try:
-        if not isinstance(address, str):
-            raise TypeError(address)
-        ipaddress.IPv4Address(address)
-    except (ValueError, TypeError):
-        raise ConfigError(path, "tftp.address", f"not an IPv4 address: {address!r}") from None
-    values["address"] = address
-    for key, (low, high) in _INT_RANGES.items():
-        if key in table:
-            value = table[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ConfigError(path, f"tftp.{key}", f"must be an integer in {low}..{high}")
-            values[key] = value
-    if "timeout" in table:
-        timeout = table["timeout"]
-        number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
-        if not number or not 0.01 <= timeout <= 255:
-            raise ConfigError(path, "tftp.timeout", "must be a number of seconds in 0.01..255")
-        values["timeout"] = float(timeout)
-    config = TftpConfig(**values)
-    if config.max_per_client > config.max_transfers:
-        raise ConfigError(path, "tftp.max_per_client", "cannot exceed tftp.max_transfers")
-    return config
+def parse_tftp(table: object, path: str) -> TftpConfig:
+    """Validate a [tftp] table on its own; ConfigError lists every problem."""
+    return validate_section(path, "tftp", table, read_tftp)
+
+
+def _directory(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"must be an absolute directory path, not {value!r}")
+    return value
+
+
+def read_tftp(v: Validator) -> TftpConfig | None:
+    """The [tftp] table; None if it had problems (recorded in ``v``)."""
+    fields = {f.name: f.default for f in dataclasses.fields(TftpConfig)}
+    v.unknown_keys(fields)
+    root = v.convert("root", _directory, required="the directory files are served from")
+    values: dict[str, Any] = {
+        key: v.integer(key, fields[key], low, high) for key, (low, high) in _INT_RANGES.items()
+    }
+    config = TftpConfig(
+        root=root or "/",
+        address=str(v.address("address", IPv4Address("0.0.0.0"))),
+        timeout=v.number("timeout", 1.0, 0.01, 255),
+        allow_write=v.boolean("allow_write", False),
+        write_root=v.convert("write_root", _directory),
+        overwrite=v.boolean("overwrite", False),
+        **values,
+    )
+    if not v.failed("max_per_client", "max_transfers") and (
+            config.max_per_client > config.max_transfers):
+        v.fail("max_per_client", "cannot exceed tftp.max_transfers")
+    return None if v.failed() else config

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from boothop.relay.lab.topology import namespace_pids, remove_recorded
 
 pytestmark = pytest.mark.system

@@ -2,8 +2,8 @@
 
 Rings, dependencies pointing inward: ``relay.wire`` (codec) imports nothing of ours; the sans-IO
 core imports the wire and itself, never I/O, a clock, logging or the shell; one module imports
-pyroute2; ``server`` imports ``relay.wire`` and nothing else of ``relay``; ``relay`` never imports
-``server``. Imports inside functions and under ``if TYPE_CHECKING`` count too.
+pyroute2; ``server`` imports ``relay.wire`` and ``relay.settings`` (configuration errors and TOML
+validation) and nothing else of ``relay``; ``relay`` never imports ``server``. Imports inside functions and under ``if TYPE_CHECKING`` count too.
 """
 
 from __future__ import annotations
@@ -166,20 +166,33 @@ def test_relay_never_imports_server() -> None:
     assert violations(relay, lambda t: within(t, "server")) == []
 
 
-#: What the server may import of the relay package: the codec and the shell ring.
-SHARED_WITH_SERVER = ("relay.wire", "relay.shell")
+#: What the server may import of the relay package: the codec, the shell ring, the settings.
+SHARED_WITH_SERVER = ("relay.wire", "relay.shell", "relay.settings")
 
 
-def test_server_imports_only_the_wire_and_the_shell_ring_of_relay() -> None:
+def test_server_imports_only_the_wire_shell_ring_and_settings_of_relay() -> None:
     server = [m for m in GRAPH if within(m, "server")]
     found = violations(server, lambda t: within(t, "relay")
                        and not any(within(t, shared) for shared in SHARED_WITH_SERVER))
     assert found == []
+    assert any(within(t, "relay.settings") for t in GRAPH["server.config"])  # not vacuous
+    assert any(within(t, "relay.shell") for t in GRAPH["server.dhcp.service"])
 
 
-def test_the_shell_ring_imports_only_the_wire() -> None:
-    found = violations(["relay.shell"], lambda t: (within(t, "relay") and not within(t, "relay.wire"))
-                       or within(t, "server"))
+def test_the_shell_ring_imports_only_the_wire_and_the_settings() -> None:
+    found = violations(["relay.shell"], lambda t: (
+        within(t, "relay") and not within(t, "relay.wire") and not within(t, "relay.settings"))
+        or within(t, "server"))
+    assert found == []
+
+
+def test_settings_imports_only_the_wire_of_boothop_and_does_no_io() -> None:
+    """The server imports relay.settings: it must not drag the relay's shell along."""
+    found = violations(
+        ["relay.settings"],
+        lambda t: (within(t, "relay") and not within(t, "relay.wire")) or within(t, "server")
+        or t.split(".")[0] in IO_MODULES,
+    )
     assert found == []
 
 

@@ -6,8 +6,9 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-import boothop.config
 import pytest
+
+import boothop.config
 from boothop.relay.lab import locations
 from boothop.relay.lab.locations import default_lab_file, find_program, new_run_dir, runs_dir
 from boothop.relay.lab.spec import load_lab

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from boothop.relay.configfile import ConfigError
+from boothop.relay.lab.cli import main
 from boothop.relay.lab.spec import load_lab, parse_lab
+from boothop.relay.settings import EXIT_CONFIG, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "lab.toml"
@@ -77,15 +78,15 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("prefix", "Bad-Prefix", "prefix", "1-8 lower-case"),
         ("prefix", "bhlt00000", "prefix", "1-8 lower-case"),
         ("relay", "dnsmasq", "relay", "one of boothop, dhcrelay"),
-        ("client_timeout", 1, "client_timeout", "between 5 and 600"),
-        ("client_timeout", "slow", "client_timeout", "between 5 and 600"),
-        ("servers", None, "servers", "required table"),
+        ("client_timeout", 1, "client_timeout", "out of range 5..600"),
+        ("client_timeout", "slow", "client_timeout", "must be a number"),
+        ("servers", None, "servers", "missing: a table"),
         ("servers.tftp", "10.91.0.30/24", "servers.tftp", "unknown key"),
         ("servers.router", "10.91.0.1", "servers.router", "prefix length"),
         ("servers.router", "ten", "servers.router", "not 'ten'"),
         ("servers.dhcp", "10.92.0.10/24", "servers.dhcp", "not in the router's network 10.91.0.0/24"),
         ("subnet", [], "subnet", "at least one client subnet"),
-        ("subnet", "a", "subnet", "must be [[subnet]] tables"),
+        ("subnet", "a", "subnet", "must be an array of tables ([[subnet]])"),
         ("subnet.1.name", "a", "subnet", "unique"),
         ("subnet.1.router", "10.91.0.5/16", "subnet", "overlap"),
         ("subnet.0.name", "A", "subnet[0].name", "lower-case"),
@@ -109,18 +110,44 @@ def test_invalid_lab_names_the_key_and_the_reason(path: str, value: Any, key: st
     error = error_of(changed(path, value))
     assert error.key == key
     assert reason in error.reason
-    assert str(error).startswith(f"{PATH}: {key}: ")
+    assert str(error).startswith(f"{PATH}: {key}: ")  # parsed data: no text, no line
 
 
 def test_unreadable_and_malformed_files_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     with pytest.raises(ConfigError) as caught:
         load_lab(missing)
-    assert (caught.value.path, caught.value.key) == (str(missing), "-")
+    assert (caught.value.path, caught.value.key) == (str(missing), "file")
     assert "cannot read" in caught.value.reason
     broken = tmp_path / "broken.toml"
-    broken.write_text("prefix = \n")
+    broken.write_text('relay = "boothop"\nprefix = \n')
     with pytest.raises(ConfigError) as caught:
         load_lab(broken)
-    assert (caught.value.path, caught.value.key) == (str(broken), "-")
-    assert "not valid TOML" in caught.value.reason
+    assert (caught.value.path, caught.value.key, caught.value.line) == (str(broken), "toml", 2)
+    assert "syntax error" in caught.value.reason
+
+
+def test_every_problem_of_a_lab_is_reported_at_once() -> None:
+    data = changed("prefix", "Bad-Prefix")
+    data["client"][0]["kind"] = "windows"
+    data["subnet"][1]["mtu"] = 1500
+    keys = [problem.key for problem in error_of(data).problems]
+    assert keys == ["prefix", "subnet[1].mtu", "client[0].kind"]
+
+
+def test_lab_file_problem_names_the_line_of_the_key_in_its_array_table(tmp_path: Path) -> None:
+    path = tmp_path / "lab.toml"
+    text = (ROOT / "config" / "lab.toml").read_text()
+    path.write_text(text + '\n[[client]]\nname = "extra"\nkind = "windows"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_lab(path)
+    clients = text.count("[[client]]")
+    assert caught.value.key == f"client[{clients}].kind"
+    assert caught.value.line == len(text.splitlines()) + 4
+
+
+def test_bad_lab_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lab.toml"
+    path.write_text('relay = "dnsmasq"\n')
+    assert main(["-c", str(path), "status"]) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"boothop-lab: {path}:1: relay: ")

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from boothop.relay.lab import topology
 from boothop.relay.lab.topology import (
     Host,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from boothop.server.errors import ConfigError
+from boothop.relay.settings import ConfigError
 from boothop.server.pxe.config import arch_code, parse_pxe
 from boothop.server.tftp.config import parse_tftp
 
@@ -68,3 +68,15 @@ def test_errors_name_the_key(table: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_pxe(table, "p.toml")
     assert info.value.key == key and info.value.path == "p.toml"
+
+
+def test_every_problem_of_the_pxe_and_tftp_tables_is_reported_at_once() -> None:
+    table = {"server_address": "x", "boot": {"efi-x65": "a"}, "menu": [{"type": 1}],
+             "pxe_port": 0}
+    with pytest.raises(ConfigError) as info:
+        parse_pxe(table, "p.toml")
+    assert [p.key for p in info.value.problems] == [
+        "pxe.server_address", "pxe.menu[0].description", "pxe.boot.efi-x65", "pxe.pxe_port"]
+    with pytest.raises(ConfigError) as info:
+        parse_tftp({"root": "srv", "port": 0, "timeout": "1"}, "x.toml")
+    assert [p.key for p in info.value.problems] == ["tftp.root", "tftp.port", "tftp.timeout"]

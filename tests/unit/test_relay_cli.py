@@ -9,8 +9,9 @@ import pytest
 
 from boothop.relay.cli import build_parser, main, settings_from_args
 from boothop.relay.config import AgentPolicy, InterfaceConfig, RelayConfig
-from boothop.relay.configfile import ConfigError, RelaySettings
+from boothop.relay.configfile import RelaySettings
 from boothop.relay.interfaces import Role
+from boothop.relay.settings import EXIT_CONFIG, ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "relay.toml"
 
@@ -69,9 +70,28 @@ def test_bad_flags_exit_with_usage_error(argv: str, capsys: pytest.CaptureFixtur
     assert "boothop-relay: error:" in capsys.readouterr().err
 
 
-def test_no_server_anywhere_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-id", "eth1"]) == 2
-    assert "<command line>: helpers: missing" in capsys.readouterr().err
+def test_no_server_anywhere_is_a_configuration_error_exit_78(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-id", "eth1"]) == EXIT_CONFIG == 78
+    assert capsys.readouterr().err.startswith("boothop-relay: <command line>: helpers: missing")
+
+
+def test_bad_config_file_given_to_the_daemon_exits_78_with_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\ngiaddr = "10.0.0"\n')
+    assert main(["--config", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err == (
+        f"boothop-relay: {path}:4: interface[0].giaddr: not an IPv4 address: '10.0.0'\n")
+
+
+def test_flags_that_change_the_file_drop_its_line_numbers(tmp_path: Path) -> None:
+    """Once the command line replaced part of the file, a line of the file could mislead."""
+    path = tmp_path / "relay.toml"
+    path.write_text('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\ngiaddr = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        settings(f"--config {path} 10.9.0.2")
+    assert (caught.value.key, caught.value.line) == ("interface[0].giaddr", None)
 
 
 def test_command_line_overrides_file(tmp_path: Path) -> None:
@@ -100,7 +120,7 @@ def test_invalid_file_named_in_error(tmp_path: Path) -> None:
     path.write_text('helpers = ["10.9.0.10"]\nmax_hop = 3\n')
     with pytest.raises(ConfigError) as caught:
         settings(f"--config {path}")
-    assert str(caught.value).startswith(f"{path}: max_hop: unknown key")
+    assert str(caught.value).startswith(f"{path}:2: max_hop: unknown key")
 
 
 def test_check_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,17 +129,25 @@ def test_check_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ('helpers = ["10.9.0.10"]\nbogus = 1\n', "bogus: unknown key"),
+    ('helpers = ["10.9.0.10"]\nbogus = 1\n', ":2: bogus: unknown key"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\ngiaddr = "x"\n',
-     "interface[0].giaddr: 'x' is not an IPv4 address"),
-    ('max_hops = 3\n', "helpers: missing"),
+     ":4: interface[0].giaddr: not an IPv4 address: 'x'"),
+    ('max_hops = 3\n', ": helpers: missing"),
+    ('helpers = ["10.9.0.1"]\nmax_hops = 3 3\n', ":2: toml: syntax error"),
+    ('helpers = [\n', ":1: toml: syntax error: Invalid value (at end of document)"),
 ])
-def test_check_invalid_file_reports_file_key_reason(
+def test_check_invalid_file_exits_78_and_reports_file_line_key_reason(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    assert main(["check", "-c", str(path)]) != 0
-    assert capsys.readouterr().err.startswith(f"{path}: {expected}")
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"boothop-relay: {path}{expected}")
+
+
+def test_check_unreadable_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"boothop-relay: {path}: file: cannot read: ")
 
 
 def test_check_requires_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from boothop.relay.config import AgentPolicy, InterfaceConfig
-from boothop.relay.configfile import ConfigError, RelaySettings, load, parse
+from boothop.relay.configfile import RelaySettings, load, parse
 from boothop.relay.interfaces import Role
+from boothop.relay.settings import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "relay.toml"
 
@@ -24,9 +25,11 @@ def error_of(tmp_path: Path, text: str) -> ConfigError:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert caught.value.path == str(path)
-    assert str(caught.value).startswith(f"{path}: {caught.value.key}: ")
-    return caught.value
+    error = caught.value
+    assert error.path == str(path)
+    where = path if error.line is None else f"{path}:{error.line}"
+    assert str(error).startswith(f"{where}: {error.key}: {error.reason}")
+    return error
 
 
 def test_example_file_loads() -> None:
@@ -90,7 +93,7 @@ def test_defaults_without_interfaces(tmp_path: Path) -> None:
     ('helpers = ["10.9.0.10"]\nhelper = ["10.9.0.20"]\n', "helper", "unknown key"),
     ('helpers = ["10.9.0.10"]\n[[interface]]\nname = "eth1"\ngiaddr_ = "10.1.0.1"\n',
      "interface[0].giaddr_", "unknown key"),
-    ('helpers = ["10.9.0.300"]\n', "helpers[0]", "'10.9.0.300' is not an IPv4 address"),
+    ('helpers = ["10.9.0.300"]\n', "helpers[0]", "not an IPv4 address: '10.9.0.300'"),
     ('helpers = ["10.9.0.1", "10.9.0.1"]\n', "helpers[1]", "listed twice"),
     ('helpers = ["255.255.255.255"]\n', "helpers[0]", "broadcast"),
     ('helpers = "10.9.0.1"\n', "helpers", "must be a list of IPv4 addresses"),
@@ -111,7 +114,7 @@ def test_defaults_without_interfaces(tmp_path: Path) -> None:
     ('helpers = ["10.9.0.1"]\nremote_id = ""\n', "remote_id", "must not be empty"),
     (f'helpers = ["10.9.0.1"]\nremote_id = "{"x" * 256}"\n', "remote_id", "at most 255"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\ngiaddr = "10.1.0"\n',
-     "interface[0].giaddr", "'10.1.0' is not an IPv4 address"),
+     "interface[0].giaddr", "not an IPv4 address: '10.1.0'"),
     (('helpers = ["10.9.0.1"]\n[[interface]]\nname = "eth1"\n[[interface]]\nname = "eth2"\n'
       'giaddr = 10\n'), "interface[1].giaddr", "must be an IPv4 address string"),
     ('helpers = ["10.9.0.1"]\n[[interface]]\nrole = "downstream"\n', "interface[0].name",
@@ -147,3 +150,38 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path / "absent.toml")
     assert caught.value.key == "file" and "cannot read" in caught.value.reason
+
+
+def test_every_problem_of_a_file_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, """helpers = ["10.9.0.1"]
+max_hops = 17
+[[interface]]
+name = "eth1"
+[[interface]]
+name = "eth2"
+giaddr = "10.0.0"
+role = "client"
+""")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert [(p.key, p.line) for p in caught.value.problems] == [
+        ("max_hops", 2), ("interface[1].role", 8), ("interface[1].giaddr", 7)]
+    assert str(caught.value).splitlines() == [
+        f"{path}:2: max_hops: 17 out of range 1..16",
+        f"{path}:8: interface[1].role: 'client' is not one of downstream, upstream, both",
+        f"{path}:7: interface[1].giaddr: not an IPv4 address: '10.0.0'",
+    ]
+    # The first problem stays available as .path/.key/.reason (the SIGHUP reload logs them).
+    assert (caught.value.path, caught.value.key) == (str(path), "max_hops")
+
+
+def test_cross_checks_are_skipped_when_the_field_they_need_was_bad(tmp_path: Path) -> None:
+    """A bad helpers list is one problem, not also "helpers: missing"."""
+    error = error_of(tmp_path, 'helpers = ["10.9.0.300"]\n')
+    assert [p.key for p in error.problems] == ["helpers[0]"]
+
+
+def test_syntax_error_reports_its_line(tmp_path: Path) -> None:
+    error = error_of(tmp_path, 'helpers = ["10.9.0.1"]\nmax_hops = = 3\n')
+    assert (error.key, error.line) == ("toml", 2)
+    assert "syntax error" in error.reason and "column" in error.reason

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from test_server_helpers import BASE_TOML, MT, config, dgram, reply_of, request
 
+from boothop.relay.settings import EXIT_CONFIG, ConfigError
 from boothop.relay.wire import Opt
 from boothop.server.cli import main
 from boothop.server.config import load_config
 from boothop.server.dhcp.config import parse_dhcp
 from boothop.server.dhcp.core import DhcpServerCore
 from boothop.server.dhcp.lease import Lease, LeaseState
-from boothop.server.errors import ConfigError
 from boothop.server.leasestore import SqliteLeaseStore
 from boothop.server.reconcile import plan_reconcile
 
@@ -112,10 +112,60 @@ pools = ["10.51.1.100-10.51.1.110"]
     return path
 
 
-def test_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_cli_exits_0_for_a_good_file_and_78_for_a_bad_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", str(write_config(tmp_path))]) == 0
-    assert main(["check", "-c", str(write_config(tmp_path, 'bogus = 1'))]) == 2
-    assert "dhcp.subnets[0].reservations[0].bogus" in capsys.readouterr().err
+    path = write_config(tmp_path, 'bogus = 1')
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG == 78
+    assert capsys.readouterr().err.startswith(
+        f"boothop-server: {path}:10: dhcp.subnets[0].reservations[0].bogus: unknown key")
+
+
+def test_check_cli_reports_a_syntax_error_with_its_line_and_exits_78(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, 'hostname = "boot1')
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"boothop-server: {path}:10: toml: syntax error")
+
+
+def test_run_with_an_unreadable_file_exits_78(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    assert main(["run", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err.startswith(f"boothop-server: {path}: file: cannot read: ")
+
+
+def test_every_problem_of_every_section_is_reported_at_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path, """  hostname = ""
+[[dhcp.subnets]]
+subnet = "10.51.1.128/25"
+lease_time = 10
+[tftp]
+root = "srv"
+[pxe]
+server_address = "10.51.0.2"
+colocated = true
+port = 0
+[log]
+format = "xml"
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert [(p.key, p.line) for p in info.value.problems] == [
+        ("pxe.port", 19),
+        ("tftp.root", 15),
+        ("dhcp.subnets[0].reservations[0].hostname", 10),
+        ("dhcp.subnets[1].lease_time", 13),
+        ("log.format", 21),
+    ]
+
+
+def test_overlap_of_valid_subnets_is_reported_with_the_line_of_the_second(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[[dhcp.subnets]]\nsubnet = "10.51.1.128/25"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert (info.value.key, info.value.line) == ("dhcp.subnets[1].subnet", 11)
+    assert "overlaps dhcp.subnets[0]" in info.value.reason
 
 
 def test_check_reports_reservation_inside_another_clients_lease(tmp_path: Path,
@@ -214,7 +264,7 @@ def test_dhcp_and_non_colocated_pxe_on_one_port_is_refused(tmp_path: Path,
     """Two services on UDP port 67 of one host: refused at load with the file, key and reason."""
     pxe = '\n[pxe]\nserver_address = "10.51.0.2"\n'
     path = write_config(tmp_path, pxe)
-    assert main(["check", "-c", str(path)]) == 2
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert str(path) in err and "pxe.colocated" in err and "UDP port 67" in err
     assert main(["check", "-c", str(write_config(tmp_path, pxe + "colocated = true\n"))]) == 0

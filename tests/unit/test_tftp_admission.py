@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boothop.server.errors import ConfigError
+from boothop.relay.settings import ConfigError
 from boothop.server.tftp import packet
 from boothop.server.tftp.admission import Accepted, Admission, Refusal, Refused
 from boothop.server.tftp.config import TftpConfig, parse_tftp

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from boothop.server.errors import ConfigError
+from boothop.relay.settings import ConfigError
 from boothop.server.tftp import packet
 from boothop.server.tftp.admission import Accepted, Admission, Refusal, Refused
 from boothop.server.tftp.config import TftpConfig, parse_tftp

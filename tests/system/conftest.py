@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 from servers import Pool, start_kea, start_recorder
 
+from boothop.relay.lab.locations import find_program
 from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology, reap_stale
 
@@ -54,10 +54,17 @@ LANS = {
 }
 
 
+#: boothop's own commands: the programs under test, never a reason to skip.
+OURS = ("boothop-relay", "boothop-server", "boothop-lab")
+
+
 def need(binary: str) -> str:
-    """The path of a program the test runs; skip, with the reason, when it is not installed."""
-    path = shutil.which(binary)
+    """The path of a program the test runs (boothop's own beside the running Python first);
+    skip, with the reason, when a peer is not installed, fail when one of ours is missing."""
+    path = find_program(binary)
     if path is None:
+        if binary in OURS:
+            pytest.fail(f"{binary} is not installed: run `bash .ci/install`")
         pytest.skip(f"{binary} is not installed")
     return path
 
@@ -68,9 +75,8 @@ def require_system(*binaries: str) -> None:
         pytest.skip("needs root (network namespaces)")
     if not os.path.exists("/proc/self/ns/net"):
         pytest.skip("kernel without network namespaces")
-    for binary in binaries:
-        if shutil.which(binary) is None:
-            pytest.skip(f"{binary} not installed")
+    for binary in ("ip", *binaries):
+        need(binary)
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
     if probe.returncode != 0:
         pytest.skip("`ip netns` unavailable")
@@ -142,7 +148,7 @@ def lab(_reaped: None, tmp_path: Path) -> Iterator[Lab]:
 
 
 def _boothop_relay() -> str | None:
-    path = shutil.which("boothop-relay")
+    path = find_program("boothop-relay")
     if path is None:
         return None
     try:

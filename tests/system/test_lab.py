@@ -10,7 +10,6 @@ namespaces and processes in ``finally`` whatever happens. The daemons run this c
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import string
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_system
 
 from boothop.relay.lab.lab import Lab, run_demo
 from boothop.relay.lab.processes import Process, wait_for
@@ -78,13 +78,7 @@ address = "10.91.2.10"
 
 
 def _require(*tools: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab creates network namespaces")
-    if subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("`ip netns` is not available here")
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    require_system(*tools)
     if not Path("/usr/lib/ipxe/qemu").is_dir():
         pytest.skip("iPXE ROMs missing (/usr/lib/ipxe/qemu, Debian package ipxe-qemu)")
 

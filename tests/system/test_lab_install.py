@@ -17,10 +17,12 @@ import signal
 import string
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_system
 
 from boothop.relay.lab.topology import namespace_pids, remove_recorded
 
@@ -72,7 +74,16 @@ def _delete_namespace(name: str) -> None:
 
 def _pip_install(venv: Path) -> None:
     """pip install --no-deps of this tree; offline (--no-build-isolation) when the venv's
-    setuptools can build a wheel by itself, else with build isolation (fetches setuptools)."""
+    setuptools can build a wheel by itself, else with build isolation (fetches setuptools).
+
+    The dependencies (trio, pyroute2, structlog) are the running interpreter's: a .pth file
+    puts its site-packages on the new venv's path. Python does not process .pth files found
+    there, so this tree's editable install (an import hook started by one) stays out."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    site = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True, timeout=30)
+    (Path(site.stdout.strip()) / "boothop-test-dependencies.pth").write_text(f"{purelib}\n")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
     offline = subprocess.run([*pip, "--no-build-isolation", str(ROOT)],
                              check=False, capture_output=True, text=True, timeout=300)
@@ -87,14 +98,9 @@ def _pip_install(venv: Path) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin directory of a venv with boothop installed from this tree (not editable)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab creates network namespaces")
-    for tool in ("ip", "busybox"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    require_system("busybox")
     venv = tmp_path_factory.mktemp("install") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     _pip_install(venv)
     site = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import boothop.relay.lab as m; print(m.__file__)"],

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -13,6 +11,7 @@ from ipaddress import IPv4Interface
 
 import pytest
 import trio
+from conftest import require_system
 
 from boothop.relay.interfaces import InterfaceTable
 from boothop.relay.netlink import dump, follow_interfaces
@@ -26,15 +25,9 @@ def ip(*args: str) -> None:
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 `ip` not installed")
+    require_system()
     name = f"bhn-nl-{secrets.token_hex(3)}"
-    try:
-        ip("netns", "add", name)
-    except subprocess.CalledProcessError:
-        pytest.skip("`ip netns` unavailable")
+    ip("netns", "add", name)
     try:
         ip("-n", name, "link", "add", "bhna0", "type", "veth", "peer", "name", "bhna1")
         ip("-n", name, "addr", "add", "10.71.50.1/24", "dev", "bhna0")

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from conftest import require_system
 
 from boothop.relay.sockets import ETH_P_IP, checksum, ipv4_udp
 from boothop.relay.wire import AgentInfo, DhcpMessage, MessageType, Op, Opt, decode, encode
@@ -41,16 +41,6 @@ SERVER = "10.71.100.10"
 SERVER2 = "10.71.100.11"
 YIADDR = "10.71.1.50"
 RELAY_MAIN = "from boothop.relay.cli import main; raise SystemExit(main())"
-
-
-def require_system() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 `ip` not installed")
-    if subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10,
-                      check=False).returncode:
-        pytest.skip("`ip netns` unavailable")
 
 
 @contextlib.contextmanager

@@ -16,12 +16,13 @@ import os
 import sys
 from pathlib import Path
 
-from boothop.relay.settings import EXIT_CONFIG, ConfigError
+from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, ConfigError
 
 from .lab import Lab, run_demo
 from .locations import default_lab_file, find_program, new_run_dir
 from .scenarios import SCENARIOS, run_scenario
 from .spec import LabSpec, load_lab
+from .topology import TopologyError
 
 NEEDED = {
     "ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "udhcpc": "udhcpc",
@@ -85,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     problems = missing_requirements(spec.with_relay("dhcrelay") if getattr(args, "compare", False) else spec)
     if problems:
         print("boothop-lab cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
+    try:
+        return _run(args, spec)
+    except TopologyError as error:  # e.g. a namespace of its name that the lab did not make
+        print(f"boothop-lab: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _run(args: argparse.Namespace, spec: LabSpec) -> int:
     if args.command == "up":
         Lab(spec).up()
         print(f"lab {spec.prefix!r} is up; `boothop-lab status`, `boothop-lab down`")

@@ -72,8 +72,8 @@ def plan_reconcile(config: DhcpConfig, leases: list[Lease], now: float) -> Plan:
     for lease in leases:
         if lease.address in reserved:
             continue
-        subnet = next((s for s in config.subnets if lease.address in s.network), None)
-        if subnet is None or not subnet.in_pool(lease.address):
+        home = next((s for s in config.subnets if lease.address in s.network), None)
+        if home is None or not home.in_pool(lease.address):
             plan.findings.append(Finding(lease.address, f"{lease.state.value} lease outside every pool",
                                          "removed"))
             plan.deletes.append(lease.address)
@@ -83,7 +83,7 @@ def plan_reconcile(config: DhcpConfig, leases: list[Lease], now: float) -> Plan:
                                          "removed"))
             plan.deletes.append(lease.address)
             continue
-        own = next((r for r in subnet.reservations if _owned_by(lease, r)), None)
+        own = next((r for r in home.reservations if _owned_by(lease, r)), None)
         if own is not None and lease.is_active(now):
             plan.findings.append(Finding(
                 lease.address, f"client {lease.mac.hex(':')} has reservation {own.address} but "

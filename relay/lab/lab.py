@@ -294,7 +294,7 @@ class Lab:
         seen = servers.pxe_boot_seen(self.workdir, client)
         result.address = seen.get("address")
         result.boot_file = seen.get("boot_file")
-        result.bytes_downloaded = int(seen.get("bytes", 0))
+        result.bytes_downloaded = seen["bytes"]
         result.ok = ok
         if not ok:
             result.seconds = None

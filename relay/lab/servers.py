@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from .locations import program
 from .processes import wait_for
@@ -199,13 +200,29 @@ def proof_fetched(workdir: Path, client: ClientSpec) -> str | None:
     return None
 
 
-def pxe_boot_seen(workdir: Path, client: ClientSpec) -> dict[str, object]:
+class BootSeen(TypedDict):
+    """What :func:`pxe_boot_seen` returns."""
+
+    address: str | None
+    bytes: int
+    boot_file: NotRequired[str | None]
+
+
+def _as_int(value: object) -> int:
+    """A number of a JSON log event (int, float or numeric string) as an int."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
+def pxe_boot_seen(workdir: Path, client: ClientSpec) -> BootSeen:
     """What the PXE host saw of a client: its address, the boot file and the bytes sent to it."""
     address = proof_fetched(workdir, client)
-    seen: dict[str, object] = {"address": address, "bytes": 0}
+    seen: BootSeen = {"address": address, "bytes": 0}
     for transfer in _tftp_sent(workdir):
         if str(transfer.get("client", "")).split(":")[0] == address:
-            seen["bytes"] = int(seen["bytes"]) + int(transfer.get("bytes", 0))  # type: ignore[arg-type]
+            seen["bytes"] += _as_int(transfer.get("bytes", 0))
             if not str(transfer.get("filename", "")).startswith("proof-"):
-                seen["boot_file"] = transfer.get("filename")
+                filename = transfer.get("filename")
+                seen["boot_file"] = None if filename is None else str(filename)
     return seen

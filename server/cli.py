@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from boothop.server.config import ServerConfig, load_config
@@ -42,7 +42,7 @@ def _dhcp(config: ServerConfig) -> ServerConfig:
 def _when(value: float | None) -> str:
     if value is None:
         return "never"
-    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_check(config: ServerConfig) -> int:

@@ -30,7 +30,7 @@ class _Responder:
         self.config, self.log = config, log
         self.lock = threading.Lock()
         self.replies = 0
-        self.drops: dict[Drop, int] = {reason: 0 for reason in Drop}
+        self.drops: dict[Drop, int] = dict.fromkeys(Drop, 0)
         self.limiter = RateLimiter(burst=20, period=1.0)
 
     def snapshot(self) -> dict[str, int]:

@@ -270,7 +270,7 @@ def main() -> int:
     print(f"  {'server':8s} {'lossless':>10s} {'runs':>20s} {f'CPU/DORA @{args.cpu_rate}/s':>18s} "
           f"{'CPU/DORA @lossless':>19s}")
     for name, f in figures.items():
-        print(f"  {name:8s} {median(f.lossless):>8.0f}/s {str(f.lossless):>20s} "
+        print(f"  {name:8s} {median(f.lossless):>8.0f}/s {f.lossless!s:>20s} "
               f"{median(f.cpu_fixed):>15.0f} us {median(f.cpu_at_lossless):>16.0f} us")
     if "boothop" in figures and "kea" in figures:
         b, k = figures["boothop"], figures["kea"]

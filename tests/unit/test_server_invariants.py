@@ -22,7 +22,7 @@ ADDRESSES = st.sampled_from([IPv4Address(f"10.51.1.{n}") for n in (10, 11, 100, 
 class NoDoubleBinding(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.config = config(**{"decline_time": 50})
+        self.config = config(decline_time=50)
         self.core = DhcpServerCore(self.config)
         self.now = 0.0
         #: address -> (client, expiry) as the clients were told by ACKs.

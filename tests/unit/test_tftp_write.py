@@ -220,7 +220,7 @@ def test_block_numbers_roll_over_from_65535_to_0() -> None:
             break
     assert transfer.outcome is Outcome.COMPLETED
     assert bytes(sink.data) == payload
-    assert transfer.ignored == {reason: 0 for reason in Ignored}
+    assert transfer.ignored == dict.fromkeys(Ignored, 0)
 
 
 def test_after_rollover_old_and_future_blocks_are_told_apart() -> None:

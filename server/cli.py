@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from boothop.server.config import ServerConfig, load_config
+from boothop.server.dhcp.config import DhcpConfig
 
 PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
@@ -33,10 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dhcp(config: ServerConfig) -> ServerConfig:
+def _dhcp(config: ServerConfig) -> DhcpConfig:
     if config.dhcp is None:
         raise ConfigError(config.path, "dhcp", "this command needs a [dhcp] section")
-    return config
+    return config.dhcp
 
 
 def _when(value: float | None) -> str:
@@ -59,7 +60,9 @@ def cmd_check(config: ServerConfig) -> int:
         now = time.time()
         for s_index, subnet in enumerate(config.dhcp.subnets):
             for r_index, reservation in enumerate(subnet.reservations):
-                held = next((l for l in leases if l.address == reservation.address and l.is_active(now)), None)
+                held = next((lease for lease in leases
+                             if lease.address == reservation.address and lease.is_active(now)),
+                            None)
                 if held is None:
                     continue
                 if (reservation.mac is not None and held.mac == reservation.mac) or (
@@ -79,22 +82,23 @@ def cmd_check(config: ServerConfig) -> int:
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
     from boothop.server.leasestore import open_store
-    store = open_store(_dhcp(config).dhcp.lease_db)  # type: ignore[union-attr]
+    store = open_store(_dhcp(config).lease_db)
     try:
         leases = store.load()
     finally:
         store.close()
     rows = [{
-        "address": str(l.address), "state": l.state.value, "mac": l.mac.hex(":"),
-        "client_id": l.client_id.hex(":") if l.client_id else None, "subnet": l.subnet,
-        "starts": l.starts, "expires": l.expires, "hostname": l.hostname,
-    } for l in leases]
+        "address": str(lease.address), "state": lease.state.value, "mac": lease.mac.hex(":"),
+        "client_id": lease.client_id.hex(":") if lease.client_id else None,
+        "subnet": lease.subnet, "starts": lease.starts, "expires": lease.expires,
+        "hostname": lease.hostname,
+    } for lease in leases]
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     header = f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
     print(header)
-    for row, lease in zip(rows, leases):
+    for row, lease in zip(rows, leases, strict=True):
         print(f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
               f"{_when(lease.expires):<21}{row['hostname'] or '-'}")
     return 0
@@ -103,8 +107,7 @@ def cmd_leases(config: ServerConfig, as_json: bool) -> int:
 def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
     from boothop.server.leasestore import open_store
     from boothop.server.reconcile import format_plan, plan_reconcile
-    dhcp = _dhcp(config).dhcp
-    assert dhcp is not None
+    dhcp = _dhcp(config)
     store = open_store(dhcp.lease_db)
     try:
         plan = plan_reconcile(dhcp, store.load(), time.time())

@@ -127,7 +127,7 @@ def report_text(spec: LabSpec, results: Sequence[ClientResult]) -> str:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"boothop lab {spec.prefix!r}: relay = {spec.relay}"]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     for r in results:
         if r.detail and not r.ok:
             lines.append(f"  {r.name}: {r.detail}")

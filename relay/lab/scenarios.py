@@ -267,7 +267,7 @@ def _tftp_requests(lab: Lab) -> list[str]:
 
 def _check(lab: Lab) -> dict[str, Any]:
     completed = _run([program("boothop-server"), "check", "-c", str(lab.workdir / "dhcp.toml")])
-    warnings = [l for l in completed.stderr.splitlines() if l.startswith("warning:")]
+    warnings = [line for line in completed.stderr.splitlines() if line.startswith("warning:")]
     return {"exit": completed.returncode, "warnings": warnings, "output": completed.stdout + completed.stderr}
 
 
@@ -319,7 +319,8 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
         ipxe = data["a"]["ipxe"]
         asked_dhcp = ipxe.get("requests_4011", {}).get(dhcp, 0)
         if ipxe.get("ran") and asked_dhcp:
-            file = next((l.split(":", 1)[1].strip() for l in ipxe["console"] if l.startswith("Filename:")), "-")
+            file = next((line.split(":", 1)[1].strip() for line in ipxe["console"]
+                         if line.startswith("Filename:")), "-")
             say(f"   iPXE is not a PXE 2.1 ROM: it does not stop with PXE-E55. It too asked {dhcp}:4011 "
                 f"({asked_dhcp} unanswered requests), then went on with the DHCP ACK's file name "
                 f"({file}) and {'booted' if ipxe['booted'] else 'found nothing to boot'}.")
@@ -408,7 +409,7 @@ def side_by_side(data: dict[str, Any]) -> list[str]:
         ("relay warning", "yes" if data["a"].get("relay_warnings") else "no", "-"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return ["", *("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows), ""]
+    return ["", *("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows), ""]
 
 
 SCENARIOS: dict[str, Callable[[LabSpec, Say], ScenarioResult]] = {

@@ -77,7 +77,7 @@ async def serve_proxydhcp(
     try:
         for port in ports:
             sockets.append(open_udp(port, config.address))
-        bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets)}
+        bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets, strict=True)}
         responder = _Responder(config, log)
         async with trio.open_nursery() as nursery:
             for sock in sockets:

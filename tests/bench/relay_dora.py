@@ -60,7 +60,7 @@ from boothop.relay.wire import (
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "system"))
-from servers import Pool, start_kea
+from servers import Pool, start_kea  # noqa: E402 - found through the sys.path entry above
 
 SERVER = "10.45.100.10"
 ROUTER_UP = "10.45.100.1"
@@ -402,9 +402,9 @@ def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namesp
         user, system = cpu_seconds(pid)
         switches = context_switches(pid)
         result = bench.perfdhcp(args.cpu_rate)
-        user, system = (after - before for after, before in zip(cpu_seconds(pid), (user, system)))
+        user, system = (after - before for after, before in zip(cpu_seconds(pid), (user, system), strict=True))
         voluntary, involuntary = (after - before for after, before in
-                                  zip(context_switches(pid), switches))
+                                  zip(context_switches(pid), switches, strict=True))
         used = user + system
         if result.ra_received:
             figures.cpu_us.append(used / result.ra_received * 1e6)

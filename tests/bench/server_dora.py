@@ -84,7 +84,7 @@ def namespace_pair() -> Iterator[tuple[str, str, str, str]]:
             sh("ip", "-n", ns, "link", "set", ifname, "up")
         # kea opens no socket on an interface without carrier yet ("is not running").
         for ns, ifname in ((gen, gen_if), (srv, srv_if)):
-            if not wait_for(lambda: "state UP" in subprocess.run(
+            if not wait_for(lambda ns=ns, ifname=ifname: "state UP" in subprocess.run(
                     ["ip", "-n", ns, "-o", "link", "show", ifname], capture_output=True, text=True,
                     timeout=10).stdout, 10):
                 raise RuntimeError(f"{ifname} in {ns} did not come up")

@@ -12,6 +12,7 @@ namespace deleted in ``finally``, whatever the test does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -92,9 +93,9 @@ class Lab:
         return sh("ip", "netns", "exec", raw_ns or self.ns[role], *args, check=check, timeout=timeout)
 
     def spawn(self, role: str, *args: str, log: str) -> subprocess.Popen[bytes]:
-        out = open(self.tmp / log, "ab")
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *args], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO)
+        with open(self.tmp / log, "ab") as out:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *args], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=REPO)
         self.procs.append(proc)
         return proc
 
@@ -106,10 +107,8 @@ class Lab:
         # `dhclient -1` and dhcpcd daemonise: stop, by PID, whatever still runs in our namespaces.
         for ns in self.ns.values():
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         # dhcpcd keeps its lease file on the host; remove ours (named after our interfaces).
         for lease in Path("/var/lib/dhcpcd").glob(f"bhk-a{self.tag}*"):
             lease.unlink(missing_ok=True)
@@ -259,7 +258,7 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         # udhcpc on subnet B, kept running to renew and release on signals
         udhcpc = L.spawn("cb", "udhcpc", "-f", "-i", b, "-s", str(L.script), "-t", "5", "-T", "1",
                          log="udhcpc.log")
-        wait_for(lambda: any(l.startswith("bound ") for l in script_log(L)), 15, "udhcpc lease")
+        wait_for(lambda: any(line.startswith("bound ") for line in script_log(L)), 15, "udhcpc lease")
         first_b = L.address_of("cb", b)
         assert in_pool(first_b, "10.52.2."), first_b
         rows = {r["address"]: r for r in L.leases()}

@@ -103,7 +103,7 @@ def test_ladder_text_draws_each_arrow_between_its_lanes() -> None:
     assert header.split() == list(LANES)
     rail = [i for i, c in enumerate(rails) if c == "|"]
     assert rail == [i * width + (width - 1) // 2 for i in range(len(LANES))]
-    lane = dict(zip(LANES, rail))
+    lane = dict(zip(LANES, rail, strict=True))
     # client -> relay: leaves the client's rail, the head lands on the relay's rail.
     assert right[lane["client"]] == "|" and right[lane["relay"]] == ">"
     assert set(right[lane["client"] + 2:lane["relay"]]) <= set("- DISCOVER")

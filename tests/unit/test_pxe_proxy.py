@@ -94,7 +94,7 @@ def dropped(datagram: Datagram, config: PxeConfig = CONFIG) -> Drop:
 
 # -- the proxy offer --------------------------------------------------------------------------
 def test_proxy_offer_carries_boot_information_and_no_address() -> None:
-    msg, reply = answer(local(request()))
+    msg, _reply = answer(local(request()))
     assert msg.op == Op.BOOTREPLY and msg.message_type == MessageType.OFFER
     assert msg.xid == 0x61616161 and msg.chaddr == CHADDR and msg.flags == 0x8000
     assert msg.yiaddr == IPv4Address(0)

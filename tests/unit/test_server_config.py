@@ -200,7 +200,7 @@ def test_field_report_reconcile_restores_reservations_with_configured_mac(tmp_pa
     store = SqliteLeaseStore(str(tmp_path / "fresh.sqlite3"))  # the deleted database, rebuilt empty
     plan = plan_reconcile(cfg, store.load(), 100.0)
     store.write(plan.upserts)
-    rows = {l.address: l for l in store.load()}
+    rows = {lease.address: lease for lease in store.load()}
     assert rows[IPv4Address("10.51.1.10")].mac == RESERVED_MAC
     assert rows[IPv4Address("10.51.1.10")].state is LeaseState.RESERVED
     assert rows[IPv4Address("10.51.1.11")].client_id == bytes.fromhex("ff00112233")
@@ -222,7 +222,7 @@ def test_reconcile_replaces_wrong_mac_and_removes_strays() -> None:
     dup = Lease(IPv4Address("10.51.1.100"), LeaseState.BOUND, "hw:1:52540000010a", RESERVED_MAC,
                 None, "10.51.1.0/24", 0.0, 1e9)
     plan = plan_reconcile(cfg, [wrong, outside, dup], 10.0)
-    fixed = {l.address: l for l in plan.upserts}
+    fixed = {lease.address: lease for lease in plan.upserts}
     assert fixed[IPv4Address("10.51.1.10")].mac == RESERVED_MAC
     assert set(plan.deletes) == {IPv4Address("10.51.1.50"), IPv4Address("10.51.1.100")}
     again = plan_reconcile(cfg, [fixed[a] for a in fixed], 10.0)

@@ -42,7 +42,7 @@ def dora(core: DhcpServerCore, chaddr: bytes, now: float = 0.0, giaddr: IPv4Addr
     assert offer.message_type == MT.OFFER
     ack = reply_of(core.handle(dgram(request(
         MT.REQUEST, chaddr, giaddr=giaddr,
-        options=options + (opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)),
+        options=(*options, opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)),
     )), now))
     assert ack.message_type == MT.ACK, ack.get(Opt.MESSAGE)
     assert ack.yiaddr == offer.yiaddr

@@ -367,7 +367,7 @@ def test_rfc1350_dallying_retransmits_the_final_ack_for_a_duplicate_last_data() 
     assert transfer.receive(data(1, b"x" * 512), PEER, 1.3) == []
     assert transfer.ignored[Ignored.AFTER_END] == 1
     assert sink.data == b"x" * 512 + b"end"
-    assert transfer.next_deadline() == pytest.approx(3.2)  # timeout × (retries + 1)
+    assert transfer.next_deadline() == pytest.approx(3.2)  # timeout * (retries + 1)
     assert transfer.on_timer(3.2) == [] and transfer.done
     assert transfer.next_deadline() is None
 

@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="serve (the default command)")
     run.add_argument("--log-format", choices=("auto", "json", "console"))
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    sub.add_parser("check", parents=[common], help="validate the configuration (and the lease database)")
+    sub.add_parser(
+        "check", parents=[common], help="validate the configuration (and the lease database)"
+    )
     leases = sub.add_parser("leases", parents=[common], help="list leases")
     leases.add_argument("--json", action="store_true", help="one JSON array, for machines")
     reconcile = sub.add_parser("reconcile", parents=[common], help="repair the lease database")
@@ -66,14 +68,20 @@ def cmd_check(config: ServerConfig) -> int:
                 if held is None:
                     continue
                 if (reservation.mac is not None and held.mac == reservation.mac) or (
-                        reservation.client_id is not None and held.client_id == reservation.client_id):
+                    reservation.client_id is not None and held.client_id == reservation.client_id
+                ):
                     continue
                 errors += 1
-                print(ConfigError(config.path, f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
-                                  f"{reservation.address} is leased to another client "
-                                  f"({held.mac.hex(':')}) until {_when(held.expires)}; "
-                                  "run `boothop-server reconcile` to hand it back").prefixed(PROG),
-                      file=sys.stderr)
+                print(
+                    ConfigError(
+                        config.path,
+                        f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
+                        f"{reservation.address} is leased to another client "
+                        f"({held.mac.hex(':')}) until {_when(held.expires)}; "
+                        "run `boothop-server reconcile` to hand it back",
+                    ).prefixed(PROG),
+                    file=sys.stderr,
+                )
     if errors:
         return EXIT_FAILURE
     print(f"{config.path}: ok")
@@ -96,11 +104,15 @@ def cmd_leases(config: ServerConfig, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
-    header = f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
+    header = (
+        f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
+    )
     print(header)
     for row, lease in zip(rows, leases, strict=True):
-        print(f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
-              f"{_when(lease.expires):<21}{row['hostname'] or '-'}")
+        print(
+            f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
+            f"{_when(lease.expires):<21}{row['hostname'] or '-'}"
+        )
     return 0
 
 

@@ -367,7 +367,9 @@ class DhcpServerCore:
         msg = request.msg
         server_id = request.options.get(Opt.SERVER_ID)
         requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
-        requested = IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+        requested = (
+            IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+        )
         net = request.subnet.name
         if server_id is not None:
             # SELECTING. RFC 2131 §4.3.2: the server identifier says which server the client chose;
@@ -380,9 +382,13 @@ class DhcpServerCore:
                 return [Drop(DropReason.OTHER_SERVER_SELECTED)]
             if requested is None:
                 return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
-            if not self.available(requested, request, now) or not self._may_have(requested, request):
+            if (not self.available(requested, request, now)
+                    or not self._may_have(requested, request)):
                 return [self._nak(request, "requested address not available")]
-            return [*self._bind(request, requested, now), self._reply(request, ReplyKind.ACK, requested)]
+            return [
+                *self._bind(request, requested, now),
+                self._reply(request, ReplyKind.ACK, requested),
+            ]
         if requested is not None:
             # INIT-REBOOT. RFC 2131 §4.3.2: "Server SHOULD send a DHCPNAK message to the client if
             # the 'requested IP address' is incorrect, or is on the wrong network."
@@ -397,14 +403,20 @@ class DhcpServerCore:
             expected = reservation.address if reservation is not None else recorded
             if requested != expected or not self.available(requested, request, now):
                 return [self._nak(request, "requested address is not this client's")]
-            return [*self._bind(request, requested, now), self._reply(request, ReplyKind.ACK, requested)]
+            return [
+                *self._bind(request, requested, now),
+                self._reply(request, ReplyKind.ACK, requested),
+            ]
         if msg.ciaddr != ZERO:
             # RENEWING (unicast) or REBINDING (broadcast). RFC 2131 §4.3.2: "the DHCP server
             # SHOULD check 'ciaddr' for correctness before replying".
             address = msg.ciaddr
             if not self.available(address, request, now) or not self._may_have(address, request):
                 return [self._nak(request, "address is not this client's")]
-            return [*self._bind(request, address, now), self._reply(request, ReplyKind.ACK, address)]
+            return [
+                *self._bind(request, address, now),
+                self._reply(request, ReplyKind.ACK, address),
+            ]
         return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
 
     def _may_have(self, address: IPv4Address, request: Request) -> bool:
@@ -468,7 +480,10 @@ class DhcpServerCore:
         else:
             return [Drop(DropReason.BOOTP_NO_RESERVATION, request.msg.mac)]
         # RFC 1534 §2: a BOOTP client has no lease to renew, so its binding is infinite.
-        return [*self._bind(request, address, now, infinite=True), self._reply(request, ReplyKind.BOOTREPLY, address)]
+        return [
+            *self._bind(request, address, now, infinite=True),
+            self._reply(request, ReplyKind.BOOTREPLY, address),
+        ]
 
     #: By message type (option 53's byte; MessageType is an IntEnum, so either is a key).
     _HANDLERS: ClassVar[dict[int, Callable[[DhcpServerCore, Request, float], list[Action]]]] = {

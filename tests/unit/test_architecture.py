@@ -3,7 +3,8 @@
 Rings, dependencies pointing inward: ``relay.wire`` (codec) imports nothing of ours; the sans-IO
 core imports the wire and itself, never I/O, a clock, logging or the shell; one module imports
 pyroute2; ``server`` imports ``relay.wire`` and ``relay.settings`` (configuration errors and TOML
-validation) and nothing else of ``relay``; ``relay`` never imports ``server``. Imports inside functions and under ``if TYPE_CHECKING`` count too.
+validation) and nothing else of ``relay``; ``relay`` never imports ``server``. Imports inside
+functions and under ``if TYPE_CHECKING`` count too.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ SERVER_CORE_FORBIDDEN = IO_MODULES | {"sqlite3", "os", "pathlib", "server.leases
 
 
 def module_name(path: Path) -> str:
-    """The import name of a file of the tree: ``relay/wire/codes.py`` is ``boothop.relay.wire.codes``."""
+    """The import name of a file of the tree: ``relay/wire/codes.py`` is
+    ``boothop.relay.wire.codes``."""
     parts = ["boothop", *path.relative_to(ROOT).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()

@@ -112,7 +112,12 @@ def make_engine(
 
 def client_options(kind: int | None = MessageType.DISCOVER) -> tuple[tuple[int, bytes], ...]:
     head = ((Opt.MESSAGE_TYPE, bytes((kind,))),) if kind is not None else ()
-    return (*head, (Opt.CLIENT_ID, b"\x01" + MAC), (Opt.HOST_NAME, b"pc-1"), (Opt.PARAMETER_REQUEST_LIST, bytes((1, 3, 6, 15))))
+    return (
+        *head,
+        (Opt.CLIENT_ID, b"\x01" + MAC),
+        (Opt.HOST_NAME, b"pc-1"),
+        (Opt.PARAMETER_REQUEST_LIST, bytes((1, 3, 6, 15))),
+    )
 
 
 def request(
@@ -147,7 +152,13 @@ def reply(
         hops=1,
         yiaddr=ip(yiaddr),
         giaddr=giaddr,
-        options=(*head, (Opt.SERVER_ID, DHCP_SERVER.packed), (Opt.LEASE_TIME, (3600).to_bytes(4, "big")), (Opt.SUBNET_MASK, bytes((255, 255, 255, 0))), *extra),
+        options=(
+            *head,
+            (Opt.SERVER_ID, DHCP_SERVER.packed),
+            (Opt.LEASE_TIME, (3600).to_bytes(4, "big")),
+            (Opt.SUBNET_MASK, bytes((255, 255, 255, 0))),
+            *extra,
+        ),
     )
     return message.replace(**fields)
 

@@ -16,7 +16,9 @@ from boothop.server.dhcp.core import DhcpServerCore
 
 ZERO = IPv4Address(0)
 CLIENTS = st.integers(min_value=0, max_value=7)
-ADDRESSES = st.sampled_from([IPv4Address(f"10.51.1.{n}") for n in (10, 11, 100, 101, 102, 103, 104, 150)])
+ADDRESSES = st.sampled_from(
+    [IPv4Address(f"10.51.1.{n}") for n in (10, 11, 100, 101, 102, 103, 104, 150)]
+)
 
 
 class NoDoubleBinding(RuleBasedStateMachine):

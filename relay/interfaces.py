@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, IPv4Interface
 
 
@@ -67,5 +67,5 @@ class InterfaceTable:
     def by_address(self, address: IPv4Address) -> Interface | None:
         return self._by_address.get(address)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Interface]:
         return iter(self.interfaces)

@@ -189,6 +189,6 @@ async def _redump(sock: socket.socket, netns: str | None, debounce: float) -> In
         _drain(sock)
         try:
             return await trio.to_thread.run_sync(dump, netns, abandon_on_cancel=True)
-        except Exception as error:  # noqa: BLE001 - a failed dump must not stop the relay
+        except Exception as error:  # a failed dump must not stop the relay
             log.error("relay.netlink.dump_failed", error=repr(error))
             await trio.sleep(RETRY_AFTER_FAILURE)

@@ -254,7 +254,9 @@ async def run_relay(
     service = RelayService(engine, udp, sender, stats_file)
     wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:
-        receiver = trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
+        receiver = (
+            trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
+        )
         with receiver as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(follow_interfaces, service.on_interfaces)

@@ -211,9 +211,9 @@ def key_lines(text: str) -> dict[tuple[Segment, ...], int]:
             parsed = _keys(line, start + 2)
             if parsed is not None:
                 *parents, last = parsed[0]
-                array = concrete(parents) + (last,)
+                array = (*concrete(parents), last)
                 counts[array] = counts.get(array, 0) + 1
-                table = array + (counts[array] - 1,)
+                table = (*array, counts[array] - 1)
                 record(table, number)
         elif stripped.startswith("["):
             parsed = _keys(line, start + 1)

@@ -407,7 +407,13 @@ class DatagramLoop:
             return self._drain(limit)
 
     def _drain(self, limit: int) -> int:
-        sock, port, names, bufsize, handle = self.sock, self.port, self.names, self.bufsize, self._handle
+        sock, port, names, bufsize, handle = (
+            self.sock,
+            self.port,
+            self.names,
+            self.bufsize,
+            self._handle,
+        )
         for count in range(limit):
             try:
                 datagram = receive(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names)

@@ -7,10 +7,11 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
 from boothop.server.config import ServerConfig, load_config
+from boothop.server.dhcp.config import DhcpConfig
 
 PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
@@ -25,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="serve (the default command)")
     run.add_argument("--log-format", choices=("auto", "json", "console"))
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    sub.add_parser("check", parents=[common], help="validate the configuration (and the lease database)")
+    sub.add_parser(
+        "check", parents=[common], help="validate the configuration (and the lease database)"
+    )
     leases = sub.add_parser("leases", parents=[common], help="list leases")
     leases.add_argument("--json", action="store_true", help="one JSON array, for machines")
     reconcile = sub.add_parser("reconcile", parents=[common], help="repair the lease database")
@@ -33,16 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dhcp(config: ServerConfig) -> ServerConfig:
+def _dhcp(config: ServerConfig) -> DhcpConfig:
     if config.dhcp is None:
         raise ConfigError(config.path, "dhcp", "this command needs a [dhcp] section")
-    return config
+    return config.dhcp
 
 
 def _when(value: float | None) -> str:
     if value is None:
         return "never"
-    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_check(config: ServerConfig) -> int:
@@ -59,18 +62,26 @@ def cmd_check(config: ServerConfig) -> int:
         now = time.time()
         for s_index, subnet in enumerate(config.dhcp.subnets):
             for r_index, reservation in enumerate(subnet.reservations):
-                held = next((l for l in leases if l.address == reservation.address and l.is_active(now)), None)
+                held = next((lease for lease in leases
+                             if lease.address == reservation.address and lease.is_active(now)),
+                            None)
                 if held is None:
                     continue
                 if (reservation.mac is not None and held.mac == reservation.mac) or (
-                        reservation.client_id is not None and held.client_id == reservation.client_id):
+                    reservation.client_id is not None and held.client_id == reservation.client_id
+                ):
                     continue
                 errors += 1
-                print(ConfigError(config.path, f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
-                                  f"{reservation.address} is leased to another client "
-                                  f"({held.mac.hex(':')}) until {_when(held.expires)}; "
-                                  "run `boothop-server reconcile` to hand it back").prefixed(PROG),
-                      file=sys.stderr)
+                print(
+                    ConfigError(
+                        config.path,
+                        f"dhcp.subnets[{s_index}].reservations[{r_index}].address",
+                        f"{reservation.address} is leased to another client "
+                        f"({held.mac.hex(':')}) until {_when(held.expires)}; "
+                        "run `boothop-server reconcile` to hand it back",
+                    ).prefixed(PROG),
+                    file=sys.stderr,
+                )
     if errors:
         return EXIT_FAILURE
     print(f"{config.path}: ok")
@@ -79,32 +90,36 @@ def cmd_check(config: ServerConfig) -> int:
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
     from boothop.server.leasestore import open_store
-    store = open_store(_dhcp(config).dhcp.lease_db)  # type: ignore[union-attr]
+    store = open_store(_dhcp(config).lease_db)
     try:
         leases = store.load()
     finally:
         store.close()
     rows = [{
-        "address": str(l.address), "state": l.state.value, "mac": l.mac.hex(":"),
-        "client_id": l.client_id.hex(":") if l.client_id else None, "subnet": l.subnet,
-        "starts": l.starts, "expires": l.expires, "hostname": l.hostname,
-    } for l in leases]
+        "address": str(lease.address), "state": lease.state.value, "mac": lease.mac.hex(":"),
+        "client_id": lease.client_id.hex(":") if lease.client_id else None,
+        "subnet": lease.subnet, "starts": lease.starts, "expires": lease.expires,
+        "hostname": lease.hostname,
+    } for lease in leases]
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
-    header = f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
+    header = (
+        f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
+    )
     print(header)
-    for row, lease in zip(rows, leases):
-        print(f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
-              f"{_when(lease.expires):<21}{row['hostname'] or '-'}")
+    for row, lease in zip(rows, leases, strict=True):
+        print(
+            f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
+            f"{_when(lease.expires):<21}{row['hostname'] or '-'}"
+        )
     return 0
 
 
 def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
     from boothop.server.leasestore import open_store
     from boothop.server.reconcile import format_plan, plan_reconcile
-    dhcp = _dhcp(config).dhcp
-    assert dhcp is not None
+    dhcp = _dhcp(config)
     store = open_store(dhcp.lease_db)
     try:
         plan = plan_reconcile(dhcp, store.load(), time.time())

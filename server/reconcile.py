@@ -64,18 +64,24 @@ def plan_reconcile(config: DhcpConfig, leases: list[Lease], now: float) -> Plan:
                                          "restored with its configured identity"))
             plan.upserts.append(_reserved_row(subnet, reservation, now))
         elif not _owned_by(row, reservation) or row.subnet != str(subnet.network):
-            plan.findings.append(Finding(
-                address, f"row belongs to {row.mac.hex(':') or row.client_key} ({row.state.value}), "
-                f"not the reserved client", "replaced by the reservation"))
+            plan.findings.append(
+                Finding(
+                    address,
+                    f"row belongs to {row.mac.hex(':') or row.client_key} ({row.state.value}), "
+                    f"not the reserved client",
+                    "replaced by the reservation",
+                )
+            )
             plan.upserts.append(_reserved_row(subnet, reservation, now))
 
     for lease in leases:
         if lease.address in reserved:
             continue
-        subnet = next((s for s in config.subnets if lease.address in s.network), None)
-        if subnet is None or not subnet.in_pool(lease.address):
-            plan.findings.append(Finding(lease.address, f"{lease.state.value} lease outside every pool",
-                                         "removed"))
+        home = next((s for s in config.subnets if lease.address in s.network), None)
+        if home is None or not home.in_pool(lease.address):
+            plan.findings.append(
+                Finding(lease.address, f"{lease.state.value} lease outside every pool", "removed")
+            )
             plan.deletes.append(lease.address)
             continue
         if lease.state is LeaseState.RESERVED:
@@ -83,7 +89,7 @@ def plan_reconcile(config: DhcpConfig, leases: list[Lease], now: float) -> Plan:
                                          "removed"))
             plan.deletes.append(lease.address)
             continue
-        own = next((r for r in subnet.reservations if _owned_by(lease, r)), None)
+        own = next((r for r in home.reservations if _owned_by(lease, r)), None)
         if own is not None and lease.is_active(now):
             plan.findings.append(Finding(
                 lease.address, f"client {lease.mac.hex(':')} has reservation {own.address} but "
@@ -96,7 +102,10 @@ def format_plan(plan: Plan, dry_run: bool) -> str:
     if not plan.findings:
         return "reconcile: database agrees with the configuration, nothing to change"
     verb = "would be" if dry_run else "was"
-    lines = [f"reconcile: {len(plan.findings)} finding(s){' (dry run, nothing changed)' if dry_run else ''}"]
+    lines = [
+        f"reconcile: {len(plan.findings)} finding(s)"
+        f"{' (dry run, nothing changed)' if dry_run else ''}"
+    ]
     for finding in plan.findings:
         lines.append(f"  {finding.address}: {finding.problem}; {verb} {finding.action}")
     return "\n".join(lines)

@@ -42,7 +42,9 @@ def missing_requirements(spec: LabSpec) -> list[str]:
         if command == "dhcrelay" and spec.relay != "dhcrelay":
             continue
         if find_program(command) is None:
-            problems.append(f"{command} not found (Debian package {package}; `bash .ci/install` installs it)")
+            problems.append(
+                f"{command} not found (Debian package {package}; `bash .ci/install` installs it)"
+            )
     if "pxe" in kinds and not Path("/usr/lib/ipxe/qemu").is_dir():
         problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
     return problems
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-c", "--config", type=Path,
                         help=f"lab topology (TOML); default: the installed {default_lab_file()}")
-    parser.add_argument("--relay", choices=("boothop", "dhcrelay"), help="override the file's relay")
+    parser.add_argument(
+        "--relay", choices=("boothop", "dhcrelay"), help="override the file's relay"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="build the topology and start the daemons (idempotent)")
     sub.add_parser("down", help="remove the namespaces (links, processes) that `up` created")
@@ -65,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--run-dir", type=Path,
                       help="keep the run here (report.html with SVG ladder diagrams, logs/); "
                            "default: a new directory under the runs directory (see above)")
-    demo.add_argument("--compare", action="store_true",
-                      help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side")
-    scenario = sub.add_parser("scenario", help="replay a field report: up, run it, print the outcome, down")
+    demo.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side",
+    )
+    scenario = sub.add_parser(
+        "scenario", help="replay a field report: up, run it, print the outcome, down"
+    )
     scenario.add_argument("name", choices=sorted(SCENARIOS))
     args = parser.parse_args(argv)
     try:
@@ -83,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(Lab(spec).status(), indent=2))
         return 0
-    problems = missing_requirements(spec.with_relay("dhcrelay") if getattr(args, "compare", False) else spec)
+    problems = missing_requirements(
+        spec.with_relay("dhcrelay") if getattr(args, "compare", False) else spec
+    )
     if problems:
         print("boothop-lab cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return EXIT_FAILURE
@@ -117,7 +128,10 @@ def _run(args: argparse.Namespace, spec: LabSpec) -> int:
         print(f"  {'client':10} " + " ".join(f"{r:>10}" for r in relays))
         for name in times[relays[0]]:
             cells = [times[r].get(name) for r in relays]
-            print(f"  {name:10} " + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells))
+            print(
+                f"  {name:10} "
+                + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells)
+            )
     print(f"Run directory: {run_dir.resolve()}")
     return 0 if all_ok else 1
 

@@ -1,8 +1,8 @@
 """The lab: a routed network boot on one machine, built from a LabSpec.
 
-Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is a
-QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run in
-sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the
+Hosts are namespaces (``<prefix>-router``, ``-dhcp``, ``-pxe`` and one per client); a PXE client is
+a QEMU machine whose NIC is a tap device on its subnet's bridge in the switch namespace. Daemons run
+in sessions of their own so they outlive ``boothop-lab up``; ``down`` kills whatever runs in the
 namespaces the lab recorded as its own (see topology), by PID, and deletes them. Daemons and clients
 run with the lab's work directory as their current directory, so nothing lands in the caller's.
 """
@@ -129,7 +129,9 @@ class Lab:
         servers.write_configs(self.spec, self.workdir, self.dhcp_options)
         log = self.workdir / "logs" / f"{name}.log"
         if log.exists():
-            log.rename(log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*'))) + 1}"))
+            log.rename(
+                log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*'))) + 1}")
+            )
         self._start_daemon(name)
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
@@ -216,7 +218,9 @@ class Lab:
         script = self.workdir / f"{client.name}.sh"
         events = self.workdir / f"{client.name}.events"
         script.write_text(
-            f'#!/bin/sh\ncase "$reason" in BOUND|REBOOT) echo "$new_ip_address" >> {events};; esac\nexit 0\n'
+            "#!/bin/sh\n"
+            f'case "$reason" in BOUND|REBOOT) echo "$new_ip_address" >> {events};; esac\n'
+            "exit 0\n"
         )
         script.chmod(0o755)
         conf = self.workdir / f"{client.name}.conf"
@@ -238,7 +242,15 @@ class Lab:
     def _boot_bootp(self, client: ClientSpec, result: ClientResult) -> None:
         completed = self.runner.run(
             self.topology.netns(client.name),
-            [sys.executable, "-m", "boothop.relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac],
+            [
+                sys.executable,
+                "-m",
+                "boothop.relay.lab.bootp_client",
+                "--ifname",
+                "eth0",
+                "--mac",
+                client.mac,
+            ],
             timeout=self.spec.client_timeout,
         )
         reply = json.loads(completed.stdout or "null")
@@ -253,7 +265,15 @@ class Lab:
         """The PXE 2.1 client emulation (relay.lab.pxe_client): offers, 4011, TFTP."""
         completed = self.runner.run(
             self.topology.netns(client.name),
-            [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
+            [
+                sys.executable,
+                "-m",
+                "boothop.relay.lab.pxe_client",
+                "--ifname",
+                "eth0",
+                "--mac",
+                client.mac,
+            ],
             timeout=self.spec.client_timeout,
         )
         try:
@@ -294,12 +314,14 @@ class Lab:
         seen = servers.pxe_boot_seen(self.workdir, client)
         result.address = seen.get("address")
         result.boot_file = seen.get("boot_file")
-        result.bytes_downloaded = int(seen.get("bytes", 0))
+        result.bytes_downloaded = seen["bytes"]
         result.ok = ok
         if not ok:
             result.seconds = None
             tail = serial.read_text(errors="replace")[-400:] if serial.exists() else ""
-            result.detail = "boot script did not fetch its proof file; console: " + tail.replace("\r", "")
+            result.detail = "boot script did not fetch its proof file; console: " + tail.replace(
+                "\r", ""
+            )
 
 
 def _text(path: Path) -> str:

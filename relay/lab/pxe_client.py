@@ -1,8 +1,8 @@
 """A PXE 2.1 client for the lab: the firmware behaviour of the second field report, on real sockets.
 
-Run inside a client namespace: ``python -m boothop.relay.lab.pxe_client --ifname eth0 --mac MAC``. It
-broadcasts a DHCPDISCOVER as a PXE ROM does (option 60 "PXEClient:Arch:00000:UNDI:002001", 93, 94,
-97, broadcast flag), collects offers for a bounded time and chooses as the PXE 2.1 specification
+Run inside a client namespace: ``python -m boothop.relay.lab.pxe_client --ifname eth0 --mac MAC``.
+It broadcasts a DHCPDISCOVER as a PXE ROM does (option 60 "PXEClient:Arch:00000:UNDI:002001", 93,
+94, 97, broadcast flag), collects offers for a bounded time and chooses as the PXE 2.1 specification
 (§2.2.1) orders them: an offer with an address *and* "PXEClient" ("DHCP and PXE in the same offer")
 beats an address-only offer combined with a proxyDHCP offer. It then completes DHCP
 (REQUEST/ACK), configures the address on its interface, asks for its boot file on port 4011 and
@@ -177,7 +177,9 @@ def boot_request(
     options = [(Opt.MESSAGE_TYPE, bytes((MessageType.REQUEST,))), *_pxe_options(guid)]
     if item is not None:
         value = item[0].to_bytes(2, "big") + item[1].to_bytes(2, "big")
-        options.append((Opt.VENDOR_SPECIFIC, PxeVendorOptions(((PxeSub.BOOT_ITEM, value),)).encode()))
+        options.append(
+            (Opt.VENDOR_SPECIFIC, PxeVendorOptions(((PxeSub.BOOT_ITEM, value),)).encode())
+        )
     return DhcpMessage(
         op=Op.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b"\0"), ciaddr=address,
         options=tuple(options),
@@ -218,7 +220,12 @@ class Client:
                 msg = decode(data)
             except WireError:
                 continue
-            if msg.op == Op.BOOTREPLY and msg.xid == xid and msg.hardware_address == self.mac and accept(msg):
+            if (
+                msg.op == Op.BOOTREPLY
+                and msg.xid == xid
+                and msg.hardware_address == self.mac
+                and accept(msg)
+            ):
                 got.append((msg, f"{source[0]}:{source[1]}"))
         return got
 
@@ -226,7 +233,9 @@ class Client:
         xid = int.from_bytes(os.urandom(4), "big")
         offers: list[tuple[DhcpMessage, str]] = []
         for attempt in range(attempts):
-            self.sock.sendto(encode(discover(self.mac, xid, self.guid)), ("255.255.255.255", SERVER_PORT))
+            self.sock.sendto(
+                encode(discover(self.mac, xid, self.guid)), ("255.255.255.255", SERVER_PORT)
+            )
             self.step("discover", attempt=attempt + 1, option60=VENDOR_CLASS.decode())
             offers = self.receive(xid, time.monotonic() + self.offer_wait,
                                   lambda m: m.message_type == MessageType.OFFER)
@@ -239,7 +248,9 @@ class Client:
         choice = choose_offer([o for o, _ in offers])
         if choice is None:
             if any(offer_kind(o) == PROXY for o, _ in offers):
-                return self.fail("PXE-E52", "proxyDHCP offers were received. No DHCP offers were received")
+                return self.fail(
+                    "PXE-E52", "proxyDHCP offers were received. No DHCP offers were received"
+                )
             return self.fail("PXE-E51", "No DHCP or proxyDHCP offers were received")
         self.step("choose", rule=choice.rule, address_from=str(server_id(choice.address_offer)),
                   boot_info_from=str(server_id(choice.boot_offer)) if choice.boot_offer else None)
@@ -258,8 +269,11 @@ class Client:
         reply = self.ask_4011(xid, address, plan, attempts)
         if reply is None:
             if plan.kind == "proxy-request":
-                return self.fail("PXE-E55", "Proxy DHCP Service did not reply to request on port 4011",
-                                 address=address)
+                return self.fail(
+                    "PXE-E55",
+                    "Proxy DHCP Service did not reply to request on port 4011",
+                    address=address,
+                )
             return self.fail("PXE-E55", f"no reply from boot server {plan.server} on port 4011",
                              address=address)
         file = boot_file_of(reply)
@@ -271,11 +285,16 @@ class Client:
     def dhcp_request(self, xid: int, offer: DhcpMessage, attempts: int) -> DhcpMessage | None:
         server = server_id(offer)
         for attempt in range(attempts):
-            self.sock.sendto(encode(request(self.mac, xid, self.guid, offer)), ("255.255.255.255", SERVER_PORT))
+            self.sock.sendto(
+                encode(request(self.mac, xid, self.guid, offer)), ("255.255.255.255", SERVER_PORT)
+            )
             self.step("request", attempt=attempt + 1, server=str(server), address=str(offer.yiaddr))
             replies = self.receive(
-                xid, time.monotonic() + self.offer_wait,
-                lambda m: m.message_type in (MessageType.ACK, MessageType.NAK) and server_id(m) == server,
+                xid,
+                time.monotonic() + self.offer_wait,
+                lambda m: (
+                    m.message_type in (MessageType.ACK, MessageType.NAK) and server_id(m) == server
+                ),
                 limit=1,
             )
             if replies:
@@ -332,11 +351,18 @@ class Client:
         self.step("tftp", server=str(server), file=file, curl_exit=completed.returncode, bytes=size)
         if completed.returncode != 0:
             code = "PXE-E3B" if completed.returncode == 68 else "PXE-E32"  # 68: file not found
-            return self.fail(code, f"TFTP download of {file} from {server} failed (curl {completed.returncode})",
-                             address=address)
-        return self.result(True, address=str(address), tftp_server=str(server), boot_file=file, bytes=size)
+            return self.fail(
+                code,
+                f"TFTP download of {file} from {server} failed (curl {completed.returncode})",
+                address=address,
+            )
+        return self.result(
+            True, address=str(address), tftp_server=str(server), boot_file=file, bytes=size
+        )
 
-    def fail(self, code: str, message: str, address: IPv4Address | None = None) -> dict[str, object]:
+    def fail(
+        self, code: str, message: str, address: IPv4Address | None = None
+    ) -> dict[str, object]:
         self.step("error", code=code, message=message)
         return self.result(False, address=str(address) if address else None,
                            error=f"{code}: {message}")

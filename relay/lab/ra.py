@@ -3,7 +3,8 @@
 iPXE waits about 16 s for IPv6 autoconfiguration on a link with no IPv6 router. A Router
 Advertisement with router lifetime 0, no prefix and the M and O flags clear (RFC 4861 §4.2) tells
 it at once that there is nothing to configure, so the boot goes on. Run in the router namespace:
-``python -m boothop.relay.lab.ra lan-a lan-b``. It sends one RA per interface per second until stopped.
+``python -m boothop.relay.lab.ra lan-a lan-b``. It sends one RA per interface per second until
+stopped.
 """
 
 from __future__ import annotations

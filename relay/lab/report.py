@@ -42,7 +42,9 @@ def read_json_lines(path: Path) -> list[dict[str, object]]:
     return events
 
 
-def relay_arrows(events: Iterable[dict[str, object]], lane_of_server: dict[str, str]) -> list[Arrow]:
+def relay_arrows(
+    events: Iterable[dict[str, object]], lane_of_server: dict[str, str]
+) -> list[Arrow]:
     """Arrows for what the relay forwarded (client -> relay -> server) and delivered back."""
     arrows: list[Arrow] = []
     for index, event in enumerate(events):
@@ -52,7 +54,11 @@ def relay_arrows(events: Iterable[dict[str, object]], lane_of_server: dict[str, 
         if name == "relay.request.forwarded":
             server = lane_of_server.get(str(event.get("server")), "dhcp")
             previous = arrows[-1] if arrows else None
-            if previous is None or previous.target == "relay" or previous.label.split()[0] != message:
+            if (
+                previous is None
+                or previous.target == "relay"
+                or previous.label.split()[0] != message
+            ):
                 arrows.append(Arrow(when, "client", "relay", message))
             arrows.append(Arrow(when, "relay", server, f"{message} giaddr={_giaddr(event)}"))
         elif name == "relay.reply.delivered":
@@ -94,7 +100,8 @@ def ladder_svg(arrows: Sequence[Arrow], title: str) -> str:
     lane_x = {lane: 100 + i * 220 for i, lane in enumerate(LANES)}
     height = 90 + 28 * len(arrows)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lane_x[LANES[-1]] + 120}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lane_x[LANES[-1]] + 120}" '
+        f'height="{height}" '
         'font-family="monospace" font-size="12">',
         '<defs><marker id="a" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto">'
         '<path d="M0,0 L8,4 L0,8 z"/></marker></defs>',
@@ -110,7 +117,8 @@ def ladder_svg(arrows: Sequence[Arrow], title: str) -> str:
             f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="#246" marker-end="url(#a)"/>'
         )
         parts.append(
-            f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle">{html.escape(arrow.label)}</text>'
+            f'<text x="{(x1 + x2) / 2}" y="{y - 4}" text-anchor="middle">'
+            f"{html.escape(arrow.label)}</text>"
         )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -127,7 +135,7 @@ def report_text(spec: LabSpec, results: Sequence[ClientResult]) -> str:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"boothop lab {spec.prefix!r}: relay = {spec.relay}"]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     for r in results:
         if r.detail and not r.ok:
             lines.append(f"  {r.name}: {r.detail}")
@@ -139,7 +147,11 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
     body = [f"<h1>boothop lab {html.escape(spec.prefix)}</h1>", f"<pre>{table}</pre>"]
     for name, svg in ladders.items():
         body.append(f"<h2>{html.escape(name)}</h2>{svg}")
-    return "<!doctype html><html><meta charset='utf-8'><title>boothop lab</title><body>" + "".join(body) + "</body></html>"
+    return (
+        "<!doctype html><html><meta charset='utf-8'><title>boothop lab</title><body>"
+        + "".join(body)
+        + "</body></html>"
+    )
 
 
 def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | None) -> list[Arrow]:
@@ -156,7 +168,14 @@ def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | N
         elif name == "tftp.transfer.started":
             arrows.append(Arrow(index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
         elif name == "tftp.transfer.ended":
-            arrows.append(Arrow(index, "pxe", "client", f"TFTP {event.get('bytes')} bytes {event.get('outcome')}"))
+            arrows.append(
+                Arrow(
+                    index,
+                    "pxe",
+                    "client",
+                    f"TFTP {event.get('bytes')} bytes {event.get('outcome')}",
+                )
+            )
     return arrows
 
 
@@ -172,7 +191,11 @@ def render(
     for result in results:
         mine = [e for e in relay_events if e.get("chaddr") == result.mac]
         arrows = relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, result.address)
-        seen = "the relay and the PXE host" if spec.relay == "boothop" else "the PXE host (dhcrelay logs no packets)"
+        seen = (
+            "the relay and the PXE host"
+            if spec.relay == "boothop"
+            else "the PXE host (dhcrelay logs no packets)"
+        )
         title = f"{result.name} ({result.kind}, {result.mac}) as {seen} saw it"
         text += ["", title, ladder_text(arrows)]
         ladders[title] = ladder_svg(arrows, title)

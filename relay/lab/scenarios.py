@@ -6,9 +6,9 @@ address, and the rebuilt reservation must carry the client's own MAC.
 
 ``pxe-misconfig`` (second report, KB259670): the DHCP server is given options 60 "PXEClient", 66 and
 67 while the PXE server is on another host. A client that chooses offers as the PXE 2.1 ROMs do
-(``boothop.relay.lab.pxe_client``) takes that offer, asks the DHCP server on port 4011 and fails with
-PXE-E55; the relay logs why. With the fix (the options removed, the PXE server in the helper list)
-the same client boots, and so does QEMU's iPXE.
+(``boothop.relay.lab.pxe_client``) takes that offer, asks the DHCP server on port 4011 and fails
+with PXE-E55; the relay logs why. With the fix (the options removed, the PXE server in the helper
+list) the same client boots, and so does QEMU's iPXE.
 
 Each scenario prints its steps and returns whether the report's claim held; the lab is always
 taken down at the end.
@@ -82,8 +82,19 @@ def _bootp(lab: Lab, client: ClientSpec) -> dict[str, Any] | None:
     """One BOOTP exchange; the reply as the client saw it (None when no reply came)."""
     completed = lab.runner.run(
         lab.topology.netns(client.name),
-        [sys.executable, "-m", "boothop.relay.lab.bootp_client", "--ifname", "eth0", "--mac", client.mac,
-         "--timeout", "2", "--attempts", "3"],
+        [
+            sys.executable,
+            "-m",
+            "boothop.relay.lab.bootp_client",
+            "--ifname",
+            "eth0",
+            "--mac",
+            client.mac,
+            "--timeout",
+            "2",
+            "--attempts",
+            "3",
+        ],
         timeout=30,
     )
     reply: dict[str, Any] | None = json.loads(completed.stdout or "null")
@@ -94,8 +105,14 @@ def _bootp(lab: Lab, client: ClientSpec) -> dict[str, Any] | None:
 def bootp_reconcile(spec: LabSpec, say: Say) -> ScenarioResult:
     client = next((c for c in spec.clients if c.kind == "bootp"), None)
     if client is None or client.address is None:
-        raise ValueError(f"{spec.path}: bootp-reconcile needs a [[client]] of kind bootp with an address")
-    data: dict[str, Any] = {"client": client.name, "mac": client.mac, "reserved": str(client.address)}
+        raise ValueError(
+            f"{spec.path}: bootp-reconcile needs a [[client]] of kind bootp with an address"
+        )
+    data: dict[str, Any] = {
+        "client": client.name,
+        "mac": client.mac,
+        "reserved": str(client.address),
+    }
     lab = Lab(spec)
     lab.down()
     try:
@@ -114,18 +131,27 @@ def bootp_reconcile(spec: LabSpec, say: Say) -> ScenarioResult:
         for path in database.parent.glob(database.name + "*"):
             path.unlink()
         data["deleted"] = removed
-        say(f"  3. DHCP server stopped; lease database deleted ({', '.join(removed) or 'nothing there'})")
+        say(
+            "  3. DHCP server stopped; lease database deleted "
+            f"({', '.join(removed) or 'nothing there'})"
+        )
 
         config = str(lab.workdir / "dhcp.toml")
         reconcile = _run([program("boothop-server"), "reconcile", "-c", config])
-        data["reconcile"] = {"exit": reconcile.returncode, "output": reconcile.stdout + reconcile.stderr}
+        data["reconcile"] = {
+            "exit": reconcile.returncode,
+            "output": reconcile.stdout + reconcile.stderr,
+        }
         say(f"  4. boothop-server reconcile (exit {reconcile.returncode}):")
         say(_indent(reconcile.stdout + reconcile.stderr))
         data["leases_reconciled"] = leases(lab)
         say(f"     lease database: {_lease_line(data['leases_reconciled'], client)}")
         check = _run([program("boothop-server"), "check", "-c", config])
         data["check"] = {"exit": check.returncode, "output": check.stdout + check.stderr}
-        say(f"     boothop-server check (exit {check.returncode}): {(check.stdout + check.stderr).strip()}")
+        say(
+            f"     boothop-server check (exit {check.returncode}): "
+            f"{(check.stdout + check.stderr).strip()}"
+        )
 
         lab.restart_daemon("dhcp")
         say("  5. DHCP server started again")
@@ -193,13 +219,25 @@ def with_spec_client(spec: LabSpec) -> tuple[LabSpec, ClientSpec]:
 def _spec_client(lab: Lab, client: ClientSpec) -> dict[str, Any]:
     completed = lab.runner.run(
         lab.topology.netns(client.name),
-        [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac],
+        [
+            sys.executable,
+            "-m",
+            "boothop.relay.lab.pxe_client",
+            "--ifname",
+            "eth0",
+            "--mac",
+            client.mac,
+        ],
         timeout=60,
     )
     try:
         result: dict[str, Any] = json.loads(completed.stdout)
     except json.JSONDecodeError:
-        result = {"booted": False, "error": f"pxe_client crashed: {completed.stderr[-500:]}", "steps": []}
+        result = {
+            "booted": False,
+            "error": f"pxe_client crashed: {completed.stderr[-500:]}",
+            "steps": [],
+        }
     return result
 
 
@@ -207,7 +245,10 @@ def _say_steps(result: dict[str, Any], say: Say) -> None:
     for step in result.get("steps", []):
         name = step["step"]
         details = {k: v for k, v in step.items() if k not in ("step", "t") and v is not None}
-        say(f"       {step['t']:6.2f}s {name:13} " + " ".join(f"{k}={v}" for k, v in details.items()))
+        say(
+            f"       {step['t']:6.2f}s {name:13} "
+            + " ".join(f"{k}={v}" for k, v in details.items())
+        )
 
 
 def _capture_4011(lab: Lab, client: ClientSpec, part: str) -> Process:
@@ -267,16 +308,29 @@ def _tftp_requests(lab: Lab) -> list[str]:
 
 def _check(lab: Lab) -> dict[str, Any]:
     completed = _run([program("boothop-server"), "check", "-c", str(lab.workdir / "dhcp.toml")])
-    warnings = [l for l in completed.stderr.splitlines() if l.startswith("warning:")]
-    return {"exit": completed.returncode, "warnings": warnings, "output": completed.stdout + completed.stderr}
+    warnings = [line for line in completed.stderr.splitlines() if line.startswith("warning:")]
+    return {
+        "exit": completed.returncode,
+        "warnings": warnings,
+        "output": completed.stdout + completed.stderr,
+    }
 
 
 def _relay_warnings(lab: Lab) -> list[dict[str, Any]]:
-    return [e for e in read_events(lab.workdir / "logs" / "relay.log") if e.get("event") == WARNING_EVENT]
+    return [
+        e
+        for e in read_events(lab.workdir / "logs" / "relay.log")
+        if e.get("event") == WARNING_EVENT
+    ]
 
 
 def _part(
-    lab: Lab, spec_client: ClientSpec, qemu: ClientSpec | None, part: str, say: Say, ipxe_timeout: float
+    lab: Lab,
+    spec_client: ClientSpec,
+    qemu: ClientSpec | None,
+    part: str,
+    say: Say,
+    ipxe_timeout: float,
 ) -> dict[str, Any]:
     check = _check(lab)
     say(f"   boothop-server check -c dhcp.toml: exit {check['exit']}, "
@@ -295,9 +349,15 @@ def _part(
         asked = ", ".join(f"{d}:4011 x{n}" for d, n in ipxe["requests_4011"].items()) or "none"
         say(f"       4011 requests seen on the router: {asked}; TFTP requests at the PXE host: "
             + (", ".join(ipxe["tftp_requests_at_pxe_host"]) or "none"))
-        say(f"     -> {'BOOTED' if ipxe['booted'] else 'did not boot'}"
-            + (f" ({ipxe['boot_file']}, proof fetched as {ipxe['address']}, {ipxe['seconds']:.1f} s)"
-               if ipxe["booted"] else ""))
+        say(
+            f"     -> {'BOOTED' if ipxe['booted'] else 'did not boot'}"
+            + (
+                f" ({ipxe['boot_file']}, proof fetched as {ipxe['address']}, "
+                f"{ipxe['seconds']:.1f} s)"
+                if ipxe["booted"]
+                else ""
+            )
+        )
     return {"check": check, "client": client, "ipxe": ipxe}
 
 
@@ -319,10 +379,14 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
         ipxe = data["a"]["ipxe"]
         asked_dhcp = ipxe.get("requests_4011", {}).get(dhcp, 0)
         if ipxe.get("ran") and asked_dhcp:
-            file = next((l.split(":", 1)[1].strip() for l in ipxe["console"] if l.startswith("Filename:")), "-")
-            say(f"   iPXE is not a PXE 2.1 ROM: it does not stop with PXE-E55. It too asked {dhcp}:4011 "
+            file = next((line.split(":", 1)[1].strip() for line in ipxe["console"]
+                         if line.startswith("Filename:")), "-")
+            say(
+                "   iPXE is not a PXE 2.1 ROM: it does not stop with PXE-E55. "
+                f"It too asked {dhcp}:4011 "
                 f"({asked_dhcp} unanswered requests), then went on with the DHCP ACK's file name "
-                f"({file}) and {'booted' if ipxe['booted'] else 'found nothing to boot'}.")
+                f"({file}) and {'booted' if ipxe['booted'] else 'found nothing to boot'}."
+            )
         warnings = _relay_warnings(lab)
         data["a"]["relay_warnings"] = warnings
         if spec.relay == "boothop":
@@ -344,8 +408,11 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
         data["a_as_reported"], data["b_booted"] = a_ok, b_ok
         for line in side_by_side(data):
             say(line)
-        say(f"  outcome: {'as the field report says' if a_ok else 'A did NOT fail as the report says'}; "
-            f"{'the fix boots' if b_ok else 'the fix did NOT boot'}")
+        say(
+            "  outcome: "
+            f"{'as the field report says' if a_ok else 'A did NOT fail as the report says'}; "
+            f"{'the fix boots' if b_ok else 'the fix did NOT boot'}"
+        )
         return ScenarioResult("pxe-misconfig", a_ok and b_ok, data)
     finally:
         lab.down()
@@ -364,7 +431,8 @@ def _failed_as_reported(client: dict[str, Any], dhcp: str) -> bool:
         not client.get("booted")
         and str(client.get("error", "")).startswith("PXE-E55")
         and choose.get("rule") == "DHCP and PXE in the same offer"
-        and bool(requests) and all(r["to"] == f"{dhcp}:4011" and not r["answered"] for r in requests)
+        and bool(requests)
+        and all(r["to"] == f"{dhcp}:4011" and not r["answered"] for r in requests)
     )
 
 
@@ -408,7 +476,14 @@ def side_by_side(data: dict[str, Any]) -> list[str]:
         ("relay warning", "yes" if data["a"].get("relay_warnings") else "no", "-"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return ["", *("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows), ""]
+    return [
+        "",
+        *(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ),
+        "",
+    ]
 
 
 SCENARIOS: dict[str, Callable[[LabSpec, Say], ScenarioResult]] = {

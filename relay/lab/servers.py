@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from .locations import program
 from .processes import wait_for
@@ -58,7 +59,9 @@ def write_configs(
             (tftp_root / f"proof-{_ip(value)}").write_text(f"boothop lab proof for {_ip(value)}\n")
     for client in spec.clients:
         if client.address is not None:
-            (tftp_root / f"proof-{client.address}").write_text(f"boothop lab proof for {client.address}\n")
+            (tftp_root / f"proof-{client.address}").write_text(
+                f"boothop lab proof for {client.address}\n"
+            )
     (workdir / "dhcp.toml").write_text(dhcp_config(spec, workdir, dhcp_options))
     (workdir / "pxe.toml").write_text(pxe_config(spec, workdir))
 
@@ -71,7 +74,9 @@ def dhcp_config(
     spec: LabSpec, workdir: Path, extra_options: Mapping[str, str] | None = None
 ) -> str:
     """The DHCP server's configuration; ``extra_options`` (name: text) go to every subnet."""
-    extra = "".join(f", {name} = {json.dumps(value)}" for name, value in (extra_options or {}).items())
+    extra = "".join(
+        f", {name} = {json.dumps(value)}" for name, value in (extra_options or {}).items()
+    )
     lines = ["[dhcp]", f'lease_db = "{workdir / "leases.sqlite3"}"', ""]
     for subnet in spec.subnets:
         first, last = subnet.pool
@@ -128,7 +133,16 @@ def daemons(spec: LabSpec, workdir: Path) -> list[tuple[str, str, list[str]]]:
         ("dhcp", "dhcp", [*server, str(workdir / "dhcp.toml")]),
         ("pxe", "pxe", [*server, str(workdir / "pxe.toml")]),
         ("relay", "router", relay_argv(spec, workdir)),
-        ("ra", "router", [sys.executable, "-m", "boothop.relay.lab.ra", *(f"lan-{s.name}" for s in spec.subnets)]),
+        (
+            "ra",
+            "router",
+            [
+                sys.executable,
+                "-m",
+                "boothop.relay.lab.ra",
+                *(f"lan-{s.name}" for s in spec.subnets),
+            ],
+        ),
     ]
 
 
@@ -150,16 +164,29 @@ def read_events(path: Path) -> list[dict[str, object]]:
 def wait_ready(spec: LabSpec, workdir: Path, timeout: float) -> None:
     """Wait until each daemon says it listens; raise with its log tail if one does not."""
     ready = {
-        "dhcp": lambda: any(e.get("event") == "server.listening" or e.get("event") == "dhcp.listening" for e in read_events(_log(workdir, "dhcp"))),
-        "pxe": lambda: {e.get("event") for e in read_events(_log(workdir, "pxe"))} >= {"pxe.listening", "tftp.listening"},
+        "dhcp": lambda: any(
+            e.get("event") == "server.listening" or e.get("event") == "dhcp.listening"
+            for e in read_events(_log(workdir, "dhcp"))
+        ),
+        "pxe": lambda: (
+            {e.get("event") for e in read_events(_log(workdir, "pxe"))}
+            >= {"pxe.listening", "tftp.listening"}
+        ),
         "relay": (
-            (lambda: any(e.get("event") == "relay.started" for e in read_events(_log(workdir, "relay"))))
-            if spec.relay == "boothop" else (lambda: "Sending on" in _text(_log(workdir, "relay")))
+            (
+                lambda: any(
+                    e.get("event") == "relay.started" for e in read_events(_log(workdir, "relay"))
+                )
+            )
+            if spec.relay == "boothop"
+            else (lambda: "Sending on" in _text(_log(workdir, "relay")))
         ),
     }
     for name, predicate in ready.items():
         if not wait_for(predicate, timeout, interval=0.1):
-            raise RuntimeError(f"{name} did not start; its log ends with:\n{_text(_log(workdir, name))[-1500:]}")
+            raise RuntimeError(
+                f"{name} did not start; its log ends with:\n{_text(_log(workdir, name))[-1500:]}"
+            )
 
 
 def _text(path: Path) -> str:
@@ -199,13 +226,29 @@ def proof_fetched(workdir: Path, client: ClientSpec) -> str | None:
     return None
 
 
-def pxe_boot_seen(workdir: Path, client: ClientSpec) -> dict[str, object]:
+class BootSeen(TypedDict):
+    """What :func:`pxe_boot_seen` returns."""
+
+    address: str | None
+    bytes: int
+    boot_file: NotRequired[str | None]
+
+
+def _as_int(value: object) -> int:
+    """A number of a JSON log event (int, float or numeric string) as an int."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
+def pxe_boot_seen(workdir: Path, client: ClientSpec) -> BootSeen:
     """What the PXE host saw of a client: its address, the boot file and the bytes sent to it."""
     address = proof_fetched(workdir, client)
-    seen: dict[str, object] = {"address": address, "bytes": 0}
+    seen: BootSeen = {"address": address, "bytes": 0}
     for transfer in _tftp_sent(workdir):
         if str(transfer.get("client", "")).split(":")[0] == address:
-            seen["bytes"] = int(seen["bytes"]) + int(transfer.get("bytes", 0))  # type: ignore[arg-type]
+            seen["bytes"] += _as_int(transfer.get("bytes", 0))
             if not str(transfer.get("filename", "")).startswith("proof-"):
-                seen["boot_file"] = transfer.get("filename")
+                filename = transfer.get("filename")
+                seen["boot_file"] = None if filename is None else str(filename)
     return seen

@@ -2,11 +2,11 @@
 
 A topology is declared as data (``Host``, ``Lan``, ``Port``, ``Route``) and made real by
 ``Topology.up()``. Every host is a namespace named ``<prefix>-<host>``. Every LAN is a bridge inside
-one extra namespace, ``<prefix>-sw`` (the "switch"), and every port is a veth pair: one end, named by
-the port, inside the host's namespace, the other end enslaved to the LAN's bridge. Nothing is created
-in the caller's namespace, so only the namespace names are global and a unique prefix keeps parallel
-runs apart. Devices that must live next to a bridge (a QEMU tap, a capture point) belong in the
-switch namespace.
+one extra namespace, ``<prefix>-sw`` (the "switch"), and every port is a veth pair: one end, named
+by the port, inside the host's namespace, the other end enslaved to the LAN's bridge. Nothing is
+created in the caller's namespace, so only the namespace names are global and a unique prefix keeps
+parallel runs apart. Devices that must live next to a bridge (a QEMU tap, a capture point) belong in
+the switch namespace.
 
 ``up()`` is idempotent (it creates only what is missing) and records every namespace it creates in
 ``/run/boothop-lab/<prefix>.netns.json``; ``down()`` removes exactly the recorded namespaces (and so

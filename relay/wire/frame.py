@@ -3,9 +3,10 @@
 A relay changes little in a message: hops, giaddr, option 82. When the received bytes are what
 ``encode`` would produce for the decoded message, but perhaps for the zeros that pad it to 300 bytes
 (the usual case: no pad options, no repeated or overloaded options, zeros after END), the edited
-message's encoding is the received bytes with those few bytes patched. Otherwise, and whenever a patch could differ from ``encode`` (capacity,
-overload), the full encoder runs. Either way the result is ``encode`` of the edited message, byte
-for byte; the decoder has validated the whole message first.
+message's encoding is the received bytes with those few bytes patched. Otherwise, and whenever a
+patch could differ from ``encode`` (capacity, overload), the full encoder runs. Either way the
+result is ``encode`` of the edited message, byte for byte; the decoder has validated the whole
+message first.
 """
 
 from __future__ import annotations

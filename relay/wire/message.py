@@ -11,6 +11,7 @@ import dataclasses
 import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Address
+from typing import Any
 
 from .codes import (
     BOOTP_HEADER_SIZE,
@@ -96,15 +97,15 @@ class DhcpMessage:
     def mac(self) -> str:
         return ":".join(f"{b:02x}" for b in self.hardware_address)
 
-    def replace(self, **changes: object) -> DhcpMessage:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> DhcpMessage:
+        return dataclasses.replace(self, **changes)
 
     def with_option(self, code: int, value: bytes) -> DhcpMessage:
         """Set an option: replaces it in place if present, else appends it."""
         if self.has(code):
             options = tuple((c, value if c == code else v) for c, v in self.options)
         else:
-            options = self.options + ((code, value),)
+            options = (*self.options, (code, value))
         return dataclasses.replace(self, options=options)
 
     def without_option(self, code: int) -> DhcpMessage:

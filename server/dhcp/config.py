@@ -1,4 +1,4 @@
-"""The [dhcp] section: subnets, pools, reservations and options, validated with file, key and reason."""
+"""The [dhcp] section: subnets, pools, reservations and options, validated (file, key, reason)."""
 
 from __future__ import annotations
 
@@ -238,9 +238,9 @@ def read_dhcp(v: Validator, *, pxe_colocated: bool | None = None) -> DhcpConfig 
                 if code in PXE_REDIRECT_CODES and (code != 60 or value.startswith(b"PXEClient")):
                     warnings.append(
                         f"{v.source}: {v.key()}.subnets[{index}].options: option {code} "
-                        f"({PXE_REDIRECT_CODES[code]}) set while no co-located PXE server runs here: "
-                        "PXE clients will try port 4011 on this host and fail (PXE-E55); put the PXE "
-                        "server in the router's helper table instead"
+                        f"({PXE_REDIRECT_CODES[code]}) set while no co-located PXE server runs "
+                        "here: PXE clients will try port 4011 on this host and fail (PXE-E55); "
+                        "put the PXE server in the router's helper table instead"
                     )
     commit_window = v.number("commit_window", DEFAULT_COMMIT_WINDOW, 0)
     if commit_window > MAX_COMMIT_WINDOW:

@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
+from typing import Any, ClassVar
 
 from boothop.relay.wire import (
     DHCP_MIN_MAX_SIZE,
@@ -229,9 +230,9 @@ class DhcpServerCore:
     # -- address bookkeeping -----------------------------------------------------------------
     def _store(self, lease: Lease) -> None:
         old = self.leases.get(lease.address)
-        if old is not None and old.client_key != lease.client_key:
-            if self.by_client.get((old.subnet, old.client_key)) == old.address:
-                del self.by_client[(old.subnet, old.client_key)]
+        if (old is not None and old.client_key != lease.client_key
+                and self.by_client.get((old.subnet, old.client_key)) == old.address):
+            del self.by_client[(old.subnet, old.client_key)]
         self.leases[lease.address] = lease
         if lease.client_key:
             self.by_client[(lease.subnet, lease.client_key)] = lease.address
@@ -271,10 +272,7 @@ class DhcpServerCore:
         reservation = self._reserved.get(address) if self._reserved else None
         if reservation is not None:
             return reservation is self.reservation_for(request)
-        for first, last in ranges.pools:
-            if first <= number <= last:
-                return True
-        return False
+        return any(first <= number <= last for first, last in ranges.pools)
 
     def _fresh(self, address: IPv4Address, now: float) -> bool:
         """Free and never used: preferred, so a released address stays its last client's."""
@@ -369,7 +367,9 @@ class DhcpServerCore:
         msg = request.msg
         server_id = request.options.get(Opt.SERVER_ID)
         requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
-        requested = IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+        requested = (
+            IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+        )
         net = request.subnet.name
         if server_id is not None:
             # SELECTING. RFC 2131 §4.3.2: the server identifier says which server the client chose;
@@ -382,9 +382,13 @@ class DhcpServerCore:
                 return [Drop(DropReason.OTHER_SERVER_SELECTED)]
             if requested is None:
                 return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
-            if not self.available(requested, request, now) or not self._may_have(requested, request):
+            if (not self.available(requested, request, now)
+                    or not self._may_have(requested, request)):
                 return [self._nak(request, "requested address not available")]
-            return self._bind(request, requested, now) + [self._reply(request, ReplyKind.ACK, requested)]
+            return [
+                *self._bind(request, requested, now),
+                self._reply(request, ReplyKind.ACK, requested),
+            ]
         if requested is not None:
             # INIT-REBOOT. RFC 2131 §4.3.2: "Server SHOULD send a DHCPNAK message to the client if
             # the 'requested IP address' is incorrect, or is on the wrong network."
@@ -399,14 +403,20 @@ class DhcpServerCore:
             expected = reservation.address if reservation is not None else recorded
             if requested != expected or not self.available(requested, request, now):
                 return [self._nak(request, "requested address is not this client's")]
-            return self._bind(request, requested, now) + [self._reply(request, ReplyKind.ACK, requested)]
+            return [
+                *self._bind(request, requested, now),
+                self._reply(request, ReplyKind.ACK, requested),
+            ]
         if msg.ciaddr != ZERO:
             # RENEWING (unicast) or REBINDING (broadcast). RFC 2131 §4.3.2: "the DHCP server
             # SHOULD check 'ciaddr' for correctness before replying".
             address = msg.ciaddr
             if not self.available(address, request, now) or not self._may_have(address, request):
                 return [self._nak(request, "address is not this client's")]
-            return self._bind(request, address, now) + [self._reply(request, ReplyKind.ACK, address)]
+            return [
+                *self._bind(request, address, now),
+                self._reply(request, ReplyKind.ACK, address),
+            ]
         return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
 
     def _may_have(self, address: IPv4Address, request: Request) -> bool:
@@ -470,11 +480,13 @@ class DhcpServerCore:
         else:
             return [Drop(DropReason.BOOTP_NO_RESERVATION, request.msg.mac)]
         # RFC 1534 §2: a BOOTP client has no lease to renew, so its binding is infinite.
-        return self._bind(request, address, now, infinite=True) + [
-            self._reply(request, ReplyKind.BOOTREPLY, address)]
+        return [
+            *self._bind(request, address, now, infinite=True),
+            self._reply(request, ReplyKind.BOOTREPLY, address),
+        ]
 
     #: By message type (option 53's byte; MessageType is an IntEnum, so either is a key).
-    _HANDLERS: dict[int, Callable[[DhcpServerCore, Request, float], list[Action]]] = {
+    _HANDLERS: ClassVar[dict[int, Callable[[DhcpServerCore, Request, float], list[Action]]]] = {
         MessageType.DISCOVER: _discover,
         MessageType.REQUEST: _request_message,
         MessageType.DECLINE: _decline,
@@ -579,5 +591,5 @@ class _Dropped(Exception):
         self.drop = Drop(reason, detail)
 
 
-def _with(lease: Lease, **changes: object) -> Lease:
-    return replace(lease, **changes)  # type: ignore[arg-type]
+def _with(lease: Lease, **changes: Any) -> Lease:
+    return replace(lease, **changes)

@@ -9,9 +9,11 @@ from ipaddress import IPv4Address
 
 class LeaseState(enum.Enum):
     BOUND = "bound"
-    #: Restored by reconcile for a reservation: the address and its configured owner, not yet in use.
+    #: Restored by reconcile for a reservation: the address and its configured owner, not yet in
+    #: use.
     RESERVED = "reserved"
-    #: The client said the address is in use by someone else (DHCPDECLINE): quarantined until expiry.
+    #: The client said the address is in use by someone else (DHCPDECLINE): quarantined until
+    #: expiry.
     DECLINED = "declined"
     RELEASED = "released"
     EXPIRED = "expired"
@@ -25,7 +27,8 @@ HOLDING_STATES = frozenset({LeaseState.BOUND, LeaseState.DECLINED})
 class Lease:
     address: IPv4Address
     state: LeaseState
-    #: The identity the server keys the client on: ``id:<hex of option 61>`` or ``hw:<htype>:<hex>``.
+    #: The identity the server keys the client on: ``id:<hex of option 61>`` or
+    #: ``hw:<htype>:<hex>``.
     client_key: str
     mac: bytes
     client_id: bytes | None

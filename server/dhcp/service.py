@@ -82,9 +82,14 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
         gc.freeze()
         with open_udp(config.port) as sock:
             port = sock.getsockname()[1]
-            log.info("server.listening", port=port, leases=len(core.leases), lease_db=config.lease_db,
-                     subnets=[str(s.network) for s in config.subnets],
-                     commit_window=config.commit_window)
+            log.info(
+                "server.listening",
+                port=port,
+                leases=len(core.leases),
+                lease_db=config.lease_db,
+                subnets=[str(s.network) for s in config.subnets],
+                commit_window=config.commit_window,
+            )
             task_status.started(port)
             durable = _Durable(store, sock, log)
             receiver = _Receiver(core, durable, sock, log, window=config.commit_window)

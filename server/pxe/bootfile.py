@@ -32,7 +32,7 @@ def _tables(config: PxeConfig, link: IPv4Address | None, menu_type: int | None) 
     if menu_type is not None:
         return [item.boot for item in config.menu if item.type == menu_type]
     tables = [s.boot for s in config.subnets if link is not None and link in s.network][:1]
-    return tables + [config.boot]
+    return [*tables, config.boot]
 
 
 def choose(

@@ -90,7 +90,7 @@ def handle(datagram: Datagram, config: PxeConfig) -> Reply | Dropped:
     if not msg.is_dhcp:
         return Dropped(Drop.NOT_DHCP)
     vendor_class = msg.get(Opt.VENDOR_CLASS_ID) or b""
-    if not (vendor_class.startswith(PXE_CLIENT) or vendor_class.startswith(HTTP_CLIENT)):
+    if not vendor_class.startswith((PXE_CLIENT, HTTP_CLIENT)):
         # Not ours: the DHCP server answers it. Silently ignored, counted.
         return Dropped(Drop.NOT_PXE_CLIENT)
     on_pxe_port = datagram.port == config.pxe_port

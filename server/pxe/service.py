@@ -30,7 +30,7 @@ class _Responder:
         self.config, self.log = config, log
         self.lock = threading.Lock()
         self.replies = 0
-        self.drops: dict[Drop, int] = {reason: 0 for reason in Drop}
+        self.drops: dict[Drop, int] = dict.fromkeys(Drop, 0)
         self.limiter = RateLimiter(burst=20, period=1.0)
 
     def snapshot(self) -> dict[str, int]:
@@ -77,7 +77,7 @@ async def serve_proxydhcp(
     try:
         for port in ports:
             sockets.append(open_udp(port, config.address))
-        bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets)}
+        bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets, strict=True)}
         responder = _Responder(config, log)
         async with trio.open_nursery() as nursery:
             for sock in sockets:

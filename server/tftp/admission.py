@@ -56,7 +56,7 @@ class Admission:
         self._config = config
         self.active = 0
         self._per_client: dict[str, int] = {}
-        self.refused: dict[Refusal, int] = {reason: 0 for reason in Refusal}
+        self.refused: dict[Refusal, int] = dict.fromkeys(Refusal, 0)
 
     def admit(
         self, data: bytes, client: Address, opener: Opener, creator: Creator | None = None

@@ -12,6 +12,7 @@ directory, renamed into place only when the transfer completes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -128,14 +129,10 @@ class _FileWriter:
         if not self._open:
             return
         self._open = False
-        try:
+        with contextlib.suppress(OSError):  # a failed flush of data we are discarding anyway
             self._file.close()
-        except OSError:
-            pass  # a failed flush of data we are discarding anyway
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp, dir_fd=self._dir_fd)
-        except FileNotFoundError:
-            pass
         os.close(self._dir_fd)
 
 

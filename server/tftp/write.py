@@ -38,7 +38,7 @@ class WriteTransfer:
         self._deadline: float | None = None
         self._tries = 0
         self.outcome: Outcome | None = None
-        self.ignored: dict[Ignored, int] = {reason: 0 for reason in Ignored}
+        self.ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
         self.retransmissions = 0
         self.bytes_received = 0
 

@@ -2,20 +2,20 @@
 
     python3 tests/bench/relay_dora.py [--runs 3] [--duration 4] [--relays dhcrelay,boothop]
 
-Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.45.128.0/17, ``router``
-(the relay, -id lanc0 -iu up0 -a) and ``server`` (kea-dhcp4, memfile, a 32k pool) on 10.45.100.0/24.
-Cores: the relay alone on CPU 1, perfdhcp, kea and tcpdump on CPU 0 (taskset), so both relays meet
-the same contention. The relays take turns (dhcrelay, boothop, dhcrelay, ...) so that a change in
-the machine's load during the run hits both alike. boothop-relay runs as
+Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.45.128.0/17,
+``router`` (the relay, -id lanc0 -iu up0 -a) and ``server`` (kea-dhcp4, memfile, a 32k pool) on
+10.45.100.0/24. Cores: the relay alone on CPU 1, perfdhcp, kea and tcpdump on CPU 0 (taskset), so
+both relays meet the same contention. The relays take turns (dhcrelay, boothop, dhcrelay, ...) so
+that a change in the machine's load during the run hits both alike. boothop-relay runs as
 ``python3 -m boothop.relay`` of the interpreter running the benchmark (the checkout, when it is
-installed editable), not from whatever ``boothop-relay`` the PATH holds. Needs root, perfdhcp (kea-admin), kea-dhcp4, dhcrelay, tcpdump and
-a C compiler (``cc``, for the shim below).
+installed editable), not from whatever ``boothop-relay`` the PATH holds. Needs root, perfdhcp
+(kea-admin), kea-dhcp4, dhcrelay, tcpdump and a C compiler (``cc``, for the shim below).
 
 perfdhcp (2.2) in DHCPv4 always acts as a relay itself, so it sends templates instead (giaddr 0,
 hops 0, broadcast flag, no client-id; offsets of xid, MAC, secs, options 50 and 54 given with
 -X -O -E -I -S). It binds its socket to the interface address and cannot see replies broadcast to
-255.255.255.255:68, so a tiny LD_PRELOAD shim (compiled here with cc) binds port 68 to INADDR_ANY and
-sets SO_BROADCAST. Every perfdhcp run is bounded by -r, -p and a timeout.
+255.255.255.255:68, so a tiny LD_PRELOAD shim (compiled here with cc) binds port 68 to INADDR_ANY
+and sets SO_BROADCAST. Every perfdhcp run is bounded by -r, -p and a timeout.
 
 Printed per relay, medians of the runs: the lossless rate (highest rate of an ascending ladder with
 no drop in either exchange); the relay's CPU time per DORA at a fixed rate (utime+stime of the relay
@@ -60,7 +60,7 @@ from boothop.relay.wire import (
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "system"))
-from servers import Pool, start_kea
+from servers import Pool, start_kea  # noqa: E402 - found through the sys.path entry above
 
 SERVER = "10.45.100.10"
 ROUTER_UP = "10.45.100.1"
@@ -290,7 +290,10 @@ def read_pcap(path: Path) -> list[tuple[float, DhcpMessage]]:
 def transit_medians(lan: list[tuple[float, DhcpMessage]], up: list[tuple[float, DhcpMessage]]
                     ) -> dict[MessageType, float]:
     """Requests go lanc0 -> up0, replies up0 -> lanc0: pair first sightings by (xid, type)."""
-    def first_seen(packets: list[tuple[float, DhcpMessage]], op: int) -> dict[tuple[int, int], float]:
+
+    def first_seen(
+        packets: list[tuple[float, DhcpMessage]], op: int
+    ) -> dict[tuple[int, int], float]:
         seen: dict[tuple[int, int], float] = {}
         for stamp, msg in packets:
             if msg.op == op and msg.message_type is not None:
@@ -402,9 +405,11 @@ def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namesp
         user, system = cpu_seconds(pid)
         switches = context_switches(pid)
         result = bench.perfdhcp(args.cpu_rate)
-        user, system = (after - before for after, before in zip(cpu_seconds(pid), (user, system)))
+        user, system = (
+            after - before for after, before in zip(cpu_seconds(pid), (user, system), strict=True)
+        )
         voluntary, involuntary = (after - before for after, before in
-                                  zip(context_switches(pid), switches))
+                                  zip(context_switches(pid), switches, strict=True))
         used = user + system
         if result.ra_received:
             figures.cpu_us.append(used / result.ra_received * 1e6)
@@ -412,13 +417,17 @@ def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namesp
         figures.transit_us.append(bench.transit_us(args.latency_rate, 2))
         figures.lossless.append(bench.lossless_rate(args.ladder))
         transit = figures.transit_us[-1]
-        print(f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
-              f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, relay CPU "
-              f"{used:.2f} s (user {user:.2f}) = {figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA, "
-              f"round trips {result.do_delay_ms + result.ra_delay_ms:.2f} ms, context switches "
-              f"per DORA {voluntary / max(result.ra_received, 1):.2f}+"
-              f"{involuntary / max(result.ra_received, 1):.2f}; "
-              "transit us " + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA), flush=True)
+        print(
+            f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
+            f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, relay CPU "
+            f"{used:.2f} s (user {user:.2f}) = "
+            f"{figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA, "
+            f"round trips {result.do_delay_ms + result.ra_delay_ms:.2f} ms, context switches "
+            f"per DORA {voluntary / max(result.ra_received, 1):.2f}+"
+            f"{involuntary / max(result.ra_received, 1):.2f}; "
+            "transit us " + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA),
+            flush=True,
+        )
 
 
 def main() -> int:

@@ -18,8 +18,8 @@ Servers, both with per-packet logging off (boothop ``--log-level warning``, kea 
   default unless ``--commit-window SECONDS`` is given (to measure the trade: fewer wake-ups and
   fsyncs under steady traffic against replies up to that much later).
 - kea-dhcp4 2.2, memfile with persist true and lfc-interval 0: leases appended to a CSV file with
-  no fsync, so an ACKed lease can be lost on power failure. The durability is not the same: boothop's
-  is stronger.
+  no fsync, so an ACKed lease can be lost on power failure. The durability is not the same:
+  boothop's is stronger.
 
 Figures, per server: the lossless rate (highest rate of an ascending ladder at which perfdhcp
 reports no drop in either exchange and completes at least 95 % of the DORAs asked for; the ladder
@@ -70,21 +70,36 @@ def sh(*argv: str) -> None:
 
 @contextlib.contextmanager
 def namespace_pair() -> Iterator[tuple[str, str, str, str]]:
-    """(generator netns, its ifname, server netns, its ifname), joined by one veth; removed afterwards."""
+    """(generator netns, its ifname, server netns, its ifname), joined by one veth; removed
+    afterwards."""
     tag = secrets.token_hex(3)
     gen, srv = f"bhk-{tag}-gen", f"bhk-{tag}-srv"
     gen_if, srv_if = f"bhk{tag}g", f"bhk{tag}s"
     try:
         sh("ip", "netns", "add", gen)
         sh("ip", "netns", "add", srv)
-        sh("ip", "link", "add", gen_if, "netns", gen, "type", "veth", "peer", "name", srv_if, "netns", srv)
+        sh(
+            "ip",
+            "link",
+            "add",
+            gen_if,
+            "netns",
+            gen,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            srv_if,
+            "netns",
+            srv,
+        )
         for ns, ifname, address in ((gen, gen_if, GENERATOR), (srv, srv_if, SERVER)):
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
             sh("ip", "-n", ns, "link", "set", ifname, "up")
         # kea opens no socket on an interface without carrier yet ("is not running").
         for ns, ifname in ((gen, gen_if), (srv, srv_if)):
-            if not wait_for(lambda: "state UP" in subprocess.run(
+            if not wait_for(lambda ns=ns, ifname=ifname: "state UP" in subprocess.run(
                     ["ip", "-n", ns, "-o", "link", "show", ifname], capture_output=True, text=True,
                     timeout=10).stdout, 10):
                 raise RuntimeError(f"{ifname} in {ns} did not come up")
@@ -110,8 +125,21 @@ subnet = "{SUBNET}"
 pools = ["{POOL[0]}-{POOL[1]}"]
 lease_time = 600
 """)
-    return ([sys.executable, "-m", "boothop.server", "run", "-c", str(config), "--log-format", "json",
-             "--log-level", "warning"], {"PYTHONPATH": str(ROOT)})
+    return (
+        [
+            sys.executable,
+            "-m",
+            "boothop.server",
+            "run",
+            "-c",
+            str(config),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        {"PYTHONPATH": str(ROOT)},
+    )
 
 
 def kea_argv(workdir: Path, ifname: str) -> tuple[list[str], dict[str, str]]:
@@ -180,7 +208,10 @@ def perfdhcp_argv(gen_ifname: str, rate: int, seconds: int) -> list[str]:
 
 def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result:
     """One perfdhcp run at ``rate`` against a freshly started ``name`` in fresh namespaces."""
-    with namespace_pair() as (gen, gen_if, srv, srv_if), tempfile.TemporaryDirectory(prefix="bhk-") as tmp:
+    with (
+        namespace_pair() as (gen, gen_if, srv, srv_if),
+        tempfile.TemporaryDirectory(prefix="bhk-") as tmp,
+    ):
         workdir = Path(tmp)
         argv, env = SERVERS[name](workdir, srv_if)
         server: Process = runner.start(srv, ["taskset", "-c", SERVER_CPU, *argv],
@@ -190,7 +221,10 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
                 out = runner.run(srv, ["ss", "-Hnulp", "sport = :67"], timeout=10).stdout
                 return f"pid={server.pid}," in out
 
-            if not wait_for(lambda: listening() or not server.running(), 20) or not server.running():
+            if (
+                not wait_for(lambda: listening() or not server.running(), 20)
+                or not server.running()
+            ):
                 raise RuntimeError(f"{name} did not start:\n{server.output()[-3000:]}")
             before = cpu_seconds(server.pid)
             done = runner.run(gen, perfdhcp_argv(gen_if, rate, seconds), timeout=seconds + 30)
@@ -199,8 +233,16 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
             runner.stop(server)
     text = done.stdout + done.stderr
     do, ra = _section(text, "DISCOVER-OFFER"), _section(text, "REQUEST-ACK")
-    return Result(rate, seconds, _number(do, "sent packets"), _number(do, "drops"),
-                  _number(ra, "sent packets"), _number(ra, "received packets"), _number(ra, "drops"), used)
+    return Result(
+        rate,
+        seconds,
+        _number(do, "sent packets"),
+        _number(do, "drops"),
+        _number(ra, "sent packets"),
+        _number(ra, "received packets"),
+        _number(ra, "drops"),
+        used,
+    )
 
 
 @dataclasses.dataclass
@@ -210,14 +252,20 @@ class Figures:
     cpu_at_lossless: list[float] = dataclasses.field(default_factory=list)
 
 
-def ladder_run(name: str, args: argparse.Namespace, runner: ProcessRunner, figures: Figures, run: int) -> None:
+def ladder_run(
+    name: str, args: argparse.Namespace, runner: ProcessRunner, figures: Figures, run: int
+) -> None:
     best: Result | None = None
     for rate in args.ladder:
         result = measure(name, rate, args.duration, runner)
-        print(f"    {name:8s} {rate:>6}/s: {result.ra_received / args.duration:>7.0f} DORA/s done, drops "
-              f"{result.do_drops}+{result.ra_drops}, server CPU {result.cpu_s:.2f} s = "
-              f"{result.cpu_us_per_dora:.0f} us/DORA{'' if result.lossless else '  (lossy: ladder stops)'}",
-              flush=True)
+        print(
+            f"    {name:8s} {rate:>6}/s: {result.ra_received / args.duration:>7.0f} DORA/s done, "
+            "drops "
+            f"{result.do_drops}+{result.ra_drops}, server CPU {result.cpu_s:.2f} s = "
+            f"{result.cpu_us_per_dora:.0f} us/DORA"
+            f"{'' if result.lossless else '  (lossy: ladder stops)'}",
+            flush=True,
+        )
         if rate == args.cpu_rate:
             figures.cpu_fixed.append(result.cpu_us_per_dora)
         if not result.lossless:
@@ -257,29 +305,44 @@ def main() -> int:
         args.ladder = sorted({*args.ladder, args.cpu_rate})
     names = args.servers.split(",")
     print("command: " + shlex.join([sys.executable, *sys.argv]))
-    print("generator: " + shlex.join(perfdhcp_argv("<veth>", 0, args.duration)).replace(" -r 0 ", " -r RATE "))
+    print(
+        "generator: "
+        + shlex.join(perfdhcp_argv("<veth>", 0, args.duration)).replace(" -r 0 ", " -r RATE ")
+    )
     started = time.monotonic()
     figures = {name: Figures() for name in names}
-    with tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs, ProcessRunner(Path(logs)) as runner:
+    with (
+        tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs,
+        ProcessRunner(Path(logs)) as runner,
+    ):
         for run in range(args.runs):
             for name in (names if run % 2 == 0 else names[::-1]):
                 ladder_run(name, args, runner, figures[name], run)
-    print(f"\nresults: medians of {args.runs} runs, {args.duration} s per perfdhcp run, {CLIENTS} clients, "
-          f"perfdhcp on CPU {GENERATOR_CPU}, server on CPU {SERVER_CPU}, fresh namespaces and lease "
-          "database per measurement")
+    print(
+        f"\nresults: medians of {args.runs} runs, {args.duration} s per perfdhcp run, "
+        f"{CLIENTS} clients, "
+        f"perfdhcp on CPU {GENERATOR_CPU}, server on CPU {SERVER_CPU}, fresh namespaces and lease "
+        "database per measurement"
+    )
     print(f"  {'server':8s} {'lossless':>10s} {'runs':>20s} {f'CPU/DORA @{args.cpu_rate}/s':>18s} "
           f"{'CPU/DORA @lossless':>19s}")
     for name, f in figures.items():
-        print(f"  {name:8s} {median(f.lossless):>8.0f}/s {str(f.lossless):>20s} "
+        print(f"  {name:8s} {median(f.lossless):>8.0f}/s {f.lossless!s:>20s} "
               f"{median(f.cpu_fixed):>15.0f} us {median(f.cpu_at_lossless):>16.0f} us")
     if "boothop" in figures and "kea" in figures:
         b, k = figures["boothop"], figures["kea"]
-        print(f"  ratio boothop/kea: lossless rate {median(b.lossless) / max(median(k.lossless), 1):.2f} "
-              f"(higher is better), CPU per DORA at {args.cpu_rate}/s "
-              f"{median(b.cpu_fixed) / median(k.cpu_fixed):.2f} (lower is better)")
-    print("  durability: boothop-server fsyncs every group commit (SQLite WAL, synchronous=FULL) before "
-          "the ACKs leave;\n  kea memfile (persist true) appends to its CSV without fsync: a power "
-          "failure can lose ACKed leases. boothop's guarantee is the stronger one.")
+        print(
+            "  ratio boothop/kea: lossless rate "
+            f"{median(b.lossless) / max(median(k.lossless), 1):.2f} "
+            f"(higher is better), CPU per DORA at {args.cpu_rate}/s "
+            f"{median(b.cpu_fixed) / median(k.cpu_fixed):.2f} (lower is better)"
+        )
+    print(
+        "  durability: boothop-server fsyncs every group commit (SQLite WAL, synchronous=FULL) "
+        "before "
+        "the ACKs leave;\n  kea memfile (persist true) appends to its CSV without fsync: a power "
+        "failure can lose ACKed leases. boothop's guarantee is the stronger one."
+    )
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

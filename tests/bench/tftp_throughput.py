@@ -33,7 +33,9 @@ CASES = [("blksize 512", {}), ("blksize 1468", {"blksize": "1468"}),
 def download(port: int, name: str, options: dict[str, str]) -> bytes:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(1.0)
-    sock.sendto(packet.encode_request(packet.Opcode.RRQ, name, "octet", options), ("127.0.0.1", port))
+    sock.sendto(
+        packet.encode_request(packet.Opcode.RRQ, name, "octet", options), ("127.0.0.1", port)
+    )
     data, peer = sock.recvfrom(70000)
     first = packet.decode(data)
     blksize, windowsize = 512, 1
@@ -101,7 +103,9 @@ def free_port() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
@@ -128,8 +132,11 @@ def main() -> int:
         try:
             wait_port(ours_port)
             wait_port(hpa_port)
-            print(f"{args.size_mib} MiB over loopback, MiB/s (higher is better), median of {args.runs};"
-                  " boothop's CPU seconds per download in brackets")
+            print(
+                f"{args.size_mib} MiB over loopback, MiB/s (higher is better), "
+                f"median of {args.runs};"
+                " boothop's CPU seconds per download in brackets"
+            )
             print(f"{'client, case':<36} {'boothop':>16} {'tftpd-hpa':>16} {'ratio':>6}")
             clients = [("curl", curl_download, CASES[:2]), ("python", download, CASES)]
             servers = [(ours_port, procs[0].pid), (hpa_port, procs[1].pid)]

@@ -34,7 +34,15 @@ from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("ip", "qemu-system-x86_64", "busybox", "tcpdump", "curl", "boothop-server", "boothop-relay")
+TOOLS = (
+    "ip",
+    "qemu-system-x86_64",
+    "busybox",
+    "tcpdump",
+    "curl",
+    "boothop-server",
+    "boothop-relay",
+)
 
 LAB_TOML = """\
 prefix = "{prefix}"
@@ -96,7 +104,9 @@ def _pids(prefix: str) -> set[int]:
 def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSpec]:
     """A private lab file; afterwards, nothing of it may be left: namespaces, processes, files."""
     _require(*TOOLS)
-    prefix = "bhlt" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+    prefix = "bhlt" + "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4)
+    )
     path = tmp_path / "lab.toml"
     path.write_text(LAB_TOML.format(prefix=prefix))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
@@ -144,7 +154,9 @@ def _transfers(lab: Lab) -> list[dict[str, Any]]:
 
 def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
     lab = Lab(spec)
-    pxe, udhcpc, bootp = (next(c for c in spec.clients if c.kind == k) for k in ("pxe", "udhcpc", "bootp"))
+    pxe, udhcpc, bootp = (
+        next(c for c in spec.clients if c.kind == k) for k in ("pxe", "udhcpc", "bootp")
+    )
     pids: set[int] = set()
     try:
         lab.up()
@@ -154,7 +166,9 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
             _capture(lab, udhcpc.name, "eth0", "cap-udhcpc"),
         ]
         results = {r.name: r for r in lab.boot_clients()}
-        assert all(r.ok for r in results.values()), {n: (r.ok, r.detail) for n, r in results.items()}
+        assert all(r.ok for r in results.values()), {
+            n: (r.ok, r.detail) for n, r in results.items()
+        }
         assert wait_for(lambda: (relay_counters(lab.workdir) or {}).get("delivered"), 5)
         time.sleep(0.5)  # tcpdump writes what it has received before it is stopped
         for capture in captures:
@@ -170,12 +184,23 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
 
         # The TFTP transfers of the boot script and of the proof file, as the PXE host logged them.
         address = results[pxe.name].address
-        done = [e for e in _transfers(lab) if e["event"] == "tftp.transfer.ended"
-                and e.get("outcome") == "completed" and str(e.get("client", "")).startswith(f"{address}:")]
-        started = {e.get("filename") for e in _transfers(lab) if e["event"] == "tftp.transfer.started"
-                   and str(e.get("client", "")).startswith(f"{address}:")}
+        done = [
+            e
+            for e in _transfers(lab)
+            if e["event"] == "tftp.transfer.ended"
+            and e.get("outcome") == "completed"
+            and str(e.get("client", "")).startswith(f"{address}:")
+        ]
+        started = {
+            e.get("filename")
+            for e in _transfers(lab)
+            if e["event"] == "tftp.transfer.started"
+            and str(e.get("client", "")).startswith(f"{address}:")
+        }
         assert {"boot.ipxe", f"proof-{address}"} <= started
-        assert len(done) >= 2 and results[pxe.name].bytes_downloaded == sum(int(e["bytes"]) for e in done)
+        assert len(done) >= 2 and results[pxe.name].bytes_downloaded == sum(
+            int(e["bytes"]) for e in done
+        )
         assert results[pxe.name].boot_file == "boot.ipxe"
 
         # The relay's counters: every request went to both helpers, replies were delivered.
@@ -183,7 +208,9 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
         assert counters is not None
         forwarded = counters["forwarded"]
         assert forwarded[str(spec.dhcp_address.ip)] == forwarded[str(spec.pxe_address.ip)] >= 5
-        assert sum(counters["delivered"].values()) >= 6  # 2 OFFERs + ACK (pxe), OFFER + ACK, BOOTP reply
+        assert (
+            sum(counters["delivered"].values()) >= 6
+        )  # 2 OFFERs + ACK (pxe), OFFER + ACK, BOOTP reply
         assert counters["dropped"] == {} and counters["core_errors"] == 0
         assert counters["agent_info_added"] == counters["requests"]
 
@@ -193,10 +220,16 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
         assert {m.mac for m in at_server} >= {pxe.mac, udhcpc.mac, bootp.mac}
         for message in at_server:
             agent = message.get(Opt.RELAY_AGENT_INFO)
-            assert agent is not None, f"request from {message.mac} reached the server without option 82"
+            assert agent is not None, (
+                f"request from {message.mac} reached the server without option 82"
+            )
             assert AgentInfo.decode(agent).circuit_id in (b"lan-a", b"lan-b")
         for name in ("cap-bootp", "cap-udhcpc"):
-            replies = [m for port, m in _dhcp_messages(lab.workdir / f"{name}.pcap") if m.op == Op.BOOTREPLY]
+            replies = [
+                m
+                for port, m in _dhcp_messages(lab.workdir / f"{name}.pcap")
+                if m.op == Op.BOOTREPLY
+            ]
             assert replies, f"{name}: no reply captured at the client"
             assert all(not m.has(Opt.RELAY_AGENT_INFO) for m in replies)
     finally:
@@ -273,11 +306,18 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
     assert WARNING_EVENT in output and "PXE-E55" in output
     # A, with the real iPXE: it also asks the DHCP server on 4011 and does not boot.
     assert a["ipxe"]["ran"] and not a["ipxe"]["booted"]
-    assert a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1 and a["ipxe"]["tftp_requests_at_pxe_host"] == []
+    assert (
+        a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1
+        and a["ipxe"]["tftp_requests_at_pxe_host"] == []
+    )
     # B: boot file from the PXE server on 4011, downloaded whole; the QEMU iPXE boots.
     b = data["b"]
     assert b["check"]["warnings"] == []
-    assert b["client"]["booted"] and b["client"]["tftp_server"] == pxe and b["client"]["bytes"] == NBP_SIZE
+    assert (
+        b["client"]["booted"]
+        and b["client"]["tftp_server"] == pxe
+        and b["client"]["bytes"] == NBP_SIZE
+    )
     assert b["ipxe"]["booted"] and b["ipxe"]["requests_4011"].get(pxe, 0) >= 1
     assert "A: DHCP server has 60/66/67" in output
     assert _namespaces(spec.prefix) == []
@@ -294,8 +334,17 @@ def test_pxe_client_prints_its_steps_as_json(spec: LabSpec) -> None:
         (lab.workdir / "tftp" / "undionly.kpxe").write_bytes(b"x" * 1000)
         completed = lab.runner.run(
             lab.topology.netns(client.name),
-            [sys.executable, "-m", "boothop.relay.lab.pxe_client", "--ifname", "eth0", "--mac", client.mac,
-             "--offer-wait", "1"],
+            [
+                sys.executable,
+                "-m",
+                "boothop.relay.lab.pxe_client",
+                "--ifname",
+                "eth0",
+                "--mac",
+                client.mac,
+                "--offer-wait",
+                "1",
+            ],
             timeout=30,
         )
         result = json.loads(completed.stdout)

@@ -1,16 +1,18 @@
 """End to end through a relay: DHCP server and PXE+TFTP server on different hosts.
 
 ```
- client ──[LAN cli]── lan0  router (ISC dhcrelay -a)  up0 ──[LAN srv]──┬─ dhcp  kea-dhcp4   10.61.100.10
-          10.61.1.0/24 10.61.1.1                 10.61.100.1           └─ pxe   boothop-server run
-                                                                                 (proxyDHCP + TFTP) 10.61.100.20
+ client ──[LAN cli]── lan0  router (ISC dhcrelay -a)  up0 ──[LAN srv]──┬─ dhcp  kea-dhcp4
+          10.61.1.0/24 10.61.1.1                 10.61.100.1           │        10.61.100.10
+                                                                       └─ pxe   boothop-server run
+                                                                                (proxyDHCP + TFTP)
+                                                                                10.61.100.20
 ```
 
 The client (``client_main``: this file run as a script in the client namespace) does the PXE
 exchange over a raw AF_PACKET socket with the shared codec, since it has no address yet: DISCOVER
 with 60/93/97, the two offers (address from kea, boot file from our proxy), REQUEST/ACK, the 4011
-REQUEST/ACK, then the TFTP download of the boot file with curl, routed through the router. Uses the shared relay/lab topology
-and the kea helper of tests/system/servers.py.
+REQUEST/ACK, then the TFTP download of the boot file with curl, routed through the router. Uses the
+shared relay/lab topology and the kea helper of tests/system/servers.py.
 """
 
 from __future__ import annotations
@@ -49,9 +51,17 @@ def topology(prefix: str) -> Topology:
     hosts = [Host("router", forwarding=True), Host("dhcp", routes=(back,)),
              Host("pxe", routes=(back,)), Host("client")]
     lans = [
-        Lan("cli", (Port("router", "lan0", "10.61.1.1/24"), Port("client", "eth0", mac=CLIENT_MAC))),
-        Lan("srv", (Port("router", "up0", f"{ROUTER_UP}/24"), Port("dhcp", "srv0", f"{DHCP}/24"),
-                    Port("pxe", "pxe0", f"{PXE}/24"))),
+        Lan(
+            "cli", (Port("router", "lan0", "10.61.1.1/24"), Port("client", "eth0", mac=CLIENT_MAC))
+        ),
+        Lan(
+            "srv",
+            (
+                Port("router", "up0", f"{ROUTER_UP}/24"),
+                Port("dhcp", "srv0", f"{DHCP}/24"),
+                Port("pxe", "pxe0", f"{PXE}/24"),
+            ),
+        ),
     ]
     return Topology(prefix, hosts, lans)
 
@@ -63,8 +73,12 @@ def start_pxe(runner: ProcessRunner, namespace: str, workdir: Path) -> Process:
         f'[pxe]\nserver_address = "{PXE}"\n[pxe.boot]\nbios = "undionly.kpxe"\n'
         f'efi-x64 = "{BOOT_FILE}"\n[tftp]\nroot = "{root}"\ntimeout = 0.5\n'
     )
-    process = runner.start(namespace, [sys.executable, "-m", "boothop.server", "run", "-c", str(config)], "pxe",
-                           cwd=HERE.parents[1])
+    process = runner.start(
+        namespace,
+        [sys.executable, "-m", "boothop.server", "run", "-c", str(config)],
+        "pxe",
+        cwd=HERE.parents[1],
+    )
     if not wait_for(lambda: "tftp.listening" in process.output() or not process.running(), 15):
         raise RuntimeError(f"PXE server did not start:\n{process.output()}")
     if not process.running():
@@ -85,12 +99,16 @@ def checksum(header: bytes) -> int:
 
 def frame(mac: bytes, payload: bytes) -> bytes:
     udp = struct.pack("!HHHH", 68, 67, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), b"\xff" * 4)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), b"\xff" * 4
+    )
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     return b"\xff" * 6 + mac + b"\x08\x00" + ip + udp
 
 
-def message(mac: bytes, xid: int, kind: int, *extra: tuple[int, bytes], ciaddr: str = "0.0.0.0") -> DhcpMessage:
+def message(
+    mac: bytes, xid: int, kind: int, *extra: tuple[int, bytes], ciaddr: str = "0.0.0.0"
+) -> DhcpMessage:
     options = (
         (Opt.MESSAGE_TYPE, bytes((kind,))),
         *extra,
@@ -160,8 +178,21 @@ def client_main(iface: str, mac_text: str, outfile: str) -> None:
         ack = decode(udp.recvfrom(4096)[0])
     result["pxe_ack"] = ack.message_type == MessageType.ACK
     result["pxe_file"] = ack.file.decode()
-    curl = subprocess.run(["curl", "-sS", "--max-time", "15", "--tftp-blksize", "1468", "-o", outfile,
-                           f"tftp://{ack.siaddr}/{ack.file.decode()}"], capture_output=True, timeout=20)
+    curl = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "15",
+            "--tftp-blksize",
+            "1468",
+            "-o",
+            outfile,
+            f"tftp://{ack.siaddr}/{ack.file.decode()}",
+        ],
+        capture_output=True,
+        timeout=20,
+    )
     result["tftp_rc"] = curl.returncode
     result["tftp_stderr"] = curl.stderr.decode()
     print(json.dumps(result))
@@ -181,13 +212,20 @@ def test_pxe_boot_through_dhcrelay(tmp_path: Path) -> None:
         start_kea(runner, lab.netns("dhcp"), tmp_path / "kea", "srv0",
                   [Pool("10.61.1.0/24", "10.61.1.100", "10.61.1.199", "10.61.1.1")])
         pxe = start_pxe(runner, lab.netns("pxe"), tmp_path)
-        relay = runner.start(lab.netns("router"), ["dhcrelay", "-d", "-4", "--no-pid", "-a", "-id", "lan0",
-                                                   "-iu", "up0", DHCP, PXE], "dhcrelay")
-        assert wait_for(lambda: "Sending on" in relay.output() or not relay.running(), 10), relay.output()
+        relay = runner.start(
+            lab.netns("router"),
+            ["dhcrelay", "-d", "-4", "--no-pid", "-a", "-id", "lan0", "-iu", "up0", DHCP, PXE],
+            "dhcrelay",
+        )
+        assert wait_for(lambda: "Sending on" in relay.output() or not relay.running(), 10), (
+            relay.output()
+        )
         out = tmp_path / "downloaded"
         done = runner.run(lab.netns("client"), [sys.executable, __file__, "eth0",
                                                 CLIENT_MAC, str(out)], timeout=45)
-        assert done.returncode == 0, f"{done.stderr}\n--- pxe ---\n{pxe.output()}\n--- relay ---\n{relay.output()}"
+        assert done.returncode == 0, (
+            f"{done.stderr}\n--- pxe ---\n{pxe.output()}\n--- relay ---\n{relay.output()}"
+        )
         result = json.loads(done.stdout)
         assert result["offers"] == 2
         assert result["address"].startswith("10.61.1.")

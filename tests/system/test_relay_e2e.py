@@ -2,8 +2,8 @@
 
 One client on each of two LANs at once, so the pool kea picks by giaddr is checked for both. The
 second helper (a UDP recorder on port 67) sees exactly what the relay forwarded; a capture on each
-client LAN sees exactly what the relay delivered. dhclient leaves the broadcast flag clear (the relay
-must unicast to yiaddr at chaddr); udhcpc -B sets it (the relay must broadcast).
+client LAN sees exactly what the relay delivered. dhclient leaves the broadcast flag clear (the
+relay must unicast to yiaddr at chaddr); udhcpc -B sets it (the relay must broadcast).
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def test_clients_lease_from_their_subnet_through_relay(
         assert from_server, "no reply from the server seen upstream"
         for f in from_server:
             agent = f.message.get(Opt.RELAY_AGENT_INFO)
-            assert agent is not None and AgentInfo.decode(agent).circuit_id == plan.router_if.encode()
+            assert (
+                agent is not None and AgentInfo.decode(agent).circuit_id == plan.router_if.encode()
+            )
 
         # What the relay delivered to the client: no option 82, port 67 -> 68, and the RFC 2131
         # §4.1 delivery: broadcast flag set -> broadcast, clear -> unicast to yiaddr at chaddr.

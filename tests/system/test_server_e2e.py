@@ -2,8 +2,9 @@
 
 ```
  bhk-ca-N (dhclient, udhcpc, dhcpcd) ──[10.52.1.0/24]── ┐
-                                                        ├─ bhk-rt-N (dhcrelay) ──[10.52.0.0/24]── bhk-sv-N (boothop-server)
- bhk-cb-N (dhclient, udhcpc, BOOTP)  ──[10.52.2.0/24]── ┘
+                                                        ├─ bhk-rt-N (dhcrelay) ──[10.52.0.0/24]──┐
+ bhk-cb-N (dhclient, udhcpc, BOOTP)  ──[10.52.2.0/24]── ┘                                        │
+                                                               bhk-sv-N (boothop-server) ────────┘
 ```
 
 Minimal fixture code of our own (prefix ``bhk``); every process is stopped by PID and every
@@ -12,6 +13,7 @@ namespace deleted in ``finally``, whatever the test does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -76,8 +78,21 @@ class Lab:
         for peer, here, there, addr in (("sv", f"bhk-s{t}", f"bhk-rs{t}", "10.52.0"),
                                         ("ca", f"bhk-a{t}", f"bhk-ra{t}", "10.52.1"),
                                         ("cb", f"bhk-b{t}", f"bhk-rb{t}", "10.52.2")):
-            sh("ip", "link", "add", here, "netns", self.ns[peer], "type", "veth", "peer", "name", there,
-               "netns", self.ns["rt"])
+            sh(
+                "ip",
+                "link",
+                "add",
+                here,
+                "netns",
+                self.ns[peer],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                there,
+                "netns",
+                self.ns["rt"],
+            )
             self.ex("rt", "ip", "addr", "add", f"{addr}.1/24", "dev", there)
             self.ex("rt", "ip", "link", "set", there, "up")
             self.ex(peer, "ip", "link", "set", here, "up")
@@ -89,12 +104,14 @@ class Lab:
 
     def ex(self, role: str, *args: str, raw_ns: str | None = None, check: bool = True,
            timeout: float = 20) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", raw_ns or self.ns[role], *args, check=check, timeout=timeout)
+        return sh(
+            "ip", "netns", "exec", raw_ns or self.ns[role], *args, check=check, timeout=timeout
+        )
 
     def spawn(self, role: str, *args: str, log: str) -> subprocess.Popen[bytes]:
-        out = open(self.tmp / log, "ab")
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *args], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO)
+        with open(self.tmp / log, "ab") as out:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *args], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=REPO)
         self.procs.append(proc)
         return proc
 
@@ -106,10 +123,8 @@ class Lab:
         # `dhclient -1` and dhcpcd daemonise: stop, by PID, whatever still runs in our namespaces.
         for ns in self.ns.values():
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         # dhcpcd keeps its lease file on the host; remove ours (named after our interfaces).
         for lease in Path("/var/lib/dhcpcd").glob(f"bhk-a{self.tag}*"):
             lease.unlink(missing_ok=True)
@@ -145,8 +160,21 @@ options = {{ routers = ["10.52.2.1"] }}
         log = self.tmp / "server.log"
         mark = log.stat().st_size if log.exists() else 0
         env = ["env", f"LD_PRELOAD={preload}"] if preload is not None else []
-        self.server = self.spawn("sv", *env, sys.executable, "-m", "boothop.server", "run", "-c", str(self.config),
-                                 "--log-format", "json", "--log-level", level, log="server.log")
+        self.server = self.spawn(
+            "sv",
+            *env,
+            sys.executable,
+            "-m",
+            "boothop.server",
+            "run",
+            "-c",
+            str(self.config),
+            "--log-format",
+            "json",
+            "--log-level",
+            level,
+            log="server.log",
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             bound = self.ex("sv", "ss", "-Hulpn", "sport = :67", check=False).stdout
@@ -170,7 +198,9 @@ options = {{ routers = ["10.52.2.1"] }}
         return events
 
     def leases(self) -> list[dict[str, object]]:
-        out = sh(sys.executable, "-m", "boothop.server", "leases", "-c", str(self.config), "--json").stdout
+        out = sh(
+            sys.executable, "-m", "boothop.server", "leases", "-c", str(self.config), "--json"
+        ).stdout
         return json.loads(out)
 
     def address_of(self, role: str, ifname: str) -> str | None:
@@ -189,8 +219,22 @@ def lab(tmp: Path) -> Iterator[Lab]:
 
 
 def dhclient(lab_: Lab, role: str, ifname: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return lab_.ex(role, "dhclient", "-1", "-v", "-sf", str(lab_.script), "-lf", str(lab_.tmp / f"{ifname}.leases"),
-                   "-pf", str(lab_.tmp / f"{ifname}.pid"), *extra, ifname, check=False, timeout=30)
+    return lab_.ex(
+        role,
+        "dhclient",
+        "-1",
+        "-v",
+        "-sf",
+        str(lab_.script),
+        "-lf",
+        str(lab_.tmp / f"{ifname}.leases"),
+        "-pf",
+        str(lab_.tmp / f"{ifname}.pid"),
+        *extra,
+        ifname,
+        check=False,
+        timeout=30,
+    )
 
 
 BOOTP_CLIENT = """
@@ -204,7 +248,8 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
 s.bind(('0.0.0.0', 68))
 s.settimeout(1.0)
-request = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b'\\0'), flags=BROADCAST_FLAG,
+request = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b'\\0'),
+                      flags=BROADCAST_FLAG,
                       vendor=bytes(64))  # RFC 951: no magic cookie, no option 53
 for attempt in range(5):
     s.sendto(encode(request), ('255.255.255.255', 67))
@@ -242,7 +287,11 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
 
 
 def in_pool(address: str | None, prefix: str) -> bool:
-    return address is not None and address.startswith(prefix) and 100 <= int(address.rsplit(".", 1)[1]) <= 199
+    return (
+        address is not None
+        and address.startswith(prefix)
+        and 100 <= int(address.rsplit(".", 1)[1]) <= 199
+    )
 
 
 @pytest.mark.system
@@ -259,7 +308,9 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         # udhcpc on subnet B, kept running to renew and release on signals
         udhcpc = L.spawn("cb", "udhcpc", "-f", "-i", b, "-s", str(L.script), "-t", "5", "-T", "1",
                          log="udhcpc.log")
-        wait_for(lambda: any(l.startswith("bound ") for l in script_log(L)), 15, "udhcpc lease")
+        wait_for(
+            lambda: any(line.startswith("bound ") for line in script_log(L)), 15, "udhcpc lease"
+        )
         first_b = L.address_of("cb", b)
         assert in_pool(first_b, "10.52.2."), first_b
         rows = {r["address"]: r for r in L.leases()}
@@ -284,8 +335,23 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
                  10, "both releases in the database")
         # dhcpcd (its own DUID-based identity) on subnet A gets a pool address too
         L.ex("ca", "ip", "addr", "flush", "dev", a)
-        result = L.ex("ca", "dhcpcd", "-4", "-1", "-B", "-t", "15", "-c", str(L.script), "-f", "/dev/null",
-                      "--noarp", a, check=False, timeout=30)
+        result = L.ex(
+            "ca",
+            "dhcpcd",
+            "-4",
+            "-1",
+            "-B",
+            "-t",
+            "15",
+            "-c",
+            str(L.script),
+            "-f",
+            "/dev/null",
+            "--noarp",
+            a,
+            check=False,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         assert in_pool(L.address_of("ca", a), "10.52.1.")
         events = [e["event"] for e in L.server_events()]
@@ -322,7 +388,8 @@ LOAD_GENERATOR = """
 import json, os, random, socket, sys, time
 from ipaddress import IPv4Address
 from boothop.relay.wire import DhcpMessage, MessageType, Op, decode, encode
-giaddr, clients, seconds, out = IPv4Address(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), open(sys.argv[4], 'a')
+giaddr, clients, seconds = IPv4Address(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+out = open(sys.argv[4], 'a')
 server, stop, order = sys.argv[5], sys.argv[6], sys.argv[7]
 recorded = 0
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -352,16 +419,20 @@ while time.monotonic() < end and not os.path.exists(stop):
     xid += 1
     base = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=chaddr, giaddr=giaddr, hops=1)
     if n in held:
-        ack = exchange(base.replace(ciaddr=held[n], options=((53, bytes((MessageType.REQUEST,))),)), MessageType.ACK)
+        ack = exchange(base.replace(ciaddr=held[n], options=((53, bytes((MessageType.REQUEST,))),)),
+                       MessageType.ACK)
     else:
-        offer = exchange(base.replace(options=((53, bytes((MessageType.DISCOVER,))),)), MessageType.OFFER)
+        offer = exchange(base.replace(options=((53, bytes((MessageType.DISCOVER,))),)),
+                         MessageType.OFFER)
         if offer is None:
             continue
-        ack = exchange(base.replace(options=((53, bytes((MessageType.REQUEST,))), (54, offer.get(54)),
-                                             (50, offer.yiaddr.packed))), MessageType.ACK)
+        ack = exchange(base.replace(options=((53, bytes((MessageType.REQUEST,))),
+                                             (54, offer.get(54)), (50, offer.yiaddr.packed))),
+                       MessageType.ACK)
     if ack is not None:
         held[n] = ack.yiaddr
-        out.write(json.dumps({'mac': chaddr[:6].hex(':'), 'address': str(ack.yiaddr), 't': time.time()}) + '\\n')
+        out.write(json.dumps({'mac': chaddr[:6].hex(':'), 'address': str(ack.yiaddr),
+                              't': time.time()}) + '\\n')
         out.flush()
         recorded += 1
         # A kill order "PID COUNT": SIGKILL the server the moment ACK number COUNT is in, the
@@ -395,7 +466,17 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
 def slow_disk_shim(tmp: Path) -> Path:
     source, shim = tmp / "slowdisk.c", tmp / "slowdisk.so"
     source.write_text(SLOW_DISK_SHIM)
-    sh("cc", "-shared", "-fPIC", "-O2", "-DSLOW_WRITE_US=5000", "-o", str(shim), str(source), "-ldl")
+    sh(
+        "cc",
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-DSLOW_WRITE_US=5000",
+        "-o",
+        str(shim),
+        str(source),
+        "-ldl",
+    )
     return shim
 
 
@@ -403,7 +484,11 @@ def acked(path: Path) -> list[dict[str, str]]:
     """The generator's ACK records so far (a line still being written is left for next time)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    return [
+        json.loads(line)
+        for line in path.read_text().splitlines(keepends=True)
+        if line.endswith("\n")
+    ]
 
 
 def stored_leases(db: Path) -> dict[str, tuple[str, str]]:
@@ -413,8 +498,11 @@ def stored_leases(db: Path) -> dict[str, tuple[str, str]]:
     return {str(IPv4Address(a)): (bytes(m).hex(":"), state) for a, m, state in rows}
 
 
-def assert_acks_durable(records: list[dict[str, str]], stored: dict[str, tuple[str, str]], when: str) -> None:
-    """Every ACKed (mac, address) is a bound row for that mac; no address was ACKed to two clients."""
+def assert_acks_durable(
+    records: list[dict[str, str]], stored: dict[str, tuple[str, str]], when: str
+) -> None:
+    """Every ACKed (mac, address) is a bound row for that mac; no address was ACKed to two
+    clients."""
     owner: dict[str, str] = {}
     for record in records:
         # Never one address to two clients (leases are an hour long, none released here).
@@ -457,8 +545,10 @@ def test_crash_sigkill_under_load_keeps_every_acked_lease(tmp_path: Path) -> Non
         def await_acks(count: int, what: str) -> None:
             while len(acked(acks)) < count:
                 if time.monotonic() > deadline or generator.poll() is not None:
-                    raise AssertionError(f"{what}: {len(acked(acks))} of {count} ACKs by the deadline\n"
-                                         + (tmp_path / "generator.log").read_text()[-2000:])
+                    raise AssertionError(
+                        f"{what}: {len(acked(acks))} of {count} ACKs by the deadline\n"
+                        + (tmp_path / "generator.log").read_text()[-2000:]
+                    )
                 time.sleep(0.02)
 
         try:
@@ -487,6 +577,8 @@ def test_crash_sigkill_under_load_keeps_every_acked_lease(tmp_path: Path) -> Non
         L.stop_server()
         records = acked(acks)
         rows = {r["address"]: r for r in L.leases()}
-        assert_acks_durable(records, {a: (r["mac"], r["state"]) for a, r in rows.items()}, "at the end")
+        assert_acks_durable(
+            records, {a: (r["mac"], r["state"]) for a, r in rows.items()}, "at the end"
+        )
         bound = [r["mac"] for r in rows.values() if r["state"] == "bound"]
         assert len(bound) == len(set(bound)), "a client holds two addresses"

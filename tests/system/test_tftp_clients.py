@@ -52,7 +52,9 @@ async def serving(nursery: trio.Nursery, root: Path) -> int:
 
 @pytest.mark.parametrize("name", ["small.bin", "exact.bin", "large.bin"])
 @pytest.mark.parametrize("blksize", [None, 1468, 8192])
-async def test_curl_downloads_match(root: Path, tmp_path: Path, name: str, blksize: int | None) -> None:
+async def test_curl_downloads_match(
+    root: Path, tmp_path: Path, name: str, blksize: int | None
+) -> None:
     curl = need("curl")
     out = tmp_path / "out"
     async with trio.open_nursery() as nursery:
@@ -72,7 +74,9 @@ async def test_tftp_hpa_downloads_match(root: Path, tmp_path: Path, name: str) -
     out = tmp_path / "out"
     async with trio.open_nursery() as nursery:
         port = await serving(nursery, root)
-        result = await fetch([tftp, "-m", "binary", "127.0.0.1", str(port), "-c", "get", name, str(out)], 45)
+        result = await fetch(
+            [tftp, "-m", "binary", "127.0.0.1", str(port), "-c", "get", name, str(out)], 45
+        )
         nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stderr
     assert digest(out) == digest(root / name)
@@ -83,20 +87,35 @@ async def test_tftp_hpa_netascii(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     async with trio.open_nursery() as nursery:
         port = await serving(nursery, root)
-        result = await fetch([tftp, "-m", "netascii", "127.0.0.1", str(port), "-c", "get", "text.txt", str(out)], 15)
+        result = await fetch(
+            [tftp, "-m", "netascii", "127.0.0.1", str(port), "-c", "get", "text.txt", str(out)], 15
+        )
         nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stderr
     # tftp-hpa converts CR LF back to the local LF convention: the file arrives unchanged.
     assert out.read_bytes() == b"line one\nline two\n"
 
 
-@pytest.mark.parametrize(("name", "code"), [("missing.bin", 68), ("escape", 69), ("../small.bin", 69)])
+@pytest.mark.parametrize(
+    ("name", "code"), [("missing.bin", 68), ("escape", 69), ("../small.bin", 69)]
+)
 async def test_curl_gets_the_tftp_error(root: Path, tmp_path: Path, name: str, code: int) -> None:
     # curl's exit codes: 68 "TFTP file not found", 69 "TFTP permission problem".
     curl = need("curl")
     async with trio.open_nursery() as nursery:
         port = await serving(nursery, root)
-        result = await fetch([curl, "-sS", "--path-as-is", "--max-time", "10", "-o", str(tmp_path / "x"),
-                              f"tftp://127.0.0.1:{port}/{name}"], 15)
+        result = await fetch(
+            [
+                curl,
+                "-sS",
+                "--path-as-is",
+                "--max-time",
+                "10",
+                "-o",
+                str(tmp_path / "x"),
+                f"tftp://127.0.0.1:{port}/{name}",
+            ],
+            15,
+        )
         nursery.cancel_scope.cancel()
     assert result.returncode == code, result.stderr

@@ -101,7 +101,7 @@ async def test_curl_uploads_match(
         argv += ["--tftp-blksize", str(blksize)]
     async with trio.open_nursery() as nursery:
         port = await serving(nursery, root)
-        result = await run(argv + [f"tftp://127.0.0.1:{port}/up.bin"], 30)
+        result = await run([*argv, f"tftp://127.0.0.1:{port}/up.bin"], 30)
         nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stderr
     assert digest(root / "up.bin") == digest(sources / name)

@@ -33,7 +33,9 @@ MAC = bytes.fromhex("02b007000001")
 DHCP, PXE = IPv4Address("10.91.0.10"), IPv4Address("10.91.0.20")
 
 
-def offer(server: IPv4Address, yiaddr: str, *extra: tuple[int, bytes], mtype: int = MessageType.OFFER) -> DhcpMessage:
+def offer(
+    server: IPv4Address, yiaddr: str, *extra: tuple[int, bytes], mtype: int = MessageType.OFFER
+) -> DhcpMessage:
     return DhcpMessage(
         op=Op.BOOTREPLY, xid=1, chaddr=MAC.ljust(16, b"\0"), yiaddr=IPv4Address(yiaddr),
         options=((Opt.MESSAGE_TYPE, bytes((mtype,))), (Opt.SERVER_ID, server.packed), *extra),
@@ -59,8 +61,12 @@ def test_offer_kinds_follow_address_and_option_60() -> None:
     assert pc.offer_kind(offer(DHCP, "10.91.1.100", PXECLIENT, mtype=MessageType.ACK)) == pc.OTHER
 
 
-@pytest.mark.parametrize("offers", [[COMBINED, IP_ONLY, PROXY], [PROXY, IP_ONLY, COMBINED], [PROXY, COMBINED]])
-def test_pxe_spec_dhcp_and_pxe_in_the_same_offer_beats_ip_only_plus_proxy(offers: list[DhcpMessage]) -> None:
+@pytest.mark.parametrize(
+    "offers", [[COMBINED, IP_ONLY, PROXY], [PROXY, IP_ONLY, COMBINED], [PROXY, COMBINED]]
+)
+def test_pxe_spec_dhcp_and_pxe_in_the_same_offer_beats_ip_only_plus_proxy(
+    offers: list[DhcpMessage],
+) -> None:
     choice = pc.choose_offer(offers)
     assert choice is not None and choice.rule == "DHCP and PXE in the same offer"
     assert choice.address_offer is COMBINED and choice.boot_offer is COMBINED
@@ -92,7 +98,9 @@ def test_use_boot_file_bit_downloads_at_once_from_siaddr() -> None:
     control = PxeVendorOptions(((PxeSub.DISCOVERY_CONTROL, bytes((pc.USE_BOOT_FILE,))),)).encode()
     msg = offer(PXE, "0.0.0.0", PXECLIENT, (Opt.VENDOR_SPECIFIC, control)).replace(
         siaddr=IPv4Address("10.91.0.30"), file=b"boot.0")
-    assert pc.plan_boot(msg) == pc.BootPlan("download", IPv4Address("10.91.0.30"), boot_file="boot.0")
+    assert pc.plan_boot(msg) == pc.BootPlan(
+        "download", IPv4Address("10.91.0.30"), boot_file="boot.0"
+    )
 
 
 def test_malformed_option_43_falls_back_to_the_proxy_request() -> None:

@@ -47,7 +47,12 @@ RELAY_LOG = [
 PXE_LOG = [
     {"event": "pxe.reply.sent", "to": "10.91.1.100:68", "port": 4011},
     {"event": "tftp.transfer.started", "client": "10.91.1.100:2070", "filename": "boot.ipxe"},
-    {"event": "tftp.transfer.ended", "client": "10.91.1.100:2070", "bytes": 142, "outcome": "completed"},
+    {
+        "event": "tftp.transfer.ended",
+        "client": "10.91.1.100:2070",
+        "bytes": 142,
+        "outcome": "completed",
+    },
     {"event": "tftp.transfer.started", "client": "10.91.1.200:2071", "filename": "other"},
 ]
 
@@ -98,12 +103,14 @@ def test_pxe_host_arrows_keep_only_the_client_address() -> None:
 
 def test_ladder_text_draws_each_arrow_between_its_lanes() -> None:
     width = 20
-    text = ladder_text([Arrow(0, "client", "relay", "DISCOVER"), Arrow(1, "pxe", "relay", "OFFER")], width)
+    text = ladder_text(
+        [Arrow(0, "client", "relay", "DISCOVER"), Arrow(1, "pxe", "relay", "OFFER")], width
+    )
     header, rails, right, left = text.splitlines()
     assert header.split() == list(LANES)
     rail = [i for i, c in enumerate(rails) if c == "|"]
     assert rail == [i * width + (width - 1) // 2 for i in range(len(LANES))]
-    lane = dict(zip(LANES, rail))
+    lane = dict(zip(LANES, rail, strict=True))
     # client -> relay: leaves the client's rail, the head lands on the relay's rail.
     assert right[lane["client"]] == "|" and right[lane["relay"]] == ">"
     assert set(right[lane["client"] + 2:lane["relay"]]) <= set("- DISCOVER")
@@ -133,7 +140,17 @@ def test_report_table_lists_clients_and_failures() -> None:
     ]
     lines = report_text(spec(), results).splitlines()
     assert lines[0] == "boothop lab 'bhlt0000': relay = boothop"
-    assert lines[1].split() == ["client", "kind", "subnet", "address", "boot", "file", "bytes", "seconds", "result"]
+    assert lines[1].split() == [
+        "client",
+        "kind",
+        "subnet",
+        "address",
+        "boot",
+        "file",
+        "bytes",
+        "seconds",
+        "result",
+    ]
     assert lines[2].split() == ["pxe1", "pxe", "a", "10.91.1.100", "boot.ipxe", "176", "2.8", "ok"]
     assert lines[3].split() == ["dhcp1", "udhcpc", "a", "-", "-", "-", "-", "FAILED"]
     assert lines[4] == "  dhcp1: no lease"
@@ -142,7 +159,9 @@ def test_report_table_lists_clients_and_failures() -> None:
 def test_render_reads_the_logs_and_writes_html(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "relay.log").write_text("not json\n" + "\n".join(json.dumps(e) for e in RELAY_LOG) + "\n{broken\n")
+    (logs / "relay.log").write_text(
+        "not json\n" + "\n".join(json.dumps(e) for e in RELAY_LOG) + "\n{broken\n"
+    )
     (logs / "pxe.log").write_text("\n".join(json.dumps(e) for e in PXE_LOG))
     assert len(read_json_lines(logs / "relay.log")) == len(RELAY_LOG)
     results = [ClientResult("pxe1", "pxe", "a", MAC, "10.91.1.100", "boot.ipxe", 142, 2.0, True),

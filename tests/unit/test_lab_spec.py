@@ -61,7 +61,10 @@ def test_a_valid_lab_parses_to_its_values() -> None:
     assert spec.prefix == "bhlt0000" and spec.relay == "boothop" and spec.client_timeout == 30.0
     assert spec.dhcp_address == ipaddress.IPv4Interface("10.91.0.10/24")
     assert [s.name for s in spec.subnets] == ["a", "b"]
-    assert spec.subnet("b").pool == (ipaddress.IPv4Address("10.91.2.100"), ipaddress.IPv4Address("10.91.2.199"))
+    assert spec.subnet("b").pool == (
+        ipaddress.IPv4Address("10.91.2.100"),
+        ipaddress.IPv4Address("10.91.2.199"),
+    )
     assert spec.clients[1].address == ipaddress.IPv4Address("10.91.2.10")
     assert spec.with_relay("dhcrelay").relay == "dhcrelay"
 
@@ -84,7 +87,12 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("servers.tftp", "10.91.0.30/24", "servers.tftp", "unknown key"),
         ("servers.router", "10.91.0.1", "servers.router", "prefix length"),
         ("servers.router", "ten", "servers.router", "not 'ten'"),
-        ("servers.dhcp", "10.92.0.10/24", "servers.dhcp", "not in the router's network 10.91.0.0/24"),
+        (
+            "servers.dhcp",
+            "10.92.0.10/24",
+            "servers.dhcp",
+            "not in the router's network 10.91.0.0/24",
+        ),
         ("subnet", [], "subnet", "at least one client subnet"),
         ("subnet", "a", "subnet", "must be an array of tables ([[subnet]])"),
         ("subnet.1.name", "a", "subnet", "unique"),
@@ -92,11 +100,26 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("subnet.0.name", "A", "subnet[0].name", "lower-case"),
         ("subnet.0.mtu", 1500, "subnet[0].mtu", "unknown key"),
         ("subnet.0.pool", ["10.91.1.100"], "subnet[0].pool", "first and the last"),
-        ("subnet.0.pool", ["10.91.1.199", "10.91.1.100"], "subnet[0].pool", "ascending range inside 10.91.1.0/24"),
+        (
+            "subnet.0.pool",
+            ["10.91.1.199", "10.91.1.100"],
+            "subnet[0].pool",
+            "ascending range inside 10.91.1.0/24",
+        ),
         ("subnet.0.pool", ["10.91.1.100", "10.91.9.1"], "subnet[0].pool", "ascending range"),
-        ("subnet.0.pool", ["10.91.1.1", "10.91.1.9"], "subnet[0].pool", "contains the router's address 10.91.1.1"),
+        (
+            "subnet.0.pool",
+            ["10.91.1.1", "10.91.1.9"],
+            "subnet[0].pool",
+            "contains the router's address 10.91.1.1",
+        ),
         ("subnet.0.pool", ["10.91.1.x", "10.91.1.9"], "subnet[0].pool", "not an IPv4 address"),
-        ("client.0.kind", "windows", "client[0].kind", "one of pxe, pxe-spec, dhclient, udhcpc, bootp"),
+        (
+            "client.0.kind",
+            "windows",
+            "client[0].kind",
+            "one of pxe, pxe-spec, dhclient, udhcpc, bootp",
+        ),
         ("client.0.subnet", "c", "client[0].subnet", "no subnet named 'c'"),
         ("client.0.mac", "01:00:5e:00:00:01", "client[0].mac", "unicast MAC"),
         ("client.0.mac", "52:54:00:91:01", "client[0].mac", "unicast MAC"),
@@ -106,7 +129,9 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("client.1.mac", "52:54:00:91:01:01", "client", "MAC addresses must be unique"),
     ],
 )
-def test_invalid_lab_names_the_key_and_the_reason(path: str, value: Any, key: str, reason: str) -> None:
+def test_invalid_lab_names_the_key_and_the_reason(
+    path: str, value: Any, key: str, reason: str
+) -> None:
     error = error_of(changed(path, value))
     assert error.key == key
     assert reason in error.reason

@@ -27,7 +27,12 @@ def test_values_and_defaults() -> None:
     config = parse_pxe(
         {
             "server_address": "10.61.2.10",
-            "boot": {"bios": "undionly.kpxe", "efi-x64": "ipxe.efi", "arch-42": "x.efi", "ipxe": "boot.ipxe"},
+            "boot": {
+                "bios": "undionly.kpxe",
+                "efi-x64": "ipxe.efi",
+                "arch-42": "x.efi",
+                "ipxe": "boot.ipxe",
+            },
             "subnets": [{"network": "10.61.3.0/24", "boot": {"efi-x64": "lab.efi"}}],
             "menu": [{"type": 0, "description": "Local", "boot": {}}],
         },
@@ -42,7 +47,13 @@ def test_values_and_defaults() -> None:
 
 
 def test_arch_names_are_the_codec_names() -> None:
-    assert [arch_code(n) for n in ("bios", "efi-ia32", "efi-x64", "efi-arm64", "efi-x64-http")] == [0, 6, 7, 11, 16]
+    assert [arch_code(n) for n in ("bios", "efi-ia32", "efi-x64", "efi-arm64", "efi-x64-http")] == [
+        0,
+        6,
+        7,
+        11,
+        16,
+    ]
     assert arch_code("efi_x64") is None and arch_code("arch-70000") is None
 
 
@@ -54,10 +65,24 @@ def test_arch_names_are_the_codec_names() -> None:
         ({"server_address": "10.61.2.10", "boot": {"efi-x65": "a"}}, "pxe.boot.efi-x65"),
         ({"server_address": "10.61.2.10", "boot": {"efi-x64": ""}}, "pxe.boot.efi-x64"),
         ({"server_address": "10.61.2.10", "colocated": "yes"}, "pxe.colocated"),
-        ({"server_address": "10.61.2.10", "subnets": [{"network": "10.61.3.1/33"}]}, "pxe.subnets[0].network"),
-        ({"server_address": "10.61.2.10", "menu": [{"type": 1, "description": "a"}] * 2}, "pxe.menu[1].type"),
-        ({"server_address": "10.61.2.10", "menu": [{"type": 1, "description": "d" * 200},
-                                                   {"type": 2, "description": "e" * 60}]}, "pxe.menu"),
+        (
+            {"server_address": "10.61.2.10", "subnets": [{"network": "10.61.3.1/33"}]},
+            "pxe.subnets[0].network",
+        ),
+        (
+            {"server_address": "10.61.2.10", "menu": [{"type": 1, "description": "a"}] * 2},
+            "pxe.menu[1].type",
+        ),
+        (
+            {
+                "server_address": "10.61.2.10",
+                "menu": [
+                    {"type": 1, "description": "d" * 200},
+                    {"type": 2, "description": "e" * 60},
+                ],
+            },
+            "pxe.menu",
+        ),
         ({"server_address": "10.61.2.10", "tftp_server": 5}, "pxe.tftp_server"),
         ({"server_address": "10.61.2.10", "server_name": "n" * 64}, "pxe.server_name"),
         ({"server_address": "10.61.2.10", "pxe_port": 0}, "pxe.pxe_port"),

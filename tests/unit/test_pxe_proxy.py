@@ -94,7 +94,7 @@ def dropped(datagram: Datagram, config: PxeConfig = CONFIG) -> Drop:
 
 # -- the proxy offer --------------------------------------------------------------------------
 def test_proxy_offer_carries_boot_information_and_no_address() -> None:
-    msg, reply = answer(local(request()))
+    msg, _reply = answer(local(request()))
     assert msg.op == Op.BOOTREPLY and msg.message_type == MessageType.OFFER
     assert msg.xid == 0x61616161 and msg.chaddr == CHADDR and msg.flags == 0x8000
     assert msg.yiaddr == IPv4Address(0)
@@ -140,7 +140,14 @@ def test_uuid_is_not_invented_when_absent() -> None:
 # -- boot file selection ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [(0, b"undionly.kpxe"), (6, b"ipxe32.efi"), (7, b"ipxe.efi"), (9, None), (11, b"arm64.efi"), (None, b"undionly.kpxe")],
+    [
+        (0, b"undionly.kpxe"),
+        (6, b"ipxe32.efi"),
+        (7, b"ipxe.efi"),
+        (9, None),
+        (11, b"arm64.efi"),
+        (None, b"undionly.kpxe"),
+    ],
 )
 def test_boot_file_by_architecture(arch: int | None, expected: bytes | None) -> None:
     result = handle(local(request(arch=arch)), CONFIG)
@@ -195,7 +202,9 @@ def test_boot_file_longer_than_the_file_field_goes_in_option_67() -> None:
 # -- port 4011 --------------------------------------------------------------------------------
 def test_port_4011_request_gets_an_ack_with_the_boot_file_unicast_back() -> None:
     client = IPv4Address("10.61.1.100")
-    datagram = received(request(MessageType.REQUEST, ciaddr=client), (str(client), 68), 4011, SERVER)
+    datagram = received(
+        request(MessageType.REQUEST, ciaddr=client), (str(client), 68), 4011, SERVER
+    )
     msg, reply = answer(datagram)
     assert msg.message_type == MessageType.ACK
     assert msg.file == b"ipxe.efi" and msg.ciaddr == client and msg.yiaddr == IPv4Address(0)
@@ -250,7 +259,10 @@ def test_menu_item_request_on_4011_gets_that_items_file_and_boot_item_echoed() -
 def test_unknown_menu_item_is_dropped() -> None:
     item = PxeVendorOptions(((PxeSub.BOOT_ITEM, b"\x00\x09\x00\x00"),)).encode()
     payload = request(MessageType.REQUEST, extra=((Opt.VENDOR_SPECIFIC, item),))
-    assert dropped(received(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG) is Drop.UNKNOWN_MENU_ITEM
+    assert (
+        dropped(received(payload, ("10.61.1.100", 68), 4011, SERVER), MENU_CONFIG)
+        is Drop.UNKNOWN_MENU_ITEM
+    )
 
 
 # -- what is ignored --------------------------------------------------------------------------
@@ -267,7 +279,12 @@ def test_replies_and_bootp_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "value"), [(Opt.CLIENT_ARCH, b"\x00"), (Opt.CLIENT_UUID, b"\x01" * 17), (Opt.VENDOR_SPECIFIC, b"\x47\x09")]
+    ("code", "value"),
+    [
+        (Opt.CLIENT_ARCH, b"\x00"),
+        (Opt.CLIENT_UUID, b"\x01" * 17),
+        (Opt.VENDOR_SPECIFIC, b"\x47\x09"),
+    ],
 )
 def test_malformed_pxe_options_are_dropped(code: int, value: bytes) -> None:
     payload = encode(decode(request(MessageType.REQUEST)).with_option(code, value))
@@ -280,7 +297,9 @@ def test_truncated_message_is_malformed() -> None:
 
 @given(st.binary(max_size=700), st.sampled_from([67, 4011]))
 def test_any_bytes_give_a_result(data: bytes, port: int) -> None:
-    assert isinstance(handle(received(data, ("10.61.1.5", 68), port, SERVER), CONFIG), (Reply, Dropped))
+    assert isinstance(
+        handle(received(data, ("10.61.1.5", 68), port, SERVER), CONFIG), (Reply, Dropped)
+    )
 
 
 @given(st.lists(st.tuples(st.integers(1, 254), st.binary(max_size=40)), max_size=8))

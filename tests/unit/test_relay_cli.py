@@ -24,7 +24,10 @@ def test_dhcrelay_command_line_parses_to_relay_config() -> None:
     relay = settings("-d -id eth1 -iu eth0 -a 10.9.0.10 10.9.0.20").relay
     assert relay == RelayConfig(
         helpers=(IPv4Address("10.9.0.10"), IPv4Address("10.9.0.20")),
-        interfaces=(InterfaceConfig("eth1", Role.DOWNSTREAM), InterfaceConfig("eth0", Role.UPSTREAM)),
+        interfaces=(
+            InterfaceConfig("eth1", Role.DOWNSTREAM),
+            InterfaceConfig("eth0", Role.UPSTREAM),
+        ),
         agent_info=True,
     )
 
@@ -41,7 +44,10 @@ def test_all_dhcrelay_flags() -> None:
     result = settings("-4 -d -q -D -i eth1 10.9.0.10 -i eth2 -c 4 -m append -A 1400 10.9.0.20")
     relay = result.relay
     assert relay.helpers == (IPv4Address("10.9.0.10"), IPv4Address("10.9.0.20"))
-    assert [(i.name, i.role) for i in relay.interfaces] == [("eth1", Role.BOTH), ("eth2", Role.BOTH)]
+    assert [(i.name, i.role) for i in relay.interfaces] == [
+        ("eth1", Role.BOTH),
+        ("eth2", Role.BOTH),
+    ]
     assert relay.max_hops == 4
     assert relay.agent_policy is AgentPolicy.APPEND
     assert relay.max_packet_size == 1400

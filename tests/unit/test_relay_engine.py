@@ -112,7 +112,8 @@ def make_engine(
 
 def client_options(kind: int | None = MessageType.DISCOVER) -> tuple[tuple[int, bytes], ...]:
     head = ((Opt.MESSAGE_TYPE, bytes((kind,))),) if kind is not None else ()
-    return head + (
+    return (
+        *head,
         (Opt.CLIENT_ID, b"\x01" + MAC),
         (Opt.HOST_NAME, b"pc-1"),
         (Opt.PARAMETER_REQUEST_LIST, bytes((1, 3, 6, 15))),
@@ -151,13 +152,13 @@ def reply(
         hops=1,
         yiaddr=ip(yiaddr),
         giaddr=giaddr,
-        options=head
-        + (
+        options=(
+            *head,
             (Opt.SERVER_ID, DHCP_SERVER.packed),
             (Opt.LEASE_TIME, (3600).to_bytes(4, "big")),
             (Opt.SUBNET_MASK, bytes((255, 255, 255, 0))),
-        )
-        + extra,
+            *extra,
+        ),
     )
     return message.replace(**fields)
 
@@ -518,7 +519,7 @@ def test_trusted_circuit_policy_append_keeps_theirs_and_adds_ours_last() -> None
     engine = trusted_engine(AgentPolicy.APPEND)
     relayed = forwarded(engine.handle(from_client(with_agent(request(), *CLIENT_AGENT)), 0.0))
     assert relayed.options[-1][0] == Opt.RELAY_AGENT_INFO
-    assert agent_info(relayed).suboptions == CLIENT_AGENT + ((AgentSub.CIRCUIT_ID, b"lan1"),)
+    assert agent_info(relayed).suboptions == (*CLIENT_AGENT, (AgentSub.CIRCUIT_ID, b"lan1"))
     assert relayed.giaddr == LAN1_ADDR
 
 
@@ -1076,7 +1077,7 @@ def test_counters_add_up_over_a_mixed_run() -> None:
 
 def test_update_interfaces_an_interface_that_appears_later_is_used() -> None:
     config = make_config()
-    config = dataclasses.replace(config, interfaces=config.interfaces + (InterfaceConfig("lan5"),))
+    config = dataclasses.replace(config, interfaces=(*config.interfaces, InterfaceConfig("lan5")))
     engine = RelayEngine(config, host_interfaces())
     assert (
         drop_reason(engine.handle(from_client(request(), 7), 0.0)) is DropReason.UNKNOWN_INTERFACE

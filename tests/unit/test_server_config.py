@@ -43,7 +43,11 @@ def test_overlapping_subnets_refused() -> None:
 
 
 def test_reservation_outside_subnet_refused() -> None:
-    err = bad(lambda t: t["subnets"][0]["reservations"].append({"mac": "02:00:00:00:00:01", "address": "10.51.2.5"}))
+    err = bad(
+        lambda t: t["subnets"][0]["reservations"].append(
+            {"mac": "02:00:00:00:00:01", "address": "10.51.2.5"}
+        )
+    )
     assert err.key == "dhcp.subnets[0].reservations[2].address" and "outside" in err.reason
 
 
@@ -73,12 +77,20 @@ def test_unknown_key_refused() -> None:
 
 
 def test_duplicate_reservation_mac_refused() -> None:
-    err = bad(lambda t: t["subnets"][0]["reservations"].append({"mac": "52:54:00:00:01:0a", "address": "10.51.1.12"}))
+    err = bad(
+        lambda t: t["subnets"][0]["reservations"].append(
+            {"mac": "52:54:00:00:01:0a", "address": "10.51.1.12"}
+        )
+    )
     assert err.key == "dhcp.subnets[0].reservations[2].mac"
 
 
 def test_timers_must_be_ordered() -> None:
-    err = bad(lambda t: t["subnets"][1].update({"lease_time": 600, "renewal_time": 500, "rebinding_time": 400}))
+    err = bad(
+        lambda t: t["subnets"][1].update(
+            {"lease_time": 600, "renewal_time": 500, "rebinding_time": 400}
+        )
+    )
     assert err.key == "dhcp.subnets[1].renewal_time"
 
 
@@ -168,8 +180,9 @@ def test_overlap_of_valid_subnets_is_reported_with_the_line_of_the_second(tmp_pa
     assert "overlaps dhcp.subnets[0]" in info.value.reason
 
 
-def test_check_reports_reservation_inside_another_clients_lease(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_reservation_inside_another_clients_lease(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config(tmp_path)
     store = SqliteLeaseStore(str(tmp_path / "leases.sqlite3"))
     store.write([Lease(IPv4Address("10.51.1.10"), LeaseState.BOUND, "hw:1:020000000001",
@@ -200,7 +213,7 @@ def test_field_report_reconcile_restores_reservations_with_configured_mac(tmp_pa
     store = SqliteLeaseStore(str(tmp_path / "fresh.sqlite3"))  # the deleted database, rebuilt empty
     plan = plan_reconcile(cfg, store.load(), 100.0)
     store.write(plan.upserts)
-    rows = {l.address: l for l in store.load()}
+    rows = {lease.address: lease for lease in store.load()}
     assert rows[IPv4Address("10.51.1.10")].mac == RESERVED_MAC
     assert rows[IPv4Address("10.51.1.10")].state is LeaseState.RESERVED
     assert rows[IPv4Address("10.51.1.11")].client_id == bytes.fromhex("ff00112233")
@@ -222,14 +235,16 @@ def test_reconcile_replaces_wrong_mac_and_removes_strays() -> None:
     dup = Lease(IPv4Address("10.51.1.100"), LeaseState.BOUND, "hw:1:52540000010a", RESERVED_MAC,
                 None, "10.51.1.0/24", 0.0, 1e9)
     plan = plan_reconcile(cfg, [wrong, outside, dup], 10.0)
-    fixed = {l.address: l for l in plan.upserts}
+    fixed = {lease.address: lease for lease in plan.upserts}
     assert fixed[IPv4Address("10.51.1.10")].mac == RESERVED_MAC
     assert set(plan.deletes) == {IPv4Address("10.51.1.50"), IPv4Address("10.51.1.100")}
     again = plan_reconcile(cfg, [fixed[a] for a in fixed], 10.0)
     assert not again.changes
 
 
-def test_reconcile_cli_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reconcile_cli_dry_run_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_config(tmp_path)
     assert main(["reconcile", "-c", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -259,8 +274,9 @@ def test_unknown_section_refused(tmp_path: Path) -> None:
 
 
 
-def test_dhcp_and_non_colocated_pxe_on_one_port_is_refused(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_dhcp_and_non_colocated_pxe_on_one_port_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two services on UDP port 67 of one host: refused at load with the file, key and reason."""
     pxe = '\n[pxe]\nserver_address = "10.51.0.2"\n'
     path = write_config(tmp_path, pxe)

@@ -38,12 +38,27 @@ def commits(actions: list) -> list[Commit]:
 
 def dora(core: DhcpServerCore, chaddr: bytes, now: float = 0.0, giaddr: IPv4Address = RELAY_A,
          options: tuple = ()) -> IPv4Address:
-    offer = reply_of(core.handle(dgram(request(MT.DISCOVER, chaddr, giaddr=giaddr, options=options)), now))
+    offer = reply_of(
+        core.handle(dgram(request(MT.DISCOVER, chaddr, giaddr=giaddr, options=options)), now)
+    )
     assert offer.message_type == MT.OFFER
-    ack = reply_of(core.handle(dgram(request(
-        MT.REQUEST, chaddr, giaddr=giaddr,
-        options=options + (opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)),
-    )), now))
+    ack = reply_of(
+        core.handle(
+            dgram(
+                request(
+                    MT.REQUEST,
+                    chaddr,
+                    giaddr=giaddr,
+                    options=(
+                        *options,
+                        opt_addr(Opt.SERVER_ID, SERVER),
+                        opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr),
+                    ),
+                )
+            ),
+            now,
+        )
+    )
     assert ack.message_type == MT.ACK, ack.get(Opt.MESSAGE)
     assert ack.yiaddr == offer.yiaddr
     return ack.yiaddr
@@ -101,10 +116,14 @@ def test_unknown_subnet_gets_no_answer() -> None:
 def test_malformed_and_reply_datagrams_are_dropped() -> None:
     core = DhcpServerCore(config())
     bad = dgram(request(MT.DISCOVER, mac(1)))
-    assert drops(core.handle(bad.__class__(b"\x01\x02", bad.source, 67, SERVER), 0.0)) == [DropReason.MALFORMED]
+    assert drops(core.handle(bad.__class__(b"\x01\x02", bad.source, 67, SERVER), 0.0)) == [
+        DropReason.MALFORMED
+    ]
     reply = request(MT.OFFER, mac(1)).replace(op=Op.BOOTREPLY)
     assert drops(core.handle(dgram(reply), 0.0)) == [DropReason.NOT_A_REQUEST]
-    assert drops(core.handle(dgram(request(MT.OFFER, mac(1))), 0.0)) == [DropReason.UNEXPECTED_MESSAGE_TYPE]
+    assert drops(core.handle(dgram(request(MT.OFFER, mac(1))), 0.0)) == [
+        DropReason.UNEXPECTED_MESSAGE_TYPE
+    ]
 
 
 def test_selecting_request_binds_and_commits_before_ack() -> None:
@@ -166,7 +185,9 @@ def test_pool_exhausted_is_a_drop() -> None:
     core = DhcpServerCore(config())
     for n in range(5):
         dora(core, mac(n))
-    assert drops(core.handle(dgram(request(MT.DISCOVER, mac(99))), 1.0)) == [DropReason.POOL_EXHAUSTED]
+    assert drops(core.handle(dgram(request(MT.DISCOVER, mac(99))), 1.0)) == [
+        DropReason.POOL_EXHAUSTED
+    ]
 
 
 def test_renewing_extends_lease_and_replies_to_ciaddr() -> None:
@@ -271,8 +292,14 @@ def test_decline_of_address_not_held_is_ignored() -> None:
 def test_server_must_not_send_lease_time_in_inform_ack() -> None:
     core = DhcpServerCore(config())
     client = IPv4Address("10.51.1.50")
-    actions = core.handle(dgram(request(MT.INFORM, mac(1), giaddr=ZERO, ciaddr=client), source=client,
-                                local=IPv4Address("10.51.1.2")), 0.0)
+    actions = core.handle(
+        dgram(
+            request(MT.INFORM, mac(1), giaddr=ZERO, ciaddr=client),
+            source=client,
+            local=IPv4Address("10.51.1.2"),
+        ),
+        0.0,
+    )
     ack = reply_of(actions)
     assert ack.message_type == MT.ACK and not ack.has(Opt.LEASE_TIME) and ack.yiaddr == ZERO
     assert ack.get(Opt.ROUTER) == RELAY_A.packed
@@ -317,7 +344,9 @@ def test_reserved_address_never_offered_to_others() -> None:
     core = DhcpServerCore(config())
     msg = request(MT.DISCOVER, mac(1), options=(opt_addr(Opt.REQUESTED_ADDRESS, "10.51.1.10"),))
     assert reply_of(core.handle(dgram(msg), 0.0)).yiaddr != IPv4Address("10.51.1.10")
-    nak = reply_of(core.handle(dgram(request(MT.REQUEST, mac(1), ciaddr=IPv4Address("10.51.1.10"))), 1.0))
+    nak = reply_of(
+        core.handle(dgram(request(MT.REQUEST, mac(1), ciaddr=IPv4Address("10.51.1.10"))), 1.0)
+    )
     assert nak.message_type == MT.NAK
 
 
@@ -333,7 +362,11 @@ def test_bootp_reserved_client_gets_bootreply_and_infinite_binding() -> None:
     actions = core.handle(dgram(request(None, bytes.fromhex("52540000010a"))), 0.0)
     reply = reply_of(actions)
     assert reply.op == Op.BOOTREPLY and reply.yiaddr == IPv4Address("10.51.1.10")
-    assert reply.message_type is None and not reply.has(Opt.SERVER_ID) and not reply.has(Opt.LEASE_TIME)
+    assert (
+        reply.message_type is None
+        and not reply.has(Opt.SERVER_ID)
+        and not reply.has(Opt.LEASE_TIME)
+    )
     assert reply.get(Opt.HOST_NAME) == b"boot1"
     assert reply.get(Opt.SUBNET_MASK) == IPv4Address("255.255.255.0").packed
     assert commits(actions)[0].lease.expires is None
@@ -348,7 +381,9 @@ def test_bootp_without_magic_cookie_answered() -> None:
 
 def test_bootp_unreserved_dropped_unless_dynamic_bootp() -> None:
     core = DhcpServerCore(config())
-    assert drops(core.handle(dgram(request(None, mac(5))), 0.0)) == [DropReason.BOOTP_NO_RESERVATION]
+    assert drops(core.handle(dgram(request(None, mac(5))), 0.0)) == [
+        DropReason.BOOTP_NO_RESERVATION
+    ]
     reply = reply_of(core.handle(dgram(request(None, mac(5), giaddr=RELAY_B)), 0.0))
     assert reply.yiaddr in config().subnets[1].network
 
@@ -366,8 +401,22 @@ def test_server_id_override_rfc5107() -> None:
     info = agent((AgentSub.SERVER_ID_OVERRIDE, override.packed))
     offer = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=(info,))), 0.0))
     assert offer.get(Opt.SERVER_ID) == override.packed
-    ack = reply_of(core.handle(dgram(request(MT.REQUEST, mac(1), options=(
-        info, opt_addr(Opt.SERVER_ID, override), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)))), 1.0))
+    ack = reply_of(
+        core.handle(
+            dgram(
+                request(
+                    MT.REQUEST,
+                    mac(1),
+                    options=(
+                        info,
+                        opt_addr(Opt.SERVER_ID, override),
+                        opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr),
+                    ),
+                )
+            ),
+            1.0,
+        )
+    )
     assert ack.message_type == MT.ACK and ack.get(Opt.SERVER_ID) == override.packed
 
 
@@ -430,17 +479,25 @@ def test_reply_respects_max_message_size_and_drops_if_too_large() -> None:
     assert reply_of(core.handle(dgram(msg), 0.0)).get(250) == b"x" * 900
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x01" * 240, bytes(300), b"\x01\x01\x06\x00" + bytes(232) + b"\x63\x82\x53\x63\x35"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x01" * 240, bytes(300), b"\x01\x01\x06\x00" + bytes(232) + b"\x63\x82\x53\x63\x35"],
+)
 def test_garbage_never_raises(payload: bytes) -> None:
     core = DhcpServerCore(config())
-    actions = core.handle(dgram(request(MT.DISCOVER, mac(1))).__class__(payload, RELAY_A, 67, SERVER), 0.0)
+    actions = core.handle(
+        dgram(request(MT.DISCOVER, mac(1))).__class__(payload, RELAY_A, 67, SERVER), 0.0
+    )
     assert all(isinstance(a, Drop) for a in actions)
 
 
 def test_pxe_colocated_adds_vendor_class_for_pxe_clients() -> None:
     core = DhcpServerCore(config(), pxe_colocated=True)
     pxe = (Opt.VENDOR_CLASS_ID, b"PXEClient:Arch:00000:UNDI:002001")
-    assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=(pxe,))), 0.0)).get(60) == b"PXEClient"
+    assert (
+        reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=(pxe,))), 0.0)).get(60)
+        == b"PXEClient"
+    )
     assert not reply_of(core.handle(dgram(request(MT.DISCOVER, mac(2))), 0.0)).has(60)
 
 

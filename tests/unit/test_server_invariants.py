@@ -16,13 +16,15 @@ from boothop.server.dhcp.core import DhcpServerCore
 
 ZERO = IPv4Address(0)
 CLIENTS = st.integers(min_value=0, max_value=7)
-ADDRESSES = st.sampled_from([IPv4Address(f"10.51.1.{n}") for n in (10, 11, 100, 101, 102, 103, 104, 150)])
+ADDRESSES = st.sampled_from(
+    [IPv4Address(f"10.51.1.{n}") for n in (10, 11, 100, 101, 102, 103, 104, 150)]
+)
 
 
 class NoDoubleBinding(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.config = config(**{"decline_time": 50})
+        self.config = config(decline_time=50)
         self.core = DhcpServerCore(self.config)
         self.now = 0.0
         #: address -> (client, expiry) as the clients were told by ACKs.

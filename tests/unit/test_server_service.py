@@ -100,13 +100,17 @@ def test_per_packet_lines_are_debug_only() -> None:
         with capture_logs() as logs:
             receiver, durable, sock, _ = shell()
             durable.commit(*dora(receiver, sock, 4))
-        assert not [e for e in logs if e["event"] in ("server.offer", "server.ack", "server.lease.bound")]
+        assert not [
+            e for e in logs if e["event"] in ("server.offer", "server.ack", "server.lease.bound")
+        ]
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(10))  # debug
         with capture_logs() as logs:
             receiver, durable, sock, _ = shell()
             durable.commit(*dora(receiver, sock, 5))
         events = [e["event"] for e in logs]
-        assert "server.offer" in events and "server.ack" in events and "server.lease.bound" in events
+        assert (
+            "server.offer" in events and "server.ack" in events and "server.lease.bound" in events
+        )
     finally:
         structlog.reset_defaults()
 

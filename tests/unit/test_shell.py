@@ -72,7 +72,7 @@ def test_a_taken_port_is_refused_naming_the_port(sock: socket.socket) -> None:
 
 
 def test_a_foreign_address_is_refused_naming_it() -> None:
-    with pytest.raises(SocketUnavailable, match="192.0.2.1 is not an address of this host"):
+    with pytest.raises(SocketUnavailable, match=r"192\.0\.2\.1 is not an address of this host"):
         open_udp(0, "192.0.2.1")
 
 

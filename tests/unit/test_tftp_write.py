@@ -220,7 +220,7 @@ def test_block_numbers_roll_over_from_65535_to_0() -> None:
             break
     assert transfer.outcome is Outcome.COMPLETED
     assert bytes(sink.data) == payload
-    assert transfer.ignored == {reason: 0 for reason in Ignored}
+    assert transfer.ignored == dict.fromkeys(Ignored, 0)
 
 
 def test_after_rollover_old_and_future_blocks_are_told_apart() -> None:
@@ -367,7 +367,7 @@ def test_rfc1350_dallying_retransmits_the_final_ack_for_a_duplicate_last_data() 
     assert transfer.receive(data(1, b"x" * 512), PEER, 1.3) == []
     assert transfer.ignored[Ignored.AFTER_END] == 1
     assert sink.data == b"x" * 512 + b"end"
-    assert transfer.next_deadline() == pytest.approx(3.2)  # timeout × (retries + 1)
+    assert transfer.next_deadline() == pytest.approx(3.2)  # timeout * (retries + 1)
     assert transfer.on_timer(3.2) == [] and transfer.done
     assert transfer.next_deadline() is None
 

@@ -160,9 +160,7 @@ def test_overload_sname_only_keeps_file() -> None:
 
 
 def many_options(count: int, size: int) -> tuple[tuple[int, bytes], ...]:
-    return ((Opt.MESSAGE_TYPE, b"\x02"),) + tuple(
-        (100 + i, bytes([i]) * size) for i in range(count)
-    )
+    return ((Opt.MESSAGE_TYPE, b"\x02"), *tuple((100 + i, bytes([i]) * size) for i in range(count)))
 
 
 def test_encode_overloads_file_then_sname_when_capacity_is_small() -> None:

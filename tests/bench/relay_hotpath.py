@@ -1,0 +1,100 @@
+"""Benchmark (not a test): instructions per relayed request on the relay's hot path, by callgrind.
+
+    python3 tests/bench/relay_hotpath.py [--packets 2000]
+
+The relay's receive path, in one process on loopback: a client socket sends a DHCPDISCOVER, the
+shell ring receives it (``shell.receive``: recvmsg, IP_PKTINFO, the Datagram) and hands it to
+``DatagramLoop``'s guarded handler, ``RelayService`` runs the engine and executes the Forward
+(to a sender that drops it, so no routing is needed). callgrind counts instructions, not seconds:
+the figure repeats to within about 0.2 % whatever else the machine is doing, which a DORA
+benchmark on a shared machine cannot (tests/bench/relay_dora.py gives the end-to-end figures
+against dhcrelay). Two runs, with ``--packets`` and with a fifth of it, are subtracted, so
+interpreter start-up and imports cancel out. Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+
+def relay_requests(count: int) -> None:
+    """Relay ``count`` DHCPDISCOVERs through the shell ring and the engine."""
+    from boothop.relay.actions import Deliver, Forward
+    from boothop.relay.config import InterfaceConfig, RelayConfig
+    from boothop.relay.engine import RelayEngine
+    from boothop.relay.interfaces import Interface, InterfaceTable, Role
+    from boothop.relay.service import RelayService
+    from boothop.relay.shell import configure_logging, open_udp, receive
+    from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, encode
+
+    configure_logging("info", "json")  # the default level: nothing is written per packet
+
+    class Discard:
+        def forward(self, action: Forward) -> None:
+            pass
+
+        def deliver(self, action: Deliver) -> None:
+            pass
+
+    config = RelayConfig(helpers=(IPv4Address("10.71.100.10"),),
+                         interfaces=(InterfaceConfig("lan", Role.DOWNSTREAM),))
+    loopback = Interface(socket.if_nametoindex("lo"), "lan", True,
+                         (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)
+    engine = RelayEngine(config, InterfaceTable.of([loopback]))
+    sock = open_udp(0, "127.0.0.1")
+    sock.setblocking(True)
+    service = RelayService(engine, sock, Discard())  # type: ignore[arg-type]
+    message = DhcpMessage(op=Op.BOOTREQUEST, xid=0x42, chaddr=bytes.fromhex("02710000010a")
+                          + bytes(10), options=((Opt.MESSAGE_TYPE, bytes([MessageType.DISCOVER])),))
+    payload = encode(message)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = sock.getsockname()
+    for _ in range(count):
+        client.sendto(payload, address)
+        service.loop._handle(receive(sock, address[1]))
+    assert engine.counters.snapshot()["received"] == count
+
+
+def instructions(count: int) -> int:
+    """callgrind's instruction total for a run relaying ``count`` requests."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+             os.path.realpath(sys.executable), __file__, "--child", str(count)],
+            capture_output=True, text=True, timeout=900, check=True)
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    assert found, result.stderr[-2000:]
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--packets", type=int, default=2000)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        relay_requests(args.child)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind not installed", file=sys.stderr)
+        return 2
+    small = max(args.packets // 5, 1)
+    total, base = instructions(args.packets), instructions(small)
+    per_request = (total - base) / (args.packets - small)
+    print(f"relay hot path: {per_request:,.0f} instructions per relayed request "
+          f"(callgrind, {args.packets} - {small} requests)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,5 +18,11 @@ class DropReason(enum.Enum):
     REPLY_FROM_NON_SERVER = "reply-from-non-server"
     UNKNOWN_GIADDR = "unknown-giaddr"
     UNKNOWN_CIRCUIT = "unknown-circuit"
+    #: A reply whose circuit-id or link selection names another interface than its giaddr's.
+    CIRCUIT_MISMATCH = "circuit-mismatch"
+    #: A reply from a server's address that arrived on a client-facing side of the relay.
+    REPLY_WRONG_INTERFACE = "reply-wrong-interface"
+    #: A reply to unicast to a ciaddr that is not a host on the delivery interface's subnets.
+    CIADDR_OFF_LINK = "ciaddr-off-link"
     REQUEST_FROM_SELF = "request-from-self"
     OVERSIZE = "oversize"

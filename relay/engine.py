@@ -13,7 +13,7 @@ from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
-from .interfaces import Interface, InterfaceTable
+from .interfaces import Interface, InterfaceTable, Role
 from .wire import (
     ETHERNET_MAX_MESSAGE,
     FLAG_UNICAST,
@@ -51,12 +51,9 @@ class RelayEngine:
     def config(self, config: RelayConfig) -> None:
         self._config = config
         self._servers = config.all_servers
-        self._any_adds_agent_info = config.agent_info or any(
-            i.link_selection is not None or i.server_id_override for i in config.interfaces
-        )
         self._agent_values: dict[tuple[int, bool], bytes | None] = {}
-        self._circuits: dict[bytes, tuple[Interface, InterfaceConfig]] | None = None
-        self._agent_targets: dict[bytes, tuple[Interface, InterfaceConfig] | Drop | None] = {}
+        self._circuits: dict[bytes, str] | None = None
+        self._agent_decoded: dict[bytes, tuple[bytes | None, IPv4Address | None] | Drop] = {}
 
     @property
     def interfaces(self) -> InterfaceTable:
@@ -67,7 +64,7 @@ class RelayEngine:
         self._interfaces = table
         self._agent_values = {}
         self._circuits = None
-        self._agent_targets = {}
+        self._server_links: dict[IPv4Address, frozenset[int]] = {}
 
     def update_config(self, config: RelayConfig) -> None:
         self.config = config
@@ -246,9 +243,7 @@ class RelayEngine:
     def _agent_info(
         self, ingress: Interface, settings: InterfaceConfig, unicast: bool
     ) -> bytes | None:
-        subs: list[tuple[int, bytes]] = [
-            (AgentSub.CIRCUIT_ID, settings.circuit_id or ingress.name.encode())
-        ]
+        subs: list[tuple[int, bytes]] = [(AgentSub.CIRCUIT_ID, _circuit_of(ingress, settings))]
         remote_id = settings.remote_id or self.config.remote_id
         if remote_id:
             subs.append((AgentSub.REMOTE_ID, remote_id))
@@ -277,8 +272,15 @@ class RelayEngine:
         if isinstance(target, Drop):
             return [target]
         interface, settings = target
+        wrong_side = self._wrong_side(datagram, interface)
+        if wrong_side is not None:
+            return [wrong_side]
         if not interface.up:
             return [Drop(DropReason.INTERFACE_DOWN, interface.name)]
+        mode, destination, mac = _delivery(msg)
+        if mode is DeliveryMode.UNICAST_CIADDR and not _on_link(interface, destination):
+            detail = f"ciaddr {destination} is not a host on {interface.name}'s subnets"
+            return [Drop(DropReason.CIADDR_OFF_LINK, detail)]
         try:
             if self._adds_agent_info(settings):
                 # RFC 3046 §2.1: "The Relay Agent Information option echoed by a server MUST be
@@ -294,74 +296,114 @@ class RelayEngine:
         if warning is not None:
             actions.append(warning)
         source = self._link_address(interface, settings) or msg.giaddr
-        mode, destination, mac = _delivery(msg)
         self.counters.delivered[mode] += 1
         actions.append(
             Deliver(interface.index, interface.name, payload, mode, destination, mac, source)
         )
         return actions
 
+    def _wrong_side(self, datagram: Datagram, delivery: Interface) -> Drop | None:
+        """A reply must arrive from the server's side of the relay, never from a client's.
+
+        The ingress may not be a client-facing-only interface (role downstream). Beyond the
+        roles, which may be absent (every interface plays both): a server on a connected subnet
+        is reached only through that subnet's interface, and a routed server never through the
+        interface the reply is delivered on. A server at one of our own addresses is exempt:
+        the kernel drops packets from outside carrying a local source as martians.
+        """
+        ingress = self.interfaces.by_index(datagram.ifindex)
+        server = datagram.source
+        if ingress is None:
+            return Drop(DropReason.REPLY_WRONG_INTERFACE,
+                        f"reply from {server} on unknown ifindex {datagram.ifindex}")
+        settings = self.config.interface(ingress.name)
+        if settings is not None and settings.role is Role.DOWNSTREAM:
+            return Drop(DropReason.REPLY_WRONG_INTERFACE,
+                        f"reply from {server} on client-facing {ingress.name}")
+        if self.interfaces.by_address(server) is not None:
+            return None
+        connected = self._server_links.get(server)
+        if connected is None:  # bounded: sources are configured servers
+            connected = self._server_links[server] = self.interfaces.connected(server)
+        if connected and ingress.index not in connected:
+            return Drop(DropReason.REPLY_WRONG_INTERFACE,
+                        f"reply from {server} on {ingress.name}, not on its subnet's interface")
+        if not connected and ingress.index == delivery.index:
+            return Drop(DropReason.REPLY_WRONG_INTERFACE,
+                        f"reply from routed {server} on {ingress.name}, where it is delivered")
+        return None
+
     def _reply_interface(
         self, msg: DhcpMessage, by_giaddr: Interface
     ) -> tuple[Interface, InterfaceConfig] | Drop:
-        """The client's interface: named by our circuit-id or link selection, else by giaddr."""
+        """The client's interface: giaddr's, or the one RFC 3527 link selection names.
+
+        Where this relay adds option 82 on that interface, an echoed circuit-id must be the one
+        it adds there: a circuit-id naming another interface does not redirect the reply.
+        """
+        circuit: bytes | None = None
+        link: IPv4Address | None = None
         agent_value = msg.get(Opt.RELAY_AGENT_INFO)
         if agent_value is not None:
-            target = self._agent_target(agent_value)
-            if target is not None:
-                return target
-        settings = self.config.interface(by_giaddr.name)
+            fields = self._agent_fields(agent_value)
+            if isinstance(fields, Drop):
+                return fields
+            circuit, link = fields
+        interface = by_giaddr
+        if link is not None:
+            linked = self.interfaces.by_address(link)
+            if linked is None:
+                return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
+            interface = linked
+        settings = self.config.interface(interface.name)
         if settings is None or not settings.role.faces_clients:
-            return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {by_giaddr.name}")
-        return by_giaddr, settings
+            return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {interface.name}")
+        if link is not None:
+            # RFC 3527 §3: giaddr is the address of the interface link selection went through.
+            through = settings.link_selection or interface.name
+            if by_giaddr.name != through:
+                return Drop(DropReason.CIRCUIT_MISMATCH,
+                            f"link selection {link} names {interface.name}, giaddr {msg.giaddr} "
+                            f"is on {by_giaddr.name}, not {through}")
+        if (circuit is not None and self._adds_agent_info(settings)
+                and circuit != _circuit_of(interface, settings)):
+            named = self._circuit_table().get(circuit)
+            if named is None:
+                return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
+            return Drop(DropReason.CIRCUIT_MISMATCH,
+                        f"circuit-id {circuit!r} names {named}, the reply is for {interface.name}")
+        return interface, settings
 
-    def _agent_target(self, value: bytes) -> tuple[Interface, InterfaceConfig] | Drop | None:
-        """What option 82 in a reply names (None: neither circuit-id nor link selection).
+    def _agent_fields(self, value: bytes) -> tuple[bytes | None, IPv4Address | None] | Drop:
+        """Circuit-id and link selection of option 82 in a reply, or a Drop if it is malformed.
 
         Servers echo the few values this relay sends: cached per value until the configuration
         or the interfaces change (bounded: a server could send any).
         """
         try:
-            return self._agent_targets[value]
+            return self._agent_decoded[value]
         except KeyError:
             pass
+        fields: tuple[bytes | None, IPv4Address | None] | Drop
         try:
-            target = self._find_agent_target(AgentInfo.decode(value))
+            agent = AgentInfo.decode(value)
+            fields = agent.circuit_id, agent.link_selection
         except WireError as error:
-            target = Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")
-        if len(self._agent_targets) >= 1024:
-            self._agent_targets.clear()
-        self._agent_targets[value] = target
-        return target
+            fields = Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")
+        if len(self._agent_decoded) >= 1024:
+            self._agent_decoded.clear()
+        self._agent_decoded[value] = fields
+        return fields
 
-    def _find_agent_target(
-        self, agent: AgentInfo
-    ) -> tuple[Interface, InterfaceConfig] | Drop | None:
-        circuit = agent.circuit_id
-        if circuit is not None:
-            named = self._circuit_table().get(circuit)
-            if named is not None:
-                return named
-            if self._any_adds_agent_info:
-                return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
-        link = agent.link_selection
-        if link is not None:
-            interface = self.interfaces.by_address(link)
-            settings = self.config.interface(interface.name) if interface else None
-            if interface is None or settings is None:
-                return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
-            return interface, settings
-        return None
-
-    def _circuit_table(self) -> dict[bytes, tuple[Interface, InterfaceConfig]]:
-        """Circuit-id -> client-facing interface (the first in table order wins a tie)."""
+    def _circuit_table(self) -> dict[bytes, str]:
+        """Circuit-id -> the name of a client-facing interface this relay adds it on."""
         if self._circuits is None:
-            circuits: dict[bytes, tuple[Interface, InterfaceConfig]] = {}
+            circuits: dict[bytes, str] = {}
             for interface in self.interfaces:
                 settings = self.config.interface(interface.name)
-                if settings is not None and settings.role.faces_clients:
-                    circuit = settings.circuit_id or interface.name.encode()
-                    circuits.setdefault(circuit, (interface, settings))
+                if (settings is not None and settings.role.faces_clients
+                        and self._adds_agent_info(settings)):
+                    circuits.setdefault(_circuit_of(interface, settings), interface.name)
             self._circuits = circuits
         return self._circuits
 
@@ -383,6 +425,26 @@ class RelayEngine:
             f"60/66/67 on {server} and keep the PXE server in the helper list.",
             server,
         )
+
+
+def _circuit_of(interface: Interface, settings: InterfaceConfig) -> bytes:
+    """The circuit-id this relay puts in option 82 for an interface: configured, else its name."""
+    return settings.circuit_id or interface.name.encode()
+
+
+def _on_link(interface: Interface, address: IPv4Address) -> bool:
+    """Whether ``address`` is a host on one of the interface's subnets (not the interface's own,
+    not a subnet's network or broadcast address: a reply unicast there would be reflected)."""
+    if interface.owns(address):
+        return False
+    for own in interface.addresses:
+        network = own.network
+        if address in network and (
+            network.prefixlen >= 31
+            or address not in (network.network_address, network.broadcast_address)
+        ):
+            return True
+    return False
 
 
 def _is_subnet_broadcast(interface: Interface, address: IPv4Address) -> bool:

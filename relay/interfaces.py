@@ -67,5 +67,11 @@ class InterfaceTable:
     def by_address(self, address: IPv4Address) -> Interface | None:
         return self._by_address.get(address)
 
+    def connected(self, address: IPv4Address) -> frozenset[int]:
+        """The indexes of the interfaces with a subnet that holds ``address`` (connected routes)."""
+        return frozenset(
+            i.index for i in self.interfaces for a in i.addresses if address in a.network
+        )
+
     def __iter__(self) -> Iterator[Interface]:
         return iter(self.interfaces)

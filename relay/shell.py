@@ -108,13 +108,21 @@ def errno_name(error: OSError) -> str:
 # -- sockets ---------------------------------------------------------------------------------
 #: Room for any UDP payload a link can carry unfragmented, and then some; larger is truncated.
 RECEIVE_BUFFER = 8192
-#: The kernel buffer is the back-pressure of a loop with no task per packet: make it deep.
+#: The kernel buffer is the back-pressure of a loop with no task per packet: make it deep. The
+#: kernel charges a datagram its buffer's true size, 1.25 KiB for a DHCP message of 300 octets
+#: (2.25 KiB for a full frame; measured on Linux 6), against twice the requested size: 4 MiB
+#: queues some 6,500 DHCP messages, over a second of the 5,000/s a mass reboot brings, while the
+#: loop catches up; a full queue costs at most 8 MiB of kernel memory per socket. It needs
+#: CAP_NET_ADMIN (SO_RCVBUFFORCE); without, net.core.rmem_max caps it (often 208 KiB).
 RECEIVE_QUEUE = 4 * 1024 * 1024
 #: Linux <netinet/in.h> and <asm-generic/socket.h>; the socket module does not export them all.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+#: With it on, a datagram carries the socket's count of datagrams the kernel dropped (a u32).
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
-ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+_U32 = struct.Struct("=I")
+ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_U32.size)
 #: Plain ints: the enum's ``&`` costs microseconds per packet.
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
@@ -137,7 +145,8 @@ class Truncated(Exception):
 
 def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
              pktinfo: bool = True, receive_queue: int = RECEIVE_QUEUE) -> socket.socket:
-    """A non-blocking UDP socket bound to ``address:port``, with IP_PKTINFO on received datagrams.
+    """A non-blocking UDP socket bound to ``address:port``, with IP_PKTINFO and SO_RXQ_OVFL on
+    received datagrams (unless ``pktinfo`` is False).
 
     No SO_REUSEADDR: a port another daemon holds (a second boothop, dhcrelay, dnsmasq) is
     refused, for two daemons on one port would split its traffic between them at random.
@@ -146,8 +155,9 @@ def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
     try:
         if broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        if pktinfo:
+        if pktinfo:  # the ancillary data ``receive`` reads
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if receive_queue:
             # FORCE passes net.core.rmem_max with CAP_NET_ADMIN; without, the kernel caps it.
             try:
@@ -226,16 +236,19 @@ def interface_name(ifindex: int) -> str:
 
 
 def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RECEIVE_BUFFER,
-            names: bool = False) -> Datagram:
+            names: bool = False, counters: LoopCounters | None = None) -> Datagram:
     """One datagram from ``sock`` (bound to ``port``), as the cores take it.
 
     BlockingIOError when a non-blocking receive finds the socket drained; ShutDown when a
     blocked receive was woken by ``shutdown(SHUT_RD)``; Truncated for an oversized datagram.
     ``names`` fills in the ingress interface's name (the relay keys on indexes and skips it).
+    ``counters`` take the kernel's drop count when the datagram carries one (SO_RXQ_OVFL).
     """
     payload, ancillary, received_flags, source = sock.recvmsg(bufsize, ANCILLARY_SIZE, flags)
     if source is None:
         raise ShutDown("no datagram: the socket was shut down for reading")
+    if counters is not None:
+        counters.kernel_dropped(ancillary)
     if received_flags & _MSG_TRUNC:
         raise Truncated(f"datagram from {source[0]} larger than {bufsize} octets")
     ifindex, local, destination = _pktinfo(ancillary)
@@ -310,6 +323,19 @@ class LoopCounters:
     receive_errors: int = 0
     truncated: int = 0
     core_errors: int = 0
+    #: Datagrams the kernel dropped before the socket (a full receive queue, a bad checksum).
+    kernel_drops: int = 0
+
+    def kernel_dropped(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """Take SO_RXQ_OVFL's count from a datagram's ancillary data, where it has one.
+
+        The kernel stamps a datagram as it queues it with the socket's running total of drops,
+        and only once that total is not 0: drops in a burst show with the next datagram queued
+        after them.
+        """
+        for level, kind, data in ancillary:
+            if kind == SO_RXQ_OVFL and level == socket.SOL_SOCKET and len(data) >= _U32.size:
+                self.kernel_drops = _U32.unpack_from(data)[0]
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -356,6 +382,7 @@ class DatagramLoop:
         self.counters = LoopCounters()
         self.limiter = RateLimiter()
         self.stopping = False
+        self._drops_seen = self._drops_logged = 0
 
     @property
     def port(self) -> int:
@@ -386,9 +413,10 @@ class DatagramLoop:
         """The receive thread's body: returns when the socket is shut down."""
         sock, port, names, bufsize = self.sock, self.port, self.names, self.bufsize
         lock, handle, burst, after_burst = self.lock, self._handle, self.burst, self.after_burst
+        counters = self.counters
         while not self.stopping:
             try:
-                datagram = receive(sock, port, bufsize=bufsize, names=names)
+                datagram = receive(sock, port, bufsize=bufsize, names=names, counters=counters)
             except ShutDown:
                 return
             except (Truncated, OSError) as error:
@@ -416,7 +444,8 @@ class DatagramLoop:
         )
         for count in range(limit):
             try:
-                datagram = receive(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names)
+                datagram = receive(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names,
+                                   counters=self.counters)
             except (BlockingIOError, ShutDown):
                 return count
             except (Truncated, OSError) as error:
@@ -426,6 +455,8 @@ class DatagramLoop:
         return limit
 
     def _handle(self, datagram: Datagram) -> None:
+        if self.counters.kernel_drops != self._drops_seen:
+            self._kernel_drops_seen()
         try:
             self.handle(datagram)
         except Exception:  # a core must not raise (a bug): cost one packet, not the daemon
@@ -433,6 +464,15 @@ class DatagramLoop:
             if self.limiter.allow("core-error", time.monotonic()) is not None:
                 self.log.exception("shell.core.error", source=f"{datagram.source}:"
                                    f"{datagram.source_port}", port=self.port)
+
+    def _kernel_drops_seen(self) -> None:
+        """Log (rate-limited) that the kernel dropped datagrams: a daemon with no stats line
+        (the TFTP listener) shows them here."""
+        total = self._drops_seen = self.counters.kernel_drops
+        if self.limiter.allow("kernel-drops", time.monotonic()) is not None:
+            self.log.warning("shell.receive.kernel_drops", dropped=total - self._drops_logged,
+                             total=total, port=self.port)
+            self._drops_logged = total
 
     def _receive_failed(self, error: Exception) -> None:
         now = time.monotonic()

@@ -84,6 +84,11 @@ class Admission:
         try:
             request = packet.decode(data)
         except packet.TftpPacketError as exc:
+            if data[:2] in packet.REQUEST_OPCODES:
+                # RFC 1350 §5 error 4, "Illegal TFTP operation": the client learns at once that
+                # its request (a NUL inside the file name, say) will never be served.
+                return _error(Refusal.MALFORMED, ErrorCode.ILLEGAL_OPERATION,
+                              f"malformed request: {exc}")
             return Refused(Refusal.MALFORMED, None, str(exc))
         if not isinstance(request, packet.Request):
             return Refused(Refusal.NOT_A_REQUEST, None)

@@ -24,6 +24,12 @@ class TftpConfig:
     max_windowsize: int = 64
     #: Retransmission timeout in seconds when the client does not negotiate one (RFC 2349).
     timeout: float = 1.0
+    #: The largest timeout a client may negotiate (RFC 2349 allows up to 255 s): a larger one is
+    #: left out of the OACK, so an abandoned transfer frees its slot within ~(retries + 1) * 10 s.
+    max_timeout: int = 10
+    #: Seconds a transfer may take in all, however alive its client: 600 s carries a 1 GiB image
+    #: at under 2 MB/s, and bounds how long a client trickling ACKs can hold a slot.
+    max_transfer_time: float = 600.0
     retries: int = 5
     max_transfers: int = 64
     max_per_client: int = 8
@@ -46,6 +52,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_blksize": (BLKSIZE_MIN, BLKSIZE_MAX),
     "max_windowsize": (1, WINDOWSIZE_MAX),
     "retries": (0, 100),
+    "max_timeout": (1, 255),
     "max_transfers": (1, 100_000),
     "max_per_client": (1, 100_000),
     "max_write_size": (1, 1 << 40),
@@ -75,6 +82,7 @@ def read_tftp(v: Validator) -> TftpConfig | None:
         root=root or "/",
         address=str(v.address("address", IPv4Address("0.0.0.0"))),
         timeout=v.number("timeout", 1.0, 0.01, 255),
+        max_transfer_time=v.number("max_transfer_time", 600.0, 1, 86400),
         allow_write=v.boolean("allow_write", False),
         write_root=v.convert("write_root", _directory),
         overwrite=v.boolean("overwrite", False),

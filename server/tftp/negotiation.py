@@ -16,6 +16,8 @@ class TransferParams:
     windowsize: int = 1
     timeout: float = 1.0
     retries: int = 5
+    #: Seconds the whole transfer may take (tftp.max_transfer_time).
+    max_time: float = 600.0
 
 
 def _int(value: str) -> int | None:
@@ -50,8 +52,9 @@ def negotiate(
             # RFC 7440 §3: the server "MAY respond with a smaller value".
             windowsize = min(value, config.max_windowsize)
             oack[name] = str(windowsize)
-        elif name == "timeout" and 1 <= value <= 255:
-            # RFC 2349 §"Timeout Interval Option": the OACK value "must match" the request.
+        elif name == "timeout" and 1 <= value <= min(255, config.max_timeout):
+            # RFC 2349 §"Timeout Interval Option": the OACK value "must match" the request, so
+            # a timeout above max_timeout is refused (left out of the OACK), not lowered.
             timeout = float(value)
             oack[name] = str(value)
         elif name == "tsize" and write:
@@ -61,4 +64,6 @@ def negotiate(
         elif name == "tsize" and file_size is not None:
             # RFC 2349: in a read request the client sends 0 and the server returns the size.
             oack[name] = str(file_size)
-    return TransferParams(blksize, windowsize, timeout, config.retries), oack
+    params = TransferParams(blksize, windowsize, timeout, config.retries,
+                            config.max_transfer_time)
+    return params, oack

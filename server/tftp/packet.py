@@ -72,6 +72,10 @@ class OptionAck:
 Packet = Request | Data | Ack | Error | OptionAck
 
 
+#: The first two bytes of a read or a write request.
+REQUEST_OPCODES = (Opcode.RRQ.to_bytes(2, "big"), Opcode.WRQ.to_bytes(2, "big"))
+
+
 def _strings(body: bytes) -> list[str]:
     """NUL-terminated netascii strings; the last one must be terminated too."""
     if not body.endswith(b"\0"):

@@ -32,6 +32,8 @@ class Outcome(enum.Enum):
     PROTOCOL_ERROR = "protocol_error"
     #: We ended it with an error of our own: upload too large, disk full, file appeared meanwhile.
     LOCAL_ERROR = "local_error"
+    #: It ran past tftp.max_transfer_time.
+    TIME_LIMIT = "time_limit"
 
 
 class Ignored(enum.Enum):
@@ -46,7 +48,47 @@ class Ignored(enum.Enum):
     OUT_OF_ORDER = "out_of_order"
 
 
-class ReadTransfer:
+class TimeLimited:
+    """The total time limit both transfers share: a client that stays alive (ACKs or DATA in
+    time, however slowly) must not hold its slot for ever. A finished upload's dally is not
+    limited; it is bounded by the retransmission parameters."""
+
+    params: TransferParams
+    peer: Address
+    outcome: Outcome | None
+    _deadline: float | None
+    _expires = float("inf")
+
+    @property
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def _start_clock(self, now: float) -> None:
+        self._expires = now + self.params.max_time
+
+    def next_deadline(self) -> float | None:
+        if self.done:
+            return None
+        if self.outcome is not None:  # an upload's dally
+            return self._deadline
+        return self._expires if self._deadline is None else min(self._deadline, self._expires)
+
+    def _over_time(self, now: float) -> list[Send] | None:
+        """The ERROR that ends a running transfer past its time limit, or None."""
+        if self.outcome is not None or now < self._expires:
+            return None
+        return self._error(Outcome.TIME_LIMIT, ErrorCode.NOT_DEFINED,
+                           "transfer time limit exceeded")
+
+    def _error(self, outcome: Outcome, code: ErrorCode, message: str) -> list[Send]:
+        self._stop(outcome)
+        return [Send(packet.encode_error(code, message), self.peer)]
+
+    def _stop(self, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+
+class ReadTransfer(TimeLimited):
     def __init__(
         self,
         peer: Address,
@@ -75,20 +117,23 @@ class ReadTransfer:
         return self.outcome is not None
 
     def start(self, now: float) -> list[Send]:
+        self._start_clock(now)
         if self._oack is not None:
             return self._arm(now, [self._oack])
         self._fill()
         return self._arm(now, list(self._window))
 
-    def next_deadline(self) -> float | None:
-        return None if self.done else self._deadline
-
     def on_timer(self, now: float) -> list[Send]:
-        if self.done or self._deadline is None or now < self._deadline:
+        if self.done:
+            return []
+        over = self._over_time(now)
+        if over is not None:
+            return over
+        if self._deadline is None or now < self._deadline:
             return []
         self._tries += 1
         if self._tries > self.params.retries:
-            self._finish(Outcome.TIMED_OUT)
+            self._stop(Outcome.TIMED_OUT)
             return []
         self.retransmissions += 1
         pending = [self._oack] if self._awaiting_oack_ack and self._oack else list(self._window)
@@ -113,11 +158,9 @@ class ReadTransfer:
             return self._on_ack(pkt.block, now)
         if isinstance(pkt, packet.Error):
             # Includes RFC 2347's error 8: the client refused our OACK.
-            self._finish(Outcome.CLIENT_ERROR)
+            self._stop(Outcome.CLIENT_ERROR)
             return []
-        self._finish(Outcome.PROTOCOL_ERROR)
-        error = packet.encode_error(ErrorCode.ILLEGAL_OPERATION, "expected an ACK")
-        return [Send(error, self.peer)]
+        return self._error(Outcome.PROTOCOL_ERROR, ErrorCode.ILLEGAL_OPERATION, "expected an ACK")
 
     def close(self) -> None:
         """The shell is giving up on the transfer (shutdown): release the file."""
@@ -148,7 +191,7 @@ class ReadTransfer:
         self._base += acked
         self._tries = 0
         if not self._window and self._eof:
-            self._finish(Outcome.COMPLETED)
+            self._stop(Outcome.COMPLETED)
             return []
         # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
         # window" beginning with the block after the acknowledged one.
@@ -169,7 +212,7 @@ class ReadTransfer:
         self._deadline = now + self.params.timeout
         return [Send(p, self.peer) for p in packets]
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._deadline = None
         self._window.clear()

@@ -12,10 +12,10 @@ from . import packet
 from .negotiation import TransferParams
 from .packet import ErrorCode
 from .sink import FileSink, SinkError
-from .transfer import Address, Ignored, Outcome, Send
+from .transfer import Address, Ignored, Outcome, Send, TimeLimited
 
 
-class WriteTransfer:
+class WriteTransfer(TimeLimited):
     def __init__(
         self,
         peer: Address,
@@ -48,13 +48,16 @@ class WriteTransfer:
         return self.outcome is not None and not self._dallying
 
     def start(self, now: float) -> list[Send]:
+        self._start_clock(now)
         return self._arm(now, self._first)
 
-    def next_deadline(self) -> float | None:
-        return None if self.done else self._deadline
-
     def on_timer(self, now: float) -> list[Send]:
-        if self.done or self._deadline is None or now < self._deadline:
+        if self.done:
+            return []
+        over = self._over_time(now)
+        if over is not None:
+            return over
+        if self._deadline is None or now < self._deadline:
             return []
         if self._dallying:
             self._dallying = False
@@ -62,7 +65,7 @@ class WriteTransfer:
             return []
         self._tries += 1
         if self._tries > self.params.retries:
-            self._fail(Outcome.TIMED_OUT)
+            self._stop(Outcome.TIMED_OUT)
             return []
         self.retransmissions += 1
         if self._expected == 1:
@@ -94,7 +97,7 @@ class WriteTransfer:
             return self._on_data(pkt, now)
         if isinstance(pkt, packet.Error):
             # Includes RFC 2347's error 8: the client refused our OACK.
-            self._fail(Outcome.CLIENT_ERROR)
+            self._stop(Outcome.CLIENT_ERROR)
             return []
         return self._error(Outcome.PROTOCOL_ERROR, ErrorCode.ILLEGAL_OPERATION, "expected DATA")
 
@@ -171,11 +174,7 @@ class WriteTransfer:
         self._deadline = now + self.params.timeout
         return [Send(data, self.peer)]
 
-    def _error(self, outcome: Outcome, code: ErrorCode, message: str) -> list[Send]:
-        self._fail(outcome)
-        return [Send(packet.encode_error(code, message), self.peer)]
-
-    def _fail(self, outcome: Outcome) -> None:
+    def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._deadline = None
         self._sink.abort()

@@ -15,6 +15,7 @@ import pytest
 import trio
 from conftest import need
 
+from boothop.server.tftp import packet
 from boothop.server.tftp.config import TftpConfig
 from boothop.server.tftp.service import serve_tftp
 
@@ -119,3 +120,25 @@ async def test_curl_gets_the_tftp_error(root: Path, tmp_path: Path, name: str, c
         )
         nursery.cancel_scope.cancel()
     assert result.returncode == code, result.stderr
+
+
+async def test_malformed_requests_get_error_4_and_a_long_timeout_is_refused(root: Path) -> None:
+    """A NUL inside the file name (and a traversal hidden after it) is answered at once with
+    error 4; a client asking for timeout=255 gets an OACK without it."""
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await client.bind(("127.0.0.1", 0))
+    with client, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await serving(nursery, root)
+            for request in (b"\x00\x01small.bin\x00evil\x00octet\x00",
+                            b"\x00\x01small.bin\x00/../../../etc/passwd\x00octet\x00"):
+                await client.sendto(request, ("127.0.0.1", port))
+                answer = packet.decode(await client.recv(600))
+                assert isinstance(answer, packet.Error) and answer.code == 4, answer
+            await client.sendto(packet.encode_request(
+                packet.Opcode.RRQ, "small.bin", "octet", {"timeout": "255", "tsize": "0"}),
+                ("127.0.0.1", port))
+            data, source = await client.recvfrom(600)
+            assert packet.decode(data) == packet.OptionAck({"tsize": str(SMALL)})
+            await client.sendto(packet.encode_error(0, "done"), source)
+            nursery.cancel_scope.cancel()

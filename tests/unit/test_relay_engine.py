@@ -745,6 +745,56 @@ def test_rfc1542_must_discard_a_reply_whose_giaddr_is_not_ours() -> None:
     assert engine.counters.dropped[DropReason.UNKNOWN_GIADDR] == 3
 
 
+def test_reply_on_a_client_facing_interface_is_dropped_even_from_a_server_address() -> None:
+    """A host on lan1 spoofing the server's address, its circuit-id naming lan2: not delivered
+    anywhere (dhcrelay delivers it on lan2)."""
+    engine = make_engine({"lan2": {"circuit_id": b"vlan-102"}}, agent_info=True)
+    for spoofed in (
+        reply(),
+        with_agent(reply(giaddr=LAN2_ADDR, yiaddr="10.2.0.9"), (AgentSub.CIRCUIT_ID, b"vlan-102")),
+    ):
+        outcome = engine.handle(from_server(spoofed, ifindex=LAN1), 0.0)
+        assert drop_reason(outcome) is DropReason.REPLY_WRONG_INTERFACE
+    both = make_engine({"lan1": {"role": Role.BOTH}})
+    both.handle(from_server(reply(giaddr=LAN2_ADDR), ifindex=LAN1), 0.0)
+    assert both.counters.dropped == {DropReason.REPLY_WRONG_INTERFACE: 1}  # 10.99.0.10: up0's
+    assert engine.counters.dropped == {DropReason.REPLY_WRONG_INTERFACE: 2}
+    assert not engine.counters.delivered
+
+
+def test_reply_on_an_unknown_interface_is_dropped() -> None:
+    engine = make_engine()
+    outcome = engine.handle(from_server(reply(), ifindex=99), 0.0)
+    assert drop_reason(outcome) is DropReason.REPLY_WRONG_INTERFACE
+
+
+def test_reply_without_roles_from_a_connected_server_must_arrive_on_its_subnet() -> None:
+    """Every interface plays both roles: a server on up0's subnet is reached only via up0."""
+    engine = RelayEngine(make_config(interfaces=()), host_interfaces())
+    for wrong in (LAN1, LAN2):
+        outcome = engine.handle(from_server(reply(giaddr=LAN2_ADDR), ifindex=wrong), 0.0)
+        assert drop_reason(outcome) is DropReason.REPLY_WRONG_INTERFACE
+    assert delivery(engine.handle(from_server(reply(giaddr=LAN2_ADDR)), 0.0)).ifindex == LAN2
+
+
+def test_reply_without_roles_from_a_routed_server_must_not_arrive_where_it_is_delivered() -> None:
+    routed = ip("192.0.2.10")
+    engine = RelayEngine(make_config(interfaces=(), helpers=(routed,)), host_interfaces())
+    outcome = engine.handle(from_server(reply(), source=routed, ifindex=LAN1), 0.0)
+    assert drop_reason(outcome) is DropReason.REPLY_WRONG_INTERFACE
+    assert delivery(engine.handle(from_server(reply(), source=routed), 0.0)).ifindex == LAN1
+
+
+def test_reply_from_a_server_on_one_of_our_own_addresses_is_accepted_on_any_interface() -> None:
+    """A server on the router answers through loopback; from outside, the kernel drops packets
+    with a local source address (martians), so no ingress check is needed."""
+    lo = Interface(1, "lo", True, (IPv4Interface("127.0.0.1/8"),))
+    engine = RelayEngine(
+        make_config(interfaces=(), helpers=(UP0_ADDR,)), host_interfaces(lo)
+    )
+    assert delivery(engine.handle(from_server(reply(), source=UP0_ADDR, ifindex=1), 0.0))
+
+
 def test_reply_to_the_upstream_interface_address_without_option82_is_dropped() -> None:
     engine = make_engine()
     outcome = engine.handle(from_server(reply(giaddr=UP0_ADDR)), 0.0)
@@ -799,13 +849,39 @@ def test_option82_of_a_trusted_bridge_is_left_for_the_bridge_to_remove() -> None
     assert decode(delivery(engine.handle(from_server(echoed), 0.0)).payload) == echoed
 
 
-def test_reply_interface_chosen_by_circuit_id() -> None:
+def test_reply_circuit_id_must_name_the_interface_of_its_giaddr() -> None:
+    """giaddr names lan1, the circuit-id lan2: dhcrelay delivers on lan2; boothop drops it."""
     engine = make_engine({"lan2": {"circuit_id": b"vlan-102"}}, agent_info=True)
-    # giaddr names lan1, the circuit-id names lan2: the circuit-id wins (dhcrelay).
     echoed = with_agent(reply(), (AgentSub.CIRCUIT_ID, b"vlan-102"))
-    sent = delivery(engine.handle(from_server(echoed), 0.0))
+    assert drop_reason(engine.handle(from_server(echoed), 0.0)) is DropReason.CIRCUIT_MISMATCH
+    assert engine.counters.dropped[DropReason.CIRCUIT_MISMATCH] == 1
+    # When both agree, the reply goes out there, without option 82.
+    agreeing = with_agent(reply(giaddr=LAN2_ADDR, yiaddr="10.2.0.9"),
+                          (AgentSub.CIRCUIT_ID, b"vlan-102"))
+    sent = delivery(engine.handle(from_server(agreeing), 0.0))
     assert (sent.ifindex, sent.ifname) == (LAN2, "lan2")
     assert not decode(sent.payload).has(Opt.RELAY_AGENT_INFO)
+
+
+def test_reply_circuit_id_of_a_downstream_element_does_not_steer_delivery() -> None:
+    """Where this relay adds no option 82, the echoed one is a bridge's: giaddr decides."""
+    engine = make_engine({"lan1": {"trusted": True}, "lan2": {"link_selection": "up0"}})
+    echoed = with_agent(reply(), (AgentSub.CIRCUIT_ID, b"lan2"))
+    assert delivery(engine.handle(from_server(echoed), 0.0)).ifindex == LAN1
+
+
+def test_reply_link_selection_must_agree_with_giaddr() -> None:
+    """RFC 3527: giaddr is the address of the interface the link-selection request went
+    through; a reply whose link selection names lan1 but whose giaddr is lan2's is dropped."""
+    engine = make_engine({"lan1": {"link_selection": "up0"}}, agent_info=True)
+    wrong = with_agent(reply(giaddr=LAN2_ADDR), (AgentSub.LINK_SELECTION, LAN1_ADDR.packed))
+    assert drop_reason(engine.handle(from_server(wrong), 0.0)) is DropReason.CIRCUIT_MISMATCH
+    crossed = with_agent(
+        reply(giaddr=UP0_ADDR),
+        (AgentSub.CIRCUIT_ID, b"lan2"),
+        (AgentSub.LINK_SELECTION, LAN1_ADDR.packed),
+    )
+    assert drop_reason(engine.handle(from_server(crossed), 0.0)) is DropReason.CIRCUIT_MISMATCH
 
 
 def test_reply_with_a_circuit_id_naming_no_interface_of_ours_is_dropped() -> None:
@@ -885,6 +961,18 @@ def test_rfc2131_reply_to_a_client_with_ciaddr_is_unicast_to_ciaddr() -> None:
     ack = reply(MessageType.ACK, yiaddr="0.0.0.0", ciaddr=ip("10.1.0.77"))
     sent = delivery(engine.handle(from_server(ack), 0.0))
     assert (sent.mode, sent.destination) == (DeliveryMode.UNICAST_CIADDR, ip("10.1.0.77"))
+
+
+def test_reply_unicast_to_ciaddr_only_on_the_delivery_interface_subnet() -> None:
+    """A DHCPINFORM from lan1 with ciaddr set to a host elsewhere would make the relay unicast
+    the server's answer there (reflection): dropped unless ciaddr is a host on lan1's subnets."""
+    engine = make_engine()
+    for elsewhere in (DHCP_SERVER, ip("10.2.0.7"), ip("10.1.0.255"), ip("10.1.0.0"), LAN1_ADDR):
+        ack = reply(MessageType.ACK, yiaddr="0.0.0.0", ciaddr=elsewhere)
+        assert drop_reason(engine.handle(from_server(ack), 0.0)) is DropReason.CIADDR_OFF_LINK
+    assert engine.counters.dropped == {DropReason.CIADDR_OFF_LINK: 5}
+    on_secondary = reply(MessageType.ACK, yiaddr="0.0.0.0", ciaddr=ip("10.11.0.7"))
+    assert delivery(engine.handle(from_server(on_secondary), 0.0)).destination == ip("10.11.0.7")
 
 
 def test_broadcast_flag_wins_over_ciaddr() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 import structlog
@@ -145,3 +147,50 @@ async def test_a_truncated_datagram_is_counted_and_never_reaches_the_core(
     loop = DatagramLoop(sock, core, log=structlog.get_logger(), bufsize=16)
     await _serve(loop, client, [bytes(17), b"small"], done)
     assert handled == [b"small"] and loop.counters.truncated == 1
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """The socket's drop count as /proc/net/udp shows it (the last column, by inode)."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] == inode:
+            return int(fields[-1])
+    raise AssertionError("socket not in /proc/net/udp")
+
+
+async def test_kernel_drops_are_counted_from_so_rxq_ovfl(client: socket.socket) -> None:
+    """A small receive queue filled while the loop is not running: the kernel drops the rest.
+    Once the loop runs, the next datagram queued carries the kernel's count, which the counters
+    and a warning show."""
+    small = open_udp(0, "127.0.0.1", receive_queue=4096)
+    handled: list[bytes] = []
+    done = threading.Event()
+
+    def core(datagram: Datagram) -> None:
+        handled.append(datagram.payload)
+        if datagram.payload == b"after":
+            done.set()
+
+    try:
+        loop = DatagramLoop(small, core, log=structlog.get_logger())
+        for n in range(200):
+            client.sendto(b"%03d" % n + bytes(300), small.getsockname())
+        dropped = _kernel_drops(small)
+        assert 0 < dropped < 200
+        with capture_logs() as logs, trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(loop.run)
+                while len(handled) < 200 - dropped:  # the queue drained: room for one more
+                    await trio.sleep(0.01)
+                client.sendto(b"after", small.getsockname())
+                while not done.is_set():
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        small.close()
+    assert len(handled) == 200 - dropped + 1
+    assert loop.counters.kernel_drops == dropped
+    assert loop.counters.snapshot()["kernel_drops"] == dropped
+    warnings = [e for e in logs if e["event"] == "shell.receive.kernel_drops"]
+    assert [(e["dropped"], e["total"]) for e in warnings] == [(dropped, dropped)]

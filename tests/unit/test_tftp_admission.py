@@ -87,6 +87,22 @@ def test_rfc2349_timeout_is_echoed_and_tsize_carries_the_file_size() -> None:
     assert oack == {"timeout": "3", "tsize": "12345"}
 
 
+def test_rfc2349_timeout_above_max_timeout_is_refused_not_lowered() -> None:
+    """The OACK's timeout "must match" the request: one above tftp.max_timeout (default 10) is
+    left out, and the server's own timeout is used."""
+    params, oack = negotiate({"timeout": "255"}, 10, CONFIG)
+    assert oack == {} and params.timeout == CONFIG.timeout
+    params, oack = negotiate({"timeout": "10"}, 10, CONFIG)
+    assert oack == {"timeout": "10"} and params.timeout == 10.0
+    params, oack = negotiate({"timeout": "3"}, 10, TftpConfig(root="/", max_timeout=2))
+    assert oack == {} and params.timeout == 1.0
+
+
+def test_negotiated_transfers_carry_the_time_limit() -> None:
+    params, _ = negotiate({}, 10, TftpConfig(root="/", max_transfer_time=30))
+    assert params.max_time == 30 and TftpConfig(root="/").max_transfer_time == 600
+
+
 def test_tsize_is_omitted_when_the_size_is_unknown() -> None:
     assert negotiate({"tsize": "0"}, None, CONFIG)[1] == {}
 
@@ -125,6 +141,25 @@ def test_garbage_and_non_requests_get_no_reply(data: bytes) -> None:
     result = admission.admit(data, CLIENT, opener)
     assert isinstance(result, Refused) and result.reply is None
     assert sum(admission.refused.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x01pxelinux.0\x00evil\x00octet\x00",  # a NUL inside the file name
+        b"\x00\x01boot.bin\x00/../../etc/passwd\x00octet\x00",  # a traversal after the NUL
+        b"\x00\x02up.bin\x00x\x00octet\x00",
+        b"\x00\x01name",
+        b"\x00\x01\x00octet\x00",
+        b"\x00\x01",
+    ],
+)
+def test_rfc1350_malformed_request_is_answered_with_error_4_at_once(data: bytes) -> None:
+    admission = Admission(CONFIG)
+    result = admission.admit(data, CLIENT, opener)
+    assert isinstance(result, Refused) and result.reason is Refusal.MALFORMED
+    assert error_of(result).code == ErrorCode.ILLEGAL_OPERATION
+    assert admission.active == 0 and admission.refused[Refusal.MALFORMED] == 1
 
 
 def test_per_client_and_total_limits() -> None:
@@ -219,6 +254,9 @@ def test_missing_file_is_not_found(root: str) -> None:
 def test_config_defaults_and_values() -> None:
     config = parse_tftp({"root": "/srv/tftp", "port": 6969, "timeout": 2}, "x.toml")
     assert (config.port, config.timeout, config.max_blksize) == (6969, 2.0, 1468)
+    assert (config.max_timeout, config.max_transfer_time) == (10, 600.0)
+    config = parse_tftp({"root": "/r", "max_timeout": 30, "max_transfer_time": 90}, "x.toml")
+    assert (config.max_timeout, config.max_transfer_time) == (30, 90.0)
 
 
 @pytest.mark.parametrize(
@@ -232,6 +270,10 @@ def test_config_defaults_and_values() -> None:
         ({"root": "/r", "address": 5}, "tftp.address"),
         ({"root": "/r", "timeout": "1"}, "tftp.timeout"),
         ({"root": "/r", "blocksize": 512}, "tftp.blocksize"),
+        ({"root": "/r", "max_timeout": 0}, "tftp.max_timeout"),
+        ({"root": "/r", "max_timeout": 256}, "tftp.max_timeout"),
+        ({"root": "/r", "max_transfer_time": 0}, "tftp.max_transfer_time"),
+        ({"root": "/r", "max_transfer_time": "1h"}, "tftp.max_transfer_time"),
         ({"root": "/r", "max_transfers": 2, "max_per_client": 3}, "tftp.max_per_client"),
     ],
 )

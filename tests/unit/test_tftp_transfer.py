@@ -228,3 +228,20 @@ def test_malformed_packets_are_counted_and_ignored(garbage: bytes) -> None:
 def test_whole_file_with_default_params() -> None:
     data = bytes(range(256)) * 50
     assert run_client(make(data)) == data
+
+
+def test_a_transfer_kept_alive_past_its_time_limit_ends_with_an_error() -> None:
+    """A client that ACKs every block just before the timeout still loses its slot at
+    max_time: the transfer ends with an ERROR and the outcome time_limit."""
+    transfer = make(b"s" * 5000, timeout=5.0, max_time=12.0)
+    block = datas(transfer.start(0.0))[0].block
+    now = 0.0
+    while transfer.next_deadline() != 12.0:
+        now += 4.9
+        assert now < 12.0
+        block = datas(transfer.receive(packet.encode_ack(block), PEER, now))[0].block
+    assert transfer.on_timer(11.9) == []
+    [error] = transfer.on_timer(12.0)
+    assert packet.decode(error.data) == packet.Error(ErrorCode.NOT_DEFINED,
+                                                     "transfer time limit exceeded")
+    assert transfer.outcome is Outcome.TIME_LIMIT and transfer.next_deadline() is None

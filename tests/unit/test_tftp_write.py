@@ -461,3 +461,22 @@ def test_netascii_sink_undoes_netascii_source_across_any_block_boundaries(
             break
     sink.commit()
     assert bytes(raw.data) == original
+
+
+def test_an_upload_kept_alive_past_its_time_limit_ends_with_an_error() -> None:
+    sink = BytesSink()
+    transfer, _ = make(sink=sink, timeout=5.0, max_time=12.0)
+    transfer.start(0.0)
+    for block, now in ((1, 4.0), (2, 8.0), (3, 11.5)):
+        assert acks(transfer.receive(data(block, b"u" * 512), PEER, now)) == [block]
+    assert transfer.next_deadline() == 12.0
+    assert error_code(transfer.on_timer(12.0)) == ErrorCode.NOT_DEFINED
+    assert transfer.outcome is Outcome.TIME_LIMIT and sink.aborted
+
+
+def test_the_dally_after_the_final_ack_is_not_cut_by_the_time_limit() -> None:
+    transfer, _ = make(timeout=1.0, retries=2, max_time=3.0)
+    transfer.start(0.0)
+    assert acks(transfer.receive(data(1, b"end"), PEER, 2.5)) == [1]
+    assert transfer.outcome is Outcome.COMPLETED and transfer.next_deadline() == 5.5
+    assert transfer.on_timer(3.0) == [] and not transfer.done

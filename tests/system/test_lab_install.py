@@ -17,7 +17,6 @@ import signal
 import string
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,13 +76,16 @@ def _pip_install(venv: Path) -> None:
     setuptools can build a wheel by itself, else with build isolation (fetches setuptools).
 
     The dependencies (trio, pyroute2, structlog) are the running interpreter's: a .pth file
-    puts its site-packages on the new venv's path. Python does not process .pth files found
-    there, so this tree's editable install (an import hook started by one) stays out."""
-    purelib = Path(sysconfig.get_paths()["purelib"])
+    puts its site-packages directories (a venv's own and, with --system-site-packages, the
+    base's) on the new venv's path. Python does not process .pth files found there, so this
+    tree's editable install (an import hook started by one) stays out."""
+    dependencies = [path for path in sys.path
+                    if Path(path).name in ("site-packages", "dist-packages")]
     site = subprocess.run([str(venv / "bin" / "python"), "-c",
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True, timeout=30)
-    (Path(site.stdout.strip()) / "boothop-test-dependencies.pth").write_text(f"{purelib}\n")
+    (Path(site.stdout.strip()) / "boothop-test-dependencies.pth").write_text(
+        "".join(f"{path}\n" for path in dependencies))
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
     offline = subprocess.run([*pip, "--no-build-isolation", str(ROOT)],
                              check=False, capture_output=True, text=True, timeout=300)

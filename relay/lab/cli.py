@@ -6,6 +6,10 @@ keeps each run (report.html, logs/) in a run directory: --run-dir, else
 $XDG_STATE_HOME/boothop-lab/runs/<time>-<prefix>, or /var/lib/boothop-lab/runs/<time>-<prefix>
 as root (~/.local/state/boothop-lab/runs/... otherwise). Nothing is written to the current
 directory.
+
+With --containers [IMAGE] (`up`, `demo`), the relay and the servers run as containers of boothop's
+image (default localhost/boothop:latest, built by config/container/build-image) with podman, each in
+its host's namespace, with only NET_RAW and NET_BIND_SERVICE; `down` removes them by container ID.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, ConfigError
 
+from .containers import DEFAULT_IMAGE, image_problem
 from .lab import Lab, run_demo
 from .locations import default_lab_file, find_program, new_run_dir
 from .scenarios import SCENARIOS, run_scenario
@@ -61,11 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--relay", choices=("boothop", "dhcrelay"), help="override the file's relay"
     )
+    contained = argparse.ArgumentParser(add_help=False)
+    contained.add_argument(
+        "--containers", nargs="?", const=DEFAULT_IMAGE, metavar="IMAGE",
+        help=f"run the relay and the servers as containers of IMAGE (default {DEFAULT_IMAGE})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="build the topology and start the daemons (idempotent)")
+    sub.add_parser(
+        "up", parents=[contained], help="build the topology and start the daemons (idempotent)"
+    )
     sub.add_parser("down", help="remove the namespaces (links, processes) that `up` created")
     sub.add_parser("status", help="what is built and running, and the relay's counters")
-    demo = sub.add_parser("demo", help="up, boot every client, report, down")
+    demo = sub.add_parser(
+        "demo", parents=[contained], help="up, boot every client, report, down"
+    )
     demo.add_argument("--run-dir", type=Path,
                       help="keep the run here (report.html with SVG ladder diagrams, logs/); "
                            "default: a new directory under the runs directory (see above)")
@@ -95,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = missing_requirements(
         spec.with_relay("dhcrelay") if getattr(args, "compare", False) else spec
     )
+    image = getattr(args, "containers", None)
+    if image is not None and (problem := image_problem(image)) is not None:
+        problems.append(problem)
     if problems:
         print("boothop-lab cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return EXIT_FAILURE
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, spec: LabSpec) -> int:
     if args.command == "up":
-        Lab(spec).up()
+        Lab(spec, image=args.containers).up()
         print(f"lab {spec.prefix!r} is up; `boothop-lab status`, `boothop-lab down`")
         return 0
     if args.command == "scenario":
@@ -118,7 +135,7 @@ def _run(args: argparse.Namespace, spec: LabSpec) -> int:
     times: dict[str, dict[str, float | None]] = {}
     for relay in relays:
         kept = run_dir / relay if args.compare else run_dir
-        results, report = run_demo(spec.with_relay(relay), kept)
+        results, report = run_demo(spec.with_relay(relay), kept, args.containers)
         print(report, flush=True)
         print()
         all_ok &= all(r.ok for r in results)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from . import servers
+from . import containers, servers
 from .processes import ProcessRunner, wait_for
 from .report import render
 from .results import ClientResult
@@ -74,8 +74,11 @@ class Lab:
         spec: LabSpec,
         workdir: Path | None = None,
         dhcp_options: Mapping[str, str] | None = None,
+        image: str | None = None,
     ) -> None:
         self.spec = spec
+        #: With an image, boothop's daemons run as containers of it (see containers).
+        self.image = image
         self.topology = build_topology(spec)
         self.workdir = workdir or RUN_DIR / spec.prefix
         self.runner = ProcessRunner(self.workdir / "logs", cwd=self.workdir)
@@ -87,27 +90,37 @@ class Lab:
     def up(self) -> None:
         """Build what is missing and start the daemons that are not running (idempotent)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.image is not None:
+            os.chown(self.workdir, *containers.image_user(self.image))
         self.topology.up()
         self._add_taps()
         servers.write_configs(self.spec, self.workdir, self.dhcp_options)
-        for name, _, _ in servers.daemons(self.spec, self.workdir):
+        for name, _, _ in self._daemons():
             if not self._running(name):
                 self._start_daemon(name)
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
+    def _daemons(self) -> list[tuple[str, str, list[str]]]:
+        contained = servers.in_image(self.spec) if self.image is not None else ()
+        return servers.daemons(self.spec, self.workdir, contained)
+
     def _start_daemon(self, name: str) -> None:
-        namespace, argv = next(
-            (host, argv) for daemon, host, argv in servers.daemons(self.spec, self.workdir)
-            if daemon == name
-        )
-        process = self.runner.start(self.topology.netns(namespace), argv, name)
+        host, argv = next((host, argv) for daemon, host, argv in self._daemons() if daemon == name)
+        namespace = self.topology.netns(host)
+        if self.image is not None and name in servers.in_image(self.spec):
+            argv = containers.run_argv(self.image, namespace, name, self.workdir, argv)
+            process = self.runner.start(None, argv, name)
+        else:
+            process = self.runner.start(namespace, argv, name)
         (self.workdir / f"{name}.pid").write_text(f"{process.pid}\n")
 
     def stop_daemon(self, name: str, grace: float = 3.0) -> None:
-        """Stop one daemon ("dhcp", "pxe", "relay", "ra") by the PID it was started with."""
+        """Stop one daemon ("dhcp", "pxe", "relay", "ra") by the PID it was started with, and
+        remove its container, if it has one."""
         try:
             pid = int((self.workdir / f"{name}.pid").read_text())
         except (FileNotFoundError, ValueError):
+            containers.remove(self.workdir, name)
             return
         mine = next((p for p in self.runner.processes if p.pid == pid), None)
         if mine is not None:
@@ -119,6 +132,7 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 wait_for(lambda: not alive(pid), grace)
+        containers.remove(self.workdir, name)
         (self.workdir / f"{name}.pid").unlink(missing_ok=True)
 
     def restart_daemon(self, name: str) -> None:
@@ -136,8 +150,10 @@ class Lab:
         servers.wait_ready(self.spec, self.workdir, timeout=20)
 
     def down(self) -> None:
-        """Remove what ``up`` made: the recorded namespaces (processes and links in them go too)
-        and the work directory."""
+        """Remove what ``up`` made: the daemons' containers, the recorded namespaces (processes and
+        links in them go too) and the work directory."""
+        for name in containers.recorded(self.workdir):
+            self.stop_daemon(name)
         self.topology.down()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -159,9 +175,7 @@ class Lab:
                 switch.link("set", index=index, master=bridge, state="up")
 
     def status(self) -> dict[str, object]:
-        daemons = {
-            name: self._running(name) for name, _, _ in servers.daemons(self.spec, self.workdir)
-        }
+        daemons = {name: self._running(name) for name, _, _ in self._daemons()}
         return {
             "prefix": self.spec.prefix,
             "built": self.topology.exists(),
@@ -331,11 +345,14 @@ def _text(path: Path) -> str:
         return ""
 
 
-def run_demo(spec: LabSpec, run_dir: Path) -> tuple[list[ClientResult], str]:
+def run_demo(
+    spec: LabSpec, run_dir: Path, image: str | None = None
+) -> tuple[list[ClientResult], str]:
     """up, boot every client, collect the report and the ladder, down (always).
 
-    ``run_dir`` keeps the run: ``report.html`` and the daemons' and clients' ``logs/``."""
-    lab = Lab(spec)
+    ``run_dir`` keeps the run: ``report.html`` and the daemons' and clients' ``logs/``; with an
+    ``image``, boothop's daemons run as containers of it."""
+    lab = Lab(spec, image=image)
     lab.down()
     try:
         lab.up()

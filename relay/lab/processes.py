@@ -1,10 +1,10 @@
 """Run programs inside network namespaces, record their PIDs, stop them by PID.
 
 Programs start through ``ip netns exec`` (which also bind-mounts ``/etc/netns/<ns>`` and a fresh
-``/sys``), in a session of their own so that the PID is also the process group: stopping sends
-SIGTERM to that group, then SIGKILL after a grace period. Output goes to ``<log_dir>/<name>.log``.
-Programs run in the runner's ``cwd`` (by default the caller's), where any file they write unasked
-lands.
+``/sys``), or with no namespace in the caller's (a program that enters one itself), in a session of
+their own so that the PID is also the process group: stopping sends SIGTERM to that group, then
+SIGKILL after a grace period. Output goes to ``<log_dir>/<name>.log``. Programs run in the runner's
+``cwd`` (by default the caller's), where any file they write unasked lands.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def in_netns(namespace: str, argv: Sequence[str]) -> list[str]:
 @dataclasses.dataclass(slots=True)
 class Process:
     name: str
-    namespace: str
+    namespace: str | None
     argv: tuple[str, ...]
     log: Path
     popen: subprocess.Popen[bytes]
@@ -64,7 +64,7 @@ class ProcessRunner:
 
     def start(
         self,
-        namespace: str,
+        namespace: str | None,
         argv: Sequence[str],
         name: str,
         *,
@@ -78,7 +78,7 @@ class ProcessRunner:
             full_env.update(env)
         with open(log, "wb") as out:
             popen = subprocess.Popen(
-                in_netns(namespace, argv),
+                in_netns(namespace, argv) if namespace else list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
+from . import containers
 from .locations import program
 from .processes import wait_for
 from .spec import ClientSpec, LabSpec
@@ -33,13 +34,14 @@ def _log(workdir: Path, name: str) -> Path:
     return workdir / "logs" / f"{name}.log"
 
 
-def relay_argv(spec: LabSpec, workdir: Path) -> list[str]:
+def relay_argv(spec: LabSpec, workdir: Path, contained: bool = False) -> list[str]:
     downstream = [arg for s in spec.subnets for arg in ("-id", f"lan-{s.name}")]
     servers = [str(spec.dhcp_address.ip), str(spec.pxe_address.ip)]
     if spec.relay == "dhcrelay":
         return ["dhcrelay", "-d", "-4", "-a", *downstream, "-iu", "up",
                 "-pf", str(workdir / "dhcrelay.pid.file"), *servers]
-    return [program("boothop-relay"), "-d", *downstream, "-iu", "up", "-a",
+    relay = "boothop-relay" if contained else program("boothop-relay")
+    return [relay, "-d", *downstream, "-iu", "up", "-a",
             "--log-format", "json", "--log-level", "debug",
             "--stats-file", str(workdir / "relay-stats.json"), *servers]
 
@@ -124,15 +126,28 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
     ])
 
 
-def daemons(spec: LabSpec, workdir: Path) -> list[tuple[str, str, list[str]]]:
-    """(name, host, argv) of every daemon the lab runs."""
-    server = [
-        program("boothop-server"), "run", "--log-format", "json", "--log-level", "debug", "-c"
-    ]
+def in_image(spec: LabSpec) -> tuple[str, ...]:
+    """The daemons that are boothop's own commands, which can run from its container image."""
+    return ("dhcp", "pxe", "relay") if spec.relay == "boothop" else ("dhcp", "pxe")
+
+
+def daemons(
+    spec: LabSpec, workdir: Path, contained: Collection[str] = ()
+) -> list[tuple[str, str, list[str]]]:
+    """(name, host, argv) of every daemon the lab runs; those named in ``contained`` as they
+    run in boothop's image (its commands on its PATH, the configuration file in /etc/boothop)."""
+
+    def server(name: str) -> list[str]:
+        if name in contained:
+            command, config = "boothop-server", containers.config_path(name)
+        else:
+            command, config = program("boothop-server"), str(workdir / f"{name}.toml")
+        return [command, "run", "--log-format", "json", "--log-level", "debug", "-c", config]
+
     return [
-        ("dhcp", "dhcp", [*server, str(workdir / "dhcp.toml")]),
-        ("pxe", "pxe", [*server, str(workdir / "pxe.toml")]),
-        ("relay", "router", relay_argv(spec, workdir)),
+        ("dhcp", "dhcp", server("dhcp")),
+        ("pxe", "pxe", server("pxe")),
+        ("relay", "router", relay_argv(spec, workdir, "relay" in contained)),
         (
             "ra",
             "router",

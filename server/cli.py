@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -151,5 +152,5 @@ def main(argv: list[str] | None = None) -> int:
     from boothop.server.app import run_services
     configure_logging(getattr(args, "log_level", "info"),
                       getattr(args, "log_format", None) or config.log_format)
-    return run_daemon(PROG, lambda: run_services(config))
+    return run_daemon(PROG, functools.partial(run_services, config))
 

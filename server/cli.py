@@ -18,11 +18,12 @@ PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="the TOML file")
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="the TOML file")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"the TOML file (default {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="serve (the default command)")
     run.add_argument("--log-format", choices=("auto", "json", "console"))
@@ -134,7 +135,7 @@ def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = args.command or "run"
     path = getattr(args, "config", DEFAULT_CONFIG)
     try:

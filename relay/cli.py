@@ -154,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("-pf", dest="pid_file", type=Path, metavar="FILE", help="write the process id to FILE")
     add("--no-pid", dest="no_pid", action="store_true",
         help="write no pid file (the default without -pf; with it, -pf is ignored)")
-    for flag in ("-I", "-s", "-l", "-u"):
-        add(flag, nargs=0 if flag == "-I" else 1, action=_Refused, metavar="X",
+    for flag, metavar in (("-I", None), ("-s", "SUBSCRIBER-ID"), ("-l", "LOWER"),
+                          ("-u", "UPPER")):
+        add(flag, nargs=0 if metavar is None else None, action=_Refused, metavar=metavar,
             help="a DHCPv6 option; boothop relays DHCPv4/BOOTP only")
     add("--config", type=Path, metavar="FILE",
         help=f"TOML configuration (see config/relay.toml; default {DEFAULT_CONFIG} when no "

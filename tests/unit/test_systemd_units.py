@@ -112,8 +112,11 @@ def test_the_dhcrelay_unit_builds_the_init_scripts_command_line(tmp_path: Path) 
     printer.chmod(0o755)
     shell, flag, script = shlex.split(directives(DHCRELAY)["ExecStart"])
     assert (shell, flag) == ("/bin/sh", "-c")
-    script = script.replace("/etc/default/isc-dhcp-relay", str(defaults)).replace(
-        "/usr/local/bin/boothop-relay", str(printer))
+    # systemd substitutes $NAME in ExecStart from its own environment (empty when unset) before
+    # the shell runs: every "$" meant for the shell must be written "$$".
+    assert "$" not in script.replace("$$", ""), script
+    script = (script.replace("$$", "$").replace("/etc/default/isc-dhcp-relay", str(defaults))
+              .replace("/usr/local/bin/boothop-relay", str(printer)))
     argv = subprocess.run([shell, flag, script], capture_output=True, text=True, check=True,
                           timeout=30).stdout.splitlines()
     assert argv == ["-q", "--log-format", "json", "-a", "-c", "4", "-i", "lan0", "-i", "lan1",

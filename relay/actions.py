@@ -12,7 +12,7 @@ from .wire import DhcpMessage, MessageType
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Forward:
-    """Send ``payload`` to a helper address, from port 67 to port 67."""
+    """Send ``payload`` to a helper address, from the relay's port (67) to the same port."""
 
     server: IPv4Address
     payload: bytes
@@ -26,7 +26,7 @@ class DeliveryMode(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deliver:
-    """Send a reply to a client on port 68, on ``ifindex``, per RFC 2131 §4.1.
+    """Send a reply to a client on port 68 (the relay's + 1), on ``ifindex``, per RFC 2131 §4.1.
 
     For UNICAST_CHADDR the shell addresses the link-layer frame to ``mac`` itself (a packet
     socket), so the client's address never enters the ARP table; for BROADCAST ``mac`` is

@@ -4,15 +4,22 @@
     boothop-relay check -c FILE
 
 boothop-relay always runs in the foreground (``-d`` is accepted for dhcrelay compatibility):
-run it under systemd or another supervisor. Servers must be IPv4 addresses (not host names).
+run it under systemd or another supervisor. Every dhcrelay(8) flag either means what it means
+to dhcrelay or is refused with its reason (exit 2): none is read as something else. Servers may
+be host names, resolved (to their first IPv4 address, as dhcrelay does) at start and on reload.
+With neither ``--config`` nor a server on the command line, /etc/boothop/relay.toml is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
+import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any
@@ -22,10 +29,40 @@ from .config import AgentPolicy, RelayConfig
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
 from .service import run_relay
-from .settings import EXIT_CONFIG, EXIT_OK, ConfigError, read_toml
-from .wire import DHCP_MIN_MAX_SIZE
+from .settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, read_toml
+from .wire import DHCP_MIN_MAX_SIZE, SERVER_PORT
 
 COMMAND_LINE = "<command line>"
+DEFAULT_CONFIG = Path("/etc/boothop/relay.toml")
+#: dhcrelay(8): "-c count ... Maximum is 255."
+DHCRELAY_MAX_HOPS = 255
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+
+class Unresolved(ConfigError):
+    """A server name that does not resolve now: a runtime failure (exit 1, systemd restarts
+    the relay), not a bad configuration; on reload the running configuration is kept."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Each option is matched whole, as dhcrelay matches its arguments (strcmp).
+
+    ``allow_abbrev=False`` stops prefix matching for ``--long`` options only (CPython 3.11's
+    argparse): ``-p 1067`` was read as ``-pf 1067``, ``-r`` would be ``-rp`` and ``-ieth0``
+    ``-i eth0``. Here an argument that is not exactly an option is an error (exit 2).
+    """
+
+    def _get_option_tuples(self, option_string: str) -> list[tuple[Any, ...]]:
+        return []
+
+
+class _Refused(argparse.Action):
+    """A dhcrelay flag boothop cannot honour: refused with its reason (exit 2), never guessed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string} (dhcrelay) is not supported: {self.help}")
 
 
 def _ipv4(value: str) -> str:
@@ -34,6 +71,27 @@ def _ipv4(value: str) -> str:
     except AddressValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an IPv4 address") from None
     return value
+
+
+def _server(value: str) -> str:
+    """A helper: a dotted quad (all four parts: "10.9.0" is refused, not read as 10.9.0.0) or a
+    host name, resolved later (``resolve``)."""
+    if value.replace(".", "").isdigit():
+        return _ipv4(value)
+    if not _HOST_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is neither an IPv4 address nor a host name")
+    return value
+
+
+def _hops(value: str) -> int:
+    count = _bounded(1, DHCRELAY_MAX_HOPS)(value)
+    if count > MAX_HOPS_LIMIT:
+        # RFC 1542 §4.1.1: "The relay agent MUST silently discard BOOTREQUEST messages whose
+        # 'hops' field exceeds the value 16": dhcrelay's -c 17..255 would forward those.
+        raise argparse.ArgumentTypeError(
+            f"{count}: boothop discards requests with more than {MAX_HOPS_LIMIT} hops "
+            f"(RFC 1542 §4.1.1 MUST); the largest -c it honours is {MAX_HOPS_LIMIT}")
+    return count
 
 
 def _bounded(low: int, high: int) -> Any:
@@ -49,27 +107,42 @@ def _bounded(low: int, high: int) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="boothop-relay",
         description="DHCP/BOOTP relay agent forwarding to DHCP and PXE helper addresses. "
-        "Flags follow ISC dhcrelay; see also `boothop-relay check -c FILE`.",
+        "Flags follow ISC dhcrelay(8); see also `boothop-relay check -c FILE`.",
+        epilog=f"Without --config and without a server, {DEFAULT_CONFIG} is read. Exit status: "
+        "0 stopped, 1 runtime failure (a port or a capability missing, a server name that does "
+        "not resolve), 2 usage (including a dhcrelay flag boothop refuses), 78 configuration.",
         allow_abbrev=False,
     )
     add = parser.add_argument
-    add("servers", nargs="*", metavar="server", type=_ipv4,
-        help="helper addresses (replace the file's `helpers`)")
+    add("servers", nargs="*", metavar="server", type=_server,
+        help="helper addresses or host names (replace the file's `helpers`)")
+    add("--version", action="version", version=f"%(prog)s {version('boothop')}")
     add("-4", dest="ipv4", action="store_true", help="IPv4 (accepted; boothop relays IPv4 only)")
+    add("-6", nargs=0, action=_Refused, help="boothop relays DHCPv4/BOOTP only")
     add("-d", dest="foreground", action="store_true",
         help="foreground (accepted; boothop-relay always runs in the foreground)")
     add("-q", dest="quiet", action="store_true", help="quiet: log warnings and errors only")
+    add("-p", dest="port", type=_bounded(1, 65535), default=SERVER_PORT, metavar="PORT",
+        help="listen on PORT and send to servers' PORT, to clients' PORT+1 (default 67)")
+    add("-rp", metavar="PORT", action=_Refused,
+        help="the RFC 8357 relay source port (sub-option 19) is not implemented")
     add("-i", dest="interfaces", action="append", default=[], metavar="IF",
         type=lambda name: (name, Role.BOTH), help="interface facing clients and servers")
     add("-iu", dest="interfaces", action="append", metavar="IF",
         type=lambda name: (name, Role.UPSTREAM), help="upstream interface (towards servers)")
     add("-id", dest="interfaces", action="append", metavar="IF",
         type=lambda name: (name, Role.DOWNSTREAM), help="downstream interface (client-facing)")
-    add("-c", dest="max_hops", type=_bounded(1, MAX_HOPS_LIMIT), metavar="COUNT",
-        help="drop requests with hops >= COUNT (default 10)")
+    add("-U", dest="link_interface", metavar="IF",
+        help="RFC 3527 link selection: giaddr is IF's address, the link selection sub-option the "
+        "client interface's; implies -a and -i IF; needs the client interfaces named (-i/-id)")
+    add("-g", metavar="ADDRESS", action=_Refused,
+        help="rewriting giaddr in replies to clients is not implemented")
+    add("-c", dest="max_hops", type=_hops, metavar="COUNT",
+        help=f"drop requests with hops >= COUNT (default 10; at most {MAX_HOPS_LIMIT}, for RFC "
+        "1542 §4.1.1 discards more than 16 hops)")
     add("-a", dest="agent_info", action="store_true", help="add relay agent information (82)")
     add("-m", dest="agent_policy", choices=[p.value for p in AgentPolicy],
         help="requests already carrying option 82 (default replace)")
@@ -79,7 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop replies whose circuit-id names no interface of ours (accepted; always on "
         "when this relay adds option 82)")
     add("-pf", dest="pid_file", type=Path, metavar="FILE", help="write the process id to FILE")
-    add("--config", type=Path, metavar="FILE", help="TOML configuration (see config/relay.toml)")
+    add("--no-pid", dest="no_pid", action="store_true",
+        help="write no pid file (the default without -pf; with it, -pf is ignored)")
+    for flag, metavar in (("-I", None), ("-s", "SUBSCRIBER-ID"), ("-l", "LOWER"),
+                          ("-u", "UPPER")):
+        add(flag, nargs=0 if metavar is None else None, action=_Refused, metavar=metavar,
+            help="a DHCPv6 option; boothop relays DHCPv4/BOOTP only")
+    add("--config", type=Path, metavar="FILE",
+        help=f"TOML configuration (see config/relay.toml; default {DEFAULT_CONFIG} when no "
+        "server is given)")
     add("--log-format", choices=shell.FORMATS, help="default: console on a terminal, else json")
     add("--log-level", choices=shell.LEVELS)
     add("--stats-file", type=Path, metavar="FILE",
@@ -89,33 +170,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str], default_config: Path = DEFAULT_CONFIG) -> argparse.Namespace:
+    """The command line, checked as a whole (exit 2 on misuse); ``default_config`` is read when
+    neither --config nor a server is given and it exists."""
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.link_interface is not None and not args.interfaces:
+        parser.error("-U needs the client interfaces named with -i or -id: boothop sets RFC 3527 "
+                     "link selection per interface, and cannot pick them from every interface")
+    if args.config is None and not args.servers and default_config.exists():
+        args.config = default_config
+    return args
+
+
+def resolve(servers: Sequence[str]) -> list[str]:
+    """Each server's first IPv4 address (dhcrelay takes gethostbyname()'s first); raises
+    Unresolved naming the server that has none."""
+    addresses = []
+    for server in servers:
+        try:
+            found = socket.getaddrinfo(server, None, socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as error:
+            raise Unresolved(COMMAND_LINE, "server", f"{server!r} does not resolve to an IPv4 "
+                             f"address: {error.strerror or error}") from None
+        addresses.append(str(found[0][4][0]))
+    return addresses
+
+
 def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     """The file (if any) with the command line merged in, validated as one."""
     file = read_toml(args.config) if args.config else None
     raw: dict[str, Any] = dict(file.data) if file else {}
     if args.servers:
-        raw["helpers"] = list(args.servers)
-    if args.interfaces:
-        raw["interface"] = _merge_interfaces(raw.get("interface", []), args.interfaces)
+        raw["helpers"] = resolve(args.servers)
+    flags = list(args.interfaces)
+    if args.link_interface is not None:
+        flags.append((args.link_interface, Role.BOTH))
+    if flags:
+        raw["interface"] = _merge_interfaces(raw.get("interface", []), flags,
+                                             args.link_interface)
     for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
-    if args.agent_info:
+    if args.agent_info or args.link_interface is not None:
         raw["agent_info"] = True
     # The file's line numbers hold only while the flags changed nothing of it.
     text = file.text if file and raw == file.data else None
     return parse(raw, args.config or COMMAND_LINE, text)
 
 
-def _merge_interfaces(from_file: object, flags: list[tuple[str, Role]]) -> list[dict[str, Any]]:
-    """-i/-iu/-id replace the file's list; a name given with both -iu and -id plays both roles."""
+def _merge_interfaces(from_file: object, flags: list[tuple[str, Role]],
+                      link_selection: str | None) -> list[dict[str, Any]]:
+    """-i/-iu/-id replace the file's list; a name given with both -iu and -id plays both roles;
+    -U IF sets link selection through IF on every client-facing interface."""
     tables = {t.get("name"): t for t in from_file if isinstance(t, dict)} if isinstance(
         from_file, list) else {}
     roles: dict[str, Role] = {}
     for name, role in flags:
         previous = roles.get(name)
         roles[name] = role if previous is None or previous is role else Role.BOTH
-    return [{**tables.get(name, {}), "name": name, "role": role.value}
+    selection = {} if link_selection is None else {"link_selection": link_selection}
+    return [{**tables.get(name, {}), "name": name, "role": role.value,
+             **(selection if role.faces_clients else {})}
             for name, role in roles.items()]
 
 
@@ -139,10 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         return check(argv[1:])
-    parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+    args = parse_args(argv)
     try:
         settings = settings_from_args(args)
+    except Unresolved as error:
+        print(error.prefixed("boothop-relay"), file=sys.stderr)
+        return EXIT_FAILURE
     except ConfigError as error:
         print(error.prefixed("boothop-relay"), file=sys.stderr)
         return EXIT_CONFIG
@@ -155,13 +273,14 @@ def run(args: argparse.Namespace, settings: RelaySettings) -> int:
     def reload() -> RelayConfig:
         return settings_from_args(args).relay
 
-    if args.pid_file is not None:
-        args.pid_file.write_text(f"{os.getpid()}\n")
+    pid_file = None if args.no_pid else args.pid_file
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n")
     try:
-        return shell.run_daemon("boothop-relay", lambda: run_relay(
-            settings.relay, reload=reload, stats_interval=settings.stats_interval,
-            stats_file=args.stats_file,
+        return shell.run_daemon("boothop-relay", functools.partial(
+            run_relay, settings.relay, reload=reload, stats_interval=settings.stats_interval,
+            stats_file=args.stats_file, port=args.port,
         ))
     finally:
-        if args.pid_file is not None:
-            args.pid_file.unlink(missing_ok=True)
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)

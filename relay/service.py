@@ -30,7 +30,7 @@ from .configfile import ConfigError
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .netlink import follow_interfaces
-from .shell import DatagramLoop, RateLimiter, errno_name, open_udp, per_packet_logging
+from .shell import DatagramLoop, RateLimiter, errno_name, open_udp, per_packet_logging, reloading
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
 
@@ -216,14 +216,15 @@ class RelayService:
         if reload is None:
             self.log.info("relay.config.reload_skipped", reason="no configuration source")
             return
-        try:
-            config = await trio.to_thread.run_sync(reload)
-        except ConfigError as error:
-            self.shell.reload_failures += 1
-            self.log.error("relay.config.invalid", path=error.path, key=error.key,
-                           reason=error.reason, note="keeping the running configuration")
-            return
-        self.apply_config(config)
+        with reloading():
+            try:
+                config = await trio.to_thread.run_sync(reload)
+            except ConfigError as error:
+                self.shell.reload_failures += 1
+                self.log.error("relay.config.invalid", path=error.path, key=error.key,
+                               reason=error.reason, note="keeping the running configuration")
+                return
+            self.apply_config(config)
 
 
 async def run_relay(
@@ -247,7 +248,7 @@ async def run_relay(
     engine = RelayEngine(config)
     udp = open_udp(port)
     try:
-        sender = Sender(udp, open_packet())
+        sender = Sender(udp, open_packet(), port)
     except BaseException:
         udp.close()
         raise

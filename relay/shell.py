@@ -16,14 +16,15 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from ipaddress import IPv4Address
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 import trio
@@ -282,14 +283,88 @@ def send_datagram(sock: socket.socket, payload: bytes, to: tuple[str, int],
         sock.sendmsg([payload], pktinfo_cmsg(ifindex, source), _DONTWAIT, to)
 
 
+# -- the service manager -------------------------------------------------------------------
+def notify(*states: str) -> bool:
+    """Send ``states`` (``READY=1``, ``WATCHDOG=1``...) to systemd; False when not under it.
+
+    Written here rather than taken from python-systemd: the sd_notify protocol is one datagram
+    of ``KEY=VALUE`` lines to the AF_UNIX socket named by $NOTIFY_SOCKET (``@`` for the abstract
+    namespace), and that package would bring libsystemd and a C build for these few lines. A
+    failure to send is ignored, as sd_notify(3)'s callers do: the daemon serves all the same.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(states).encode(), address)
+    except OSError:
+        return False
+    return True
+
+
+def watchdog_period() -> float | None:
+    """Seconds between two WATCHDOG=1, half of $WATCHDOG_USEC (sd_watchdog_enabled(3)); None
+    when the service has no watchdog, or it is meant for another process ($WATCHDOG_PID)."""
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid is not None and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2e6 if usec > 0 else None
+
+
+@contextlib.contextmanager
+def reloading() -> Iterator[None]:
+    """RELOADING=1 before a configuration reload and READY=1 after it (sd_notify(3))."""
+    notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        yield
+    finally:
+        notify("READY=1")
+
+
+async def _watchdog(period: float) -> None:
+    """WATCHDOG=1 from the trio loop itself: a loop that hangs stops feeding systemd."""
+    while True:
+        notify("WATCHDOG=1")
+        await trio.sleep(period)
+
+
+async def _supervised(main: Callable[..., Awaitable[object]]) -> None:
+    """Run ``main`` as ``nursery.start(main)``; READY=1 once it calls ``task_status.started()``
+    (its sockets bound), the watchdog while it runs, STOPPING=1 when it returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def serve(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await main(task_status=task_status)
+            finally:
+                notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+
+        await nursery.start(serve)
+        notify("READY=1", f"STATUS=serving (pid {os.getpid()})")
+        period = watchdog_period()
+        if period is not None:
+            nursery.start_soon(_watchdog, period)
+
+
 # -- the process -----------------------------------------------------------------------------
-def run_daemon(program: str, main: Callable[[], Awaitable[object]]) -> int:
+def run_daemon(program: str, main: Callable[..., Awaitable[object]]) -> int:
     """Run a daemon's trio main until it returns: its exit status.
 
-    An OSError (a port taken, a capability missing), alone or inside the nursery's exception
-    group, becomes one line on stderr and EXIT_FAILURE instead of a traceback."""
+    ``main`` takes ``task_status`` and calls ``task_status.started()`` once it serves; systemd
+    (Type=notify) hears READY=1 then, WATCHDOG=1 at half its WatchdogSec while it runs and
+    STOPPING=1 when it returns. An OSError (a port taken, a capability missing), alone or inside
+    the nursery's exception group, becomes one line on stderr and EXIT_FAILURE instead of a
+    traceback."""
     try:
-        trio.run(main)
+        trio.run(_supervised, main)
     except KeyboardInterrupt:
         pass
     except OSError as error:

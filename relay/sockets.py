@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Forward
 from .shell import SocketUnavailable
-from .wire import CLIENT_PORT, SERVER_PORT
+from .wire import SERVER_PORT
 
 ETH_P_IP = 0x0800
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -91,11 +91,17 @@ def ipv4_udp(source: IPv4Address, destination: IPv4Address, source_port: int,
 
 
 class Sender:
-    """Executes Forward and Deliver actions; raises OSError for the caller to count and log."""
+    """Executes Forward and Deliver actions; raises OSError for the caller to count and log.
 
-    def __init__(self, udp: socket.socket, packet: socket.socket) -> None:
+    ``port`` is the relay's own (67; dhcrelay's ``-p``): servers are sent to it, and replies go
+    from it to clients at ``port + 1``, as dhcrelay does.
+    """
+
+    def __init__(self, udp: socket.socket, packet: socket.socket, port: int = SERVER_PORT) -> None:
         self.udp = udp
         self.packet = packet
+        self.server_port = port
+        self.client_port = port + 1
         self._names: dict[IPv4Address, str] = {}
 
     def _name(self, address: IPv4Address) -> str:
@@ -107,15 +113,15 @@ class Sender:
         return name
 
     def forward(self, action: Forward) -> None:
-        self.udp.sendto(action.payload, _DONTWAIT, (self._name(action.server), SERVER_PORT))
+        self.udp.sendto(action.payload, _DONTWAIT, (self._name(action.server), self.server_port))
 
     def deliver(self, action: Deliver) -> None:
         if action.mode is DeliveryMode.UNICAST_CIADDR:
             # The client has an address and answers ARP for it: an ordinary unicast.
             self.udp.sendto(action.payload, _DONTWAIT,
-                            (self._name(action.destination), CLIENT_PORT))
+                            (self._name(action.destination), self.client_port))
             return
-        frame = ipv4_udp(action.source, action.destination, SERVER_PORT, CLIENT_PORT,
+        frame = ipv4_udp(action.source, action.destination, self.server_port, self.client_port,
                          action.payload)
         self.packet.sendto(frame, (action.ifname, ETH_P_IP, 0, 0, action.mac))
 

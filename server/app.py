@@ -28,8 +28,10 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope,
 GC_THRESHOLD = (20_000, 20, 20)
 
 
-async def run_services(config: ServerConfig) -> None:
-    """Every configured service in one nursery, until SIGTERM/SIGINT."""
+async def run_services(config: ServerConfig,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Every configured service in one nursery, until SIGTERM/SIGINT; started (the daemon is
+    ready) once every service's sockets are bound."""
     gc.set_threshold(*GC_THRESHOLD)
     log = structlog.get_logger()
     for warning in config.warnings:
@@ -47,4 +49,5 @@ async def run_services(config: ServerConfig) -> None:
             from boothop.server.tftp.service import serve_tftp
             await nursery.start(serve_tftp, config.tftp)
         log.info("server.started", config=config.path)
+        task_status.started()
     log.info("server.stopped")

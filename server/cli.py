@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -17,11 +18,12 @@ PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="the TOML file")
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="the TOML file")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"the TOML file (default {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="serve (the default command)")
     run.add_argument("--log-format", choices=("auto", "json", "console"))
@@ -133,7 +135,7 @@ def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = args.command or "run"
     path = getattr(args, "config", DEFAULT_CONFIG)
     try:
@@ -151,5 +153,5 @@ def main(argv: list[str] | None = None) -> int:
     from boothop.server.app import run_services
     configure_logging(getattr(args, "log_level", "info"),
                       getattr(args, "log_format", None) or config.log_format)
-    return run_daemon(PROG, lambda: run_services(config))
+    return run_daemon(PROG, functools.partial(run_services, config))
 

@@ -16,12 +16,12 @@ import shutil
 import signal
 import string
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import require_system
+from installs import fresh_install
 
 from boothop.relay.lab.topology import namespace_pids, remove_recorded
 
@@ -71,45 +71,11 @@ def _delete_namespace(name: str) -> None:
     subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True, timeout=10)
 
 
-def _pip_install(venv: Path) -> None:
-    """pip install --no-deps of this tree; offline (--no-build-isolation) when the venv's
-    setuptools can build a wheel by itself, else with build isolation (fetches setuptools).
-
-    The dependencies (trio, pyroute2, structlog) are the running interpreter's: a .pth file
-    puts its site-packages directories (a venv's own and, with --system-site-packages, the
-    base's) on the new venv's path. Python does not process .pth files found there, so this
-    tree's editable install (an import hook started by one) stays out."""
-    dependencies = [path for path in sys.path
-                    if Path(path).name in ("site-packages", "dist-packages")]
-    site = subprocess.run([str(venv / "bin" / "python"), "-c",
-                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=30)
-    (Path(site.stdout.strip()) / "boothop-test-dependencies.pth").write_text(
-        "".join(f"{path}\n" for path in dependencies))
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
-    offline = subprocess.run([*pip, "--no-build-isolation", str(ROOT)],
-                             check=False, capture_output=True, text=True, timeout=300)
-    if offline.returncode == 0:
-        return
-    isolated = subprocess.run(
-        [*pip, str(ROOT)], check=False, capture_output=True, text=True, timeout=300
-    )
-    assert isolated.returncode == 0, offline.stderr[-2000:] + isolated.stderr[-2000:]
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin directory of a venv with boothop installed from this tree (not editable)."""
     require_system("busybox")
-    venv = tmp_path_factory.mktemp("install") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    _pip_install(venv)
-    site = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import boothop.relay.lab as m; print(m.__file__)"],
-        check=False, capture_output=True, text=True, timeout=30, cwd="/",
-    )
-    assert site.stdout.startswith(str(venv)), f"not the venv's copy: {site.stdout}{site.stderr}"
-    return venv / "bin"
+    return fresh_install(tmp_path_factory.mktemp("install") / "venv")
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LANS, SERVER, UPSTREAM, lab_topology, need, relay_program, require_system
+from conftest import LANS, SERVER, UPSTREAM, lab_topology, need, require_system
+from installs import fresh_install
 from servers import bound_address, start_dhclient
 
 from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
@@ -51,12 +52,12 @@ class World:
     """The lab topology (no kea: boothop-server serves), a directory nobody can read, a state
     directory nobody owns (StateDirectory=), and the processes, stopped by PID."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bin_dir: Path) -> None:
         self.root = root
         self.topology = lab_topology(f"{BASE}-{secrets.token_hex(3)}")
         self.runner = ProcessRunner(root / "logs")
-        self.relay = relay_program("boothop")
-        self.server = need("boothop-server")
+        self.relay = str(bin_dir / "boothop-relay")
+        self.server = str(bin_dir / "boothop-server")
         state = root / "state"
         state.mkdir()
         os.chown(state, NOBODY, NOBODY)
@@ -89,19 +90,33 @@ class World:
         return bool(result.stdout.strip())
 
 
+@pytest.fixture(scope="module")
+def readable_install() -> Iterator[Path]:
+    """boothop installed (not editable) where nobody can read it, wherever the checkout is: the
+    bin directory. Its dependencies are the running interpreter's (.ci/install's /opt/boothop
+    is readable by all)."""
+    root = Path(tempfile.mkdtemp(prefix="boothop-install-"))
+    root.chmod(0o755)
+    try:
+        yield fresh_install(root / "venv")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def world() -> Iterator[World]:
+def world(readable_install: Path) -> Iterator[World]:
     require_system("ss", "setpriv", "dhclient")
     reap_stale(BASE)
     root = Path(tempfile.mkdtemp(prefix="boothop-systemd-"))
     root.chmod(0o755)  # pytest's tmp_path is private to root; nobody reads this one
     try:
-        world = World(root)
+        world = World(root, readable_install)
         probe = subprocess.run(setpriv(RELAY_CAPS, [world.relay, "--version"]),
                                capture_output=True, text=True, timeout=30)
         if probe.returncode != 0:
-            pytest.skip(f"{world.relay} cannot run as nobody (its Python or packages are not "
-                        f"readable by others; install it as .ci/install does):\n{probe.stderr}")
+            pytest.skip(f"{world.relay} cannot run as nobody (its Python or its dependencies "
+                        f"are not readable by others; install as .ci/install does):\n"
+                        f"{probe.stderr}")
         try:
             world.topology.up()
             yield world

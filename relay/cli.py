@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("-U", dest="link_interface", metavar="IF",
         help="RFC 3527 link selection: giaddr is IF's address, the link selection sub-option the "
         "client interface's; implies -a and -i IF; needs the client interfaces named (-i/-id)")
-    add("-g", metavar="ADDRESS", action=_Refused,
-        help="rewriting giaddr in replies to clients is not implemented")
+    add("-g", dest="reply_giaddr", metavar="ADDRESS",
+        help="write ADDRESS as giaddr into replies delivered to clients (dhcrelay's workaround "
+        "for clients that route via giaddr)")
     add("-c", dest="max_hops", type=_hops, metavar="COUNT",
         help=f"drop requests with hops >= COUNT (default 10; at most {MAX_HOPS_LIMIT}, for RFC "
         "1542 §4.1.1 discards more than 16 hops)")
@@ -209,7 +210,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     if flags:
         raw["interface"] = _merge_interfaces(raw.get("interface", []), flags,
                                              args.link_interface)
-    for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval"):
+    for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval", "reply_giaddr"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     if args.agent_info or args.link_interface is not None:

@@ -57,6 +57,9 @@ class RelayConfig:
     #: Servers whose replies are accepted besides the helpers (e.g. a server answering from a
     #: second address).
     extra_servers: tuple[IPv4Address, ...] = ()
+    #: dhcrelay's -g: the giaddr written into replies delivered to clients (a workaround for
+    #: clients that route via giaddr instead of option 3), or None to leave it as it came.
+    reply_giaddr: IPv4Address | None = None
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:

@@ -54,7 +54,8 @@ class RelaySettings:
 
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
-     "max_packet_size", "stats_interval", "log_format", "log_level", "interface"}
+     "max_packet_size", "stats_interval", "log_format", "log_level", "interface",
+     "reply_giaddr"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -75,6 +76,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     v.unknown_keys(TOP_KEYS)
     helpers = v.addresses("helpers")
     extra = v.addresses("extra_servers")
+    reply_giaddr = v.address("reply_giaddr", usable=True)
     max_hops = v.integer("max_hops", DEFAULT_MAX_HOPS, 1, MAX_HOPS_LIMIT)
     agent_info = v.boolean("agent_info", False)
     policy = AgentPolicy(v.choice("agent_policy", [p.value for p in AgentPolicy],
@@ -115,7 +117,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     relay = RelayConfig(
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
-        extra_servers=extra,
+        extra_servers=extra, reply_giaddr=reply_giaddr,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level)
 

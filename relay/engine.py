@@ -30,6 +30,9 @@ from .wire import (
 from .wire.pxe import is_pxe_client
 
 LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+#: Where giaddr sits in the fixed BOOTP header (op htype hlen hops xid secs flags ciaddr yiaddr
+#: siaddr, RFC 951).
+GIADDR_OFFSET = 24
 #: RFC 1542 §4.1.1: requests whose hops exceed this are discarded whatever the configuration.
 RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
@@ -291,6 +294,9 @@ class RelayEngine:
                 payload = frame.encoded(self._capacity(datagram))
         except WireError as error:
             return [Drop(DropReason.OVERSIZE, str(error))]
+        if self.config.reply_giaddr is not None:
+            payload = b"".join((payload[:GIADDR_OFFSET], self.config.reply_giaddr.packed,
+                                payload[GIADDR_OFFSET + 4:]))
         actions: list[Deliver | Drop | Warn] = []
         warning = self._pxe_misconfig_warning(msg, datagram.source, settings)
         if warning is not None:

@@ -104,7 +104,6 @@ def test_c_hop_limit_up_to_dhcrelays_255_refuses_what_rfc_1542_forbids(
 
 @pytest.mark.parametrize(("argv", "reason"), [
     (["-rp", "1068"], "-rp (dhcrelay) is not supported: the RFC 8357 relay source port"),
-    (["-g", "10.0.0.1"], "-g (dhcrelay) is not supported: rewriting giaddr in replies"),
     (["-6"], "-6 (dhcrelay) is not supported: boothop relays DHCPv4/BOOTP only"),
     (["-I"], "-I (dhcrelay) is not supported: a DHCPv6 option"),
     (["-s", "sub"], "-s (dhcrelay) is not supported: a DHCPv6 option"),
@@ -114,6 +113,14 @@ def test_c_hop_limit_up_to_dhcrelays_255_refuses_what_rfc_1542_forbids(
 def test_flags_boothop_cannot_honour_are_refused_with_the_reason(
         argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert reason in usage_error([*argv, "10.9.0.1"], capsys)
+
+
+def test_g_is_the_giaddr_written_into_replies_to_clients() -> None:
+    """dhcrelay(8) -g: "When a package gets sent back to the client, replace the gateway's IP
+    address (giaddr) with the given ipaddr"."""
+    relay = settings_from_args(parse_args(["-g", "10.9.1.254", "10.9.0.1"])).relay
+    assert relay.reply_giaddr == IPv4Address("10.9.1.254")
+    assert settings_from_args(parse_args(["10.9.0.1"])).relay.reply_giaddr is None
 
 
 def test_U_is_rfc_3527_link_selection_through_that_interface_and_implies_a() -> None:

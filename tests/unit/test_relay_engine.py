@@ -1209,3 +1209,12 @@ def test_update_config_takes_effect_on_the_next_packet() -> None:
     # Replies from a server that was removed are no longer accepted.
     assert drop_reason(engine.handle(from_server(reply()), 1.0)) is DropReason.REPLY_FROM_NON_SERVER
     delivery(engine.handle(from_server(reply(), source=new_server), 1.0))
+
+
+def test_reply_giaddr_dhcrelay_g_rewrites_giaddr_in_replies_to_clients_only() -> None:
+    """dhcrelay -g: the reply delivered to the client carries the configured giaddr; the
+    reply is still matched and delivered by its real giaddr, and requests are untouched."""
+    engine = make_engine(reply_giaddr=ip("10.1.0.254"))
+    delivered = decode(delivery(engine.handle(from_server(reply()), 0.0)).payload)
+    assert delivered == decode(encode(reply())).replace(giaddr=ip("10.1.0.254"))
+    assert forwarded(engine.handle(from_client(request()), 0.0)).giaddr == LAN1_ADDR

@@ -1,9 +1,9 @@
 """The one metrics registry of a daemon: Prometheus exposition of the counters it already keeps.
 
 No second bookkeeping. Each part of a daemon (the relay; the server's dhcp, pxe and tftp)
-registers the same snapshot function its stats line and stats file use; a scrape calls them
-(each takes its part's lock for one copy) and ``Family`` entries say which value of which
-snapshot becomes which metric, and which keys of the nested dictionaries become labels. No
+registers the same snapshot function its stats line and stats file use, with its ``Family``
+entries: which value of the snapshot becomes which metric, and which keys of the nested
+dictionaries become labels. A scrape calls them (each takes its part's lock for one copy). No
 prometheus object is touched per packet: the hot path only increments the plain counters it
 always did, and ``Histogram`` counts observations into fixed buckets the same way.
 
@@ -116,7 +116,8 @@ def _buckets(histogram: Mapping[str, Any]) -> list[tuple[str, float]]:
     return buckets
 
 
-#: The shell ring's LoopCounters, for every part with receive loops: ``{"loops": {port: ...}}``.
+#: The shell ring's LoopCounters of every part, one family each across the parts (labelled by
+#: part and port): a part's snapshot holds them as ``{"loops": {port: LoopCounters.snapshot()}}``.
 LOOP_FAMILIES = tuple(
     Family(f"boothop_loop_{name}", "counter", help, ("{service}", "loops", "{port}", name))
     for name, help in (
@@ -128,31 +129,36 @@ LOOP_FAMILIES = tuple(
 
 
 class SnapshotCollector(Collector):
-    """Every family of every registered part, read at scrape time."""
+    """The families of every registered part, read at scrape time."""
 
-    def __init__(self, families: Iterable[Family]) -> None:
-        self.families = (*LOOP_FAMILIES, *families)
-        self.parts: dict[str, Callable[[], Snapshot]] = {}
+    def __init__(self) -> None:
+        self.parts: dict[str, tuple[Callable[[], Snapshot], tuple[Family, ...]]] = {}
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = {name: read() for name, read in list(self.parts.items())}
-        for family in self.families:
-            yield family.metric(snapshot)
+        parts = list(self.parts.items())
+        snapshots = {name: read() for name, (read, _) in parts}
+        for family in LOOP_FAMILIES:
+            yield family.metric(snapshots)
+        for name, (_, families) in parts:
+            for family in families:
+                yield family.metric(snapshots[name])
 
 
 class Metrics:
     """A daemon's registry: its parts' snapshots and the process's own figures."""
 
-    def __init__(self, families: Iterable[Family]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.collector = SnapshotCollector(families)
+        self.collector = SnapshotCollector()
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
 
     @contextlib.contextmanager
-    def part(self, name: str, read: Callable[[], Snapshot]) -> Iterator[None]:
-        """``read`` is scraped as ``name`` while the block runs."""
-        self.collector.parts[name] = read
+    def part(self, name: str, read: Callable[[], Snapshot],
+             families: Iterable[Family]) -> Iterator[None]:
+        """``read`` is scraped as the part ``name``, through ``families``, while the block
+        runs."""
+        self.collector.parts[name] = read, tuple(families)
         try:
             yield
         finally:
@@ -174,19 +180,10 @@ class Metrics:
             thread.join()
 
 
-@contextlib.contextmanager
-def part(metrics: Metrics | None, name: str, read: Callable[[], Snapshot]) -> Iterator[None]:
+def part(metrics: Metrics | None, name: str, read: Callable[[], Snapshot],
+         families: Iterable[Family]) -> contextlib.AbstractContextManager[None]:
     """``Metrics.part``, or nothing when the daemon has no endpoint."""
-    if metrics is None:
-        yield
-    else:
-        with metrics.part(name, read):
-            yield
-
-
-def loops(*counters: tuple[int, Callable[[], Mapping[str, int]]]) -> dict[int, Mapping[str, int]]:
-    """The ``loops`` entry of a part's snapshot: each receive loop's port and counters."""
-    return {port: snapshot() for port, snapshot in counters}
+    return contextlib.nullcontext() if metrics is None else metrics.part(name, read, families)
 
 
 # -- status ------------------------------------------------------------------------------------

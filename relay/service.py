@@ -54,34 +54,34 @@ log = structlog.get_logger("relay")
 #: The relay's metrics: each a value of ``RelayService.snapshot`` (the stats file's numbers).
 FAMILIES = (
     Family("boothop_relay_received", "counter", "Datagrams received on port 67",
-           ("relay", "received")),
+           ("received",)),
     Family("boothop_relay_received_by_interface", "counter",
            "Datagrams received on port 67, per ingress interface",
-           ("relay", "received_by_interface", "{interface}")),
-    Family("boothop_relay_requests", "counter", "BOOTREQUESTs received", ("relay", "requests")),
-    Family("boothop_relay_replies", "counter", "BOOTREPLYs received", ("relay", "replies")),
+           ("received_by_interface", "{interface}")),
+    Family("boothop_relay_requests", "counter", "BOOTREQUESTs received", ("requests",)),
+    Family("boothop_relay_replies", "counter", "BOOTREPLYs received", ("replies",)),
     Family("boothop_relay_forwarded", "counter", "Requests forwarded, per helper",
-           ("relay", "forwarded", "{server}")),
+           ("forwarded", "{server}")),
     Family("boothop_relay_delivered", "counter", "Replies delivered to clients, per mode",
-           ("relay", "delivered", "{mode}")),
+           ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
-           ("relay", "dropped", "{reason}")),
+           ("dropped", "{reason}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
-           ("relay", "agent_info_added")),
+           ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
-           ("relay", "send_errors", "{error}")),
-    Family("boothop_relay_reloads", "counter", "Configurations reloaded", ("relay", "reloads")),
+           ("send_errors", "{error}")),
+    Family("boothop_relay_reloads", "counter", "Configurations reloaded", ("reloads",)),
     Family("boothop_relay_reload_failures", "counter", "Reloads refused (invalid file)",
-           ("relay", "reload_failures")),
+           ("reload_failures",)),
     *(Family(f"boothop_relay_helper_{key}", "counter" if key != "waiting" else "gauge", help,
-             ("relay", "helper_replies", "{server}", key))
+             ("helper_replies", "{server}", key))
       for key, help in (
           ("answered", "Forwarded requests the helper answered in time"),
           ("unanswered", "Forwarded requests with no reply from the helper in time"),
           ("untracked", "Forwarded requests given up unanswered as the table was full"),
           ("waiting", "Forwarded requests awaiting the helper's reply"))),
     Family("boothop_relay_helper_reply_seconds", "histogram",
-           "From forwarding a request to the helper's reply", ("relay", "reply_latency",
+           "From forwarding a request to the helper's reply", ("reply_latency",
                                                                 "{server}")),
 )
 
@@ -363,8 +363,8 @@ async def run_relay(
         )
         with receiver as signals, contextlib.ExitStack() as exporting:
             if metrics_listen is not None:
-                exporter = Metrics(FAMILIES)
-                exporting.enter_context(exporter.part("relay", service.metrics_snapshot))
+                exporter = Metrics()
+                exporting.enter_context(exporter.part("relay", service.metrics_snapshot, FAMILIES))
                 exporting.enter_context(exporter.serve(metrics_listen))
             async with trio.open_nursery() as nursery:
                 await nursery.start(follow_interfaces, service.on_interfaces)

@@ -92,10 +92,10 @@ def test_histogram_buckets_hold_values_up_to_their_bound() -> None:
 
 
 FAMILIES_UNDER_TEST = (
-    Family("t_received", "counter", "received", ("p", "received")),
-    Family("t_forwarded", "counter", "forwarded", ("p", "forwarded", "{server}")),
-    Family("t_helper", "gauge", "nested", ("p", "helpers", "{server}", "waiting")),
-    Family("t_latency", "histogram", "latency", ("p", "latency", "{server}")),
+    Family("t_received", "counter", "received", ("received",)),
+    Family("t_forwarded", "counter", "forwarded", ("forwarded", "{server}")),
+    Family("t_helper", "gauge", "nested", ("helpers", "{server}", "waiting")),
+    Family("t_latency", "histogram", "latency", ("latency", "{server}")),
 )
 
 
@@ -108,9 +108,10 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 def test_collector_reads_the_snapshot_at_scrape_time() -> None:
     counts = {"received": 1, "forwarded": {"10.0.0.1": 2}, "helpers": {"10.0.0.1": {"waiting": 3}}}
     histogram = Histogram((0.1, 1.0))
-    metrics = Metrics(FAMILIES_UNDER_TEST)
+    metrics = Metrics()
     with metrics.part("p", lambda: {**counts, "latency": {"10.0.0.1": histogram.snapshot()},
-                                    "loops": {67: shell.LoopCounters(truncated=4).snapshot()}}):
+                                    "loops": {67: shell.LoopCounters(truncated=4).snapshot()}},
+                      FAMILIES_UNDER_TEST):
         histogram.observe(0.05)
         histogram.observe(0.5)
         counts["received"] = 5  # changed after registering: the scrape sees the new value
@@ -136,13 +137,13 @@ def test_every_loop_counter_has_a_family() -> None:
 
 
 def test_status_prints_nonzero_samples_and_histogram_summaries() -> None:
-    metrics = Metrics(FAMILIES_UNDER_TEST)
+    metrics = Metrics()
     histogram = Histogram((0.1, 1.0))
     for value in (0.05, 0.06, 0.5):
         histogram.observe(value)
     snapshot = {"received": 3, "forwarded": {"10.0.0.1": 0},
                 "latency": {"10.0.0.1": histogram.snapshot()}}
-    with metrics.part("p", lambda: snapshot):
+    with metrics.part("p", lambda: snapshot, FAMILIES_UNDER_TEST):
         text = status(generate_latest(metrics.registry).decode(), "t_")
     lines = text.splitlines()
     assert lines[0].split() == ["t_received_total", "3"]
@@ -154,16 +155,16 @@ def test_status_prints_nonzero_samples_and_histogram_summaries() -> None:
 
 
 def test_the_endpoint_serves_over_http_and_refuses_a_taken_port() -> None:
-    metrics = Metrics(FAMILIES_UNDER_TEST)
+    metrics = Metrics()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     listen = Listen("127.0.0.1", port)
-    with metrics.part("p", lambda: {"received": 9}), metrics.serve(listen):
+    with metrics.part("p", lambda: {"received": 9}, FAMILIES_UNDER_TEST), metrics.serve(listen):
         body = urllib.request.urlopen(f"http://{listen}/metrics", timeout=5).read().decode()
         assert "t_received_total 9.0" in body
         with pytest.raises(OSError, match=f"metrics endpoint 127.0.0.1:{port}"), \
-                Metrics(()).serve(listen):
+                Metrics().serve(listen):
             pass
 
 
@@ -210,8 +211,8 @@ def test_relay_counts_answers_latency_and_serves_them() -> None:
     delivered = next(e for e in logs if e["event"] == "relay.reply.delivered")
     assert delivered["latency_ms"] == pytest.approx(4.0) and delivered["log_level"] == "info"
     assert relay.replies.answered == {SERVER: 1}
-    metrics = Metrics(FAMILIES)
-    with metrics.part("relay", lambda: {**relay._snapshot(), "loops": {}}):
+    metrics = Metrics()
+    with metrics.part("relay", lambda: {**relay._snapshot(), "loops": {}}, FAMILIES):
         got = samples(metrics)
     server = (("server", str(SERVER)),)
     assert got[("boothop_relay_forwarded_total", server)] == 2
@@ -228,7 +229,7 @@ def test_every_relay_family_reads_a_key_of_the_snapshot() -> None:
     relay.handle(reply(1), 1.1)
     snapshot = relay._snapshot()
     for family in FAMILIES:
-        assert family.path[1] in snapshot, family.name
+        assert family.path[0] in snapshot, family.name
 
 
 def test_a_reload_changes_the_log_level() -> None:

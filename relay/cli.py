@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import urllib.error
 from collections.abc import Sequence
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
@@ -176,7 +175,7 @@ def status(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     try:
         text = metrics.scrape(listen)
-    except (OSError, urllib.error.URLError) as error:
+    except OSError as error:  # urllib's URLError included
         print(f"boothop-relay: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
         return EXIT_FAILURE
     print(metrics.status(text, "boothop_relay_"))

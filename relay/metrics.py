@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import trio
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -178,6 +179,13 @@ class Metrics:
             server.shutdown()
             server.server_close()
             thread.join()
+
+    async def run(self, listen: Listen,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """``serve`` as a task: serving once started, until cancelled."""
+        with self.serve(listen):
+            task_status.started()
+            await trio.sleep_forever()
 
 
 def part(metrics: Metrics | None, name: str, read: Callable[[], Snapshot],

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 import trio
 
+from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
 from .configfile import ConfigError, RelaySettings
@@ -356,17 +357,17 @@ async def run_relay(
         udp.close()
         raise
     service = RelayService(engine, udp, sender, stats_file)
+    exporter = Metrics() if metrics_listen is not None else None
     wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:
         receiver = (
             trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
         )
-        with receiver as signals, contextlib.ExitStack() as exporting:
-            if metrics_listen is not None:
-                exporter = Metrics()
-                exporting.enter_context(exporter.part("relay", service.metrics_snapshot, FAMILIES))
-                exporting.enter_context(exporter.serve(metrics_listen))
+        with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
+                                               FAMILIES):
             async with trio.open_nursery() as nursery:
+                if exporter is not None and metrics_listen is not None:
+                    await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
                 nursery.start_soon(service.loop.run)
                 if stats_interval > 0:

@@ -271,8 +271,8 @@ class RelayService:
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """The snapshot as the metrics families read it (the loop's counters apart)."""
-        snapshot = self.snapshot()
-        return {**snapshot, "loops": {self.loop.port: self.loop.counters.snapshot()}}
+        with self.lock:
+            return {**self._snapshot(), "loops": {self.loop.port: self.loop.counters.snapshot()}}
 
     def write_stats(self) -> None:
         """Write the snapshot as JSON, atomically (readers never see half a file)."""

@@ -17,6 +17,7 @@ from test_relay_service_shell import SERVER, FakeSender, request, service
 
 from boothop.relay import shell
 from boothop.relay.actions import Deliver, Forward
+from boothop.relay.cli import build_parser, log_level, main
 from boothop.relay.configfile import ConfigError, RelaySettings, load, parse
 from boothop.relay.metrics import (
     LOOP_FAMILIES,
@@ -244,3 +245,30 @@ def test_a_reload_changes_the_log_level() -> None:
         assert relay.steps and relay.log.is_enabled_for(10)  # type: ignore[attr-defined]
     finally:
         shell.configure_logging("info")
+
+
+def test_reload_takes_the_file_level_unless_the_command_line_set_one(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('helpers = ["10.0.0.1"]\nlog_level = "debug"\n')
+    settings = load(path)
+    parser = build_parser()
+    assert log_level(parser.parse_args(["--config", str(path)]), settings) == "debug"
+    assert log_level(parser.parse_args(["--config", str(path), "-q"]), settings) == "warning"
+    assert log_level(parser.parse_args(["--log-level", "error"]), settings) == "error"
+
+
+def test_relay_status_command_reads_the_endpoint(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = Metrics()
+    snapshot = {"forwarded": {"10.0.0.1": 4}}
+    with metrics.part("relay", lambda: snapshot, FAMILIES), \
+            metrics.serve(Listen("127.0.0.1", port)):
+        assert main(["status", "--metrics", f"127.0.0.1:{port}"]) == 0
+    assert "boothop_relay_forwarded_total{server=10.0.0.1}" in capsys.readouterr().out
+    assert main(["status", "--metrics", f"127.0.0.1:{port}"]) == 1  # nobody listens now
+    path = tmp_path / "relay.toml"
+    path.write_text('helpers = ["10.0.0.1"]\n')
+    assert main(["status", "--config", str(path)]) == 2  # no endpoint configured

@@ -2,6 +2,7 @@
 
     boothop-relay [options] [server ...]
     boothop-relay check -c FILE
+    boothop-relay status [--metrics HOST:PORT | --config FILE]
 
 boothop-relay always runs in the foreground (``-d`` is accepted for dhcrelay compatibility):
 run it under systemd or another supervisor. Every dhcrelay(8) flag either means what it means
@@ -13,6 +14,7 @@ With neither ``--config`` nor a server on the command line, /etc/boothop/relay.t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import re
@@ -24,12 +26,20 @@ from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any
 
-from . import shell
-from .config import AgentPolicy, RelayConfig
+from . import metrics, shell
+from .config import AgentPolicy
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
 from .service import run_relay
-from .settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, read_toml
+from .settings import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    parse_listen,
+    read_toml,
+)
 from .wire import DHCP_MIN_MAX_SIZE, SERVER_PORT
 
 COMMAND_LINE = "<command line>"
@@ -92,6 +102,14 @@ def _hops(value: str) -> int:
             f"{count}: boothop discards requests with more than {MAX_HOPS_LIMIT} hops "
             f"(RFC 1542 §4.1.1 MUST); the largest -c it honours is {MAX_HOPS_LIMIT}")
     return count
+
+
+def _listen(value: str) -> str:
+    try:
+        parse_listen(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _bounded(low: int, high: int) -> Any:
@@ -168,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the counters in FILE as JSON (refreshed as they change, and on SIGUSR1)")
     add("--stats-interval", type=float, metavar="SECONDS",
         help="seconds between relay.stats log lines (0: never; default 60)")
+    add("--metrics", type=_listen, metavar="HOST:PORT",
+        help="serve the counters to Prometheus at http://HOST:PORT/metrics")
     return parser
 
 
@@ -210,7 +230,8 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     if flags:
         raw["interface"] = _merge_interfaces(raw.get("interface", []), flags,
                                              args.link_interface)
-    for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval", "reply_giaddr"):
+    for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval", "reply_giaddr",
+                "metrics"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     if args.agent_info or args.link_interface is not None:
@@ -252,10 +273,39 @@ def check(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def status(argv: Sequence[str]) -> int:
+    """The running relay's counters for a person, read from its metrics endpoint."""
+    parser = argparse.ArgumentParser(
+        prog="boothop-relay status",
+        description="print a running relay's counters (read from its metrics endpoint)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--metrics", type=_listen, metavar="HOST:PORT")
+    where.add_argument("--config", type=Path, metavar="FILE", help="the relay's TOML file")
+    args = parser.parse_args(argv)
+    try:
+        listen = parse_listen(args.metrics) if args.metrics else load(args.config).metrics
+    except ConfigError as error:
+        print(error.prefixed("boothop-relay"), file=sys.stderr)
+        return EXIT_CONFIG
+    if listen is None:
+        print(f"boothop-relay: {args.config}: no metrics endpoint configured "
+              "(metrics = \"HOST:PORT\")", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text = metrics.scrape(listen)
+    except OSError as error:  # urllib's URLError included
+        print(f"boothop-relay: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(metrics.status(text, "boothop_relay_"))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         return check(argv[1:])
+    if argv[:1] == ["status"]:
+        return status(argv[1:])
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -265,14 +315,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error.prefixed("boothop-relay"), file=sys.stderr)
         return EXIT_CONFIG
-    level = args.log_level or ("warning" if args.quiet else settings.log_level or "info")
-    shell.configure_logging(level, args.log_format or settings.log_format or "auto")
+    shell.configure_logging(log_level(args, settings),
+                            args.log_format or settings.log_format or "auto")
     return run(args, settings)
 
 
+def log_level(args: argparse.Namespace, settings: RelaySettings) -> str:
+    """The command line's level, else the file's, else info."""
+    return args.log_level or ("warning" if args.quiet else settings.log_level or "info")
+
+
 def run(args: argparse.Namespace, settings: RelaySettings) -> int:
-    def reload() -> RelayConfig:
-        return settings_from_args(args).relay
+    def reload() -> RelaySettings:
+        fresh = settings_from_args(args)
+        return dataclasses.replace(fresh, log_level=log_level(args, fresh))
 
     pid_file = None if args.no_pid else args.pid_file
     if pid_file is not None:
@@ -280,7 +336,7 @@ def run(args: argparse.Namespace, settings: RelaySettings) -> int:
     try:
         return shell.run_daemon("boothop-relay", functools.partial(
             run_relay, settings.relay, reload=reload, stats_interval=settings.stats_interval,
-            stats_file=args.stats_file, port=args.port,
+            stats_file=args.stats_file, port=args.port, metrics_listen=settings.metrics,
         ))
     finally:
         if pid_file is not None:

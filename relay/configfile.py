@@ -27,7 +27,7 @@ from .config import (
     RelayConfig,
 )
 from .interfaces import Role
-from .settings import ConfigError, Validator, read_toml
+from .settings import ConfigError, Listen, Validator, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
 from .wire import DHCP_MIN_MAX_SIZE
 
@@ -50,11 +50,13 @@ class RelaySettings:
     stats_interval: float = DEFAULT_STATS_INTERVAL
     log_format: str | None = None
     log_level: str | None = None
+    #: Where Prometheus scrapes the counters (``metrics = "HOST:PORT"``).
+    metrics: Listen | None = None
 
 
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
-     "max_packet_size", "stats_interval", "log_format", "log_level", "interface",
+     "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
      "reply_giaddr"}
 )
 INTERFACE_KEYS = frozenset(
@@ -87,6 +89,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     stats_interval = v.number("stats_interval", DEFAULT_STATS_INTERVAL, 0)
     log_format = v.choice("log_format", FORMATS, None)
     log_level = v.choice("log_level", LEVELS, None)
+    metrics = v.convert("metrics", parse_listen)
     interfaces = tuple(_interface(table) for table in v.tables("interface"))
 
     seen: dict[str, int] = {}
@@ -119,7 +122,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr,
     )
-    return RelaySettings(relay, stats_interval, log_format, log_level)
+    return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 
 
 def _interface(v: Validator) -> InterfaceConfig:

@@ -13,6 +13,8 @@ from .drops import DropReason
 @dataclasses.dataclass
 class RelayCounters:
     received: int = 0
+    #: Per ingress interface index (the shell names them).
+    received_on: Counter[int] = dataclasses.field(default_factory=Counter)
     requests: int = 0
     replies: int = 0
     agent_info_added: int = 0

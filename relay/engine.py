@@ -78,6 +78,7 @@ class RelayEngine:
     def handle(self, datagram: Datagram, now: float) -> Outcome:
         """Decide what to do with one datagram. Any payload returns an Outcome."""
         self.counters.received += 1
+        self.counters.received_on[datagram.ifindex] += 1
         try:
             frame = Frame(datagram.payload)
         except WireError as error:

@@ -1,9 +1,10 @@
 """The relay daemon: the sans-IO RelayEngine wired to the shell ring.
 
 The shell ring's receive thread (``shell.DatagramLoop``) calls ``RelayService.handle`` inline for
-each datagram, which runs the engine, executes the actions, counts and logs. Beside it: the
-netlink follower, the stats line, the stats file and the signal handler (SIGHUP reload, SIGUSR1
-counters, SIGTERM/SIGINT stop).
+each datagram, which runs the engine, executes the actions, counts and logs (one info line per
+relayed step: forwarded to which helpers, delivered how; drops at info, rate-limited). Beside
+it: the netlink follower, the stats line, the stats file, the metrics endpoint (the same
+snapshot) and the signal handler (SIGHUP reload, SIGUSR1 counters, SIGTERM/SIGINT stop).
 """
 
 from __future__ import annotations
@@ -18,19 +19,32 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import structlog
 import trio
 
+from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
-from .configfile import ConfigError
+from .configfile import ConfigError, RelaySettings
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
+from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import follow_interfaces
-from .shell import DatagramLoop, RateLimiter, errno_name, open_udp, per_packet_logging, reloading
+from .replies import ReplyTracker
+from .settings import Listen
+from .shell import (
+    DatagramLoop,
+    RateLimiter,
+    errno_name,
+    logging_enabled,
+    open_udp,
+    reloading,
+    set_log_level,
+)
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
 
@@ -38,6 +52,40 @@ from .wire import SERVER_PORT, Datagram
 STATS_FILE_PERIOD = 0.25
 
 log = structlog.get_logger("relay")
+
+#: The relay's metrics: each a value of ``RelayService.snapshot`` (the stats file's numbers).
+FAMILIES = (
+    Family("boothop_relay_received", "counter", "Datagrams received on port 67",
+           ("received",)),
+    Family("boothop_relay_received_by_interface", "counter",
+           "Datagrams received on port 67, per ingress interface",
+           ("received_by_interface", "{interface}")),
+    Family("boothop_relay_requests", "counter", "BOOTREQUESTs received", ("requests",)),
+    Family("boothop_relay_replies", "counter", "BOOTREPLYs received", ("replies",)),
+    Family("boothop_relay_forwarded", "counter", "Requests forwarded, per helper",
+           ("forwarded", "{server}")),
+    Family("boothop_relay_delivered", "counter", "Replies delivered to clients, per mode",
+           ("delivered", "{mode}")),
+    Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
+           ("dropped", "{reason}")),
+    Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
+           ("agent_info_added",)),
+    Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
+           ("send_errors", "{error}")),
+    Family("boothop_relay_reloads", "counter", "Configurations reloaded", ("reloads",)),
+    Family("boothop_relay_reload_failures", "counter", "Reloads refused (invalid file)",
+           ("reload_failures",)),
+    *(Family(f"boothop_relay_helper_{key}", "counter" if key != "waiting" else "gauge", help,
+             ("helper_replies", "{server}", key))
+      for key, help in (
+          ("answered", "Forwarded requests the helper answered in time"),
+          ("unanswered", "Forwarded requests with no reply from the helper in time"),
+          ("untracked", "Forwarded requests given up unanswered as the table was full"),
+          ("waiting", "Forwarded requests awaiting the helper's reply"))),
+    Family("boothop_relay_helper_reply_seconds", "histogram",
+           "From forwarding a request to the helper's reply", ("reply_latency",
+                                                                "{server}")),
+)
 
 
 @dataclasses.dataclass
@@ -66,15 +114,22 @@ class RelayService:
         self.sender = sender
         self.stats_file = stats_file
         self.shell = ShellCounters()
+        self.replies = ReplyTracker()
+        self.latency: dict[IPv4Address, Histogram] = {}
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
         self.lock = threading.Lock()
-        # A concrete bound logger (not the lazy proxy): a filtered-out debug call is a no-op.
-        self.log = log.bind()
-        self.debug = per_packet_logging(self.log)
-        self.loop = DatagramLoop(udp, self.receive, log=self.log, lock=self.lock)
+        self.loop = DatagramLoop(udp, self.receive, log=log, lock=self.lock)
+        self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
+
+    def bind_logger(self) -> None:
+        """Take the logging configuration as it is now (at start, and after a level change)."""
+        # A concrete bound logger (not the lazy proxy): a filtered-out call is a no-op.
+        self.log = self.loop.log = log.bind()
+        #: Whether the per-step info lines are written: they are built only then.
+        self.steps = logging_enabled(self.log, "info")
 
     # -- per packet --------------------------------------------------------------------------
     def receive(self, datagram: Datagram) -> None:
@@ -84,13 +139,20 @@ class RelayService:
     def handle(self, datagram: Datagram, now: float) -> None:
         """Run one datagram through the engine and execute what it says."""
         outcome = self.engine.handle(datagram, now)
+        xid = outcome.xid or 0  # a Forward or a Deliver always comes with its message
+        latency = None
         for action in outcome.actions:
             if isinstance(action, Forward):
                 try:
                     self.sender.forward(action)
                 except OSError as error:
                     self._send_failed("forward", error, now, server=str(action.server))
+                else:
+                    self.replies.forwarded(action.server, xid, now)
             elif isinstance(action, Deliver):
+                latency = self.replies.replied(datagram.source, xid, now)
+                if latency is not None:
+                    self._observe(datagram.source, latency)
                 try:
                     self.sender.deliver(action)
                 except OSError as error:
@@ -98,12 +160,44 @@ class RelayService:
                                       destination=str(action.destination))
             elif isinstance(action, Warn):
                 self.log.warning(action.event, message=action.message, server=str(action.server))
-        if self.debug:
-            self._log_outcome(datagram, outcome, now)
+        if self.steps:
+            self._log_outcome(datagram, outcome, now, latency)
 
-    def _log_outcome(self, datagram: Datagram, outcome: Outcome, now: float) -> None:
+    def _observe(self, helper: IPv4Address, latency: float) -> None:
+        histogram = self.latency.get(helper)
+        if histogram is None:
+            histogram = self.latency[helper] = Histogram(LATENCY_BUCKETS)
+        histogram.observe(latency)
+
+    def _log_outcome(self, datagram: Datagram, outcome: Outcome, now: float,
+                     latency: float | None) -> None:
+        """One info line per relayed step (all helpers of a request in one), drops with their
+        reason; the packet's context is bound once."""
+        packet = None
+        servers = []
+        for action in outcome.actions:
+            if isinstance(action, Forward):
+                servers.append(str(action.server))
+                continue
+            if isinstance(action, Drop):
+                suppressed = self.limiter.allow(("drop", action.reason), now)
+                if suppressed is None:
+                    continue
+            packet = packet or self._bind(datagram, outcome)
+            if isinstance(action, Deliver):
+                packet.info("relay.reply.delivered", mode=action.mode.value,
+                            destination=str(action.destination), ifname=action.ifname,
+                            latency_ms=None if latency is None else round(latency * 1e3, 3))
+            elif isinstance(action, Drop):
+                packet.info("relay.drop", reason=action.reason.value, detail=action.detail,
+                            suppressed=suppressed)
+        if servers:
+            (packet or self._bind(datagram, outcome)).info("relay.request.forwarded",
+                                                           servers=servers)
+
+    def _bind(self, datagram: Datagram, outcome: Outcome) -> Any:
         ingress = self.engine.interfaces.by_index(datagram.ifindex)
-        packet = self.log.bind(
+        return self.log.bind(
             xid=None if outcome.xid is None else f"0x{outcome.xid:08x}",
             chaddr=outcome.mac,
             iface=ingress.name if ingress else datagram.ifindex,
@@ -112,17 +206,6 @@ class RelayService:
             type=outcome.message_type,
             source=f"{datagram.source}:{datagram.source_port}",
         )
-        for action in outcome.actions:
-            if isinstance(action, Forward):
-                packet.debug("relay.request.forwarded", server=str(action.server))
-            elif isinstance(action, Deliver):
-                packet.debug("relay.reply.delivered", mode=action.mode.value,
-                             destination=str(action.destination), ifname=action.ifname)
-            elif isinstance(action, Drop):
-                suppressed = self.limiter.allow(("drop", action.reason), now)
-                if suppressed is not None:
-                    packet.debug("relay.drop", reason=action.reason.value, detail=action.detail,
-                                 suppressed=suppressed)
 
     def _send_failed(self, what: str, error: OSError, now: float, **context: object) -> None:
         name = errno_name(error)
@@ -146,8 +229,12 @@ class RelayService:
                              note="configured but not present; used as soon as it appears")
         self._missing = missing
 
-    def apply_config(self, config: RelayConfig) -> None:
+    def apply_config(self, settings: RelaySettings) -> None:
+        config = settings.relay
+        relevel = settings.log_level is not None and set_log_level(settings.log_level)
         with self.lock:
+            if relevel:
+                self.bind_logger()
             self.engine.update_config(config)
         self.shell.reloads += 1
         self.log.info("relay.config.reloaded", helpers=[str(h) for h in config.helpers],
@@ -160,10 +247,17 @@ class RelayService:
             return self._snapshot()
 
     def _snapshot(self) -> dict[str, Any]:
+        self.replies.expire(time.monotonic())
+        received_on = self.engine.counters.received_on
         return {
             **self.engine.counters.snapshot(),
+            "received_by_interface": {self._ifname(index): count
+                                      for index, count in received_on.items()},
             **self.loop.counters.snapshot(),
             **self.shell.snapshot(),
+            "helper_replies": self.replies.snapshot(),
+            "reply_latency": {str(helper): histogram.snapshot()
+                              for helper, histogram in self.latency.items()},
             "helpers": [str(h) for h in self.engine.config.helpers],
             "interfaces": {
                 i.name: {"index": i.index, "up": i.up, "addresses": [str(a) for a in i.addresses]}
@@ -171,6 +265,15 @@ class RelayService:
             },
             "pid": os.getpid(),
         }
+
+    def _ifname(self, index: int) -> str:
+        interface = self.engine.interfaces.by_index(index)
+        return interface.name if interface is not None else f"#{index}"
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """The snapshot as the metrics families read it (the loop's counters apart)."""
+        with self.lock:
+            return {**self._snapshot(), "loops": {self.loop.port: self.loop.counters.snapshot()}}
 
     def write_stats(self) -> None:
         """Write the snapshot as JSON, atomically (readers never see half a file)."""
@@ -198,7 +301,7 @@ class RelayService:
             await trio.sleep(interval)
             self.log.info("relay.stats", **self.snapshot())
 
-    async def signal_loop(self, signals: Any, reload: Callable[[], RelayConfig] | None,
+    async def signal_loop(self, signals: Any, reload: Callable[[], RelaySettings] | None,
                           stop: trio.CancelScope) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
@@ -211,39 +314,42 @@ class RelayService:
                 stop.cancel()
                 return
 
-    async def reload(self, reload: Callable[[], RelayConfig] | None) -> None:
-        """Re-read and validate the configuration; keep the running one if the new is bad."""
+    async def reload(self, reload: Callable[[], RelaySettings] | None) -> None:
+        """Re-read and validate the configuration (and the log level); keep the running one if
+        the new is bad."""
         if reload is None:
             self.log.info("relay.config.reload_skipped", reason="no configuration source")
             return
         with reloading():
             try:
-                config = await trio.to_thread.run_sync(reload)
+                settings = await trio.to_thread.run_sync(reload)
             except ConfigError as error:
                 self.shell.reload_failures += 1
                 self.log.error("relay.config.invalid", path=error.path, key=error.key,
                                reason=error.reason, note="keeping the running configuration")
                 return
-            self.apply_config(config)
+            self.apply_config(settings)
 
 
 async def run_relay(
     config: RelayConfig,
     *,
-    reload: Callable[[], RelayConfig] | None = None,
+    reload: Callable[[], RelaySettings] | None = None,
     stats_interval: float = 60.0,
     stats_file: Path | None = None,
+    metrics_listen: Listen | None = None,
     port: int = SERVER_PORT,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[RelayService] = trio.TASK_STATUS_IGNORED,
 ) -> RelayService:
     """Run the relay until cancelled or stopped by SIGTERM/SIGINT; returns the service.
 
-    ``reload`` produces a validated configuration on SIGHUP (raising ConfigError if it is not
-    valid). Ready (``task_status.started``) once the socket is bound and the first interface
-    dump is in the engine. Stopping needs no grace period to drain anything: the relay keeps
-    no state between packets, and whatever is still queued in the socket is left unread (as
-    dhcrelay does); the stats file gets the final counters.
+    ``reload`` produces validated settings on SIGHUP (raising ConfigError if they are not
+    valid); ``metrics_listen``: serve the counters to Prometheus there. Ready
+    (``task_status.started``) once the socket is bound and the first interface dump is in the
+    engine. Stopping needs no grace period to drain anything: the relay keeps no state between
+    packets but its reply tracking, and whatever is still queued in the socket is left unread
+    (as dhcrelay does); the stats file gets the final counters.
     """
     engine = RelayEngine(config)
     udp = open_udp(port)
@@ -253,13 +359,17 @@ async def run_relay(
         udp.close()
         raise
     service = RelayService(engine, udp, sender, stats_file)
+    exporter = Metrics() if metrics_listen is not None else None
     wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:
         receiver = (
             trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
         )
-        with receiver as signals:
+        with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
+                                               FAMILIES):
             async with trio.open_nursery() as nursery:
+                if exporter is not None and metrics_listen is not None:
+                    await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
                 nursery.start_soon(service.loop.run)
                 if stats_interval > 0:

@@ -482,6 +482,30 @@ def parse_hex(value: object, max_len: int = 255) -> bytes:
     return data
 
 
+class Listen(NamedTuple):
+    """A TCP listening address: ``HOST:PORT`` (the metrics endpoint)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_listen(value: object) -> Listen:
+    """``127.0.0.1:9267`` or ``0.0.0.0:9267``; the ValueError or TypeError says what is wrong."""
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string HOST:PORT, not {value!r}")
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (a port 1..65535, e.g. 127.0.0.1:9267)")
+    try:
+        IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} in {value!r} is not an IPv4 address") from None
+    return Listen(host, int(port))
+
+
 def validate_section(source: str | os.PathLike[str], name: str, table: object,
                      read: Callable[[Validator], T | None]) -> T:
     """Validate one top-level table on its own (a caller or test holding just ``[name]``);

@@ -66,10 +66,27 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     )
 
 
+def set_log_level(level: str) -> bool:
+    """Change the level of a configured process (a reload): whether it changed. Loggers bound
+    before keep the old one: bind again."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (expected one of: {', '.join(LEVELS)})")
+    wrapper = structlog.make_filtering_bound_logger(getattr(logging, level.upper()))
+    if structlog.get_config()["wrapper_class"] is wrapper:
+        return False
+    structlog.configure(wrapper_class=wrapper)
+    return True
+
+
+def logging_enabled(log: Logger, level: str) -> bool:
+    """Whether ``log`` writes ``level`` lines: per-packet events are built only then."""
+    is_enabled = getattr(log, "is_enabled_for", None)
+    return bool(is_enabled(getattr(logging, level.upper()))) if is_enabled is not None else True
+
+
 def per_packet_logging(log: Logger) -> bool:
     """Whether debug lines are written: per-packet events are built only then."""
-    is_enabled = getattr(log, "is_enabled_for", None)
-    return bool(is_enabled(logging.DEBUG)) if is_enabled is not None else True
+    return logging_enabled(log, "debug")
 
 
 class RateLimiter:

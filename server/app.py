@@ -1,4 +1,5 @@
-"""The service runner: every configured service in one nursery; SIGTERM/SIGINT stop them."""
+"""The service runner: every configured service in one nursery; SIGTERM/SIGINT stop them; the
+metrics endpoint, when configured, scrapes each while it runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import structlog
 import trio
 
+from boothop.relay.metrics import Metrics
 from boothop.server.config import ServerConfig
 
 
@@ -36,18 +38,22 @@ async def run_services(config: ServerConfig,
     log = structlog.get_logger()
     for warning in config.warnings:
         log.warning("server.config.warning", message=warning)
+    metrics = Metrics() if config.metrics is not None else None
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal, nursery.cancel_scope)
+        if metrics is not None and config.metrics is not None:
+            await nursery.start(metrics.run, config.metrics)
         if config.dhcp is not None:
             from boothop.server.dhcp.service import serve_dhcp
             colocated = config.pxe is not None and config.pxe.colocated
-            await nursery.start(functools.partial(serve_dhcp, config.dhcp, pxe_colocated=colocated))
+            await nursery.start(functools.partial(serve_dhcp, config.dhcp, pxe_colocated=colocated,
+                                                  metrics=metrics))
         if config.pxe is not None:
             from boothop.server.pxe.service import serve_proxydhcp
-            await nursery.start(serve_proxydhcp, config.pxe)
+            await nursery.start(functools.partial(serve_proxydhcp, config.pxe, metrics=metrics))
         if config.tftp is not None:
             from boothop.server.tftp.service import serve_tftp
-            await nursery.start(serve_tftp, config.tftp)
+            await nursery.start(functools.partial(serve_tftp, config.tftp, metrics=metrics))
         log.info("server.started", config=config.path)
         task_status.started()
     log.info("server.stopped")

@@ -1,8 +1,9 @@
-"""boothop-server: run (default), check, leases, reconcile."""
+"""boothop-server: run (default), check, leases, reconcile, status."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -10,7 +11,15 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
+from boothop.relay.settings import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    Listen,
+    parse_listen,
+)
 from boothop.server.config import ServerConfig, load_config
 from boothop.server.dhcp.config import DhcpConfig
 
@@ -28,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="serve (the default command)")
     run.add_argument("--log-format", choices=("auto", "json", "console"))
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--metrics", type=_listen, metavar="HOST:PORT",
+                     help="serve the counters to Prometheus (over [metrics] listen)")
     sub.add_parser(
         "check", parents=[common], help="validate the configuration (and the lease database)"
     )
@@ -35,7 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     leases.add_argument("--json", action="store_true", help="one JSON array, for machines")
     reconcile = sub.add_parser("reconcile", parents=[common], help="repair the lease database")
     reconcile.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    status = sub.add_parser("status", parents=[common],
+                            help="print a running server's counters (from its metrics endpoint)")
+    status.add_argument("--metrics", type=_listen, metavar="HOST:PORT",
+                        help="the endpoint (default: [metrics] listen of the file)")
     return parser
+
+
+def _listen(value: str) -> Listen:
+    try:
+        return parse_listen(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _dhcp(config: ServerConfig) -> DhcpConfig:
@@ -134,12 +156,33 @@ def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
     return 0
 
 
+def cmd_status(listen: Listen | None, path: str) -> int:
+    from boothop.relay import metrics
+    if listen is None:
+        print(f"{PROG}: {path}: no metrics endpoint ([metrics] listen) and no --metrics",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text = metrics.scrape(listen)
+    except OSError as error:  # urllib's URLError included
+        print(f"{PROG}: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(metrics.status(text, "boothop_server_"))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     path = getattr(args, "config", DEFAULT_CONFIG)
     try:
+        if command == "status" and args.metrics is not None:
+            return cmd_status(args.metrics, path)
         config = load_config(path)
+        if getattr(args, "metrics", None) is not None:
+            config = dataclasses.replace(config, metrics=args.metrics)
+        if command == "status":
+            return cmd_status(config.metrics, path)
         if command == "check":
             return cmd_check(config)
         if command == "leases":

@@ -1,11 +1,12 @@
-"""The server's TOML file: [dhcp], [pxe] and [tftp], each optional, parsed by its own module."""
+"""The server's TOML file: [dhcp], [pxe] and [tftp], each optional, parsed by its own module;
+[log] and [metrics] for the daemon around them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from boothop.relay.settings import Validator, read_toml
+from boothop.relay.settings import Listen, Validator, parse_listen, read_toml
 from boothop.server.dhcp.config import DhcpConfig, read_dhcp
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ class ServerConfig:
     pxe: PxeConfig | None = None
     tftp: TftpConfig | None = None
     log_format: str = "auto"
+    #: Where Prometheus scrapes the counters ([metrics] listen = "HOST:PORT").
+    metrics: Listen | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -32,9 +35,9 @@ class ServerConfig:
 def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> ServerConfig:
     """Validate the whole file: every problem of every section in one ConfigError."""
     v = Validator(path, data, text)
-    v.unknown_keys((*_SERVICES, "log"))
-    pxe_table, tftp_table, dhcp_table, log_table = (
-        v.table(name) for name in ("pxe", "tftp", "dhcp", "log"))
+    v.unknown_keys((*_SERVICES, "log", "metrics"))
+    pxe_table, tftp_table, dhcp_table, log_table, metrics_table = (
+        v.table(name) for name in ("pxe", "tftp", "dhcp", "log", "metrics"))
     pxe = tftp = None
     if pxe_table is not None:
         from boothop.server.pxe.config import read_pxe
@@ -49,6 +52,10 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     if log_table is not None:
         log_table.unknown_keys({"format"})
         log_format = log_table.choice("format", LOG_FORMATS, "auto")
+    metrics = None
+    if metrics_table is not None:
+        metrics_table.unknown_keys({"listen"})
+        metrics = metrics_table.convert("listen", parse_listen, required='"HOST:PORT"')
     if dhcp is not None and pxe is not None and not pxe.colocated and pxe.port == dhcp.port:
         # Both would bind UDP port 67 on this host and the kernel would split the requests
         # between them at random.
@@ -59,7 +66,7 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     if not any(name in data for name in _SERVICES):
         v.fail("dhcp", "no service configured: add [dhcp], [pxe] or [tftp]")
     v.finish()
-    return ServerConfig(path, dhcp, pxe, tftp, log_format)
+    return ServerConfig(path, dhcp, pxe, tftp, log_format, metrics)
 
 
 def load_config(path: str) -> ServerConfig:

@@ -95,7 +95,7 @@ class DhcpMessage:
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.hardware_address)
+        return self.hardware_address.hex(":")
 
     def replace(self, **changes: Any) -> DhcpMessage:
         return dataclasses.replace(self, **changes)

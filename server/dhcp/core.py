@@ -138,6 +138,21 @@ class DhcpServerCore:
                 actions.append(Commit(expired, CommitEvent.EXPIRED))
         return actions
 
+    def usage(self, now: float) -> dict[str, dict[str, int]]:
+        """Per subnet: active leases (bound, unexpired), pool addresses taken (by a lease or a
+        quarantine) and pool size."""
+        usage = {subnet.name: {"leases": 0, "pool_used": 0,
+                               "pool_size": sum(pool.size for pool in subnet.pools)}
+                 for subnet in self.config.subnets}
+        subnets = {subnet.name: subnet for subnet in self.config.subnets}
+        for lease in self.leases.values():
+            entry, subnet = usage.get(lease.subnet), subnets.get(lease.subnet)
+            if entry is None or subnet is None or not lease.holds(now):
+                continue
+            entry["leases"] += lease.is_active(now)
+            entry["pool_used"] += subnet.in_pool(lease.address)
+        return usage
+
     # -- entry point -------------------------------------------------------------------------
     def handle(self, dgram: Datagram, now: float) -> list[Action]:
         """Any bytes in, actions out: a malformed datagram is a Drop, never an exception."""

@@ -28,10 +28,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
+from typing import Any
 
 import structlog
 import trio
 
+from boothop.relay.metrics import BATCH_BUCKETS, COMMIT_BUCKETS, Family, Histogram, Metrics, part
 from boothop.relay.shell import (
     DatagramLoop,
     Logger,
@@ -58,6 +60,35 @@ BUSY_GAP = 0.01
 COALESCE_BELOW = 4
 #: Longest sleep of the timer task: offers and leases expire at most this late.
 TIMER_TICK = 1.0
+
+#: The DHCP server's metrics, read from ``_snapshot`` (the counters of the server.stats line).
+FAMILIES = (
+    Family("boothop_server_dhcp_replies", "counter", "DHCP replies sent, per kind",
+           ("replies", "{kind}")),
+    Family("boothop_server_dhcp_dropped", "counter", "DHCP requests dropped, per reason",
+           ("dropped", "{reason}")),
+    Family("boothop_server_dhcp_send_failures", "counter", "Replies that could not be sent",
+           ("send_failures",)),
+    Family("boothop_server_dhcp_lease_events", "counter", "Lease rows committed, per event",
+           ("lease_events", "{event}")),
+    Family("boothop_server_dhcp_commits", "counter", "Lease transactions committed",
+           ("commits",)),
+    Family("boothop_server_dhcp_store_failures", "counter", "Lease transactions that failed",
+           ("store_failures",)),
+    Family("boothop_server_dhcp_leases", "gauge", "Active (bound, unexpired) leases",
+           ("subnets", "{subnet}", "leases")),
+    Family("boothop_server_dhcp_pool_used", "gauge", "Pool addresses taken (leased or declined)",
+           ("subnets", "{subnet}", "pool_used")),
+    Family("boothop_server_dhcp_pool_size", "gauge", "Addresses in the subnet's pools",
+           ("subnets", "{subnet}", "pool_size")),
+    Family("boothop_server_dhcp_commit_seconds", "histogram",
+           "One synced lease transaction (the ACKs of its burst wait for it)",
+           ("commit_seconds",)),
+    Family("boothop_server_dhcp_commit_batch", "histogram", "Lease rows per transaction",
+           ("commit_batch",)),
+)
+
+
 def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> None:
     plan = plan_reconcile(config, store.load(), time.time())
     for finding in plan.findings:
@@ -70,8 +101,10 @@ def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> Non
 
 
 async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
+                     metrics: Metrics | None = None,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the bound port."""
+    """Serve until cancelled; ``task_status.started`` gets the bound port. ``metrics``: the
+    daemon's registry, scraping this service as the part ``dhcp``."""
     log = structlog.get_logger().bind(service="dhcp")
     store = open_store(config.lease_db)
     try:
@@ -97,10 +130,39 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
                 stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
                                receiver.loop.counters.snapshot)
                 nursery.start_soon(_timers, receiver, stats)
-                await receiver.loop.run()
+                with part(metrics, "dhcp", lambda: _snapshot(receiver, durable), FAMILIES):
+                    await receiver.loop.run()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+def _snapshot(receiver: _Receiver, durable: _Durable) -> dict[str, Any]:
+    """The counters of both threads (each copied under its lock), the leases and pools, the
+    commit histograms: what a scrape reads."""
+    with receiver.lock:
+        counts = receiver.counts.copy()
+        subnets = receiver.core.usage(time.time())
+        loop = receiver.loop.counters.snapshot()
+    with durable.lock:
+        counts.update(durable.counts)
+        commit_seconds, commit_batch = durable.seconds.snapshot(), durable.batch.snapshot()
+
+    def prefixed(prefix: str) -> dict[str, int]:
+        return {k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix)}
+
+    return {
+        "replies": {kind.value: counts[kind.value] for kind in ReplyKind},
+        "dropped": prefixed("drop."),
+        "send_failures": counts["send.failed"],
+        "lease_events": prefixed("lease."),
+        "commits": counts["commits"],
+        "store_failures": counts["store.failed"],
+        "subnets": subnets,
+        "commit_seconds": commit_seconds,
+        "commit_batch": commit_batch,
+        "loops": {receiver.loop.port: loop},
+    }
 
 
 class _Durable:
@@ -116,18 +178,24 @@ class _Durable:
         self.lock = threading.Lock()
         #: Counted under ``lock``.
         self.counts: Counter[str] = Counter()
+        #: Per committed transaction: how long its write and sync took, and its rows.
+        self.seconds = Histogram(COMMIT_BUCKETS)
+        self.batch = Histogram(BATCH_BUCKETS)
         self.per_packet = per_packet_logging(log)
 
     def commit(self, commits: list[Commit], promises: list[Send]) -> None:
         counts, log = self.counts, self.log
         with self.lock:
             if commits:
+                started = time.monotonic()
                 try:
                     self.store.write([c.lease for c in commits])
                 except sqlite3.Error as exc:
                     log.error("server.store.failed", error=str(exc), withheld_replies=len(promises))
                     counts["store.failed"] += 1
                     return
+                self.seconds.observe(time.monotonic() - started)
+                self.batch.observe(len(commits))
                 counts["commits"] += 1
                 for commit in commits:
                     counts["lease." + commit.event.value] += 1

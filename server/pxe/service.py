@@ -7,13 +7,16 @@ back out of that interface from that address.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
+from typing import Any
 
 import structlog
 import trio
 
+from boothop.relay.metrics import Family, Metrics, part
 from boothop.relay.shell import DatagramLoop, Logger, RateLimiter, open_udp, send_datagram
 from boothop.relay.wire import Datagram
 
@@ -21,6 +24,12 @@ from .config import PxeConfig
 from .proxy import Drop, Dropped, handle
 
 STATS_INTERVAL = 300.0
+
+FAMILIES = (
+    Family("boothop_server_pxe_replies", "counter", "proxyDHCP replies sent", ("replies",)),
+    Family("boothop_server_pxe_dropped", "counter", "proxyDHCP requests dropped, per reason",
+           ("dropped", "{reason}")),
+)
 
 
 class _Responder:
@@ -36,6 +45,12 @@ class _Responder:
     def snapshot(self) -> dict[str, int]:
         drops = {f"drop.{k.value}": v for k, v in self.drops.items() if v}
         return {"replies": self.replies, **drops}
+
+    def metrics(self, loops: list[DatagramLoop]) -> dict[str, Any]:
+        with self.lock:
+            return {"replies": self.replies,
+                    "dropped": {k.value: v for k, v in self.drops.items()},
+                    "loops": {loop.port: loop.counters.snapshot() for loop in loops}}
 
     def loop(self, sock: socket.socket) -> DatagramLoop:
         return DatagramLoop(sock, lambda datagram: self.handle(sock, datagram), log=self.log,
@@ -64,11 +79,13 @@ class _Responder:
 
 
 async def serve_proxydhcp(
-    config: PxeConfig, *, task_status: trio.TaskStatus[dict[int, int]] = trio.TASK_STATUS_IGNORED
+    config: PxeConfig, *, metrics: Metrics | None = None,
+    task_status: trio.TaskStatus[dict[int, int]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Answer PXE clients until cancelled.
 
-    ``task_status.started`` gets {configured port: bound port} (port 0 binds an ephemeral one).
+    ``task_status.started`` gets {configured port: bound port} (port 0 binds an ephemeral one);
+    ``metrics`` scrapes this service as ``pxe``.
     """
     log = structlog.get_logger().bind(service="pxe")
     # Co-located: the DHCP server on this host owns port 67 (PXE spec 2.1 §2.2.2).
@@ -79,16 +96,18 @@ async def serve_proxydhcp(
             sockets.append(open_udp(port, config.address))
         bound = {port: sock.getsockname()[1] for port, sock in zip(ports, sockets, strict=True)}
         responder = _Responder(config, log)
+        loops = [responder.loop(sock) for sock in sockets]
         async with trio.open_nursery() as nursery:
-            for sock in sockets:
-                nursery.start_soon(responder.loop(sock).run)
+            for loop in loops:
+                nursery.start_soon(loop.run)
             log.info("pxe.listening", address=config.address, ports=list(bound.values()),
                      colocated=config.colocated)
             task_status.started(bound)
-            while True:
-                await trio.sleep(STATS_INTERVAL)
-                with responder.lock:
-                    log.info("pxe.stats", **responder.snapshot())
+            with part(metrics, "pxe", functools.partial(responder.metrics, loops), FAMILIES):
+                while True:
+                    await trio.sleep(STATS_INTERVAL)
+                    with responder.lock:
+                        log.info("pxe.stats", **responder.snapshot())
     finally:
         for sock in sockets:
             sock.close()

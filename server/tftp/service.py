@@ -14,10 +14,13 @@ import functools
 import socket
 import threading
 import time
+from collections import Counter
+from typing import Any
 
 import structlog
 import trio
 
+from boothop.relay.metrics import Family, Metrics, part
 from boothop.relay.shell import (
     DatagramLoop,
     Logger,
@@ -37,6 +40,36 @@ from .write import WriteTransfer
 #: Packets handled in a row before yielding to other tasks, so one busy socket cannot starve them.
 FAIRNESS_BATCH = 64
 
+FAMILIES = (
+    Family("boothop_server_tftp_transfers_started", "counter", "Transfers started",
+           ("started", "{direction}")),
+    Family("boothop_server_tftp_transfers_ended", "counter",
+           "Transfers ended, per outcome (completed, timed_out, client_error, ...)",
+           ("ended", "{direction}", "{outcome}")),
+    Family("boothop_server_tftp_bytes", "counter", "File octets sent (read) or received (write)",
+           ("bytes", "{direction}")),
+)
+
+
+class _Transfers:
+    """Transfers started and ended and octets moved, per direction: counted under the listener's
+    lock (which the receive thread holds while a transfer starts)."""
+
+    def __init__(self) -> None:
+        self.started: Counter[str] = Counter()
+        self.ended: Counter[tuple[str, str]] = Counter()
+        self.octets: Counter[str] = Counter()
+
+    def snapshot(self) -> dict[str, Any]:
+        ended: dict[str, dict[str, int]] = {}
+        for (direction, outcome), count in self.ended.items():
+            ended.setdefault(direction, {})[outcome] = count
+        return {"started": dict(self.started), "ended": ended, "bytes": dict(self.octets)}
+
+
+def _direction(transfer: ReadTransfer | WriteTransfer) -> str:
+    return "write" if isinstance(transfer, WriteTransfer) else "read"
+
 
 async def _send(sock: socket.socket, sends: list[Send]) -> None:
     for send in sends:
@@ -53,7 +86,7 @@ async def _send(sock: socket.socket, sends: list[Send]) -> None:
 
 async def _run_transfer(
     sock: socket.socket, transfer: ReadTransfer | WriteTransfer, admission: Admission,
-    lock: threading.Lock, log: Logger,
+    lock: threading.Lock, transfers: _Transfers, log: Logger,
 ) -> None:
     started = trio.current_time()
     ended = False
@@ -65,7 +98,7 @@ async def _run_transfer(
                 if transfer.outcome is not None and not ended:
                     # An upload that has ended dallies (RFC 1350 §6) without holding its slot.
                     ended = True
-                    _ended(transfer, admission, lock, started, log)
+                    _ended(transfer, admission, lock, transfers, started, log)
                 handled += 1
                 if handled % FAIRNESS_BATCH == 0:
                     await trio.lowlevel.checkpoint()
@@ -80,19 +113,22 @@ async def _run_transfer(
     finally:
         transfer.close()
         if not ended:
-            _ended(transfer, admission, lock, started, log)
+            _ended(transfer, admission, lock, transfers, started, log)
 
 
 def _ended(
     transfer: ReadTransfer | WriteTransfer, admission: Admission, lock: threading.Lock,
-    started: float, log: Logger,
+    transfers: _Transfers, started: float, log: Logger,
 ) -> None:
+    octets = transfer.bytes_sent if isinstance(transfer, ReadTransfer) else transfer.bytes_received
+    outcome = transfer.outcome.value if transfer.outcome else "cancelled"
     with lock:  # the listener's thread admits under it
         admission.release(transfer.peer)
-    octets = transfer.bytes_sent if isinstance(transfer, ReadTransfer) else transfer.bytes_received
+        transfers.ended[_direction(transfer), outcome] += 1
+        transfers.octets[_direction(transfer)] += octets
     log.info(
         "tftp.transfer.ended",
-        outcome=transfer.outcome.value if transfer.outcome else "cancelled",
+        outcome=outcome,
         bytes=octets,
         seconds=round(trio.current_time() - started, 3),
         retransmissions=transfer.retransmissions,
@@ -113,6 +149,11 @@ class _Listener:
         self.refusals = RateLimiter(burst=20, period=1.0)
         #: Held by the receive thread while it admits, and by transfers when they release.
         self.lock = threading.Lock()
+        self.transfers = _Transfers()
+
+    def snapshot(self, loop: DatagramLoop) -> dict[str, Any]:
+        with self.lock:
+            return {**self.transfers.snapshot(), "loops": {loop.port: loop.counters.snapshot()}}
 
     def handle(self, sock: socket.socket, datagram: Datagram) -> None:
         client = (str(datagram.source), datagram.source_port)
@@ -129,15 +170,16 @@ class _Listener:
             return
         local = str(datagram.local) if datagram.local != ZERO else self.config.address
         trio.from_thread.run_sync(_start_transfer, self.nursery, result, client, local,
-                                  self.admission, self.lock, self.log)
+                                  self.admission, self.lock, self.transfers, self.log)
 
 
 async def serve_tftp(
-    config: TftpConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    config: TftpConfig, *, metrics: Metrics | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve read (and, if enabled, write) requests until cancelled.
 
-    ``task_status.started`` gets the bound port.
+    ``task_status.started`` gets the bound port; ``metrics`` scrapes this service as ``tftp``.
     """
     log = structlog.get_logger().bind(service="tftp")
     with open_udp(config.port, config.address, broadcast=False) as sock:
@@ -149,12 +191,13 @@ async def serve_tftp(
             log.info("tftp.listening", address=config.address, port=port, root=config.root,
                      write_root=config.upload_root if config.allow_write else None)
             task_status.started(port)
-            await loop.run()
+            with part(metrics, "tftp", functools.partial(listener.snapshot, loop), FAMILIES):
+                await loop.run()
 
 
 def _start_transfer(
     nursery: trio.Nursery, accepted: Accepted, client: Address, local: str,
-    admission: Admission, lock: threading.Lock, log: Logger,
+    admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
 ) -> None:
     request, transfer = accepted.request, accepted.transfer
     try:
@@ -168,7 +211,8 @@ def _start_transfer(
         return
     transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
                             mode=request.mode, blksize=transfer.params.blksize,
-                            direction="write" if isinstance(transfer, WriteTransfer) else "read",
+                            direction=_direction(transfer),
                             windowsize=transfer.params.windowsize)
     transfer_log.info("tftp.transfer.started")
-    nursery.start_soon(_run_transfer, sock, transfer, admission, lock, transfer_log)
+    transfers.started[_direction(transfer)] += 1  # the receive thread holds ``lock`` meanwhile
+    nursery.start_soon(_run_transfer, sock, transfer, admission, lock, transfers, transfer_log)

@@ -243,7 +243,7 @@ def test_request_forwarded_with_giaddr_and_reply_delivered_broadcast_and_unicast
     assert drops and drops[0]["reason"] == "reply-from-non-server"
     forwarded = next(line for line in net.logs() if line["event"] == "relay.request.forwarded")
     assert forwarded["xid"] == "0x00007101" and forwarded["iface"] == "bhnd0"
-    assert forwarded["chaddr"] == CLIENT_MAC.hex(":") and forwarded["server"] == SERVER
+    assert forwarded["chaddr"] == CLIENT_MAC.hex(":") and forwarded["servers"] == [SERVER]
 
     # SIGTERM: a clean, prompt exit with the final counters written.
     started = time.monotonic()

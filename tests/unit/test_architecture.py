@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("relay", "server")
 
 CORE = {
-    f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters")
+    f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters",
+                                 "replies")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {
@@ -168,8 +169,9 @@ def test_relay_never_imports_server() -> None:
     assert violations(relay, lambda t: within(t, "server")) == []
 
 
-#: What the server may import of the relay package: the codec, the shell ring, the settings.
-SHARED_WITH_SERVER = ("relay.wire", "relay.shell", "relay.settings")
+#: What the server may import of the relay package: the codec, the shell ring (with its metrics
+#: registry), the settings.
+SHARED_WITH_SERVER = ("relay.wire", "relay.shell", "relay.metrics", "relay.settings")
 
 
 def test_server_imports_only_the_wire_shell_ring_and_settings_of_relay() -> None:
@@ -181,8 +183,9 @@ def test_server_imports_only_the_wire_shell_ring_and_settings_of_relay() -> None
     assert any(within(t, "relay.shell") for t in GRAPH["server.dhcp.service"])
 
 
-def test_the_shell_ring_imports_only_the_wire_and_the_settings() -> None:
-    found = violations(["relay.shell"], lambda t: (
+@pytest.mark.parametrize("module", ["relay.shell", "relay.metrics"])
+def test_the_shell_ring_imports_only_the_wire_and_the_settings(module: str) -> None:
+    found = violations([module], lambda t: (
         within(t, "relay") and not within(t, "relay.wire") and not within(t, "relay.settings"))
         or within(t, "server"))
     assert found == []

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from boothop.relay.actions import Deliver, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
-from boothop.relay.configfile import ConfigError
+from boothop.relay.configfile import ConfigError, RelaySettings
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
@@ -29,7 +29,10 @@ from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, deco
 
 SERVER = IPv4Address("10.71.100.10")
 LAN = Interface(7, "bhnd0", True, (IPv4Interface("10.71.1.1/24"),), b"\x02" * 6)
-CONFIG = RelayConfig(helpers=(SERVER,), interfaces=(InterfaceConfig("bhnd0", Role.DOWNSTREAM),))
+#: The server's side: replies from SERVER are accepted only here (engine's trust rules).
+UPLINK = Interface(9, "bhnu0", True, (IPv4Interface("10.71.100.1/24"),), b"\x02" * 6)
+CONFIG = RelayConfig(helpers=(SERVER,), interfaces=(InterfaceConfig("bhnd0", Role.DOWNSTREAM),
+                                                    InterfaceConfig("bhnu0", Role.UPSTREAM)))
 
 
 def test_ipv4_udp_frame_checksums_agree_with_scapy() -> None:
@@ -136,23 +139,23 @@ def request(xid: int = 0x42) -> Datagram:
 
 
 def service(sender: FakeSender, stats_file: Path | None = None) -> RelayService:
-    engine = RelayEngine(CONFIG, InterfaceTable.of([LAN]))
+    engine = RelayEngine(CONFIG, InterfaceTable.of([LAN, UPLINK]))
     return RelayService(engine, None, sender, stats_file)  # type: ignore[arg-type]
 
 
 def test_forward_executed_and_logged_with_bound_context() -> None:
     sender = FakeSender()
     relay = service(sender)
-    relay.debug = True
+    relay.steps = True
     with capture_logs() as logs:
         relay.handle(request(), 1.0)
     assert [type(a) for a in sender.sent] == [Forward]
     assert sender.sent[0].server == SERVER  # type: ignore[attr-defined]
     (event,) = [e for e in logs if e["event"] == "relay.request.forwarded"]
     assert event["xid"] == "0x00000042" and event["iface"] == "bhnd0"
-    assert event["chaddr"] == "02:71:00:00:01:0a" and event["server"] == str(SERVER)
+    assert event["chaddr"] == "02:71:00:00:01:0a" and event["servers"] == [str(SERVER)]
     # The giaddr and hops the server was sent, not the client's 0.0.0.0 and 0.
-    assert event["giaddr"] == "10.71.1.1" and event["hops"] == 1 and event["log_level"] == "debug"
+    assert event["giaddr"] == "10.71.1.1" and event["hops"] == 1 and event["log_level"] == "info"
 
 
 def test_send_error_counted_logged_rate_limited_never_raised() -> None:
@@ -168,20 +171,20 @@ def test_send_error_counted_logged_rate_limited_never_raised() -> None:
 
 def test_drops_logged_with_reason_and_rate_limited() -> None:
     relay = service(FakeSender())
-    relay.debug = True
+    relay.steps = True
     junk = Datagram(b"\x01\x02", IPv4Address("10.71.1.9"), 68, IPv4Address("10.71.1.1"), 7)
     with capture_logs() as logs:
         for _ in range(100):
             relay.handle(junk, 5.0)
     drops = [e for e in logs if e["event"] == "relay.drop"]
     assert len(drops) == relay.limiter.burst
-    assert drops[0]["reason"] == DropReason.MALFORMED.value
+    assert drops[0]["reason"] == DropReason.MALFORMED.value and drops[0]["log_level"] == "info"
     assert relay.engine.counters.dropped[DropReason.MALFORMED] == 100
 
 
-def test_debug_logging_skipped_when_not_enabled() -> None:
+def test_step_logging_skipped_when_not_enabled() -> None:
     relay = service(FakeSender())
-    relay.debug = False
+    relay.steps = False
     with capture_logs() as logs:
         relay.handle(request(), 1.0)
     assert logs == []
@@ -212,10 +215,11 @@ def test_stats_file_written_atomically_as_json(tmp_path: Path) -> None:
 async def test_reload_swaps_valid_config_and_keeps_old_on_error() -> None:
     relay = service(FakeSender())
     other = IPv4Address("10.71.100.11")
-    await relay.reload(lambda: RelayConfig(helpers=(other,), interfaces=CONFIG.interfaces))
+    await relay.reload(lambda: RelaySettings(RelayConfig(helpers=(other,),
+                                                         interfaces=CONFIG.interfaces)))
     assert relay.engine.config.helpers == (other,) and relay.shell.reloads == 1
 
-    def invalid() -> RelayConfig:
+    def invalid() -> RelaySettings:
         raise ConfigError("/etc/relay.toml", "max_hopz", "unknown key")
 
     with capture_logs() as logs:

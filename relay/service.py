@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
-import signal
 import socket
 import threading
 import time
@@ -26,11 +26,19 @@ import trio
 
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
-from .configfile import ConfigError
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .netlink import follow_interfaces
-from .shell import DatagramLoop, RateLimiter, errno_name, open_udp, per_packet_logging
+from .shell import (
+    DAEMON_SIGNALS,
+    DatagramLoop,
+    RateLimiter,
+    errno_name,
+    open_udp,
+    per_packet_logging,
+    reload_config,
+    signal_loop,
+)
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
 
@@ -200,30 +208,22 @@ class RelayService:
 
     async def signal_loop(self, signals: Any, reload: Callable[[], RelayConfig] | None,
                           stop: trio.CancelScope) -> None:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                await self.reload(reload)
-            elif signum == signal.SIGUSR1:
-                self.log.info("relay.stats", **self.snapshot())
-                self.write_stats()
-            else:
-                self.log.info("relay.stopping", signal=signal.Signals(signum).name)
-                stop.cancel()
-                return
+        await signal_loop(signals, reload=functools.partial(self.reload, reload),
+                          counters=self.log_counters, stop=stop, log=self.log,
+                          stopping="relay.stopping")
+
+    def log_counters(self) -> None:
+        self.log.info("relay.stats", **self.snapshot())
+        self.write_stats()
 
     async def reload(self, reload: Callable[[], RelayConfig] | None) -> None:
         """Re-read and validate the configuration; keep the running one if the new is bad."""
         if reload is None:
             self.log.info("relay.config.reload_skipped", reason="no configuration source")
             return
-        try:
-            config = await trio.to_thread.run_sync(reload)
-        except ConfigError as error:
+        if not await reload_config(reload, self.apply_config, log=self.log,
+                                   event="relay.config.invalid"):
             self.shell.reload_failures += 1
-            self.log.error("relay.config.invalid", path=error.path, key=error.key,
-                           reason=error.reason, note="keeping the running configuration")
-            return
-        self.apply_config(config)
 
 
 async def run_relay(
@@ -252,11 +252,9 @@ async def run_relay(
         udp.close()
         raise
     service = RelayService(engine, udp, sender, stats_file)
-    wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:
-        receiver = (
-            trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
-        )
+        receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
+                    else contextlib.nullcontext())
         with receiver as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(follow_interfaces, service.on_interfaces)

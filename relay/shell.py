@@ -332,15 +332,16 @@ async def signal_loop(signals: AsyncIterator[int], *, reload: Callable[[], Await
 
 async def reload_config(load: Callable[[], T], apply: Callable[[T], object], *, log: Logger,
                         event: str) -> bool:
-    """Re-read and validate a configuration (in a thread) and ``apply`` it; a ConfigError keeps
-    the running one, logged as ``event`` with its path, key and reason. Whether it applied."""
+    """Re-read and validate a configuration and ``apply`` it, both in a thread (either may touch
+    files); a ConfigError keeps the running one, logged as ``event`` with its path, key and
+    reason. Whether it was applied."""
     try:
         config = await trio.to_thread.run_sync(load)
     except ConfigError as error:
         log.error(event, path=error.path, key=error.key, reason=error.reason,
                   note="keeping the running configuration")
         return False
-    apply(config)
+    await trio.to_thread.run_sync(apply, config)
     return True
 
 

@@ -33,6 +33,7 @@ import structlog
 import trio
 
 from boothop.relay.shell import (
+    DaemonError,
     DatagramLoop,
     Logger,
     RateLimiter,
@@ -42,7 +43,7 @@ from boothop.relay.shell import (
 )
 from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
-from boothop.server.reconcile import format_plan, plan_reconcile
+from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
 from .actions import Commit, Drop, ReplyKind, Send
 from .config import DhcpConfig
@@ -59,19 +60,64 @@ COALESCE_BELOW = 4
 #: Longest sleep of the timer task: offers and leases expire at most this late.
 TIMER_TICK = 1.0
 def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> None:
+    """Bring the database in line with the configuration before serving; logged only once
+    written, so the log never reports a repair that did not happen."""
     plan = plan_reconcile(config, store.load(), time.time())
+    if plan.changes:
+        try:
+            store.write(plan.upserts, plan.deletes)
+        except sqlite3.Error as error:
+            raise DaemonError(f"lease database {config.lease_db}: the startup reconcile cannot "
+                              f"be written ({error}); nothing was changed") from error
+    _log_plan(log, plan)
+
+
+def _log_plan(log: Logger, plan: Plan) -> None:
     for finding in plan.findings:
         log.warning("server.reconcile.fixed", address=str(finding.address), problem=finding.problem,
                     action=finding.action)
-    if plan.changes:
-        store.delete(plan.deletes)
-        store.write(plan.upserts)
     log.info("server.reconcile.done", summary=format_plan(plan, dry_run=False).splitlines()[0])
 
 
+class DhcpService:
+    """The running DHCP service as the runner sees it: its port, reload and counters."""
+
+    def __init__(self, port: int, store: LeaseStore, receiver: _Receiver, stats: _Stats,
+                 log: Logger) -> None:
+        self.port, self.store, self.receiver, self.stats, self.log = (
+            port, store, receiver, stats, log)
+
+    def reload(self, config: DhcpConfig) -> bool:
+        """Swap in ``config`` (a worker thread): the live lease table is reconciled against it and
+        the changes written first; if they cannot be, the running configuration stays."""
+        receiver = self.receiver
+        with receiver.lock:
+            core = receiver.core
+            plan = plan_reconcile(config, list(core.leases.values()), time.time())
+            if plan.changes:
+                with receiver.durable.lock:
+                    try:
+                        self.store.write(plan.upserts, plan.deletes)
+                    except sqlite3.Error as error:
+                        self.log.error("server.config.reload_failed", error=str(error),
+                                       reason="the reconciled leases cannot be written",
+                                       note="keeping the running configuration")
+                        return False
+            core.reconfigure(config, plan.upserts, plan.deletes)
+            receiver.window = config.commit_window
+            leases = len(core.leases)
+        _log_plan(self.log, plan)
+        self.log.info("server.config.reloaded", leases=leases,
+                      subnets=[str(s.network) for s in config.subnets])
+        return True
+
+    def log_counters(self) -> None:
+        self.stats.log_now(self.receiver.lease_count())
+
+
 async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the bound port."""
+                     task_status: trio.TaskStatus[DhcpService] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the running service."""
     log = structlog.get_logger().bind(service="dhcp")
     store = open_store(config.lease_db)
     try:
@@ -90,12 +136,12 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
                 subnets=[str(s.network) for s in config.subnets],
                 commit_window=config.commit_window,
             )
-            task_status.started(port)
             durable = _Durable(store, sock, log)
             receiver = _Receiver(core, durable, sock, log, window=config.commit_window)
+            stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
+                           receiver.loop.counters.snapshot)
+            task_status.started(DhcpService(port, store, receiver, stats, log))
             async with trio.open_nursery() as nursery:
-                stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
-                               receiver.loop.counters.snapshot)
                 nursery.start_soon(_timers, receiver, stats)
                 await receiver.loop.run()
                 nursery.cancel_scope.cancel()
@@ -117,17 +163,29 @@ class _Durable:
         #: Counted under ``lock``.
         self.counts: Counter[str] = Counter()
         self.per_packet = per_packet_logging(log)
+        #: The last write failed: the next that succeeds says so.
+        self.failing = False
+        self._fail_log = RateLimiter(burst=5, period=10.0)
 
-    def commit(self, commits: list[Commit], promises: list[Send]) -> None:
+    def commit(self, commits: list[Commit], promises: list[Send]) -> bool:
+        """Whether the rows were written (the promises then sent); if not, nothing was sent."""
         counts, log = self.counts, self.log
         with self.lock:
             if commits:
                 try:
                     self.store.write([c.lease for c in commits])
                 except sqlite3.Error as exc:
-                    log.error("server.store.failed", error=str(exc), withheld_replies=len(promises))
                     counts["store.failed"] += 1
-                    return
+                    self.failing = True
+                    suppressed = self._fail_log.allow("store", time.monotonic())
+                    if suppressed is not None:
+                        log.error("server.store.failed", error=str(exc), suppressed=suppressed,
+                                  withheld_replies=len(promises),
+                                  note="no ACK without a durable lease; clients retry")
+                    return False
+                if self.failing:
+                    self.failing = False
+                    log.info("server.store.recovered", failures=counts["store.failed"])
                 counts["commits"] += 1
                 for commit in commits:
                     counts["lease." + commit.event.value] += 1
@@ -137,6 +195,7 @@ class _Durable:
                                   chaddr=lease.mac.hex(":"), subnet=lease.subnet)
             for send in promises:
                 _send(self.sock, send, log, counts, self.per_packet)
+        return True
 
 
 #: Replies that promise a durable binding: they leave only after their commit.
@@ -196,7 +255,14 @@ class _Receiver:
             self.loop.drain(MAX_BURST)
         commits, promises = self.take_burst()
         if commits or promises:
-            self.durable.commit(commits, promises)
+            self.commit(commits, promises)
+
+    def commit(self, commits: list[Commit], promises: list[Send]) -> None:
+        """Make the rows durable and send their promises; if the store fails, the core forgets
+        the rows again, so memory and disk agree and the clients' retries start afresh."""
+        if not self.durable.commit(commits, promises):
+            with self.lock:
+                self.core.rollback(commits)
 
     def take_burst(self) -> tuple[list[Commit], list[Send]]:
         """The burst's lease rows and held replies, leaving the next burst empty."""
@@ -214,6 +280,10 @@ class _Receiver:
         with self.lock:
             return self.core.next_deadline()
 
+    def lease_count(self) -> int:
+        with self.lock:
+            return len(self.core.leases)
+
 
 async def _timers(receiver: _Receiver, stats: _Stats) -> None:
     """Offer and lease expiry (the core's ``on_timer``) and the summary line, at most TIMER_TICK
@@ -224,7 +294,7 @@ async def _timers(receiver: _Receiver, stats: _Stats) -> None:
         await trio.sleep(max(0.0, delay))
         commits, leases = receiver.on_timer()
         if commits:
-            await trio.to_thread.run_sync(receiver.durable.commit, commits, [])
+            await trio.to_thread.run_sync(receiver.commit, commits, [])
         stats.maybe_log(leases)
 
 
@@ -238,19 +308,27 @@ class _Stats:
     def __init__(self, log: Logger, *counters: Callable[[], Mapping[str, int]]) -> None:
         """``counters`` give a copy of each thread's counters (one atomic copy each)."""
         self.log, self.counters = log, counters
-        self.last: dict[str, int] = {}
+        self.last: Counter[str] = Counter()
         self.next = time.monotonic() + STATS_INTERVAL
 
     def maybe_log(self, leases: int) -> None:
         if time.monotonic() < self.next:
             return
         self.next = time.monotonic() + STATS_INTERVAL
+        merged = self._merged()
+        if merged != self.last:
+            self.log_now(leases, merged)
+
+    def log_now(self, leases: int, merged: Counter[str] | None = None) -> None:
+        """Log every counter now (SIGUSR1; ``maybe_log`` when one changed)."""
+        self.last = self._merged() if merged is None else merged
+        self.log.info("server.stats", leases=leases, **self.last)
+
+    def _merged(self) -> Counter[str]:
         merged: Counter[str] = Counter()
         for counter in self.counters:
             merged.update({name: value for name, value in counter().items() if value})
-        if merged != self.last:
-            self.last = merged
-            self.log.info("server.stats", leases=leases, **merged)
+        return merged
 
 
 #: Bound of the per-process caches of addresses seen (sources, local addresses).

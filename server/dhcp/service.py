@@ -163,8 +163,8 @@ class _Durable:
         #: Counted under ``lock``.
         self.counts: Counter[str] = Counter()
         self.per_packet = per_packet_logging(log)
-        #: The last write failed: the next that succeeds says so.
-        self.failing = False
+        #: Writes failed since the last that succeeded: the next that succeeds says so.
+        self.failing = 0
         self._fail_log = RateLimiter(burst=5, period=10.0)
 
     def commit(self, commits: list[Commit], promises: list[Send]) -> bool:
@@ -176,7 +176,7 @@ class _Durable:
                     self.store.write([c.lease for c in commits])
                 except sqlite3.Error as exc:
                     counts["store.failed"] += 1
-                    self.failing = True
+                    self.failing += 1
                     suppressed = self._fail_log.allow("store", time.monotonic())
                     if suppressed is not None:
                         log.error("server.store.failed", error=str(exc), suppressed=suppressed,
@@ -184,8 +184,8 @@ class _Durable:
                                   note="no ACK without a durable lease; clients retry")
                     return False
                 if self.failing:
-                    self.failing = False
-                    log.info("server.store.recovered", failures=counts["store.failed"])
+                    log.info("server.store.recovered", failed_writes=self.failing)
+                    self.failing = 0
                 counts["commits"] += 1
                 for commit in commits:
                     counts["lease." + commit.event.value] += 1

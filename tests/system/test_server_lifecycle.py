@@ -358,3 +358,8 @@ def test_disk_full_withholds_acks_says_so_and_service_resumes_when_space_returns
                                 "--json").stdout)
         bound = {row["mac"] for row in rows if row["state"] == "bound"}
         assert bound == {mac(1), mac(2)}, rows
+        # Memory agrees with the disk: the leases whose writes failed were forgotten.
+        server.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: server.has("server.stats"), 5, "the counters")
+        stats = next(e for e in server.events() if e["event"] == "server.stats")
+        assert stats["leases"] == len(rows) and stats["store.failed"] == 4, stats

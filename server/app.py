@@ -43,6 +43,7 @@ class _Running:
             if not self.dhcp.reload(new.dhcp):
                 return
         self.config = new
+        self.log.info("server.config.reloaded", path=new.path)
         for warning in new.warnings:
             self.log.warning("server.config.warning", message=warning)
 

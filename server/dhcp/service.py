@@ -107,7 +107,7 @@ class DhcpService:
             receiver.window = config.commit_window
             leases = len(core.leases)
         _log_plan(self.log, plan)
-        self.log.info("server.config.reloaded", leases=leases,
+        self.log.info("server.dhcp.reconfigured", leases=leases,
                       subnets=[str(s.network) for s in config.subnets])
         return True
 

@@ -216,7 +216,7 @@ def test_reload_swaps_pools_and_reservations_and_keeps_the_leases() -> None:
     # The reconcile against the live table: the new reservation is written, the old ones gone.
     assert store.rows[IPv4Address("10.51.1.20")].state is LeaseState.RESERVED
     assert IPv4Address("10.51.1.10") not in receiver.core.leases
-    assert "server.config.reloaded" in [e["event"] for e in logs]
+    assert "server.dhcp.reconfigured" in [e["event"] for e in logs]
     receiver.commit(*dora(receiver, sock, 4))
     assert decode(sock.sent[-1][0]).yiaddr == IPv4Address("10.51.1.20")
 

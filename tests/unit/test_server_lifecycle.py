@@ -157,7 +157,7 @@ def test_a_failed_write_rolls_the_core_back_and_service_resumes_when_space_retur
     store.full = True
     burst = dora(receiver, sock, 1)
     with capture_logs() as logs:
-        receiver.commit(*burst)
+        receiver.commit(*burst, receiver.burst_generation)
     assert [decode(p).message_type for p, _ in sock.sent] == [MT.OFFER], "ACK without a lease"
     assert receiver.core.leases == {} == store.rows, "memory and disk disagree"
     assert receiver.core.by_client == {}
@@ -165,7 +165,7 @@ def test_a_failed_write_rolls_the_core_back_and_service_resumes_when_space_retur
     store.full = False
     burst = dora(receiver, sock, 1)
     with capture_logs() as logs:
-        receiver.commit(*burst)
+        receiver.commit(*burst, receiver.burst_generation)
     assert decode(sock.sent[-1][0]).message_type == MT.ACK
     assert receiver.core.leases == store.rows and len(store.rows) == 1
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["server.store.recovered"]
@@ -173,12 +173,12 @@ def test_a_failed_write_rolls_the_core_back_and_service_resumes_when_space_retur
 
 def test_a_failed_renewal_restores_the_lease_it_replaced() -> None:
     receiver, sock, store = flaky_shell()
-    receiver.commit(*dora(receiver, sock, 2))
+    receiver.commit(*dora(receiver, sock, 2), receiver.burst_generation)
     bound = dict(receiver.core.leases)
     (address,) = bound
     store.full = True
     receiver.handle(received(encode(request(MT.REQUEST, mac(2), xid=9, ciaddr=address))))
-    receiver.commit(*receiver.take_burst())
+    receiver.commit(*receiver.take_burst(), receiver.burst_generation)
     assert receiver.core.leases == bound == store.rows
     assert receiver.core.by_client == {("10.51.1.0/24", next(iter(bound.values())).client_key):
                                        address}
@@ -204,7 +204,7 @@ def service(core: DhcpServerCore) -> tuple[DhcpService, _Receiver, FakeSocket, F
 
 def test_reload_swaps_pools_and_reservations_and_keeps_the_leases() -> None:
     dhcp, receiver, sock, store = service(DhcpServerCore(config()))
-    receiver.commit(*dora(receiver, sock, 3))
+    receiver.commit(*dora(receiver, sock, 3), receiver.burst_generation)
     kept = dict(receiver.core.leases)
     subnets = [dict(s) for s in BASE_TOML["subnets"]]  # type: ignore[union-attr]
     subnets[0]["pools"] = ["10.51.1.100-10.51.1.104", "10.51.1.150-10.51.1.150"]
@@ -217,7 +217,7 @@ def test_reload_swaps_pools_and_reservations_and_keeps_the_leases() -> None:
     assert store.rows[IPv4Address("10.51.1.20")].state is LeaseState.RESERVED
     assert IPv4Address("10.51.1.10") not in receiver.core.leases
     assert "server.dhcp.reconfigured" in [e["event"] for e in logs]
-    receiver.commit(*dora(receiver, sock, 4))
+    receiver.commit(*dora(receiver, sock, 4), receiver.burst_generation)
     assert decode(sock.sent[-1][0]).yiaddr == IPv4Address("10.51.1.20")
 
 
@@ -255,3 +255,17 @@ def test_reconfigure_withdraws_an_offer_of_a_newly_reserved_address() -> None:
     actions = core.handle(received(encode(request(
         MT.REQUEST, mac(5), options=(opt_addr(54, "10.51.0.1"), opt_addr(50, offered))))), 1.0)
     assert decode(actions[0].payload).message_type == MT.NAK  # type: ignore[union-attr]
+
+
+def test_a_burst_decided_before_a_reload_that_reserves_its_address_is_not_acked() -> None:
+    dhcp, receiver, sock, store = service(DhcpServerCore(config()))
+    commits, promises = dora(receiver, sock, 8)  # handled, its row not yet written
+    address = commits[0].lease.address
+    subnets = [dict(s) for s in BASE_TOML["subnets"]]  # type: ignore[union-attr]
+    subnets[0]["reservations"] = [{"mac": mac(9).hex(":"), "address": str(address)}]
+    assert dhcp.reload(config(subnets=subnets))
+    receiver.commit(commits, promises, receiver.burst_generation)
+    assert decode(sock.sent[-1][0]).message_type == MT.OFFER, "ACK of an address reserved now"
+    assert store.rows[address].state is receiver.core.leases[address].state is LeaseState.RESERVED
+    receiver.commit(*dora(receiver, sock, 9), receiver.burst_generation)
+    assert decode(sock.sent[-1][0]).yiaddr == address  # the reserved client gets it, alone

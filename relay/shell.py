@@ -29,7 +29,7 @@ from typing import TextIO, TypeVar
 import structlog
 import trio
 
-from .settings import EXIT_FAILURE, ConfigError
+from .settings import EXIT_FAILURE, ConfigError, DaemonError
 from .wire import Datagram
 
 # -- logging ---------------------------------------------------------------------------------
@@ -127,11 +127,6 @@ class SocketUnavailable(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-class DaemonError(Exception):
-    """A daemon cannot run, for a reason a person must fix: one line (what is wrong, what to do)
-    and EXIT_FAILURE, no traceback."""
 
 
 class ShutDown(Exception):

@@ -9,10 +9,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError
+from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, DaemonError
 from boothop.server.config import ServerConfig, load_config
 from boothop.server.dhcp.config import DhcpConfig
-from boothop.server.leasestore import LeaseDbError, open_store
 
 PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
@@ -62,6 +61,7 @@ def cmd_check(config: ServerConfig) -> int:
                 return EXIT_FAILURE
             leases = []
         else:
+            from boothop.server.leasestore import open_store
             store = open_store(path, create=False)
             try:
                 leases = store.load()
@@ -109,6 +109,7 @@ def _uncreatable(path: str) -> str | None:
 
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
+    from boothop.server.leasestore import open_store
     store = open_store(_dhcp(config).lease_db)
     try:
         leases = store.load()
@@ -136,6 +137,7 @@ def cmd_leases(config: ServerConfig, as_json: bool) -> int:
 
 
 def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
+    from boothop.server.leasestore import open_store
     from boothop.server.reconcile import format_plan, plan_reconcile
     dhcp = _dhcp(config)
     store = open_store(dhcp.lease_db)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.prefixed(PROG), file=sys.stderr)
         return EXIT_CONFIG
-    except LeaseDbError as exc:
+    except DaemonError as exc:  # the lease database (leasestore.LeaseDbError)
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     from boothop.relay.shell import configure_logging, run_daemon

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 from urllib.parse import quote
 
-from boothop.relay.shell import DaemonError
+from boothop.relay.settings import DaemonError
 from boothop.server.dhcp.lease import Lease, LeaseState
 
 _COLUMNS = ("address", "state", "client_key", "mac", "client_id", "subnet", "starts", "expires",

@@ -32,8 +32,8 @@ from ipaddress import IPv4Address
 import structlog
 import trio
 
+from boothop.relay.settings import DaemonError
 from boothop.relay.shell import (
-    DaemonError,
     DatagramLoop,
     Logger,
     RateLimiter,
@@ -90,19 +90,22 @@ class DhcpService:
     def reload(self, config: DhcpConfig) -> bool:
         """Swap in ``config`` (a worker thread): the live lease table is reconciled against it and
         the changes written first; if they cannot be, the running configuration stays."""
-        receiver = self.receiver
-        with receiver.lock:
+        receiver, durable = self.receiver, self.receiver.durable
+        # Both locks: no burst is handled meanwhile, and none being written is half-planned.
+        with receiver.lock, durable.lock:
             core = receiver.core
             plan = plan_reconcile(config, list(core.leases.values()), time.time())
             if plan.changes:
-                with receiver.durable.lock:
-                    try:
-                        self.store.write(plan.upserts, plan.deletes)
-                    except sqlite3.Error as error:
-                        self.log.error("server.config.reload_failed", error=str(error),
-                                       reason="the reconciled leases cannot be written",
-                                       note="keeping the running configuration")
-                        return False
+                try:
+                    self.store.write(plan.upserts, plan.deletes)
+                except sqlite3.Error as error:
+                    self.log.error("server.config.reload_failed", error=str(error),
+                                   reason="the reconciled leases cannot be written",
+                                   note="keeping the running configuration")
+                    return False
+                # A burst handled before the reload and not yet written was planned under
+                # the old configuration (it may bind an address reserved now): not written.
+                durable.generation += 1
             core.reconfigure(config, plan.upserts, plan.deletes)
             receiver.window = config.commit_window
             leases = len(core.leases)
@@ -165,12 +168,20 @@ class _Durable:
         self.per_packet = per_packet_logging(log)
         #: Writes failed since the last that succeeded: the next that succeeds says so.
         self.failing = 0
+        #: Incremented by a reload that changed leases (under ``lock``).
+        self.generation = 0
         self._fail_log = RateLimiter(burst=5, period=10.0)
 
-    def commit(self, commits: list[Commit], promises: list[Send]) -> bool:
-        """Whether the rows were written (the promises then sent); if not, nothing was sent."""
+    def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> bool:
+        """Whether the rows were written (the promises then sent); if not, nothing was sent.
+
+        ``generation``: ``self.generation`` when the rows were decided; a reload since makes them
+        stale."""
         counts, log = self.counts, self.log
         with self.lock:
+            if commits and generation != self.generation:
+                counts["store.stale"] += 1
+                return False
             if commits:
                 try:
                     self.store.write([c.lease for c in commits])
@@ -223,6 +234,8 @@ class _Receiver:
         #: The current burst's lease rows and the replies that wait for them.
         self._commits: list[Commit] = []
         self._promises: list[Send] = []
+        #: The durable generation when the burst's first row was decided.
+        self.burst_generation = durable.generation
         self._woken = -1.0
 
     def handle(self, dgram: Datagram) -> None:
@@ -236,6 +249,8 @@ class _Receiver:
                     # An OFFER or a NAK promises nothing durable: it need not wait for a sync.
                     _send(self.sock, action, self.log, self.counts, self._per_packet)
             elif type(action) is Commit:
+                if not self._commits:
+                    self.burst_generation = self.durable.generation
                 self._commits.append(action)
             else:
                 assert isinstance(action, Drop)
@@ -255,12 +270,13 @@ class _Receiver:
             self.loop.drain(MAX_BURST)
         commits, promises = self.take_burst()
         if commits or promises:
-            self.commit(commits, promises)
+            self.commit(commits, promises, self.burst_generation)
 
-    def commit(self, commits: list[Commit], promises: list[Send]) -> None:
-        """Make the rows durable and send their promises; if the store fails, the core forgets
-        the rows again, so memory and disk agree and the clients' retries start afresh."""
-        if not self.durable.commit(commits, promises):
+    def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> None:
+        """Make the rows durable and send their promises; if the store fails (or a reload made
+        them stale), the core forgets the rows again, so memory and disk agree and the clients'
+        retries start afresh."""
+        if not self.durable.commit(commits, promises, generation):
             with self.lock:
                 self.core.rollback(commits)
 
@@ -270,11 +286,12 @@ class _Receiver:
         self._commits, self._promises = [], []
         return burst
 
-    def on_timer(self) -> tuple[list[Commit], int]:
-        """Run the core's timers (from the trio thread): the rows to write, and the lease count."""
+    def on_timer(self) -> tuple[list[Commit], int, int]:
+        """Run the core's timers (from the trio thread): the rows to write, their generation and
+        the lease count."""
         with self.lock:
             commits = [a for a in self.core.on_timer(time.time()) if isinstance(a, Commit)]
-            return commits, len(self.core.leases)
+            return commits, self.durable.generation, len(self.core.leases)
 
     def next_deadline(self) -> float | None:
         with self.lock:
@@ -292,9 +309,9 @@ async def _timers(receiver: _Receiver, stats: _Stats) -> None:
         deadline = receiver.next_deadline()
         delay = TIMER_TICK if deadline is None else min(TIMER_TICK, deadline - time.time())
         await trio.sleep(max(0.0, delay))
-        commits, leases = receiver.on_timer()
+        commits, generation, leases = receiver.on_timer()
         if commits:
-            await trio.to_thread.run_sync(receiver.commit, commits, [])
+            await trio.to_thread.run_sync(receiver.commit, commits, [], generation)
         stats.maybe_log(leases)
 
 

@@ -18,8 +18,7 @@ from test_server_config import write_config
 from test_server_helpers import BASE_TOML, MT, config, mac, opt_addr, request
 from test_server_service import FakeSocket, dora, received
 
-from boothop.relay.settings import EXIT_FAILURE, ConfigError
-from boothop.relay.shell import DaemonError
+from boothop.relay.settings import EXIT_FAILURE, ConfigError, DaemonError
 from boothop.relay.wire import decode, encode
 from boothop.server.cli import main
 from boothop.server.config import check_reload, load_config

@@ -80,12 +80,10 @@ def _log_plan(log: Logger, plan: Plan) -> None:
 
 
 class DhcpService:
-    """The running DHCP service as the runner sees it: its port, reload and counters."""
+    """The running DHCP service as the runner sees it: reload and counters."""
 
-    def __init__(self, port: int, store: LeaseStore, receiver: _Receiver, stats: _Stats,
-                 log: Logger) -> None:
-        self.port, self.store, self.receiver, self.stats, self.log = (
-            port, store, receiver, stats, log)
+    def __init__(self, receiver: _Receiver, stats: _Stats, log: Logger) -> None:
+        self.receiver, self.stats, self.log = receiver, stats, log
 
     def reload(self, config: DhcpConfig) -> bool:
         """Swap in ``config`` (a worker thread): the live lease table is reconciled against it and
@@ -97,7 +95,7 @@ class DhcpService:
             plan = plan_reconcile(config, list(core.leases.values()), time.time())
             if plan.changes:
                 try:
-                    self.store.write(plan.upserts, plan.deletes)
+                    durable.store.write(plan.upserts, plan.deletes)
                 except sqlite3.Error as error:
                     self.log.error("server.config.reload_failed", error=str(error),
                                    reason="the reconciled leases cannot be written",
@@ -143,7 +141,7 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
             receiver = _Receiver(core, durable, sock, log, window=config.commit_window)
             stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
                            receiver.loop.counters.snapshot)
-            task_status.started(DhcpService(port, store, receiver, stats, log))
+            task_status.started(DhcpService(receiver, stats, log))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_timers, receiver, stats)
                 await receiver.loop.run()

@@ -198,7 +198,7 @@ def test_startup_reconcile_that_cannot_be_written_reports_no_repair() -> None:
 def service(core: DhcpServerCore) -> tuple[DhcpService, _Receiver, FakeSocket, FlakyStore]:
     receiver, sock, store = flaky_shell(core)
     stats = _Stats(structlog.get_logger(), receiver.counts.copy)
-    return DhcpService(67, store, receiver, stats, structlog.get_logger()), receiver, sock, store  # type: ignore[arg-type]
+    return DhcpService(receiver, stats, structlog.get_logger()), receiver, sock, store
 
 
 def test_reload_swaps_pools_and_reservations_and_keeps_the_leases() -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
-import signal
 import socket
 import threading
 import time
@@ -29,7 +29,7 @@ import trio
 from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
-from .configfile import ConfigError, RelaySettings
+from .configfile import RelaySettings
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -37,13 +37,15 @@ from .netlink import follow_interfaces
 from .replies import ReplyTracker
 from .settings import Listen
 from .shell import (
+    DAEMON_SIGNALS,
     DatagramLoop,
     RateLimiter,
     errno_name,
     logging_enabled,
     open_udp,
-    reloading,
+    reload_config,
     set_log_level,
+    signal_loop,
 )
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
@@ -303,16 +305,13 @@ class RelayService:
 
     async def signal_loop(self, signals: Any, reload: Callable[[], RelaySettings] | None,
                           stop: trio.CancelScope) -> None:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                await self.reload(reload)
-            elif signum == signal.SIGUSR1:
-                self.log.info("relay.stats", **self.snapshot())
-                self.write_stats()
-            else:
-                self.log.info("relay.stopping", signal=signal.Signals(signum).name)
-                stop.cancel()
-                return
+        await signal_loop(signals, reload=functools.partial(self.reload, reload),
+                          counters=self.log_counters, stop=stop, log=self.log,
+                          stopping="relay.stopping")
+
+    def log_counters(self) -> None:
+        self.log.info("relay.stats", **self.snapshot())
+        self.write_stats()
 
     async def reload(self, reload: Callable[[], RelaySettings] | None) -> None:
         """Re-read and validate the configuration (and the log level); keep the running one if
@@ -320,15 +319,9 @@ class RelayService:
         if reload is None:
             self.log.info("relay.config.reload_skipped", reason="no configuration source")
             return
-        with reloading():
-            try:
-                settings = await trio.to_thread.run_sync(reload)
-            except ConfigError as error:
-                self.shell.reload_failures += 1
-                self.log.error("relay.config.invalid", path=error.path, key=error.key,
-                               reason=error.reason, note="keeping the running configuration")
-                return
-            self.apply_config(settings)
+        if not await reload_config(reload, self.apply_config, log=self.log,
+                                   event="relay.config.invalid"):
+            self.shell.reload_failures += 1
 
 
 async def run_relay(
@@ -360,11 +353,9 @@ async def run_relay(
         raise
     service = RelayService(engine, udp, sender, stats_file)
     exporter = Metrics() if metrics_listen is not None else None
-    wanted = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
     try:
-        receiver = (
-            trio.open_signal_receiver(*wanted) if handle_signals else contextlib.nullcontext()
-        )
+        receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
+                    else contextlib.nullcontext())
         with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
                                                FAMILIES):
             async with trio.open_nursery() as nursery:

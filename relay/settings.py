@@ -30,6 +30,11 @@ EXIT_CONFIG = 78
 BROADCAST = IPv4Address("255.255.255.255")
 
 
+class DaemonError(Exception):
+    """A daemon cannot run, for a reason a person must fix: ``run_daemon`` prints it as one line
+    (what is wrong, what to do) and exits EXIT_FAILURE, without a traceback."""
+
+
 class Problem(NamedTuple):
     """One thing wrong with a configuration: where (file, dotted key, line) and why."""
 

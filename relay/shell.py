@@ -17,25 +17,27 @@ import dataclasses
 import errno
 import logging
 import os
+import signal
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from ipaddress import IPv4Address
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import structlog
 import trio
 
-from .settings import EXIT_FAILURE
+from .settings import EXIT_FAILURE, ConfigError, DaemonError
 from .wire import Datagram
 
 # -- logging ---------------------------------------------------------------------------------
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "console", "json")
 Logger = structlog.typing.FilteringBoundLogger
+T = TypeVar("T")
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -377,18 +379,19 @@ def run_daemon(program: str, main: Callable[..., Awaitable[object]]) -> int:
 
     ``main`` takes ``task_status`` and calls ``task_status.started()`` once it serves; systemd
     (Type=notify) hears READY=1 then, WATCHDOG=1 at half its WatchdogSec while it runs and
-    STOPPING=1 when it returns. An OSError (a port taken, a capability missing), alone or inside
-    the nursery's exception group, becomes one line on stderr and EXIT_FAILURE instead of a
+    STOPPING=1 when it returns. An OSError (a port taken, a capability missing) or a DaemonError,
+    alone or inside the nursery's exception group, becomes one line on stderr and EXIT_FAILURE
+    instead of a
     traceback."""
     try:
         trio.run(_supervised, main)
     except KeyboardInterrupt:
         pass
-    except OSError as error:
+    except (OSError, DaemonError) as error:
         print(f"{program}: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except BaseExceptionGroup as group:
-        errors, rest = group.split(OSError)
+        errors, rest = group.split((OSError, DaemonError))
         if errors is None or rest is not None:
             raise
         for leaf in _leaves(errors):
@@ -397,14 +400,50 @@ def run_daemon(program: str, main: Callable[..., Awaitable[object]]) -> int:
     return 0
 
 
-def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
-    found: list[OSError] = []
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    found: list[Exception] = []
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
             found.extend(_leaves(error))
         else:
             found.append(error)
     return found
+
+
+#: What ``signal_loop`` serves: SIGHUP reload, SIGUSR1 counters, SIGTERM/SIGINT stop.
+DAEMON_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+async def signal_loop(signals: AsyncIterator[int], *, reload: Callable[[], Awaitable[object]],
+                      counters: Callable[[], object], stop: trio.CancelScope, log: Logger,
+                      stopping: str) -> None:
+    """Every daemon's signal handling: SIGHUP ``reload``, SIGUSR1 ``counters``, SIGTERM and
+    SIGINT log ``stopping`` and cancel ``stop``."""
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            await reload()
+        elif signum == signal.SIGUSR1:
+            counters()
+        else:
+            log.info(stopping, signal=signal.Signals(signum).name)
+            stop.cancel()
+            return
+
+
+async def reload_config(load: Callable[[], T], apply: Callable[[T], object], *, log: Logger,
+                        event: str) -> bool:
+    """Re-read and validate a configuration and ``apply`` it, both in a thread (either may touch
+    files); a ConfigError keeps the running one, logged as ``event`` with its path, key and
+    reason. Whether it was applied."""
+    with reloading():
+        try:
+            config = await trio.to_thread.run_sync(load)
+        except ConfigError as error:
+            log.error(event, path=error.path, key=error.key, reason=error.reason,
+                      note="keeping the running configuration")
+            return False
+        await trio.to_thread.run_sync(apply, config)
+        return True
 
 
 # -- the receive loop ------------------------------------------------------------------------

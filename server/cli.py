@@ -17,6 +17,7 @@ from boothop.relay.settings import (
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
+    DaemonError,
     Listen,
     parse_listen,
 )
@@ -76,13 +77,21 @@ def cmd_check(config: ServerConfig) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     errors = 0
-    if config.dhcp is not None and os.path.exists(config.dhcp.lease_db):
-        from boothop.server.leasestore import open_store
-        store = open_store(config.dhcp.lease_db)
-        try:
-            leases = store.load()
-        finally:
-            store.close()
+    if config.dhcp is not None:
+        path = config.dhcp.lease_db
+        if not os.path.lexists(path):
+            problem = _uncreatable(path)
+            if problem is not None:
+                print(f"{PROG}: lease database {path}: {problem}", file=sys.stderr)
+                return EXIT_FAILURE
+            leases = []
+        else:
+            from boothop.server.leasestore import open_store
+            store = open_store(path, create=False)
+            try:
+                leases = store.load()
+            finally:
+                store.close()
         now = time.time()
         for s_index, subnet in enumerate(config.dhcp.subnets):
             for r_index, reservation in enumerate(subnet.reservations):
@@ -110,6 +119,18 @@ def cmd_check(config: ServerConfig) -> int:
         return EXIT_FAILURE
     print(f"{config.path}: ok")
     return EXIT_OK
+
+
+def _uncreatable(path: str) -> str | None:
+    """Why ``run`` could not create a lease database at ``path``, or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(directory):
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        return f"cannot be created: {directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"cannot be created: {directory} is not writable"
+    return None
 
 
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
@@ -149,8 +170,7 @@ def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
         plan = plan_reconcile(dhcp, store.load(), time.time())
         print(format_plan(plan, dry_run))
         if not dry_run and plan.changes:
-            store.delete(plan.deletes)
-            store.write(plan.upserts)
+            store.write(plan.upserts, plan.deletes)
     finally:
         store.close()
     return 0
@@ -192,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.prefixed(PROG), file=sys.stderr)
         return EXIT_CONFIG
+    except DaemonError as exc:  # the lease database (leasestore.LeaseDbError)
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     from boothop.relay.shell import configure_logging, run_daemon
     from boothop.server.app import run_services
     configure_logging(getattr(args, "log_level", "info"),

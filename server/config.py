@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from boothop.relay.settings import Listen, Validator, parse_listen, read_toml
+from boothop.relay.settings import ConfigError, Listen, Validator, parse_listen, read_toml
 from boothop.server.dhcp.config import DhcpConfig, read_dhcp
 
 if TYPE_CHECKING:
@@ -67,6 +67,27 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
         v.fail("dhcp", "no service configured: add [dhcp], [pxe] or [tftp]")
     v.finish()
     return ServerConfig(path, dhcp, pxe, tftp, log_format, metrics)
+
+
+def check_reload(running: ServerConfig, new: ServerConfig) -> None:
+    """A ConfigError for what a reload cannot change in a running server (it needs a restart):
+    the set of services, the sockets and the lease database, and [pxe] and [tftp]. A reload
+    applies [dhcp]: pools, reservations, options, lease times."""
+    for name in _SERVICES:
+        if (getattr(running, name) is None) != (getattr(new, name) is None):
+            _needs_restart(new.path, name, "adding or removing a service")
+    if running.pxe != new.pxe:
+        _needs_restart(new.path, "pxe", "changing [pxe]")
+    if running.tftp != new.tftp:
+        _needs_restart(new.path, "tftp", "changing [tftp]")
+    if running.dhcp is not None and new.dhcp is not None:
+        for key in ("port", "lease_db"):
+            if getattr(running.dhcp, key) != getattr(new.dhcp, key):
+                _needs_restart(new.path, f"dhcp.{key}", f"changing dhcp.{key}")
+
+
+def _needs_restart(path: str, key: str, what: str) -> NoReturn:
+    raise ConfigError(path, key, f"{what} needs a restart (systemctl restart), not a reload")
 
 
 def load_config(path: str) -> ServerConfig:

@@ -3,6 +3,10 @@
 ``write`` is the group commit: every row of one receive burst in one transaction (one prepared
 INSERT OR REPLACE, executemany), committed and synced before it returns, so the shell can send the
 ACKs that depend on them afterwards.
+
+A database that cannot be read whole (not SQLite, damaged, another program's schema, a row this
+version does not understand, a directory) is refused with a LeaseDbError, never repaired or
+replaced silently: the leases in it are promises to clients.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 from typing import Protocol
+from urllib.parse import quote
 
+from boothop.relay.settings import DaemonError
 from boothop.server.dhcp.lease import Lease, LeaseState
 
+_COLUMNS = ("address", "state", "client_key", "mac", "client_id", "subnet", "starts", "expires",
+            "hostname")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
     address   INTEGER PRIMARY KEY,
@@ -30,59 +38,106 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
+class LeaseDbError(DaemonError):
+    """The lease database cannot be used: which file, what is wrong, what to do."""
+
+    def __init__(self, path: str, problem: str, *, unreadable: bool = True) -> None:
+        self.path, self.problem = path, problem
+        advice = (
+            f"move it aside (mv {path} {path}.broken) and run `boothop-server reconcile` to start "
+            "a new one with the configured reservations (dynamic leases are then forgotten)"
+            if unreadable else "check dhcp.lease_db and the permissions of its directory")
+        super().__init__(f"lease database {path}: {problem}; nothing was changed: {advice}")
+
+
 class LeaseStore(Protocol):
     """What the server needs from a lease database; a networked backend implements the same."""
 
     def load(self) -> list[Lease]: ...
 
-    def write(self, leases: Sequence[Lease]) -> None:
-        """Upsert rows by address in one durable transaction."""
-
-    def delete(self, addresses: Iterable[IPv4Address]) -> None: ...
+    def write(self, leases: Sequence[Lease], deletes: Iterable[IPv4Address] = ()) -> None:
+        """Upsert rows by address and delete ``deletes`` in one durable transaction."""
 
     def close(self) -> None: ...
 
 
 class SqliteLeaseStore:
-    def __init__(self, path: str) -> None:
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        # check_same_thread=False: the shell commits from a worker thread, one call at a time.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a WAL commit is fsynced before COMMIT returns, so a lease survives power loss.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    """``create``: make the file (and its directory) when missing; ``check`` does not."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        self.path = path
+        if os.path.isdir(path):
+            raise LeaseDbError(path, "is a directory, not a file")
+        try:
+            if create:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            # check_same_thread=False: the shell commits from a worker thread, one call at a time.
+            uri = f"file:{quote(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                       check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise LeaseDbError(path, f"cannot be opened ({error})", unreadable=False) from error
+        try:
+            self._verify()
+            # FULL: a WAL commit is fsynced before COMMIT returns, so a lease survives power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            self._db.close()
+            raise LeaseDbError(path, f"not a usable SQLite database ({error})") from error
+        except LeaseDbError:
+            self._db.close()
+            raise
+
+    def _verify(self) -> None:
+        """Refuse a file that is not SQLite, is damaged, or holds another program's tables."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise LeaseDbError(self.path, f"damaged ({'; '.join(problems[:3])})")
+        tables = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        if tables and "leases" not in tables:
+            raise LeaseDbError(self.path, "not a boothop lease database (tables: "
+                               f"{', '.join(sorted(tables))})")
+        if "leases" in tables:
+            columns = tuple(row[1] for row in self._db.execute("PRAGMA table_info(leases)"))
+            if columns != _COLUMNS:
+                raise LeaseDbError(self.path, "its leases table has the columns "
+                                   f"{', '.join(columns)}, not boothop's")
 
     def load(self) -> list[Lease]:
-        rows = self._db.execute(
-            "SELECT address, state, client_key, mac, client_id, subnet, starts, expires, hostname"
-            " FROM leases ORDER BY address"
-        ).fetchall()
-        return [
-            Lease(IPv4Address(a), LeaseState(state), key, bytes(mac),
-                  bytes(cid) if cid is not None else None, subnet, starts, expires, hostname)
-            for a, state, key, mac, cid, subnet, starts, expires, hostname in rows
-        ]
+        try:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM leases ORDER BY address"
+                                    ).fetchall()
+        except sqlite3.Error as error:
+            raise LeaseDbError(self.path, f"cannot be read ({error})") from error
+        leases = []
+        for row in rows:
+            a, state, key, mac, cid, subnet, starts, expires, hostname = row
+            try:
+                leases.append(Lease(IPv4Address(a), LeaseState(state), key, bytes(mac),
+                                    bytes(cid) if cid is not None else None, subnet, starts,
+                                    expires, hostname))
+            except (ValueError, TypeError) as error:
+                raise LeaseDbError(self.path, f"the row of address {a!r} is not valid ({error})"
+                                   ) from error
+        return leases
 
-    def write(self, leases: Sequence[Lease]) -> None:
-        if not leases:
+    def write(self, leases: Sequence[Lease], deletes: Iterable[IPv4Address] = ()) -> None:
+        gone = [(int(a),) for a in deletes]
+        if not leases and not gone:
             return
-        with self._transaction():
+        with _Transaction(self._db):
+            if gone:
+                self._db.executemany("DELETE FROM leases WHERE address = ?", gone)
             self._db.executemany(
-                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO leases VALUES ({', '.join('?' * len(_COLUMNS))})",
                 [(int(lease.address), lease.state.value, lease.client_key, lease.mac,
                   lease.client_id, lease.subnet, lease.starts, lease.expires, lease.hostname)
                  for lease in leases],
             )
-
-    def delete(self, addresses: Iterable[IPv4Address]) -> None:
-        with self._transaction():
-            self._db.executemany("DELETE FROM leases WHERE address = ?",
-                                 [(int(a),) for a in addresses])
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -96,8 +151,13 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            # SQLite may have rolled back by itself (SQLITE_FULL): ROLLBACK would then fail
+            # and hide the error that matters.
+            self._db.execute("ROLLBACK")
 
 
-def open_store(path: str) -> LeaseStore:
-    return SqliteLeaseStore(path)
+def open_store(path: str, *, create: bool = True) -> LeaseStore:
+    return SqliteLeaseStore(path, create=create)

@@ -69,10 +69,15 @@ class CommitEvent(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """Write this lease row (keyed by address) durably before any Send that follows it."""
+    """Write this lease row (keyed by address) durably before any Send that follows it.
+
+    ``previous`` is the row it replaces in memory (None: the address had none), so the shell can
+    roll the core back when the store cannot write it.
+    """
 
     lease: Lease
     event: CommitEvent
+    previous: Lease | None
 
 
 @dataclass(frozen=True, slots=True)

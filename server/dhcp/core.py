@@ -9,7 +9,7 @@ live in memory only; leases are the rows the shell loaded from the store. Timers
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any, ClassVar
@@ -90,7 +90,6 @@ class _Offer:
 class DhcpServerCore:
     def __init__(self, config: DhcpConfig, leases: Iterable[Lease] = (), *,
                  pxe_colocated: bool = False) -> None:
-        self.config = config
         self.pxe_colocated = pxe_colocated
         self.leases: dict[IPv4Address, Lease] = {}
         #: (subnet, client key) -> the address of that client's latest lease row there.
@@ -100,13 +99,21 @@ class DhcpServerCore:
         self._timers: list[tuple[float, IPv4Address]] = []
         self._cursors: dict[tuple[int, int], int] = {}
         self._local_addresses: set[IPv4Address] = set()
+        self._last_local: IPv4Address | None = None
+        self._configure(config)
+        for lease in leases:
+            self._store(lease)
+
+    def _configure(self, config: DhcpConfig) -> None:
+        """What the core derives from its configuration (built again on reload)."""
+        self.config = config
+        self._cursors.clear()
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
         #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache.
         self._subnet_of: dict[IPv4Address, Subnet | None] = {}
-        self._last_local: IPv4Address | None = None
         for subnet in config.subnets:
             net = str(subnet.network)
             for reservation in subnet.reservations:
@@ -115,8 +122,31 @@ class DhcpServerCore:
                     self._reservation_by_ident[(net, "mac", reservation.mac)] = reservation
                 if reservation.client_id is not None:
                     self._reservation_by_ident[(net, "id", reservation.client_id)] = reservation
-        for lease in leases:
+
+    def reconfigure(self, config: DhcpConfig, upserts: Iterable[Lease],
+                    deletes: Iterable[IPv4Address]) -> None:
+        """Swap in a reloaded configuration, keeping the lease table but for the reconcile
+        plan's changes (already written by the shell). An offer of an address that is reserved
+        now is withdrawn; the others are checked again when the client requests them."""
+        self._configure(config)
+        for address in deletes:
+            self._unstore(address)
+        for lease in upserts:
             self._store(lease)
+        for address in [a for a in self.offers if a in self._reserved]:
+            self._forget_offer(address)
+
+    def rollback(self, commits: Sequence[Commit]) -> None:
+        """Undo commits the store could not write, newest first, so memory agrees with disk
+        again; a row changed since (by a later burst or a timer) is left as it is."""
+        for commit in reversed(commits):
+            address = commit.lease.address
+            if self.leases.get(address) is not commit.lease:
+                continue
+            if commit.previous is None:
+                self._unstore(address)
+            else:
+                self._store(commit.previous)
 
     # -- timers ------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -134,8 +164,7 @@ class DhcpServerCore:
             if (lease is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED)
                     and lease.expires is not None and lease.expires <= now):
                 expired = _with(lease, state=LeaseState.EXPIRED)
-                self._store(expired)
-                actions.append(Commit(expired, CommitEvent.EXPIRED))
+                actions.append(Commit(expired, CommitEvent.EXPIRED, self._store(expired)))
         return actions
 
     def usage(self, now: float) -> dict[str, dict[str, int]]:
@@ -243,7 +272,8 @@ class DhcpServerCore:
         return found
 
     # -- address bookkeeping -----------------------------------------------------------------
-    def _store(self, lease: Lease) -> None:
+    def _store(self, lease: Lease) -> Lease | None:
+        """Put ``lease`` in the table: the row it replaces."""
         old = self.leases.get(lease.address)
         if (old is not None and old.client_key != lease.client_key
                 and self.by_client.get((old.subnet, old.client_key)) == old.address):
@@ -253,6 +283,12 @@ class DhcpServerCore:
             self.by_client[(lease.subnet, lease.client_key)] = lease.address
         if lease.expires is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED):
             heapq.heappush(self._timers, (lease.expires, lease.address))
+        return old
+
+    def _unstore(self, address: IPv4Address) -> None:
+        lease = self.leases.pop(address, None)
+        if lease is not None and self.by_client.get((lease.subnet, lease.client_key)) == address:
+            del self.by_client[(lease.subnet, lease.client_key)]
 
     def _forget_offer(self, address: IPv4Address) -> None:
         offer = self.offers.pop(address, None)
@@ -345,8 +381,7 @@ class DhcpServerCore:
             old = self.leases[previous]
             if old.client_key == request.key and old.state is LeaseState.BOUND:
                 released = _with(old, state=LeaseState.RELEASED, expires=now)
-                self._store(released)
-                actions.append(Commit(released, CommitEvent.SUPERSEDED))
+                actions.append(Commit(released, CommitEvent.SUPERSEDED, self._store(released)))
         current = self.leases.get(address)
         renewing = (current is not None and current.client_key == request.key
                     and current.is_active(now))
@@ -358,9 +393,10 @@ class DhcpServerCore:
             starts=now, expires=None if infinite else now + request.subnet.lease_time,
             hostname=hostname,
         )
-        self._store(lease)
+        replaced = self._store(lease)
         self._forget_offer(address)
-        actions.append(Commit(lease, CommitEvent.RENEWED if renewing else CommitEvent.BOUND))
+        actions.append(Commit(lease, CommitEvent.RENEWED if renewing else CommitEvent.BOUND,
+                              replaced))
         return actions
 
     # -- message handlers --------------------------------------------------------------------
@@ -459,8 +495,7 @@ class DhcpServerCore:
                          request.client_id, request.subnet.name, now,
                          now + self.config.decline_time)
         self._forget_offer(address)
-        self._store(declined)
-        return [Commit(declined, CommitEvent.DECLINED)]
+        return [Commit(declined, CommitEvent.DECLINED, self._store(declined))]
 
     def _release(self, request: Request, now: float) -> list[Action]:
         lease = self.leases.get(request.msg.ciaddr)
@@ -469,8 +504,7 @@ class DhcpServerCore:
         # RFC 2131 §4.3.4: the server marks the address not allocated and "SHOULD retain a
         # record of the client's initialization parameters for possible reuse".
         released = _with(lease, state=LeaseState.RELEASED, expires=now)
-        self._store(released)
-        return [Commit(released, CommitEvent.RELEASED)]
+        return [Commit(released, CommitEvent.RELEASED, self._store(released))]
 
     def _inform(self, request: Request, now: float) -> list[Action]:
         msg = request.msg

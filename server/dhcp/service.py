@@ -34,6 +34,7 @@ import structlog
 import trio
 
 from boothop.relay.metrics import BATCH_BUCKETS, COMMIT_BUCKETS, Family, Histogram, Metrics, part
+from boothop.relay.settings import DaemonError
 from boothop.relay.shell import (
     DatagramLoop,
     Logger,
@@ -44,7 +45,7 @@ from boothop.relay.shell import (
 )
 from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
-from boothop.server.reconcile import format_plan, plan_reconcile
+from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
 from .actions import Commit, Drop, ReplyKind, Send
 from .config import DhcpConfig
@@ -90,20 +91,66 @@ FAMILIES = (
 
 
 def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> None:
+    """Bring the database in line with the configuration before serving; logged only once
+    written, so the log never reports a repair that did not happen."""
     plan = plan_reconcile(config, store.load(), time.time())
+    if plan.changes:
+        try:
+            store.write(plan.upserts, plan.deletes)
+        except sqlite3.Error as error:
+            raise DaemonError(f"lease database {config.lease_db}: the startup reconcile cannot "
+                              f"be written ({error}); nothing was changed") from error
+    _log_plan(log, plan)
+
+
+def _log_plan(log: Logger, plan: Plan) -> None:
     for finding in plan.findings:
         log.warning("server.reconcile.fixed", address=str(finding.address), problem=finding.problem,
                     action=finding.action)
-    if plan.changes:
-        store.delete(plan.deletes)
-        store.write(plan.upserts)
     log.info("server.reconcile.done", summary=format_plan(plan, dry_run=False).splitlines()[0])
+
+
+class DhcpService:
+    """The running DHCP service as the runner sees it: reload and counters."""
+
+    def __init__(self, receiver: _Receiver, stats: _Stats, log: Logger) -> None:
+        self.receiver, self.stats, self.log = receiver, stats, log
+
+    def reload(self, config: DhcpConfig) -> bool:
+        """Swap in ``config`` (a worker thread): the live lease table is reconciled against it and
+        the changes written first; if they cannot be, the running configuration stays."""
+        receiver, durable = self.receiver, self.receiver.durable
+        # Both locks: no burst is handled meanwhile, and none being written is half-planned.
+        with receiver.lock, durable.lock:
+            core = receiver.core
+            plan = plan_reconcile(config, list(core.leases.values()), time.time())
+            if plan.changes:
+                try:
+                    durable.store.write(plan.upserts, plan.deletes)
+                except sqlite3.Error as error:
+                    self.log.error("server.config.reload_failed", error=str(error),
+                                   reason="the reconciled leases cannot be written",
+                                   note="keeping the running configuration")
+                    return False
+                # A burst handled before the reload and not yet written was planned under
+                # the old configuration (it may bind an address reserved now): not written.
+                durable.generation += 1
+            core.reconfigure(config, plan.upserts, plan.deletes)
+            receiver.window = config.commit_window
+            leases = len(core.leases)
+        _log_plan(self.log, plan)
+        self.log.info("server.dhcp.reconfigured", leases=leases,
+                      subnets=[str(s.network) for s in config.subnets])
+        return True
+
+    def log_counters(self) -> None:
+        self.stats.log_now(self.receiver.lease_count())
 
 
 async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
                      metrics: Metrics | None = None,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the bound port. ``metrics``: the
+                     task_status: trio.TaskStatus[DhcpService] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the running service. ``metrics``: the
     daemon's registry, scraping this service as the part ``dhcp``."""
     log = structlog.get_logger().bind(service="dhcp")
     store = open_store(config.lease_db)
@@ -123,12 +170,12 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
                 subnets=[str(s.network) for s in config.subnets],
                 commit_window=config.commit_window,
             )
-            task_status.started(port)
             durable = _Durable(store, sock, log)
             receiver = _Receiver(core, durable, sock, log, window=config.commit_window)
+            stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
+                           receiver.loop.counters.snapshot)
+            task_status.started(DhcpService(receiver, stats, log))
             async with trio.open_nursery() as nursery:
-                stats = _Stats(log, receiver.counts.copy, durable.counts.copy,
-                               receiver.loop.counters.snapshot)
                 nursery.start_soon(_timers, receiver, stats)
                 with part(metrics, "dhcp", lambda: _snapshot(receiver, durable), FAMILIES):
                     await receiver.loop.run()
@@ -182,18 +229,38 @@ class _Durable:
         self.seconds = Histogram(COMMIT_BUCKETS)
         self.batch = Histogram(BATCH_BUCKETS)
         self.per_packet = per_packet_logging(log)
+        #: Writes failed since the last that succeeded: the next that succeeds says so.
+        self.failing = 0
+        #: Incremented by a reload that changed leases (under ``lock``).
+        self.generation = 0
+        self._fail_log = RateLimiter(burst=5, period=10.0)
 
-    def commit(self, commits: list[Commit], promises: list[Send]) -> None:
+    def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> bool:
+        """Whether the rows were written (the promises then sent); if not, nothing was sent.
+
+        ``generation``: ``self.generation`` when the rows were decided; a reload since makes them
+        stale."""
         counts, log = self.counts, self.log
         with self.lock:
+            if commits and generation != self.generation:
+                counts["store.stale"] += 1
+                return False
             if commits:
                 started = time.monotonic()
                 try:
                     self.store.write([c.lease for c in commits])
                 except sqlite3.Error as exc:
-                    log.error("server.store.failed", error=str(exc), withheld_replies=len(promises))
                     counts["store.failed"] += 1
-                    return
+                    self.failing += 1
+                    suppressed = self._fail_log.allow("store", time.monotonic())
+                    if suppressed is not None:
+                        log.error("server.store.failed", error=str(exc), suppressed=suppressed,
+                                  withheld_replies=len(promises),
+                                  note="no ACK without a durable lease; clients retry")
+                    return False
+                if self.failing:
+                    log.info("server.store.recovered", failed_writes=self.failing)
+                    self.failing = 0
                 self.seconds.observe(time.monotonic() - started)
                 self.batch.observe(len(commits))
                 counts["commits"] += 1
@@ -205,6 +272,7 @@ class _Durable:
                                   chaddr=lease.mac.hex(":"), subnet=lease.subnet)
             for send in promises:
                 _send(self.sock, send, log, counts, self.per_packet)
+        return True
 
 
 #: Replies that promise a durable binding: they leave only after their commit.
@@ -232,6 +300,8 @@ class _Receiver:
         #: The current burst's lease rows and the replies that wait for them.
         self._commits: list[Commit] = []
         self._promises: list[Send] = []
+        #: The durable generation when the burst's first row was decided.
+        self.burst_generation = durable.generation
         self._woken = -1.0
 
     def handle(self, dgram: Datagram) -> None:
@@ -245,6 +315,8 @@ class _Receiver:
                     # An OFFER or a NAK promises nothing durable: it need not wait for a sync.
                     _send(self.sock, action, self.log, self.counts, self._per_packet)
             elif type(action) is Commit:
+                if not self._commits:
+                    self.burst_generation = self.durable.generation
                 self._commits.append(action)
             else:
                 assert isinstance(action, Drop)
@@ -264,7 +336,15 @@ class _Receiver:
             self.loop.drain(MAX_BURST)
         commits, promises = self.take_burst()
         if commits or promises:
-            self.durable.commit(commits, promises)
+            self.commit(commits, promises, self.burst_generation)
+
+    def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> None:
+        """Make the rows durable and send their promises; if the store fails (or a reload made
+        them stale), the core forgets the rows again, so memory and disk agree and the clients'
+        retries start afresh."""
+        if not self.durable.commit(commits, promises, generation):
+            with self.lock:
+                self.core.rollback(commits)
 
     def take_burst(self) -> tuple[list[Commit], list[Send]]:
         """The burst's lease rows and held replies, leaving the next burst empty."""
@@ -272,15 +352,20 @@ class _Receiver:
         self._commits, self._promises = [], []
         return burst
 
-    def on_timer(self) -> tuple[list[Commit], int]:
-        """Run the core's timers (from the trio thread): the rows to write, and the lease count."""
+    def on_timer(self) -> tuple[list[Commit], int, int]:
+        """Run the core's timers (from the trio thread): the rows to write, their generation and
+        the lease count."""
         with self.lock:
             commits = [a for a in self.core.on_timer(time.time()) if isinstance(a, Commit)]
-            return commits, len(self.core.leases)
+            return commits, self.durable.generation, len(self.core.leases)
 
     def next_deadline(self) -> float | None:
         with self.lock:
             return self.core.next_deadline()
+
+    def lease_count(self) -> int:
+        with self.lock:
+            return len(self.core.leases)
 
 
 async def _timers(receiver: _Receiver, stats: _Stats) -> None:
@@ -290,9 +375,9 @@ async def _timers(receiver: _Receiver, stats: _Stats) -> None:
         deadline = receiver.next_deadline()
         delay = TIMER_TICK if deadline is None else min(TIMER_TICK, deadline - time.time())
         await trio.sleep(max(0.0, delay))
-        commits, leases = receiver.on_timer()
+        commits, generation, leases = receiver.on_timer()
         if commits:
-            await trio.to_thread.run_sync(receiver.durable.commit, commits, [])
+            await trio.to_thread.run_sync(receiver.commit, commits, [], generation)
         stats.maybe_log(leases)
 
 
@@ -306,19 +391,27 @@ class _Stats:
     def __init__(self, log: Logger, *counters: Callable[[], Mapping[str, int]]) -> None:
         """``counters`` give a copy of each thread's counters (one atomic copy each)."""
         self.log, self.counters = log, counters
-        self.last: dict[str, int] = {}
+        self.last: Counter[str] = Counter()
         self.next = time.monotonic() + STATS_INTERVAL
 
     def maybe_log(self, leases: int) -> None:
         if time.monotonic() < self.next:
             return
         self.next = time.monotonic() + STATS_INTERVAL
+        merged = self._merged()
+        if merged != self.last:
+            self.log_now(leases, merged)
+
+    def log_now(self, leases: int, merged: Counter[str] | None = None) -> None:
+        """Log every counter now (SIGUSR1; ``maybe_log`` when one changed)."""
+        self.last = self._merged() if merged is None else merged
+        self.log.info("server.stats", leases=leases, **self.last)
+
+    def _merged(self) -> Counter[str]:
         merged: Counter[str] = Counter()
         for counter in self.counters:
             merged.update({name: value for name, value in counter().items() if value})
-        if merged != self.last:
-            self.last = merged
-            self.log.info("server.stats", leases=leases, **merged)
+        return merged
 
 
 #: Bound of the per-process caches of addresses seen (sources, local addresses).

@@ -203,7 +203,7 @@ def test_store_roundtrip_and_survives_reopen(tmp_path: Path) -> None:
     assert again.load() == [lease]
     assert again._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert again._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    again.delete([lease.address])
+    again.write([], [lease.address])
     assert again.load() == []
 
 

@@ -36,7 +36,7 @@ def test_dhcp_families_show_leases_pool_use_and_commits() -> None:
         more_commits, more_promises = dora(receiver, receiver.sock, n)  # type: ignore[arg-type]
         commits += more_commits
         promises += more_promises
-    durable.commit(commits, promises)
+    durable.commit(commits, promises, durable.generation)
     metrics = Metrics()
     with metrics.part("dhcp", lambda: dhcp._snapshot(receiver, durable), dhcp.FAMILIES):
         got = samples(metrics)

@@ -74,7 +74,7 @@ def test_ack_leaves_only_after_its_lease_is_written() -> None:
         promises += p
     offers = len(sock.sent)
     assert offers == 2 and [p.kind.value for p in promises] == ["ack", "ack"]
-    durable.commit(commits, promises)
+    durable.commit(commits, promises, durable.generation)
     # One transaction for both leases (group commit), written before either ACK was sent.
     assert len(store.writes) == 1 and store.writes[0][1] == offers
     assert [lease.address for lease in store.writes[0][0]] == [
@@ -88,7 +88,7 @@ def test_store_failure_withholds_the_acks() -> None:
     commits, promises = dora(receiver, sock, 3)
     sent = len(sock.sent)
     with capture_logs() as logs:
-        durable.commit(commits, promises)
+        durable.commit(commits, promises, durable.generation)
     assert len(sock.sent) == sent, "an ACK left for a lease that is not in the database"
     assert durable.counts["store.failed"] == 1
     assert [e["event"] for e in logs] == ["server.store.failed"]
@@ -99,14 +99,14 @@ def test_per_packet_lines_are_debug_only() -> None:
     try:
         with capture_logs() as logs:
             receiver, durable, sock, _ = shell()
-            durable.commit(*dora(receiver, sock, 4))
+            durable.commit(*dora(receiver, sock, 4), durable.generation)
         assert not [
             e for e in logs if e["event"] in ("server.offer", "server.ack", "server.lease.bound")
         ]
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(10))  # debug
         with capture_logs() as logs:
             receiver, durable, sock, _ = shell()
-            durable.commit(*dora(receiver, sock, 5))
+            durable.commit(*dora(receiver, sock, 5), durable.generation)
         events = [e["event"] for e in logs]
         assert (
             "server.offer" in events and "server.ack" in events and "server.lease.bound" in events
@@ -117,7 +117,7 @@ def test_per_packet_lines_are_debug_only() -> None:
 
 def test_info_summary_line_counts_every_thread_and_repeats_only_on_change() -> None:
     receiver, durable, sock, _ = shell()
-    durable.commit(*dora(receiver, sock, 6))
+    durable.commit(*dora(receiver, sock, 6), durable.generation)
     stats = _Stats(structlog.get_logger(), receiver.counts.copy, durable.counts.copy)
     with capture_logs() as logs:
         stats.maybe_log(1)  # not yet due

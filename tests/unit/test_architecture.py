@@ -267,3 +267,9 @@ def test_every_drop_reason_is_emitted_somewhere(where: str, enum_name: str) -> N
         and node.value.id == enum_name
     }
     assert members and sorted(members - used) == []
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test files by basename (rootdir, no packages): two alike fail collection."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []

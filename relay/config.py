@@ -60,6 +60,9 @@ class RelayConfig:
     #: dhcrelay's -g: the giaddr written into replies delivered to clients (a workaround for
     #: clients that route via giaddr instead of option 3), or None to leave it as it came.
     reply_giaddr: IPv4Address | None = None
+    #: dhcrelay's -rp: RFC 8357 relay source port. Requests go to servers from this UDP port
+    #: with the Relay Source Port sub-option (19) in option 82, and replies come back to it.
+    relay_port: int | None = None
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:

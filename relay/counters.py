@@ -17,6 +17,8 @@ class RelayCounters:
     received_on: Counter[int] = dataclasses.field(default_factory=Counter)
     requests: int = 0
     replies: int = 0
+    #: Replies per local port they arrived on (67, or the RFC 8357 relay port).
+    replies_on_port: Counter[int] = dataclasses.field(default_factory=Counter)
     agent_info_added: int = 0
     #: Requests forwarded without our option 82 because it would have exceeded the size limit.
     agent_info_omitted_oversize: int = 0
@@ -30,6 +32,7 @@ class RelayCounters:
             "received": self.received,
             "requests": self.requests,
             "replies": self.replies,
+            "replies_by_port": {str(k): v for k, v in sorted(self.replies_on_port.items())},
             "agent_info_added": self.agent_info_added,
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},

@@ -1,8 +1,8 @@
 """The relay engine (sans-IO): a received datagram in, the actions to take out.
 
 RFC 1542 §4 (relay agents), RFC 2131 §4.1 (reply delivery), RFC 3046 (option 82), RFC 3527 (link
-selection), RFC 5010 (flags), RFC 5107 (server identifier override). No sockets, clock or logging
-here: the shell executes the actions, counts and logs.
+selection), RFC 5010 (flags), RFC 5107 (server identifier override), RFC 8357 (relay source port).
+No sockets, clock or logging here: the shell executes the actions, counts and logs.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class RelayEngine:
             self.counters.requests += 1
             return self._request(frame, datagram)
         self.counters.replies += 1
+        self.counters.replies_on_port[datagram.port] += 1
         return self._dropped(Outcome(tuple(self._reply(frame, datagram)), msg, msg.hops,
                                      msg.giaddr))
 
@@ -219,6 +220,13 @@ class RelayEngine:
         return ingress.primary.ip if ingress.primary else None
 
     def _adds_agent_info(self, settings: InterfaceConfig) -> bool:
+        """Whether this relay adds option 82 to requests from this interface (and so removes it
+        from replies delivered there)."""
+        return self._adds_circuit(settings) or self.config.relay_port is not None
+
+    def _adds_circuit(self, settings: InterfaceConfig) -> bool:
+        """Whether our option 82 from this interface carries a circuit-id (not only RFC 8357's
+        relay source port)."""
         return (
             self.config.agent_info
             or settings.link_selection is not None
@@ -247,10 +255,12 @@ class RelayEngine:
     def _agent_info(
         self, ingress: Interface, settings: InterfaceConfig, unicast: bool
     ) -> bytes | None:
-        subs: list[tuple[int, bytes]] = [(AgentSub.CIRCUIT_ID, _circuit_of(ingress, settings))]
-        remote_id = settings.remote_id or self.config.remote_id
-        if remote_id:
-            subs.append((AgentSub.REMOTE_ID, remote_id))
+        subs: list[tuple[int, bytes]] = []
+        if self._adds_circuit(settings):
+            subs.append((AgentSub.CIRCUIT_ID, _circuit_of(ingress, settings)))
+            remote_id = settings.remote_id or self.config.remote_id
+            if remote_id:
+                subs.append((AgentSub.REMOTE_ID, remote_id))
         link_address = self._link_address(ingress, settings)
         if link_address is None:
             return None
@@ -259,6 +269,11 @@ class RelayEngine:
         if settings.server_id_override:
             subs.append((AgentSub.RELAY_AGENT_FLAGS, bytes((FLAG_UNICAST if unicast else 0,))))
             subs.append((AgentSub.SERVER_ID_OVERRIDE, link_address.packed))
+        if self.config.relay_port is not None:
+            # RFC 8357 §5.1: a relay agent using a UDP source port other than 67 "MUST include
+            # the 'Relay Source Port' sub-option" in the Relay Agent Information option of the
+            # messages it relays to the server (the sub-option has length 0, §4.1).
+            subs.append((AgentSub.RELAY_SOURCE_PORT, b""))
         return AgentInfo(tuple(subs)).encode()
 
     # -- server to client ----------------------------------------------------------------------
@@ -372,7 +387,7 @@ class RelayEngine:
                 return Drop(DropReason.CIRCUIT_MISMATCH,
                             f"link selection {link} names {interface.name}, giaddr {msg.giaddr} "
                             f"is on {by_giaddr.name}, not {through}")
-        if (circuit is not None and self._adds_agent_info(settings)
+        if (circuit is not None and self._adds_circuit(settings)
                 and circuit != _circuit_of(interface, settings)):
             named = self._circuit_table().get(circuit)
             if named is None:
@@ -409,7 +424,7 @@ class RelayEngine:
             for interface in self.interfaces:
                 settings = self.config.interface(interface.name)
                 if (settings is not None and settings.role.faces_clients
-                        and self._adds_agent_info(settings)):
+                        and self._adds_circuit(settings)):
                     circuits.setdefault(_circuit_of(interface, settings), interface.name)
             self._circuits = circuits
         return self._circuits

@@ -50,6 +50,16 @@ class AgentInfo:
         return _address_sub(self.get(AgentSub.SERVER_ID_OVERRIDE), "server identifier override")
 
     @property
+    def relay_source_port(self) -> bool:
+        """RFC 8357 §5.1: whether the relay asks for replies at its UDP source port."""
+        value = self.get(AgentSub.RELAY_SOURCE_PORT)
+        if value is None:
+            return False
+        if value:
+            raise FieldError(f"relay source port sub-option is {len(value)} bytes, not 0")
+        return True
+
+    @property
     def flags(self) -> int | None:
         value = self.get(AgentSub.RELAY_AGENT_FLAGS)
         if value is None:

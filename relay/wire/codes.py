@@ -69,13 +69,15 @@ class Opt(enum.IntEnum):
 
 
 class AgentSub(enum.IntEnum):
-    """Relay agent information sub-options (RFC 3046, 3527, 5010, 5107)."""
+    """Relay agent information sub-options (RFC 3046, 3527, 5010, 5107, 8357)."""
 
     CIRCUIT_ID = 1
     REMOTE_ID = 2
     LINK_SELECTION = 5
     RELAY_AGENT_FLAGS = 10
     SERVER_ID_OVERRIDE = 11
+    #: RFC 8357 §5.1: the relay listens on its UDP source port, not 67 (length 0).
+    RELAY_SOURCE_PORT = 19
 
 
 class PxeSub(enum.IntEnum):

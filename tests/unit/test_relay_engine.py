@@ -178,7 +178,7 @@ def from_server(
     message: DhcpMessage | bytes, source: IPv4Address = DHCP_SERVER, ifindex: int = UP0
 ) -> Datagram:
     payload = message if isinstance(message, bytes) else encode(message)
-    return Datagram(payload, source, 67, LAN1_ADDR, ifindex)
+    return Datagram(payload, source, 67, LAN1_ADDR, ifindex, port=67)
 
 
 def drop_reason(outcome: Outcome) -> DropReason:
@@ -485,6 +485,25 @@ def test_option82_circuit_and_remote_id_configured_per_interface() -> None:
     assert (agent.circuit_id, agent.remote_id) == (b"vlan-101", b"sw-3/port-7")
     other = agent_info(forwarded(engine.handle(from_client(request(), LAN2), 0.0)))
     assert (other.circuit_id, other.remote_id) == (b"lan2", b"global")
+
+
+def test_rfc8357_5_1_relay_port_must_include_the_relay_source_port_suboption() -> None:
+    """RFC 8357 §5.1: a relay agent using a UDP source port other than 67 "MUST include the
+    'Relay Source Port' sub-option" (code 19, length 0) in option 82; without -a that
+    sub-option is all it adds."""
+    engine = make_engine(relay_port=1067)
+    relayed = forwarded(engine.handle(from_client(request()), 0.0))
+    assert relayed.options[-1][0] == Opt.RELAY_AGENT_INFO
+    assert agent_info(relayed).suboptions == ((AgentSub.RELAY_SOURCE_PORT, b""),)
+    assert relayed.get(Opt.RELAY_AGENT_INFO) == bytes((19, 0))
+    assert engine.counters.agent_info_added == 1
+
+
+def test_rfc8357_relay_source_port_goes_after_circuit_and_remote_id_with_a() -> None:
+    engine = make_engine(agent_info=True, remote_id=b"router-7", relay_port=1067)
+    agent = agent_info(forwarded(engine.handle(from_client(request(), LAN2), 0.0)))
+    assert agent.suboptions == ((AgentSub.CIRCUIT_ID, b"lan2"), (AgentSub.REMOTE_ID, b"router-7"),
+                                (AgentSub.RELAY_SOURCE_PORT, b""))
 
 
 def test_rfc3046_2_1_untrusted_circuit_with_giaddr_zero_and_option82_shall_be_discarded() -> None:
@@ -842,6 +861,17 @@ def test_rfc3046_2_1_relay_must_remove_the_echoed_option82() -> None:
     assert client_sees == reply()
 
 
+def test_rfc3046_2_1_relay_port_option82_echoed_is_removed_and_the_port_counted() -> None:
+    """Our option 82 (only RFC 8357's sub-option 19 without -a) comes back on the relay port
+    and is removed as RFC 3046 §2.1 says; the replies are counted per port they arrived on."""
+    engine = make_engine(relay_port=1067)
+    echoed = with_agent(reply(), (AgentSub.RELAY_SOURCE_PORT, b""))
+    datagram = from_server(echoed)
+    datagram.port = 1067
+    assert decode(delivery(engine.handle(datagram, 0.0)).payload) == reply()
+    assert engine.counters.snapshot()["replies_by_port"] == {"1067": 1}
+
+
 def test_option82_of_a_trusted_bridge_is_left_for_the_bridge_to_remove() -> None:
     """This relay added no option 82 (-a off): the element that added it removes it (dhcrelay)."""
     engine = make_engine({"lan1": {"trusted": True}})
@@ -1155,6 +1185,7 @@ def test_counters_add_up_over_a_mixed_run() -> None:
         "received": 5,
         "requests": 2,
         "replies": 2,
+        "replies_by_port": {"67": 2},
         "agent_info_added": 1,
         "agent_info_omitted_oversize": 0,
         "forwarded": {str(DHCP_SERVER): 1, str(PXE_SERVER): 1},

@@ -19,7 +19,10 @@ class Destination:
     to_chaddr: bool = False
 
 
-def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, *, nak: bool) -> Destination:
+def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, *, nak: bool,
+                      relay_port: int = SERVER_PORT) -> Destination:
+    """``relay_port``: where a relay agent listens (RFC 8357 §5.2: the source port of a request
+    carrying the Relay Source Port sub-option), else 67."""
     flags = request.flags
     if request.giaddr != ZERO:
         # RFC 2131 §4.1: "If the 'giaddr' field in a DHCP message from a client is non-zero, the
@@ -29,7 +32,7 @@ def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, *, nak: bool) -
             # RFC 2131 §4.3.2: "The server MUST set the broadcast bit in the DHCPNAK, so that
             # the relay agent will broadcast the DHCPNAK to the client".
             flags |= BROADCAST_FLAG
-        return Destination(request.giaddr, SERVER_PORT, flags)
+        return Destination(request.giaddr, relay_port, flags)
     if nak:
         # RFC 2131 §4.1: "In all cases, when 'giaddr' is zero, the server broadcasts any DHCPNAK
         # messages to 0xffffffff."

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from boothop.relay.wire import (
     DHCP_MIN_MAX_SIZE,
     ETHERNET_MAX_MESSAGE,
+    SERVER_PORT,
     ZERO,
     AgentInfo,
     CapacityError,
@@ -62,6 +63,8 @@ class Request:
     options: dict[int, bytes]
     #: chaddr cut to hlen.
     mac: bytes
+    #: The relay agent's port for replies: 67, or the request's UDP source port (RFC 8357).
+    relay_port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +218,17 @@ class DhcpServerCore:
         agent_raw = options.get(Opt.RELAY_AGENT_INFO)
         link: IPv4Address | None = None
         override: IPv4Address | None = None
+        relay_port = SERVER_PORT
         if agent_raw is not None and relayed:
             try:
                 agent = AgentInfo.decode(agent_raw)
                 link = agent.link_selection
                 override = agent.server_id_override
+                # RFC 8357 §5.2: a server receiving the "Relay Source Port" sub-option "MUST
+                # use the UDP source port from the UDP packet of the received message as the
+                # UDP destination port" of its reply to the relay agent.
+                if agent.relay_source_port:
+                    relay_port = dgram.source_port
             except WireError as exc:
                 raise _Dropped(DropReason.BAD_RELAY_INFO, str(exc)) from None
         subnet = self._select_subnet(msg, dgram, link, options.get(Opt.SUBNET_SELECTION), relayed)
@@ -237,7 +246,7 @@ class DhcpServerCore:
             self._local_addresses.add(dgram.local)
             self._last_local = dgram.local
         return Request(msg, dgram, subnet, client_key(client_id, msg.htype, mac), client_id,
-                       agent_raw, server_id, options, mac)
+                       agent_raw, server_id, options, mac, relay_port)
 
     def _select_subnet(self, msg: DhcpMessage, dgram: Datagram, link: IPv4Address | None,
                        selection: bytes | None, relayed: bool) -> Subnet | None:
@@ -552,7 +561,7 @@ class DhcpServerCore:
         msg, subnet = request.msg, request.subnet
         nak = kind is ReplyKind.NAK
         bootp = kind is ReplyKind.BOOTREPLY
-        destination = reply_destination(msg, yiaddr, nak=nak)
+        destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
         static = self._static_options.get((subnet.name, kind))
         if static is None:
             static = self._static_options[(subnet.name, kind)] = _static_options(subnet, kind)

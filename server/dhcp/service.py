@@ -43,7 +43,7 @@ from boothop.relay.shell import (
     per_packet_logging,
     send_datagram,
 )
-from boothop.relay.wire import Datagram
+from boothop.relay.wire import ZERO, Datagram
 from boothop.server.leasestore import LeaseStore, open_store
 from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
@@ -433,10 +433,10 @@ def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
             _destinations.clear()
         host = _destinations[destination] = str(destination)
     try:
-        # Replies to a client leave by the interface its request came in on; relayed ones are
-        # routed.
+        # Replies to a client leave by the interface its request came in on; relayed ones (to
+        # giaddr, at 67 or the RFC 8357 relay port) are routed.
         send_datagram(sock, send.payload, (host, send.port),
-                      send.ifindex if send.port != 67 else 0, send.source)
+                      0 if send.message.giaddr != ZERO else send.ifindex, send.source)
     except OSError as exc:
         counts["send.failed"] += 1
         log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)

@@ -94,6 +94,31 @@ def test_link_selection_suboption_overrides_giaddr_rfc3527() -> None:
     assert reply_of(core.handle(dgram(msg), 0.0)).yiaddr in config().subnets[1].network
 
 
+def test_rfc8357_5_2_relay_source_port_reply_goes_to_the_requests_source_port() -> None:
+    """RFC 8357 §5.2: with the "Relay Source Port" sub-option the server "MUST use the UDP source
+    port from the UDP packet of the received message as the UDP destination port" of its reply
+    (the relay listens there); without it, 67 as RFC 2131 §4.1 says. The option 82 is echoed."""
+    core = DhcpServerCore(config())
+    relay_agent = agent((AgentSub.CIRCUIT_ID, b"lan1"), (AgentSub.RELAY_SOURCE_PORT, b""))
+    datagram = dgram(request(MT.DISCOVER, mac(1), giaddr=RELAY_A, options=(relay_agent,)))
+    datagram.source_port = 1067
+    send = sends(core.handle(datagram, 0.0))[0]
+    assert (send.destination, send.port) == (RELAY_A, 1067)
+    assert send.message.get(Opt.RELAY_AGENT_INFO) == relay_agent[1]
+    plain = dgram(request(MT.DISCOVER, mac(2), giaddr=RELAY_A,
+                          options=(agent((AgentSub.CIRCUIT_ID, b"lan1")),)))
+    plain.source_port = 1067
+    assert sends(core.handle(plain, 0.0))[0].port == 67
+
+
+def test_relay_source_port_suboption_with_a_value_is_bad_relay_info() -> None:
+    """RFC 8357 §4.1 gives the sub-option length 0."""
+    core = DhcpServerCore(config())
+    msg = request(MT.DISCOVER, mac(1), giaddr=RELAY_A,
+                  options=(agent((AgentSub.RELAY_SOURCE_PORT, b"\x04\x2b")),))
+    assert drops(core.handle(dgram(msg), 0.0)) == [DropReason.BAD_RELAY_INFO]
+
+
 def test_subnet_selection_option_118() -> None:
     core = DhcpServerCore(config())
     msg = request(MT.DISCOVER, mac(1), giaddr=RELAY_A, options=(opt_addr(118, "10.51.2.0"),))

@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("-q", dest="quiet", action="store_true", help="quiet: log warnings and errors only")
     add("-p", dest="port", type=_bounded(1, 65535), default=SERVER_PORT, metavar="PORT",
         help="listen on PORT and send to servers' PORT, to clients' PORT+1 (default 67)")
-    add("-rp", metavar="PORT", action=_Refused,
-        help="the RFC 8357 relay source port (sub-option 19) is not implemented")
+    add("-rp", dest="relay_port", type=_bounded(1, 65535), metavar="PORT",
+        help="alternative source port for upstream (toward the server) messages, with the "
+        "DHCPv4 relay agent information relay-port sub-option (RFC 8357); replies come back "
+        "to it")
     add("-i", dest="interfaces", action="append", default=[], metavar="IF",
         type=lambda name: (name, Role.BOTH), help="interface facing clients and servers")
     add("-iu", dest="interfaces", action="append", metavar="IF",
@@ -231,7 +233,7 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         raw["interface"] = _merge_interfaces(raw.get("interface", []), flags,
                                              args.link_interface)
     for key in ("max_hops", "agent_policy", "max_packet_size", "stats_interval", "reply_giaddr",
-                "metrics"):
+                "metrics", "relay_port"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     if args.agent_info or args.link_interface is not None:

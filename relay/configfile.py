@@ -57,7 +57,7 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr"}
+     "reply_giaddr", "relay_port"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -80,6 +80,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     extra = v.addresses("extra_servers")
     reply_giaddr = v.address("reply_giaddr", usable=True)
     max_hops = v.integer("max_hops", DEFAULT_MAX_HOPS, 1, MAX_HOPS_LIMIT)
+    relay_port = v.integer("relay_port", None, 1, 65535)
     agent_info = v.boolean("agent_info", False)
     policy = AgentPolicy(v.choice("agent_policy", [p.value for p in AgentPolicy],
                                   AgentPolicy.REPLACE.value))
@@ -120,7 +121,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     relay = RelayConfig(
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
-        extra_servers=extra, reply_giaddr=reply_giaddr,
+        extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,8 @@ class RelayService:
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
                  stats_file: Path | None = None) -> None:
+        """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
+        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock."""
         self.engine = engine
         self.udp = udp
         self.sender = sender
@@ -125,6 +127,8 @@ class RelayService:
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
         self.lock = threading.Lock()
         self.loop = DatagramLoop(udp, self.receive, log=log, lock=self.lock)
+        self.loops = [self.loop] + ([] if sender.upstream is None else [
+            DatagramLoop(sender.upstream, self.receive, log=log, lock=self.lock)])
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
@@ -132,7 +136,9 @@ class RelayService:
     def bind_logger(self) -> None:
         """Take the logging configuration as it is now (at start, and after a level change)."""
         # A concrete bound logger (not the lazy proxy): a filtered-out call is a no-op.
-        self.log = self.loop.log = log.bind()
+        self.log = log.bind()
+        for loop in self.loops:
+            loop.log = self.log
         #: Whether the per-step info lines are written: they are built only then.
         self.steps = logging_enabled(self.log, "info")
 
@@ -236,6 +242,12 @@ class RelayService:
 
     def apply_config(self, settings: RelaySettings) -> None:
         config = settings.relay
+        running = self.engine.config.relay_port
+        if config.relay_port != running:
+            # The relay port's socket is bound at start and kept, as the client-facing one is.
+            self.log.warning("relay.config.relay_port_kept", relay_port=running,
+                             configured=config.relay_port, note="takes effect on restart")
+            config = dataclasses.replace(config, relay_port=running)
         relevel = settings.log_level is not None and set_log_level(settings.log_level)
         with self.lock:
             if relevel:
@@ -258,7 +270,7 @@ class RelayService:
             **self.engine.counters.snapshot(),
             "received_by_interface": {self._ifname(index): count
                                       for index, count in received_on.items()},
-            **self.loop.counters.snapshot(),
+            **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
             "helper_replies": self.replies.snapshot(),
             "reply_latency": {str(helper): histogram.snapshot()
@@ -278,7 +290,8 @@ class RelayService:
     def metrics_snapshot(self) -> dict[str, Any]:
         """The snapshot as the metrics families read it (the loop's counters apart)."""
         with self.lock:
-            return {**self._snapshot(), "loops": {self.loop.port: self.loop.counters.snapshot()}}
+            return {**self._snapshot(),
+                    "loops": {loop.port: loop.counters.snapshot() for loop in self.loops}}
 
     def write_stats(self) -> None:
         """Write the snapshot as JSON, atomically (readers never see half a file)."""
@@ -327,6 +340,14 @@ class RelayService:
             self.shell.reload_failures += 1
 
 
+def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
+    """Loop counters added up over the relay's sockets (per socket in the metrics)."""
+    total: Counter[str] = Counter()
+    for snapshot in snapshots:
+        total.update(snapshot)
+    return total
+
+
 async def run_relay(
     config: RelayConfig,
     *,
@@ -349,10 +370,15 @@ async def run_relay(
     """
     engine = RelayEngine(config)
     udp = open_udp(port)
+    upstream = None
     try:
-        sender = Sender(udp, open_packet(), port)
+        # RFC 8357 §5.1: requests leave from the relay port, and replies come back to it.
+        upstream = None if config.relay_port is None else open_udp(config.relay_port)
+        sender = Sender(udp, open_packet(), port, upstream)
     except BaseException:
         udp.close()
+        if upstream is not None:
+            upstream.close()
         raise
     service = RelayService(engine, udp, sender, stats_file)
     exporter = Metrics() if metrics_listen is not None else None
@@ -365,15 +391,17 @@ async def run_relay(
                 if exporter is not None and metrics_listen is not None:
                     await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
-                nursery.start_soon(service.loop.run)
+                for loop in service.loops:
+                    nursery.start_soon(loop.run)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:
                     nursery.start_soon(service.stats_file_loop)
                 if handle_signals:
                     nursery.start_soon(service.signal_loop, signals, reload, nursery.cancel_scope)
-                service.log.info("relay.started", port=port, helpers=[str(h) for h in
-                                 config.helpers], interfaces=[i.name for i in config.interfaces])
+                service.log.info("relay.started", port=port, relay_port=config.relay_port,
+                                 helpers=[str(h) for h in config.helpers],
+                                 interfaces=[i.name for i in config.interfaces])
                 service.write_stats()
                 task_status.started(service)
     finally:

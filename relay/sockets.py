@@ -94,12 +94,15 @@ class Sender:
     """Executes Forward and Deliver actions; raises OSError for the caller to count and log.
 
     ``port`` is the relay's own (67; dhcrelay's ``-p``): servers are sent to it, and replies go
-    from it to clients at ``port + 1``, as dhcrelay does.
+    from it to clients at ``port + 1``, as dhcrelay does. ``upstream``, the socket bound to the
+    RFC 8357 relay port (dhcrelay's ``-rp``), if any, is the one forwards leave from.
     """
 
-    def __init__(self, udp: socket.socket, packet: socket.socket, port: int = SERVER_PORT) -> None:
+    def __init__(self, udp: socket.socket, packet: socket.socket, port: int = SERVER_PORT,
+                 upstream: socket.socket | None = None) -> None:
         self.udp = udp
         self.packet = packet
+        self.upstream = upstream
         self.server_port = port
         self.client_port = port + 1
         self._names: dict[IPv4Address, str] = {}
@@ -113,7 +116,8 @@ class Sender:
         return name
 
     def forward(self, action: Forward) -> None:
-        self.udp.sendto(action.payload, _DONTWAIT, (self._name(action.server), self.server_port))
+        (self.upstream or self.udp).sendto(action.payload, _DONTWAIT,
+                                           (self._name(action.server), self.server_port))
 
     def deliver(self, action: Deliver) -> None:
         if action.mode is DeliveryMode.UNICAST_CIADDR:
@@ -128,3 +132,5 @@ class Sender:
     def close(self) -> None:
         self.udp.close()
         self.packet.close()
+        if self.upstream is not None:
+            self.upstream.close()

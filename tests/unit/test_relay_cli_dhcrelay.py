@@ -103,7 +103,6 @@ def test_c_hop_limit_up_to_dhcrelays_255_refuses_what_rfc_1542_forbids(
 
 
 @pytest.mark.parametrize(("argv", "reason"), [
-    (["-rp", "1068"], "-rp (dhcrelay) is not supported: the RFC 8357 relay source port"),
     (["-6"], "-6 (dhcrelay) is not supported: boothop relays DHCPv4/BOOTP only"),
     (["-I"], "-I (dhcrelay) is not supported: a DHCPv6 option"),
     (["-s", "sub"], "-s (dhcrelay) is not supported: a DHCPv6 option"),
@@ -113,6 +112,17 @@ def test_c_hop_limit_up_to_dhcrelays_255_refuses_what_rfc_1542_forbids(
 def test_flags_boothop_cannot_honour_are_refused_with_the_reason(
         argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert reason in usage_error([*argv, "10.9.0.1"], capsys)
+
+
+def test_rp_is_the_rfc_8357_relay_source_port_and_never_the_pid_file(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """dhcrelay(8): "-rp relay-port: Alternative source port for upstream (i.e toward the
+    server) messages with DHCPv4 RAI relay-port sub-option"; -p stays the client-facing port."""
+    args = parse_args(["-rp", "1067", "10.9.0.1"])
+    assert (args.relay_port, args.port, args.pid_file) == (1067, 67, None)
+    assert settings_from_args(args).relay.relay_port == 1067
+    assert settings_from_args(parse_args(["10.9.0.1"])).relay.relay_port is None
+    assert "out of range 1..65535" in usage_error(["-rp", "0", "10.9.0.1"], capsys)
 
 
 def test_g_is_the_giaddr_written_into_replies_to_clients() -> None:

@@ -87,6 +87,9 @@ def test_defaults_without_interfaces(tmp_path: Path) -> None:
     relay = load(write(tmp_path, 'helpers = ["10.9.0.10"]\n')).relay
     assert relay.interfaces == () and relay.max_hops == 10 and relay.agent_info is False
     assert relay.max_packet_size == 576
+    assert relay.relay_port is None
+    configured = load(write(tmp_path, 'helpers = ["10.9.0.10"]\nrelay_port = 1067\n')).relay
+    assert configured.relay_port == 1067
 
 
 @pytest.mark.parametrize(("text", "key", "reason"), [
@@ -109,6 +112,7 @@ def test_defaults_without_interfaces(tmp_path: Path) -> None:
      "'keep' is not one of append, replace, forward, discard"),
     ('helpers = ["10.9.0.1"]\nagent_info = 1\n', "agent_info", "must be true or false"),
     ('helpers = ["10.9.0.1"]\nmax_packet_size = 500\n', "max_packet_size", "out of range"),
+    ('helpers = ["10.9.0.1"]\nrelay_port = 65536\n', "relay_port", "out of range 1..65535"),
     ('helpers = ["10.9.0.1"]\nstats_interval = -1\n', "stats_interval", ">= 0"),
     ('helpers = ["10.9.0.1"]\nlog_format = "xml"\n', "log_format", "not one of"),
     ('helpers = ["10.9.0.1"]\nremote_id = ""\n', "remote_id", "must not be empty"),

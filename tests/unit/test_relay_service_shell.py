@@ -24,7 +24,7 @@ from boothop.relay.interfaces import Interface, InterfaceTable, Role
 from boothop.relay.netlink import table_from
 from boothop.relay.service import RelayService
 from boothop.relay.shell import open_udp
-from boothop.relay.sockets import checksum, ipv4_udp
+from boothop.relay.sockets import Sender, checksum, ipv4_udp
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
 
 SERVER = IPv4Address("10.71.100.10")
@@ -116,9 +116,11 @@ def test_checksum_one_complement_zeros() -> None:
 
 
 class FakeSender:
-    def __init__(self, error: OSError | None = None) -> None:
+    def __init__(self, error: OSError | None = None,
+                 upstream: socket.socket | None = None) -> None:
         self.sent: list[object] = []
         self.error = error
+        self.upstream = upstream
 
     def forward(self, action: Forward) -> None:
         if self.error:
@@ -283,3 +285,33 @@ async def test_receive_thread_relays_from_a_real_socket_and_stops_when_cancelled
         sock.close()
     assert [decode(a.payload).xid for a in sender.sent] == [0, 1, 2]  # type: ignore[attr-defined]
     assert relay.loop.stopping and engine.counters.received == 3
+
+
+async def test_relay_port_forwards_leave_from_it_and_replies_on_it_reach_the_engine() -> None:
+    """RFC 8357 §5.1: with a relay port the relay sends its requests from that port and listens
+    there for the replies, beside its client-facing socket, into the same engine and lock."""
+    udp, upstream = open_udp(0, "127.0.0.1"), open_udp(0, "127.0.0.1")
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    sender = Sender(udp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                    server.getsockname()[1], upstream)
+    try:
+        sender.forward(Forward(IPv4Address("127.0.0.1"), b"relayed"))
+        assert server.recvfrom(64) == (b"relayed", upstream.getsockname())
+        engine = RelayEngine(CONFIG, InterfaceTable.of([LAN, UPLINK]))
+        relay = RelayService(engine, udp, sender)
+        assert [loop.sock for loop in relay.loops] == [udp, upstream]
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for loop in relay.loops:
+                    nursery.start_soon(loop.run)
+                server.sendto(b"junk", upstream.getsockname())
+                while engine.counters.received < 1:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        ports = set(relay.metrics_snapshot()["loops"])
+        assert ports == {udp.getsockname()[1], upstream.getsockname()[1]}
+    finally:
+        sender.close()
+        server.close()

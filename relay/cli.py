@@ -201,6 +201,9 @@ def parse_args(argv: Sequence[str], default_config: Path = DEFAULT_CONFIG) -> ar
     if args.link_interface is not None and not args.interfaces:
         parser.error("-U needs the client interfaces named with -i or -id: boothop sets RFC 3527 "
                      "link selection per interface, and cannot pick them from every interface")
+    if args.relay_port == args.port:
+        parser.error(f"-rp {args.relay_port} is the port -p listens on for clients: the RFC 8357 "
+                     "relay port must be another")
     if args.config is None and not args.servers and default_config.exists():
         args.config = default_config
     return args

@@ -123,6 +123,8 @@ def test_rp_is_the_rfc_8357_relay_source_port_and_never_the_pid_file(
     assert settings_from_args(args).relay.relay_port == 1067
     assert settings_from_args(parse_args(["10.9.0.1"])).relay.relay_port is None
     assert "out of range 1..65535" in usage_error(["-rp", "0", "10.9.0.1"], capsys)
+    assert "the RFC 8357 relay port must be another" in usage_error(
+        ["-p", "1067", "-rp", "1067", "10.9.0.1"], capsys)
 
 
 def test_g_is_the_giaddr_written_into_replies_to_clients() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import socket
@@ -315,3 +316,12 @@ async def test_relay_port_forwards_leave_from_it_and_replies_on_it_reach_the_eng
     finally:
         sender.close()
         server.close()
+
+
+def test_reload_keeps_the_relay_port_its_socket_was_bound_to() -> None:
+    relay = service(FakeSender())
+    with capture_logs() as logs:
+        relay.apply_config(RelaySettings(dataclasses.replace(CONFIG, relay_port=1067)))
+    assert relay.engine.config.relay_port is None
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "relay.config.relay_port_kept"]

@@ -39,6 +39,8 @@ def relay_requests(count: int) -> None:
     configure_logging("info", "json")  # the default level: nothing is written per packet
 
     class Discard:
+        upstream = None  # no -rp socket
+
         def forward(self, action: Forward) -> None:
             pass
 

@@ -183,3 +183,22 @@ def test_a_lone_request_after_idle_never_waits_for_the_commit_window() -> None:
         finally:
             mp.undo()
 
+
+
+def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:
+    """Found by tests/bench/soak.py (the server's RSS grew with every renewal): each renewal left
+    a timer behind until lease_time had passed. Now the timers stay proportional to the leases and
+    offers, and the lease still expires lease_time after its last renewal."""
+    core = DhcpServerCore(config())
+    quiet = dora(core, mac(2))  # bound once, at 0: its timer must survive the sweeps
+    address = dora(core, mac(1))
+    renew = dgram(request(MT.REQUEST, mac(1), giaddr=ZERO, ciaddr=address))
+    for n in range(20_000):
+        assert reply_of(core.handle(renew, 1.0 + n * 0.001)).message_type == MT.ACK
+    last = 1.0 + 19_999 * 0.001
+    assert len(core._timers) <= 2 * (len(core.leases) + len(core.offers)) + 1024
+    lease_time = 600  # the first subnet's
+    assert [c.lease.address for c in core.on_timer(lease_time)] == [quiet]
+    assert core.on_timer(last + lease_time - 1) == []
+    assert [c.lease.address for c in core.on_timer(last + lease_time)] == [address]
+    assert core.leases[address].state.value == "expired"

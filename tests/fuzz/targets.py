@@ -33,7 +33,14 @@ import test_server_helpers as server_tests  # noqa: E402
 from boothop.relay.actions import Outcome  # noqa: E402
 from boothop.relay.config import AgentPolicy  # noqa: E402
 from boothop.relay.engine import RelayEngine  # noqa: E402
-from boothop.relay.wire import Datagram, WireError, decode, encode  # noqa: E402
+from boothop.relay.wire import (  # noqa: E402
+    AgentSub,
+    Datagram,
+    MessageType,
+    WireError,
+    decode,
+    encode,
+)
 from boothop.server.dhcp.core import DhcpServerCore  # noqa: E402
 from boothop.server.pxe.proxy import Dropped, Reply, handle  # noqa: E402
 from boothop.server.tftp import packet  # noqa: E402
@@ -231,11 +238,23 @@ def seeds(target: str) -> Iterator[Seed]:
             # From a client on lan1 (broadcast), and from the DHCP server on up0.
             yield Seed(f"{name}-client", bytes((0, 0, relay_tests.LAN1, 0)) + data)
             yield Seed(f"{name}-server", bytes((1, 1, relay_tests.UP0, 1)) + data)
+        # Option 82 both ways: a reply echoing circuit-id and link selection, a relayed request.
+        agent = ((AgentSub.CIRCUIT_ID, b"lan1"), (AgentSub.LINK_SELECTION,
+                                                    relay_tests.LAN1_ADDR.packed))
+        yield Seed("reply-agent", bytes((1, 1, relay_tests.UP0, 1))
+                   + encode(relay_tests.with_agent(relay_tests.reply(), *agent)))
+        yield Seed("request-agent", bytes((1, 0, relay_tests.LAN2, 0))
+                   + encode(relay_tests.with_agent(relay_tests.request(), *agent)))
     elif target == "dhcp":
         by_name = dict(captures)
         for client in ("dhclient", "dhcpcd", "udhcpc", "ipxe", "udhcpc-pxe"):
             discover, request = by_name[f"{client}-discover"], by_name[f"{client}-request"]
             yield Seed(client, b"\x02" + discover + SPLIT + b"\x02" + request)
+        relayed = server_tests.request(MessageType.DISCOVER, server_tests.mac(1), options=(
+            server_tests.agent((AgentSub.CIRCUIT_ID, b"port-1"),
+                               (AgentSub.LINK_SELECTION, IPv4Address("10.51.2.1").packed),
+                               (AgentSub.SERVER_ID_OVERRIDE, server_tests.RELAY_A.packed)),))
+        yield Seed("relayed-agent", b"\x00" + encode(relayed))
     elif target == "proxy":
         for name, data in captures:
             yield Seed(f"{name}-67", b"\x00\x00" + data)

@@ -202,3 +202,14 @@ def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires(
     assert core.on_timer(last + lease_time - 1) == []
     assert [c.lease.address for c in core.on_timer(last + lease_time)] == [address]
     assert core.leases[address].state.value == "expired"
+
+
+def test_subnet_cache_of_the_core_is_bounded() -> None:
+    """giaddr comes from the network: the core's address -> subnet cache stays at 4096 entries,
+    and answers right after an eviction."""
+    core = DhcpServerCore(config())
+    for n in range(4096 + 100):
+        giaddr = IPv4Address(0x0A330000 + 256 * 4 + n)  # 10.51.4.0 onwards: no subnet
+        core.handle(dgram(request(MT.DISCOVER, mac(1), giaddr=giaddr)), 0.0)
+        assert len(core._subnet_of) <= 4096
+    assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 0.0)).message_type == MT.OFFER

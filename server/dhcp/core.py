@@ -40,6 +40,8 @@ from .lease import Lease, LeaseState, client_key
 INFINITE = 0xFFFFFFFF
 #: Options a BOOTREPLY may carry: the RFC 1497 vendor extensions (codes below the DHCP-only range).
 _BOOTP_MAX_CODE = 49
+#: Timers beyond twice the leases and offers before the stale ones are swept (see _schedule).
+_TIMER_SLACK = 1024
 #: Bound of the cache of addresses (giaddr, link selection) already matched to a subnet.
 _SUBNET_CACHE = 4096
 
@@ -291,8 +293,26 @@ class DhcpServerCore:
         if lease.client_key:
             self.by_client[(lease.subnet, lease.client_key)] = lease.address
         if lease.expires is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED):
-            heapq.heappush(self._timers, (lease.expires, lease.address))
+            self._schedule(lease.expires, lease.address)
         return old
+
+    def _schedule(self, when: float, address: IPv4Address) -> None:
+        """A timer for ``address`` at ``when``. Each renewal or new offer leaves the address's
+        earlier entry behind (harmless when it fires, but a client renewing in a loop would grow
+        the heap without bound until lease_time passed): once the heap holds more than twice the
+        leases and offers, it is rebuilt from the entries still due (amortised O(1))."""
+        heapq.heappush(self._timers, (when, address))
+        if len(self._timers) > 2 * (len(self.leases) + len(self.offers)) + _TIMER_SLACK:
+            self._timers = [timer for timer in self._timers if self._due(*timer)]
+            heapq.heapify(self._timers)
+
+    def _due(self, when: float, address: IPv4Address) -> bool:
+        """Whether on_timer at ``when`` would act on ``address``: its offer or lease ends then."""
+        offer = self.offers.get(address)
+        lease = self.leases.get(address)
+        return (offer is not None and offer.expires == when) or (
+            lease is not None and lease.expires == when
+            and lease.state in (LeaseState.BOUND, LeaseState.DECLINED))
 
     def _unstore(self, address: IPv4Address) -> None:
         lease = self.leases.pop(address, None)
@@ -420,7 +440,7 @@ class DhcpServerCore:
         expires = now + self.config.offer_hold
         self.offers[choice] = _Offer(net, request.key, expires)
         self.offer_by_client[(net, request.key)] = choice
-        heapq.heappush(self._timers, (expires, choice))
+        self._schedule(expires, choice)
         return [self._reply(request, ReplyKind.OFFER, choice)]
 
     def _request_message(self, request: Request, now: float) -> list[Action]:

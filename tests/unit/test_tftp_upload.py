@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from boothop.relay.settings import ConfigError
-from boothop.server.tftp import packet
+from boothop.server.tftp import packet, paths
 from boothop.server.tftp.admission import Accepted, Admission, Refusal, Refused
 from boothop.server.tftp.config import TftpConfig, parse_tftp
 from boothop.server.tftp.packet import ErrorCode, Opcode
@@ -279,3 +279,35 @@ def test_write_config_errors_name_the_key(table: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_tftp(table, "x.toml")
     assert info.value.key == key
+
+
+def swapped_after_resolve(monkeypatch: pytest.MonkeyPatch, directory: Path, target: Path) -> None:
+    """Between create_file's check (resolve) and its open, ``directory`` becomes a symlink to
+    ``target``: the race of an attacker with write access inside the root."""
+    checked = paths.resolve
+
+    def racing(root: str, filename: str) -> str:
+        real = checked(root, filename)
+        directory.rename(directory.with_name(directory.name + ".moved"))
+        directory.symlink_to(target)
+        return real
+
+    monkeypatch.setattr(paths, "resolve", racing)
+
+
+@pytest.mark.parametrize("swapped", ["sub", "deep"])
+def test_directory_swapped_for_a_symlink_after_the_check_writes_nothing_outside(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: str
+) -> None:
+    """The upload's directory ("sub"), or one above it ("deep" of deep/sub), replaced by a
+    symlink leading out of the root between check and open: refused, nothing written outside."""
+    (root / "deep" / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir()
+    swapped_after_resolve(monkeypatch, root / swapped, outside / "sub" if swapped == "sub"
+                          else outside)
+    with pytest.raises(FileRefused):
+        writer = create_file(str(root), f"{'deep/' if swapped == 'deep' else ''}sub/new.bin")
+        writer.write(b"escaped")
+        writer.commit()
+    assert listing(outside / "sub") == []

@@ -1,0 +1,215 @@
+"""The server's rules that issue 9's mutation audit found untested: each test here failed on a
+copy of the code with its rule removed (see the report of issue 9)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import structlog
+from test_server_core import dora
+from test_server_helpers import (
+    BASE_TOML,
+    MT,
+    SERVER,
+    config,
+    dgram,
+    mac,
+    opt_addr,
+    reply_of,
+    request,
+)
+from test_server_service import FakeSocket, received
+
+from boothop.relay.wire import Opt, decode, encode
+from boothop.server.dhcp import service
+from boothop.server.dhcp.core import DhcpServerCore
+from boothop.server.leasestore import SqliteLeaseStore
+
+ZERO = IPv4Address(0)
+#: BASE_TOML's reservation of 10.51.1.10 on the first subnet.
+RESERVED_MAC = bytes.fromhex("52540000010a")
+RESERVED = IPv4Address("10.51.1.10")
+
+
+def first_subnet(**changes: object) -> list[dict[str, object]]:
+    subnets = [dict(s) for s in BASE_TOML["subnets"]]  # type: ignore[attr-defined]
+    subnets[0].update(changes)
+    return subnets
+
+
+# -- server/dhcp/core.py -----------------------------------------------------------------------
+def test_reserved_client_renewing_a_pool_address_is_naked() -> None:
+    """A client with a reservation gets that address and no other, also when it RENEWs a pool
+    address it held before its reservation was configured."""
+    before = DhcpServerCore(config(subnets=first_subnet(reservations=[])))
+    pool_address = dora(before, RESERVED_MAC)
+    assert pool_address != RESERVED
+    core = DhcpServerCore(config(), before.leases.values())
+    renew = request(MT.REQUEST, RESERVED_MAC, giaddr=ZERO, ciaddr=pool_address)
+    nak = reply_of(core.handle(dgram(renew), 10.0))
+    assert nak.message_type == MT.NAK
+    assert reply_of(core.handle(dgram(request(MT.DISCOVER, RESERVED_MAC)), 11.0)).yiaddr == RESERVED
+
+
+def test_rfc2132_max_message_size_below_576_is_taken_as_576() -> None:
+    """RFC 2132 §9.10: "The minimum legal value is 576 octets": a smaller option 57 does not
+    shrink the reply: one too large for 300 octets, even with option overload into sname and
+    file, is still sent."""
+    core = DhcpServerCore(config(options={"option-250": "x" * 240}))
+    max_size = (Opt.MAX_MESSAGE_SIZE, (300).to_bytes(2, "big"))
+    offer = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=(max_size,))), 0.0))
+    assert offer.message_type == MT.OFFER
+    assert 300 < len(encode(offer)) <= 576
+
+
+def test_rfc2131_nak_carries_no_siaddr_nor_boot_file() -> None:
+    """RFC 2131 table 3: siaddr is 0 in a DHCPNAK (and 'file' unused), whatever the subnet's
+    next-server."""
+    core = DhcpServerCore(config(subnets=first_subnet(next_server="10.51.0.5",
+                                                      boot_file="pxelinux.0")))
+    offer = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 0.0))
+    assert offer.siaddr == IPv4Address("10.51.0.5")  # the next-server is configured
+    wrong = request(MT.REQUEST, mac(1), options=(opt_addr(Opt.REQUESTED_ADDRESS, "10.99.9.9"),))
+    nak = reply_of(core.handle(dgram(wrong), 1.0))
+    assert nak.message_type == MT.NAK
+    assert nak.siaddr == ZERO and nak.file == b""
+
+
+def test_released_address_stays_its_clients_while_fresh_ones_remain() -> None:
+    """A released address is offered to its last client again, and to nobody else while a
+    never-used address remains, even where the pool's cursor points at it."""
+    core = DhcpServerCore(config())
+    second = IPv4Address("10.51.1.101")
+    # mac 1 takes .101 by asking for it: the cursor stays on .100.
+    asked = request(MT.DISCOVER, mac(1), options=(opt_addr(Opt.REQUESTED_ADDRESS, second),))
+    assert reply_of(core.handle(dgram(asked), 0.0)).yiaddr == second
+    selecting = request(MT.REQUEST, mac(1), options=(opt_addr(Opt.SERVER_ID, SERVER),
+                                                     opt_addr(Opt.REQUESTED_ADDRESS, second)))
+    assert reply_of(core.handle(dgram(selecting), 1.0)).message_type == MT.ACK
+    core.handle(dgram(request(MT.RELEASE, mac(1), giaddr=ZERO, ciaddr=second)), 5.0)
+    first = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(2))), 6.0)).yiaddr
+    assert first == IPv4Address("10.51.1.100")
+    # The cursor now points at .101, released but not fresh.
+    assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(3))), 7.0)).yiaddr != second
+    assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 8.0)).yiaddr == second
+
+
+# -- server/dhcp/service.py --------------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[SqliteLeaseStore, Path]]:
+    path = tmp_path / "leases.db"
+    opened = SqliteLeaseStore(str(path))
+    yield opened, path
+    opened.close()
+
+
+def on_disk(path: Path) -> set[IPv4Address]:
+    with sqlite3.connect(path) as db:
+        return {IPv4Address(a) for (a,) in db.execute("SELECT address FROM leases")}
+
+
+def acks(sock: FakeSocket) -> list[IPv4Address]:
+    return [m.yiaddr for m in (decode(p) for p, _ in sock.sent) if m.message_type == MT.ACK]
+
+
+def test_a_failed_batch_sends_no_ack_and_leaves_none_of_its_leases(
+    store: tuple[SqliteLeaseStore, Path],
+) -> None:
+    """No ACK without its lease on disk: the database refuses the second lease of a burst of two,
+    so neither ACK leaves and neither row is kept (one transaction, all or nothing). Once the
+    database accepts writes again, a retransmitted REQUEST is ACKed with its lease on disk."""
+    lease_store, path = store
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases WHEN NEW.mac = X'525400000002'"
+                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    sock = FakeSocket()
+    log = structlog.get_logger()
+    receiver = service._Receiver(DhcpServerCore(config()),
+                                 service._Durable(lease_store, sock, log),  # type: ignore[arg-type]
+                                 sock, log)  # type: ignore[arg-type]
+    requests = []
+    for n in (1, 2):
+        receiver.handle(received(encode(request(MT.DISCOVER, mac(n), xid=n))))
+        offered = decode(sock.sent[-1][0]).yiaddr
+        requests.append(encode(request(MT.REQUEST, mac(n), xid=n, options=(
+            opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offered)))))
+    for payload in requests:
+        receiver.handle(received(payload))
+    receiver.after_burst(2)
+    assert acks(sock) == [], "an ACK left for a lease that is not in the database"
+    assert on_disk(path) == set(), "part of a failed batch was committed"
+
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER refuse")
+    receiver.handle(received(requests[0]))
+    receiver.after_burst(1)
+    assert len(acks(sock)) == 1
+    assert set(acks(sock)) <= on_disk(path)
+
+
+def test_a_lone_request_after_idle_never_waits_for_the_commit_window() -> None:
+    """With a commit window, only steady traffic (bursts of a few datagrams less than BUSY_GAP
+    apart) waits for company: the first request, and one after a pause, are committed at once."""
+    clock = SimpleNamespace(now=100.0)
+    slept: list[float] = []
+    fake_time = SimpleNamespace(monotonic=lambda: clock.now, time=time.time,
+                                sleep=slept.append)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        log = structlog.get_logger()
+        receiver = service._Receiver(DhcpServerCore(config()), service._Durable(
+            None, sock, log), sock, log, window=0.05)  # type: ignore[arg-type]
+        mp = pytest.MonkeyPatch()
+        mp.setattr(service, "time", fake_time)
+        try:
+            receiver.after_burst(1)  # the first request since the start
+            assert slept == []
+            clock.now += 0.5  # idle
+            receiver.after_burst(1)
+            assert slept == []
+            clock.now += service.BUSY_GAP / 2  # steady traffic: this one waits
+            receiver.after_burst(1)
+            assert slept == [0.05]
+            clock.now += service.BUSY_GAP / 2  # a backlog never waits
+            receiver.after_burst(service.COALESCE_BELOW + 1)
+            assert slept == [0.05]
+        finally:
+            mp.undo()
+
+
+
+def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:
+    """Found by tests/bench/soak.py (the server's RSS grew with every renewal): each renewal left
+    a timer behind until lease_time had passed. Now the timers stay proportional to the leases and
+    offers, and the lease still expires lease_time after its last renewal."""
+    core = DhcpServerCore(config())
+    quiet = dora(core, mac(2))  # bound once, at 0: its timer must survive the sweeps
+    address = dora(core, mac(1))
+    renew = dgram(request(MT.REQUEST, mac(1), giaddr=ZERO, ciaddr=address))
+    for n in range(20_000):
+        assert reply_of(core.handle(renew, 1.0 + n * 0.001)).message_type == MT.ACK
+    last = 1.0 + 19_999 * 0.001
+    assert len(core._timers) <= 2 * (len(core.leases) + len(core.offers)) + 1024
+    lease_time = 600  # the first subnet's
+    assert [c.lease.address for c in core.on_timer(lease_time)] == [quiet]
+    assert core.on_timer(last + lease_time - 1) == []
+    assert [c.lease.address for c in core.on_timer(last + lease_time)] == [address]
+    assert core.leases[address].state.value == "expired"
+
+
+def test_subnet_cache_of_the_core_is_bounded() -> None:
+    """giaddr comes from the network: the core's address -> subnet cache stays at 4096 entries,
+    and answers right after an eviction."""
+    core = DhcpServerCore(config())
+    for n in range(4096 + 100):
+        giaddr = IPv4Address(0x0A330000 + 256 * 4 + n)  # 10.51.4.0 onwards: no subnet
+        core.handle(dgram(request(MT.DISCOVER, mac(1), giaddr=giaddr)), 0.0)
+        assert len(core._subnet_of) <= 4096
+    assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 0.0)).message_type == MT.OFFER

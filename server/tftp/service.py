@@ -169,7 +169,18 @@ class _Listener:
                     self.log.debug("tftp.send.failed", error=exc.strerror, peer=client)
             return
         local = str(datagram.local) if datagram.local != ZERO else self.config.address
-        trio.from_thread.run_sync(_start_transfer, self.nursery, result, client, local,
+        try:
+            # RFC 1350 §4: each end chooses a new TID (port) for the transfer, from the address
+            # the request was sent to so the client sees the answer come from the server it asked.
+            sock = open_udp(0, local, broadcast=False, pktinfo=False, receive_queue=0)
+        except OSError as exc:
+            # Here, in the receive thread that holds ``lock``: not in the trio thread, which
+            # would wait for the lock while this thread waits for it (a deadlock).
+            self.admission.release(client)
+            result.transfer.close()
+            self.log.warning("tftp.transfer.socket_failed", error=str(exc))
+            return
+        trio.from_thread.run_sync(_start_transfer, self.nursery, sock, result, client,
                                   self.admission, self.lock, self.transfers, self.log)
 
 
@@ -196,19 +207,10 @@ async def serve_tftp(
 
 
 def _start_transfer(
-    nursery: trio.Nursery, accepted: Accepted, client: Address, local: str,
+    nursery: trio.Nursery, sock: socket.socket, accepted: Accepted, client: Address,
     admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
 ) -> None:
     request, transfer = accepted.request, accepted.transfer
-    try:
-        # RFC 1350 §4: each end chooses a new TID (port) for the transfer, from the address the
-        # request was sent to so the client sees the answer come from the server it asked.
-        sock = open_udp(0, local, broadcast=False, pktinfo=False, receive_queue=0)
-    except OSError as exc:
-        with lock:
-            admission.release(client)
-        log.warning("tftp.transfer.socket_failed", error=str(exc))
-        return
     transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
                             mode=request.mode, blksize=transfer.params.blksize,
                             direction=_direction(transfer),

@@ -6,16 +6,19 @@ routing; the namespace path is covered by the PXE end-to-end test.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 from conftest import need
 
-from boothop.server.tftp import packet
+from boothop.server.tftp import packet, service
 from boothop.server.tftp.config import TftpConfig
 from boothop.server.tftp.service import serve_tftp
 
@@ -142,3 +145,34 @@ async def test_malformed_requests_get_error_4_and_a_long_timeout_is_refused(root
             assert packet.decode(data) == packet.OptionAck({"tsize": str(SMALL)})
             await client.sendto(packet.encode_error(0, "done"), source)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_transfer_socket_that_cannot_be_opened_costs_that_request_only(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener's receive thread opens the transfer's socket under its lock; a failure there
+    releases the client's slot in that thread and the listener goes on (it once did this in the
+    trio thread, which waited for the lock the receive thread held: a deadlock)."""
+    opened = service.open_udp
+
+    def no_transfer_sockets(port: int, *args: Any, **kwargs: Any) -> socket.socket:
+        if not kwargs.get("pktinfo", True):  # a transfer's socket (the listener's has pktinfo)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return opened(port, *args, **kwargs)
+
+    monkeypatch.setattr(service, "open_udp", no_transfer_sockets)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                port = await serving(nursery, root)
+                for _ in range(20):  # more than the 8 slots of one address, were any kept
+                    client.sendto(b"\0\1small.bin\0octet\0", ("127.0.0.1", port))
+                client.sendto(b"\0\1", ("127.0.0.1", port))  # malformed: answered at once
+                await trio.lowlevel.wait_readable(client)
+                answer = client.recv(600)
+                nursery.cancel_scope.cancel()
+    finally:
+        client.close()
+    assert answer[:2] == b"\0\5"  # ERROR: the listener still serves after 20 failures

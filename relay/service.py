@@ -40,6 +40,7 @@ from .shell import (
     DAEMON_SIGNALS,
     DatagramLoop,
     RateLimiter,
+    address_text,
     errno_name,
     logging_enabled,
     open_udp,
@@ -188,7 +189,7 @@ class RelayService:
         servers = []
         for action in outcome.actions:
             if isinstance(action, Forward):
-                servers.append(str(action.server))
+                servers.append(address_text(action.server))
                 continue
             if isinstance(action, Drop):
                 suppressed = self.limiter.allow(("drop", action.reason), now)
@@ -197,7 +198,7 @@ class RelayService:
             packet = packet or self._bind(datagram, outcome)
             if isinstance(action, Deliver):
                 packet.info("relay.reply.delivered", mode=action.mode.value,
-                            destination=str(action.destination), ifname=action.ifname,
+                            destination=address_text(action.destination), ifname=action.ifname,
                             latency_ms=None if latency is None else round(latency * 1e3, 3))
             elif isinstance(action, Drop):
                 packet.info("relay.drop", reason=action.reason.value, detail=action.detail,
@@ -212,10 +213,10 @@ class RelayService:
             xid=None if outcome.xid is None else f"0x{outcome.xid:08x}",
             chaddr=outcome.mac,
             iface=ingress.name if ingress else datagram.ifindex,
-            giaddr=None if outcome.giaddr is None else str(outcome.giaddr),
+            giaddr=None if outcome.giaddr is None else address_text(outcome.giaddr),
             hops=outcome.hops,
             type=outcome.message_type,
-            source=f"{datagram.source}:{datagram.source_port}",
+            source=f"{address_text(datagram.source)}:{datagram.source_port}",
         )
 
     def _send_failed(self, what: str, error: OSError, now: float, **context: object) -> None:

@@ -249,6 +249,20 @@ def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address,
     return _NO_PKTINFO
 
 
+_TEXTS: dict[IPv4Address, str] = {}
+
+
+def address_text(address: IPv4Address) -> str:
+    """``str(address)``, memoized: formatting an address costs microseconds, and every relayed
+    packet names a few (the destination of a send, its log line's giaddr and source)."""
+    text = _TEXTS.get(address)
+    if text is None:
+        if len(_TEXTS) >= 4096:  # bounded: ciaddr and source values come from clients
+            _TEXTS.clear()
+        text = _TEXTS[address] = str(address)
+    return text
+
+
 def interface_name(ifindex: int) -> str:
     """The name of an interface index, cached ("" when it has none, or is gone)."""
     name = _NAMES.get(ifindex)

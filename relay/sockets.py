@@ -13,7 +13,7 @@ import struct
 from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Forward
-from .shell import SocketUnavailable
+from .shell import SocketUnavailable, address_text
 from .wire import SERVER_PORT
 
 ETH_P_IP = 0x0800
@@ -105,25 +105,16 @@ class Sender:
         self.upstream = upstream
         self.server_port = port
         self.client_port = port + 1
-        self._names: dict[IPv4Address, str] = {}
-
-    def _name(self, address: IPv4Address) -> str:
-        name = self._names.get(address)
-        if name is None:
-            if len(self._names) > 4096:  # bound the cache: ciaddr values come from clients
-                self._names.clear()
-            name = self._names[address] = str(address)
-        return name
 
     def forward(self, action: Forward) -> None:
         (self.upstream or self.udp).sendto(action.payload, _DONTWAIT,
-                                           (self._name(action.server), self.server_port))
+                                           (address_text(action.server), self.server_port))
 
     def deliver(self, action: Deliver) -> None:
         if action.mode is DeliveryMode.UNICAST_CIADDR:
             # The client has an address and answers ARP for it: an ordinary unicast.
             self.udp.sendto(action.payload, _DONTWAIT,
-                            (self._name(action.destination), self.client_port))
+                            (address_text(action.destination), self.client_port))
             return
         frame = ipv4_udp(action.source, action.destination, self.server_port, self.client_port,
                          action.payload)

@@ -39,6 +39,7 @@ from boothop.relay.shell import (
     DatagramLoop,
     Logger,
     RateLimiter,
+    address_text,
     open_udp,
     per_packet_logging,
     send_datagram,
@@ -414,9 +415,6 @@ class _Stats:
         return merged
 
 
-#: Bound of the per-process caches of addresses seen (sources, local addresses).
-_ADDRESS_CACHE = 4096
-_destinations: dict[IPv4Address, str] = {}
 _BROADCAST = IPv4Address("255.255.255.255")
 
 
@@ -427,11 +425,7 @@ def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
         # No packet socket here: broadcast on the client's link instead of unicasting to an
         # address it does not have yet (clients accept either, RFC 2131 §4.1).
         destination = _BROADCAST
-    host = _destinations.get(destination)
-    if host is None:
-        if len(_destinations) >= _ADDRESS_CACHE:
-            _destinations.clear()
-        host = _destinations[destination] = str(destination)
+    host = address_text(destination)
     try:
         # Replies to a client leave by the interface its request came in on; relayed ones (to
         # giaddr, at 67 or the RFC 8357 relay port) are routed.

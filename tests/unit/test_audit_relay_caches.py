@@ -178,8 +178,8 @@ CACHES = {
         lambda n: sockets._ip_header(LAN1_ADDR.packed, _address(n).packed, 328),
         _ip_header_is_right,
     ),
-    "service._destinations": (
-        service._destinations, _send, lambda n, got: got == str(_address(n)),
+    "shell._TEXTS": (
+        shell._TEXTS, _send, lambda n, got: got == str(_address(n)),
     ),
 }
 

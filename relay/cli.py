@@ -296,13 +296,7 @@ def status(argv: Sequence[str]) -> int:
         print(f"boothop-relay: {args.config}: no metrics endpoint configured "
               "(metrics = \"HOST:PORT\")", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        text = metrics.scrape(listen)
-    except OSError as error:  # urllib's URLError included
-        print(f"boothop-relay: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(metrics.status(text, "boothop_relay_"))
-    return EXIT_OK
+    return metrics.print_status("boothop-relay", listen, "boothop_relay_")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import sys
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .settings import Listen
+from .settings import EXIT_FAILURE, EXIT_OK, Listen
 
 Snapshot = Mapping[str, Any]
 Kind = Literal["counter", "gauge", "histogram"]
@@ -202,6 +203,18 @@ def scrape(listen: Listen, timeout: float = 5.0) -> str:
     host = "127.0.0.1" if listen.host in ("", "0.0.0.0") else listen.host
     with urllib.request.urlopen(f"http://{host}:{listen.port}/metrics", timeout=timeout) as reply:
         return str(reply.read().decode())
+
+
+def print_status(program: str, listen: Listen, prefix: str) -> int:
+    """The ``status`` command of both daemons: scrape ``listen`` and print its ``prefix``
+    metrics for a person; the exit status."""
+    try:
+        text = scrape(listen)
+    except OSError as error:  # urllib's URLError included
+        print(f"{program}: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(status(text, prefix))
+    return EXIT_OK
 
 
 def status(text: str, prefix: str) -> str:

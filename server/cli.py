@@ -182,13 +182,7 @@ def cmd_status(listen: Listen | None, path: str) -> int:
         print(f"{PROG}: {path}: no metrics endpoint ([metrics] listen) and no --metrics",
               file=sys.stderr)
         return EXIT_USAGE
-    try:
-        text = metrics.scrape(listen)
-    except OSError as error:  # urllib's URLError included
-        print(f"{PROG}: cannot read http://{listen}/metrics: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(metrics.status(text, "boothop_server_"))
-    return EXIT_OK
+    return metrics.print_status(PROG, listen, "boothop_server_")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,3 +108,15 @@ class RoutedLab:
                     os.kill(int(pid), signal.SIGKILL)
         for ns in self.ns.values():
             sh("ip", "netns", "del", ns, check=False)
+
+
+def server_config(directory: Path, subnet: str, pool: str, router: str,
+                  metrics: str | None = None) -> Path:
+    """A boothop-server configuration serving ``subnet`` from ``pool`` (``FIRST-LAST``), its
+    lease database in ``directory``, with a metrics endpoint when given: the file's path."""
+    endpoint = f'[metrics]\nlisten = "{metrics}"\n' if metrics else ""
+    config = directory / "server.toml"
+    config.write_text(f'{endpoint}[dhcp]\nlease_db = "{directory / "leases.sqlite3"}"\n'
+                      f'[[dhcp.subnets]]\nsubnet = "{subnet}"\npools = ["{pool}"]\n'
+                      f'options = {{ routers = ["{router}"] }}\n')
+    return config

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need, require_system
-from routed import RoutedLab, wait_for
+from routed import RoutedLab, server_config, wait_for
 
 SERVER = "10.53.0.2"
 SUBNET = "10.53.1.0/24"
@@ -36,17 +36,8 @@ def test_both_endpoints_show_a_real_lease(tmp_path: Path) -> None:
     lab = RoutedLab(tmp_path, "bhm", "10.53")
     try:
         lab.build()
-        config = tmp_path / "server.toml"
-        config.write_text(f"""
-[metrics]
-listen = "{SERVER_METRICS}"
-[dhcp]
-lease_db = "{tmp_path / 'leases.sqlite3'}"
-[[dhcp.subnets]]
-subnet = "{SUBNET}"
-pools = ["10.53.1.100-10.53.1.199"]
-options = {{ routers = ["10.53.1.1"] }}
-""")
+        config = server_config(tmp_path, SUBNET, "10.53.1.100-10.53.1.199", "10.53.1.1",
+                               SERVER_METRICS)
         lab.spawn("sv", server, "run", "-c", str(config), "--log-format", "json",
                   log="server.log")
         lab.spawn("rt", relay, "-id", lab.link("ra"), "-iu", lab.link("rs"), "--log-format", "json",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need, require_system
-from routed import RoutedLab, wait_for
+from routed import RoutedLab, server_config, wait_for
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
 
@@ -49,15 +49,7 @@ def test_rp_requests_leave_from_the_relay_port_with_suboption_19_and_replies_com
                             "-w", str(capture), "udp", log="tcpdump.log")
         wait_for(lambda: "listening on" in (tmp_path / "tcpdump.log").read_text(), 15,
                  "tcpdump")
-        config = tmp_path / "server.toml"
-        config.write_text(f"""
-[dhcp]
-lease_db = "{tmp_path / 'leases.sqlite3'}"
-[[dhcp.subnets]]
-subnet = "{SUBNET}"
-pools = ["10.61.1.100-10.61.1.199"]
-options = {{ routers = ["10.61.1.1"] }}
-""")
+        config = server_config(tmp_path, SUBNET, "10.61.1.100-10.61.1.199", "10.61.1.1")
         lab.spawn("sv", server, "run", "-c", str(config), "--log-format", "json",
                   log="server.log")
         lab.spawn("rt", relay, "-rp", str(RELAY_PORT), "-id", lab.link("ra"), "-iu", lab.link("rs"),

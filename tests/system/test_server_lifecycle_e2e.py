@@ -19,12 +19,12 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import need, require_system
+from routed import sh, wait_for
 
 GIADDR = "10.60.1.1"
 SERVER = "10.60.0.2"
@@ -68,19 +68,6 @@ for attempt in range(int(sys.argv[5])):
         break
 print(json.dumps(result))
 """
-
-
-def sh(*args: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:

@@ -44,7 +44,7 @@ from boothop.relay.shell import (
     per_packet_logging,
     send_datagram,
 )
-from boothop.relay.wire import ZERO, Datagram
+from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
 from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
@@ -427,16 +427,14 @@ def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
         destination = _BROADCAST
     host = address_text(destination)
     try:
-        # Replies to a client leave by the interface its request came in on; relayed ones (to
-        # giaddr, at 67 or the RFC 8357 relay port) are routed.
-        send_datagram(sock, send.payload, (host, send.port),
-                      0 if send.message.giaddr != ZERO else send.ifindex, send.source)
+        send_datagram(sock, send.payload, (host, send.port), send.ifindex, send.source)
     except OSError as exc:
         counts["send.failed"] += 1
         log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)
         return
     counts[send.kind.value] += 1
     if per_packet:
-        log.debug("server." + send.kind.value.replace("-", "_"), xid=f"{send.message.xid:#010x}",
-                  chaddr=send.message.mac, yiaddr=str(send.message.yiaddr),
-                  giaddr=str(send.message.giaddr), to=f"{host}:{send.port}")
+        message = send.message
+        log.debug("server." + send.kind.value.replace("-", "_"), xid=f"{message.xid:#010x}",
+                  chaddr=message.mac, yiaddr=str(message.yiaddr), giaddr=str(message.giaddr),
+                  to=f"{host}:{send.port}")

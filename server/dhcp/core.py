@@ -35,6 +35,7 @@ from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, S
 from .addressing import reply_destination
 from .config import DhcpConfig, Reservation, Subnet
 from .lease import Lease, LeaseState, client_key
+from .reply import ReplyTemplate
 
 #: RFC 2132 §9.2: 0xffffffff is an infinite lease.
 INFINITE = 0xFFFFFFFF
@@ -44,6 +45,8 @@ _BOOTP_MAX_CODE = 49
 _TIMER_SLACK = 1024
 #: Bound of the cache of addresses (giaddr, link selection) already matched to a subnet.
 _SUBNET_CACHE = 4096
+#: Bound of the cache of reply templates (per subnet, reply kind and server identifier).
+_TEMPLATE_CACHE = 1024
 
 
 @dataclass(slots=True)
@@ -116,6 +119,7 @@ class DhcpServerCore:
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
+        self._templates: dict[tuple[str, ReplyKind, IPv4Address], ReplyTemplate] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
         #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache.
         self._subnet_of: dict[IPv4Address, Subnet | None] = {}
@@ -580,22 +584,66 @@ class DhcpServerCore:
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
         nak = kind is ReplyKind.NAK
-        bootp = kind is ReplyKind.BOOTREPLY
         destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
+        key = (subnet.name, kind, request.server_id)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _TEMPLATE_CACHE:
+                self._templates.clear()  # server identifiers can come from option 82 (RFC 5107)
+            template = self._templates[key] = ReplyTemplate.of(
+                self._leading_options(subnet, kind, request.server_id),
+                *self._boot_fields(subnet, nak))
+        # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
+        # else 0.
+        ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO
+        options = self._client_options(request, kind, yiaddr, message)
+        capacity = self._capacity(request.options)
+        payload = template.fill(msg, destination.flags, ciaddr, yiaddr, options, capacity)
+        if payload is None:  # only with file and/or sname overloaded
+            siaddr, file = self._boot_fields(subnet, nak)
+            reply = DhcpMessage(
+                op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
+                flags=destination.flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr,
+                giaddr=msg.giaddr, file=file,
+                options=(*self._leading_options(subnet, kind, request.server_id), *options))
+            try:
+                payload = encode(reply, capacity)
+            except CapacityError as exc:
+                return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
+        # Replies to a client leave by the interface its request came in on; relayed ones (to
+        # giaddr, at 67 or the RFC 8357 relay port) are routed.
+        return Send(kind, payload, destination.address, destination.port, request.dgram.local,
+                    0 if msg.giaddr != ZERO else request.dgram.ifindex, destination.to_chaddr)
+
+    def _leading_options(self, subnet: Subnet, kind: ReplyKind,
+                         server_id: IPv4Address) -> tuple[tuple[int, bytes], ...]:
+        """53 and 54 (not in a BOOTREPLY), then the static options of ``kind`` on ``subnet``."""
         static = self._static_options.get((subnet.name, kind))
         if static is None:
             static = self._static_options[(subnet.name, kind)] = _static_options(subnet, kind)
-        options: list[tuple[int, bytes]] = []
-        if not bootp:
-            options.append(_MESSAGE_TYPE_OPTION[kind])
-            options.append((Opt.SERVER_ID, request.server_id.packed))
-        options += static
+        if kind is ReplyKind.BOOTREPLY:
+            return static
+        return (_MESSAGE_TYPE_OPTION[kind], (Opt.SERVER_ID, server_id.packed), *static)
+
+    @staticmethod
+    def _boot_fields(subnet: Subnet, nak: bool) -> tuple[IPv4Address, bytes]:
+        """siaddr and file: the subnet's next server and boot file, none in a NAK."""
         if nak:
+            return ZERO, b""
+        return (subnet.next_server if subnet.next_server is not None else ZERO,
+                subnet.boot_file.encode() if subnet.boot_file else b"")
+
+    def _client_options(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
+                        message: str) -> list[tuple[int, bytes]]:
+        """The options of this client's reply after the leading ones."""
+        bootp = kind is ReplyKind.BOOTREPLY
+        options: list[tuple[int, bytes]] = []
+        if kind is ReplyKind.NAK:
             options.append((Opt.MESSAGE, message.encode()))
         else:
             reservation = self._reserved.get(yiaddr) if self._reserved else None
             if reservation is not None and reservation.hostname and not any(
-                    c == Opt.HOST_NAME for c, _ in static):
+                    c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
             if self.pxe_colocated and not bootp:
                 vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
@@ -610,24 +658,7 @@ class DhcpServerCore:
             # option SHALL echo the entire contents of the Relay Agent Information option in
             # all replies."
             options.append((Opt.RELAY_AGENT_INFO, request.agent_raw))
-        reply = DhcpMessage(
-            op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
-            flags=destination.flags,
-            # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
-            # else 0.
-            ciaddr=msg.ciaddr if kind in _CIADDR_ECHOED else ZERO,
-            yiaddr=yiaddr,
-            siaddr=subnet.next_server if subnet.next_server is not None and not nak else ZERO,
-            giaddr=msg.giaddr,
-            file=subnet.boot_file.encode() if subnet.boot_file and not nak else b"",
-            options=tuple(options),
-        )
-        try:
-            payload = encode(reply, self._capacity(request.options))
-        except CapacityError as exc:
-            return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
-        return Send(kind, reply, payload, destination.address, destination.port,
-                    request.dgram.local, request.dgram.ifindex, destination.to_chaddr)
+        return options
 
     @staticmethod
     def _capacity(options: dict[int, bytes]) -> int:

@@ -3,6 +3,7 @@ module; [log] and [metrics] for the daemon around them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -62,6 +63,10 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     if metrics_table is not None:
         metrics_table.unknown_keys({"listen"})
         metrics = metrics_table.convert("listen", parse_listen, required='"HOST:PORT"')
+    if pxe is not None and http is not None and not pxe.http_url:
+        # UEFI HTTP boot clients fetch relative boot files from this host's [http].
+        port = "" if http.port == 80 else f":{http.port}"
+        pxe = dataclasses.replace(pxe, http_url=f"http://{pxe.server_address}{port}/")
     if dhcp is not None and pxe is not None and not pxe.colocated and pxe.port == dhcp.port:
         # Both would bind UDP port 67 on this host and the kernel would split the requests
         # between them at random.

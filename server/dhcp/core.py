@@ -30,6 +30,7 @@ from boothop.relay.wire import (
     decode,
     encode,
 )
+from boothop.relay.wire.pxe import HTTP_TWINS
 
 from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
 from .addressing import reply_destination
@@ -582,6 +583,7 @@ class DhcpServerCore:
         nak = kind is ReplyKind.NAK
         bootp = kind is ReplyKind.BOOTREPLY
         destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
+        file = subnet.boot_file.encode() if subnet.boot_file and not nak else b""
         static = self._static_options.get((subnet.name, kind))
         if static is None:
             static = self._static_options[(subnet.name, kind)] = _static_options(subnet, kind)
@@ -597,10 +599,19 @@ class DhcpServerCore:
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in static):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
-            if self.pxe_colocated and not bootp:
-                vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-                if vendor.startswith(b"PXEClient"):
-                    options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
+            vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
+            if self.pxe_colocated and not bootp and vendor.startswith(b"PXEClient"):
+                options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
+            if subnet.http_boot and not bootp and vendor.startswith(HTTP_CLIENT):
+                boot_url = http_boot_url(subnet, request.options.get(Opt.CLIENT_ARCH))
+                if boot_url is not None:
+                    # UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient"
+                    # echoed in option 60 and the URI as the boot file name.
+                    options.append((Opt.VENDOR_CLASS_ID, HTTP_CLIENT))
+                    if len(boot_url) > 127:  # the 128-octet 'file' field would cut it
+                        options.append((Opt.BOOTFILE_NAME, boot_url.encode()))
+                    else:
+                        file = boot_url.encode()
         if request.client_id is not None and not bootp:
             # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
             # when the client sent one.
@@ -619,7 +630,7 @@ class DhcpServerCore:
             yiaddr=yiaddr,
             siaddr=subnet.next_server if subnet.next_server is not None and not nak else ZERO,
             giaddr=msg.giaddr,
-            file=subnet.boot_file.encode() if subnet.boot_file and not nak else b"",
+            file=file,
             options=tuple(options),
         )
         try:
@@ -671,3 +682,20 @@ class _Dropped(Exception):
 
 def _with(lease: Lease, **changes: Any) -> Lease:
     return replace(lease, **changes)
+
+
+#: UEFI HTTP boot clients send option 60 "HTTPClient:Arch:..." and expect "HTTPClient" back.
+HTTP_CLIENT = b"HTTPClient"
+
+
+def http_boot_url(subnet: Subnet, arch_option: bytes | None) -> str | None:
+    """The subnet's HTTP boot URL for the client's architectures (option 93, RFC 4578 §2.1: a
+    list of 16-bit types), each tried as itself and then as its PXE twin; None without one."""
+    if not arch_option or len(arch_option) % 2:
+        return None
+    arches = [int.from_bytes(arch_option[i:i + 2], "big") for i in range(0, len(arch_option), 2)]
+    urls = dict(subnet.http_boot)
+    for arch in [*arches, *(HTTP_TWINS[a] for a in arches if a in HTTP_TWINS)]:
+        if arch in urls:
+            return urls[arch]
+    return None

@@ -60,3 +60,10 @@ def test_changing_http_needs_a_restart(tmp_path: Path) -> None:
     second = load_config(str(write(tmp_path, '[tftp]\nroot = "/srv"\n[http]\nport = 8081\n')))
     with pytest.raises(ConfigError, match="changing \\[http\\] needs a restart"):
         check_reload(first, second)
+
+
+def test_pxe_gives_http_clients_urls_on_this_hosts_http_port(tmp_path: Path) -> None:
+    text = '[pxe]\nserver_address = "10.61.2.10"\n[tftp]\nroot = "/srv"\n[http]\nport = {}\n'
+    for port, url in ((8080, "http://10.61.2.10:8080/"), (80, "http://10.61.2.10/")):
+        pxe = load_config(str(write(tmp_path, text.format(port)))).pxe
+        assert pxe is not None and pxe.http_url == url

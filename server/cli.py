@@ -23,6 +23,7 @@ from boothop.relay.settings import (
 )
 from boothop.server.config import ServerConfig, load_config
 from boothop.server.dhcp.config import DhcpConfig
+from boothop.server.dhcp.lease import Lease
 
 PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
@@ -79,19 +80,10 @@ def cmd_check(config: ServerConfig) -> int:
     errors = 0
     if config.dhcp is not None:
         path = config.dhcp.lease_db
-        if not os.path.lexists(path):
-            problem = _uncreatable(path)
-            if problem is not None:
-                print(f"{PROG}: lease database {path}: {problem}", file=sys.stderr)
-                return EXIT_FAILURE
-            leases = []
-        else:
-            from boothop.server.leasestore import open_store
-            store = open_store(path, create=False)
-            try:
-                leases = store.load()
-            finally:
-                store.close()
+        if not os.path.lexists(path) and (problem := _uncreatable(path)) is not None:
+            print(f"{PROG}: lease database {path}: {problem}", file=sys.stderr)
+            return EXIT_FAILURE
+        leases = _read_leases(path)
         now = time.time()
         for s_index, subnet in enumerate(config.dhcp.subnets):
             for r_index, reservation in enumerate(subnet.reservations):
@@ -133,13 +125,21 @@ def _uncreatable(path: str) -> str | None:
     return None
 
 
-def cmd_leases(config: ServerConfig, as_json: bool) -> int:
+def _read_leases(path: str) -> list[Lease]:
+    """The leases on disk, read only: a database that does not exist yet holds none (the
+    daemon creates it; a command that only reads must not)."""
+    if not os.path.lexists(path):
+        return []
     from boothop.server.leasestore import open_store
-    store = open_store(_dhcp(config).lease_db)
+    store = open_store(path, create=False)
     try:
-        leases = store.load()
+        return store.load()
     finally:
         store.close()
+
+
+def cmd_leases(config: ServerConfig, as_json: bool) -> int:
+    leases = _read_leases(_dhcp(config).lease_db)
     rows = [{
         "address": str(lease.address), "state": lease.state.value, "mac": lease.mac.hex(":"),
         "client_id": lease.client_id.hex(":") if lease.client_id else None,

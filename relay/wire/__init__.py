@@ -1,4 +1,5 @@
-"""The wire codec shared by the relay and the server: bytes <-> DhcpMessage.
+"""The wire codec shared by the relay and the server: bytes <-> DhcpMessage (DHCPv4), and
+bytes <-> Dhcp6Message/RelayMessage in ``wire.dhcpv6`` (RFC 8415).
 
 Imports nothing else of boothop's. Every decoding failure is a WireError (a ValueError).
 """

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parent.parent / "fuzz" / "run.py"
-TARGETS = ("codec", "relay", "dhcp", "proxy", "tftp")
+TARGETS = ("codec", "codec6", "relay", "dhcp", "proxy", "tftp")
 STATS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\S+)")
 FINAL = re.compile(r"^stat::(\w+):\s+(\d+)")
 

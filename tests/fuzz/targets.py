@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ sys.path.insert(0, str(UNIT))
 import test_pxe_proxy as pxe_tests  # noqa: E402
 import test_relay_engine as relay_tests  # noqa: E402
 import test_server_helpers as server_tests  # noqa: E402
+import test_wire6_properties as wire6_tests  # noqa: E402
 
 from boothop.relay.actions import Outcome  # noqa: E402
 from boothop.relay.config import AgentPolicy  # noqa: E402
@@ -41,6 +42,7 @@ from boothop.relay.wire import (  # noqa: E402
     decode,
     encode,
 )
+from boothop.relay.wire import dhcpv6 as v6  # noqa: E402
 from boothop.server.dhcp.core import DhcpServerCore  # noqa: E402
 from boothop.server.pxe.proxy import Dropped, Reply, handle  # noqa: E402
 from boothop.server.tftp import packet  # noqa: E402
@@ -82,6 +84,41 @@ def codec(data: bytes) -> None:
         # encode may refuse what it cannot fit into a message (a long vendor area, say).
         return
     assert decode(again) == message, (data.hex(), again.hex())
+
+
+#: The typed view of each option code that has one (IA_NA, IA Address, Status Code, ...).
+_TYPED6 = {kind.code: kind for kind in wire6_tests.TYPED}
+#: The typed options that carry DHCPv6 options inside (RFC 8415 §21.4-§21.6, §21.21-§21.22).
+_OPTION_HOLDERS = (v6.IaNa, v6.IaTa, v6.IaPd, v6.IaAddress, v6.IaPrefix)
+
+
+def codec6(data: bytes) -> None:
+    """decode6 raises only WireError and re-encodes what it accepts to the same bytes; the typed
+    view of every option it holds, down through relays and IAs, raises only WireError and
+    round-trips."""
+    wire6_tests.check_decode6(data)
+    try:
+        message = v6.decode6(data)
+    except WireError:
+        return
+    holders: list[v6.Message6 | v6.IaNa | v6.IaTa | v6.IaPd | v6.IaAddress | v6.IaPrefix]
+    holders = [message]
+    while holders:
+        holder = holders.pop()
+        for code, value in holder.options:
+            kind = _TYPED6.get(code)
+            if kind is None:
+                continue
+            try:
+                typed = kind.decode(value)
+            except WireError:
+                continue
+            assert kind.decode(typed.encode()) == typed, (code, value.hex())
+            if isinstance(typed, _OPTION_HOLDERS):
+                holders.append(typed)
+        if isinstance(holder, v6.RelayMessage):
+            with contextlib.suppress(WireError):
+                holders.append(holder.inner())
 
 
 # -- the relay engine --------------------------------------------------------------------------
@@ -213,7 +250,7 @@ def tftp(data: bytes) -> None:
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "codec": codec, "relay": relay, "dhcp": dhcp, "proxy": proxy, "tftp": tftp,
+    "codec": codec, "codec6": codec6, "relay": relay, "dhcp": dhcp, "proxy": proxy, "tftp": tftp,
 }
 
 
@@ -228,11 +265,44 @@ def _captures() -> Iterator[tuple[str, bytes]]:
         yield path.stem, path.read_bytes()
 
 
+def _v6_seeds() -> list[tuple[str, v6.Message6]]:
+    """A Solicit as dhclient -6 sends it, relayed once and twice, and a server's Reply."""
+    client_id = (v6.Opt6.CLIENTID, bytes.fromhex("000300010241000001aa"))
+    ia_na = v6.IaNa(1, 0, 0).option()
+    solicit = v6.Dhcp6Message(v6.MessageType6.SOLICIT, 0x1A2B3C, (
+        client_id, (v6.Opt6.ELAPSED_TIME, b"\0\0"), ia_na,
+        (v6.Opt6.ORO, v6.encode_codes((23, 24, 59, 60))),
+        v6.VendorClass(343, (b"PXEClient:Arch:00007",)).option(),
+        (v6.Opt6.CLIENT_ARCH_TYPE, b"\0\x07"),
+    ))
+    def relayed(inner: v6.Message6, hops: int) -> v6.RelayMessage:
+        return v6.RelayMessage(
+            v6.MessageType6.RELAY_FORW, hops, IPv6Address("2001:db8:1::1"),
+            IPv6Address("fe80::41:ff:fe00:1aa"),
+            ((v6.Opt6.INTERFACE_ID, b"lana0"), v6.RemoteId(9, b"router-7").option(),
+             v6.ClientLinkLayer(1, bytes.fromhex("024100 0001aa".replace(" ", ""))).option(),
+             (v6.Opt6.RELAY_MSG, v6.encode6(inner))))
+    address = v6.IaAddress(IPv6Address("2001:db8:1::100"), 3600, 7200,
+                           (v6.StatusCode(0, "ok").option(),))
+    reply = v6.Dhcp6Message(v6.MessageType6.REPLY, 0x1A2B3C, (
+        client_id, (v6.Opt6.SERVERID, bytes.fromhex("0001000100000001024100000a0a")),
+        v6.IaNa(1, 1800, 2880, (address.option(),)).option(),
+        (v6.Opt6.BOOTFILE_URL, b"tftp://[2001:db8:100::20]/ipxe.efi"),
+    ))
+    return [("solicit", solicit), ("relay-forw", relayed(solicit, 0)),
+            ("relay-forw-2", relayed(relayed(solicit, 0), 1)), ("reply", reply)]
+
+
+_V6_SEEDS = _v6_seeds()
+
+
 def seeds(target: str) -> Iterator[Seed]:
     """The starting corpus: the real captures, prefixed with field selectors where needed."""
     captures = list(_captures())
     if target == "codec":
         yield from (Seed(name, data) for name, data in captures)
+    elif target == "codec6":
+        yield from (Seed(name, v6.encode6(message)) for name, message in _V6_SEEDS)
     elif target == "relay":
         for name, data in captures:
             # From a client on lan1 (broadcast), and from the DHCP server on up0.

@@ -274,3 +274,16 @@ def test_test_modules_have_unique_basenames() -> None:
     """pytest imports test files by basename (rootdir, no packages): two alike fail collection."""
     names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
     assert sorted(name for name in set(names) if names.count(name) > 1) == []
+
+
+def test_every_package_of_the_tree_is_listed_for_the_wheel() -> None:
+    """setuptools ships only the packages pyproject.toml lists; an editable install (the dev venv,
+    CI) finds an unlisted one anyway, so only this test sees it missing from a real install."""
+    import tomllib
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = set()
+    for name, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            on_disk.add(".".join([name, *relative.parts]))
+    assert on_disk == set(setuptools["packages"])

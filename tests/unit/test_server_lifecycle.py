@@ -125,6 +125,14 @@ def test_check_refuses_a_lease_database_that_run_could_not_create(
     assert not (tmp_path / "leases.sqlite3").exists(), "check created the database"
 
 
+def test_leases_lists_none_without_creating_a_missing_database(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert main(["leases", "--json", "-c", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    assert not (tmp_path / "leases.sqlite3").exists(), "leases created the database"
+
+
 # -- a store that fails ----------------------------------------------------------------------
 
 

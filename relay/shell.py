@@ -203,12 +203,44 @@ def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
     return sock
 
 
-def _bind_error(error: OSError, address: str, port: int) -> OSError:
-    where = f"UDP port {port} on {address}"
+#: Connections the kernel queues, completed, before the daemon accepts them.
+LISTEN_BACKLOG = 128
+
+
+def open_tcp(port: int, address: str = "0.0.0.0", *,
+             backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A non-blocking TCP socket listening on ``address:port`` (IPv4, or IPv6 for an address
+    with a colon: ``::`` takes IPv4 clients too, as mapped addresses).
+
+    SO_REUSEADDR here, unlike UDP: on Linux it lets a restarted daemon bind while connections
+    of the previous one linger in TIME_WAIT, and never lets two listeners share a port (that
+    is SO_REUSEPORT), so a port another daemon holds is still refused and named.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setblocking(False)
+        try:
+            sock.bind((address, port))
+        except OSError as error:
+            raise _bind_error(error, address, port, "TCP") from error
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(error: OSError, address: str, port: int, protocol: str = "UDP") -> OSError:
+    where = f"{protocol} port {port} on {address}"
     if error.errno == errno.EADDRINUSE:
+        suspects = ("another boothop, dhcrelay, dnsmasq, a DHCP server?" if protocol == "UDP"
+                    else "another boothop, a web server?")
         return SocketUnavailable(error.errno, f"{where} is taken by another process "
-                                 "(another boothop, dhcrelay, dnsmasq, a DHCP server?): stop it "
-                                 "or choose another port")
+                                 f"({suspects}): stop it or choose another port")
     if error.errno == errno.EACCES:
         return SocketUnavailable(error.errno, f"binding {where} needs CAP_NET_BIND_SERVICE "
                                  "(ports below 1024)")

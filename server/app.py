@@ -91,6 +91,9 @@ async def run_services(config: ServerConfig,
         if config.tftp is not None:
             from boothop.server.tftp.service import serve_tftp
             await nursery.start(functools.partial(serve_tftp, config.tftp, metrics=metrics))
+        if config.http is not None:
+            from boothop.server.http.service import serve_http
+            await nursery.start(functools.partial(serve_http, config.http, metrics=metrics))
         log.info("server.started", config=config.path)
         task_status.started()
     log.info("server.stopped")

@@ -1,8 +1,9 @@
-"""The server's TOML file: [dhcp], [pxe] and [tftp], each optional, parsed by its own module;
-[log] and [metrics] for the daemon around them."""
+"""The server's TOML file: [dhcp], [pxe], [tftp] and [http], each optional, parsed by its own
+module; [log] and [metrics] for the daemon around them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -10,10 +11,11 @@ from boothop.relay.settings import ConfigError, Listen, Validator, parse_listen,
 from boothop.server.dhcp.config import DhcpConfig, read_dhcp
 
 if TYPE_CHECKING:
+    from boothop.server.http.config import HttpConfig
     from boothop.server.pxe.config import PxeConfig
     from boothop.server.tftp.config import TftpConfig
 
-_SERVICES = ("dhcp", "pxe", "tftp")
+_SERVICES = ("dhcp", "pxe", "tftp", "http")
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -23,6 +25,7 @@ class ServerConfig:
     dhcp: DhcpConfig | None = None
     pxe: PxeConfig | None = None
     tftp: TftpConfig | None = None
+    http: HttpConfig | None = None
     log_format: str = "auto"
     #: Where Prometheus scrapes the counters ([metrics] listen = "HOST:PORT").
     metrics: Listen | None = None
@@ -36,15 +39,19 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     """Validate the whole file: every problem of every section in one ConfigError."""
     v = Validator(path, data, text)
     v.unknown_keys((*_SERVICES, "log", "metrics"))
-    pxe_table, tftp_table, dhcp_table, log_table, metrics_table = (
-        v.table(name) for name in ("pxe", "tftp", "dhcp", "log", "metrics"))
-    pxe = tftp = None
+    pxe_table, tftp_table, http_table, dhcp_table, log_table, metrics_table = (
+        v.table(name) for name in ("pxe", "tftp", "http", "dhcp", "log", "metrics"))
+    pxe = tftp = http = None
     if pxe_table is not None:
         from boothop.server.pxe.config import read_pxe
         pxe = read_pxe(pxe_table)
     if tftp_table is not None:
         from boothop.server.tftp.config import read_tftp
         tftp = read_tftp(tftp_table)
+    if http_table is not None:
+        from boothop.server.http.config import read_http
+        tftp_root = tftp_table.data.get("root") if tftp_table is not None else None
+        http = read_http(http_table, tftp_root if isinstance(tftp_root, str) else None)
     dhcp = None
     if dhcp_table is not None:
         dhcp = read_dhcp(dhcp_table, pxe_colocated=pxe.colocated if pxe is not None else None)
@@ -56,6 +63,10 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     if metrics_table is not None:
         metrics_table.unknown_keys({"listen"})
         metrics = metrics_table.convert("listen", parse_listen, required='"HOST:PORT"')
+    if pxe is not None and http is not None and not pxe.http_url:
+        # UEFI HTTP boot clients fetch relative boot files from this host's [http].
+        port = "" if http.port == 80 else f":{http.port}"
+        pxe = dataclasses.replace(pxe, http_url=f"http://{pxe.server_address}{port}/")
     if dhcp is not None and pxe is not None and not pxe.colocated and pxe.port == dhcp.port:
         # Both would bind UDP port 67 on this host and the kernel would split the requests
         # between them at random.
@@ -64,15 +75,15 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
                "server's host set colocated = true (proxyDHCP on port 4011 only), or run "
                "[pxe] on another host or port")
     if not any(name in data for name in _SERVICES):
-        v.fail("dhcp", "no service configured: add [dhcp], [pxe] or [tftp]")
+        v.fail("dhcp", "no service configured: add [dhcp], [pxe], [tftp] or [http]")
     v.finish()
-    return ServerConfig(path, dhcp, pxe, tftp, log_format, metrics)
+    return ServerConfig(path, dhcp, pxe, tftp, http, log_format, metrics)
 
 
 def check_reload(running: ServerConfig, new: ServerConfig) -> None:
     """A ConfigError for what a reload cannot change in a running server (it needs a restart):
-    the set of services, the sockets and the lease database, and [pxe] and [tftp]. A reload
-    applies [dhcp]: pools, reservations, options, lease times."""
+    the set of services, the sockets and the lease database, and [pxe], [tftp] and [http]. A
+    reload applies [dhcp]: pools, reservations, options, lease times."""
     for name in _SERVICES:
         if (getattr(running, name) is None) != (getattr(new, name) is None):
             _needs_restart(new.path, name, "adding or removing a service")
@@ -80,6 +91,8 @@ def check_reload(running: ServerConfig, new: ServerConfig) -> None:
         _needs_restart(new.path, "pxe", "changing [pxe]")
     if running.tftp != new.tftp:
         _needs_restart(new.path, "tftp", "changing [tftp]")
+    if running.http != new.http:
+        _needs_restart(new.path, "http", "changing [http]")
     if running.dhcp is not None and new.dhcp is not None:
         for key in ("port", "lease_db"):
             if getattr(running.dhcp, key) != getattr(new.dhcp, key):

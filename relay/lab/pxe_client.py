@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import os
@@ -51,6 +52,10 @@ from boothop.relay.wire.pxe import PxeVendorOptions, is_pxe_client
 #: x86 BIOS, UNDI 2.1.
 VENDOR_CLASS = b"PXEClient:Arch:00000:UNDI:002001"
 ARCH_BIOS = b"\x00\x00"
+#: A UEFI HTTP boot client (UEFI 2.x "HTTP Boot"): option 60 "HTTPClient:Arch:00016:...", arch 16
+#: (x64 UEFI HTTP); it takes the boot URI from an offer that echoes "HTTPClient", no port 4011.
+HTTP_VENDOR_CLASS = b"HTTPClient:Arch:00016:UNDI:003000"
+ARCH_X64_HTTP = b"\x00\x10"
 NDI_UNDI_2_1 = bytes((1, 2, 1))
 #: Options 1, 3, 43, 60, 66, 67, 128-135 as a PXE ROM asks for them.
 PARAMETERS = bytes((1, 3, 43, 60, 66, 67, 128, 129, 130, 131, 132, 133, 134, 135))
@@ -64,11 +69,13 @@ OTHER = "other"
 
 
 # -- the pure part: what an offer is, which one wins, where the boot file comes from ----------
-def offer_kind(offer: DhcpMessage) -> str:
-    """PXE spec 2.1 §2.2.1's offer types, from the address and option 60 of a DHCPOFFER."""
+def offer_kind(offer: DhcpMessage, http: bool = False) -> str:
+    """PXE spec 2.1 §2.2.1's offer types, from the address and option 60 of a DHCPOFFER (for an
+    HTTP boot client, "HTTPClient" in option 60 makes a boot offer)."""
     if offer.message_type != MessageType.OFFER:
         return OTHER
-    pxe = is_pxe_client(offer)
+    pxe = ((offer.get(Opt.VENDOR_CLASS_ID) or b"").startswith(b"HTTPClient") if http
+           else is_pxe_client(offer))
     if offer.yiaddr != ZERO:
         return COMBINED if pxe else IP_ONLY
     return PROXY if pxe else OTHER
@@ -83,12 +90,12 @@ class Choice:
     boot_offer: DhcpMessage | None
 
 
-def choose_offer(offers: Sequence[DhcpMessage]) -> Choice | None:
+def choose_offer(offers: Sequence[DhcpMessage], http: bool = False) -> Choice | None:
     """PXE spec 2.1 §2.2.1 priority: "DHCP and PXE in the same offer" first, then an IP-only
     offer with a proxyDHCP offer, then an IP-only offer alone (which gives no boot file)."""
     by_kind: dict[str, list[DhcpMessage]] = {}
     for offer in offers:
-        by_kind.setdefault(offer_kind(offer), []).append(offer)
+        by_kind.setdefault(offer_kind(offer, http), []).append(offer)
     if by_kind.get(COMBINED):
         offer = by_kind[COMBINED][0]
         return Choice("DHCP and PXE in the same offer", offer, offer)
@@ -140,32 +147,33 @@ def plan_boot(offer: DhcpMessage) -> BootPlan:
     return BootPlan("proxy-request", server_id(offer))
 
 
-def _pxe_options(guid: bytes) -> list[tuple[int, bytes]]:
+def _pxe_options(guid: bytes, http: bool = False) -> list[tuple[int, bytes]]:
     return [
         (Opt.PARAMETER_REQUEST_LIST, PARAMETERS),
         (Opt.MAX_MESSAGE_SIZE, (1472).to_bytes(2, "big")),
-        (Opt.CLIENT_ARCH, ARCH_BIOS),
+        (Opt.CLIENT_ARCH, ARCH_X64_HTTP if http else ARCH_BIOS),
         (Opt.CLIENT_NDI, NDI_UNDI_2_1),
         (Opt.CLIENT_UUID, b"\x00" + guid),
-        (Opt.VENDOR_CLASS_ID, VENDOR_CLASS),
+        (Opt.VENDOR_CLASS_ID, HTTP_VENDOR_CLASS if http else VENDOR_CLASS),
     ]
 
 
-def discover(mac: bytes, xid: int, guid: bytes) -> DhcpMessage:
+def discover(mac: bytes, xid: int, guid: bytes, http: bool = False) -> DhcpMessage:
     return DhcpMessage(
         op=Op.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b"\0"), flags=BROADCAST_FLAG,
-        options=((Opt.MESSAGE_TYPE, bytes((MessageType.DISCOVER,))), *_pxe_options(guid)),
+        options=((Opt.MESSAGE_TYPE, bytes((MessageType.DISCOVER,))), *_pxe_options(guid, http)),
     )
 
 
-def request(mac: bytes, xid: int, guid: bytes, offer: DhcpMessage) -> DhcpMessage:
+def request(mac: bytes, xid: int, guid: bytes, offer: DhcpMessage,
+            http: bool = False) -> DhcpMessage:
     return DhcpMessage(
         op=Op.BOOTREQUEST, xid=xid, chaddr=mac.ljust(16, b"\0"), flags=BROADCAST_FLAG,
         options=(
             (Opt.MESSAGE_TYPE, bytes((MessageType.REQUEST,))),
             (Opt.REQUESTED_ADDRESS, offer.yiaddr.packed),
             (Opt.SERVER_ID, server_id(offer).packed),
-            *_pxe_options(guid),
+            *_pxe_options(guid, http),
         ),
     )
 
@@ -188,7 +196,9 @@ def boot_request(
 
 # -- the shell: sockets, the interface, TFTP ------------------------------------------------------
 class Client:
-    def __init__(self, ifname: str, mac: bytes, offer_wait: float, started: float) -> None:
+    def __init__(self, ifname: str, mac: bytes, offer_wait: float, started: float,
+                 http: bool = False) -> None:
+        self.http = http
         self.ifname = ifname
         self.mac = mac
         self.offer_wait = offer_wait
@@ -233,19 +243,19 @@ class Client:
         xid = int.from_bytes(os.urandom(4), "big")
         offers: list[tuple[DhcpMessage, str]] = []
         for attempt in range(attempts):
-            self.sock.sendto(
-                encode(discover(self.mac, xid, self.guid)), ("255.255.255.255", SERVER_PORT)
-            )
-            self.step("discover", attempt=attempt + 1, option60=VENDOR_CLASS.decode())
+            self.sock.sendto(encode(discover(self.mac, xid, self.guid, self.http)),
+                             ("255.255.255.255", SERVER_PORT))
+            option60 = HTTP_VENDOR_CLASS if self.http else VENDOR_CLASS
+            self.step("discover", attempt=attempt + 1, option60=option60.decode())
             offers = self.receive(xid, time.monotonic() + self.offer_wait,
                                   lambda m: m.message_type == MessageType.OFFER)
             if offers:
                 break
         for offer, source in offers:
             self.step("offer", server=str(server_id(offer)), via=source, yiaddr=str(offer.yiaddr),
-                      pxeclient=is_pxe_client(offer), kind=offer_kind(offer),
+                      pxeclient=is_pxe_client(offer), kind=offer_kind(offer, self.http),
                       boot_file=boot_file_of(offer))
-        choice = choose_offer([o for o, _ in offers])
+        choice = choose_offer([o for o, _ in offers], self.http)
         if choice is None:
             if any(offer_kind(o) == PROXY for o, _ in offers):
                 return self.fail(
@@ -260,6 +270,11 @@ class Client:
         address = self.configure(ack)
         if choice.boot_offer is None:
             return self.fail("PXE-E53", "No boot filename received")
+        if self.http:  # the URI is in the offer; HTTP boot has no port 4011 step
+            uri = boot_file_of(choice.boot_offer)
+            if uri is None:
+                return self.fail("PXE-E53", "No boot URI received", address=address)
+            return self.download(server_id(choice.boot_offer), uri, address)
         plan = plan_boot(choice.boot_offer)
         self.step("boot-plan", kind=plan.kind, server=str(plan.server),
                   boot_item=list(plan.boot_item) if plan.boot_item else None)
@@ -286,7 +301,8 @@ class Client:
         server = server_id(offer)
         for attempt in range(attempts):
             self.sock.sendto(
-                encode(request(self.mac, xid, self.guid, offer)), ("255.255.255.255", SERVER_PORT)
+                encode(request(self.mac, xid, self.guid, offer, self.http)),
+                ("255.255.255.255", SERVER_PORT)
             )
             self.step("request", attempt=attempt + 1, server=str(server), address=str(offer.yiaddr))
             replies = self.receive(
@@ -343,12 +359,15 @@ class Client:
     def download(self, server: IPv4Address, file: str, address: IPv4Address) -> dict[str, object]:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / "nbp"
+            url = file if file.startswith(("http://", "https://")) else f"tftp://{server}/{file}"
             completed = subprocess.run(
-                ["curl", "-s", "--max-time", "20", "-o", str(target), f"tftp://{server}/{file}"],
+                ["curl", "-sf", "--max-time", "20", "-o", str(target), url],
                 capture_output=True, text=True, timeout=30, check=False,
             )
             size = target.stat().st_size if target.exists() else 0
-        self.step("tftp", server=str(server), file=file, curl_exit=completed.returncode, bytes=size)
+            digest = hashlib.sha256(target.read_bytes()).hexdigest() if size else None
+        self.step("http" if url.startswith("http") else "tftp", server=str(server), file=file,
+                  curl_exit=completed.returncode, bytes=size, sha256=digest)
         if completed.returncode != 0:
             code = "PXE-E3B" if completed.returncode == 68 else "PXE-E32"  # 68: file not found
             return self.fail(
@@ -379,9 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offer-wait", type=float, default=1.5,
                         help="seconds to collect offers (and to wait for an ACK)")
     parser.add_argument("--attempts", type=int, default=4, help="tries per exchange")
+    parser.add_argument("--http", action="store_true",
+                        help='boot as a UEFI HTTP client (option 60 "HTTPClient", arch 16)')
     args = parser.parse_args(argv)
     client = Client(args.ifname, bytes.fromhex(args.mac.replace(":", "")), args.offer_wait,
-                    time.monotonic())
+                    time.monotonic(), http=args.http)
     try:
         result = client.run(args.attempts)
     finally:

@@ -113,8 +113,13 @@ class ClientArch(enum.IntEnum):
     EFI_BC = 9
     EFI_ARM32 = 10
     EFI_ARM64 = 11
+    # UEFI HTTP boot (the IANA "Processor Architecture Types" registry, RFC 5970 §3.3).
+    EFI_IA32_HTTP = 15
     EFI_X64_HTTP = 16
+    EFI_BC_HTTP = 17
+    EFI_ARM32_HTTP = 18
     EFI_ARM64_HTTP = 19
+    BIOS_HTTP = 20
 
 
 def option_name(code: int) -> str:

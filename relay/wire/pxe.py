@@ -14,6 +14,18 @@ from .options import Option, read_tlvs
 
 PXE_CLIENT_PREFIX = b"PXEClient"
 
+#: A UEFI HTTP boot architecture and the PXE one whose loader it runs, so that a boot table
+#: written for PXE (efi-x64 = "ipxe.efi") also serves HTTP clients, as a URL. The HTTP types
+#: are the IANA "Processor Architecture Types" registry's 15..20.
+HTTP_TWINS: dict[int, int] = {
+    ClientArch.EFI_IA32_HTTP: ClientArch.EFI_IA32,
+    ClientArch.EFI_X64_HTTP: ClientArch.EFI_X64,
+    ClientArch.EFI_BC_HTTP: ClientArch.EFI_BC,
+    ClientArch.EFI_ARM32_HTTP: ClientArch.EFI_ARM32,
+    ClientArch.EFI_ARM64_HTTP: ClientArch.EFI_ARM64,
+    ClientArch.BIOS_HTTP: ClientArch.BIOS,
+}
+
 
 def is_pxe_client(msg: DhcpMessage) -> bool:
     """PXE spec 2.1 §2.2.1: a PXE client sends option 60 starting with "PXEClient"."""

@@ -7,6 +7,7 @@ from functools import cached_property, partial
 from ipaddress import IPv4Address, IPv4Network
 
 from boothop.relay.settings import Validator, validate_section
+from boothop.server.pxe.config import URL_SCHEMES, boot_files
 
 from .optiondefs import MANAGED_CODES, encode_value, resolve_name
 
@@ -51,6 +52,8 @@ class Subnet:
     interface: str | None = None
     next_server: IPv4Address | None = None
     boot_file: str | None = None
+    #: UEFI HTTP boot: the URL for a client sending option 60 "HTTPClient", by architecture.
+    http_boot: tuple[tuple[int, str], ...] = ()
 
     def in_pool(self, address: IPv4Address) -> bool:
         return any(address in pool for pool in self.pools)
@@ -95,7 +98,7 @@ MAX_TIME = 0xFFFFFFFE
 MAX_COMMIT_WINDOW = 0.1
 SUBNET_KEYS = {
     "subnet", "pools", "reservations", "options", "lease_time", "renewal_time", "rebinding_time",
-    "dynamic_bootp", "interface", "next_server", "boot_file",
+    "dynamic_bootp", "interface", "next_server", "boot_file", "http_boot",
 }
 
 
@@ -174,6 +177,7 @@ def _subnet(v: Validator, global_options: dict[int, bytes]) -> Subnet | None:
     interface = v.string("interface")
     next_server = v.address("next_server")
     boot_file = v.string("boot_file")
+    http_boot = _http_boot(v.table("http_boot"))
     if v.failed() or network is None:
         return None
     options.setdefault(1, network.netmask.packed)
@@ -181,12 +185,26 @@ def _subnet(v: Validator, global_options: dict[int, bytes]) -> Subnet | None:
         network=network, pools=tuple(pools), reservations=tuple(r for r in reservations if r),
         options=tuple(sorted(options.items())), lease_time=lease_time, renewal_time=renewal,
         rebinding_time=rebinding, dynamic_bootp=dynamic_bootp, interface=interface,
-        next_server=next_server, boot_file=boot_file,
+        next_server=next_server, boot_file=boot_file, http_boot=http_boot,
     )
     # RFC 2131 §4.4.5: T1 < T2 < lease time, or the client's timers make no sense.
     if not subnet.t1 < subnet.t2 < subnet.lease_time:
         v.fail("renewal_time", "need renewal_time < rebinding_time < lease_time")
     return None if v.failed() else subnet
+
+
+def _http_boot(v: Validator | None) -> tuple[tuple[int, str], ...]:
+    """``http_boot = { efi-x64-http = "http://10.0.0.5/ipxe.efi", ... }``: URLs by architecture
+    (the [pxe] boot-table keys); a PXE key (efi-x64) serves its HTTP twin too."""
+    if v is None:
+        return ()
+    table = boot_files(v)
+    if table.ipxe is not None:
+        v.fail("ipxe", "not an architecture: HTTP boot URLs are chosen by option 93")
+    for name, value in v.data.items():
+        if isinstance(value, str) and not value.startswith(URL_SCHEMES):
+            v.fail(name, f"must be an http:// or https:// URL, not {value!r}")
+    return tuple(table.by_arch.items())
 
 
 def _check_overlaps(v: Validator, subnets: list[tuple[int, Subnet]]) -> None:

@@ -30,6 +30,7 @@ from boothop.relay.wire import (
     decode,
     encode,
 )
+from boothop.relay.wire.pxe import HTTP_TWINS
 
 from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
 from .addressing import reply_destination
@@ -596,11 +597,14 @@ class DhcpServerCore:
         # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
         # else 0.
         ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO
-        options = self._client_options(request, kind, yiaddr, message)
+        http_options, http_file = self._http_boot(request, kind)
+        options = self._client_options(request, kind, yiaddr, message, http_options)
         capacity = self._capacity(request.options)
-        payload = template.fill(msg, destination.flags, ciaddr, yiaddr, options, capacity)
-        if payload is None:  # only with file and/or sname overloaded
+        payload = None if http_file is not None else template.fill(
+            msg, destination.flags, ciaddr, yiaddr, options, capacity)
+        if payload is None:  # a boot URL in the file field, or file and/or sname overloaded
             siaddr, file = self._boot_fields(subnet, nak)
+            file = file if http_file is None else http_file
             reply = DhcpMessage(
                 op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
                 flags=destination.flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr,
@@ -633,8 +637,25 @@ class DhcpServerCore:
         return (subnet.next_server if subnet.next_server is not None else ZERO,
                 subnet.boot_file.encode() if subnet.boot_file else b"")
 
+    def _http_boot(self, request: Request, kind: ReplyKind
+                   ) -> tuple[tuple[tuple[int, bytes], ...], bytes | None]:
+        """UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient" echoed in
+        option 60 and the URI as the boot file name: the options, and the URI for the file field
+        (None: it goes in option 67, where the field's 128 octets would cut it, or no boot)."""
+        vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
+        if (not request.subnet.http_boot or kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK)
+                or not vendor.startswith(HTTP_CLIENT)):
+            return (), None
+        boot_url = http_boot_url(request.subnet, request.options.get(Opt.CLIENT_ARCH))
+        if boot_url is None:
+            return (), None
+        if len(boot_url.encode()) > 127:
+            return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT), (Opt.BOOTFILE_NAME, boot_url.encode())), None
+        return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT),), boot_url.encode()
+
     def _client_options(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
-                        message: str) -> list[tuple[int, bytes]]:
+                        message: str, http_options: tuple[tuple[int, bytes], ...] = ()
+                        ) -> list[tuple[int, bytes]]:
         """The options of this client's reply after the leading ones."""
         bootp = kind is ReplyKind.BOOTREPLY
         options: list[tuple[int, bytes]] = []
@@ -645,10 +666,10 @@ class DhcpServerCore:
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
-            if self.pxe_colocated and not bootp:
-                vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-                if vendor.startswith(b"PXEClient"):
-                    options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
+            vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
+            if self.pxe_colocated and not bootp and vendor.startswith(b"PXEClient"):
+                options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
+            options.extend(http_options)
         if request.client_id is not None and not bootp:
             # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
             # when the client sent one.
@@ -702,3 +723,20 @@ class _Dropped(Exception):
 
 def _with(lease: Lease, **changes: Any) -> Lease:
     return replace(lease, **changes)
+
+
+#: UEFI HTTP boot clients send option 60 "HTTPClient:Arch:..." and expect "HTTPClient" back.
+HTTP_CLIENT = b"HTTPClient"
+
+
+def http_boot_url(subnet: Subnet, arch_option: bytes | None) -> str | None:
+    """The subnet's HTTP boot URL for the client's architectures (option 93, RFC 4578 §2.1: a
+    list of 16-bit types), each tried as itself and then as its PXE twin; None without one."""
+    if not arch_option or len(arch_option) % 2:
+        return None
+    arches = [int.from_bytes(arch_option[i:i + 2], "big") for i in range(0, len(arch_option), 2)]
+    urls = dict(subnet.http_boot)
+    for arch in [*arches, *(HTTP_TWINS[a] for a in arches if a in HTTP_TWINS)]:
+        if arch in urls:
+            return urls[arch]
+    return None

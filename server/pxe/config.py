@@ -12,6 +12,8 @@ from boothop.relay.settings import Validator, validate_section
 from boothop.relay.wire import ClientArch
 from boothop.relay.wire.pxe import arch_name
 
+#: http:// and https://: what a UEFI HTTP boot client can fetch.
+URL_SCHEMES = ("http://", "https://")
 #: The boot-table key for clients whose user class (option 77) is "iPXE".
 IPXE_KEY = "ipxe"
 _ARCH_NUMBER = re.compile(r"^arch-(\d{1,5})$")
@@ -59,6 +61,9 @@ class PxeConfig:
     menu: tuple[MenuItem, ...] = ()
     menu_prompt: str = "Press F8 for boot menu"
     menu_timeout: int = 10
+    #: Where UEFI HTTP boot clients fetch boot files named by a relative path:
+    #: ``http://server_address[:port]/`` when [http] runs in the same file, else none.
+    http_url: str = ""
 
     @property
     def next_server(self) -> IPv4Address:
@@ -77,7 +82,13 @@ def arch_code(name: str) -> int | None:
     return None
 
 
-def _boot_files(v: Validator | None) -> BootFiles:
+def _http_url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(URL_SCHEMES) or len(value) > 200:
+        raise ValueError(f"must be an http:// or https:// URL (at most 200 octets), not {value!r}")
+    return value
+
+
+def boot_files(v: Validator | None) -> BootFiles:
     """A table of architecture = boot file (absent: none)."""
     if v is None:
         return BootFiles()
@@ -102,7 +113,7 @@ def _menu_item(v: Validator, menu: list[MenuItem]) -> MenuItem | None:
     description = v.string("description", required="what the menu shows", max_bytes=200)
     if any(m.type == item_type for m in menu):
         v.fail("type", f"type {item_type} is already in the menu")
-    boot = _boot_files(v.table("boot"))
+    boot = boot_files(v.table("boot"))
     if v.failed() or item_type is None or description is None:
         return None
     return MenuItem(item_type, description, boot)
@@ -121,7 +132,7 @@ def read_pxe(v: Validator) -> PxeConfig | None:
     for entry in v.tables("subnets"):
         entry.unknown_keys({"network", "boot"})
         network = entry.network("network", required="the subnet, like 10.61.1.0/24")
-        boot = _boot_files(entry.table("boot"))
+        boot = boot_files(entry.table("boot"))
         if network is not None:
             subnets.append(SubnetBoot(network, boot))
     prompt = v.string("menu_prompt", PxeConfig.menu_prompt, max_bytes=200, empty=True)
@@ -134,7 +145,7 @@ def read_pxe(v: Validator) -> PxeConfig | None:
         v.fail("menu", "the descriptions do not fit one 255-byte PXE_BOOT_MENU")
     config = PxeConfig(
         server_address=server_address or IPv4Address(0),
-        boot=_boot_files(v.table("boot")),
+        boot=boot_files(v.table("boot")),
         tftp_server=v.address("tftp_server"),
         server_name=v.string("server_name", "", max_bytes=63, empty=True) or "",
         address=str(v.address("address", IPv4Address(0))),
@@ -145,5 +156,6 @@ def read_pxe(v: Validator) -> PxeConfig | None:
         menu=tuple(menu),
         menu_prompt=prompt or "",
         menu_timeout=v.integer("menu_timeout", 10, 0, 255),
+        http_url=v.convert("http_url", _http_url) or "",
     )
     return None if v.failed() else config

@@ -114,9 +114,13 @@ def handle(datagram: Datagram, config: PxeConfig) -> Reply | Dropped:
     link = _link(msg, datagram, on_pxe_port)
     boot_file = None
     if not show_menu:
-        boot_file = choose(config, arches, is_ipxe(msg.get(Opt.USER_CLASS)), link, menu_type)
+        # UEFI HTTP boot: the answer's file is a URL (choose() makes one or gives None).
+        http = vendor_class.startswith(HTTP_CLIENT)
+        boot_file = choose(config, arches, is_ipxe(msg.get(Opt.USER_CLASS)), link, menu_type,
+                           http=http)
         if boot_file is None:
-            return Dropped(Drop.NO_BOOT_FILE, f"architectures {arches or [0]}")
+            what = "boot URL (no pxe.http_url nor [http])" if http else "boot file"
+            return Dropped(Drop.NO_BOOT_FILE, f"no {what} for architectures {arches or [0]}")
     reply = _reply(msg, config, on_pxe_port, vendor_class, boot_file, show_menu, boot_item)
     try:
         payload = encode(reply, _capacity(msg))

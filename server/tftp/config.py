@@ -64,7 +64,8 @@ def parse_tftp(table: object, path: str) -> TftpConfig:
     return validate_section(path, "tftp", table, read_tftp)
 
 
-def _directory(value: Any) -> str:
+def directory(value: Any) -> str:
+    """An absolute directory path (the served root, the upload root)."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f"must be an absolute directory path, not {value!r}")
     return value
@@ -74,7 +75,7 @@ def read_tftp(v: Validator) -> TftpConfig | None:
     """The [tftp] table; None if it had problems (recorded in ``v``)."""
     fields = {f.name: f.default for f in dataclasses.fields(TftpConfig)}
     v.unknown_keys(fields)
-    root = v.convert("root", _directory, required="the directory files are served from")
+    root = v.convert("root", directory, required="the directory files are served from")
     values: dict[str, Any] = {
         key: v.integer(key, fields[key], low, high) for key, (low, high) in _INT_RANGES.items()
     }
@@ -84,7 +85,7 @@ def read_tftp(v: Validator) -> TftpConfig | None:
         timeout=v.number("timeout", 1.0, 0.01, 255),
         max_transfer_time=v.number("max_transfer_time", 600.0, 1, 86400),
         allow_write=v.boolean("allow_write", False),
-        write_root=v.convert("write_root", _directory),
+        write_root=v.convert("write_root", directory),
         overwrite=v.boolean("overwrite", False),
         **values,
     )

@@ -57,6 +57,13 @@ class _FileReader:
 
 def open_file(root: str, filename: str) -> _FileReader:
     """Open a regular file under ``root`` for reading; FileRefused with the TFTP error code."""
+    fd, info = open_regular(root, filename)
+    return _FileReader(fd, info.st_size)
+
+
+def open_regular(root: str, filename: str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of the regular file ``filename`` under ``root``, and its status:
+    the confinement the TFTP and HTTP servers share. FileRefused with the TFTP error code."""
     real = resolve(root, filename)
     try:
         # O_NOFOLLOW: the last component cannot have become a symlink since resolve();
@@ -71,7 +78,7 @@ def open_file(root: str, filename: str) -> _FileReader:
         os.close(fd)
         raise FileRefused(ErrorCode.ACCESS_VIOLATION, "not a regular file")
     os.set_blocking(fd, True)
-    return _FileReader(fd, info.st_size)
+    return fd, info
 
 
 #: Failures of a write that mean "no room": TFTP error 3, "Disk full or allocation exceeded".

@@ -43,6 +43,7 @@ SERVER_CORE = {
     *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease", "reply")),
     *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
     *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
+    "server.http.respond",
 }
 #: Besides the IO modules, a server core must not open databases or files itself.
 SERVER_CORE_FORBIDDEN = IO_MODULES | {"sqlite3", "os", "pathlib", "server.leasestore"}

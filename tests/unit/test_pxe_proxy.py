@@ -192,6 +192,33 @@ def test_http_boot_client_gets_a_url_and_httpclient_echoed() -> None:
     assert not msg.has(Opt.VENDOR_SPECIFIC)
 
 
+HTTP_VENDOR = b"HTTPClient:Arch:00016:UNDI:003000"
+
+
+@pytest.mark.parametrize(("arch", "url"), [
+    (16, "http://10.61.2.10/ipxe.efi"),  # its own entry, a URL as written
+    (15, "http://10.61.2.10:8080/ipxe32.efi"),  # x86 UEFI HTTP: the efi-ia32 twin, made a URL
+    (19, "http://10.61.2.10:8080/arm64.efi"),  # ARM64 UEFI HTTP: the efi-arm64 twin
+])
+def test_http_boot_clients_get_a_url_by_architecture(arch: int, url: str) -> None:
+    config = PxeConfig(server_address=SERVER, boot=CONFIG.boot,
+                       http_url="http://10.61.2.10:8080/")
+    msg, _ = answer(local(request(vendor=HTTP_VENDOR, arch=arch)), config)
+    assert msg.get(Opt.VENDOR_CLASS_ID) == b"HTTPClient"
+    assert msg.file == url.encode() and msg.yiaddr == ZERO
+
+
+def test_a_pxe_client_of_the_same_architecture_still_gets_the_plain_file() -> None:
+    config = PxeConfig(server_address=SERVER, boot=CONFIG.boot, http_url="http://10.61.2.10/")
+    assert answer(local(request(arch=11)), config)[0].file == b"arm64.efi"
+
+
+def test_an_http_client_without_a_url_to_give_is_dropped() -> None:
+    """A relative boot file and no http_url: a path is no use to a UEFI HTTP client."""
+    drop = dropped(local(request(vendor=HTTP_VENDOR, arch=19)))
+    assert drop is Drop.NO_BOOT_FILE
+
+
 def test_boot_file_longer_than_the_file_field_goes_in_option_67() -> None:
     url = "http://10.61.2.10/" + "x" * 150
     config = PxeConfig(server_address=SERVER, boot=files(efi_x64=url))

@@ -6,6 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 from test_server_helpers import (
+    BASE_TOML,
     MT,
     RELAY_A,
     RELAY_B,
@@ -20,8 +21,10 @@ from test_server_helpers import (
     sends,
 )
 
+from boothop.relay.settings import ConfigError
 from boothop.relay.wire import BROADCAST_FLAG, AgentSub, DhcpMessage, MessageType, Op, Opt, encode
 from boothop.server.dhcp.actions import Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
+from boothop.server.dhcp.config import DhcpConfig
 from boothop.server.dhcp.core import DhcpServerCore
 from boothop.server.dhcp.lease import LeaseState
 
@@ -524,6 +527,44 @@ def test_pxe_colocated_adds_vendor_class_for_pxe_clients() -> None:
         == b"PXEClient"
     )
     assert not reply_of(core.handle(dgram(request(MT.DISCOVER, mac(2))), 0.0)).has(60)
+
+
+def _http_boot_config() -> DhcpConfig:
+    subnets = [dict(BASE_TOML["subnets"][0]), *BASE_TOML["subnets"][1:]]  # type: ignore[index]
+    subnets[0]["http_boot"] = {"efi-x64-http": "http://10.51.0.5/ipxe.efi",
+                               "efi-arm64": "http://10.51.0.5/arm64.efi"}
+    return config(subnets=subnets)
+
+
+@pytest.mark.parametrize(("arch", "url"), [
+    (b"\x00\x10", b"http://10.51.0.5/ipxe.efi"),
+    (b"\x00\x13", b"http://10.51.0.5/arm64.efi"),  # ARM64 HTTP: its efi-arm64 twin
+])
+def test_uefi_http_boot_client_gets_httpclient_and_its_url(arch: bytes, url: bytes) -> None:
+    core = DhcpServerCore(_http_boot_config())
+    http = ((Opt.VENDOR_CLASS_ID, b"HTTPClient:Arch:00016:UNDI:003000"), (Opt.CLIENT_ARCH, arch))
+    offer = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=http)), 0.0))
+    assert offer.get(60) == b"HTTPClient" and offer.file == url
+    assert offer.yiaddr != IPv4Address(0)
+
+
+def test_http_boot_urls_go_only_to_http_clients_of_a_known_architecture() -> None:
+    core = DhcpServerCore(_http_boot_config())
+    pxe = ((Opt.VENDOR_CLASS_ID, b"PXEClient:Arch:00007:UNDI:003016"), (Opt.CLIENT_ARCH, b"\0\7"))
+    plain = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=pxe)), 0.0))
+    assert not plain.has(60) and plain.file == b""
+    bios = ((Opt.VENDOR_CLASS_ID, b"HTTPClient:Arch:00020"), (Opt.CLIENT_ARCH, b"\x00\x14"))
+    other = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(2), options=bios)), 0.0))
+    assert not other.has(60) and other.file == b""
+
+
+def test_http_boot_needs_urls() -> None:
+    subnets = [dict(BASE_TOML["subnets"][0])]  # type: ignore[index]
+    subnets[0]["http_boot"] = {"efi-x64-http": "ipxe.efi", "ipxe": "http://x/boot.ipxe"}
+    with pytest.raises(ConfigError) as info:
+        config(subnets=subnets)
+    assert [p.key for p in info.value.problems] == [
+        "dhcp.subnets[0].http_boot.ipxe", "dhcp.subnets[0].http_boot.efi-x64-http"]
 
 
 def test_encode_roundtrip_of_request_helper() -> None:

@@ -18,6 +18,7 @@ from boothop.relay.shell import (
     DatagramLoop,
     RateLimiter,
     SocketUnavailable,
+    open_tcp,
     open_udp,
     pktinfo_cmsg,
     receive,
@@ -76,6 +77,23 @@ def test_a_taken_port_is_refused_naming_the_port(sock: socket.socket) -> None:
 def test_a_foreign_address_is_refused_naming_it() -> None:
     with pytest.raises(SocketUnavailable, match=r"192\.0\.2\.1 is not an address of this host"):
         open_udp(0, "192.0.2.1")
+
+
+def test_a_taken_tcp_port_is_refused_naming_it() -> None:
+    """SO_REUSEADDR on a TCP listener survives TIME_WAIT but never shares a listening port."""
+    with open_tcp(0, "127.0.0.1") as listener:
+        port = listener.getsockname()[1]
+        with pytest.raises(SocketUnavailable) as raised:
+            open_tcp(port, "127.0.0.1")
+        assert f"TCP port {port} on 127.0.0.1 is taken" in str(raised.value)
+        assert "web server" in str(raised.value)
+
+
+def test_a_tcp_listener_on_the_ipv6_wildcard_takes_ipv4_clients() -> None:
+    with open_tcp(0, "::") as listener:
+        assert listener.family == socket.AF_INET6
+        with socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=2):
+            pass
 
 
 def test_send_datagram_from_a_chosen_source(sock: socket.socket, client: socket.socket) -> None:

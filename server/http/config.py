@@ -1,0 +1,80 @@
+"""The [http] table of the server configuration: the HTTP file server beside TFTP."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import ip_address
+from typing import Any
+
+from boothop.relay.settings import Validator, validate_section
+from boothop.server.tftp.config import directory
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+    #: The directory served; [tftp]'s root when not given, so both serve the same files.
+    root: str
+    #: An IPv4 or IPv6 address; "::" serves both families.
+    address: str = "0.0.0.0"
+    port: int = 80
+    #: Connections served at once; one more is answered 503 and closed.
+    max_connections: int = 256
+    #: Connections one client address may hold at once.
+    max_per_client: int = 16
+    #: Seconds for a whole request head (and any body) to arrive, counted from the connection's
+    #: start or the end of the previous response: the slowloris bound, and the keep-alive idle
+    #: time.
+    header_timeout: float = 10.0
+    #: Seconds a response may go without the client taking an octet before it is abandoned.
+    send_timeout: float = 30.0
+    #: Longest request target; a longer one gets 414.
+    max_target: int = 2048
+    #: Largest request head (request line and headers); a larger one gets 431.
+    max_head: int = 16384
+
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "port": (1, 65535),
+    "max_connections": (1, 100_000),
+    "max_per_client": (1, 100_000),
+    "max_target": (16, 65536),
+    "max_head": (1024, 1 << 20),
+}
+
+
+def _listen_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"must be an IPv4 or IPv6 address string, not {value!r}")
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
+def parse_http(table: object, path: str, tftp_root: str | None = None) -> HttpConfig:
+    """Validate an [http] table on its own; ConfigError lists every problem."""
+    return validate_section(path, "http", table, lambda v: read_http(v, tftp_root))
+
+
+def read_http(v: Validator, tftp_root: str | None) -> HttpConfig | None:
+    """The [http] table; None if it had problems (recorded in ``v``). ``tftp_root`` is the
+    default root."""
+    fields = {f.name: f.default for f in dataclasses.fields(HttpConfig)}
+    v.unknown_keys(fields)
+    root = v.convert("root", directory) if "root" in v.data or tftp_root is None else tftp_root
+    if root is None and not v.failed("root"):
+        v.fail("root", "required without [tftp]: the directory files are served from")
+    values: dict[str, Any] = {
+        key: v.integer(key, fields[key], low, high) for key, (low, high) in _INT_RANGES.items()
+    }
+    config = HttpConfig(
+        root=root or "/",
+        address=v.convert("address", _listen_address) or "0.0.0.0",
+        header_timeout=v.number("header_timeout", 10.0, 0.1, 3600),
+        send_timeout=v.number("send_timeout", 30.0, 0.1, 3600),
+        **values,
+    )
+    if not v.failed("max_per_client", "max_connections") and (
+            config.max_per_client > config.max_connections):
+        v.fail("max_per_client", "cannot exceed http.max_connections")
+    return None if v.failed() else config

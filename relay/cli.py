@@ -26,10 +26,11 @@ from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any
 
-from . import metrics, shell
+from . import kernel, metrics, shell
 from .config import AgentPolicy
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
+from .kernel import DEFAULT_CACHE
 from .service import run_relay
 from .settings import (
     EXIT_CONFIG,
@@ -190,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between relay.stats log lines (0: never; default 60)")
     add("--metrics", type=_listen, metavar="HOST:PORT",
         help="serve the counters to Prometheus at http://HOST:PORT/metrics")
+    add("--datapath", choices=("auto", "kernel", "user"), default="auto",
+        help="kernel: relay the common cases in a tc-BPF program, the daemon takes the rest "
+        "(exit 1 if it cannot load); user: every packet through the daemon; auto (default): "
+        "kernel where it loads, one log line says which and why")
     return parser
 
 
@@ -299,12 +304,30 @@ def status(argv: Sequence[str]) -> int:
     return metrics.print_status("boothop-relay", listen, "boothop_relay_")
 
 
+def build_datapath(argv: Sequence[str]) -> int:
+    """``boothop-relay build-datapath [--cache DIR]``: compile the kernel datapath (at install)."""
+    parser = _Parser(prog="boothop-relay build-datapath", allow_abbrev=False,
+                     description="Compile the kernel datapath's tc-BPF program from the source "
+                     "shipped with boothop into its cache (clang); print the object's path.")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help=f"where to keep it (default $BOOTHOP_BPF_CACHE or {DEFAULT_CACHE})")
+    args = parser.parse_args(argv)
+    try:
+        print(kernel.build(args.cache))
+    except kernel.DatapathUnavailable as error:
+        print(f"boothop-relay: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         return check(argv[1:])
     if argv[:1] == ["status"]:
         return status(argv[1:])
+    if argv[:1] == ["build-datapath"]:
+        return build_datapath(argv[1:])
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -336,6 +359,7 @@ def run(args: argparse.Namespace, settings: RelaySettings) -> int:
         return shell.run_daemon("boothop-relay", functools.partial(
             run_relay, settings.relay, reload=reload, stats_interval=settings.stats_interval,
             stats_file=args.stats_file, port=args.port, metrics_listen=settings.metrics,
+            datapath=args.datapath,
         ))
     finally:
         if pid_file is not None:

@@ -26,6 +26,13 @@ class RelayCounters:
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 
+    def plus(self, other: RelayCounters) -> RelayCounters:
+        """Both counts added up (the daemon's and the kernel datapath's)."""
+        summed = RelayCounters()
+        for field in dataclasses.fields(self):
+            setattr(summed, field.name, getattr(self, field.name) + getattr(other, field.name))
+        return summed
+
     def snapshot(self) -> dict[str, object]:
         """Plain values for a stats log line or a JSON dump."""
         return {

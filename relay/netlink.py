@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 import trio
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as pyroute2_netns
 
 from .interfaces import Interface, InterfaceTable
@@ -192,3 +192,59 @@ async def _redump(sock: socket.socket, netns: str | None, debounce: float) -> In
         except Exception as error:  # a failed dump must not stop the relay
             log.error("relay.netlink.dump_failed", error=repr(error))
             await trio.sleep(RETRY_AFTER_FAILURE)
+
+
+# -- the kernel datapath's attachment (tc clsact ingress, a direct-action bpf filter) ----------
+
+#: The name our filters carry: how a stale one (left by a killed daemon) is found at start.
+TC_FILTER_NAME = "boothop-relay"
+TC_INGRESS = "ffff:fff2"
+#: The filter's priority on the clsact ingress hook (tc's "pref").
+TC_PRIORITY = 0xB007
+
+
+def attach_program(ifindex: int, fd: int) -> None:
+    """Attach the program ``fd`` on ``ifindex``'s ingress (adding the clsact qdisc if none),
+    replacing a filter of ours already there (an update is atomic: no packet misses both)."""
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as error:
+            if error.code != errno.EEXIST:
+                raise
+        ipr.tc("replace-filter", "bpf", ifindex, ":1", fd=fd, name=TC_FILTER_NAME,
+               parent=TC_INGRESS, classid=1, direct_action=True, prio=TC_PRIORITY)
+
+
+def detach_program(ifindex: int) -> None:
+    """Remove our filter from ``ifindex`` (the clsact qdisc stays: others may use it)."""
+    with IPRoute() as ipr:
+        _detach(ipr, ifindex)
+
+
+def _detach(ipr: IPRoute, ifindex: int) -> bool:
+    removed = False
+    try:
+        filters = ipr.get_filters(ifindex, parent=TC_INGRESS)
+    except NetlinkError:
+        return False  # no clsact qdisc, or the link is gone
+    for message in filters:
+        options = message.get_attr("TCA_OPTIONS")
+        name = options.get_attr("TCA_BPF_NAME") if options is not None else None
+        if name == TC_FILTER_NAME:
+            with contextlib.suppress(NetlinkError):
+                ipr.tc("del-filter", "bpf", ifindex, ":1", parent=TC_INGRESS,
+                       prio=message["info"] >> 16)
+                removed = True
+    return removed
+
+
+def detach_stale() -> list[str]:
+    """Remove our filters from every interface (what a daemon killed before its exit left);
+    the names of the interfaces they were on."""
+    cleaned = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            if _detach(ipr, link["index"]):
+                cleaned.append(link.get_attr("IFLA_IFNAME"))
+    return cleaned

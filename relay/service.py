@@ -30,12 +30,14 @@ from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .config import RelayConfig
 from .configfile import RelaySettings
+from .datapath import tables
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
+from .kernel import DatapathUnavailable, KernelDatapath
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
-from .netlink import follow_interfaces
+from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
-from .settings import Listen
+from .settings import DaemonError, Listen
 from .shell import (
     DAEMON_SIGNALS,
     DatagramLoop,
@@ -88,6 +90,12 @@ FAMILIES = (
           ("unanswered", "Forwarded requests with no reply from the helper in time"),
           ("untracked", "Forwarded requests given up unanswered as the table was full"),
           ("waiting", "Forwarded requests awaiting the helper's reply"))),
+    Family("boothop_relay_datapath_received", "counter",
+           "Datagrams received, per datapath (kernel: relayed by the tc program; user: the "
+           "daemon)", ("datapath", "received", "{path}")),
+    Family("boothop_relay_kernel_passed_up", "counter",
+           "DHCP datagrams the kernel datapath left to the daemon, per reason",
+           ("datapath", "passed_up", "{reason}")),
     Family("boothop_relay_helper_reply_seconds", "histogram",
            "From forwarding a request to the helper's reply", ("reply_latency",
                                                                 "{server}")),
@@ -114,10 +122,15 @@ class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
-                 stats_file: Path | None = None) -> None:
+                 stats_file: Path | None = None, kernel: KernelDatapath | None = None) -> None:
         """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
-        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock."""
+        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock.
+        ``kernel``: the tc program relaying the common cases, fed from the engine (the slow
+        path and the reference stays here)."""
         self.engine = engine
+        self.kernel = kernel
+        #: The interfaces the kernel datapath is attached to.
+        self.attached: set[int] = set()
         self.udp = udp
         self.sender = sender
         self.stats_file = stats_file
@@ -232,6 +245,42 @@ class RelayService:
         with self.lock:
             self.engine.update_interfaces(table)
         self._check_configured_interfaces()
+        self.push_kernel()
+
+    def push_kernel(self) -> None:
+        """Give the kernel datapath the engine's configuration and interfaces, and attach it to
+        the interfaces the relay serves (at start, on every netlink change and reload)."""
+        if self.kernel is None:
+            return
+        engine = self.engine
+        self.kernel.push(tables(engine, self.sender.server_port))
+        configured = {i.name for i in engine.config.interfaces}
+        wanted = {i.index for i in engine.interfaces
+                  if i.name != "lo" and (not configured or i.name in configured)}
+        for index in sorted(wanted - self.attached):
+            try:
+                attach_program(index, self.kernel.program.fd)
+            except Exception as error:  # that interface stays on the user path
+                self.log.warning("relay.datapath.attach_failed", ifindex=index,
+                                 ifname=self._ifname(index), error=repr(error))
+                continue
+            self.attached.add(index)
+        present = {i.index for i in engine.interfaces}
+        for index in sorted(self.attached - wanted):
+            if index in present:
+                with contextlib.suppress(Exception):
+                    detach_program(index)
+            self.attached.discard(index)
+
+    def detach_kernel(self) -> None:
+        """Remove the program from every interface (at exit)."""
+        if self.kernel is None:
+            return
+        for index in sorted(self.attached):
+            with contextlib.suppress(Exception):
+                detach_program(index)
+        self.attached.clear()
+        self.kernel.close()
 
     def _check_configured_interfaces(self) -> None:
         known = {interface.name for interface in self.engine.interfaces}
@@ -254,6 +303,7 @@ class RelayService:
             if relevel:
                 self.bind_logger()
             self.engine.update_config(config)
+        self.push_kernel()
         self.shell.reloads += 1
         self.log.info("relay.config.reloaded", helpers=[str(h) for h in config.helpers],
                       interfaces=[i.name for i in config.interfaces])
@@ -266,9 +316,19 @@ class RelayService:
 
     def _snapshot(self) -> dict[str, Any]:
         self.replies.expire(time.monotonic())
-        received_on = self.engine.counters.received_on
+        counters = self.engine.counters
+        datapath: dict[str, Any] = {"mode": "user", "received": {"kernel": 0,
+                                                                 "user": counters.received},
+                                    "passed_up": {}}
+        if self.kernel is not None:
+            counts = self.kernel.counts()
+            datapath.update(mode="kernel", passed_up=counts.passed_up)
+            datapath["received"]["kernel"] = counts.counters["received"]
+            counters = counters.plus(counts.as_relay_counters(self.sender.server_port))
+        received_on = counters.received_on
         return {
-            **self.engine.counters.snapshot(),
+            **counters.snapshot(),
+            "datapath": datapath,
             "received_by_interface": {self._ifname(index): count
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
@@ -341,6 +401,31 @@ class RelayService:
             self.shell.reload_failures += 1
 
 
+def open_datapath(mode: str) -> KernelDatapath | None:
+    """The kernel datapath for ``--datapath`` kernel or auto, None for user (or auto where it
+    does not load); one log line says which and why. Our filters left by a daemon that did not
+    exit cleanly are removed first, whatever the mode: they would relay with a stale table."""
+    stale = detach_stale()
+    if stale:
+        log.warning("relay.datapath.stale_removed", ifnames=stale,
+                    note="left by a relay that did not exit cleanly")
+    if mode == "user":
+        log.info("relay.datapath", datapath="user", reason="--datapath user")
+        return None
+    try:
+        kernel = KernelDatapath.load()
+    except (DatapathUnavailable, OSError) as error:
+        if mode == "kernel":
+            raise DaemonError(f"--datapath kernel: {error}") from error
+        log.info("relay.datapath", datapath="user",
+                 reason=f"the kernel datapath does not load: {error}")
+        return None
+    log.info("relay.datapath", datapath="kernel",
+             reason=f"--datapath {mode}: the tc program loaded; the daemon takes what it "
+             "passes up")
+    return kernel
+
+
 def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
     """Loop counters added up over the relay's sockets (per socket in the metrics)."""
     total: Counter[str] = Counter()
@@ -358,6 +443,7 @@ async def run_relay(
     metrics_listen: Listen | None = None,
     port: int = SERVER_PORT,
     handle_signals: bool = True,
+    datapath: str = "auto",
     task_status: trio.TaskStatus[RelayService] = trio.TASK_STATUS_IGNORED,
 ) -> RelayService:
     """Run the relay until cancelled or stopped by SIGTERM/SIGINT; returns the service.
@@ -367,9 +453,11 @@ async def run_relay(
     (``task_status.started``) once the socket is bound and the first interface dump is in the
     engine. Stopping needs no grace period to drain anything: the relay keeps no state between
     packets but its reply tracking, and whatever is still queued in the socket is left unread
-    (as dhcrelay does); the stats file gets the final counters.
+    (as dhcrelay does); the stats file gets the final counters. ``datapath``: kernel (the tc
+    program, or exit 1 if it cannot load), user (none) or auto (kernel where it loads).
     """
     engine = RelayEngine(config)
+    kernel = await trio.to_thread.run_sync(open_datapath, datapath)
     udp = open_udp(port)
     upstream = None
     try:
@@ -380,8 +468,10 @@ async def run_relay(
         udp.close()
         if upstream is not None:
             upstream.close()
+        if kernel is not None:
+            kernel.close()
         raise
-    service = RelayService(engine, udp, sender, stats_file)
+    service = RelayService(engine, udp, sender, stats_file, kernel)
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
@@ -406,7 +496,10 @@ async def run_relay(
                 service.write_stats()
                 task_status.started(service)
     finally:
-        sender.close()
-        service.write_stats()
-        service.log.info("relay.stopped", **service.snapshot())
+        try:
+            service.write_stats()
+            service.log.info("relay.stopped", **service.snapshot())
+        finally:
+            service.detach_kernel()
+            sender.close()
     return service

@@ -17,12 +17,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from typing import Any
 
 from .config import (
     DEFAULT_MAX_HOPS,
     DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_SMART_RETRIES,
     AgentPolicy,
+    GiaddrMode,
     InterfaceConfig,
     RelayConfig,
 )
@@ -57,7 +60,7 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port"}
+     "reply_giaddr", "relay_port", "smart_retries"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -81,6 +84,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     reply_giaddr = v.address("reply_giaddr", usable=True)
     max_hops = v.integer("max_hops", DEFAULT_MAX_HOPS, 1, MAX_HOPS_LIMIT)
     relay_port = v.integer("relay_port", None, 1, 65535)
+    smart_retries = v.integer("smart_retries", DEFAULT_SMART_RETRIES, 1, 16)
     agent_info = v.boolean("agent_info", False)
     policy = AgentPolicy(v.choice("agent_policy", [p.value for p in AgentPolicy],
                                   AgentPolicy.REPLACE.value))
@@ -122,6 +126,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
+        smart_retries=smart_retries,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 
@@ -131,14 +136,27 @@ def _interface(v: Validator) -> InterfaceConfig:
     name = v.string("name", required="every [[interface]] needs a name") or ""
     if name and (len(name) > IFNAME_MAX or "/" in name or any(c.isspace() for c in name)):
         v.fail("name", f"{name!r} is not a valid interface name")
+    role = Role(v.choice("role", [r.value for r in Role], Role.DOWNSTREAM.value))
+    trusted = v.boolean("trusted", False)
+    mode, giaddr = _giaddr(v)
     return InterfaceConfig(
         name=name,
-        role=Role(v.choice("role", [r.value for r in Role], Role.DOWNSTREAM.value)),
-        trusted=v.boolean("trusted", False),
-        giaddr=v.address("giaddr", usable=True),
+        role=role,
+        trusted=trusted,
+        giaddr=giaddr,
+        giaddr_mode=mode,
         helpers=v.addresses("helpers"),
         circuit_id=v.octets("circuit_id"),
         remote_id=v.octets("remote_id"),
         link_selection=v.string("link_selection"),
         server_id_override=v.boolean("server_id_override", False),
     )
+
+
+def _giaddr(v: Validator) -> tuple[GiaddrMode, IPv4Address | None]:
+    """``giaddr``: a mode (primary, smart, all) or an address of the interface (pinned)."""
+    value = v.data.get("giaddr")
+    modes = [mode.value for mode in GiaddrMode]
+    if isinstance(value, str) and value in modes:
+        return GiaddrMode(value), None
+    return GiaddrMode.PRIMARY, v.address("giaddr", usable=True)

@@ -74,6 +74,9 @@ FAMILIES = (
            ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
            ("dropped", "{reason}")),
+    Family("boothop_relay_giaddr_fallbacks", "counter",
+           "Smart giaddr: clients moved to the next address of an interface after unanswered "
+           "DISCOVERs", ("giaddr_fallbacks", "{interface}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",

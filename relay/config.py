@@ -25,6 +25,36 @@ class AgentPolicy(enum.Enum):
     DISCARD = "discard"
 
 
+#: Ports the UDP broadcast helper never forwards: DHCP/BOOTP takes the relay's own path (giaddr,
+#: hops, option 82), and DHCPv6 is not a broadcast protocol to rewrite.
+NEVER_FORWARDED_UDP = {67: "DHCP/BOOTP", 68: "DHCP/BOOTP", 546: "DHCPv6", 547: "DHCPv6"}
+#: Broadcasts forwarded per second per client-facing interface and port, by default.
+DEFAULT_UDP_RATE_LIMIT = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UdpForwarding:
+    """Cisco's ``ip forward-protocol udp``: other UDP broadcasts from client LANs, to helpers.
+
+    Off unless configured (TOML ``[forward_udp]``). A datagram keeps its source address and port
+    and goes to each helper at the same destination port.
+    """
+
+    ports: tuple[int, ...]
+    #: Where broadcasts of every port go; empty: each interface's DHCP helpers.
+    helpers: tuple[IPv4Address, ...] = ()
+    #: Per port, helpers instead of ``helpers``.
+    port_helpers: tuple[tuple[int, tuple[IPv4Address, ...]], ...] = ()
+    rate_limit: int = DEFAULT_UDP_RATE_LIMIT
+
+    def helpers_for(self, port: int, interface: tuple[IPv4Address, ...]
+                    ) -> tuple[IPv4Address, ...]:
+        for listed, helpers in self.port_helpers:
+            if listed == port:
+                return helpers
+        return self.helpers or interface
+
+
 class GiaddrMode(enum.Enum):
     """Which of a client-facing interface's addresses (several subnets on one LAN) is giaddr,
     unless one is pinned (``InterfaceConfig.giaddr``)."""
@@ -82,6 +112,8 @@ class RelayConfig:
     relay_port: int | None = None
     #: DISCOVERs from one client without an OFFER before a smart interface's next address.
     smart_retries: int = DEFAULT_SMART_RETRIES
+    #: The UDP broadcast helper (None: off).
+    forward_udp: UdpForwarding | None = None
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:

@@ -11,6 +11,9 @@ from .interfaces import Role
 DEFAULT_MAX_HOPS = 10
 #: dhcrelay's -A default: the largest packet sent to a server once option 82 is added.
 DEFAULT_MAX_PACKET_SIZE = 576
+#: Cisco's ``ip dhcp smart-relay``: after this many DISCOVERs from one client without an OFFER
+#: delivered to it, the next of the interface's addresses becomes its giaddr.
+DEFAULT_SMART_RETRIES = 3
 
 
 class AgentPolicy(enum.Enum):
@@ -22,14 +25,58 @@ class AgentPolicy(enum.Enum):
     DISCARD = "discard"
 
 
+#: Ports the UDP broadcast helper never forwards: DHCP/BOOTP takes the relay's own path (giaddr,
+#: hops, option 82), and DHCPv6 is not a broadcast protocol to rewrite.
+NEVER_FORWARDED_UDP = {67: "DHCP/BOOTP", 68: "DHCP/BOOTP", 546: "DHCPv6", 547: "DHCPv6"}
+#: Broadcasts forwarded per second per client-facing interface and port, by default.
+DEFAULT_UDP_RATE_LIMIT = 50
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UdpForwarding:
+    """Cisco's ``ip forward-protocol udp``: other UDP broadcasts from client LANs, to helpers.
+
+    Off unless configured (TOML ``[forward_udp]``). A datagram keeps its source address and port
+    and goes to each helper at the same destination port.
+    """
+
+    ports: tuple[int, ...]
+    #: Where broadcasts of every port go; empty: each interface's DHCP helpers.
+    helpers: tuple[IPv4Address, ...] = ()
+    #: Per port, helpers instead of ``helpers``.
+    port_helpers: tuple[tuple[int, tuple[IPv4Address, ...]], ...] = ()
+    rate_limit: int = DEFAULT_UDP_RATE_LIMIT
+
+    def helpers_for(self, port: int, interface: tuple[IPv4Address, ...]
+                    ) -> tuple[IPv4Address, ...]:
+        for listed, helpers in self.port_helpers:
+            if listed == port:
+                return helpers
+        return self.helpers or interface
+
+
+class GiaddrMode(enum.Enum):
+    """Which of a client-facing interface's addresses (several subnets on one LAN) is giaddr,
+    unless one is pinned (``InterfaceConfig.giaddr``)."""
+
+    #: The primary address (dhcrelay's behaviour).
+    PRIMARY = "primary"
+    #: The primary, then the next secondary after ``smart_retries`` unanswered DISCOVERs.
+    SMART = "smart"
+    #: One copy of each request per address of the interface.
+    ALL = "all"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class InterfaceConfig:
     name: str
     role: Role = Role.DOWNSTREAM
     #: RFC 3046 §2.1: on an untrusted circuit a request with giaddr 0 and option 82 is dropped.
     trusted: bool = False
-    #: The address put in giaddr when the interface has several (secondary subnets).
+    #: The address put in giaddr when the interface has several (secondary subnets): pinned,
+    #: whatever ``giaddr_mode`` says.
     giaddr: IPv4Address | None = None
+    giaddr_mode: GiaddrMode = GiaddrMode.PRIMARY
     #: Helper addresses for requests received here; empty means the global list.
     helpers: tuple[IPv4Address, ...] = ()
     #: Circuit-id sub-option; default: the interface name.
@@ -63,6 +110,10 @@ class RelayConfig:
     #: dhcrelay's -rp: RFC 8357 relay source port. Requests go to servers from this UDP port
     #: with the Relay Source Port sub-option (19) in option 82, and replies come back to it.
     relay_port: int | None = None
+    #: DISCOVERs from one client without an OFFER before a smart interface's next address.
+    smart_retries: int = DEFAULT_SMART_RETRIES
+    #: The UDP broadcast helper (None: off).
+    forward_udp: UdpForwarding | None = None
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:

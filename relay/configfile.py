@@ -17,14 +17,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from typing import Any
 
 from .config import (
     DEFAULT_MAX_HOPS,
     DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_SMART_RETRIES,
+    DEFAULT_UDP_RATE_LIMIT,
+    NEVER_FORWARDED_UDP,
     AgentPolicy,
+    GiaddrMode,
     InterfaceConfig,
     RelayConfig,
+    UdpForwarding,
 )
 from .interfaces import Role
 from .settings import ConfigError, Listen, Validator, parse_listen, read_toml
@@ -57,7 +63,7 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port"}
+     "reply_giaddr", "relay_port", "smart_retries", "forward_udp"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -81,6 +87,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     reply_giaddr = v.address("reply_giaddr", usable=True)
     max_hops = v.integer("max_hops", DEFAULT_MAX_HOPS, 1, MAX_HOPS_LIMIT)
     relay_port = v.integer("relay_port", None, 1, 65535)
+    smart_retries = v.integer("smart_retries", DEFAULT_SMART_RETRIES, 1, 16)
     agent_info = v.boolean("agent_info", False)
     policy = AgentPolicy(v.choice("agent_policy", [p.value for p in AgentPolicy],
                                   AgentPolicy.REPLACE.value))
@@ -92,6 +99,8 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     log_level = v.choice("log_level", LEVELS, None)
     metrics = v.convert("metrics", parse_listen)
     interfaces = tuple(_interface(table) for table in v.tables("interface"))
+    udp_table = v.table("forward_udp")
+    forward_udp = None if udp_table is None else _forward_udp(udp_table)
 
     seen: dict[str, int] = {}
     for n, interface in enumerate(interfaces):
@@ -122,6 +131,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
+        smart_retries=smart_retries, forward_udp=forward_udp,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 
@@ -131,14 +141,62 @@ def _interface(v: Validator) -> InterfaceConfig:
     name = v.string("name", required="every [[interface]] needs a name") or ""
     if name and (len(name) > IFNAME_MAX or "/" in name or any(c.isspace() for c in name)):
         v.fail("name", f"{name!r} is not a valid interface name")
+    role = Role(v.choice("role", [r.value for r in Role], Role.DOWNSTREAM.value))
+    trusted = v.boolean("trusted", False)
+    mode, giaddr = _giaddr(v)
     return InterfaceConfig(
         name=name,
-        role=Role(v.choice("role", [r.value for r in Role], Role.DOWNSTREAM.value)),
-        trusted=v.boolean("trusted", False),
-        giaddr=v.address("giaddr", usable=True),
+        role=role,
+        trusted=trusted,
+        giaddr=giaddr,
+        giaddr_mode=mode,
         helpers=v.addresses("helpers"),
         circuit_id=v.octets("circuit_id"),
         remote_id=v.octets("remote_id"),
         link_selection=v.string("link_selection"),
         server_id_override=v.boolean("server_id_override", False),
+    )
+
+
+def _giaddr(v: Validator) -> tuple[GiaddrMode, IPv4Address | None]:
+    """``giaddr``: a mode (primary, smart, all) or an address of the interface (pinned)."""
+    value = v.data.get("giaddr")
+    modes = [mode.value for mode in GiaddrMode]
+    if isinstance(value, str) and value in modes:
+        return GiaddrMode(value), None
+    return GiaddrMode.PRIMARY, v.address("giaddr", usable=True)
+
+
+FORWARD_UDP_KEYS = frozenset({"ports", "helpers", "helpers_by_port", "rate_limit"})
+
+
+def _forward_udp(v: Validator) -> UdpForwarding:
+    """``[forward_udp]``: ports (never DHCP's), helpers, helpers per port, a rate limit."""
+    v.unknown_keys(FORWARD_UDP_KEYS)
+    ports: list[int] = []
+    for index, port in enumerate(v.value("ports", list, "a list of UDP ports",
+                                         required="the UDP ports to forward") or []):
+        key = f"ports[{index}]"
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            v.fail(key, f"must be a UDP port 1..65535, not {port!r}")
+        elif port in NEVER_FORWARDED_UDP:
+            v.fail(key, f"{port} is {NEVER_FORWARDED_UDP[port]}: never forwarded as a plain "
+                   "broadcast (DHCP goes through the relay itself)")
+        elif port in ports:
+            v.fail(key, f"{port} is listed twice")
+        else:
+            ports.append(port)
+    by_port: list[tuple[int, tuple[IPv4Address, ...]]] = []
+    table = v.table("helpers_by_port")
+    if table is not None:
+        for name in table.data:
+            port = int(name) if name.isdigit() else 0
+            if port not in ports:
+                table.fail(name, f"{name!r} is not one of the forwarded ports "
+                           f"({', '.join(map(str, ports)) or 'none'})")
+                continue
+            by_port.append((port, table.addresses(name)))
+    return UdpForwarding(
+        ports=tuple(ports), helpers=v.addresses("helpers"), port_helpers=tuple(by_port),
+        rate_limit=v.integer("rate_limit", DEFAULT_UDP_RATE_LIMIT, 1, 100_000),
     )

@@ -22,6 +22,9 @@ class RelayCounters:
     agent_info_added: int = 0
     #: Requests forwarded without our option 82 because it would have exceeded the size limit.
     agent_info_omitted_oversize: int = 0
+    #: Smart giaddr: per interface name, clients moved to the next address after unanswered
+    #: DISCOVERs.
+    giaddr_fallbacks: Counter[str] = dataclasses.field(default_factory=Counter)
     forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
@@ -42,6 +45,7 @@ class RelayCounters:
             "replies_by_port": {str(k): v for k, v in sorted(self.replies_on_port.items())},
             "agent_info_added": self.agent_info_added,
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
+            "giaddr_fallbacks": dict(sorted(self.giaddr_fallbacks.items())),
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},

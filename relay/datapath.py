@@ -16,6 +16,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 
 from .actions import DeliveryMode
+from .config import GiaddrMode
 from .counters import RelayCounters
 from .engine import RFC1542_MAX_HOPS, RelayEngine, _circuit_of
 from .interfaces import Interface, Role
@@ -97,15 +98,18 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     if settings.trusted:
         flags |= IF_TRUSTED
     helpers = config.helpers_for(settings)
-    giaddr = engine._giaddr_for(interface, settings)
     source = engine._link_address(interface, settings)
+    giaddr = None if source is None else engine._giaddr_for(source, settings)
     agent = b""
     circuit = b""
+    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine.
+    one_giaddr = settings.giaddr is not None or settings.giaddr_mode is GiaddrMode.PRIMARY
     in_subset = (settings.link_selection is None and not settings.server_id_override
-                 and config.relay_port is None and len(interface.mac) == 6)
-    if engine._adds_agent_info(settings):
+                 and config.relay_port is None and len(interface.mac) == 6 and one_giaddr
+                 and source is not None)
+    if engine._adds_agent_info(settings) and source is not None:
         flags |= IF_ADDS_AGENT
-        agent = engine._agent_info(interface, settings, False) or b""
+        agent = engine._agent_info(interface, settings, False, source) or b""
         in_subset = in_subset and 0 < len(agent) <= MAX_AGENT
     if engine._adds_circuit(settings):
         flags |= IF_ADDS_CIRCUIT

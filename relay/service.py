@@ -28,6 +28,7 @@ import trio
 
 from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
+from .broadcast import BroadcastForwarder, UdpDropped
 from .config import RelayConfig
 from .configfile import RelaySettings
 from .datapath import tables
@@ -50,7 +51,7 @@ from .shell import (
     set_log_level,
     signal_loop,
 )
-from .sockets import Sender, open_packet
+from .sockets import Sender, open_packet, open_raw
 from .wire import SERVER_PORT, Datagram
 
 #: How often the stats file is refreshed when a counter changed.
@@ -76,6 +77,16 @@ FAMILIES = (
            ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
            ("dropped", "{reason}")),
+    Family("boothop_relay_giaddr_fallbacks", "counter",
+           "Smart giaddr: clients moved to the next address of an interface after unanswered "
+           "DISCOVERs", ("giaddr_fallbacks", "{interface}")),
+    Family("boothop_relay_udp_received", "counter",
+           "UDP broadcast helper: datagrams received, per port", ("udp_received", "{port}")),
+    Family("boothop_relay_udp_forwarded", "counter",
+           "UDP broadcast helper: datagrams forwarded, per port and helper",
+           ("udp_forwarded", "{port}", "{server}")),
+    Family("boothop_relay_udp_dropped", "counter",
+           "UDP broadcast helper: datagrams dropped, per reason", ("udp_dropped", "{reason}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
@@ -122,9 +133,11 @@ class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
-                 stats_file: Path | None = None, kernel: KernelDatapath | None = None) -> None:
+                 stats_file: Path | None = None, kernel: KernelDatapath | None = None,
+                 broadcasts: Iterable[socket.socket] = ()) -> None:
         """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
-        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock.
+        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock;
+        each of ``broadcasts`` (a port of the UDP broadcast helper) one into its forwarder.
         ``kernel``: the tc program relaying the common cases, fed from the engine (the slow
         path and the reference stays here)."""
         self.engine = engine
@@ -143,6 +156,12 @@ class RelayService:
         self.loop = DatagramLoop(udp, self.receive, log=log, lock=self.lock)
         self.loops = [self.loop] + ([] if sender.upstream is None else [
             DatagramLoop(sender.upstream, self.receive, log=log, lock=self.lock)])
+        forwarding = engine.config.forward_udp
+        self.broadcast = BroadcastForwarder(_udp_limiter(engine.config))
+        #: The broadcast helper's ports, bound at start and kept (as the relay port).
+        self.udp_ports = () if forwarding is None else forwarding.ports
+        self.loops += [DatagramLoop(sock, self.receive_udp, log=log, lock=self.lock)
+                       for sock in broadcasts]
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
@@ -187,6 +206,32 @@ class RelayService:
                 self.log.warning(action.event, message=action.message, server=str(action.server))
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
+
+    def receive_udp(self, datagram: Datagram) -> None:
+        """The broadcast helper's receive threads' handler (under ``lock``)."""
+        self.handle_udp(datagram, time.monotonic())
+
+    def handle_udp(self, datagram: Datagram, now: float) -> None:
+        """Run one broadcast through the forwarder and send what it says."""
+        outcome = self.broadcast.handle(datagram, self.engine.config, self.engine.interfaces, now)
+        source = f"{address_text(datagram.source)}:{datagram.source_port}"
+        if isinstance(outcome, UdpDropped):
+            suppressed = self.limiter.allow(("udp-drop", outcome.reason), now)
+            if self.steps and suppressed is not None:
+                self.log.info("relay.udp.drop", port=datagram.port, source=source,
+                              reason=outcome.reason.value, detail=outcome.detail,
+                              suppressed=suppressed)
+            return
+        for action in outcome:
+            try:
+                self.sender.forward_udp(action)
+            except OSError as error:
+                self._send_failed("forward-udp", error, now, server=str(action.server),
+                                  port=action.port)
+        if self.steps:
+            self.log.info("relay.udp.forwarded", port=datagram.port, source=source,
+                          destination=address_text(datagram.destination),
+                          servers=[address_text(action.server) for action in outcome])
 
     def _observe(self, helper: IPv4Address, latency: float) -> None:
         histogram = self.latency.get(helper)
@@ -298,11 +343,18 @@ class RelayService:
             self.log.warning("relay.config.relay_port_kept", relay_port=running,
                              configured=config.relay_port, note="takes effect on restart")
             config = dataclasses.replace(config, relay_port=running)
+        forwarding = config.forward_udp
+        if (() if forwarding is None else forwarding.ports) != self.udp_ports:
+            # Their sockets are bound at start; a port no longer listed is dropped and counted.
+            self.log.warning("relay.config.forward_udp_ports_kept", ports=list(self.udp_ports),
+                             configured=None if forwarding is None else list(forwarding.ports),
+                             note="new ports take effect on restart")
         relevel = settings.log_level is not None and set_log_level(settings.log_level)
         with self.lock:
             if relevel:
                 self.bind_logger()
             self.engine.update_config(config)
+            self.broadcast.limiter = _udp_limiter(config)
         self.push_kernel()
         self.shell.reloads += 1
         self.log.info("relay.config.reloaded", helpers=[str(h) for h in config.helpers],
@@ -329,6 +381,7 @@ class RelayService:
         return {
             **counters.snapshot(),
             "datapath": datapath,
+            **self.broadcast.counters.snapshot(),
             "received_by_interface": {self._ifname(index): count
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
@@ -426,6 +479,13 @@ def open_datapath(mode: str) -> KernelDatapath | None:
     return kernel
 
 
+def _udp_limiter(config: RelayConfig) -> RateLimiter:
+    """The broadcast helper's allowance: ``rate_limit`` datagrams a second per interface and
+    port (the shell's one rate limiter, keyed by the forwarder)."""
+    forwarding = config.forward_udp
+    return RateLimiter(burst=1 if forwarding is None else forwarding.rate_limit, period=1.0)
+
+
 def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
     """Loop counters added up over the relay's sockets (per socket in the metrics)."""
     total: Counter[str] = Counter()
@@ -459,19 +519,29 @@ async def run_relay(
     engine = RelayEngine(config)
     kernel = await trio.to_thread.run_sync(open_datapath, datapath)
     udp = open_udp(port)
-    upstream = None
+    opened: list[socket.socket] = [udp]
     try:
         # RFC 8357 §5.1: requests leave from the relay port, and replies come back to it.
         upstream = None if config.relay_port is None else open_udp(config.relay_port)
-        sender = Sender(udp, open_packet(), port, upstream)
-    except BaseException:
-        udp.close()
         if upstream is not None:
-            upstream.close()
+            opened.append(upstream)
+        forwarding = config.forward_udp
+        broadcasts: list[socket.socket] = []
+        raw = None
+        if forwarding is not None:  # the UDP broadcast helper: its ports, its raw socket
+            for forwarded_port in forwarding.ports:
+                broadcasts.append(open_udp(forwarded_port))
+                opened.append(broadcasts[-1])
+            raw = open_raw()
+            opened.append(raw)
+        sender = Sender(udp, open_packet(), port, upstream, raw)
+    except BaseException:
+        for sock in opened:
+            sock.close()
         if kernel is not None:
             kernel.close()
         raise
-    service = RelayService(engine, udp, sender, stats_file, kernel)
+    service = RelayService(engine, udp, sender, stats_file, kernel, broadcasts)
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
@@ -502,4 +572,6 @@ async def run_relay(
         finally:
             service.detach_kernel()
             sender.close()
+            for sock in broadcasts:
+                sock.close()
     return service

@@ -649,9 +649,10 @@ class DhcpServerCore:
         boot_url = http_boot_url(request.subnet, request.options.get(Opt.CLIENT_ARCH))
         if boot_url is None:
             return (), None
-        if len(boot_url.encode()) > 127:
-            return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT), (Opt.BOOTFILE_NAME, boot_url.encode())), None
-        return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT),), boot_url.encode()
+        url = boot_url.encode()
+        if len(url) > 127:
+            return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT), (Opt.BOOTFILE_NAME, url)), None
+        return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT),), url
 
     def _client_options(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
                         message: str, http_options: tuple[tuple[int, bytes], ...] = ()

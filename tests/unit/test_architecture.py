@@ -20,7 +20,7 @@ PACKAGES = ("relay", "server")
 
 CORE = {
     f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters",
-                                 "replies")
+                                 "replies", "giaddr", "broadcast")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {
@@ -239,6 +239,7 @@ def test_server_core_is_sans_io(module: str) -> None:
 #: Every reason a core can drop or refuse a packet for, where its enum lives.
 DROP_ENUMS = [
     ("relay/drops.py", "DropReason"),
+    ("relay/broadcast.py", "UdpDrop"),
     ("server/dhcp/actions.py", "DropReason"),
     ("server/pxe/proxy.py", "Drop"),
     ("server/tftp/admission.py", "Refusal"),

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from ipaddress import IPv4Address
 
+from .classes import ForwardingClass
 from .interfaces import Role
 
 DEFAULT_MAX_HOPS = 10
@@ -63,6 +64,9 @@ class RelayConfig:
     #: dhcrelay's -rp: RFC 8357 relay source port. Requests go to servers from this UDP port
     #: with the Relay Source Port sub-option (19) in option 82, and replies come back to it.
     relay_port: int | None = None
+    #: Boot-aware forwarding classes, tried in order (``relay.classes``); a request none
+    #: matches goes to ``helpers_for`` its interface.
+    classes: tuple[ForwardingClass, ...] = ()
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:
@@ -80,4 +84,6 @@ class RelayConfig:
         servers = set(self.helpers) | set(self.extra_servers)
         for interface in self.interfaces:
             servers.update(interface.helpers)
+        for forwarding_class in self.classes:
+            servers.update(forwarding_class.helpers)
         return frozenset(servers)

@@ -23,6 +23,8 @@ class RelayCounters:
     #: Requests forwarded without our option 82 because it would have exceeded the size limit.
     agent_info_omitted_oversize: int = 0
     forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    #: Requests relayed, per forwarding class ("default": no class matched).
+    relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 
@@ -36,6 +38,7 @@ class RelayCounters:
             "agent_info_added": self.agent_info_added,
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
+            "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
@@ -104,7 +105,16 @@ class RelayEngine:
         checked = self._request_checks(msg, datagram)
         if isinstance(checked, Drop):
             return self._drop_request(msg, checked.reason, checked.detail)
-        ingress, settings, helpers = checked
+        ingress, settings = checked
+        # The forwarding classes (relay.classes): the first that matches names the helpers;
+        # none matching, the interface's (or the global) helpers, every one of them.
+        matched = classify(self.config.classes, msg, ingress.name)
+        if matched is None:
+            class_name, helpers = DEFAULT_CLASS, self.config.helpers_for(settings)
+        else:
+            class_name, helpers = matched.name, matched.helpers
+        if not helpers:
+            return self._drop_request(msg, DropReason.NO_HELPERS, ingress.name)
         hops, giaddr, agent_value = msg.hops + 1, msg.giaddr, None
         if giaddr == ZERO:
             agent_present = msg.has(Opt.RELAY_AGENT_INFO)
@@ -163,7 +173,8 @@ class RelayEngine:
         for server in helpers:
             forwarded[server] += 1
             forwards.append(Forward(server, payload))
-        return Outcome(tuple(forwards), msg, hops, giaddr)
+        self.counters.relayed_by_class[class_name] += 1
+        return Outcome(tuple(forwards), msg, hops, giaddr, class_name)
 
     def _drop_request(self, msg: DhcpMessage, reason: DropReason, detail: str) -> Outcome:
         self.counters.dropped[reason] += 1
@@ -171,8 +182,8 @@ class RelayEngine:
 
     def _request_checks(
         self, msg: DhcpMessage, datagram: Datagram
-    ) -> Drop | tuple[Interface, InterfaceConfig, tuple[IPv4Address, ...]]:
-        """The checks before any change: a Drop, or the ingress, its settings and helpers."""
+    ) -> Drop | tuple[Interface, InterfaceConfig]:
+        """The checks before any change: a Drop, or the ingress and its settings."""
         ingress = self.interfaces.by_index(datagram.ifindex)
         if ingress is None:
             return Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")
@@ -193,10 +204,7 @@ class RelayEngine:
         # address implemented by the local agent itself" (dhcrelay: "we just sent it").
         if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
             return Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")
-        helpers = self.config.helpers_for(settings)
-        if not helpers:
-            return Drop(DropReason.NO_HELPERS, ingress.name)
-        return ingress, settings, helpers
+        return ingress, settings
 
     def _capacity(self, datagram: Datagram) -> int:
         """The most a relayed message may take: what arrived, the configured maximum or Ethernet's.

@@ -72,6 +72,8 @@ class Outcome:
     message: DhcpMessage | None = None
     hops: int | None = None
     giaddr: IPv4Address | None = None
+    #: The forwarding class a forwarded request went by (``relay.classes``).
+    forwarding_class: str | None = None
 
     @property
     def xid(self) -> int | None:

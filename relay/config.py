@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from ipaddress import IPv4Address
 
+from .classes import ForwardingClass
 from .interfaces import Role
 
 DEFAULT_MAX_HOPS = 10
@@ -114,6 +115,9 @@ class RelayConfig:
     smart_retries: int = DEFAULT_SMART_RETRIES
     #: The UDP broadcast helper (None: off).
     forward_udp: UdpForwarding | None = None
+    #: Boot-aware forwarding classes, tried in order (``relay.classes``); a request none
+    #: matches goes to ``helpers_for`` its interface.
+    classes: tuple[ForwardingClass, ...] = ()
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:
@@ -131,4 +135,6 @@ class RelayConfig:
         servers = set(self.helpers) | set(self.extra_servers)
         for interface in self.interfaces:
             servers.update(interface.helpers)
+        for forwarding_class in self.classes:
+            servers.update(forwarding_class.helpers)
         return frozenset(servers)

@@ -5,6 +5,10 @@ The schema (documented in ``config/relay.toml``)::
     helpers = ["10.9.0.10"]          # top level: RelayConfig fields, plus the shell's settings
     [[interface]]                    # one table per interface: InterfaceConfig fields
     name = "eth1"
+    [[class]]                        # forwarding classes, first match wins (relay.classes)
+    name = "pxe"
+    vendor_class = ["PXEClient"]
+    helpers = ["10.9.0.10", "10.9.0.20"]
 
 Validation goes through ``boothop.relay.settings``: one ConfigError lists every problem, each
 naming the file, its line, the dotted key (``interface[1].giaddr``, counting from 0) and the
@@ -15,11 +19,13 @@ share one validator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
+from .classes import DEFAULT_CLASS, ForwardingClass
 from .config import (
     DEFAULT_MAX_HOPS,
     DEFAULT_MAX_PACKET_SIZE,
@@ -33,7 +39,7 @@ from .config import (
     UdpForwarding,
 )
 from .interfaces import Role
-from .settings import ConfigError, Listen, Validator, parse_listen, read_toml
+from .settings import ConfigError, Listen, Validator, parse_hex, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
 from .wire import DHCP_MIN_MAX_SIZE
 
@@ -63,12 +69,18 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port", "smart_retries", "forward_udp"}
+     "reply_giaddr", "relay_port", "smart_retries", "forward_udp", "class"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
      "server_id_override"}
 )
+CLASS_KEYS = frozenset(
+    {"name", "helpers", "vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces"}
+)
+CLASS_CRITERIA = ("vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces")
+#: chaddr has 16 octets.
+CHADDR_SIZE = 16
 
 
 def load(path: str | os.PathLike[str]) -> RelaySettings:
@@ -125,13 +137,14 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     if interfaces and not v.failed("interface") and not any(
             i.role.faces_clients for i in interfaces):
         v.fail("interface", "no client-facing interface (role downstream or both)")
+    classes = _classes(v, interfaces)
 
     v.finish()
     relay = RelayConfig(
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
-        smart_retries=smart_retries, forward_udp=forward_udp,
+        smart_retries=smart_retries, forward_udp=forward_udp, classes=classes,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 
@@ -200,3 +213,64 @@ def _forward_udp(v: Validator) -> UdpForwarding:
         ports=tuple(ports), helpers=v.addresses("helpers"), port_helpers=tuple(by_port),
         rate_limit=v.integer("rate_limit", DEFAULT_UDP_RATE_LIMIT, 1, 100_000),
     )
+
+
+def _classes(v: Validator, interfaces: tuple[InterfaceConfig, ...]
+             ) -> tuple[ForwardingClass, ...]:
+    """The [[class]] tables, in the order of the file (the first that matches wins)."""
+    client_facing = {i.name for i in interfaces if i.role.faces_clients}
+    classes: list[ForwardingClass] = []
+    seen: dict[str, int] = {}
+    for n, table in enumerate(v.tables("class")):
+        made = _class(table, client_facing if interfaces else None)
+        if made is None:
+            continue
+        if made.name in seen:
+            table.fail("name", f"{made.name!r} already names class[{seen[made.name]}]")
+        seen[made.name] = n
+        classes.append(made)
+    return tuple(classes)
+
+
+def _class(v: Validator, client_facing: set[str] | None) -> ForwardingClass | None:
+    """One [[class]]; ``client_facing`` the interfaces it may name (None: any, for the relay
+    uses every interface)."""
+    v.unknown_keys(CLASS_KEYS)
+    name = v.string("name", required="every [[class]] needs a name (counted by it)") or ""
+    if name == DEFAULT_CLASS:
+        v.fail("name", f"{DEFAULT_CLASS!r} counts the requests no class matches: choose another")
+    helpers = v.addresses("helpers")
+    if not helpers and not v.failed("helpers"):
+        v.fail("helpers", "missing: the helper addresses this class's requests go to")
+    if not any(key in v.data for key in CLASS_CRITERIA):
+        v.fail("", f"no match criterion ({', '.join(CLASS_CRITERIA)}): it would take every "
+               "request, and the classes after it none")
+    arches = _arches(v)
+    mac_prefix = []
+    for index, item in enumerate(v.value("mac_prefix", list, "a list of hex prefixes") or []):
+        prefix = v.attempt(f"mac_prefix[{index}]", functools.partial(parse_hex, item, CHADDR_SIZE))
+        if prefix is not None:
+            mac_prefix.append(prefix)
+    names = v.strings("interfaces")
+    for index, ifname in enumerate(names):
+        if client_facing is not None and ifname not in client_facing:
+            v.fail(f"interfaces[{index}]", f"{ifname!r} is not a client-facing [[interface]]")
+    vendor_class, user_class = v.strings("vendor_class"), v.strings("user_class")
+    if v.failed():
+        return None
+    return ForwardingClass(
+        name=name, helpers=helpers, vendor_class=tuple(text.encode() for text in vendor_class),
+        client_arch=arches, user_class=tuple(text.encode() for text in user_class),
+        mac_prefix=tuple(mac_prefix), interfaces=frozenset(names),
+    )
+
+
+def _arches(v: Validator) -> frozenset[int]:
+    """RFC 4578 §2.1 architecture types (16 bits each): 0 x86 BIOS, 7 x64 UEFI, 16 HTTP..."""
+    arches = set()
+    for index, item in enumerate(v.value("client_arch", list, "a list of integers") or []):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 0xFFFF:
+            v.fail(f"client_arch[{index}]", f"must be an architecture type 0..65535, not {item!r}")
+        else:
+            arches.add(item)
+    return frozenset(arches)

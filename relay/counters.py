@@ -26,6 +26,8 @@ class RelayCounters:
     #: DISCOVERs.
     giaddr_fallbacks: Counter[str] = dataclasses.field(default_factory=Counter)
     forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    #: Requests relayed, per forwarding class ("default": no class matched).
+    relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 
@@ -47,6 +49,7 @@ class RelayCounters:
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
             "giaddr_fallbacks": dict(sorted(self.giaddr_fallbacks.items())),
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
+            "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
         }

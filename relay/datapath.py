@@ -115,7 +115,10 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
         flags |= IF_ADDS_CIRCUIT
         circuit = _circuit_of(interface, settings)
         in_subset = in_subset and len(circuit) <= MAX_CIRCUIT
-    if in_subset and 0 < len(helpers) <= MAX_HELPERS:
+    # A forwarding class that may take this interface's requests picks their helpers per
+    # client (relay/classes.py): those requests stay in the engine.
+    classified = any(not c.interfaces or interface.name in c.interfaces for c in config.classes)
+    if in_subset and not classified and 0 < len(helpers) <= MAX_HELPERS:
         flags |= IF_REQUESTS
     if in_subset:
         flags |= IF_REPLIES

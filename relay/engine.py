@@ -10,6 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, GiaddrMode, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
@@ -108,7 +109,16 @@ class RelayEngine:
         checked = self._request_checks(msg, datagram)
         if isinstance(checked, Drop):
             return self._drop_request(msg, checked.reason, checked.detail)
-        ingress, settings, helpers = checked
+        ingress, settings = checked
+        # The forwarding classes (relay.classes): the first that matches names the helpers;
+        # none matching, the interface's (or the global) helpers, every one of them.
+        matched = classify(self.config.classes, msg, ingress.name)
+        if matched is None:
+            class_name, helpers = DEFAULT_CLASS, self.config.helpers_for(settings)
+        else:
+            class_name, helpers = matched.name, matched.helpers
+        if not helpers:
+            return self._drop_request(msg, DropReason.NO_HELPERS, ingress.name)
         hops = msg.hops + 1
         # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
         # field MUST NOT be modified." (another relay is closer to the client).
@@ -141,7 +151,8 @@ class RelayEngine:
             for server in helpers:
                 forwarded[server] += 1
                 forwards.append(Forward(server, payload))
-        return Outcome(tuple(forwards), msg, hops, copies[0][0])
+        self.counters.relayed_by_class[class_name] += 1
+        return Outcome(tuple(forwards), msg, hops, copies[0][0], class_name)
 
     def _ours(self, frame: Frame, ingress: Interface, settings: InterfaceConfig,
               datagram: Datagram, link: IPv4Address) -> tuple[IPv4Address, bytes | None] | Drop:
@@ -189,8 +200,8 @@ class RelayEngine:
 
     def _request_checks(
         self, msg: DhcpMessage, datagram: Datagram
-    ) -> Drop | tuple[Interface, InterfaceConfig, tuple[IPv4Address, ...]]:
-        """The checks before any change: a Drop, or the ingress, its settings and helpers."""
+    ) -> Drop | tuple[Interface, InterfaceConfig]:
+        """The checks before any change: a Drop, or the ingress and its settings."""
         ingress = self.interfaces.by_index(datagram.ifindex)
         if ingress is None:
             return Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")
@@ -211,10 +222,7 @@ class RelayEngine:
         # address implemented by the local agent itself" (dhcrelay: "we just sent it").
         if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
             return Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")
-        helpers = self.config.helpers_for(settings)
-        if not helpers:
-            return Drop(DropReason.NO_HELPERS, ingress.name)
-        return ingress, settings, helpers
+        return ingress, settings
 
     def _capacity(self, datagram: Datagram) -> int:
         """The most a relayed message may take: what arrived, the configured maximum or Ethernet's.

@@ -73,6 +73,9 @@ FAMILIES = (
            ("replies_by_port", "{port}")),
     Family("boothop_relay_forwarded", "counter", "Requests forwarded, per helper",
            ("forwarded", "{server}")),
+    Family("boothop_relay_class_relayed", "counter",
+           "Requests relayed, per forwarding class (default: no class matched)",
+           ("relayed_by_class", "{class}")),
     Family("boothop_relay_delivered", "counter", "Replies delivered to clients, per mode",
            ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
@@ -262,8 +265,9 @@ class RelayService:
                 packet.info("relay.drop", reason=action.reason.value, detail=action.detail,
                             suppressed=suppressed)
         if servers:
-            (packet or self._bind(datagram, outcome)).info("relay.request.forwarded",
-                                                           servers=servers)
+            (packet or self._bind(datagram, outcome)).info(
+                "relay.request.forwarded", servers=servers,
+                forwarding_class=outcome.forwarding_class)
 
     def _bind(self, datagram: Datagram, outcome: Outcome) -> Any:
         ingress = self.engine.interfaces.by_index(datagram.ifindex)

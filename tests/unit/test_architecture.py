@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("relay", "server")
 
 CORE = {
-    f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters",
-                                 "replies", "giaddr", "broadcast")
+    f"relay.{name}" for name in ("engine", "actions", "config", "classes", "interfaces", "drops",
+                                 "counters", "replies", "giaddr", "broadcast")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .actions import DeliveryMode
 from .drops import DropReason
@@ -22,7 +22,7 @@ class RelayCounters:
     agent_info_added: int = 0
     #: Requests forwarded without our option 82 because it would have exceeded the size limit.
     agent_info_omitted_oversize: int = 0
-    forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    forwarded: Counter[IPv4Address | IPv6Address] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 

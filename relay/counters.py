@@ -39,3 +39,19 @@ class RelayCounters:
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
         }
+
+
+@dataclasses.dataclass
+class ShellCounters:
+    """What happens around the engine besides receiving: send errors and reloads."""
+
+    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    reloads: int = 0
+    reload_failures: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "send_errors": dict(self.send_errors),
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+        }

@@ -15,7 +15,7 @@ from .actions import Deliver6, DeliveryMode, Drop, Forward6, Outcome6
 from .config import LowerInterface6, Relay6Config
 from .counters import RelayCounters
 from .drops import DropReason
-from .interfaces import Interface, InterfaceTable
+from .interfaces import Interface, InterfaceTable, is_link_local6, is_routable6
 from .wire import Datagram6, WireError
 from .wire.dhcpv6 import (
     HOP_COUNT_LIMIT,
@@ -27,7 +27,7 @@ from .wire.dhcpv6 import (
     RelayMessage,
     RemoteId,
     decode6,
-    encode6,
+    encode_options,
 )
 
 #: Messages only a server sends towards clients: never relayed upward.
@@ -35,16 +35,6 @@ SERVER_TO_CLIENT = frozenset(
     (MessageType6.ADVERTISE, MessageType6.REPLY, MessageType6.RECONFIGURE)
 )
 ETHERNET = 1
-
-
-def is_routable(address: IPv6Address) -> bool:
-    """Global or unique local (RFC 8415 §19.1: "a global or ULA address")."""
-    return not (
-        address.is_link_local
-        or address.is_loopback
-        or address.is_multicast
-        or address.is_unspecified
-    )
 
 
 class Relay6Engine:
@@ -62,14 +52,29 @@ class Relay6Engine:
         self._config = config
         self._servers = config.unicast_servers
         self._by_interface_id = {lower.id_value: lower for lower in config.lower}
-        self._extra: tuple[tuple[int, bytes], ...] = ()
+        extra: list[tuple[int, bytes]] = []
         if config.remote_id is not None:
-            self._extra += (RemoteId(*config.remote_id).option(),)
+            extra.append(RemoteId(*config.remote_id).option())
         if config.subscriber_id is not None:
-            self._extra += ((Opt6.SUBSCRIBER_ID, config.subscriber_id),)
+            extra.append((Opt6.SUBSCRIBER_ID, config.subscriber_id))
+        #: Per lower interface: the options every Relay-forward from it starts with, encoded.
+        self._options = {
+            lower.name: encode_options([(Opt6.INTERFACE_ID, lower.id_value), *extra])
+            for lower in config.lower
+        }
+        self._links: dict[int, IPv6Address] = {}
 
     def update_config(self, config: Relay6Config) -> None:
         self.config = config
+
+    @property
+    def interfaces(self) -> InterfaceTable:
+        return self._interfaces
+
+    @interfaces.setter
+    def interfaces(self, table: InterfaceTable) -> None:
+        self._interfaces = table
+        self._links = {}
 
     def update_interfaces(self, table: InterfaceTable) -> None:
         self.interfaces = table
@@ -115,7 +120,7 @@ class Relay6Engine:
             # field to 0; otherwise, the relay agent sets the link-address field to a global or
             # ULA address assigned to the interface on which the message was received, or includes
             # an Interface-ID option to identify the interface" (we always include one).
-            link = UNSPECIFIED if is_routable(datagram.source) else self._link(ingress, lower)
+            link = UNSPECIFIED if is_routable6(datagram.source) else self._link(ingress, lower)
         else:
             # RFC 8415 §19.1.1: "the relay agent places a global or ULA address with a prefix
             # assigned to the link on which the client should be assigned an address in the
@@ -125,22 +130,22 @@ class Relay6Engine:
         # RFC 8415 §19.1.1: "the relay agent copies the source address from the header of the IP
         # datagram in which the message was received into the peer-address field". Interface-ID
         # (RFC 8415 §21.18) always: it is what the reply is delivered by.
-        options: list[tuple[int, bytes]] = [(Opt6.INTERFACE_ID, lower.id_value), *self._extra]
+        options = [self._options[lower.name]]
         if self.config.client_link_layer and not isinstance(message, RelayMessage):
             # RFC 6939 §4: the first-hop relay "MAY include" the client's link-layer address.
             # A sans-IO engine sees no Ethernet header: the address comes from a modified
             # EUI-64 link-local source (RFC 4291 appendix A), the usual one; else none is sent.
             mac = eui64_mac(datagram.source)
             if mac is not None:
-                options.append(ClientLinkLayer(ETHERNET, mac).option())
-        options.append((Opt6.RELAY_MSG, datagram.payload))
-        relayed = RelayMessage(
-            MessageType6.RELAY_FORW, hop_count, link, datagram.source, tuple(options)
-        )
+                options.append(encode_options((ClientLinkLayer(ETHERNET, mac).option(),)))
         try:
-            payload = encode6(relayed)
+            options.append(encode_options(((Opt6.RELAY_MSG, datagram.payload),)))
         except WireError as error:
             return Outcome6((Drop(DropReason.OVERSIZE, str(error)),), message)
+        # RFC 8415 §9: msg-type, hop-count, link-address, peer-address, options (the header
+        # written here and the options encoded once per interface: this runs per packet).
+        payload = b"".join((bytes((MessageType6.RELAY_FORW, hop_count)), link.packed,
+                            datagram.source.packed, *options))
         forwards = []
         for upstream in self.config.upper:
             interface = self.interfaces.by_name(upstream.interface)
@@ -174,14 +179,16 @@ class Relay6Engine:
             return Drop(DropReason.NOT_RELAYABLE, detail)
         return ingress, lower
 
-    @staticmethod
-    def _link(ingress: Interface, lower: LowerInterface6) -> IPv6Address:
+    def _link(self, ingress: Interface, lower: LowerInterface6) -> IPv6Address:
         """The configured link-address, else the interface's first global or ULA address, else
-        unspecified (the Interface-ID option names the link then)."""
-        if lower.link_address is not None:
-            return lower.link_address
-        routable = ingress.routable6
-        return routable.ip if routable is not None else UNSPECIFIED
+        unspecified (the Interface-ID option names the link then); cached per interface until
+        the interfaces or the configuration change."""
+        link = self._links.get(ingress.index)
+        if link is None:
+            routable = ingress.routable6
+            link = lower.link_address or (routable.ip if routable is not None else UNSPECIFIED)
+            self._links[ingress.index] = link
+        return link
 
     # -- server to client (or lower relay): RFC 8415 §19.2 --------------------------------------
     def _reply(self, message: RelayMessage, datagram: Datagram6) -> tuple[Deliver6 | Drop, ...]:
@@ -254,7 +261,7 @@ class Relay6Engine:
 def eui64_mac(address: IPv6Address) -> bytes | None:
     """The MAC of a link-local address formed from it (modified EUI-64: ff:fe in the middle, the
     universal/local bit flipped), else None."""
-    if not address.is_link_local:
+    if not is_link_local6(address):
         return None
     identifier = address.packed[8:]
     if identifier[3:5] != b"\xff\xfe":

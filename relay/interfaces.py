@@ -20,6 +20,18 @@ class Role(enum.Enum):
         return self is not Role.UPSTREAM
 
 
+def is_routable6(address: IPv6Address) -> bool:
+    """Global or unique local (RFC 8415 §19.1: "a global or ULA address"): not link-local
+    (fe80::/10), multicast (ff00::/8), loopback or unspecified. On the integer: ipaddress's
+    ``is_link_local`` builds a network object per call, more than the rest of a relay decision."""
+    number = int(address)
+    return number > 1 and number >> 118 != 0x3FA and number >> 120 != 0xFF
+
+
+def is_link_local6(address: IPv6Address) -> bool:
+    return int(address) >> 118 == 0x3FA
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Interface:
     index: int
@@ -41,8 +53,7 @@ class Interface:
         """The first global or unique local (ULA) IPv6 address: what names the link to a DHCPv6
         server (RFC 8415 §19.1.1); link-local, loopback and multicast never do."""
         for address in self.addresses6:
-            ip = address.ip
-            if not (ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified):
+            if is_routable6(address.ip):
                 return address
         return None
 

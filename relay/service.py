@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import socket
 import threading
@@ -28,13 +27,15 @@ import trio
 
 from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
-from .config import RelayConfig
+from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
+from .counters import ShellCounters
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import follow_interfaces
 from .replies import ReplyTracker
+from .service6 import FAMILIES6, Relay6Service, open_relay6
 from .settings import Listen
 from .shell import (
     DAEMON_SIGNALS,
@@ -47,9 +48,11 @@ from .shell import (
     reload_config,
     set_log_level,
     signal_loop,
+    write_json,
 )
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
+from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
@@ -94,22 +97,6 @@ FAMILIES = (
 )
 
 
-@dataclasses.dataclass
-class ShellCounters:
-    """What happens around the engine besides receiving: send errors and reloads."""
-
-    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    reloads: int = 0
-    reload_failures: int = 0
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "send_errors": dict(self.send_errors),
-            "reloads": self.reloads,
-            "reload_failures": self.reload_failures,
-        }
-
-
 class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
@@ -133,6 +120,9 @@ class RelayService:
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
+        #: The DHCPv6 relay running beside this one in the process, if any: its counters go
+        #: into this snapshot (under "dhcpv6"), reloads and interface changes to it too.
+        self.v6: Relay6Service | None = None
 
     def bind_logger(self) -> None:
         """Take the logging configuration as it is now (at start, and after a level change)."""
@@ -232,6 +222,8 @@ class RelayService:
         with self.lock:
             self.engine.update_interfaces(table)
         self._check_configured_interfaces()
+        if self.v6 is not None:
+            self.v6.on_interfaces(table)
 
     def _check_configured_interfaces(self) -> None:
         known = {interface.name for interface in self.engine.interfaces}
@@ -242,7 +234,12 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        if self.v6 is not None:
+            self.v6.apply_config(settings)
         config = settings.relay
+        if config is None:
+            self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")
+            return
         running = self.engine.config.relay_port
         if config.relay_port != running:
             # The relay port's socket is bound at start and kept, as the client-facing one is.
@@ -282,6 +279,7 @@ class RelayService:
                 for i in self.engine.interfaces
             },
             "pid": os.getpid(),
+            **({} if self.v6 is None else {"dhcpv6": self.v6.snapshot()}),
         }
 
     def _ifname(self, index: int) -> str:
@@ -299,15 +297,8 @@ class RelayService:
         if self.stats_file is None:
             return
         snapshot = self.snapshot()
-        temporary = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        try:
-            temporary.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
-            os.replace(temporary, self.stats_file)
-        except OSError as error:
-            self.log.error("relay.stats_file.failed", path=str(self.stats_file),
-                           error=errno_name(error))
-            return
-        self._written = snapshot
+        if write_json(self.stats_file, snapshot, self.log):
+            self._written = snapshot
 
     async def stats_file_loop(self) -> None:
         while True:
@@ -352,6 +343,8 @@ def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
 async def run_relay(
     config: RelayConfig,
     *,
+    config6: Relay6Config | None = None,
+    port6: int = SERVER_PORT_V6,
     reload: Callable[[], RelaySettings] | None = None,
     stats_interval: float = 60.0,
     stats_file: Path | None = None,
@@ -367,9 +360,11 @@ async def run_relay(
     (``task_status.started``) once the socket is bound and the first interface dump is in the
     engine. Stopping needs no grace period to drain anything: the relay keeps no state between
     packets but its reply tracking, and whatever is still queued in the socket is left unread
-    (as dhcrelay does); the stats file gets the final counters.
+    (as dhcrelay does); the stats file gets the final counters. With ``config6`` the DHCPv6
+    relay runs beside it (on ``port6``).
     """
     engine = RelayEngine(config)
+    service6 = None if config6 is None else open_relay6(config6, port6)
     udp = open_udp(port)
     upstream = None
     try:
@@ -380,19 +375,23 @@ async def run_relay(
         udp.close()
         if upstream is not None:
             upstream.close()
+        if service6 is not None:
+            service6.sock.close()
         raise
     service = RelayService(engine, udp, sender, stats_file)
+    service.v6 = service6
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
                     else contextlib.nullcontext())
         with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
-                                               FAMILIES):
+                                               FAMILIES), metrics.part(
+                exporter, "relay6", service6.snapshot if service6 else dict, FAMILIES6):
             async with trio.open_nursery() as nursery:
                 if exporter is not None and metrics_listen is not None:
                     await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
-                for loop in service.loops:
+                for loop in [*service.loops, *(service6.loops if service6 else ())]:
                     nursery.start_soon(loop.run)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
@@ -407,6 +406,8 @@ async def run_relay(
                 task_status.started(service)
     finally:
         sender.close()
+        if service6 is not None:
+            service6.sock.close()
         service.write_stats()
         service.log.info("relay.stopped", **service.snapshot())
     return service

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .classes import ForwardingClass
 from .interfaces import Role
@@ -138,3 +138,56 @@ class RelayConfig:
         for forwarding_class in self.classes:
             servers.update(forwarding_class.helpers)
         return frozenset(servers)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LowerInterface6:
+    """dhcrelay -6's ``-l [address%]ifname``: a client-facing interface of the DHCPv6 relay."""
+
+    name: str
+    #: The link-address of Relay-forwards from here; default: the interface's first global or
+    #: ULA address, else unspecified (the Interface-ID names the link).
+    link_address: IPv6Address | None = None
+    #: The Interface-ID option's value; default: the interface name.
+    interface_id: bytes | None = None
+
+    @property
+    def id_value(self) -> bytes:
+        return self.interface_id or self.name.encode()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Upstream6:
+    """dhcrelay -6's ``-u [address%]ifname``: where Relay-forwards go, and out of which
+    interface (ff05::1:3, All_DHCP_Servers, when no address is given)."""
+
+    interface: str
+    destination: IPv6Address
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Relay6Config:
+    """The DHCPv6 relay agent's configuration (RFC 8415 §19, RFC 4649, RFC 6939)."""
+
+    lower: tuple[LowerInterface6, ...]
+    upper: tuple[Upstream6, ...]
+    #: RFC 4649 Remote-ID (37): (enterprise number, remote-id) added to every Relay-forward.
+    remote_id: tuple[int, bytes] | None = None
+    #: RFC 4580 Subscriber-ID (38), dhcrelay -s.
+    subscriber_id: bytes | None = None
+    #: RFC 6939: add the client's link-layer address (79) to Relay-forwards of client messages.
+    client_link_layer: bool = False
+
+    def lower_interface(self, name: str) -> LowerInterface6 | None:
+        for interface in self.lower:
+            if interface.name == name:
+                return interface
+        return None
+
+    def is_upper(self, name: str) -> bool:
+        return any(upstream.interface == name for upstream in self.upper)
+
+    @property
+    def unicast_servers(self) -> frozenset[IPv6Address]:
+        """Configured server addresses (a multicast destination names no one server)."""
+        return frozenset(u.destination for u in self.upper if not u.destination.is_multicast)

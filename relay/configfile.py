@@ -9,6 +9,11 @@ The schema (documented in ``config/relay.toml``)::
     name = "pxe"
     vendor_class = ["PXEClient"]
     helpers = ["10.9.0.10", "10.9.0.20"]
+    [dhcpv6]                         # the DHCPv6 relay (Relay6Config), beside or instead of IPv4
+    [[dhcpv6.lower]]                 # dhcrelay -6 -l [link_address%]name
+    name = "eth1"
+    [[dhcpv6.upper]]                 # dhcrelay -6 -u [address%]interface (ff05::1:3 without)
+    interface = "eth0"
 
 Validation goes through ``boothop.relay.settings``: one ConfigError lists every problem, each
 naming the file, its line, the dotted key (``interface[1].giaddr``, counting from 0) and the
@@ -22,7 +27,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from .classes import DEFAULT_CLASS, ForwardingClass
@@ -35,13 +40,17 @@ from .config import (
     AgentPolicy,
     GiaddrMode,
     InterfaceConfig,
+    LowerInterface6,
+    Relay6Config,
     RelayConfig,
     UdpForwarding,
+    Upstream6,
 )
 from .interfaces import Role
 from .settings import ConfigError, Listen, Validator, parse_hex, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
 from .wire import DHCP_MIN_MAX_SIZE
+from .wire.dhcpv6 import ALL_SERVERS
 
 __all__ = ["ConfigError", "RelaySettings", "load", "parse"]
 
@@ -56,20 +65,25 @@ IFNAME_MAX = 15
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RelaySettings:
-    """A RelayConfig plus the settings of the shell around the engine."""
+    """The IPv4 and DHCPv6 relays' configurations (either may be absent, not both) plus the
+    settings of the shell around the engines."""
 
-    relay: RelayConfig
+    relay: RelayConfig | None
     stats_interval: float = DEFAULT_STATS_INTERVAL
     log_format: str | None = None
     log_level: str | None = None
     #: Where Prometheus scrapes the counters (``metrics = "HOST:PORT"``).
     metrics: Listen | None = None
+    relay6: Relay6Config | None = None
 
 
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port", "smart_retries", "forward_udp", "class"}
+     "reply_giaddr", "relay_port", "smart_retries", "forward_udp", "class", "dhcpv6"}
+)
+DHCPV6_KEYS = frozenset(
+    {"lower", "upper", "remote_id", "remote_id_enterprise", "subscriber_id", "client_link_layer"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -113,6 +127,10 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
     interfaces = tuple(_interface(table) for table in v.tables("interface"))
     udp_table = v.table("forward_udp")
     forward_udp = None if udp_table is None else _forward_udp(udp_table)
+    dhcpv6 = v.table("dhcpv6")
+    relay6 = _dhcpv6(dhcpv6) if dhcpv6 is not None else None
+    # Only DHCPv6 configured (no helpers, no interfaces): the IPv4 relay does not run.
+    ipv4 = dhcpv6 is None or "helpers" in data or "interface" in data
 
     seen: dict[str, int] = {}
     for n, interface in enumerate(interfaces):
@@ -127,7 +145,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         if interface.link_selection is not None and interface.link_selection not in seen:
             v.fail(f"interface[{n}].link_selection",
                    f"{interface.link_selection!r} is not a configured interface")
-    if not helpers and not v.failed("helpers"):
+    if ipv4 and not helpers and not v.failed("helpers"):
         if not interfaces:
             v.fail("helpers", "missing: no helper address to forward requests to")
         for n, interface in enumerate(interfaces):
@@ -145,15 +163,72 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
         smart_retries=smart_retries, forward_udp=forward_udp, classes=classes,
+    ) if ipv4 else None
+    return RelaySettings(relay, stats_interval, log_format, log_level, metrics, relay6)
+
+
+def _dhcpv6(v: Validator) -> Relay6Config:
+    """The [dhcpv6] table: at least one lower and one upper interface (as dhcrelay -6 asks)."""
+    v.unknown_keys(DHCPV6_KEYS)
+    lower = tuple(_lower6(table) for table in v.tables("lower"))
+    upper = tuple(_upper6(table) for table in v.tables("upper"))
+    if not lower and not v.failed("lower"):
+        v.fail("lower", "missing: no client-facing interface ([[dhcpv6.lower]], dhcrelay -l)")
+    if not upper and not v.failed("upper"):
+        v.fail("upper", "missing: nowhere to relay to ([[dhcpv6.upper]], dhcrelay -u)")
+    seen: dict[str, int] = {}
+    for n, interface in enumerate(lower):
+        if interface.name in seen and not v.failed(f"lower[{n}].name"):
+            v.fail(f"lower[{n}].name", f"{interface.name!r} already configured as "
+                   f"lower[{seen[interface.name]}]")
+        seen.setdefault(interface.name, n)
+    remote_id = v.octets("remote_id")
+    enterprise = v.integer("remote_id_enterprise", 0, 0, 0xFFFFFFFF)
+    return Relay6Config(
+        lower=lower, upper=upper,
+        remote_id=None if remote_id is None else (enterprise, remote_id),
+        subscriber_id=v.octets("subscriber_id"),
+        client_link_layer=v.boolean("client_link_layer", False),
     )
-    return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
+
+
+def _ipv6(value: object) -> IPv6Address:
+    if not isinstance(value, str):
+        raise TypeError(f"must be an IPv6 address string, not {value!r}")
+    try:
+        return IPv6Address(value)
+    except ValueError:
+        raise ValueError(f"not an IPv6 address: {value!r}") from None
+
+
+def _lower6(v: Validator) -> LowerInterface6:
+    v.unknown_keys({"name", "link_address", "interface_id"})
+    name = _interface_name(v)
+    link = v.convert("link_address", _ipv6)
+    if link is not None and (link.is_multicast or link.is_unspecified):
+        v.fail("link_address", f"{link} cannot name a link (multicast or unspecified)")
+    return LowerInterface6(name, link, v.octets("interface_id"))
+
+
+def _upper6(v: Validator) -> Upstream6:
+    v.unknown_keys({"interface", "address"})
+    name = _interface_name(v, "interface")
+    address = v.convert("address", _ipv6)
+    if address is not None and address.is_unspecified:
+        v.fail("address", "the unspecified address is no destination")
+    return Upstream6(name, address or ALL_SERVERS)
+
+
+def _interface_name(v: Validator, key: str = "name") -> str:
+    name = v.string(key, required=f"every table here needs its interface's {key}") or ""
+    if name and (len(name) > IFNAME_MAX or "/" in name or any(c.isspace() for c in name)):
+        v.fail(key, f"{name!r} is not a valid interface name")
+    return name
 
 
 def _interface(v: Validator) -> InterfaceConfig:
     v.unknown_keys(INTERFACE_KEYS)
-    name = v.string("name", required="every [[interface]] needs a name") or ""
-    if name and (len(name) > IFNAME_MAX or "/" in name or any(c.isspace() for c in name)):
-        v.fail("name", f"{name!r} is not a valid interface name")
+    name = _interface_name(v)
     role = Role(v.choice("role", [r.value for r in Role], Role.DOWNSTREAM.value))
     trusted = v.boolean("trusted", False)
     mode, giaddr = _giaddr(v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .actions import DeliveryMode
 from .drops import DropReason
@@ -25,7 +25,7 @@ class RelayCounters:
     #: Smart giaddr: per interface name, clients moved to the next address after unanswered
     #: DISCOVERs.
     giaddr_fallbacks: Counter[str] = dataclasses.field(default_factory=Counter)
-    forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    forwarded: Counter[IPv4Address | IPv6Address] = dataclasses.field(default_factory=Counter)
     #: Requests relayed, per forwarding class ("default": no class matched).
     relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
@@ -52,4 +52,20 @@ class RelayCounters:
             "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
+        }
+
+
+@dataclasses.dataclass
+class ShellCounters:
+    """What happens around the engine besides receiving: send errors and reloads."""
+
+    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    reloads: int = 0
+    reload_failures: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "send_errors": dict(self.send_errors),
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
         }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import socket
 import threading
@@ -29,8 +28,9 @@ import trio
 from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
-from .config import RelayConfig
+from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
+from .counters import ShellCounters
 from .datapath import tables
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
@@ -38,6 +38,7 @@ from .kernel import DatapathUnavailable, KernelDatapath
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
+from .service6 import FAMILIES6, Relay6Service, open_relay6
 from .settings import DaemonError, Listen
 from .shell import (
     DAEMON_SIGNALS,
@@ -50,9 +51,11 @@ from .shell import (
     reload_config,
     set_log_level,
     signal_loop,
+    write_json,
 )
 from .sockets import Sender, open_packet, open_raw
 from .wire import SERVER_PORT, Datagram
+from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
@@ -116,22 +119,6 @@ FAMILIES = (
 )
 
 
-@dataclasses.dataclass
-class ShellCounters:
-    """What happens around the engine besides receiving: send errors and reloads."""
-
-    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    reloads: int = 0
-    reload_failures: int = 0
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "send_errors": dict(self.send_errors),
-            "reloads": self.reloads,
-            "reload_failures": self.reload_failures,
-        }
-
-
 class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
@@ -168,6 +155,9 @@ class RelayService:
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
+        #: The DHCPv6 relay running beside this one in the process, if any: its counters go
+        #: into this snapshot (under "dhcpv6"), reloads and interface changes to it too.
+        self.v6: Relay6Service | None = None
 
     def bind_logger(self) -> None:
         """Take the logging configuration as it is now (at start, and after a level change)."""
@@ -294,6 +284,8 @@ class RelayService:
         with self.lock:
             self.engine.update_interfaces(table)
         self._check_configured_interfaces()
+        if self.v6 is not None:
+            self.v6.on_interfaces(table)
         self.push_kernel()
 
     def push_kernel(self) -> None:
@@ -340,7 +332,12 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        if self.v6 is not None:
+            self.v6.apply_config(settings)
         config = settings.relay
+        if config is None:
+            self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")
+            return
         running = self.engine.config.relay_port
         if config.relay_port != running:
             # The relay port's socket is bound at start and kept, as the client-facing one is.
@@ -399,6 +396,7 @@ class RelayService:
                 for i in self.engine.interfaces
             },
             "pid": os.getpid(),
+            **({} if self.v6 is None else {"dhcpv6": self.v6.snapshot()}),
         }
 
     def _ifname(self, index: int) -> str:
@@ -416,15 +414,8 @@ class RelayService:
         if self.stats_file is None:
             return
         snapshot = self.snapshot()
-        temporary = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        try:
-            temporary.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
-            os.replace(temporary, self.stats_file)
-        except OSError as error:
-            self.log.error("relay.stats_file.failed", path=str(self.stats_file),
-                           error=errno_name(error))
-            return
-        self._written = snapshot
+        if write_json(self.stats_file, snapshot, self.log):
+            self._written = snapshot
 
     async def stats_file_loop(self) -> None:
         while True:
@@ -501,6 +492,8 @@ def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
 async def run_relay(
     config: RelayConfig,
     *,
+    config6: Relay6Config | None = None,
+    port6: int = SERVER_PORT_V6,
     reload: Callable[[], RelaySettings] | None = None,
     stats_interval: float = 60.0,
     stats_file: Path | None = None,
@@ -518,10 +511,12 @@ async def run_relay(
     engine. Stopping needs no grace period to drain anything: the relay keeps no state between
     packets but its reply tracking, and whatever is still queued in the socket is left unread
     (as dhcrelay does); the stats file gets the final counters. ``datapath``: kernel (the tc
-    program, or exit 1 if it cannot load), user (none) or auto (kernel where it loads).
+    program, or exit 1 if it cannot load), user (none) or auto (kernel where it loads). With
+    ``config6`` the DHCPv6 relay runs beside it (on ``port6``).
     """
     engine = RelayEngine(config)
     kernel = await trio.to_thread.run_sync(open_datapath, datapath)
+    service6 = None if config6 is None else open_relay6(config6, port6)
     udp = open_udp(port)
     opened: list[socket.socket] = [udp]
     try:
@@ -544,19 +539,23 @@ async def run_relay(
             sock.close()
         if kernel is not None:
             kernel.close()
+        if service6 is not None:
+            service6.sock.close()
         raise
     service = RelayService(engine, udp, sender, stats_file, kernel, broadcasts)
+    service.v6 = service6
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
                     else contextlib.nullcontext())
         with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
-                                               FAMILIES):
+                                               FAMILIES), metrics.part(
+                exporter, "relay6", service6.snapshot if service6 else dict, FAMILIES6):
             async with trio.open_nursery() as nursery:
                 if exporter is not None and metrics_listen is not None:
                     await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
-                for loop in service.loops:
+                for loop in [*service.loops, *(service6.loops if service6 else ())]:
                     nursery.start_soon(loop.run)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
@@ -578,4 +577,6 @@ async def run_relay(
             sender.close()
             for sock in broadcasts:
                 sock.close()
+            if service6 is not None:
+                service6.sock.close()
     return service

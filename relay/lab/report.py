@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .results import ClientResult
-from .spec import LabSpec
+from .spec import CHAINS, LabSpec
 
 LANES = ("client", "relay", "dhcp", "pxe")
 
@@ -139,7 +139,31 @@ def report_text(spec: LabSpec, results: Sequence[ClientResult]) -> str:
     for r in results:
         if r.detail and not r.ok:
             lines.append(f"  {r.name}: {r.detail}")
+    chains = [r for r in results if r.chain is not None]
+    if chains:
+        lines += ["", "Boot chains (seconds from power-on; the kernel's report is the proof):"]
+        lines += timing_table(chains)
     return "\n".join(lines)
+
+
+def timing_table(results: Sequence[ClientResult]) -> list[str]:
+    """One row per QEMU client: chain, firmware, address, and the seconds from power-on to the
+    firmware's DHCP ACK, the boot file, the kernel (and initramfs) downloaded, the report."""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    rows: list[tuple[str, ...]] = [
+        ("client", "chain", "firmware", "address", "DHCP", "boot file", "kernel", "report")
+    ]
+    rows += [
+        (r.name, r.chain or "-", CHAINS.get(r.chain or "", "-"), r.address or "-",
+         *(cell(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel", "report")))
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
 
 
 def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[str, str]) -> str:
@@ -166,7 +190,8 @@ def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | N
             arrows.append(Arrow(index, "client", "pxe", "REQUEST :4011"))
             arrows.append(Arrow(index, "pxe", "client", "ACK :4011"))
         elif name == "tftp.transfer.started":
-            arrows.append(Arrow(index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
+            request = "WRQ" if event.get("direction") == "write" else "RRQ"
+            arrows.append(Arrow(index, "client", "pxe", f"TFTP {request} {event.get('filename')}"))
         elif name == "tftp.transfer.ended":
             arrows.append(
                 Arrow(

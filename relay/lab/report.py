@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .results import ClientResult
+from .servers import event_time
 from .spec import CHAINS, LabSpec
 
 LANES = ("client", "relay", "dhcp", "pxe")
@@ -50,7 +51,7 @@ def relay_arrows(
     for index, event in enumerate(events):
         name = event.get("event")
         message = str(event.get("type") or "?")
-        when = float(index)
+        when = _when(event, index)
         if name == "relay.request.forwarded":
             server = lane_of_server.get(str(event.get("server")), "dhcp")
             previous = arrows[-1] if arrows else None
@@ -71,6 +72,12 @@ def relay_arrows(
 def _giaddr(event: dict[str, object]) -> object:
     """The giaddr as forwarded: the relay's own when the client's was 0.0.0.0."""
     return event.get("forwarded_giaddr") or event.get("giaddr")
+
+
+def _when(event: dict[str, object], index: int) -> float:
+    """An event's time: its log timestamp (seconds), else its place in the log."""
+    when = event_time(event)
+    return float(index) if when is None else when
 
 
 def ladder_text(arrows: Sequence[Arrow], width: int = 30) -> str:
@@ -178,24 +185,28 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
     )
 
 
-def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | None) -> list[Arrow]:
-    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP."""
+def pxe_host_arrows(
+    events: Iterable[dict[str, object]], client_addresses: Collection[str | None]
+) -> list[Arrow]:
+    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP, from any of
+    the client's addresses (firmware, iPXE and kernel may each lease one)."""
     arrows = []
     for index, event in enumerate(events):
+        when = _when(event, index)
         name = event.get("event")
         peer = str(event.get("to") or event.get("client") or "").split(":")[0]
-        if client_address is None or peer != client_address:
+        if peer not in client_addresses:
             continue
         if name == "pxe.reply.sent" and event.get("port") == 4011:
-            arrows.append(Arrow(index, "client", "pxe", "REQUEST :4011"))
-            arrows.append(Arrow(index, "pxe", "client", "ACK :4011"))
+            arrows.append(Arrow(when, "client", "pxe", "REQUEST :4011"))
+            arrows.append(Arrow(when, "pxe", "client", "ACK :4011"))
         elif name == "tftp.transfer.started":
             request = "WRQ" if event.get("direction") == "write" else "RRQ"
-            arrows.append(Arrow(index, "client", "pxe", f"TFTP {request} {event.get('filename')}"))
+            arrows.append(Arrow(when, "client", "pxe", f"TFTP {request} {event.get('filename')}"))
         elif name == "tftp.transfer.ended":
             arrows.append(
                 Arrow(
-                    index,
+                    when,
                     "pxe",
                     "client",
                     f"TFTP {event.get('bytes')} bytes {event.get('outcome')}",
@@ -211,11 +222,18 @@ def render(
     lanes = {str(spec.dhcp_address.ip): "dhcp", str(spec.pxe_address.ip): "pxe"}
     relay_events = read_json_lines(workdir / "logs" / "relay.log")
     pxe_events = read_json_lines(workdir / "logs" / "pxe.log")
+    dhcp_events = read_json_lines(workdir / "logs" / "dhcp.log")
     text = [report_text(spec, results)]
     ladders = {}
     for result in results:
         mine = [e for e in relay_events if e.get("chaddr") == result.mac]
-        arrows = relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, result.address)
+        leased = {result.address} | {
+            str(e.get("yiaddr")) for e in dhcp_events
+            if e.get("event") == "server.ack" and e.get("chaddr") == result.mac
+        }
+        # In time order where the logs have times (both daemons' do).
+        arrows = sorted(relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, leased),
+                        key=lambda arrow: arrow.time)
         seen = (
             "the relay and the PXE host"
             if spec.relay == "boothop"

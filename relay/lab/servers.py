@@ -254,7 +254,8 @@ def report(workdir: Path, client: ClientSpec) -> dict[str, str] | None:
     return fields if fields.get("mac") == client.mac else None
 
 
-def _epoch(event: Mapping[str, object]) -> float | None:
+def event_time(event: Mapping[str, object]) -> float | None:
+    """A JSON log event's timestamp (structlog's ISO UTC) as seconds since the epoch."""
     try:
         return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
     except (KeyError, ValueError):
@@ -285,16 +286,20 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
                     report=None)
 
     def since(event: Mapping[str, object]) -> float | None:
-        epoch = _epoch(event)
+        epoch = event_time(event)
         return None if epoch is None or epoch < powered_on else round(epoch - powered_on, 2)
 
+    # Each stage (firmware, iPXE, the kernel) may lease its own address: UEFI PXE and iPXE send
+    # different client identifiers. The client's transfers come from any of them.
+    addresses = {address}
     for event in read_events(_log(workdir, "dhcp")):
         if event.get("event") == "server.ack" and event.get("chaddr") == client.mac:
-            seen["dhcp"] = since(event)
-            if seen["dhcp"] is not None:
-                break
+            when = since(event)
+            if when is not None:
+                seen["dhcp"] = when if seen["dhcp"] is None else seen["dhcp"]
+                addresses.add(str(event.get("yiaddr")))
     for transfer in _tftp_done(workdir):
-        if address is None or str(transfer.get("client", "")).split(":")[0] != address:
+        if str(transfer.get("client", "")).split(":")[0] not in addresses:
             continue
         when, name = since(transfer), str(transfer.get("filename", ""))
         if when is None:

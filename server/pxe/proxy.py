@@ -110,11 +110,16 @@ def handle(datagram: Datagram, config: PxeConfig) -> Reply | Dropped:
     menu_type = boot_item[0] if boot_item and config.menu else None
     if menu_type is not None and all(item.type != menu_type for item in config.menu):
         return Dropped(Drop.UNKNOWN_MENU_ITEM, f"boot server type {menu_type}")
-    show_menu = bool(config.menu) and not on_pxe_port and vendor_class.startswith(PXE_CLIENT)
+    ipxe = is_ipxe(msg.get(Opt.USER_CLASS))
+    # iPXE is past discovery: it gets its script in the offer, with discovery control's "use the
+    # boot file" bit. iPXE builds without PXE menu support (ipxe.efi, snponly.efi) stop at a
+    # menu with "Booting from PXE menu ... No more network devices".
+    show_menu = (bool(config.menu) and not on_pxe_port and vendor_class.startswith(PXE_CLIENT)
+                 and not ipxe)
     link = _link(msg, datagram, on_pxe_port)
     boot_file = None
     if not show_menu:
-        boot_file = choose(config, arches, is_ipxe(msg.get(Opt.USER_CLASS)), link, menu_type)
+        boot_file = choose(config, arches, ipxe, link, menu_type)
         if boot_file is None:
             return Dropped(Drop.NO_BOOT_FILE, f"architectures {arches or [0]}")
     reply = _reply(msg, config, on_pxe_port, vendor_class, boot_file, show_menu, boot_item)

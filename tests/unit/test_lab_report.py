@@ -91,14 +91,14 @@ def test_relay_arrows_fall_back_to_the_logged_giaddr() -> None:
 
 
 def test_pxe_host_arrows_keep_only_the_client_address() -> None:
-    arrows = pxe_host_arrows(PXE_LOG, "10.91.1.100")
+    arrows = pxe_host_arrows(PXE_LOG, {"10.91.1.100"})
     assert [(a.source, a.target, a.label) for a in arrows] == [
         ("client", "pxe", "REQUEST :4011"),
         ("pxe", "client", "ACK :4011"),
         ("client", "pxe", "TFTP RRQ boot.ipxe"),
         ("pxe", "client", "TFTP 142 bytes completed"),
     ]
-    assert pxe_host_arrows(PXE_LOG, None) == []
+    assert pxe_host_arrows(PXE_LOG, {None}) == []
 
 
 def test_ladder_text_draws_each_arrow_between_its_lanes() -> None:

@@ -26,6 +26,8 @@ from .containers import DEFAULT_IMAGE, image_problem
 from .initramfs import BUSYBOX, InitramfsError, kernel
 from .lab import Lab, run_demo
 from .locations import default_lab_file, find_program, missing_boot_files, new_run_dir
+from .report import comparison_table
+from .results import ClientResult
 from .scenarios import SCENARIOS, run_scenario
 from .spec import LabSpec, load_lab
 from .topology import TopologyError
@@ -148,23 +150,19 @@ def _run(args: argparse.Namespace, spec: LabSpec) -> int:
         spec = spec.with_all_chains()
     run_dir = args.run_dir or new_run_dir(spec.prefix)
     all_ok = True
-    times: dict[str, dict[str, float | None]] = {}
+    by_relay: dict[str, list[ClientResult]] = {}
     for relay in relays:
         kept = run_dir / relay if args.compare else run_dir
         results, report = run_demo(spec.with_relay(relay), kept, args.containers)
         print(report, flush=True)
         print()
         all_ok &= all(r.ok for r in results)
-        times[relay] = {r.name: r.seconds for r in results}
+        by_relay[relay] = results
     if args.compare:
-        print("Boot times (seconds from power-on / client start to success):")
-        print(f"  {'client':10} " + " ".join(f"{r:>10}" for r in relays))
-        for name in times[relays[0]]:
-            cells = [times[r].get(name) for r in relays]
-            print(
-                f"  {name:10} "
-                + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells)
-            )
+        print("Boot times by relay (seconds from power-on, or from client start, to success; "
+              "for QEMU clients also to DHCP, boot file and kernel):")
+        print("\n".join(comparison_table(by_relay)))
+        print()
     print(f"Run directory: {run_dir.resolve()}")
     return 0 if all_ok else 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,17 +157,36 @@ def timing_table(results: Sequence[ClientResult]) -> list[str]:
     """One row per QEMU client: chain, firmware, address, and the seconds from power-on to the
     firmware's DHCP ACK, the boot file, the kernel (and initramfs) downloaded, the report."""
 
-    def cell(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
     rows: list[tuple[str, ...]] = [
         ("client", "chain", "firmware", "address", "DHCP", "boot file", "kernel", "report")
     ]
     rows += [
         (r.name, r.chain or "-", CHAINS.get(r.chain or "", "-"), r.address or "-",
-         *(cell(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel", "report")))
+         *(_seconds(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel", "report")))
         for r in results
     ]
+    return _columns(rows)
+
+
+def comparison_table(by_relay: Mapping[str, Sequence[ClientResult]]) -> list[str]:
+    """The same clients booted through each relay: one row per client and relay."""
+    rows: list[tuple[str, ...]] = [
+        ("client", "chain", "relay", "DHCP", "boot file", "kernel", "success")
+    ]
+    for relay, results in by_relay.items():
+        for r in results:
+            rows.append((r.name, r.chain or r.kind, relay,
+                         *(_seconds(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel")),
+                         _seconds(r.seconds) if r.ok else "FAILED"))
+    rows[1:] = sorted(rows[1:], key=lambda row: (row[0], row[2]))
+    return _columns(rows)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             for row in rows]

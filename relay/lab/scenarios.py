@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .lab import Lab, lan_if
-from .locations import program
+from .locations import boot_program, program
 from .processes import Process, wait_for
-from .servers import NBP_SIZE, read_events
+from .servers import read_events
 from .spec import ClientSpec, LabSpec
 
 Say = Callable[[str], None]
@@ -44,9 +44,6 @@ def misconfiguration(spec: LabSpec) -> dict[str, str]:
     }
 
 
-#: The BIOS boot file the PXE server hands to a plain (non-iPXE) PXE ROM. The lab has no real
-#: undionly.kpxe (Debian's ipxe package is not needed otherwise), so the spec-following client
-#: downloads a stand-in of realistic size: it checks the transfer, it does not execute it.
 WARNING_EVENT = "relay.pxe.dhcp_server_sends_pxeclient"
 PXE_SPEC_CLIENT = "pxespec"
 
@@ -282,7 +279,9 @@ def _console(lab: Lab, client: ClientSpec) -> list[str]:
     return [line.strip() for line in text.splitlines() if any(k in line for k in keep)]
 
 
-def _ipxe(lab: Lab, client: ClientSpec | None, part: str, timeout: float) -> dict[str, Any]:
+def _ipxe(
+    lab: Lab, client: ClientSpec | None, part: str, timeout: float | None
+) -> dict[str, Any]:
     if client is None:
         return {"ran": False, "why": "no [[client]] of kind pxe in the lab file"}
     capture = _capture_4011(lab, client, part)
@@ -330,7 +329,7 @@ def _part(
     qemu: ClientSpec | None,
     part: str,
     say: Say,
-    ipxe_timeout: float,
+    ipxe_timeout: float | None,
 ) -> dict[str, Any]:
     check = _check(lab)
     say(f"   boothop-server check -c dhcp.toml: exit {check['exit']}, "
@@ -361,7 +360,7 @@ def _part(
     return {"check": check, "client": client, "ipxe": ipxe}
 
 
-def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> ScenarioResult:
+def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float | None = None) -> ScenarioResult:
     spec, spec_client = with_spec_client(spec)
     qemu = next((c for c in spec.clients if c.kind == "pxe"), None)
     dhcp, pxe = str(spec.dhcp_address.ip), str(spec.pxe_address.ip)
@@ -439,7 +438,8 @@ def _failed_as_reported(client: dict[str, Any], dhcp: str) -> bool:
 def _booted_from(client: dict[str, Any], pxe: str) -> bool:
     requests = _boot_requests(client)
     return (
-        bool(client.get("booted")) and client.get("bytes") == NBP_SIZE
+        bool(client.get("booted"))
+        and client.get("bytes") == boot_program(str(client.get("boot_file"))).stat().st_size
         and bool(requests) and requests[-1]["to"] == f"{pxe}:4011" and requests[-1]["answered"]
     )
 

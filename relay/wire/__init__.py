@@ -20,7 +20,7 @@ from .codes import (
     PxeSub,
     option_name,
 )
-from .datagram import Datagram
+from .datagram import Datagram, Datagram6
 from .errors import CapacityError, FieldError, TruncatedError, WireError
 from .frame import Frame
 from .message import ETHERNET_MAX_MESSAGE, ZERO, DhcpMessage, decode, encode, encoded_size
@@ -41,6 +41,7 @@ __all__ = [
     "CapacityError",
     "ClientArch",
     "Datagram",
+    "Datagram6",
     "DhcpMessage",
     "FieldError",
     "Frame",

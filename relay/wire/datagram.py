@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .message import ZERO
 
@@ -31,3 +31,19 @@ class Datagram:
     port: int = 0
     #: The ingress interface's name, where the shell knows it.
     ifname: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class Datagram6:
+    """One UDP datagram received on an IPv6 socket, with IPV6_PKTINFO's view of where it arrived:
+    the input of the DHCPv6 relay engine (``Datagram``'s sibling)."""
+
+    payload: bytes
+    source: IPv6Address
+    source_port: int
+    #: The IPv6 header's destination (``ipi6_addr``): ff02::1:2 for a client's multicast.
+    destination: IPv6Address
+    #: The ingress interface's index (``ipi6_ifindex``).
+    ifindex: int
+    #: The local port it arrived on (547).
+    port: int = 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .drops import DropReason
 from .wire import DhcpMessage, MessageType
+from .wire.dhcpv6 import Dhcp6Message, Message6, MessageType6
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -22,6 +23,10 @@ class DeliveryMode(enum.Enum):
     BROADCAST = "broadcast"
     UNICAST_CIADDR = "unicast-ciaddr"
     UNICAST_CHADDR = "unicast-chaddr"
+    #: DHCPv6 (RFC 8415 §19.2): to the peer-address on port 546, a client...
+    PEER_CLIENT = "peer-client"
+    #: ...or on port 547, a relay agent (the carried message is a Relay-reply itself).
+    PEER_RELAY = "peer-relay"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ class Outcome:
     message: DhcpMessage | None = None
     hops: int | None = None
     giaddr: IPv4Address | None = None
+    #: The forwarding class a forwarded request went by (``relay.classes``).
+    forwarding_class: str | None = None
 
     @property
     def xid(self) -> int | None:
@@ -90,3 +97,56 @@ class Outcome:
         if kind is None:
             return "BOOTP"
         return kind.name if isinstance(kind, MessageType) else str(kind)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Forward6:
+    """Send a Relay-forward to a DHCPv6 server (or ff05::1:3) on port 547; ``ifindex`` names the
+    interface it leaves by (needed for a multicast or link-local destination, else 0: routed)."""
+
+    server: IPv6Address
+    ifindex: int
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deliver6:
+    """Send an unwrapped Relay-reply's message to its peer-address on ``ifindex``, port 546 for
+    a client, 547 for a relay agent (``mode`` says which)."""
+
+    ifindex: int
+    ifname: str
+    payload: bytes
+    mode: DeliveryMode
+    destination: IPv6Address
+
+    @property
+    def port(self) -> int:
+        return 547 if self.mode is DeliveryMode.PEER_RELAY else 546
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome6:
+    """The DHCPv6 engine's answer for one datagram, with the context of its log events: the
+    message received (None when it could not be decoded) and, for a Relay-forward sent, its
+    hop-count and link-address."""
+
+    actions: tuple[Forward6 | Deliver6 | Drop, ...]
+    message: Message6 | None = None
+    hop_count: int | None = None
+    link_address: IPv6Address | None = None
+
+    @property
+    def message_type(self) -> str | None:
+        if self.message is None:
+            return None
+        try:
+            return MessageType6(self.message.msg_type).name
+        except ValueError:
+            return str(self.message.msg_type)
+
+    @property
+    def transaction_id(self) -> int | None:
+        """The client's transaction-id, when the message is a client/server one (not a relay's)."""
+        message = self.message
+        return message.transaction_id if isinstance(message, Dhcp6Message) else None

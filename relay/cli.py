@@ -1,6 +1,7 @@
 """``boothop-relay``: a command line a dhcrelay user recognizes, plus a TOML file.
 
     boothop-relay [options] [server ...]
+    boothop-relay -6 -l [address%]IF ... -u [address%]IF ... [options]
     boothop-relay check -c FILE
     boothop-relay status [--metrics HOST:PORT | --config FILE]
 
@@ -9,6 +10,8 @@ run it under systemd or another supervisor. Every dhcrelay(8) flag either means 
 to dhcrelay or is refused with its reason (exit 2): none is read as something else. Servers may
 be host names, resolved (to their first IPv4 address, as dhcrelay does) at start and on reload.
 With neither ``--config`` nor a server on the command line, /etc/boothop/relay.toml is read.
+``-6`` selects the DHCPv6 relay alone, as it does for dhcrelay; a TOML file with a ``[dhcpv6]``
+table and helpers runs both relays in one process.
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
-from . import metrics, shell
+from . import kernel, metrics, shell
 from .config import AgentPolicy
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
+from .kernel import DEFAULT_CACHE
 from .service import run_relay
+from .service6 import run_relay6
 from .settings import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -41,6 +46,7 @@ from .settings import (
     read_toml,
 )
 from .wire import DHCP_MIN_MAX_SIZE, SERVER_PORT
+from .wire.dhcpv6 import SERVER_PORT_V6
 
 COMMAND_LINE = "<command line>"
 DEFAULT_CONFIG = Path("/etc/boothop/relay.toml")
@@ -65,14 +71,6 @@ class _Parser(argparse.ArgumentParser):
 
     def _get_option_tuples(self, option_string: str) -> list[tuple[Any, ...]]:
         return []
-
-
-class _Refused(argparse.Action):
-    """A dhcrelay flag boothop cannot honour: refused with its reason (exit 2), never guessed."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
-        parser.error(f"{option_string} (dhcrelay) is not supported: {self.help}")
 
 
 def _ipv4(value: str) -> str:
@@ -124,6 +122,37 @@ def _bounded(low: int, high: int) -> Any:
     return convert
 
 
+def _split_at_percent(value: str, what: str) -> tuple[str | None, str]:
+    address, _, name = value.rpartition("%")
+    if not name or len(name) > 15 or "/" in name:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected [address%]{what}")
+    if address:
+        try:
+            IPv6Address(address)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{address!r} is not an IPv6 address") from None
+    return address or None, name
+
+
+def _lower(value: str) -> dict[str, str]:
+    if "#" in value:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: the #index form is not supported: boothop follows interfaces by name")
+    link, name = _split_at_percent(value, "ifname")
+    return {"name": name, **({"link_address": link} if link else {})}
+
+
+def _upper(value: str) -> dict[str, str]:
+    address, name = _split_at_percent(value, "ifname")
+    return {"interface": name, **({"address": address} if address else {})}
+
+
+#: dhcrelay flags of its DHCPv4 mode only (dhcrelay -6 refuses them too).
+V4_ONLY = ("interfaces", "link_interface", "reply_giaddr", "max_hops", "agent_info",
+           "agent_policy", "max_packet_size", "relay_port", "servers")
+V6_ONLY = ("lower", "upper", "interface_id", "subscriber_id")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="boothop-relay",
@@ -138,13 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("servers", nargs="*", metavar="server", type=_server,
         help="helper addresses or host names (replace the file's `helpers`)")
     add("--version", action="version", version=f"%(prog)s {version('boothop')}")
-    add("-4", dest="ipv4", action="store_true", help="IPv4 (accepted; boothop relays IPv4 only)")
-    add("-6", nargs=0, action=_Refused, help="boothop relays DHCPv4/BOOTP only")
+    add("-4", dest="ipv4", action="store_true", help="DHCPv4/BOOTP relay (the default)")
+    add("-6", dest="ipv6", action="store_true",
+        help="DHCPv6 relay (RFC 8415) instead: needs -l and -u; port 547 unless -p")
     add("-d", dest="foreground", action="store_true",
         help="foreground (accepted; boothop-relay always runs in the foreground)")
     add("-q", dest="quiet", action="store_true", help="quiet: log warnings and errors only")
-    add("-p", dest="port", type=_bounded(1, 65535), default=SERVER_PORT, metavar="PORT",
-        help="listen on PORT and send to servers' PORT, to clients' PORT+1 (default 67)")
+    add("-p", dest="port", type=_bounded(1, 65535), metavar="PORT",
+        help="listen on PORT and send to servers' PORT, to clients' PORT+1 (default 67; 547 "
+        "with -6)")
     add("-rp", dest="relay_port", type=_bounded(1, 65535), metavar="PORT",
         help="alternative source port for upstream (toward the server) messages, with the "
         "DHCPv4 relay agent information relay-port sub-option (RFC 8357); replies come back "
@@ -175,10 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("-pf", dest="pid_file", type=Path, metavar="FILE", help="write the process id to FILE")
     add("--no-pid", dest="no_pid", action="store_true",
         help="write no pid file (the default without -pf; with it, -pf is ignored)")
-    for flag, metavar in (("-I", None), ("-s", "SUBSCRIBER-ID"), ("-l", "LOWER"),
-                          ("-u", "UPPER")):
-        add(flag, nargs=0 if metavar is None else None, action=_Refused, metavar=metavar,
-            help="a DHCPv6 option; boothop relays DHCPv4/BOOTP only")
+    add("-l", dest="lower", action="append", default=[], type=_lower, metavar="LOWER",
+        help="-6: [ADDRESS%%]IF: client-facing interface; ADDRESS: the link-address of its "
+        "Relay-forwards (default: its first global or ULA address)")
+    add("-u", dest="upper", action="append", default=[], type=_upper, metavar="UPPER",
+        help="-6: [ADDRESS%%]IF: relay to ADDRESS (default ff05::1:3, All_DHCP_Servers) out of "
+        "IF")
+    add("-I", dest="interface_id", action="store_true",
+        help="-6: send the Interface-ID option (accepted; boothop always sends it)")
+    add("-s", dest="subscriber_id", metavar="SUBSCRIBER-ID",
+        help="-6: add this Subscriber-ID option (RFC 4580) to every Relay-forward")
     add("--config", type=Path, metavar="FILE",
         help=f"TOML configuration (see config/relay.toml; default {DEFAULT_CONFIG} when no "
         "server is given)")
@@ -190,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between relay.stats log lines (0: never; default 60)")
     add("--metrics", type=_listen, metavar="HOST:PORT",
         help="serve the counters to Prometheus at http://HOST:PORT/metrics")
+    add("--datapath", choices=("auto", "kernel", "user"), default="auto",
+        help="kernel: relay the common cases in a tc-BPF program, the daemon takes the rest "
+        "(exit 1 if it cannot load); user: every packet through the daemon; auto (default): "
+        "kernel where it loads, one log line says which and why")
     return parser
 
 
@@ -198,13 +239,23 @@ def parse_args(argv: Sequence[str], default_config: Path = DEFAULT_CONFIG) -> ar
     neither --config nor a server is given and it exists."""
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
+    other = V4_ONLY if args.ipv6 else V6_ONLY
+    for key in other:
+        if getattr(args, key):
+            flag = "a server" if key == "servers" else f"the flag setting {key}"
+            parser.error(f"{flag} belongs to {'DHCPv4' if args.ipv6 else 'DHCPv6 (-6)'} mode "
+                         "only")
+    if args.ipv6 and (bool(args.lower) != bool(args.upper)):
+        parser.error("-6 needs both -l (client-facing) and -u (upstream) interfaces")
+    if args.port is None:
+        args.port = SERVER_PORT_V6 if args.ipv6 else SERVER_PORT
     if args.link_interface is not None and not args.interfaces:
         parser.error("-U needs the client interfaces named with -i or -id: boothop sets RFC 3527 "
                      "link selection per interface, and cannot pick them from every interface")
     if args.relay_port == args.port:
         parser.error(f"-rp {args.relay_port} is the port -p listens on for clients: the RFC 8357 "
                      "relay port must be another")
-    if args.config is None and not args.servers and default_config.exists():
+    if args.config is None and not args.servers and not args.lower and default_config.exists():
         args.config = default_config
     return args
 
@@ -227,6 +278,16 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
     """The file (if any) with the command line merged in, validated as one."""
     file = read_toml(args.config) if args.config else None
     raw: dict[str, Any] = dict(file.data) if file else {}
+    if args.ipv6:
+        # dhcrelay -6 relays DHCPv6 only: the file's IPv4 relay is not run.
+        raw.pop("helpers", None)
+        raw.pop("interface", None)
+        dhcpv6 = dict(raw.get("dhcpv6") or {})
+        if args.lower:
+            dhcpv6["lower"], dhcpv6["upper"] = args.lower, args.upper
+        if args.subscriber_id is not None:
+            dhcpv6["subscriber_id"] = args.subscriber_id
+        raw["dhcpv6"] = dhcpv6
     if args.servers:
         raw["helpers"] = resolve(args.servers)
     flags = list(args.interfaces)
@@ -272,9 +333,12 @@ def check(argv: Sequence[str]) -> int:
     except ConfigError as error:
         print(error.prefixed("boothop-relay"), file=sys.stderr)
         return EXIT_CONFIG
-    relay = settings.relay
-    print(f"{args.config}: ok ({len(relay.helpers)} helpers, "
-          f"{len(relay.interfaces) or 'all'} interfaces)")
+    relay, relay6 = settings.relay, settings.relay6
+    parts = [] if relay is None else [
+        f"{len(relay.helpers)} helpers, {len(relay.interfaces) or 'all'} interfaces"]
+    if relay6 is not None:
+        parts.append(f"DHCPv6: {len(relay6.lower)} lower, {len(relay6.upper)} upper")
+    print(f"{args.config}: ok ({'; '.join(parts)})")
     return EXIT_OK
 
 
@@ -299,12 +363,30 @@ def status(argv: Sequence[str]) -> int:
     return metrics.print_status("boothop-relay", listen, "boothop_relay_")
 
 
+def build_datapath(argv: Sequence[str]) -> int:
+    """``boothop-relay build-datapath [--cache DIR]``: compile the kernel datapath (at install)."""
+    parser = _Parser(prog="boothop-relay build-datapath", allow_abbrev=False,
+                     description="Compile the kernel datapath's tc-BPF program from the source "
+                     "shipped with boothop into its cache (clang); print the object's path.")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help=f"where to keep it (default $BOOTHOP_BPF_CACHE or {DEFAULT_CACHE})")
+    args = parser.parse_args(argv)
+    try:
+        print(kernel.build(args.cache))
+    except kernel.DatapathUnavailable as error:
+        print(f"boothop-relay: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         return check(argv[1:])
     if argv[:1] == ["status"]:
         return status(argv[1:])
+    if argv[:1] == ["build-datapath"]:
+        return build_datapath(argv[1:])
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -333,10 +415,15 @@ def run(args: argparse.Namespace, settings: RelaySettings) -> int:
     if pid_file is not None:
         pid_file.write_text(f"{os.getpid()}\n")
     try:
+        common = {"reload": reload, "stats_interval": settings.stats_interval,
+                  "stats_file": args.stats_file, "metrics_listen": settings.metrics}
+        if settings.relay is None:
+            assert settings.relay6 is not None  # parse: one of them at least
+            return shell.run_daemon("boothop-relay", functools.partial(
+                run_relay6, settings.relay6, port=args.port, **common))
         return shell.run_daemon("boothop-relay", functools.partial(
-            run_relay, settings.relay, reload=reload, stats_interval=settings.stats_interval,
-            stats_file=args.stats_file, port=args.port, metrics_listen=settings.metrics,
-        ))
+            run_relay, settings.relay, config6=settings.relay6, port=args.port,
+            datapath=args.datapath, **common))
     finally:
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .actions import DeliveryMode
 from .drops import DropReason
@@ -22,9 +22,21 @@ class RelayCounters:
     agent_info_added: int = 0
     #: Requests forwarded without our option 82 because it would have exceeded the size limit.
     agent_info_omitted_oversize: int = 0
-    forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
+    #: Smart giaddr: per interface name, clients moved to the next address after unanswered
+    #: DISCOVERs.
+    giaddr_fallbacks: Counter[str] = dataclasses.field(default_factory=Counter)
+    forwarded: Counter[IPv4Address | IPv6Address] = dataclasses.field(default_factory=Counter)
+    #: Requests relayed, per forwarding class ("default": no class matched).
+    relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
+
+    def plus(self, other: RelayCounters) -> RelayCounters:
+        """Both counts added up (the daemon's and the kernel datapath's)."""
+        summed = RelayCounters()
+        for field in dataclasses.fields(self):
+            setattr(summed, field.name, getattr(self, field.name) + getattr(other, field.name))
+        return summed
 
     def snapshot(self) -> dict[str, object]:
         """Plain values for a stats log line or a JSON dump."""
@@ -35,7 +47,25 @@ class RelayCounters:
             "replies_by_port": {str(k): v for k, v in sorted(self.replies_on_port.items())},
             "agent_info_added": self.agent_info_added,
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
+            "giaddr_fallbacks": dict(sorted(self.giaddr_fallbacks.items())),
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
+            "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
+        }
+
+
+@dataclasses.dataclass
+class ShellCounters:
+    """What happens around the engine besides receiving: send errors and reloads."""
+
+    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    reloads: int = 0
+    reload_failures: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "send_errors": dict(self.send_errors),
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
         }

@@ -26,3 +26,7 @@ class DropReason(enum.Enum):
     CIADDR_OFF_LINK = "ciaddr-off-link"
     REQUEST_FROM_SELF = "request-from-self"
     OVERSIZE = "oversize"
+    #: DHCPv6: a server-to-client message (Advertise, Reply, Reconfigure) from a client's side.
+    NOT_RELAYABLE = "not-relayable"
+    #: DHCPv6: a Relay-reply whose Interface-ID and link-address name no client-facing link.
+    UNKNOWN_LINK = "unknown-link"

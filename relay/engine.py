@@ -10,9 +10,11 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
-from .config import AgentPolicy, InterfaceConfig, RelayConfig
+from .classes import DEFAULT_CLASS, classify
+from .config import AgentPolicy, GiaddrMode, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
+from .giaddr import SmartGiaddr
 from .interfaces import Interface, InterfaceTable, Role
 from .wire import (
     ETHERNET_MAX_MESSAGE,
@@ -43,6 +45,8 @@ class RelayEngine:
     def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
         self.counters = RelayCounters()
         self._warned_pxe_misconfig: set[IPv4Address] = set()
+        #: Survives reloads and interface changes: clients keep the address that works.
+        self._smart = SmartGiaddr(config.smart_retries)
         self.config = config
         self.interfaces = interfaces or InterfaceTable()
 
@@ -54,7 +58,8 @@ class RelayEngine:
     def config(self, config: RelayConfig) -> None:
         self._config = config
         self._servers = config.all_servers
-        self._agent_values: dict[tuple[int, bool], bytes | None] = {}
+        self._agent_values: dict[tuple[int, bool, IPv4Address], bytes] = {}
+        self._smart.retries = config.smart_retries
         self._circuits: dict[bytes, str] | None = None
         self._agent_decoded: dict[bytes, tuple[bytes | None, IPv4Address | None] | Drop] = {}
 
@@ -104,66 +109,90 @@ class RelayEngine:
         checked = self._request_checks(msg, datagram)
         if isinstance(checked, Drop):
             return self._drop_request(msg, checked.reason, checked.detail)
-        ingress, settings, helpers = checked
-        hops, giaddr, agent_value = msg.hops + 1, msg.giaddr, None
-        if giaddr == ZERO:
+        ingress, settings = checked
+        # The forwarding classes (relay.classes): the first that matches names the helpers;
+        # none matching, the interface's (or the global) helpers, every one of them.
+        matched = classify(self.config.classes, msg, ingress.name)
+        if matched is None:
+            class_name, helpers = DEFAULT_CLASS, self.config.helpers_for(settings)
+        else:
+            class_name, helpers = matched.name, matched.helpers
+        if not helpers:
+            return self._drop_request(msg, DropReason.NO_HELPERS, ingress.name)
+        hops = msg.hops + 1
+        # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
+        # field MUST NOT be modified." (another relay is closer to the client).
+        copies: list[tuple[IPv4Address, bytes | None]] = [(msg.giaddr, None)]
+        if msg.giaddr == ZERO:
             agent_present = msg.has(Opt.RELAY_AGENT_INFO)
             # RFC 3046 §2.1: "relay agents receiving a DHCP packet from an untrusted circuit with
             # giaddr set to zero (indicating that they are the first-hop router) but with a Relay
             # Agent Information option already present in the packet SHALL discard the packet".
             if agent_present and not settings.trusted:
                 return self._drop_request(msg, DropReason.UNTRUSTED_AGENT_OPTION, ingress.name)
-            # An RFC 951 vendor area (no magic cookie) has no options field to carry option 82,
-            # so such a request is relayed as RFC 1542 says: giaddr = the client's link address.
-            carries_options = msg.vendor is None
-            # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
-            # the IP address of the interface on which the request was received."
-            ours_giaddr = (
-                self._giaddr_for(ingress, settings)
-                if carries_options
-                else self._link_address(ingress, settings)
-            )
-            if ours_giaddr is None:
+            links = self._link_addresses(ingress, settings, msg)
+            if not links:
                 detail = f"no IPv4 address for giaddr on {ingress.name}"
                 return self._drop_request(msg, DropReason.NO_INTERFACE_ADDRESS, detail)
-            giaddr = ours_giaddr
-            if carries_options and self._adds_agent_info(settings):
-                ours = self._agent_value(ingress, settings, datagram)
-                if ours is None:
-                    detail = f"no link address on {ingress.name}"
-                    return self._drop_request(msg, DropReason.NO_INTERFACE_ADDRESS, detail)
-                policy = self.config.agent_policy
-                if not agent_present:
-                    agent_value = ours
-                elif policy is AgentPolicy.DISCARD:
-                    detail = "request already carries option 82"
-                    return self._drop_request(msg, DropReason.AGENT_OPTION_DISCARD, detail)
-                elif policy is AgentPolicy.APPEND:
-                    agent_value = (msg.get(Opt.RELAY_AGENT_INFO) or b"") + ours
-                elif policy is AgentPolicy.REPLACE:
-                    agent_value = ours
-                # (AgentPolicy.FORWARD: the client's option 82 goes on unchanged.)
-                if agent_value is not None:
-                    # RFC 3046 §2.1: "Packets which, after appending the Relay Agent Information
-                    # option, would exceed this configured maximum size shall be forwarded
-                    # WITHOUT adding the Agent Information option."
-                    if frame.size_with_agent_info(agent_value) <= self.config.max_packet_size:
-                        self.counters.agent_info_added += 1
-                    else:
-                        self.counters.agent_info_omitted_oversize += 1
-                        agent_value = None
-        # RFC 1542 §4.1.1: "If the 'giaddr' field contains some non-zero value, the 'giaddr'
-        # field MUST NOT be modified." (another relay is closer to the client).
+            copies = []
+            for link in links:
+                ours = self._ours(frame, ingress, settings, datagram, link)
+                if isinstance(ours, Drop):
+                    return self._drop_request(msg, ours.reason, ours.detail)
+                copies.append(ours)
         try:
-            payload = frame.relayed(hops, giaddr, agent_value, self._capacity(datagram))
+            payloads = [frame.relayed(hops, giaddr, agent_value, self._capacity(datagram))
+                        for giaddr, agent_value in copies]
         except WireError as error:
             return self._drop_request(msg, DropReason.OVERSIZE, str(error))
         forwarded = self.counters.forwarded
         forwards = []
-        for server in helpers:
-            forwarded[server] += 1
-            forwards.append(Forward(server, payload))
-        return Outcome(tuple(forwards), msg, hops, giaddr)
+        for payload in payloads:
+            for server in helpers:
+                forwarded[server] += 1
+                forwards.append(Forward(server, payload))
+        self.counters.relayed_by_class[class_name] += 1
+        return Outcome(tuple(forwards), msg, hops, copies[0][0], class_name)
+
+    def _ours(self, frame: Frame, ingress: Interface, settings: InterfaceConfig,
+              datagram: Datagram, link: IPv4Address) -> tuple[IPv4Address, bytes | None] | Drop:
+        """giaddr and option 82 of a request we are the first relay of, relayed for the
+        client's subnet ``link`` (one of the ingress interface's addresses)."""
+        msg = frame.message
+        # An RFC 951 vendor area (no magic cookie) has no options field to carry option 82,
+        # so such a request is relayed as RFC 1542 says: giaddr = the client's link address.
+        if msg.vendor is not None:
+            return link, None
+        # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
+        # the IP address of the interface on which the request was received."
+        giaddr = self._giaddr_for(link, settings)
+        if giaddr is None:
+            return Drop(DropReason.NO_INTERFACE_ADDRESS,
+                        f"no IPv4 address for giaddr on {settings.link_selection}")
+        if not self._adds_agent_info(settings):
+            return giaddr, None
+        ours = self._agent_value(ingress, settings, datagram, link)
+        policy = self.config.agent_policy
+        agent_value = None
+        if not msg.has(Opt.RELAY_AGENT_INFO):
+            agent_value = ours
+        elif policy is AgentPolicy.DISCARD:
+            return Drop(DropReason.AGENT_OPTION_DISCARD, "request already carries option 82")
+        elif policy is AgentPolicy.APPEND:
+            agent_value = (msg.get(Opt.RELAY_AGENT_INFO) or b"") + ours
+        elif policy is AgentPolicy.REPLACE:
+            agent_value = ours
+        # (AgentPolicy.FORWARD: the client's option 82 goes on unchanged.)
+        if agent_value is not None:
+            # RFC 3046 §2.1: "Packets which, after appending the Relay Agent Information
+            # option, would exceed this configured maximum size shall be forwarded
+            # WITHOUT adding the Agent Information option."
+            if frame.size_with_agent_info(agent_value) <= self.config.max_packet_size:
+                self.counters.agent_info_added += 1
+            else:
+                self.counters.agent_info_omitted_oversize += 1
+                agent_value = None
+        return giaddr, agent_value
 
     def _drop_request(self, msg: DhcpMessage, reason: DropReason, detail: str) -> Outcome:
         self.counters.dropped[reason] += 1
@@ -171,8 +200,8 @@ class RelayEngine:
 
     def _request_checks(
         self, msg: DhcpMessage, datagram: Datagram
-    ) -> Drop | tuple[Interface, InterfaceConfig, tuple[IPv4Address, ...]]:
-        """The checks before any change: a Drop, or the ingress, its settings and helpers."""
+    ) -> Drop | tuple[Interface, InterfaceConfig]:
+        """The checks before any change: a Drop, or the ingress and its settings."""
         ingress = self.interfaces.by_index(datagram.ifindex)
         if ingress is None:
             return Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")
@@ -193,10 +222,7 @@ class RelayEngine:
         # address implemented by the local agent itself" (dhcrelay: "we just sent it").
         if msg.giaddr != ZERO and self.interfaces.by_address(msg.giaddr) is not None:
             return Drop(DropReason.REQUEST_FROM_SELF, f"giaddr {msg.giaddr} is ours")
-        helpers = self.config.helpers_for(settings)
-        if not helpers:
-            return Drop(DropReason.NO_HELPERS, ingress.name)
-        return ingress, settings, helpers
+        return ingress, settings
 
     def _capacity(self, datagram: Datagram) -> int:
         """The most a relayed message may take: what arrived, the configured maximum or Ethernet's.
@@ -206,11 +232,29 @@ class RelayEngine:
         """
         return max(ETHERNET_MAX_MESSAGE, self.config.max_packet_size, len(datagram.payload))
 
-    def _giaddr_for(self, ingress: Interface, settings: InterfaceConfig) -> IPv4Address | None:
+    def _giaddr_for(self, link: IPv4Address, settings: InterfaceConfig) -> IPv4Address | None:
         if settings.link_selection is not None:
             upstream = self.interfaces.by_name(settings.link_selection)
             return upstream.primary.ip if upstream and upstream.primary else None
-        return self._link_address(ingress, settings)
+        return link
+
+    def _link_addresses(self, ingress: Interface, settings: InterfaceConfig,
+                        msg: DhcpMessage) -> tuple[IPv4Address, ...]:
+        """The addresses naming the client's subnet that a request is relayed for: one, but
+        every address of the interface in mode ``all`` (none: the interface has no usable one)."""
+        mode = settings.giaddr_mode
+        if settings.giaddr is not None or mode is GiaddrMode.PRIMARY or not ingress.addresses:
+            link = self._link_address(ingress, settings)
+            return () if link is None else (link,)
+        if mode is GiaddrMode.ALL:
+            return tuple(address.ip for address in ingress.addresses)
+        discover = msg.message_type == MessageType.DISCOVER
+        link, fallback = self._smart.choose(ingress.index, msg.hardware_address,
+                                            ingress.addresses, discover=discover,
+                                            names=None if discover else _named_address(msg))
+        if fallback:
+            self.counters.giaddr_fallbacks[ingress.name] += 1
+        return (link,)
 
     @staticmethod
     def _link_address(ingress: Interface, settings: InterfaceConfig) -> IPv4Address | None:
@@ -234,41 +278,40 @@ class RelayEngine:
         )
 
     def _agent_value(
-        self, ingress: Interface, settings: InterfaceConfig, datagram: Datagram
-    ) -> bytes | None:
-        """Our option 82 for a request received on ``ingress`` (None: no link address).
+        self, ingress: Interface, settings: InterfaceConfig, datagram: Datagram,
+        link: IPv4Address,
+    ) -> bytes:
+        """Our option 82 for a request received on ``ingress`` for the subnet of ``link``.
 
         It depends on the configuration, the interfaces and, with server identifier override,
-        on whether the request was unicast: cached per (interface, unicast) until either changes.
+        on whether the request was unicast: cached per (interface, unicast, link) until either
+        changes.
         """
         unicast = settings.server_id_override and (
             datagram.destination != LIMITED_BROADCAST
             and not _is_subnet_broadcast(ingress, datagram.destination)
         )
-        key = ingress.index, unicast
+        key = ingress.index, unicast, link
         try:
             return self._agent_values[key]
         except KeyError:
-            value = self._agent_values[key] = self._agent_info(ingress, settings, unicast)
+            value = self._agent_values[key] = self._agent_info(ingress, settings, unicast, link)
             return value
 
     def _agent_info(
-        self, ingress: Interface, settings: InterfaceConfig, unicast: bool
-    ) -> bytes | None:
+        self, ingress: Interface, settings: InterfaceConfig, unicast: bool, link: IPv4Address
+    ) -> bytes:
         subs: list[tuple[int, bytes]] = []
         if self._adds_circuit(settings):
             subs.append((AgentSub.CIRCUIT_ID, _circuit_of(ingress, settings)))
             remote_id = settings.remote_id or self.config.remote_id
             if remote_id:
                 subs.append((AgentSub.REMOTE_ID, remote_id))
-        link_address = self._link_address(ingress, settings)
-        if link_address is None:
-            return None
         if settings.link_selection is not None:
-            subs.append((AgentSub.LINK_SELECTION, link_address.packed))
+            subs.append((AgentSub.LINK_SELECTION, link.packed))
         if settings.server_id_override:
             subs.append((AgentSub.RELAY_AGENT_FLAGS, bytes((FLAG_UNICAST if unicast else 0,))))
-            subs.append((AgentSub.SERVER_ID_OVERRIDE, link_address.packed))
+            subs.append((AgentSub.SERVER_ID_OVERRIDE, link.packed))
         if self.config.relay_port is not None:
             # RFC 8357 §5.1: a relay agent using a UDP source port other than 67 "MUST include
             # the 'Relay Source Port' sub-option" in the Relay Agent Information option of the
@@ -317,7 +360,12 @@ class RelayEngine:
         warning = self._pxe_misconfig_warning(msg, datagram.source, settings)
         if warning is not None:
             actions.append(warning)
-        source = self._link_address(interface, settings) or msg.giaddr
+        # From the address the server answered for (with several subnets on the link, the
+        # client's gateway), else the one naming the link (giaddr upstream: link selection).
+        source = (msg.giaddr if interface.owns(msg.giaddr)
+                  else self._link_address(interface, settings) or msg.giaddr)
+        if settings.giaddr_mode is GiaddrMode.SMART:
+            self._smart.answered(interface.index, msg.hardware_address)
         self.counters.delivered[mode] += 1
         actions.append(
             Deliver(interface.index, interface.name, payload, mode, destination, mac, source)
@@ -447,6 +495,16 @@ class RelayEngine:
             f"60/66/67 on {server} and keep the PXE server in the helper list.",
             server,
         )
+
+
+def _named_address(msg: DhcpMessage) -> IPv4Address | None:
+    """The address a request is about: ciaddr, else a REQUEST's option 50 (RFC 2131 §4.3.2)."""
+    if msg.ciaddr != ZERO:
+        return msg.ciaddr
+    requested = msg.get(Opt.REQUESTED_ADDRESS)
+    if msg.message_type == MessageType.REQUEST and requested is not None and len(requested) == 4:
+        return IPv4Address(requested)
+    return None
 
 
 def _circuit_of(interface: Interface, settings: InterfaceConfig) -> bytes:

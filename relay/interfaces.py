@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterable, Iterator
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 
 class Role(enum.Enum):
@@ -20,6 +20,18 @@ class Role(enum.Enum):
         return self is not Role.UPSTREAM
 
 
+def is_routable6(address: IPv6Address) -> bool:
+    """Global or unique local (RFC 8415 §19.1: "a global or ULA address"): not link-local
+    (fe80::/10), multicast (ff00::/8), loopback or unspecified. On the integer: ipaddress's
+    ``is_link_local`` builds a network object per call, more than the rest of a relay decision."""
+    number = int(address)
+    return number > 1 and number >> 118 != 0x3FA and number >> 120 != 0xFF
+
+
+def is_link_local6(address: IPv6Address) -> bool:
+    return int(address) >> 118 == 0x3FA
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Interface:
     index: int
@@ -27,6 +39,7 @@ class Interface:
     up: bool
     addresses: tuple[IPv4Interface, ...]
     mac: bytes = b""
+    addresses6: tuple[IPv6Interface, ...] = ()
 
     @property
     def primary(self) -> IPv4Interface | None:
@@ -34,6 +47,15 @@ class Interface:
 
     def owns(self, address: IPv4Address) -> bool:
         return any(a.ip == address for a in self.addresses)
+
+    @property
+    def routable6(self) -> IPv6Interface | None:
+        """The first global or unique local (ULA) IPv6 address: what names the link to a DHCPv6
+        server (RFC 8415 §19.1.1); link-local, loopback and multicast never do."""
+        for address in self.addresses6:
+            if is_routable6(address.ip):
+                return address
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +65,7 @@ class InterfaceTable:
     interfaces: tuple[Interface, ...] = ()
     _by_index: dict[int, Interface] = dataclasses.field(init=False, repr=False, compare=False)
     _by_name: dict[str, Interface] = dataclasses.field(init=False, repr=False, compare=False)
-    _by_address: dict[IPv4Address, Interface] = dataclasses.field(
+    _by_address: dict[IPv4Address | IPv6Address, Interface] = dataclasses.field(
         init=False, repr=False, compare=False
     )
 
@@ -51,7 +73,12 @@ class InterfaceTable:
         object.__setattr__(self, "_by_index", {i.index: i for i in self.interfaces})
         object.__setattr__(self, "_by_name", {i.name: i for i in self.interfaces})
         object.__setattr__(
-            self, "_by_address", {a.ip: i for i in self.interfaces for a in i.addresses}
+            self,
+            "_by_address",
+            {
+                **{a.ip: i for i in self.interfaces for a in i.addresses},
+                **{a.ip: i for i in reversed(self.interfaces) for a in i.addresses6},
+            },
         )
 
     @classmethod
@@ -64,7 +91,9 @@ class InterfaceTable:
     def by_name(self, name: str) -> Interface | None:
         return self._by_name.get(name)
 
-    def by_address(self, address: IPv4Address) -> Interface | None:
+    def by_address(self, address: IPv4Address | IPv6Address) -> Interface | None:
+        """The interface holding ``address`` (for a link-local IPv6 address held by several, the
+        lowest index)."""
         return self._by_address.get(address)
 
     def connected(self, address: IPv4Address) -> frozenset[int]:

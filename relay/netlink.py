@@ -1,7 +1,7 @@
-"""Interfaces and IPv4 addresses from the kernel, followed live (the only module using pyroute2).
+"""Interfaces and their IPv4 and IPv6 addresses from the kernel, followed live (pyroute2 only here).
 
 pyroute2's async API is asyncio-only, so dumps run its sync ``IPRoute`` in a worker thread.
-Live changes arrive on a plain rtnetlink socket subscribed to link and IPv4 address groups; trio
+Live changes arrive on a plain rtnetlink socket subscribed to link and address groups; trio
 waits on its file descriptor, and any event (or ENOBUFS: events were lost) triggers a debounced
 full re-dump. The messages themselves are not parsed: the dump is the truth.
 """
@@ -12,18 +12,19 @@ import contextlib
 import errno
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 import structlog
 import trio
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as pyroute2_netns
 
 from .interfaces import Interface, InterfaceTable
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFA_F_SECONDARY = 0x01
@@ -48,12 +49,12 @@ def _in_netns(netns: str | None) -> Iterator[None]:
 
 
 def open_event_socket(netns: str | None = None) -> socket.socket:
-    """A non-blocking rtnetlink socket receiving link and IPv4 address events."""
+    """A non-blocking rtnetlink socket receiving link and address events."""
     with _in_netns(netns):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
-        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -65,9 +66,14 @@ def table_from(links: Iterable[Mapping[str, Any]],
                addresses: Iterable[Mapping[str, Any]]) -> InterfaceTable:
     """Build the snapshot from dumped links and addresses (dicts in pyroute2's shape)."""
     by_index: dict[int, list[tuple[bool, IPv4Interface]]] = {}
+    by_index6: dict[int, list[IPv6Interface]] = {}
     for address in addresses:
         local = address.get("IFA_LOCAL") or address.get("IFA_ADDRESS")
         if local is None:
+            continue
+        if ":" in local:
+            by_index6.setdefault(address["index"], []).append(
+                IPv6Interface(f"{local}/{address['prefixlen']}"))
             continue
         secondary = bool((address.get("IFA_FLAGS") or address.get("flags") or 0) & IFA_F_SECONDARY)
         by_index.setdefault(address["index"], []).append(
@@ -86,16 +92,18 @@ def table_from(links: Iterable[Mapping[str, Any]],
             up=bool(flags & IFF_UP) and bool(flags & IFF_RUNNING),
             addresses=tuple(a for _, a in owned),
             mac=bytes.fromhex(mac.replace(":", "")) if mac else b"",
+            addresses6=tuple(by_index6.get(link["index"], ())),
         ))
     return InterfaceTable.of(interfaces)
 
 
 def dump(netns: str | None = None) -> InterfaceTable:
-    """Blocking: the current links and IPv4 addresses (run it in a worker thread)."""
+    """Blocking: the current links and addresses (run it in a worker thread)."""
     kwargs = {"netns": netns} if netns is not None else {}
     with IPRoute(**kwargs) as ipr:
         links = [_plain(link) for link in ipr.get_links()]
-        addresses = [_plain(address) for address in ipr.get_addr(family=socket.AF_INET)]
+        addresses = [_plain(address) for family in (socket.AF_INET, socket.AF_INET6)
+                     for address in ipr.get_addr(family=family)]
     return table_from(links, addresses)
 
 
@@ -124,15 +132,16 @@ def log_changes(old: InterfaceTable, new: InterfaceTable) -> None:
         if before is not None and before.name != interface.name:
             log.info("relay.interface.renamed", ifindex=interface.index, old=before.name,
                      ifname=interface.name)
-        old_addresses = set(before.addresses) if before else set()
-        for address in interface.addresses:
+        old_addresses: set[IPv4Interface | IPv6Interface] = (
+            {*before.addresses, *before.addresses6} if before else set())
+        for address in (*interface.addresses, *interface.addresses6):
             if address not in old_addresses:
                 log.info("relay.address.added", ifname=interface.name, address=str(address))
-        for address in old_addresses - set(interface.addresses):
+        for address in old_addresses - {*interface.addresses, *interface.addresses6}:
             log.info("relay.address.removed", ifname=interface.name, address=str(address))
     for before in old:
         if new.by_index(before.index) is None:
-            for address in before.addresses:
+            for address in (*before.addresses, *before.addresses6):
                 log.info("relay.address.removed", ifname=before.name, address=str(address))
             log.info("relay.interface.down", ifname=before.name, ifindex=before.index,
                      removed=True)
@@ -192,3 +201,59 @@ async def _redump(sock: socket.socket, netns: str | None, debounce: float) -> In
         except Exception as error:  # a failed dump must not stop the relay
             log.error("relay.netlink.dump_failed", error=repr(error))
             await trio.sleep(RETRY_AFTER_FAILURE)
+
+
+# -- the kernel datapath's attachment (tc clsact ingress, a direct-action bpf filter) ----------
+
+#: The name our filters carry: how a stale one (left by a killed daemon) is found at start.
+TC_FILTER_NAME = "boothop-relay"
+TC_INGRESS = "ffff:fff2"
+#: The filter's priority on the clsact ingress hook (tc's "pref").
+TC_PRIORITY = 0xB007
+
+
+def attach_program(ifindex: int, fd: int) -> None:
+    """Attach the program ``fd`` on ``ifindex``'s ingress (adding the clsact qdisc if none),
+    replacing a filter of ours already there (an update is atomic: no packet misses both)."""
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as error:
+            if error.code != errno.EEXIST:
+                raise
+        ipr.tc("replace-filter", "bpf", ifindex, ":1", fd=fd, name=TC_FILTER_NAME,
+               parent=TC_INGRESS, classid=1, direct_action=True, prio=TC_PRIORITY)
+
+
+def detach_program(ifindex: int) -> None:
+    """Remove our filter from ``ifindex`` (the clsact qdisc stays: others may use it)."""
+    with IPRoute() as ipr:
+        _detach(ipr, ifindex)
+
+
+def _detach(ipr: IPRoute, ifindex: int) -> bool:
+    removed = False
+    try:
+        filters = ipr.get_filters(ifindex, parent=TC_INGRESS)
+    except NetlinkError:
+        return False  # no clsact qdisc, or the link is gone
+    for message in filters:
+        options = message.get_attr("TCA_OPTIONS")
+        name = options.get_attr("TCA_BPF_NAME") if options is not None else None
+        if name == TC_FILTER_NAME:
+            with contextlib.suppress(NetlinkError):
+                ipr.tc("del-filter", "bpf", ifindex, ":1", parent=TC_INGRESS,
+                       prio=message["info"] >> 16)
+                removed = True
+    return removed
+
+
+def detach_stale() -> list[str]:
+    """Remove our filters from every interface (what a daemon killed before its exit left);
+    the names of the interfaces they were on."""
+    cleaned = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            if _detach(ipr, link["index"]):
+                cleaned.append(link.get_attr("IFLA_IFNAME"))
+    return cleaned

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import socket
 import threading
@@ -28,14 +27,19 @@ import trio
 
 from . import metrics
 from .actions import Deliver, Drop, Forward, Outcome, Warn
-from .config import RelayConfig
+from .broadcast import BroadcastForwarder, UdpDropped
+from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
+from .counters import ShellCounters
+from .datapath import tables
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
+from .kernel import DatapathUnavailable, KernelDatapath
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
-from .netlink import follow_interfaces
+from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
-from .settings import Listen
+from .service6 import FAMILIES6, Relay6Service, open_relay6
+from .settings import DaemonError, Listen
 from .shell import (
     DAEMON_SIGNALS,
     DatagramLoop,
@@ -47,9 +51,11 @@ from .shell import (
     reload_config,
     set_log_level,
     signal_loop,
+    write_json,
 )
-from .sockets import Sender, open_packet
+from .sockets import Sender, open_packet, open_raw
 from .wire import SERVER_PORT, Datagram
+from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
@@ -70,10 +76,23 @@ FAMILIES = (
            ("replies_by_port", "{port}")),
     Family("boothop_relay_forwarded", "counter", "Requests forwarded, per helper",
            ("forwarded", "{server}")),
+    Family("boothop_relay_class_relayed", "counter",
+           "Requests relayed, per forwarding class (default: no class matched)",
+           ("relayed_by_class", "{class}")),
     Family("boothop_relay_delivered", "counter", "Replies delivered to clients, per mode",
            ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
            ("dropped", "{reason}")),
+    Family("boothop_relay_giaddr_fallbacks", "counter",
+           "Smart giaddr: clients moved to the next address of an interface after unanswered "
+           "DISCOVERs", ("giaddr_fallbacks", "{interface}")),
+    Family("boothop_relay_udp_received", "counter",
+           "UDP broadcast helper: datagrams received, per port", ("udp_received", "{port}")),
+    Family("boothop_relay_udp_forwarded", "counter",
+           "UDP broadcast helper: datagrams forwarded, per port and helper",
+           ("udp_forwarded", "{port}", "{server}")),
+    Family("boothop_relay_udp_dropped", "counter",
+           "UDP broadcast helper: datagrams dropped, per reason", ("udp_dropped", "{reason}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
@@ -88,36 +107,33 @@ FAMILIES = (
           ("unanswered", "Forwarded requests with no reply from the helper in time"),
           ("untracked", "Forwarded requests given up unanswered as the table was full"),
           ("waiting", "Forwarded requests awaiting the helper's reply"))),
+    Family("boothop_relay_datapath_received", "counter",
+           "Datagrams received, per datapath (kernel: relayed by the tc program; user: the "
+           "daemon)", ("datapath", "received", "{path}")),
+    Family("boothop_relay_kernel_passed_up", "counter",
+           "DHCP datagrams the kernel datapath left to the daemon, per reason",
+           ("datapath", "passed_up", "{reason}")),
     Family("boothop_relay_helper_reply_seconds", "histogram",
            "From forwarding a request to the helper's reply", ("reply_latency",
                                                                 "{server}")),
 )
 
 
-@dataclasses.dataclass
-class ShellCounters:
-    """What happens around the engine besides receiving: send errors and reloads."""
-
-    send_errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    reloads: int = 0
-    reload_failures: int = 0
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "send_errors": dict(self.send_errors),
-            "reloads": self.reloads,
-            "reload_failures": self.reload_failures,
-        }
-
-
 class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
-                 stats_file: Path | None = None) -> None:
+                 stats_file: Path | None = None, kernel: KernelDatapath | None = None,
+                 broadcasts: Iterable[socket.socket] = ()) -> None:
         """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
-        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock."""
+        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock;
+        each of ``broadcasts`` (a port of the UDP broadcast helper) one into its forwarder.
+        ``kernel``: the tc program relaying the common cases, fed from the engine (the slow
+        path and the reference stays here)."""
         self.engine = engine
+        self.kernel = kernel
+        #: The interfaces the kernel datapath is attached to.
+        self.attached: set[int] = set()
         self.udp = udp
         self.sender = sender
         self.stats_file = stats_file
@@ -130,9 +146,18 @@ class RelayService:
         self.loop = DatagramLoop(udp, self.receive, log=log, lock=self.lock)
         self.loops = [self.loop] + ([] if sender.upstream is None else [
             DatagramLoop(sender.upstream, self.receive, log=log, lock=self.lock)])
+        forwarding = engine.config.forward_udp
+        self.broadcast = BroadcastForwarder(_udp_limiter(engine.config))
+        #: The broadcast helper's ports, bound at start and kept (as the relay port).
+        self.udp_ports = () if forwarding is None else forwarding.ports
+        self.loops += [DatagramLoop(sock, self.receive_udp, log=log, lock=self.lock)
+                       for sock in broadcasts]
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
+        #: The DHCPv6 relay running beside this one in the process, if any: its counters go
+        #: into this snapshot (under "dhcpv6"), reloads and interface changes to it too.
+        self.v6: Relay6Service | None = None
 
     def bind_logger(self) -> None:
         """Take the logging configuration as it is now (at start, and after a level change)."""
@@ -175,6 +200,32 @@ class RelayService:
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
 
+    def receive_udp(self, datagram: Datagram) -> None:
+        """The broadcast helper's receive threads' handler (under ``lock``)."""
+        self.handle_udp(datagram, time.monotonic())
+
+    def handle_udp(self, datagram: Datagram, now: float) -> None:
+        """Run one broadcast through the forwarder and send what it says."""
+        outcome = self.broadcast.handle(datagram, self.engine.config, self.engine.interfaces, now)
+        source = f"{address_text(datagram.source)}:{datagram.source_port}"
+        if isinstance(outcome, UdpDropped):
+            suppressed = self.limiter.allow(("udp-drop", outcome.reason), now)
+            if self.steps and suppressed is not None:
+                self.log.info("relay.udp.drop", port=datagram.port, source=source,
+                              reason=outcome.reason.value, detail=outcome.detail,
+                              suppressed=suppressed)
+            return
+        for action in outcome:
+            try:
+                self.sender.forward_udp(action)
+            except OSError as error:
+                self._send_failed("forward-udp", error, now, server=str(action.server),
+                                  port=action.port)
+        if self.steps:
+            self.log.info("relay.udp.forwarded", port=datagram.port, source=source,
+                          destination=address_text(datagram.destination),
+                          servers=[address_text(action.server) for action in outcome])
+
     def _observe(self, helper: IPv4Address, latency: float) -> None:
         histogram = self.latency.get(helper)
         if histogram is None:
@@ -204,8 +255,9 @@ class RelayService:
                 packet.info("relay.drop", reason=action.reason.value, detail=action.detail,
                             suppressed=suppressed)
         if servers:
-            (packet or self._bind(datagram, outcome)).info("relay.request.forwarded",
-                                                           servers=servers)
+            (packet or self._bind(datagram, outcome)).info(
+                "relay.request.forwarded", servers=servers,
+                forwarding_class=outcome.forwarding_class)
 
     def _bind(self, datagram: Datagram, outcome: Outcome) -> Any:
         ingress = self.engine.interfaces.by_index(datagram.ifindex)
@@ -232,6 +284,44 @@ class RelayService:
         with self.lock:
             self.engine.update_interfaces(table)
         self._check_configured_interfaces()
+        if self.v6 is not None:
+            self.v6.on_interfaces(table)
+        self.push_kernel()
+
+    def push_kernel(self) -> None:
+        """Give the kernel datapath the engine's configuration and interfaces, and attach it to
+        the interfaces the relay serves (at start, on every netlink change and reload)."""
+        if self.kernel is None:
+            return
+        engine = self.engine
+        self.kernel.push(tables(engine, self.sender.server_port))
+        configured = {i.name for i in engine.config.interfaces}
+        wanted = {i.index for i in engine.interfaces
+                  if i.name != "lo" and (not configured or i.name in configured)}
+        for index in sorted(wanted - self.attached):
+            try:
+                attach_program(index, self.kernel.program.fd)
+            except Exception as error:  # that interface stays on the user path
+                self.log.warning("relay.datapath.attach_failed", ifindex=index,
+                                 ifname=self._ifname(index), error=repr(error))
+                continue
+            self.attached.add(index)
+        present = {i.index for i in engine.interfaces}
+        for index in sorted(self.attached - wanted):
+            if index in present:
+                with contextlib.suppress(Exception):
+                    detach_program(index)
+            self.attached.discard(index)
+
+    def detach_kernel(self) -> None:
+        """Remove the program from every interface (at exit)."""
+        if self.kernel is None:
+            return
+        for index in sorted(self.attached):
+            with contextlib.suppress(Exception):
+                detach_program(index)
+        self.attached.clear()
+        self.kernel.close()
 
     def _check_configured_interfaces(self) -> None:
         known = {interface.name for interface in self.engine.interfaces}
@@ -242,18 +332,31 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        if self.v6 is not None:
+            self.v6.apply_config(settings)
         config = settings.relay
+        if config is None:
+            self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")
+            return
         running = self.engine.config.relay_port
         if config.relay_port != running:
             # The relay port's socket is bound at start and kept, as the client-facing one is.
             self.log.warning("relay.config.relay_port_kept", relay_port=running,
                              configured=config.relay_port, note="takes effect on restart")
             config = dataclasses.replace(config, relay_port=running)
+        forwarding = config.forward_udp
+        if (() if forwarding is None else forwarding.ports) != self.udp_ports:
+            # Their sockets are bound at start; a port no longer listed is dropped and counted.
+            self.log.warning("relay.config.forward_udp_ports_kept", ports=list(self.udp_ports),
+                             configured=None if forwarding is None else list(forwarding.ports),
+                             note="new ports take effect on restart")
         relevel = settings.log_level is not None and set_log_level(settings.log_level)
         with self.lock:
             if relevel:
                 self.bind_logger()
             self.engine.update_config(config)
+            self.broadcast.limiter = _udp_limiter(config)
+        self.push_kernel()
         self.shell.reloads += 1
         self.log.info("relay.config.reloaded", helpers=[str(h) for h in config.helpers],
                       interfaces=[i.name for i in config.interfaces])
@@ -266,9 +369,20 @@ class RelayService:
 
     def _snapshot(self) -> dict[str, Any]:
         self.replies.expire(time.monotonic())
-        received_on = self.engine.counters.received_on
+        counters = self.engine.counters
+        datapath: dict[str, Any] = {"mode": "user", "received": {"kernel": 0,
+                                                                 "user": counters.received},
+                                    "passed_up": {}}
+        if self.kernel is not None:
+            counts = self.kernel.counts()
+            datapath.update(mode="kernel", passed_up=counts.passed_up)
+            datapath["received"]["kernel"] = counts.counters["received"]
+            counters = counters.plus(counts.as_relay_counters(self.sender.server_port))
+        received_on = counters.received_on
         return {
-            **self.engine.counters.snapshot(),
+            **counters.snapshot(),
+            "datapath": datapath,
+            **self.broadcast.counters.snapshot(),
             "received_by_interface": {self._ifname(index): count
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
@@ -282,6 +396,7 @@ class RelayService:
                 for i in self.engine.interfaces
             },
             "pid": os.getpid(),
+            **({} if self.v6 is None else {"dhcpv6": self.v6.snapshot()}),
         }
 
     def _ifname(self, index: int) -> str:
@@ -299,15 +414,8 @@ class RelayService:
         if self.stats_file is None:
             return
         snapshot = self.snapshot()
-        temporary = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        try:
-            temporary.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
-            os.replace(temporary, self.stats_file)
-        except OSError as error:
-            self.log.error("relay.stats_file.failed", path=str(self.stats_file),
-                           error=errno_name(error))
-            return
-        self._written = snapshot
+        if write_json(self.stats_file, snapshot, self.log):
+            self._written = snapshot
 
     async def stats_file_loop(self) -> None:
         while True:
@@ -341,6 +449,38 @@ class RelayService:
             self.shell.reload_failures += 1
 
 
+def open_datapath(mode: str) -> KernelDatapath | None:
+    """The kernel datapath for ``--datapath`` kernel or auto, None for user (or auto where it
+    does not load); one log line says which and why. Our filters left by a daemon that did not
+    exit cleanly are removed first, whatever the mode: they would relay with a stale table."""
+    stale = detach_stale()
+    if stale:
+        log.warning("relay.datapath.stale_removed", ifnames=stale,
+                    note="left by a relay that did not exit cleanly")
+    if mode == "user":
+        log.info("relay.datapath", datapath="user", reason="--datapath user")
+        return None
+    try:
+        kernel = KernelDatapath.load()
+    except (DatapathUnavailable, OSError) as error:
+        if mode == "kernel":
+            raise DaemonError(f"--datapath kernel: {error}") from error
+        log.info("relay.datapath", datapath="user",
+                 reason=f"the kernel datapath does not load: {error}")
+        return None
+    log.info("relay.datapath", datapath="kernel",
+             reason=f"--datapath {mode}: the tc program loaded; the daemon takes what it "
+             "passes up")
+    return kernel
+
+
+def _udp_limiter(config: RelayConfig) -> RateLimiter:
+    """The broadcast helper's allowance: ``rate_limit`` datagrams a second per interface and
+    port (the shell's one rate limiter, keyed by the forwarder)."""
+    forwarding = config.forward_udp
+    return RateLimiter(burst=1 if forwarding is None else forwarding.rate_limit, period=1.0)
+
+
 def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
     """Loop counters added up over the relay's sockets (per socket in the metrics)."""
     total: Counter[str] = Counter()
@@ -352,12 +492,15 @@ def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:
 async def run_relay(
     config: RelayConfig,
     *,
+    config6: Relay6Config | None = None,
+    port6: int = SERVER_PORT_V6,
     reload: Callable[[], RelaySettings] | None = None,
     stats_interval: float = 60.0,
     stats_file: Path | None = None,
     metrics_listen: Listen | None = None,
     port: int = SERVER_PORT,
     handle_signals: bool = True,
+    datapath: str = "auto",
     task_status: trio.TaskStatus[RelayService] = trio.TASK_STATUS_IGNORED,
 ) -> RelayService:
     """Run the relay until cancelled or stopped by SIGTERM/SIGINT; returns the service.
@@ -367,32 +510,52 @@ async def run_relay(
     (``task_status.started``) once the socket is bound and the first interface dump is in the
     engine. Stopping needs no grace period to drain anything: the relay keeps no state between
     packets but its reply tracking, and whatever is still queued in the socket is left unread
-    (as dhcrelay does); the stats file gets the final counters.
+    (as dhcrelay does); the stats file gets the final counters. ``datapath``: kernel (the tc
+    program, or exit 1 if it cannot load), user (none) or auto (kernel where it loads). With
+    ``config6`` the DHCPv6 relay runs beside it (on ``port6``).
     """
     engine = RelayEngine(config)
+    kernel = await trio.to_thread.run_sync(open_datapath, datapath)
+    service6 = None if config6 is None else open_relay6(config6, port6)
     udp = open_udp(port)
-    upstream = None
+    opened: list[socket.socket] = [udp]
     try:
         # RFC 8357 §5.1: requests leave from the relay port, and replies come back to it.
         upstream = None if config.relay_port is None else open_udp(config.relay_port)
-        sender = Sender(udp, open_packet(), port, upstream)
-    except BaseException:
-        udp.close()
         if upstream is not None:
-            upstream.close()
+            opened.append(upstream)
+        forwarding = config.forward_udp
+        broadcasts: list[socket.socket] = []
+        raw = None
+        if forwarding is not None:  # the UDP broadcast helper: its ports, its raw socket
+            for forwarded_port in forwarding.ports:
+                broadcasts.append(open_udp(forwarded_port))
+                opened.append(broadcasts[-1])
+            raw = open_raw()
+            opened.append(raw)
+        sender = Sender(udp, open_packet(), port, upstream, raw)
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        if kernel is not None:
+            kernel.close()
+        if service6 is not None:
+            service6.sock.close()
         raise
-    service = RelayService(engine, udp, sender, stats_file)
+    service = RelayService(engine, udp, sender, stats_file, kernel, broadcasts)
+    service.v6 = service6
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
                     else contextlib.nullcontext())
         with receiver as signals, metrics.part(exporter, "relay", service.metrics_snapshot,
-                                               FAMILIES):
+                                               FAMILIES), metrics.part(
+                exporter, "relay6", service6.snapshot if service6 else dict, FAMILIES6):
             async with trio.open_nursery() as nursery:
                 if exporter is not None and metrics_listen is not None:
                     await nursery.start(exporter.run, metrics_listen)
                 await nursery.start(follow_interfaces, service.on_interfaces)
-                for loop in service.loops:
+                for loop in [*service.loops, *(service6.loops if service6 else ())]:
                     nursery.start_soon(loop.run)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
@@ -406,7 +569,14 @@ async def run_relay(
                 service.write_stats()
                 task_status.started(service)
     finally:
-        sender.close()
-        service.write_stats()
-        service.log.info("relay.stopped", **service.snapshot())
+        try:
+            service.write_stats()
+            service.log.info("relay.stopped", **service.snapshot())
+        finally:
+            service.detach_kernel()
+            sender.close()
+            for sock in broadcasts:
+                sock.close()
+            if service6 is not None:
+                service6.sock.close()
     return service

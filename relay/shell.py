@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import signal
@@ -24,15 +25,16 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
-from ipaddress import IPv4Address
-from typing import Any, TextIO, TypeVar
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any, Generic, TextIO, TypeVar, cast
 
 import orjson
 import structlog
 import trio
 
 from .settings import EXIT_FAILURE, ConfigError, DaemonError
-from .wire import Datagram
+from .wire import Datagram, Datagram6
 
 # -- logging ---------------------------------------------------------------------------------
 LEVELS = ("debug", "info", "warning", "error")
@@ -149,8 +151,14 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 #: With it on, a datagram carries the socket's count of datagrams the kernel dropped (a u32).
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr (header dst)
+#: <netinet/in.h>: receive struct in6_pktinfo (header destination, ingress index) per datagram.
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_PKTINFO6 = struct.Struct("=16sI")  # struct in6_pktinfo, and struct ipv6_mreq: address, ifindex
+#: Hops a Relay-forward multicast to ff05::1:3 may cross (the kernel's default is 1: the link).
+MULTICAST_HOPS6 = 32
 _U32 = struct.Struct("=I")
-ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_U32.size)
+ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO6.size) + socket.CMSG_SPACE(_U32.size)
 #: Plain ints: the enum's ``&`` costs microseconds per packet.
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
@@ -172,19 +180,32 @@ class Truncated(Exception):
 
 
 def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
-             pktinfo: bool = True, receive_queue: int = RECEIVE_QUEUE) -> socket.socket:
+             pktinfo: bool = True, receive_queue: int = RECEIVE_QUEUE,
+             family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
     """A non-blocking UDP socket bound to ``address:port``, with IP_PKTINFO and SO_RXQ_OVFL on
     received datagrams (unless ``pktinfo`` is False).
+
+    ``family`` AF_INET6 (``address`` "::" then): IPv6 only, IPV6_RECVPKTINFO instead, multicast
+    sent MULTICAST_HOPS6 far and not looped back; groups are joined per interface
+    (``join_group``).
 
     No SO_REUSEADDR: a port another daemon holds (a second boothop, dhcrelay, dnsmasq) is
     refused, for two daemons on one port would split its traffic between them at random.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    v6 = family == socket.AF_INET6
     try:
-        if broadcast:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_HOPS6)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        elif broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if pktinfo:  # the ancillary data ``receive`` reads
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if receive_queue:
             # FORCE passes net.core.rmem_max with CAP_NET_ADMIN; without, the kernel caps it.
@@ -234,6 +255,12 @@ def open_tcp(port: int, address: str = "0.0.0.0", *,
     return sock
 
 
+def join_group(sock: socket.socket, group: IPv6Address, ifindex: int, join: bool = True) -> None:
+    """Join (or leave) an IPv6 multicast group on one interface (IPV6_JOIN_GROUP)."""
+    option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+    sock.setsockopt(socket.IPPROTO_IPV6, option, _PKTINFO6.pack(group.packed, ifindex))
+
+
 def _bind_error(error: OSError, address: str, port: int, protocol: str = "UDP") -> OSError:
     where = f"{protocol} port {port} on {address}"
     if error.errno == errno.EADDRINUSE:
@@ -281,10 +308,10 @@ def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address,
     return _NO_PKTINFO
 
 
-_TEXTS: dict[IPv4Address, str] = {}
+_TEXTS: dict[IPv4Address | IPv6Address, str] = {}
 
 
-def address_text(address: IPv4Address) -> str:
+def address_text(address: IPv4Address | IPv6Address) -> str:
     """``str(address)``, memoized: formatting an address costs microseconds, and every relayed
     packet names a few (the destination of a send, its log line's giaddr and source)."""
     text = _TEXTS.get(address)
@@ -318,6 +345,15 @@ def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RE
     ``names`` fills in the ingress interface's name (the relay keys on indexes and skips it).
     ``counters`` take the kernel's drop count when the datagram carries one (SO_RXQ_OVFL).
     """
+    payload, ancillary, source = _recvmsg(sock, flags, bufsize, counters)
+    ifindex, local, destination = _pktinfo(ancillary)
+    return Datagram(payload, _address(source[0]), source[1], destination, ifindex, local, port,
+                    interface_name(ifindex) if names else "")
+
+
+def _recvmsg(sock: socket.socket, flags: int, bufsize: int, counters: LoopCounters | None
+             ) -> tuple[bytes, list[tuple[int, int, bytes]], Any]:
+    """recvmsg, with what ``receive`` and ``receive6`` both raise and count."""
     payload, ancillary, received_flags, source = sock.recvmsg(bufsize, ANCILLARY_SIZE, flags)
     if source is None:
         raise ShutDown("no datagram: the socket was shut down for reading")
@@ -325,9 +361,46 @@ def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RE
         counters.kernel_dropped(ancillary)
     if received_flags & _MSG_TRUNC:
         raise Truncated(f"datagram from {source[0]} larger than {bufsize} octets")
-    ifindex, local, destination = _pktinfo(ancillary)
-    return Datagram(payload, _address(source[0]), source[1], destination, ifindex, local, port,
-                    interface_name(ifindex) if names else "")
+    return payload, ancillary, source
+
+
+_ADDRESSES6: dict[str | bytes, IPv6Address] = {}
+
+
+def _address6(key: str | bytes) -> IPv6Address:
+    """IPv6Address of a text or 16 packed bytes, memoized (bounded) as ``_address``."""
+    try:
+        return _ADDRESSES6[key]
+    except KeyError:
+        if len(_ADDRESSES6) >= 4096:
+            _ADDRESSES6.clear()
+        address = _ADDRESSES6[key] = IPv6Address(key)
+        return address
+
+
+def receive6(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RECEIVE_BUFFER,
+             names: bool = False, counters: LoopCounters | None = None) -> Datagram6:
+    """``receive`` for an AF_INET6 socket: the ingress and header destination from
+    IPV6_PKTINFO (``names`` is for the signature's sake: Datagram6 carries no name)."""
+    payload, ancillary, source = _recvmsg(sock, flags, bufsize, counters)
+    ifindex, destination = 0, IPv6Address(0)
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _PKTINFO6.size:
+            packed, ifindex = _PKTINFO6.unpack_from(data)
+            destination = _address6(packed)
+    # A link-local source comes as "fe80::1%eth0": the scope is the ingress, kept apart.
+    text = source[0]
+    return Datagram6(payload, _address6(text.partition("%")[0]), source[1], destination, ifindex,
+                     port)
+
+
+def send_datagram6(sock: socket.socket, payload: bytes, destination: IPv6Address, port: int,
+                   ifindex: int = 0) -> None:
+    """Send without blocking to ``destination`` out of ``ifindex`` (0: routed), as the IPV6_PKTINFO
+    of ``sendmsg`` chooses it; a link-local or multicast destination needs the interface."""
+    cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _PKTINFO6.pack(bytes(16), ifindex))]
+    scope = ifindex if destination.is_link_local or destination.is_multicast else 0
+    sock.sendmsg([payload], cmsg, _DONTWAIT, (address_text(destination), port, 0, scope))
 
 
 _CMSGS: dict[tuple[int, IPv4Address], list[tuple[int, int, bytes]]] = {}
@@ -354,6 +427,18 @@ def send_datagram(sock: socket.socket, payload: bytes, to: tuple[str, int],
         sock.sendto(payload, _DONTWAIT, to)
     else:
         sock.sendmsg([payload], pktinfo_cmsg(ifindex, source), _DONTWAIT, to)
+
+
+def write_json(path: Path, snapshot: dict[str, Any], log: Logger) -> bool:
+    """Write a snapshot as JSON, atomically (readers never see half a file): whether it was."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        log.error("relay.stats_file.failed", path=str(path), error=errno_name(error))
+        return False
+    return True
 
 
 # -- the service manager -------------------------------------------------------------------
@@ -526,7 +611,11 @@ class LoopCounters:
         return dataclasses.asdict(self)
 
 
-class DatagramLoop:
+#: What a DatagramLoop hands its handler: an IPv4 or (from an AF_INET6 socket) an IPv6 datagram.
+D = TypeVar("D", Datagram, Datagram6)
+
+
+class DatagramLoop(Generic[D]):
     """The one receive loop: receive on one socket and call a core's handler inline, per datagram.
 
     A thread, not a trio task. DHCP packets mostly arrive one at a time: each wake-up of a trio
@@ -547,7 +636,7 @@ class DatagramLoop:
     def __init__(
         self,
         sock: socket.socket,
-        handle: Callable[[Datagram], None],
+        handle: Callable[[D], None],
         *,
         log: Logger,
         lock: threading.Lock | None = None,
@@ -557,7 +646,7 @@ class DatagramLoop:
         bufsize: int = RECEIVE_BUFFER,
     ) -> None:
         self.sock = sock
-        self.handle = handle
+        self.handle: Callable[[D], None] = handle
         self.log = log
         self.lock = lock if lock is not None else threading.Lock()
         self.burst = burst
@@ -568,6 +657,11 @@ class DatagramLoop:
         self.limiter = RateLimiter()
         self.stopping = False
         self._drops_seen = self._drops_logged = 0
+
+    @property
+    def _receive(self) -> Callable[..., D]:
+        """``receive``, or ``receive6`` for an AF_INET6 socket."""
+        return cast(Callable[..., D], receive6 if self.sock.family == socket.AF_INET6 else receive)
 
     @property
     def port(self) -> int:
@@ -597,11 +691,12 @@ class DatagramLoop:
     def serve(self) -> None:
         """The receive thread's body: returns when the socket is shut down."""
         sock, port, names, bufsize = self.sock, self.port, self.names, self.bufsize
+        take = self._receive
         lock, handle, burst, after_burst = self.lock, self._handle, self.burst, self.after_burst
         counters = self.counters
         while not self.stopping:
             try:
-                datagram = receive(sock, port, bufsize=bufsize, names=names, counters=counters)
+                datagram = take(sock, port, bufsize=bufsize, names=names, counters=counters)
             except ShutDown:
                 return
             except (Truncated, OSError) as error:
@@ -620,17 +715,18 @@ class DatagramLoop:
             return self._drain(limit)
 
     def _drain(self, limit: int) -> int:
-        sock, port, names, bufsize, handle = (
+        sock, port, names, bufsize, handle, take = (
             self.sock,
             self.port,
             self.names,
             self.bufsize,
             self._handle,
+            self._receive,
         )
         for count in range(limit):
             try:
-                datagram = receive(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names,
-                                   counters=self.counters)
+                datagram = take(sock, port, flags=_DONTWAIT, bufsize=bufsize, names=names,
+                                counters=self.counters)
             except (BlockingIOError, ShutDown):
                 return count
             except (Truncated, OSError) as error:
@@ -639,7 +735,7 @@ class DatagramLoop:
             handle(datagram)
         return limit
 
-    def _handle(self, datagram: Datagram) -> None:
+    def _handle(self, datagram: D) -> None:
         if self.counters.kernel_drops != self._drops_seen:
             self._kernel_drops_seen()
         try:

@@ -13,6 +13,7 @@ import struct
 from ipaddress import IPv4Address
 
 from .actions import Deliver, DeliveryMode, Forward
+from .broadcast import ForwardUdp
 from .shell import SocketUnavailable, address_text
 from .wire import SERVER_PORT
 
@@ -32,6 +33,18 @@ def open_packet() -> socket.socket:
     except PermissionError as error:
         raise SocketUnavailable(error.errno, "a packet socket (to deliver replies to clients "
                                 "without an address) needs CAP_NET_RAW") from error
+    sock.setblocking(False)
+    return sock
+
+
+def open_raw() -> socket.socket:
+    """A send-only raw IPv4 socket (IPPROTO_RAW: we write the header, the kernel routes it and
+    queues nothing to it): the UDP broadcast helper sends with the client's source address."""
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError as error:
+        raise SocketUnavailable(error.errno, "a raw socket (to forward UDP broadcasts with the "
+                                "client's source address) needs CAP_NET_RAW") from error
     sock.setblocking(False)
     return sock
 
@@ -99,10 +112,12 @@ class Sender:
     """
 
     def __init__(self, udp: socket.socket, packet: socket.socket, port: int = SERVER_PORT,
-                 upstream: socket.socket | None = None) -> None:
+                 upstream: socket.socket | None = None, raw: socket.socket | None = None) -> None:
         self.udp = udp
         self.packet = packet
         self.upstream = upstream
+        #: The UDP broadcast helper's raw socket, when it is configured.
+        self.raw = raw
         self.server_port = port
         self.client_port = port + 1
 
@@ -120,8 +135,16 @@ class Sender:
                          action.payload)
         self.packet.sendto(frame, (action.ifname, ETH_P_IP, 0, 0, action.mac))
 
+    def forward_udp(self, action: ForwardUdp) -> None:
+        """A UDP broadcast to a helper, its source the client's (as Cisco's IP helper)."""
+        assert self.raw is not None, "forward_udp without the raw socket"
+        datagram = ipv4_udp(action.source, action.server, action.source_port, action.port,
+                            action.payload)
+        self.raw.sendto(datagram, _DONTWAIT, (address_text(action.server), 0))
+
     def close(self) -> None:
         self.udp.close()
         self.packet.close()
-        if self.upstream is not None:
-            self.upstream.close()
+        for extra in (self.upstream, self.raw):
+            if extra is not None:
+                extra.close()

@@ -33,6 +33,21 @@ def is_pxe_client(msg: DhcpMessage) -> bool:
     return vendor_class is not None and vendor_class.startswith(PXE_CLIENT_PREFIX)
 
 
+def user_classes(value: bytes) -> tuple[bytes, ...]:
+    """Option 77's classes: RFC 3004 §4 instances ("UC_Len_i User_Class_Data_i", each at least
+    one octet) when the value is a well-formed list of them, else the value itself as one class:
+    iPXE sends the bare string "iPXE"."""
+    found: list[bytes] = []
+    index = 0
+    while index < len(value):
+        length = value[index]
+        if length == 0 or index + 1 + length > len(value):
+            return (value,)
+        found.append(value[index + 1 : index + 1 + length])
+        index += 1 + length
+    return tuple(found) or (value,)
+
+
 def client_architectures(msg: DhcpMessage) -> list[int]:
     """Option 93: a list of 16-bit architecture types (RFC 4578 §2.1)."""
     value = msg.get(Opt.CLIENT_ARCH)

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from boothop.relay.wire import DhcpMessage
+from boothop.relay.wire import DhcpMessage, decode
 
 from .lease import Lease
 
@@ -43,19 +43,24 @@ class ReplyKind(enum.Enum):
 class Send:
     """Send ``payload`` from ``source`` to ``destination:port``.
 
-    ``ifindex`` names the link for a broadcast or a link-local unicast. ``to_chaddr`` means RFC
-    2131 §4.1 asks for a unicast to yiaddr at the link-layer address chaddr (the client has no
-    address yet); a shell without a packet socket may broadcast instead, which clients accept.
+    ``ifindex`` names the link for a broadcast or a link-local unicast (0: routed, a reply to a
+    relay agent). ``to_chaddr`` means RFC 2131 §4.1 asks for a unicast to yiaddr at the
+    link-layer address chaddr (the client has no address yet); a shell without a packet socket
+    may broadcast instead, which clients accept.
     """
 
     kind: ReplyKind
-    message: DhcpMessage
     payload: bytes
     destination: IPv4Address
     port: int
     source: IPv4Address
     ifindex: int
     to_chaddr: bool = False
+
+    @property
+    def message(self) -> DhcpMessage:
+        """The reply decoded (for debug lines and tests: the core builds bytes, not messages)."""
+        return decode(self.payload)
 
 
 class CommitEvent(enum.Enum):

@@ -36,6 +36,7 @@ from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, S
 from .addressing import reply_destination
 from .config import DhcpConfig, Reservation, Subnet
 from .lease import Lease, LeaseState, client_key
+from .reply import ReplyTemplate
 
 #: RFC 2132 §9.2: 0xffffffff is an infinite lease.
 INFINITE = 0xFFFFFFFF
@@ -45,6 +46,8 @@ _BOOTP_MAX_CODE = 49
 _TIMER_SLACK = 1024
 #: Bound of the cache of addresses (giaddr, link selection) already matched to a subnet.
 _SUBNET_CACHE = 4096
+#: Bound of the cache of reply templates (per subnet, reply kind and server identifier).
+_TEMPLATE_CACHE = 1024
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ class DhcpServerCore:
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
+        self._templates: dict[tuple[str, ReplyKind, IPv4Address], ReplyTemplate] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
         #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache.
         self._subnet_of: dict[IPv4Address, Subnet | None] = {}
@@ -581,37 +585,92 @@ class DhcpServerCore:
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
         nak = kind is ReplyKind.NAK
-        bootp = kind is ReplyKind.BOOTREPLY
         destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
-        file = subnet.boot_file.encode() if subnet.boot_file and not nak else b""
+        key = (subnet.name, kind, request.server_id)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _TEMPLATE_CACHE:
+                self._templates.clear()  # server identifiers can come from option 82 (RFC 5107)
+            template = self._templates[key] = ReplyTemplate.of(
+                self._leading_options(subnet, kind, request.server_id),
+                *self._boot_fields(subnet, nak))
+        # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
+        # else 0.
+        ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO
+        http_options, http_file = self._http_boot(request, kind)
+        options = self._client_options(request, kind, yiaddr, message, http_options)
+        capacity = self._capacity(request.options)
+        payload = None if http_file is not None else template.fill(
+            msg, destination.flags, ciaddr, yiaddr, options, capacity)
+        if payload is None:  # a boot URL in the file field, or file and/or sname overloaded
+            siaddr, file = self._boot_fields(subnet, nak)
+            file = file if http_file is None else http_file
+            reply = DhcpMessage(
+                op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
+                flags=destination.flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr,
+                giaddr=msg.giaddr, file=file,
+                options=(*self._leading_options(subnet, kind, request.server_id), *options))
+            try:
+                payload = encode(reply, capacity)
+            except CapacityError as exc:
+                return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
+        # Replies to a client leave by the interface its request came in on; relayed ones (to
+        # giaddr, at 67 or the RFC 8357 relay port) are routed.
+        return Send(kind, payload, destination.address, destination.port, request.dgram.local,
+                    0 if msg.giaddr != ZERO else request.dgram.ifindex, destination.to_chaddr)
+
+    def _leading_options(self, subnet: Subnet, kind: ReplyKind,
+                         server_id: IPv4Address) -> tuple[tuple[int, bytes], ...]:
+        """53 and 54 (not in a BOOTREPLY), then the static options of ``kind`` on ``subnet``."""
         static = self._static_options.get((subnet.name, kind))
         if static is None:
             static = self._static_options[(subnet.name, kind)] = _static_options(subnet, kind)
-        options: list[tuple[int, bytes]] = []
-        if not bootp:
-            options.append(_MESSAGE_TYPE_OPTION[kind])
-            options.append((Opt.SERVER_ID, request.server_id.packed))
-        options += static
+        if kind is ReplyKind.BOOTREPLY:
+            return static
+        return (_MESSAGE_TYPE_OPTION[kind], (Opt.SERVER_ID, server_id.packed), *static)
+
+    @staticmethod
+    def _boot_fields(subnet: Subnet, nak: bool) -> tuple[IPv4Address, bytes]:
+        """siaddr and file: the subnet's next server and boot file, none in a NAK."""
         if nak:
+            return ZERO, b""
+        return (subnet.next_server if subnet.next_server is not None else ZERO,
+                subnet.boot_file.encode() if subnet.boot_file else b"")
+
+    def _http_boot(self, request: Request, kind: ReplyKind
+                   ) -> tuple[tuple[tuple[int, bytes], ...], bytes | None]:
+        """UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient" echoed in
+        option 60 and the URI as the boot file name: the options, and the URI for the file field
+        (None: it goes in option 67, where the field's 128 octets would cut it, or no boot)."""
+        vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
+        if (not request.subnet.http_boot or kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK)
+                or not vendor.startswith(HTTP_CLIENT)):
+            return (), None
+        boot_url = http_boot_url(request.subnet, request.options.get(Opt.CLIENT_ARCH))
+        if boot_url is None:
+            return (), None
+        url = boot_url.encode()
+        if len(url) > 127:
+            return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT), (Opt.BOOTFILE_NAME, url)), None
+        return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT),), url
+
+    def _client_options(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
+                        message: str, http_options: tuple[tuple[int, bytes], ...] = ()
+                        ) -> list[tuple[int, bytes]]:
+        """The options of this client's reply after the leading ones."""
+        bootp = kind is ReplyKind.BOOTREPLY
+        options: list[tuple[int, bytes]] = []
+        if kind is ReplyKind.NAK:
             options.append((Opt.MESSAGE, message.encode()))
         else:
             reservation = self._reserved.get(yiaddr) if self._reserved else None
             if reservation is not None and reservation.hostname and not any(
-                    c == Opt.HOST_NAME for c, _ in static):
+                    c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
             vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
             if self.pxe_colocated and not bootp and vendor.startswith(b"PXEClient"):
                 options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
-            if subnet.http_boot and not bootp and vendor.startswith(HTTP_CLIENT):
-                boot_url = http_boot_url(subnet, request.options.get(Opt.CLIENT_ARCH))
-                if boot_url is not None:
-                    # UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient"
-                    # echoed in option 60 and the URI as the boot file name.
-                    options.append((Opt.VENDOR_CLASS_ID, HTTP_CLIENT))
-                    if len(boot_url) > 127:  # the 128-octet 'file' field would cut it
-                        options.append((Opt.BOOTFILE_NAME, boot_url.encode()))
-                    else:
-                        file = boot_url.encode()
+            options.extend(http_options)
         if request.client_id is not None and not bootp:
             # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
             # when the client sent one.
@@ -621,24 +680,7 @@ class DhcpServerCore:
             # option SHALL echo the entire contents of the Relay Agent Information option in
             # all replies."
             options.append((Opt.RELAY_AGENT_INFO, request.agent_raw))
-        reply = DhcpMessage(
-            op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
-            flags=destination.flags,
-            # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
-            # else 0.
-            ciaddr=msg.ciaddr if kind in _CIADDR_ECHOED else ZERO,
-            yiaddr=yiaddr,
-            siaddr=subnet.next_server if subnet.next_server is not None and not nak else ZERO,
-            giaddr=msg.giaddr,
-            file=file,
-            options=tuple(options),
-        )
-        try:
-            payload = encode(reply, self._capacity(request.options))
-        except CapacityError as exc:
-            return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
-        return Send(kind, reply, payload, destination.address, destination.port,
-                    request.dgram.local, request.dgram.ifindex, destination.to_chaddr)
+        return options
 
     @staticmethod
     def _capacity(options: dict[int, bytes]) -> int:

@@ -44,7 +44,7 @@ from boothop.relay.shell import (
     per_packet_logging,
     send_datagram,
 )
-from boothop.relay.wire import ZERO, Datagram
+from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
 from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
@@ -56,7 +56,7 @@ from .core import DhcpServerCore
 #: timers run under a flood.
 MAX_BURST = 128
 STATS_INTERVAL = 10.0
-#: With a commit window: a wake-up this soon after the previous one, bringing at most
+#: With a commit window: a commit this soon after the previous one, of a burst of at most
 #: COALESCE_BELOW datagrams, means steady traffic arriving a packet at a time.
 BUSY_GAP = 0.01
 COALESCE_BELOW = 4
@@ -303,7 +303,8 @@ class _Receiver:
         self._promises: list[Send] = []
         #: The durable generation when the burst's first row was decided.
         self.burst_generation = durable.generation
-        self._woken = -1.0
+        #: When the last burst with something to commit was committed (monotonic).
+        self._committed = -1.0
 
     def handle(self, dgram: Datagram) -> None:
         """One datagram through the core (receive thread, under ``lock``)."""
@@ -328,16 +329,18 @@ class _Receiver:
 
     def after_burst(self, count: int) -> None:
         """Commit the burst's leases, then send the replies that promised them."""
-        woken, self._woken = self._woken, time.monotonic()
-        if self.window and count <= COALESCE_BELOW and self._woken - woken < BUSY_GAP:
-            # Steady traffic arriving a packet at a time: let more requests join this burst
-            # and its transaction. Fewer wake-ups and syncs, replies up to ``window`` later.
-            # Never with a backlog (bursts are larger then), and a lone client never waits.
+        if not self._commits and not self._promises:
+            return  # OFFERs and NAKs have left already: nothing waits for a sync
+        previous, self._committed = self._committed, time.monotonic()
+        if self.window and count <= COALESCE_BELOW and self._committed - previous < BUSY_GAP:
+            # Commits in a steady stream, a few requests each: let more requests join this
+            # transaction. Fewer wake-ups and syncs, replies up to ``window`` later. Never with
+            # a backlog (bursts are larger then), and never for a lone client: its DISCOVER
+            # commits nothing, so its REQUEST is the first commit in a while.
             time.sleep(self.window)
             self.loop.drain(MAX_BURST)
         commits, promises = self.take_burst()
-        if commits or promises:
-            self.commit(commits, promises, self.burst_generation)
+        self.commit(commits, promises, self.burst_generation)
 
     def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> None:
         """Make the rows durable and send their promises; if the store fails (or a reload made
@@ -427,16 +430,14 @@ def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
         destination = _BROADCAST
     host = address_text(destination)
     try:
-        # Replies to a client leave by the interface its request came in on; relayed ones (to
-        # giaddr, at 67 or the RFC 8357 relay port) are routed.
-        send_datagram(sock, send.payload, (host, send.port),
-                      0 if send.message.giaddr != ZERO else send.ifindex, send.source)
+        send_datagram(sock, send.payload, (host, send.port), send.ifindex, send.source)
     except OSError as exc:
         counts["send.failed"] += 1
         log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)
         return
     counts[send.kind.value] += 1
     if per_packet:
-        log.debug("server." + send.kind.value.replace("-", "_"), xid=f"{send.message.xid:#010x}",
-                  chaddr=send.message.mac, yiaddr=str(send.message.yiaddr),
-                  giaddr=str(send.message.giaddr), to=f"{host}:{send.port}")
+        message = send.message
+        log.debug("server." + send.kind.value.replace("-", "_"), xid=f"{message.xid:#010x}",
+                  chaddr=message.mac, yiaddr=str(message.yiaddr), giaddr=str(message.giaddr),
+                  to=f"{host}:{send.port}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from boothop.relay.wire import ClientArch
-from boothop.relay.wire.pxe import HTTP_TWINS
+from boothop.relay.wire.pxe import HTTP_TWINS, user_classes
 
 from .config import URL_SCHEMES, BootFiles, PxeConfig
 
@@ -14,18 +14,8 @@ IPXE_USER_CLASS = b"iPXE"
 
 def is_ipxe(user_class: bytes | None) -> bool:
     """iPXE sends option 77 as the bare string "iPXE"; RFC 3004 clients prefix each class with
-    its length, so accept both."""
-    if user_class is None:
-        return False
-    if user_class == IPXE_USER_CLASS:
-        return True
-    index = 0
-    while index < len(user_class):
-        length = user_class[index]
-        if user_class[index + 1 : index + 1 + length] == IPXE_USER_CLASS:
-            return True
-        index += 1 + length
-    return False
+    its length: either way "iPXE" is one of ``user_classes``."""
+    return user_class is not None and IPXE_USER_CLASS in user_classes(user_class)
 
 
 def _tables(config: PxeConfig, link: IPv4Address | None, menu_type: int | None) -> list[BootFiles]:

@@ -1,30 +1,54 @@
 """Benchmark (not a test): full DORA exchanges per second through a relay, perfdhcp -> relay -> kea.
 
-    python3 tests/bench/relay_dora.py [--runs 3] [--duration 4] [--relays dhcrelay,boothop]
+    python3 tests/bench/relay_dora.py [--runs 3] [--duration 4]
+        [--relays none,dhcrelay,boothop,boothop-kernel,dnsmasq]
 
-Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp) on client LAN 10.45.128.0/17,
-``router`` (the relay, -id lanc0 -iu up0 -a) and ``server`` (kea-dhcp4, memfile, a 32k pool) on
-10.45.100.0/24. Cores: the relay alone on CPU 1, perfdhcp, kea and tcpdump on CPU 0 (taskset), so
-both relays meet the same contention. The relays take turns (dhcrelay, boothop, dhcrelay, ...) so
-that a change in the machine's load during the run hits both alike. boothop-relay runs as
-``python3 -m boothop.relay`` of the interpreter running the benchmark (the checkout, when it is
-installed editable), not from whatever ``boothop-relay`` the PATH holds. Needs root, perfdhcp
-(kea-admin), kea-dhcp4, dhcrelay, tcpdump and a C compiler (``cc``, for the shim below).
+Rows: ``none`` (no relay: perfdhcp relays itself, giaddr set, unicast to kea; the router only
+routes), ISC ``dhcrelay``, ``boothop`` (boothop-relay ``--datapath user``: every packet through
+the daemon), ``boothop-kernel`` (``--datapath kernel``: the tc-BPF program relays, the daemon
+takes what it passes up) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
+(interleaved runs) so that the machine's changing load hits all alike.
+
+Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp, and a C frame generator) on client
+LAN 10.45.128.0/17, ``router`` (the relay, -id lanc0 -iu up0 -a), ``server`` (kea-dhcp4, memfile,
+a 32k pool) and ``sink`` (a bound UDP socket that never reads) on 10.45.100.0/24. The senders'
+veths (gen's eth0, the server's srv0) send complete UDP checksums (``ethtool -K tx off``), as a
+NIC puts them on the wire: a veth otherwise leaves them CHECKSUM_PARTIAL, which the kernel
+datapath passes up. Cores: perfdhcp on CPU 0; the relay **and kea share CPU 1**.
+
+Printed per relay, medians of the runs:
+
+- lossless DORA/s: the highest rate of an ascending ladder with no drop in either exchange,
+  relay and kea on one CPU;
+- CPU per DORA at a fixed rate, counted so that work moved into the kernel still counts. Under
+  this kernel's tick-based accounting (no IRQ_TIME_ACCOUNTING), softirq work is charged to the
+  task that was running: a veth delivers a frame to its peer in the sender's context, so the
+  router's receive path (the tc program included) lands in the system time of whoever sent the
+  frame (perfdhcp for requests, kea for replies, the relay for what it sends), and deferred
+  softirq work in ksoftirqd. The figure is therefore utime+stime of relay + kea + perfdhcp (its
+  rusage as a child of this script) + ksoftirqd/*, per completed DORA, minus the same for the
+  ``none`` row (median): what having the relay costs the machine. Other processes' time is not
+  in it (the machine is shared), nor is RPS/IPI-driven softirq (no RPS in this pass). Checked by
+  the process-only figure printed beside it: for dhcrelay and boothop user the two agree within
+  the receive work they cause at kea and perfdhcp; for the kernel datapath the process-only
+  figure is ~0 (it hides the work, the counted one does not);
+- the latency the relay adds: tcpdump on both router interfaces timestamps every DHCP packet as
+  it enters and leaves the router, pairs by (xid, message type), medians per DORA packet, summed;
+- the maximum relayed request rate on one CPU: the C generator sends DISCOVERs (raw frames,
+  complete checksums) at ascending rates for 2 s each, the relay forwards them to the sink (no
+  DHCP server in the way); router receive processing is steered to the relay's CPU by RPS
+  (rps_cpus of lanc0), so the relay's work, in the kernel or in the daemon, is on CPU 1. The
+  highest rate at which the sink's UDP layer counted every request (InDatagrams +
+  RcvbufErrors) is the figure.
+
+Then ratios against dhcrelay and against no relay. Needs root, perfdhcp (kea-admin), kea-dhcp4,
+dhcrelay, tcpdump, ethtool and a C compiler (``cc``, for the shim and the generator).
 
 perfdhcp (2.2) in DHCPv4 always acts as a relay itself, so it sends templates instead (giaddr 0,
 hops 0, broadcast flag, no client-id; offsets of xid, MAC, secs, options 50 and 54 given with
 -X -O -E -I -S). It binds its socket to the interface address and cannot see replies broadcast to
 255.255.255.255:68, so a tiny LD_PRELOAD shim (compiled here with cc) binds port 68 to INADDR_ANY
 and sets SO_BROADCAST. Every perfdhcp run is bounded by -r, -p and a timeout.
-
-Printed per relay, medians of the runs: the lossless rate (highest rate of an ascending ladder with
-no drop in either exchange); the relay's CPU time per DORA at a fixed rate (utime+stime of the relay
-process from /proc/PID/stat, divided by completed DORAs); the latency the relay adds, measured where
-it happens: tcpdump on both router interfaces (lanc0, up0) timestamps every DHCP packet as it enters
-and leaves the router, packets are paired by (xid, message type), and each of the four relayed
-packets of a DORA (DISCOVER, OFFER, REQUEST, ACK) gets its median transit time; their sum is the
-latency added per DORA. That pass runs at a low rate, apart from the CPU pass (capturing costs CPU
-in the kernel). Then the boothop/dhcrelay ratios.
 """
 
 from __future__ import annotations
@@ -34,6 +58,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -44,6 +69,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from boothop.relay.lab.processes import ProcessRunner, wait_for
@@ -63,6 +89,7 @@ sys.path.insert(0, str(ROOT / "tests" / "system"))
 from servers import Pool, start_kea  # noqa: E402 - found through the sys.path entry above
 
 SERVER = "10.45.100.10"
+SINK = "10.45.100.20"
 ROUTER_UP = "10.45.100.1"
 CLIENT_LAN = "10.45.128.0/17"
 ROUTER_DOWN = "10.45.128.1"
@@ -72,6 +99,8 @@ CLIENTS = 20000
 #: The packets of a DORA, in the direction the relay carries them.
 DORA = (MessageType.DISCOVER, MessageType.OFFER, MessageType.REQUEST, MessageType.ACK)
 RELAY_CPU = "1"
+#: kea shares the relay's CPU: the relay's cost shows as the server's lost rate.
+SERVER_CPU = RELAY_CPU
 OTHERS_CPU = "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -100,10 +129,74 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
 """
 
 
+_GENERATOR = r"""
+/* blast IFNAME RATE SECONDS PAYLOAD.hex: DISCOVERs as raw frames (broadcast, complete checksums),
+ * a new xid and chaddr each, paced to RATE per second; prints how many were sent. */
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+static uint32_t sum16(const uint8_t *p, size_t n, uint32_t s) {
+    for (; n > 1; p += 2, n -= 2) s += (uint32_t)(p[0] << 8 | p[1]);
+    if (n) s += (uint32_t)(p[0] << 8);
+    return s;
+}
+static uint16_t fold(uint32_t s) {
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+int main(int argc, char **argv) {
+    if (argc != 5) return 2;
+    uint8_t f[1514] = {0}, *ip = f + 14, *udp = f + 34, *dhcp = f + 42;
+    FILE *in = fopen(argv[4], "r");
+    size_t n = 0; unsigned b;
+    while (n < 1400 && fscanf(in, "%2x", &b) == 1) dhcp[n++] = (uint8_t)b;
+    memset(f, 0xff, 6); memcpy(f + 6, "\x02\x45\x80\x00\x00\x02", 6); f[12] = 8;
+    ip[0] = 0x45; ip[2] = (uint8_t)((28 + n) >> 8); ip[3] = (uint8_t)(28 + n);
+    ip[8] = 64; ip[9] = 17;
+    memset(ip + 16, 0xff, 4);
+    uint16_t c = fold(sum16(ip, 20, 0)); ip[10] = c >> 8; ip[11] = c & 0xff;
+    udp[1] = 68; udp[3] = 67; udp[4] = (uint8_t)((8 + n) >> 8); udp[5] = (uint8_t)(8 + n);
+    int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+    int one = 1; setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
+    struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_halen = 6,
+                             .sll_ifindex = (int)if_nametoindex(argv[1])};
+    memset(to.sll_addr, 0xff, 6);
+    double rate = atof(argv[2]), seconds = atof(argv[3]), start = now(), t;
+    unsigned long sent = 0;
+    while ((t = now() - start) < seconds) {
+        if (sent >= rate * t) { struct timespec w = {0, 20000}; nanosleep(&w, 0); continue; }
+        uint32_t x = htonl((uint32_t)sent); memcpy(dhcp + 4, &x, 4); memcpy(dhcp + 28 + 2, &x, 4);
+        udp[6] = udp[7] = 0;
+        uint32_t s = sum16(ip + 12, 8, 17 + 8 + (uint32_t)n);
+        c = fold(sum16(udp, 8 + n, s)); if (!c) c = 0xffff;
+        udp[6] = c >> 8; udp[7] = c & 0xff;
+        if (sendto(fd, f, 42 + n, 0, (struct sockaddr *)&to, sizeof to) > 0) sent++;
+    }
+    printf("%lu\n", sent);
+    return 0;
+}
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Templates:
     discover: Path
     request: Path
+    #: The same, as the client side's own relay sends them (giaddr, hops 1) for the none row.
+    relayed_discover: Path
+    relayed_request: Path
     xid: int
     mac_last: int
     secs: int
@@ -124,10 +217,16 @@ def write_templates(workdir: Path) -> Templates:
     paths = workdir / "discover.hex", workdir / "request.hex"
     paths[0].write_text(discover.hex())
     paths[1].write_text(request.hex())
+    relayed = workdir / "relayed-discover.hex", workdir / "relayed-request.hex"
+    for path, data in zip(relayed, (discover, request), strict=True):
+        path.write_text((data[:3] + b"\x01" + data[4:24] + IPv4Address(GENERATOR).packed
+                         + data[28:]).hex())
     # perfdhcp's option offsets point at the option's code byte.
     return Templates(
         discover=paths[0],
         request=paths[1],
+        relayed_discover=relayed[0],
+        relayed_request=relayed[1],
         xid=4,
         mac_last=28 + 5,
         secs=8,
@@ -144,16 +243,25 @@ def build_shim(workdir: Path) -> Path:
     return library
 
 
+def build_generator(workdir: Path) -> Path:
+    source, program = workdir / "blast.c", workdir / "blast"
+    source.write_text(_GENERATOR)
+    subprocess.run(["cc", "-O2", "-o", str(program), str(source)], check=True, timeout=60)
+    return program
+
+
 def topology(prefix: str) -> Topology:
     to_lan = Route("10.45.0.0/16", ROUTER_UP)
     return Topology(
         prefix,
-        [Host("router", forwarding=True), Host("server", routes=(to_lan,)), Host("gen")],
+        [Host("router", forwarding=True), Host("server", routes=(to_lan,)), Host("gen",
+         routes=(Route("10.45.100.0/24", ROUTER_DOWN),)), Host("sink", routes=(to_lan,))],
         [
             Lan("c", (Port("router", "lanc0", f"{ROUTER_DOWN}/17"),
                       Port("gen", "eth0", f"{GENERATOR}/17"))),
             Lan("srv", (Port("router", "up0", f"{ROUTER_UP}/24"),
-                        Port("server", "srv0", f"{SERVER}/24"))),
+                        Port("server", "srv0", f"{SERVER}/24"),
+                        Port("sink", "snk0", f"{SINK}/24"))),
         ],
     )
 
@@ -203,31 +311,36 @@ def parse_perfdhcp(text: str) -> Result:
 
 class Bench:
     def __init__(self, topo: Topology, runner: ProcessRunner, templates: Templates, shim: Path,
-                 duration: float) -> None:
+                 generator: Path, duration: float) -> None:
         self.topo, self.runner, self.templates, self.shim = topo, runner, templates, shim
+        self.generator = generator
         self.duration = duration
 
-    def perfdhcp(self, rate: int, duration: float | None = None) -> Result:
+    def perfdhcp(self, rate: int, duration: float | None = None, relayed: bool = False) -> Result:
+        """One perfdhcp run; ``relayed``: as its own relay (giaddr set, unicast to kea: the
+        none row), else as clients broadcasting to the router."""
         t = self.templates
         seconds = self.duration if duration is None else duration
+        discover, request = ((t.relayed_discover, t.relayed_request) if relayed
+                             else (t.discover, t.request))
         argv = [
             "env", f"LD_PRELOAD={self.shim}",
             "taskset", "-c", OTHERS_CPU,
             "timeout", str(int(seconds + 15)),
-            "perfdhcp", "-4", "-g", "single", "-l", "eth0", "-L", "68",
-            "-T", str(t.discover), "-T", str(t.request),
+            "perfdhcp", "-4", "-g", "single", "-l", "eth0", "-L", "67" if relayed else "68",
+            "-T", str(discover), "-T", str(request),
             "-X", str(t.xid), "-X", str(t.xid), "-O", str(t.mac_last), "-O", str(t.mac_last),
             "-E", "0", "-E", str(t.secs), "-I", str(t.requested_ip), "-S", str(t.server_id),
             "-R", str(CLIENTS), "-r", str(rate), "-p", str(int(seconds)), "-W", "500000",
-            "255.255.255.255",
+            SERVER if relayed else "255.255.255.255",
         ]
         done = self.runner.run(self.topo.netns("gen"), argv, timeout=seconds + 30)
         return parse_perfdhcp(done.stdout + done.stderr)
 
-    def lossless_rate(self, ladder: list[int]) -> int:
+    def lossless_rate(self, ladder: list[int], relayed: bool = False) -> int:
         best = 0
         for rate in ladder:
-            result = self.perfdhcp(rate)
+            result = self.perfdhcp(rate, relayed=relayed)
             achieved = result.ra_received / self.duration
             print(f"    ladder {rate}/s: {achieved:.0f} DORA/s completed, drops "
                   f"{result.do_drops}+{result.ra_drops} of {result.do_sent}+{result.ra_sent}",
@@ -237,7 +350,46 @@ class Bench:
             best = rate
         return best
 
-    def transit_us(self, rate: int, seconds: int) -> dict[MessageType, float]:
+    def sink_arrivals(self) -> int:
+        """UDP datagrams that reached the sink's socket (read or dropped for a full buffer)."""
+        text = self.runner.run(self.topo.netns("sink"), ["cat", "/proc/net/snmp"],
+                               timeout=10).stdout
+        header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
+        udp = dict(zip(header[1:], map(int, values[1:]), strict=True))
+        return udp["InDatagrams"] + udp["RcvbufErrors"]
+
+    def blast(self, rate: int, seconds: float) -> tuple[int, int]:
+        """The generator at ``rate`` for ``seconds``: (sent, arrived at the sink)."""
+        before = self.sink_arrivals()
+        done = self.runner.run(self.topo.netns("gen"), [
+            "taskset", "-c", OTHERS_CPU, "timeout", str(int(seconds + 10)), str(self.generator),
+            "eth0", str(rate), str(seconds), str(self.templates.discover)], timeout=seconds + 20)
+        sent = int(done.stdout.strip() or 0)
+        time.sleep(0.3)  # the last frames through the relay
+        return sent, self.sink_arrivals() - before
+
+    def max_relayed_rate(self, ladder: list[int]) -> int:
+        """The highest generator rate at which every request reached the sink, the router's
+        receive processing steered to RELAY_CPU (RPS)."""
+        rps = "/sys/class/net/lanc0/queues/rx-0/rps_cpus"
+        router = self.topo.netns("router")
+        self.runner.run(router, ["sh", "-c", f"echo {1 << int(RELAY_CPU):x} > {rps}"],
+                        timeout=10)
+        try:
+            self.blast(200, 1)  # warm-up: the sink's neighbour entry
+            best = 0
+            for rate in ladder:
+                sent, arrived = self.blast(rate, 2)
+                print(f"    sink {rate}/s: sent {sent}, arrived {arrived}", flush=True)
+                if sent < 0.95 * rate * 2 or arrived < sent:
+                    break
+                best = rate
+            return best
+        finally:
+            self.runner.run(router, ["sh", "-c", f"echo 0 > {rps}"], timeout=10)
+
+    def transit_us(self, rate: int, seconds: int, relayed: bool = False
+                   ) -> dict[MessageType, float]:
         """Median time (µs) each DORA packet spends in the router, from tcpdump on both sides."""
         router = self.topo.netns("router")
         workdir = self.shim.parent
@@ -256,7 +408,7 @@ class Bench:
             for process in processes:
                 if not wait_for(lambda p=process: "listening on" in p.output(), 10):
                     raise RuntimeError(f"tcpdump did not start:\n{process.output()}")
-            self.perfdhcp(rate, seconds)
+            self.perfdhcp(rate, seconds, relayed)
         finally:
             for process in processes:
                 self.runner.stop(process)
@@ -319,18 +471,56 @@ class RelaySpec:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def relay_spec(name: str, workdir: Path) -> RelaySpec:
+#: The rows: no relay, the peers, boothop's two datapaths.
+RELAYS = ("none", "dhcrelay", "boothop", "boothop-kernel", "dnsmasq")
+
+
+def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
     common = ["-id", "lanc0", "-iu", "up0", "-a"]
+    if name == "none":
+        return RelaySpec([])
     if name == "dhcrelay":
         # Daemonized, as deployed: in the foreground (-d) it writes every packet to stderr,
         # which would bill log formatting to its CPU time.
-        pidfile = workdir / "dhcrelay.pid"
-        return RelaySpec(["dhcrelay", "-q", "-4", "-pf", str(pidfile), *common, SERVER], pidfile)
-    if name == "boothop":
+        pidfile = workdir / f"dhcrelay-{helper}.pid"
+        return RelaySpec(["dhcrelay", "-q", "-4", "-pf", str(pidfile), *common, helper], pidfile)
+    if name in ("boothop", "boothop-kernel"):
         # At boothop-relay's default log level (info) one line per relayed step is written (to
         # the run's log file): measured here as deployed. --log-level warning writes none.
-        return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", *common, SERVER])
-    raise ValueError(f"unknown relay {name!r} (dhcrelay, boothop)")
+        datapath = "kernel" if name == "boothop-kernel" else "user"
+        return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
+                          *common, helper])
+    if name == "dnsmasq":
+        # dnsmasq's relay adds no option 82 (it has no -a): a little less work per request.
+        return RelaySpec(["dnsmasq", "-k", "-C", "/dev/null", "-p", "0", "--log-facility=-",
+                          f"--pid-file={workdir / 'dnsmasq.pid'}",
+                          f"--dhcp-relay={ROUTER_DOWN},{helper}"])
+    raise ValueError(f"unknown relay {name!r} ({', '.join(RELAYS)})")
+
+
+def ksoftirqd() -> list[int]:
+    """The PIDs of the per-CPU softirq threads (deferred softirq work is charged to them)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().startswith("ksoftirqd/"):
+                found.append(int(comm.parent.name))
+    return found
+
+
+def cpu_total(pids: list[int]) -> float:
+    """utime + stime of the processes, in seconds."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += sum(cpu_seconds(pid))
+    return total
+
+
+def children_cpu() -> float:
+    """utime + stime of this script's waited-for descendants (perfdhcp, through timeout)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -354,9 +544,12 @@ def context_switches(pid: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
-    """Start the relay pinned to RELAY_CPU; yield its PID; stop it by PID."""
+def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int | None]:
+    """Start the relay pinned to RELAY_CPU; yield its PID (None: no relay); stop it by PID."""
     runner, topo = bench.runner, bench.topo
+    if not spec.argv:
+        yield None
+        return
     if spec.pidfile is not None:
         spec.pidfile.unlink(missing_ok=True)
     process = runner.start(topo.netns("router"), ["taskset", "-c", RELAY_CPU, *spec.argv], name,
@@ -386,10 +579,14 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
 @dataclasses.dataclass
 class Figures:
     lossless: list[int] = dataclasses.field(default_factory=list)
-    cpu_us: list[float] = dataclasses.field(default_factory=list)
+    #: CPU per DORA of relay + kea + perfdhcp + ksoftirqd (see the module's note).
+    counted_us: list[float] = dataclasses.field(default_factory=list)
+    #: The relay process's own utime + stime per DORA.
+    process_us: list[float] = dataclasses.field(default_factory=list)
     #: perfdhcp's round trips at the CPU rate: DISCOVER-OFFER + REQUEST-ACK average delays.
     round_trip_ms: list[float] = dataclasses.field(default_factory=list)
     transit_us: list[dict[MessageType, float]] = dataclasses.field(default_factory=list)
+    max_relayed: list[int] = dataclasses.field(default_factory=list)
 
     def median_transit(self, kind: MessageType) -> float:
         return statistics.median(t[kind] for t in self.transit_us)
@@ -399,36 +596,76 @@ class Figures:
         return sum(self.median_transit(kind) for kind in DORA)
 
 
-def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namespace,
-                 run: int, figures: Figures) -> None:
-    with running_relay(bench, spec, f"{name}-{run}") as pid:
-        bench.perfdhcp(min(args.cpu_rate, 200), 2)  # warm-up: ARP, kea's lease table
-        user, system = cpu_seconds(pid)
-        switches = context_switches(pid)
-        result = bench.perfdhcp(args.cpu_rate)
-        user, system = (
-            after - before for after, before in zip(cpu_seconds(pid), (user, system), strict=True)
-        )
-        voluntary, involuntary = (after - before for after, before in
-                                  zip(context_switches(pid), switches, strict=True))
-        used = user + system
+def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, figures: Figures,
+                 kea: int, workdir: Path) -> None:
+    relayed = name == "none"
+    with running_relay(bench, relay_spec(name, workdir), f"{name}-{run}") as pid:
+        bench.perfdhcp(min(args.cpu_rate, 200), 2, relayed)  # warm-up: ARP, kea's lease table
+        watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
+        relay_before = cpu_total([pid] if pid else [])
+        counted_before = cpu_total(watched) + children_cpu()
+        result = bench.perfdhcp(args.cpu_rate, relayed=relayed)
+        counted = cpu_total(watched) + children_cpu() - counted_before
+        used = cpu_total([pid] if pid else []) - relay_before
         if result.ra_received:
-            figures.cpu_us.append(used / result.ra_received * 1e6)
+            figures.counted_us.append(counted / result.ra_received * 1e6)
+            figures.process_us.append(used / result.ra_received * 1e6)
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
-        figures.transit_us.append(bench.transit_us(args.latency_rate, 2))
-        figures.lossless.append(bench.lossless_rate(args.ladder))
-        transit = figures.transit_us[-1]
-        print(
-            f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
-            f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, relay CPU "
-            f"{used:.2f} s (user {user:.2f}) = "
-            f"{figures.cpu_us[-1] if result.ra_received else 0:.1f} us/DORA, "
-            f"round trips {result.do_delay_ms + result.ra_delay_ms:.2f} ms, context switches "
-            f"per DORA {voluntary / max(result.ra_received, 1):.2f}+"
-            f"{involuntary / max(result.ra_received, 1):.2f}; "
-            "transit us " + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA),
-            flush=True,
-        )
+        figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
+        figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
+    if not relayed:
+        with running_relay(bench, relay_spec(name, workdir, SINK), f"{name}-sink-{run}"):
+            figures.max_relayed.append(bench.max_relayed_rate(args.sink_ladder))
+    transit = figures.transit_us[-1]
+    print(
+        f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
+        f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, counted CPU "
+        f"{figures.counted_us[-1] if result.ra_received else 0:.1f} us/DORA (relay process "
+        f"{figures.process_us[-1] if result.ra_received else 0:.1f}), round trips "
+        f"{result.do_delay_ms + result.ra_delay_ms:.2f} ms; max relayed "
+        f"{figures.max_relayed[-1] if figures.max_relayed else 0}/s; transit us "
+        + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA),
+        flush=True,
+    )
+
+
+def _median(values: list[float] | list[int]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
+    print(f"\nresults (medians of {args.runs} runs, {args.duration:g} s per perfdhcp run, "
+          f"relay and kea on CPU {RELAY_CPU}, perfdhcp on CPU {OTHERS_CPU}; CPU at "
+          f"{args.cpu_rate} DORA/s, transit at {args.latency_rate} DORA/s):")
+    baseline = _median(figures["none"].counted_us) if "none" in figures else float("nan")
+    print(f"  {'relay':15s} {'lossless':>9s} {'counted':>9s} {'relay cost':>10s} "
+          f"{'process':>8s} {'RTT@CPU':>8s} {'max relayed':>11s}   median transit (us): "
+          + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
+    cost = {}
+    for name, f in figures.items():
+        cost[name] = _median(f.counted_us) - baseline
+        print(f"  {name:15s} {_median(f.lossless):>7.0f}/s {_median(f.counted_us):>7.1f}us "
+              f"{cost[name]:>8.1f}us {_median(f.process_us):>6.1f}us "
+              f"{_median(f.round_trip_ms):>6.2f}ms {_median(f.max_relayed):>9.0f}/s   "
+              + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
+              + f"  {f.added_per_dora_us:>8.0f} us")
+    if "dhcrelay" in figures:
+        d = figures["dhcrelay"]
+        for name in figures:
+            if name in ("dhcrelay", "none"):
+                continue
+            f = figures[name]
+            print(f"  ratio {name}/dhcrelay: lossless rate "
+                  f"{_median(f.lossless) / max(_median(d.lossless), 1):.2f}, relay cost per "
+                  f"DORA {cost[name] / cost['dhcrelay']:.2f}, max relayed rate "
+                  f"{_median(f.max_relayed) / max(_median(d.max_relayed), 1):.2f}, latency added "
+                  f"{f.added_per_dora_us / d.added_per_dora_us:.2f}")
+    if "none" in figures:
+        n = figures["none"]
+        for name in figures:
+            if name != "none":
+                print(f"  {name} lossless rate / no relay's: "
+                      f"{_median(figures[name].lossless) / max(_median(n.lossless), 1):.2f}")
 
 
 def main() -> int:
@@ -439,48 +676,43 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=int, default=500,
                         help="DORA/s for the latency pass (tcpdump on both router interfaces)")
     parser.add_argument("--ladder", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000])
-    parser.add_argument("--relays", default="dhcrelay,boothop")
+                        default=[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000,
+                                 16000, 20000])
+    parser.add_argument("--sink-ladder", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[5000, 10000, 20000, 40000, 80000, 160000, 320000, 640000])
+    parser.add_argument("--relays", default=",".join(RELAYS))
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "ss", "tcpdump"):
+    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "ss", "tcpdump",
+                 "ethtool"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
-    names = args.relays.split(",")
+    names = [n for n in args.relays.split(",") if n != "dnsmasq" or shutil.which("dnsmasq")]
     started = time.monotonic()
     figures = {name: Figures() for name in names}
     with tempfile.TemporaryDirectory(prefix="bhp-bench-") as tmp:
         workdir = Path(tmp)
         templates, shim = write_templates(workdir), build_shim(workdir)
-        specs = {name: relay_spec(name, workdir) for name in names}
+        generator = build_generator(workdir)
         topo = topology(f"bhp-{secrets.token_hex(3)}")
         with topo, ProcessRunner(workdir / "logs") as runner:
+            for host, port in (("gen", "eth0"), ("server", "srv0")):
+                runner.run(topo.netns(host), ["ethtool", "-K", port, "tx", "off"], timeout=10)
             kea = start_kea(runner, topo.netns("server"), workdir / "kea", "srv0", [POOL])
-            subprocess.run(["taskset", "-pc", OTHERS_CPU, str(kea.pid)], check=True,
+            subprocess.run(["taskset", "-apc", SERVER_CPU, str(kea.pid)], check=True,
                            capture_output=True, timeout=10)
-            bench = Bench(topo, runner, templates, shim, args.duration)
+            runner.start(topo.netns("sink"), [sys.executable, "-c",
+                         "import socket, time\ns = socket.socket(socket.AF_INET, "
+                         "socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 67))\ntime.sleep(86400)"],
+                         "sink")
+            bench = Bench(topo, runner, templates, shim, generator, args.duration)
             for run in range(args.runs):
                 for name in names:
-                    measure_once(name, specs[name], bench, args, run, figures[name])
-    print(f"\nresults (medians of {args.runs} runs, {args.duration:g} s per perfdhcp run, "
-          f"relay on CPU {RELAY_CPU}, perfdhcp+kea on CPU {OTHERS_CPU}; CPU at {args.cpu_rate} "
-          f"DORA/s, transit at {args.latency_rate} DORA/s):")
-    print(f"  {'relay':9s} {'lossless':>9s} {'CPU/DORA':>9s} {'RTT@CPU':>8s}   median transit "
-          "(us): " + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
-    for name, f in figures.items():
-        print(f"  {name:9s} {statistics.median(f.lossless):>7.0f}/s "
-              f"{statistics.median(f.cpu_us):>6.1f}us {statistics.median(f.round_trip_ms):>6.2f}ms"
-              "   " + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
-              + f"  {f.added_per_dora_us:>8.0f} us")
-    if "dhcrelay" in figures and "boothop" in figures:
-        b, d = figures["boothop"], figures["dhcrelay"]
-        print(f"  ratio boothop/dhcrelay: lossless rate "
-              f"{statistics.median(b.lossless) / max(statistics.median(d.lossless), 1):.2f}, "
-              f"CPU per DORA {statistics.median(b.cpu_us) / statistics.median(d.cpu_us):.2f}, "
-              f"latency added per DORA {b.added_per_dora_us / d.added_per_dora_us:.2f}")
+                    measure_once(name, bench, args, run, figures[name], kea.pid, workdir)
+    report(figures, args)
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

@@ -1,13 +1,20 @@
 """TFTP throughput: boothop's server against tftpd-hpa, same machine, same run, same client.
 
-    python3 tests/bench/tftp_throughput.py [--size-mib 64]
+    python3 tests/bench/tftp_throughput.py [--size-mib 64] [--runs 3] [--blksizes 512,1428,8192]
+        [--server-cpu 1] [--client-cpu 0]
 
-Both servers serve one random file on loopback. Two clients download it, each case ``--runs``
-times (the median is printed, with the server's CPU seconds per run from /proc/PID/stat):
-curl (C, lock-step) at blksize 512 and 1468, and a small windowsize-aware Python client (our
-packet module) at 512, 1468, and 1468 with windowsize 16; every download's SHA-256 is checked.
-tftpd-hpa does not implement windowsize (RFC 7440): it ignores the option, so its row is plain
-lock-step at that block size. Not collected by pytest (no test_ prefix).
+Both servers serve one random file on loopback, pinned to one CPU (``--server-cpu``, taskset)
+and the client to another (``--client-cpu``), so a lock-step transfer's two ends do not take
+turns on one core. Lock-step (no windowsize) with curl (C) at each of ``--blksizes``, then a
+small windowsize-aware Python client (our packet module) at 1468 with windowsize 16; every
+download's SHA-256 is checked. The servers take turns within each run (order alternating), each
+case ``--runs`` times; medians are printed.
+
+Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: utime+stime from
+/proc/PID/stat before and after, with cutime+cstime for tftpd-hpa, which serves each transfer in
+a forked child (counted once the parent has reaped it). tftpd-hpa does not implement windowsize
+(RFC 7440): it ignores the option, so its row there is plain lock-step at that block size. Not
+collected by pytest (no test_ prefix).
 """
 
 from __future__ import annotations
@@ -25,9 +32,7 @@ import time
 from pathlib import Path
 
 from boothop.server.tftp import packet
-
-CASES = [("blksize 512", {}), ("blksize 1468", {"blksize": "1468"}),
-         ("blksize 1468 windowsize 16", {"blksize": "1468", "windowsize": "16"})]
+from boothop.server.tftp.config import BLKSIZE_MAX
 
 
 def download(port: int, name: str, options: dict[str, str]) -> bytes:
@@ -72,17 +77,35 @@ def download(port: int, name: str, options: dict[str, str]) -> bytes:
 
 
 def curl_download(port: int, name: str, options: dict[str, str]) -> bytes:
-    argv = ["curl", "-s", "--max-time", "120", "-o", "-", f"tftp://127.0.0.1:{port}/{name}"]
+    argv = ["taskset", "-c", CLIENT_CPU, "curl", "-s", "--max-time", "120", "-o", "-",
+            f"tftp://127.0.0.1:{port}/{name}"]
     if "blksize" in options:
-        argv[1:1] = ["--tftp-blksize", options["blksize"]]
+        argv[5:5] = ["--tftp-blksize", options["blksize"]]
     return subprocess.run(argv, capture_output=True, check=True, timeout=150).stdout
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of one process (tftpd-hpa serves each transfer in a forked child that this
-    does not see, so only boothop's CPU is reported)."""
+#: taskset CPUs of the client (curl; the Python client pins itself) and of both servers.
+CLIENT_CPU, SERVER_CPU = "0", "1"
+
+
+def cpu_seconds(pid: int, children: bool) -> float:
+    """utime+stime of one process, and with ``children`` the cutime+cstime of the children it
+    has reaped (tftpd-hpa forks one per transfer)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def reaped(pid: int) -> None:
+    """Wait (at most 5 s) until ``pid`` has no child left: its transfer's CPU is then counted."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not any(Path(task, "children").read_text().strip()
+                   for task in Path(f"/proc/{pid}/task").iterdir()):
+            return
+        time.sleep(0.02)
 
 
 def wait_port(port: int) -> None:
@@ -103,16 +126,27 @@ def free_port() -> int:
 
 
 def main() -> int:
+    global CLIENT_CPU
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--blksizes", default="512,1428,8192",
+                        help="lock-step block sizes (curl)")
+    parser.add_argument("--server-cpu", default=SERVER_CPU)
+    parser.add_argument("--client-cpu", default=CLIENT_CPU)
     args = parser.parse_args()
+    CLIENT_CPU = args.client_cpu
     tftpd = shutil.which("in.tftpd")
-    if tftpd is None:
-        print("in.tftpd (tftpd-hpa) is not installed", file=sys.stderr)
+    if tftpd is None or shutil.which("taskset") is None:
+        print("in.tftpd (tftpd-hpa) or taskset is not installed", file=sys.stderr)
         return 2
+    os.sched_setaffinity(0, {int(args.client_cpu)})  # the Python client: this process
+    cases = [("curl", curl_download, f"blksize {size}", {"blksize": size} if size != "512" else {})
+             for size in args.blksizes.split(",")]
+    cases.append(("python", download, "blksize 1468 windowsize 16",
+                  {"blksize": "1468", "windowsize": "16"}))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # in.tftpd drops to its own user before reading
@@ -122,40 +156,50 @@ def main() -> int:
         digest = hashlib.sha256(payload).digest()
         ours_port, hpa_port = free_port(), free_port()
         config = root / "bench.toml"
-        config.write_text(f'[tftp]\nroot = "{root}"\naddress = "127.0.0.1"\nport = {ours_port}\n')
+        config.write_text(f'[tftp]\nroot = "{root}"\naddress = "127.0.0.1"\nport = {ours_port}\n'
+                          f"max_blksize = {BLKSIZE_MAX}\n")
+        pin = ["taskset", "-c", args.server_cpu]
         procs = [
-            subprocess.Popen([sys.executable, "-m", "boothop.server", "run", "-c", str(config)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            subprocess.Popen([tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}"],
+            subprocess.Popen([*pin, sys.executable, "-m", "boothop.server", "run", "-c",
+                              str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen([*pin, tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}",
+                              "-B", str(BLKSIZE_MAX)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
         try:
             wait_port(ours_port)
             wait_port(hpa_port)
-            print(
-                f"{args.size_mib} MiB over loopback, MiB/s (higher is better), "
-                f"median of {args.runs};"
-                " boothop's CPU seconds per download in brackets"
-            )
-            print(f"{'client, case':<36} {'boothop':>16} {'tftpd-hpa':>16} {'ratio':>6}")
-            clients = [("curl", curl_download, CASES[:2]), ("python", download, CASES)]
-            servers = [(ours_port, procs[0].pid), (hpa_port, procs[1].pid)]
-            for client, fetch, cases in clients:
-                for label, options in cases:
-                    cells = []
-                    for port, pid in servers:
-                        rates, cpu = [], []
-                        for _ in range(args.runs):
-                            before, start = cpu_seconds(pid), time.perf_counter()
-                            data = fetch(port, "big.bin", options)
-                            rates.append(args.size_mib / (time.perf_counter() - start))
-                            cpu.append(cpu_seconds(pid) - before)
-                            if hashlib.sha256(data).digest() != digest:
-                                raise RuntimeError(f"{label}: checksum mismatch from port {port}")
-                        cells.append((statistics.median(rates), statistics.median(cpu)))
-                    (ours, ours_cpu), (hpa, _) = cells
-                    print(f"{client + ', ' + label:<36} {ours:>7.1f} [{ours_cpu:>5.2f}s] "
-                          f"{hpa:>16.1f} {ours / hpa:>6.2f}")
+            servers = {"boothop": (ours_port, procs[0].pid, False),
+                       "tftpd-hpa": (hpa_port, procs[1].pid, True)}
+            rates: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}
+            for run in range(args.runs):
+                for client, fetch, label, options in cases:
+                    order = list(servers) if run % 2 == 0 else list(servers)[::-1]
+                    for name in order:
+                        port, pid, children = servers[name]
+                        before, start = cpu_seconds(pid, children), time.perf_counter()
+                        data = fetch(port, "big.bin", options)
+                        seconds = time.perf_counter() - start
+                        reaped(pid)
+                        used = cpu_seconds(pid, children) - before
+                        if hashlib.sha256(data).digest() != digest:
+                            raise RuntimeError(f"{label}: checksum mismatch from {name}")
+                        key = (f"{client}, {label}", name)
+                        rates.setdefault(key, []).append(args.size_mib / seconds)
+                        cpu.setdefault(key, []).append(used * 1000 / args.size_mib)
+            print(f"{args.size_mib} MiB over loopback, servers on CPU {args.server_cpu}, client "
+                  f"on CPU {args.client_cpu}; medians of {args.runs} interleaved runs")
+            print(f"{'client, case':<34} {'boothop MiB/s':>13} {'ms CPU/MiB':>10} "
+                  f"{'tftpd-hpa MiB/s':>15} {'ms CPU/MiB':>10} {'ratio':>6}")
+            for client, _, label, _ in cases:
+                case = f"{client}, {label}"
+                ours, hpa = (statistics.median(rates[case, n]) for n in servers)
+                ours_cpu, hpa_cpu = (statistics.median(cpu[case, n]) for n in servers)
+                print(f"{case:<34} {ours:>13.1f} {ours_cpu:>10.1f} {hpa:>15.1f} {hpa_cpu:>10.1f} "
+                      f"{ours / hpa:>6.2f}")
+            print("ratio: boothop's MiB/s over tftpd-hpa's (higher is better); CPU/MiB: the "
+                  "server's CPU time per MiB sent (lower is better)")
         finally:
             for proc in procs:  # our own children, by PID
                 proc.terminate()

@@ -13,6 +13,7 @@ stopped by PID) in ``finally`` blocks, whatever the test does.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import subprocess
@@ -31,7 +32,7 @@ SERVER = "10.41.100.10"
 HELPER = "10.41.100.20"
 ROUTER_UP = "10.41.100.1"
 UPSTREAM = "up0"
-TOOLS = ("ip", "ss", "tcpdump", "kea-dhcp4", "dhclient", "busybox")
+TOOLS = ("ip", "ss", "tcpdump", "kea-dhcp4", "dhclient", "busybox", "ethtool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,14 @@ class Lab:
         return self.topology.netns(host)
 
 
+def wire_checksums(netns: str, port: str) -> None:
+    """Make ``port`` send complete UDP checksums, as a NIC puts on the wire (a veth leaves them
+    to be completed: CHECKSUM_PARTIAL, which the kernel datapath passes up, for it cannot
+    complete them)."""
+    subprocess.run(["ip", "netns", "exec", netns, "ethtool", "-K", port, "tx", "off"],
+                   check=True, capture_output=True, timeout=20)
+
+
 @pytest.fixture(scope="session")
 def _reaped() -> None:
     """Remove topologies left by crashed earlier runs (their owner PID is gone)."""
@@ -132,6 +141,8 @@ def lab(_reaped: None, tmp_path: Path) -> Iterator[Lab]:
     runner = ProcessRunner(tmp_path / "logs")
     try:
         topology.up()
+        for host, port in (("server", "srv0"), ("helper", "hlp0")):
+            wire_checksums(topology.netns(host), port)
         kea = start_kea(runner, topology.netns("server"), tmp_path / "kea", "srv0",
                         [lan.pool for lan in LANS.values()])
         recorded = tmp_path / "helper.recorded"
@@ -172,13 +183,23 @@ def relay_program(implementation: str) -> str:
 
 
 def relay_argv(implementation: str, program: str, workdir: Path) -> list[str]:
-    """dhcrelay-style command line: -id per client LAN, -iu upstream, -a, both helpers."""
+    """dhcrelay-style command line: -id per client LAN, -iu upstream, -a, both helpers; boothop
+    with ``--datapath`` user or kernel (``boothop-user``, ``boothop-kernel``) and a stats file."""
     interfaces = [arg for lan in LANS.values() for arg in ("-id", lan.router_if)]
     interfaces += ["-iu", UPSTREAM]
     if implementation == "dhcrelay":
         pidfile = str(workdir / "dhcrelay.pid")
         return [program, "-d", "-4", "-a", "-pf", pidfile, *interfaces, SERVER, HELPER]
-    return [program, "-d", *interfaces, "-a", SERVER, HELPER]
+    datapath = implementation.removeprefix("boothop-") if "-" in implementation else "user"
+    return [program, "-d", *interfaces, "-a", "--datapath", datapath,
+            "--stats-file", str(workdir / "relay-stats.json"), SERVER, HELPER]
+
+
+def kernel_relayed(workdir: Path) -> int:
+    """How many datagrams boothop-relay's kernel datapath relayed, from its stats file."""
+    stats = json.loads((workdir / "relay-stats.json").read_text())
+    assert stats["datapath"]["mode"] == "kernel", stats["datapath"]
+    return int(stats["datapath"]["received"]["kernel"])
 
 
 def _listening_on_67(lab: Lab) -> bool:
@@ -186,10 +207,11 @@ def _listening_on_67(lab: Lab) -> bool:
     return bool(result.stdout.strip())
 
 
-@pytest.fixture(params=["dhcrelay", "boothop"])
-def relay(request: pytest.FixtureRequest) -> Process:
-    """The relay running in the router namespace (stopped by the lab fixture)."""
-    program = relay_program(request.param)
+@pytest.fixture(params=["dhcrelay", "boothop-user", "boothop-kernel"])
+def relay(request: pytest.FixtureRequest) -> Iterator[Process]:
+    """The relay running in the router namespace (stopped by the lab fixture). boothop runs
+    with each datapath; with the kernel's, the test fails unless the kernel relayed some."""
+    program = relay_program(request.param.split("-")[0])
     lab: Lab = request.getfixturevalue("lab")
     argv = relay_argv(request.param, program, lab.workdir)
     process = lab.runner.start(lab.ns("router"), argv, f"relay-{request.param}")
@@ -197,4 +219,6 @@ def relay(request: pytest.FixtureRequest) -> Process:
         pytest.fail(f"{request.param} did not bind port 67:\n{process.output()}")
     if not process.running():
         pytest.fail(f"{request.param} exited:\n{process.output()}")
-    return process
+    yield process
+    if request.param == "boothop-kernel":
+        assert wait_for(lambda: kernel_relayed(lab.workdir) > 0, 2), process.output()[-3000:]

@@ -91,9 +91,10 @@ _RECORDER = textwrap.dedent(
     """
     import socket, sys, time
     out, port, limit, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = sys.argv[5]
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.bind((address, port))
     deadline = time.monotonic() + seconds
     with open(out, "w") as f:
         print("listening", flush=True)
@@ -103,7 +104,7 @@ _RECORDER = textwrap.dedent(
                 break
             s.settimeout(left)
             try:
-                data, (host, sport) = s.recvfrom(4096)
+                data, (host, sport, *_) = s.recvfrom(4096)
             except socket.timeout:
                 break
             f.write(f"{host} {sport} {data.hex()}\\n")
@@ -127,9 +128,12 @@ def start_recorder(
     port: int = 67,
     limit: int = 200,
     seconds: float = 50.0,
+    address: str = "0.0.0.0",
 ) -> Process:
-    """A UDP listener that records every datagram it gets (at most ``limit``, for ``seconds``)."""
-    argv = [sys.executable, "-c", _RECORDER, str(out), str(port), str(limit), str(seconds)]
+    """A UDP listener that records every datagram it gets (at most ``limit``, for ``seconds``)
+    on ``address`` (an IPv6 one makes it an AF_INET6 socket)."""
+    argv = [sys.executable, "-c", _RECORDER, str(out), str(port), str(limit), str(seconds),
+            address]
     process = runner.start(namespace, argv, "recorder")
     if not wait_for(lambda: "listening" in process.output() or not process.running(), 10):
         raise RuntimeError(f"recorder did not start:\n{process.output()}")

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("relay", "server")
 
 CORE = {
-    f"relay.{name}" for name in ("engine", "actions", "config", "interfaces", "drops", "counters",
-                                 "replies")
+    f"relay.{name}" for name in ("engine", "actions", "config", "classes", "interfaces", "drops",
+                                 "counters", "replies", "giaddr", "broadcast", "engine6")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {
@@ -40,7 +40,7 @@ PYROUTE2_ALLOWED = ("relay.netlink", "relay.lab")
 #: The server's sans-IO cores: DHCP decisions, proxyDHCP decisions, the TFTP state machines.
 #: (File access goes through the small source/sink interfaces; paths.py is the shell's part.)
 SERVER_CORE = {
-    *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease")),
+    *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease", "reply")),
     *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
     *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
     "server.http.respond",
@@ -240,6 +240,7 @@ def test_server_core_is_sans_io(module: str) -> None:
 #: Every reason a core can drop or refuse a packet for, where its enum lives.
 DROP_ENUMS = [
     ("relay/drops.py", "DropReason"),
+    ("relay/broadcast.py", "UdpDrop"),
     ("server/dhcp/actions.py", "DropReason"),
     ("server/dhcp6/actions.py", "Drop6Reason"),
     ("server/pxe/proxy.py", "Drop"),

@@ -141,7 +141,7 @@ def _address(n: int) -> IPv4Address:
 
 def _send(n: int) -> str:
     """The server sends a reply to the n-th address: the destination string it used."""
-    send = Send(ReplyKind.ACK, request(), b"x", _address(n), 68, DHCP_SERVER, 0, False)
+    send = Send(ReplyKind.ACK, b"x", _address(n), 68, DHCP_SERVER, 0, False)
     sock = FakeSocket()
     service._send(sock, send, structlog.get_logger(), Counter(), False)
     return sock.sent[0][1][0]

@@ -3,7 +3,6 @@ copy of the code with its rule removed (see the report of issue 9)."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from test_server_helpers import (
     reply_of,
     request,
 )
-from test_server_service import FakeSocket, received
+from test_server_service import FakeSocket, FakeStore, received
 
 from boothop.relay.wire import Opt, decode, encode
 from boothop.server.dhcp import service
@@ -154,35 +153,48 @@ def test_a_failed_batch_sends_no_ack_and_leaves_none_of_its_leases(
     assert set(acks(sock)) <= on_disk(path)
 
 
-def test_a_lone_request_after_idle_never_waits_for_the_commit_window() -> None:
-    """With a commit window, only steady traffic (bursts of a few datagrams less than BUSY_GAP
-    apart) waits for company: the first request, and one after a pause, are committed at once."""
+def test_a_lone_clients_dora_never_waits_for_the_commit_window() -> None:
+    """With a commit window, only commits in a steady stream (bursts of a few datagrams, less
+    than BUSY_GAP after the previous commit) wait for company. A lone client's REQUEST, right
+    after its DISCOVER, is committed and ACKed at once: its DISCOVER committed nothing."""
     clock = SimpleNamespace(now=100.0)
     slept: list[float] = []
     fake_time = SimpleNamespace(monotonic=lambda: clock.now, time=time.time,
                                 sleep=slept.append)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        log = structlog.get_logger()
-        receiver = service._Receiver(DhcpServerCore(config()), service._Durable(
-            None, sock, log), sock, log, window=0.05)  # type: ignore[arg-type]
-        mp = pytest.MonkeyPatch()
-        mp.setattr(service, "time", fake_time)
-        try:
-            receiver.after_burst(1)  # the first request since the start
-            assert slept == []
-            clock.now += 0.5  # idle
-            receiver.after_burst(1)
-            assert slept == []
-            clock.now += service.BUSY_GAP / 2  # steady traffic: this one waits
-            receiver.after_burst(1)
-            assert slept == [0.05]
-            clock.now += service.BUSY_GAP / 2  # a backlog never waits
-            receiver.after_burst(service.COALESCE_BELOW + 1)
-            assert slept == [0.05]
-        finally:
-            mp.undo()
+    sock = FakeSocket()
+    log = structlog.get_logger()
+    receiver = service._Receiver(DhcpServerCore(config()), service._Durable(
+        FakeStore(sock), sock, log), sock, log, window=0.05)  # type: ignore[arg-type]
+    receiver.loop.drain = lambda limit: 0  # type: ignore[method-assign]  # nothing queued
 
+    def step(payload: bytes, seconds: float, burst: int = 1) -> bytes:
+        """One datagram ``seconds`` after the previous one, in a burst of ``burst``: the reply."""
+        clock.now += seconds
+        receiver.handle(received(payload))
+        receiver.after_burst(burst)
+        return sock.sent[-1][0]
+
+    def client(n: int, gap: float, burst: int = 1) -> bytes:
+        offer = decode(step(encode(request(MT.DISCOVER, mac(n), xid=n)), gap))
+        return step(encode(request(MT.REQUEST, mac(n), xid=n, options=(
+            opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)))),
+            0.0003, burst)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(service, "time", fake_time)
+    try:
+        assert decode(client(1, 0.5)).message_type == MT.ACK  # the first client since the start
+        assert slept == []
+        assert decode(client(2, 0.5)).message_type == MT.ACK  # a lone client after a pause
+        assert slept == []
+        client(3, service.BUSY_GAP / 4)  # its REQUEST follows a commit closely: it waits
+        assert slept == [0.05]
+        client(4, service.BUSY_GAP / 4, service.COALESCE_BELOW + 1)  # a backlog never waits
+        assert slept == [0.05]
+        client(5, service.BUSY_GAP / 4)
+        assert slept == [0.05, 0.05]
+    finally:
+        mp.undo()
 
 
 def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:

@@ -67,7 +67,7 @@ def test_no_interface_flags_means_every_interface() -> None:
 
 @pytest.mark.parametrize("argv", [
     "-c 17 10.9.0.1", "-c 0 10.9.0.1", "-c x 10.9.0.1", "-A 100 10.9.0.1",
-    "-m keep 10.9.0.1", "10.9.0", "bad_host!", "-6 10.9.0.1",
+    "-m keep 10.9.0.1", "10.9.0", "bad_host!", "-6 -l eth1#2 -u eth0",
 ])
 def test_bad_flags_exit_with_usage_error(argv: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import gzip
 import re
 import socket
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
 
 from boothop.relay.actions import Deliver, DeliveryMode, Forward
 from boothop.relay.cli import build_parser, main, parse_args, settings_from_args
-from boothop.relay.config import InterfaceConfig
+from boothop.relay.config import InterfaceConfig, LowerInterface6, Relay6Config, Upstream6
 from boothop.relay.interfaces import Role
 from boothop.relay.settings import EXIT_FAILURE
 from boothop.relay.sockets import Sender
+from boothop.relay.wire.dhcpv6 import ALL_SERVERS
 
 DHCRELAY_MAN = Path("/usr/share/man/man8/dhcrelay.8.gz")
 
@@ -102,16 +103,41 @@ def test_c_hop_limit_up_to_dhcrelays_255_refuses_what_rfc_1542_forbids(
         assert "out of range 1..255" in err
 
 
+V6 = ["-6", "-l", "eth1", "-u", "eth0"]
+
+
 @pytest.mark.parametrize(("argv", "reason"), [
-    (["-6"], "-6 (dhcrelay) is not supported: boothop relays DHCPv4/BOOTP only"),
-    (["-I"], "-I (dhcrelay) is not supported: a DHCPv6 option"),
-    (["-s", "sub"], "-s (dhcrelay) is not supported: a DHCPv6 option"),
-    (["-l", "eth0"], "-l (dhcrelay) is not supported: a DHCPv6 option"),
-    (["-u", "eth0"], "-u (dhcrelay) is not supported: a DHCPv6 option"),
+    ([*V6, "10.9.0.1"], "a server belongs to DHCPv4 mode only"),
+    ([*V6, "-a"], "agent_info belongs to DHCPv4 mode only"),
+    ([*V6, "-i", "eth2"], "interfaces belongs to DHCPv4 mode only"),
+    (["-I", "10.9.0.1"], "interface_id belongs to DHCPv6 (-6) mode only"),
+    (["-s", "sub", "10.9.0.1"], "subscriber_id belongs to DHCPv6 (-6) mode only"),
+    (["-l", "eth0", "10.9.0.1"], "lower belongs to DHCPv6 (-6) mode only"),
+    (["-u", "eth0", "10.9.0.1"], "upper belongs to DHCPv6 (-6) mode only"),
+    (["-6", "-l", "eth1"], "-6 needs both -l (client-facing) and -u (upstream)"),
+    (["-6", "-l", "10.0.0.1%eth1", "-u", "eth0"], "'10.0.0.1' is not an IPv6 address"),
+    (["-6", "-l", "eth1#2", "-u", "eth0"], "the #index form is not supported"),
 ])
-def test_flags_boothop_cannot_honour_are_refused_with_the_reason(
+def test_dhcpv6_flags_belong_to_dhcpv6_mode_as_in_dhcrelay(
         argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert reason in usage_error([*argv, "10.9.0.1"], capsys)
+    assert reason in usage_error(argv, capsys)
+
+
+def test_dhcrelay_6_command_line_runs_the_dhcpv6_relay_alone(tmp_path: Path) -> None:
+    """dhcrelay(8): "-l [address%]ifname", "-u [address%]ifname" (without an address: the
+    All_DHCP_Servers group), -s subscriber-id, -I accepted (boothop always sends
+    Interface-ID), port 547; a file's IPv4 relay is not run with -6."""
+    config = tmp_path / "relay.toml"
+    config.write_text('helpers = ["10.9.0.1"]\n[dhcpv6]\nclient_link_layer = true\n')
+    args = parse_args(["-6", "-d", "-I", "-s", "sub", "-l", "2001:db8:1::1%eth1", "-l", "eth2",
+                       "-u", "2001:db8::10%eth0", "-u", "eth0", "--config", str(config)])
+    settings = settings_from_args(args)
+    assert args.port == 547 and settings.relay is None
+    assert settings.relay6 == Relay6Config(
+        lower=(LowerInterface6("eth1", IPv6Address("2001:db8:1::1")), LowerInterface6("eth2")),
+        upper=(Upstream6("eth0", IPv6Address("2001:db8::10")), Upstream6("eth0", ALL_SERVERS)),
+        subscriber_id=b"sub", client_link_layer=True,
+    )
 
 
 def test_rp_is_the_rfc_8357_relay_source_port_and_never_the_pid_file(

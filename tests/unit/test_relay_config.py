@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
 
-from boothop.relay.config import AgentPolicy, InterfaceConfig
+from boothop.relay.config import (
+    AgentPolicy,
+    InterfaceConfig,
+    LowerInterface6,
+    Relay6Config,
+    Upstream6,
+)
 from boothop.relay.configfile import RelaySettings, load, parse
 from boothop.relay.interfaces import Role
 from boothop.relay.settings import ConfigError
+from boothop.relay.wire.dhcpv6 import ALL_SERVERS
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "relay.toml"
 
@@ -189,3 +196,54 @@ def test_syntax_error_reports_its_line(tmp_path: Path) -> None:
     error = error_of(tmp_path, 'helpers = ["10.9.0.1"]\nmax_hops = = 3\n')
     assert (error.key, error.line) == ("toml", 2)
     assert "syntax error" in error.reason and "column" in error.reason
+
+
+def test_dhcpv6_table_beside_the_ipv4_relay(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, """
+helpers = ["10.9.0.1"]
+[dhcpv6]
+remote_id = "rack-1"
+remote_id_enterprise = 9
+[[dhcpv6.lower]]
+name = "lan1"
+link_address = "2001:db8:1::1"
+interface_id = "port-1"
+[[dhcpv6.upper]]
+interface = "up0"
+address = "2001:db8::10"
+[[dhcpv6.upper]]
+interface = "up1"
+"""))
+    assert settings.relay is not None and settings.relay.helpers == (IPv4Address("10.9.0.1"),)
+    assert settings.relay6 == Relay6Config(
+        lower=(LowerInterface6("lan1", IPv6Address("2001:db8:1::1"), b"port-1"),),
+        upper=(Upstream6("up0", IPv6Address("2001:db8::10")), Upstream6("up1", ALL_SERVERS)),
+        remote_id=(9, b"rack-1"),
+    )
+
+
+def test_dhcpv6_alone_runs_no_ipv4_relay(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, '[dhcpv6]\nlower = [{name = "a"}]\n'
+                                    'upper = [{interface = "b"}]\n'))
+    assert settings.relay is None and settings.relay6 is not None
+
+
+def test_dhcpv6_problems_name_their_keys_and_lines(tmp_path: Path) -> None:
+    error = error_of(tmp_path, """[dhcpv6]
+colour = 1
+[[dhcpv6.lower]]
+name = "lan1"
+link_address = "ff02::1"
+[[dhcpv6.lower]]
+name = "lan1"
+[[dhcpv6.upper]]
+interface = "up0"
+address = "10.0.0.1"
+""")
+    text = str(error)
+    assert ":2: dhcpv6.colour: unknown key" in text
+    assert ":5: dhcpv6.lower[0].link_address: ff02::1 cannot name a link" in text
+    assert "dhcpv6.lower[1].name: 'lan1' already configured as lower[0]" in text
+    assert ":10: dhcpv6.upper[0].address: not an IPv6 address: '10.0.0.1'" in text
+    missing = str(error_of(tmp_path, "[dhcpv6]\n"))
+    assert "dhcpv6.lower: missing" in missing and "dhcpv6.upper: missing" in missing

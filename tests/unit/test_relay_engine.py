@@ -1188,7 +1188,9 @@ def test_counters_add_up_over_a_mixed_run() -> None:
         "replies_by_port": {"67": 2},
         "agent_info_added": 1,
         "agent_info_omitted_oversize": 0,
+        "giaddr_fallbacks": {},
         "forwarded": {str(DHCP_SERVER): 1, str(PXE_SERVER): 1},
+        "relayed_by_class": {"default": 1},
         "delivered": {"unicast-chaddr": 1},
         "dropped": {"hop-limit": 1, "malformed": 1, "reply-from-non-server": 1},
     }

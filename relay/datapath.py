@@ -1,0 +1,172 @@
+"""What the kernel datapath (``relay/bpf/relay.bpf.c``) is told: its map entries, from the engine.
+
+The program does a subset of what ``RelayEngine`` does and passes everything else up to the
+daemon. Every value here comes from the engine's own functions (giaddr, option 82, circuit-id,
+which servers and sides count), so the two cannot disagree about them. An interface whose
+configuration asks for what the program does not implement (RFC 3527 link selection, RFC 5107
+server identifier override, the RFC 8357 relay port, values too long for its fixed fields) is
+left out of the subset: its packets go up. Pure: the daemon writes these into the maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections import Counter
+from ipaddress import IPv4Address
+
+from .actions import DeliveryMode
+from .config import GiaddrMode
+from .counters import RelayCounters
+from .engine import RFC1542_MAX_HOPS, RelayEngine, _circuit_of
+from .interfaces import Interface, Role
+
+#: The program's limits (MAX_HELPERS, MAX_AGENT, MAX_CIRCUIT, MAX_CONNECTED in relay.bpf.c).
+MAX_HELPERS = 8
+MAX_AGENT = 64
+MAX_CIRCUIT = 32
+MAX_CONNECTED = 4
+
+#: struct iface, struct settings, struct server of relay.bpf.c (little-endian host, x86-64).
+IFACE = struct.Struct("<I4s4s6sBBI32s64s32s")
+SETTINGS = struct.Struct("<IIIHH4s")
+SERVER = struct.Struct("<II4I")
+U32 = struct.Struct("<I")
+
+IF_CLIENTS = 1
+IF_UP = 2
+IF_TRUSTED = 4
+IF_DOWNSTREAM = 8
+IF_ADDS_AGENT = 16
+IF_ADDS_CIRCUIT = 32
+IF_REQUESTS = 64
+IF_REPLIES = 128
+
+SERVER_OURS = 1
+SERVER_CONNECTED = 2
+SERVER_ROUTED = 3
+
+#: The program's counters array (the enum in relay.bpf.c), in order.
+COUNTERS = ("received", "requests", "replies", "agent_info_added", "agent_info_omitted_oversize",
+            "delivered_broadcast", "delivered_chaddr", "redirect_errors", "passed_up")
+#: Why a DHCP datagram went up (UP_* in relay.bpf.c), in order; counted after COUNTERS.
+PASSED_UP_REASONS = ("disabled", "headers", "checksum", "message", "interface", "checks",
+                     "agent", "route", "reply")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The map entries: keys and values as the program reads them."""
+
+    settings: bytes
+    ifaces: dict[bytes, bytes]
+    addresses: dict[bytes, bytes]
+    servers: dict[bytes, bytes]
+
+
+def tables(engine: RelayEngine, port: int, enabled: bool = True) -> Tables:
+    """The maps' contents for the engine's configuration and interfaces, the relay on ``port``."""
+    config, interfaces = engine.config, engine.interfaces
+    reply_giaddr = config.reply_giaddr.packed if config.reply_giaddr is not None else bytes(4)
+    settings = SETTINGS.pack(int(enabled), min(config.max_hops, RFC1542_MAX_HOPS + 1),
+                             config.max_packet_size, port, port + 1, reply_giaddr)
+    ifaces = {U32.pack(interface.index): _iface(engine, interface) for interface in interfaces}
+    addresses = {}
+    for interface in interfaces:
+        for address in interface.addresses:
+            owner = interfaces.by_address(address.ip)
+            if owner is not None:
+                addresses[address.ip.packed] = U32.pack(owner.index)
+    servers = {}
+    for server in config.all_servers:
+        entry = _server(engine, server)
+        if entry is not None:
+            servers[server.packed] = entry
+    return Tables(settings, ifaces, addresses, servers)
+
+
+def _iface(engine: RelayEngine, interface: Interface) -> bytes:
+    config = engine.config
+    settings = config.interface(interface.name)
+    flags = IF_UP if interface.up else 0
+    if settings is None:
+        return IFACE.pack(flags, bytes(4), bytes(4), bytes(6), 0, 0, 0, b"", b"", b"")
+    if settings.role.faces_clients:
+        flags |= IF_CLIENTS
+    if settings.role is Role.DOWNSTREAM:
+        flags |= IF_DOWNSTREAM
+    if settings.trusted:
+        flags |= IF_TRUSTED
+    helpers = config.helpers_for(settings)
+    source = engine._link_address(interface, settings)
+    giaddr = None if source is None else engine._giaddr_for(source, settings)
+    agent = b""
+    circuit = b""
+    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine.
+    one_giaddr = settings.giaddr is not None or settings.giaddr_mode is GiaddrMode.PRIMARY
+    in_subset = (settings.link_selection is None and not settings.server_id_override
+                 and config.relay_port is None and len(interface.mac) == 6 and one_giaddr
+                 and source is not None)
+    if engine._adds_agent_info(settings) and source is not None:
+        flags |= IF_ADDS_AGENT
+        agent = engine._agent_info(interface, settings, False, source) or b""
+        in_subset = in_subset and 0 < len(agent) <= MAX_AGENT
+    if engine._adds_circuit(settings):
+        flags |= IF_ADDS_CIRCUIT
+        circuit = _circuit_of(interface, settings)
+        in_subset = in_subset and len(circuit) <= MAX_CIRCUIT
+    # A forwarding class that may take this interface's requests picks their helpers per
+    # client (relay/classes.py): those requests stay in the engine.
+    classified = any(not c.interfaces or interface.name in c.interfaces for c in config.classes)
+    if in_subset and not classified and 0 < len(helpers) <= MAX_HELPERS:
+        flags |= IF_REQUESTS
+    if in_subset:
+        flags |= IF_REPLIES
+    return IFACE.pack(
+        flags,
+        giaddr.packed if giaddr is not None else bytes(4),
+        source.packed if source is not None else bytes(4),
+        interface.mac if len(interface.mac) == 6 else bytes(6),
+        len(agent), len(circuit), len(helpers) if len(helpers) <= MAX_HELPERS else 0,
+        b"".join(h.packed for h in helpers[:MAX_HELPERS]), agent, circuit)
+
+
+def _server(engine: RelayEngine, server: IPv4Address) -> bytes | None:
+    """How a reply from ``server`` must arrive (engine._wrong_side), or None to leave it up."""
+    interfaces = engine.interfaces
+    if interfaces.by_address(server) is not None:
+        return SERVER.pack(SERVER_OURS, 0, 0, 0, 0, 0)
+    connected = sorted(interfaces.connected(server))
+    if not connected:
+        return SERVER.pack(SERVER_ROUTED, 0, 0, 0, 0, 0)
+    if len(connected) > MAX_CONNECTED:
+        return None
+    padded = connected + [0] * (MAX_CONNECTED - len(connected))
+    return SERVER.pack(SERVER_CONNECTED, len(connected), *padded)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelCounts:
+    """The program's per-CPU counters, summed over CPUs."""
+
+    counters: dict[str, int]
+    passed_up: dict[str, int]
+    received_on: dict[int, int]
+    forwarded: dict[IPv4Address, int]
+
+    def as_relay_counters(self, port: int) -> RelayCounters:
+        """The engine's counters for what the kernel relayed (the daemon adds them to its own)."""
+        counters = self.counters
+        relay = RelayCounters(
+            received=counters["received"], requests=counters["requests"],
+            replies=counters["replies"], agent_info_added=counters["agent_info_added"],
+            agent_info_omitted_oversize=counters["agent_info_omitted_oversize"])
+        relay.received_on = Counter(self.received_on)
+        relay.forwarded = Counter(self.forwarded)
+        if counters["replies"]:
+            relay.replies_on_port[port] = counters["replies"]
+        for mode, key in ((DeliveryMode.BROADCAST, "delivered_broadcast"),
+                          (DeliveryMode.UNICAST_CHADDR, "delivered_chaddr")):
+            if counters[key]:
+                relay.delivered[mode] = counters[key]
+        return relay

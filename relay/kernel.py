@@ -1,0 +1,244 @@
+"""The relay's kernel datapath: build, load and feed the tc program of ``relay/bpf/relay.bpf.c``.
+
+The object is compiled from the source shipped in the package (``.ci/install`` runs
+``boothop-relay --build-datapath``; the daemon builds it on demand) into a cache directory,
+named by the source's hash, so no binary lives in git and an edited source is rebuilt. It is
+loaded with libbpf through ctypes: Debian ships no maintained Python binding of libbpf, and bcc
+needs the running kernel's headers, which this kind of machine (a kernel without modules or
+headers) does not have; libbpf.so.1 with plain BPF C against the uapi headers needs neither.
+Attaching it (clsact + a direct-action bpf filter) is pyroute2's, in ``relay/netlink.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+from importlib import resources
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from .datapath import COUNTERS, PASSED_UP_REASONS, U32, KernelCounts, Tables
+
+SOURCE = "relay.bpf.c"
+#: Where built objects are kept (overridden by BOOTHOP_BPF_CACHE).
+DEFAULT_CACHE = Path("/var/cache/boothop")
+CLANG_FLAGS = ("-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu")
+PROGRAM = "relay"
+#: TC_ACT_OK and TC_ACT_REDIRECT (linux/pkt_cls.h).
+TC_ACT_OK = 0
+TC_ACT_REDIRECT = 7
+_U64 = struct.Struct("<Q")
+#: struct __sk_buff (linux/bpf.h): its size and where ifindex and ingress_ifindex sit.
+_SKB_SIZE = 192
+_SKB_INGRESS_IFINDEX = 36
+_SKB_IFINDEX = 40
+
+
+class DatapathUnavailable(Exception):
+    """The kernel datapath cannot run here; the message says why (logged by the daemon)."""
+
+
+def source_text() -> bytes:
+    return resources.files("boothop.relay").joinpath("bpf", SOURCE).read_bytes()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BOOTHOP_BPF_CACHE") or DEFAULT_CACHE)
+
+
+def object_path(directory: Path | None = None) -> Path:
+    """Where the object built from the shipped source is (or will be) cached."""
+    digest = hashlib.sha256(source_text() + " ".join(CLANG_FLAGS).encode()).hexdigest()[:16]
+    return (directory or cache_dir()) / f"relay-{digest}.bpf.o"
+
+
+def build(directory: Path | None = None) -> Path:
+    """Compile the shipped source unless its object is cached; returns the object's path."""
+    target = object_path(directory)
+    if target.exists():
+        return target
+    clang = shutil.which("clang")
+    if clang is None:
+        raise DatapathUnavailable(f"{target} is not built and clang is not installed "
+                                  "(apt-get install clang llvm libbpf-dev)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files("boothop.relay").joinpath("bpf", SOURCE)) as source:
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        result = subprocess.run([clang, *CLANG_FLAGS, "-c", str(source), "-o", str(temporary)],
+                                capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        temporary.unlink(missing_ok=True)
+        raise DatapathUnavailable(f"clang failed on {SOURCE}: {result.stderr.strip()[-2000:]}")
+    os.replace(temporary, target)
+    return target
+
+
+class _TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (bpf/bpf.h, libbpf 1.1)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p),
+                ("data_out", ctypes.c_void_p), ("data_size_in", ctypes.c_uint32),
+                ("data_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_void_p),
+                ("ctx_out", ctypes.c_void_p), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32)]
+
+
+def _libbpf() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as error:
+        raise DatapathUnavailable(f"libbpf is not installed ({error})") from error
+    pointer, c_int, c_char_p, c_void_p = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, \
+        ctypes.c_void_p
+    for function, restype, argtypes in (
+        ("bpf_object__open_file", pointer, [c_char_p, c_void_p]),
+        ("bpf_object__load", c_int, [pointer]),
+        ("bpf_object__close", None, [pointer]),
+        ("bpf_object__find_program_by_name", pointer, [pointer, c_char_p]),
+        ("bpf_program__fd", c_int, [pointer]),
+        ("bpf_object__find_map_fd_by_name", c_int, [pointer, c_char_p]),
+        ("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
+        ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
+        ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
+        ("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p]),
+        ("bpf_prog_test_run_opts", c_int, [c_int, ctypes.POINTER(_TestRunOpts)]),
+        ("libbpf_num_possible_cpus", c_int, []),
+    ):
+        bound = getattr(lib, function)
+        bound.restype = restype
+        bound.argtypes = argtypes
+    return lib
+
+
+def _failed(what: str, code: int | None = None) -> OSError:
+    number = -code if code is not None and code < 0 else ctypes.get_errno()
+    return OSError(number, f"{what}: {os.strerror(number)}")
+
+
+class Program:
+    """A loaded relay.bpf.o: its program's fd and its maps."""
+
+    def __init__(self, path: Path) -> None:
+        self._lib = lib = _libbpf()
+        obj = lib.bpf_object__open_file(str(path).encode(), None)
+        if not obj:
+            raise DatapathUnavailable(f"libbpf cannot open {path}: {_failed('open')}")
+        self._obj = obj
+        code = lib.bpf_object__load(obj)
+        if code:
+            lib.bpf_object__close(obj)
+            self._obj = None
+            raise DatapathUnavailable(f"the kernel refused {path.name}: "
+                                      f"{_failed('load', code)}")
+        self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, PROGRAM.encode()))
+        self.cpus = lib.libbpf_num_possible_cpus()
+
+    def close(self) -> None:
+        if self._obj:
+            self._lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def _map(self, name: str) -> int:
+        fd = self._lib.bpf_object__find_map_fd_by_name(self._obj, name.encode())
+        if fd < 0:
+            raise KeyError(name)
+        return int(fd)
+
+    def update(self, name: str, key: bytes, value: bytes) -> None:
+        code = self._lib.bpf_map_update_elem(self._map(name), key, value, 0)
+        if code:
+            raise _failed(f"update {name}", code)
+
+    def delete(self, name: str, key: bytes) -> None:
+        code = self._lib.bpf_map_delete_elem(self._map(name), key)
+        if code and -code != errno.ENOENT:
+            raise _failed(f"delete from {name}", code)
+
+    def keys(self, name: str, size: int) -> list[bytes]:
+        fd, found = self._map(name), []
+        key, following = ctypes.create_string_buffer(size), ctypes.create_string_buffer(size)
+        current: ctypes.Array[ctypes.c_char] | None = None
+        while self._lib.bpf_map_get_next_key(fd, current, following) == 0:
+            found.append(following.raw)
+            key.raw = following.raw
+            current = key
+        return found
+
+    def per_cpu_sum(self, name: str, key: bytes) -> int:
+        """A per-CPU u64 summed over the CPUs (0 if the key is absent)."""
+        values = ctypes.create_string_buffer(8 * self.cpus)
+        if self._lib.bpf_map_lookup_elem(self._map(name), key, values):
+            return 0
+        return sum(value for (value,) in _U64.iter_unpack(values.raw))
+
+    def replace(self, name: str, entries: dict[bytes, bytes], key_size: int) -> None:
+        """Make the map hold exactly ``entries`` (new and changed first, then the stale gone)."""
+        for key, value in entries.items():
+            self.update(name, key, value)
+        for key in self.keys(name, key_size):
+            if key not in entries:
+                self.delete(name, key)
+
+    def test_run(self, frame: bytes, ifindex: int) -> tuple[int, bytes]:
+        """BPF_PROG_TEST_RUN: the program on ``frame`` as received on ``ifindex``; its return
+        code and the frame as it left the program (a clone it redirected is sent for real)."""
+        out = ctypes.create_string_buffer(len(frame) + 2048)
+        ctx = bytearray(_SKB_SIZE)
+        U32.pack_into(ctx, _SKB_INGRESS_IFINDEX, ifindex)
+        U32.pack_into(ctx, _SKB_IFINDEX, ifindex)
+        ctx_in = (ctypes.c_char * _SKB_SIZE).from_buffer(ctx)
+        data_in = ctypes.create_string_buffer(frame, len(frame))
+        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts),
+                            data_in=ctypes.cast(data_in, ctypes.c_void_p),
+                            data_out=ctypes.cast(out, ctypes.c_void_p),
+                            data_size_in=len(frame), data_size_out=len(out),
+                            ctx_in=ctypes.cast(ctx_in, ctypes.c_void_p), ctx_size_in=_SKB_SIZE,
+                            repeat=1)
+        code = self._lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        if code:
+            raise _failed("test run", code)
+        return opts.retval, out.raw[: opts.data_size_out]
+
+
+class KernelDatapath:
+    """The daemon's kernel datapath: the loaded program, the tables pushed into its maps."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> KernelDatapath:
+        """Build (if needed) and load the program; DatapathUnavailable says why it cannot."""
+        return cls(Program(build(directory)))
+
+    def push(self, tables: Tables) -> None:
+        program = self.program
+        program.replace("ifaces", tables.ifaces, 4)
+        program.replace("addresses", tables.addresses, 4)
+        program.replace("servers", tables.servers, 4)
+        program.update("settings", bytes(4), tables.settings)
+
+    def counts(self) -> KernelCounts:
+        program = self.program
+        counters = {name: program.per_cpu_sum("counters", U32.pack(index))
+                    for index, name in enumerate(COUNTERS)}
+        passed_up = {name: program.per_cpu_sum("counters", U32.pack(len(COUNTERS) + index))
+                     for index, name in enumerate(PASSED_UP_REASONS)}
+        received_on = {U32.unpack(key)[0]: program.per_cpu_sum("received_on", key)
+                       for key in program.keys("received_on", 4)}
+        forwarded = {IPv4Address(key): program.per_cpu_sum("forwarded", key)
+                     for key in program.keys("forwarded", 4)}
+        return KernelCounts(counters, passed_up, received_on, forwarded)
+
+    def close(self) -> None:
+        self.program.close()

@@ -1,0 +1,264 @@
+"""DHCPv6 relaying end to end: real clients on two links get addresses from Kea's kea-dhcp6
+through the relay under test, boothop-relay -6 and, as the reference, ISC dhcrelay -6.
+
+```
+ bh6-ca-N (dhclient -6) ──[2001:db8:1::/64]──┐
+                                             bh6-rt-N (relay -6 -l ra -l rb -u S%rs -u R%rs) ──
+ bh6-cb-N (dhcpcd -6)   ──[2001:db8:2::/64]──┘      [2001:db8:99::/64]── bh6-sv-N (kea-dhcp6 on
+                                                     S = ::2, a UDP recorder on R = ::3, port 547)
+```
+
+The relay is run with dhcrelay's own command line. Each client must get an address of its own
+link's subnet (Kea picks it by the link-address), which the reply reaches only through the
+Interface-ID; the recorder, the second server, must receive a Relay-forward for every one Kea
+got. Then boothop's Interface-ID is shown to win over the link-address, and a Relay-reply from a
+host that is no configured server is shown to be dropped and counted. Namespaces of our own
+(prefix ``bh6``), every process stopped by PID and every namespace deleted in ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import need, relay_program, require_system
+from routed import RoutedLab, sh, wait_for
+from servers import start_recorder
+
+from boothop.relay.lab.processes import Process, ProcessRunner
+from boothop.relay.lab.processes import wait_for as until
+from boothop.relay.wire.dhcpv6 import (
+    Dhcp6Message,
+    MessageType6,
+    Opt6,
+    RelayMessage,
+    decode6,
+    encode6,
+)
+
+KEA = "2001:db8:99::2"
+RECORDER = "2001:db8:99::3"
+ROGUE = "2001:db8:99::66"
+RELAY_UP = "2001:db8:99::1"
+LINKS = {"a": "2001:db8:1", "b": "2001:db8:2"}
+DHCLIENT_SCRIPT = """#!/bin/sh
+echo "$reason ${new_ip6_address:-}" >> "$0.log"
+exit 0
+"""
+#: dhcpcd without Router Advertisements: DHCPv6 for one address, no RS, no IPv4.
+DHCPCD_CONF = "noipv6rs\nipv6only\nia_na 1\nnohook resolv.conf\n"
+#: Receives one UDP datagram on [::]:546 (what the relay delivers to a client) and prints it.
+LISTEN_546 = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 546))
+s.settimeout(float(sys.argv[1]))
+print("listening", flush=True)
+try:
+    data, source = s.recvfrom(4096)
+    print("got", source[0], data.hex(), flush=True)
+except socket.timeout:
+    print("nothing", flush=True)
+"""
+
+
+class Lab6(RoutedLab):
+    """RoutedLab's three namespaces and a second client namespace, with IPv6 on every link."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, "bh6", "10.66")
+        self.ns["cb"] = f"bh6-cb-{self.tag}"
+
+    def build(self) -> None:
+        for role, ns in self.ns.items():
+            sh("ip", "netns", "add", ns)
+            # No duplicate address detection: addresses are usable at once, deterministic tests.
+            for key in ("all", "default"):
+                self.ex(role, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
+            self.ex(role, "ip", "link", "set", "lo", "up")
+        for peer, here, there in (("sv", "s", "rs"), ("ca", "a", "ra"), ("cb", "b", "rb")):
+            sh("ip", "link", "add", self.link(here), "netns", self.ns[peer], "type", "veth",
+               "peer", "name", self.link(there), "netns", self.ns["rt"])
+            self.ex("rt", "ip", "link", "set", self.link(there), "up")
+            self.ex(peer, "ip", "link", "set", self.link(here), "up")
+        self.ex("rt", "ip", "addr", "add", f"{RELAY_UP}/64", "dev", self.link("rs"), "nodad")
+        for address in (KEA, RECORDER, ROGUE):
+            self.ex("sv", "ip", "addr", "add", f"{address}/64", "dev", self.link("s"), "nodad")
+        for name, prefix in LINKS.items():
+            self.ex("rt", "ip", "addr", "add", f"{prefix}::1/64", "dev", self.link(f"r{name}"),
+                    "nodad")
+
+
+def kea_config(lab: Lab6) -> dict[str, object]:
+    return {"Dhcp6": {
+        "interfaces-config": {"interfaces": [f"{lab.link('s')}/{KEA}"]},
+        "lease-database": {"type": "memfile", "persist": False},
+        "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "b007", "persist": False},
+        "preferred-lifetime": 300, "valid-lifetime": 600, "renew-timer": 150,
+        "rebind-timer": 240,
+        "subnet6": [
+            {"id": n, "subnet": f"{prefix}::/64",
+             "pools": [{"pool": f"{prefix}::100-{prefix}::1ff"}]}
+            for n, prefix in enumerate(LINKS.values(), 1)
+        ],
+        "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}],
+                     "severity": "INFO"}],
+    }}
+
+
+def relay_argv(implementation: str, lab: Lab6) -> list[str]:
+    """dhcrelay -6's command line, the same for both (-l per client link, -u per server)."""
+    flags = ["-6", "-d", "-l", lab.link("ra"), "-l", lab.link("rb"),
+             "-u", f"{KEA}%{lab.link('rs')}", "-u", f"{RECORDER}%{lab.link('rs')}"]
+    program = relay_program(implementation)
+    if implementation == "dhcrelay":
+        return [program, *flags, "-pf", str(lab.tmp / "dhcrelay6.pid")]
+    return [program, *flags, "-I", "--log-format", "json", "--stats-file",
+            str(lab.tmp / "stats.json")]
+
+
+def addresses_on(lab: Lab6, role: str, link: str, prefix: str) -> list[str]:
+    shown = lab.ex(role, "ip", "-6", "-o", "addr", "show", "dev", lab.link(link), check=False)
+    return [word.split("/")[0] for word in shown.stdout.split() if word.startswith(prefix)]
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("implementation", ["dhcrelay", "boothop"])
+def test_dhclient_and_dhcpcd_get_addresses_of_their_link_through_the_relay_from_kea(
+    implementation: str, tmp_path: Path
+) -> None:
+    require_system("kea-dhcp6", "dhclient", "dhcpcd")
+    lab = Lab6(tmp_path)
+    runner = ProcessRunner(tmp_path / "logs")
+    try:
+        lab.build()
+        config = tmp_path / "kea-dhcp6.json"
+        config.write_text(json.dumps(kea_config(lab)))
+        env = {"KEA_LOCKFILE_DIR": str(tmp_path), "KEA_PIDFILE_DIR": str(tmp_path)}
+        kea = runner.start(lab.ns["sv"], [need("kea-dhcp6"), "-c", str(config)], "kea6", env=env)
+        assert wait_for_text(kea, "DHCP6_STARTED", 15), kea.output()
+        recorded = tmp_path / "recorded.txt"
+        start_recorder(runner, lab.ns["sv"], recorded, port=547, address=RECORDER, seconds=60)
+        relay = runner.start(lab.ns["rt"], relay_argv(implementation, lab), implementation)
+        wait_for(lambda: "547" in lab.ex("rt", "ss", "-Hnul", "sport = :547").stdout
+                 or not relay.running(), 10, "the relay on port 547")
+        assert relay.running(), relay.output()
+
+        script = tmp_path / "dhclient.sh"
+        script.write_text(DHCLIENT_SCRIPT)
+        script.chmod(0o755)
+        dhclient = runner.start(lab.ns["ca"], [
+            need("dhclient"), "-6", "-1", "-d", "-v", "-sf", str(script),
+            "-lf", str(tmp_path / "dhclient6.leases"), "-pf", str(tmp_path / "dhclient6.pid"),
+            lab.link("a")], "dhclient6")
+        dhcpcd_conf = tmp_path / "dhcpcd.conf"
+        dhcpcd_conf.write_text(DHCPCD_CONF)
+        dhcpcd = runner.start(lab.ns["cb"], [
+            need("dhcpcd"), "-f", str(dhcpcd_conf), "-6", "-B", "-t", "30", lab.link("b")],
+            "dhcpcd6")
+
+        bound = Path(f"{script}.log")
+        wait_for(lambda: bound.exists() and "BOUND6 2001:db8:1::" in bound.read_text(), 30,
+                 f"dhclient -6 bound through {implementation}:\n{dhclient.output()}")
+        wait_for(lambda: addresses_on(lab, "cb", "b", "2001:db8:2::"), 30,
+                 f"dhcpcd bound through {implementation}:\n{dhcpcd.output()}")
+        address_a = bound.read_text().split("BOUND6 ")[1].split()[0]
+        assert IPv6Address(address_a) in _pool("2001:db8:1")
+        (address_b,) = addresses_on(lab, "cb", "b", "2001:db8:2::")
+        assert IPv6Address(address_b) in _pool("2001:db8:2")
+
+        # The second server received a Relay-forward for each client message Kea answered,
+        # each naming its client's link by Interface-ID.
+        forwards = [decode6(bytes.fromhex(line.split()[2]))
+                    for line in recorded.read_text().splitlines()]
+        assert forwards and all(isinstance(f, RelayMessage) and f.msg_type == 12
+                                for f in forwards)
+        seen_ids = {f.get(Opt6.INTERFACE_ID) for f in forwards}
+        assert seen_ids >= {lab.link("ra").encode(), lab.link("rb").encode()} or (
+            implementation == "dhcrelay")  # dhcrelay's Interface-ID is its own encoding
+        kinds = {f.inner().msg_type for f in forwards}  # type: ignore[union-attr]
+        assert {MessageType6.SOLICIT, MessageType6.REQUEST} <= kinds
+        if implementation == "boothop":
+            def counted() -> dict[str, Any]:
+                stats: dict[str, Any] = json.loads((tmp_path / "stats.json").read_text())
+                return stats
+
+            wait_for(lambda: counted()["forwarded"].get(RECORDER) == len(recorded.read_text(
+            ).splitlines()), 5, "the stats file to count what the recorder got")
+            stats = counted()
+            assert stats["forwarded"][RECORDER] == stats["forwarded"][KEA] >= len(forwards)
+            assert stats["delivered"]["peer-client"] >= 4  # two Advertises, two Replies
+            assert stats["joined"] == sorted([lab.link("ra"), lab.link("rb")])
+    finally:
+        runner.stop_all()
+        lab.close()
+
+
+@pytest.mark.system
+def test_interface_id_wins_over_link_address_and_a_spoofed_relay_reply_is_dropped(
+    tmp_path: Path
+) -> None:
+    """A Relay-reply from the configured server RECORDER with link b's Interface-ID and link a's
+    link-address reaches link b; the same from ROGUE, no configured server, reaches no one and
+    is counted as reply-from-non-server."""
+    require_system()
+    lab = Lab6(tmp_path)
+    runner = ProcessRunner(tmp_path / "logs")
+    try:
+        lab.build()
+        peer = "2001:db8:2::77"
+        lab.ex("cb", "ip", "addr", "add", f"{peer}/64", "dev", lab.link("b"), "nodad")
+        lab.ex("ca", "ip", "addr", "add", "2001:db8:1::77/64", "dev", lab.link("a"), "nodad")
+        relay = runner.start(lab.ns["rt"], relay_argv("boothop", lab), "boothop")
+        wait_for(lambda: "547" in lab.ex("rt", "ss", "-Hnul", "sport = :547").stdout
+                 or not relay.running(), 10, "the relay on port 547")
+        advertise = encode6(Dhcp6Message(MessageType6.ADVERTISE, 0xABCDEF))
+
+        def relay_reply(source: str) -> tuple[str, str]:
+            """Send a Relay-reply to the relay from ``source``: what links a and b received."""
+            listeners = {
+                name: runner.start(lab.ns[f"c{name}"], [sys.executable, "-c", LISTEN_546, "4"],
+                                   f"listen-{name}-{source}")
+                for name in ("a", "b")
+            }
+            for listener in listeners.values():
+                assert wait_for_text(listener, "listening", 10), listener.output()
+            message = RelayMessage(
+                MessageType6.RELAY_REPL, 0, IPv6Address("2001:db8:1::1"), IPv6Address(peer),
+                ((Opt6.INTERFACE_ID, lab.link("rb").encode()), (Opt6.RELAY_MSG, advertise)),
+            )
+            send = ("import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                    "s.bind((sys.argv[1], 547)); s.sendto(bytes.fromhex(sys.argv[2]), "
+                    f"('{RELAY_UP}', 547))")
+            lab.ex("sv", sys.executable, "-c", send, source, encode6(message).hex())
+            for listener in listeners.values():
+                assert wait_for_text(listener, "got", 6) or wait_for_text(
+                    listener, "nothing", 6), listener.output()
+            return listeners["a"].output(), listeners["b"].output()
+
+        got_a, got_b = relay_reply(RECORDER)
+        assert "nothing" in got_a
+        assert f"got {peer} " not in got_b and advertise.hex() in got_b  # from the relay
+        spoofed_a, spoofed_b = relay_reply(ROGUE)
+        assert "nothing" in spoofed_a and "nothing" in spoofed_b
+        stats = tmp_path / "stats.json"
+        wait_for(lambda: json.loads(stats.read_text())["dropped"].get("reply-from-non-server")
+                 == 1, 5, "the spoofed Relay-reply counted")
+        assert json.loads(stats.read_text())["delivered"] == {"peer-client": 1}
+    finally:
+        runner.stop_all()
+        lab.close()
+
+
+def _pool(prefix: str) -> list[IPv6Address]:
+    """Kea's pool on a link (``::100`` to ``::1ff``)."""
+    first = int(IPv6Address(f"{prefix}::100"))
+    return [IPv6Address(n) for n in range(first, first + 0x100)]
+
+
+def wait_for_text(process: Process, text: str, timeout: float) -> bool:
+    return bool(until(lambda: text in process.output(), timeout))

@@ -31,8 +31,11 @@ class Send6:
     destination: IPv6Address
     port: int
     ifindex: int
-    #: The client/server message inside any Relay-reply: for the log line.
+    #: The addresses the Reply or Advertise gives: for the log line.
     addresses: tuple[IPv6Address, ...] = ()
+    #: The address to answer from: the one the request was sent to (None: the kernel's choice,
+    #: for a multicast request).
+    source: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

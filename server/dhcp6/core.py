@@ -450,8 +450,12 @@ class Dhcp6ServerCore:
                           if code == Opt6.IA_NA for v in IaNa.decode(raw).get_all(Opt6.IAADDR))
         payload = encode6(reply)
         dgram = request.dgram
+        # A relay accepts Relay-replies only from the server address it sends to: answer from
+        # the address the message reached.
+        source = None if dgram.destination.is_multicast else dgram.destination
         if not request.relays:
-            return [Send6(kind, payload, dgram.source, CLIENT_PORT, dgram.ifindex, addresses)]
+            return [Send6(kind, payload, dgram.source, CLIENT_PORT, dgram.ifindex, addresses,
+                          source)]
         # RFC 8415 §19.3 (and §18.3.10): the Reply goes back wrapped in one Relay-reply per
         # Relay-forward, each with the hop-count, link-address and peer-address of its
         # Relay-forward and a copy of its Interface-ID option, to the relay it came from.
@@ -466,7 +470,7 @@ class Dhcp6ServerCore:
         # Relay-reply goes to the UDP port the relay sent from.
         port = (dgram.source_port if request.relays[0].has(Opt6.RELAY_SOURCE_PORT)
                 else SERVER_PORT)
-        return [Send6(kind, payload, dgram.source, port, dgram.ifindex, addresses)]
+        return [Send6(kind, payload, dgram.source, port, dgram.ifindex, addresses, source)]
 
     def _requested(self, msg: Dhcp6Message) -> list[tuple[int, bytes]]:
         """The configured options the client's Option Request (§21.7) asks for, and its boot

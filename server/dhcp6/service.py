@@ -143,7 +143,8 @@ class _Server6:
     def _send(self, send: Send6) -> None:
         kind = MessageType6(send.message_type).name.lower()
         try:
-            send_datagram6(self.sock, send.payload, send.destination, send.port, send.ifindex)
+            send_datagram6(self.sock, send.payload, send.destination, send.port, send.ifindex,
+                           send.source)
         except OSError as error:
             self.counts["send.failed"] += 1
             if self.limiter.allow(("send", errno_name(error)), time.monotonic()) is not None:

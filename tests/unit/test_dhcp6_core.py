@@ -114,6 +114,7 @@ def test_a_relayed_solicit_takes_the_pool_of_the_relays_link_and_goes_back_wrapp
     actions = core().handle(relayed(message(M.SOLICIT, duid(1), ia())), 0.0)
     send = sends(actions)[0]
     assert (send.destination, send.port) == (RELAY, 547)
+    assert send.source == IPv6Address("2001:db8::1")  # answered from the address asked
     outer = decode6(send.payload)
     assert isinstance(outer, RelayMessage) and outer.msg_type == M.RELAY_REPL
     assert outer.link_address == IPv6Address("2001:db8:2::1") and outer.peer_address == LINK_LOCAL

@@ -30,6 +30,7 @@ from boothop.relay.shell import (
     address_text,
     errno_name,
     join_group,
+    logging_enabled,
     open_udp,
     send_datagram6,
 )
@@ -93,6 +94,7 @@ class _Server6:
         self.limiter = RateLimiter(burst=5, period=1.0)
         self._commits: list[Commit6] = []
         self._promises: list[Send6] = []
+        self.steps = logging_enabled(log, "info")
 
     def handle(self, dgram: Datagram6) -> None:
         """One datagram through the core (receive thread, under ``lock``)."""
@@ -152,8 +154,10 @@ class _Server6:
                                  destination=address_text(send.destination))
             return
         self.counts["reply." + kind] += 1
-        self.log.info("server6.reply", kind=kind, to=address_text(send.destination),
-                      port=send.port, addresses=[address_text(a) for a in send.addresses])
+        if self.steps:  # built only when written: a line costs about as much as the decision
+            self.log.info("server6.reply", kind=kind, to=address_text(send.destination),
+                          port=send.port,
+                          addresses=[address_text(a) for a in send.addresses])
 
     def on_timer(self) -> None:
         with self.lock:

@@ -395,10 +395,12 @@ def receive6(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = R
 
 
 def send_datagram6(sock: socket.socket, payload: bytes, destination: IPv6Address, port: int,
-                   ifindex: int = 0) -> None:
+                   ifindex: int = 0, source: IPv6Address | None = None) -> None:
     """Send without blocking to ``destination`` out of ``ifindex`` (0: routed), as the IPV6_PKTINFO
-    of ``sendmsg`` chooses it; a link-local or multicast destination needs the interface."""
-    cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _PKTINFO6.pack(bytes(16), ifindex))]
+    of ``sendmsg`` chooses it; a link-local or multicast destination needs the interface.
+    ``source``: the address to send from (a server answers from the one it was asked at)."""
+    packed = source.packed if source is not None else bytes(16)
+    cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _PKTINFO6.pack(packed, ifindex))]
     scope = ifindex if destination.is_link_local or destination.is_multicast else 0
     sock.sendmsg([payload], cmsg, _DONTWAIT, (address_text(destination), port, 0, scope))
 

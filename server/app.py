@@ -85,6 +85,9 @@ async def run_services(config: ServerConfig,
             running.dhcp = await nursery.start(
                 functools.partial(serve_dhcp, config.dhcp, pxe_colocated=colocated,
                                   metrics=metrics))
+        if config.dhcp6 is not None:
+            from boothop.server.dhcp6.service import serve_dhcp6
+            await nursery.start(functools.partial(serve_dhcp6, config.dhcp6, metrics=metrics))
         if config.pxe is not None:
             from boothop.server.pxe.service import serve_proxydhcp
             await nursery.start(functools.partial(serve_proxydhcp, config.pxe, metrics=metrics))

@@ -162,17 +162,29 @@ def cmd_leases(config: ServerConfig, as_json: bool) -> int:
 
 
 def cmd_reconcile(config: ServerConfig, dry_run: bool) -> int:
+    """Both families: [dhcp]'s leases and [dhcp6]'s bindings against their reservations."""
     from boothop.server.leasestore import open_store
-    from boothop.server.reconcile import format_plan, plan_reconcile
-    dhcp = _dhcp(config)
-    store = open_store(dhcp.lease_db)
-    try:
-        plan = plan_reconcile(dhcp, store.load(), time.time())
-        print(format_plan(plan, dry_run))
-        if not dry_run and plan.changes:
-            store.write(plan.upserts, plan.deletes)
-    finally:
-        store.close()
+    from boothop.server.reconcile import format_plan, plan_reconcile, plan_reconcile6
+    if config.dhcp6 is None:
+        _dhcp(config)
+    if config.dhcp is not None:
+        store = open_store(config.dhcp.lease_db)
+        try:
+            plan = plan_reconcile(config.dhcp, store.load(), time.time())
+            print(format_plan(plan, dry_run))
+            if not dry_run and plan.changes:
+                store.write(plan.upserts, plan.deletes)
+        finally:
+            store.close()
+    if config.dhcp6 is not None:
+        store = open_store(config.dhcp6.lease_db)
+        try:
+            plan6 = plan_reconcile6(config.dhcp6, store.load6(), time.time())
+            print(format_plan(plan6, dry_run).replace("reconcile:", "reconcile (DHCPv6):", 1))
+            if not dry_run and plan6.changes:
+                store.write6(plan6.upserts, plan6.deletes)
+        finally:
+            store.close()
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The server's TOML file: [dhcp], [pxe], [tftp] and [http], each optional, parsed by its own
-module; [log] and [metrics] for the daemon around them."""
+"""The server's TOML file: [dhcp], [dhcp6], [pxe], [tftp] and [http], each optional, parsed by its
+own module; [log] and [metrics] for the daemon around them."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from boothop.relay.settings import ConfigError, Listen, Validator, parse_listen, read_toml
-from boothop.server.dhcp.config import DhcpConfig, read_dhcp
+from boothop.server.dhcp.config import DEFAULT_LEASE_DB, DhcpConfig, read_dhcp
 
 if TYPE_CHECKING:
+    from boothop.server.dhcp6.config import Dhcp6Config
     from boothop.server.http.config import HttpConfig
     from boothop.server.pxe.config import PxeConfig
     from boothop.server.tftp.config import TftpConfig
 
-_SERVICES = ("dhcp", "pxe", "tftp", "http")
+_SERVICES = ("dhcp", "dhcp6", "pxe", "tftp", "http")
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -26,6 +27,7 @@ class ServerConfig:
     pxe: PxeConfig | None = None
     tftp: TftpConfig | None = None
     http: HttpConfig | None = None
+    dhcp6: Dhcp6Config | None = None
     log_format: str = "auto"
     #: Where Prometheus scrapes the counters ([metrics] listen = "HOST:PORT").
     metrics: Listen | None = None
@@ -39,8 +41,8 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     """Validate the whole file: every problem of every section in one ConfigError."""
     v = Validator(path, data, text)
     v.unknown_keys((*_SERVICES, "log", "metrics"))
-    pxe_table, tftp_table, http_table, dhcp_table, log_table, metrics_table = (
-        v.table(name) for name in ("pxe", "tftp", "http", "dhcp", "log", "metrics"))
+    pxe_table, tftp_table, http_table, dhcp_table, dhcp6_table, log_table, metrics_table = (
+        v.table(name) for name in ("pxe", "tftp", "http", "dhcp", "dhcp6", "log", "metrics"))
     pxe = tftp = http = None
     if pxe_table is not None:
         from boothop.server.pxe.config import read_pxe
@@ -55,6 +57,11 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
     dhcp = None
     if dhcp_table is not None:
         dhcp = read_dhcp(dhcp_table, pxe_colocated=pxe.colocated if pxe is not None else None)
+    dhcp6 = None
+    if dhcp6_table is not None:
+        from boothop.server.dhcp6.config import read_dhcp6
+        dhcp6 = read_dhcp6(dhcp6_table, default_lease_db=(
+            dhcp.lease_db if dhcp is not None else DEFAULT_LEASE_DB))
     log_format = "auto"
     if log_table is not None:
         log_table.unknown_keys({"format"})
@@ -75,9 +82,9 @@ def parse_config(data: dict[str, Any], path: str, text: str | None = None) -> Se
                "server's host set colocated = true (proxyDHCP on port 4011 only), or run "
                "[pxe] on another host or port")
     if not any(name in data for name in _SERVICES):
-        v.fail("dhcp", "no service configured: add [dhcp], [pxe], [tftp] or [http]")
+        v.fail("dhcp", "no service configured: add [dhcp], [dhcp6], [pxe], [tftp] or [http]")
     v.finish()
-    return ServerConfig(path, dhcp, pxe, tftp, http, log_format, metrics)
+    return ServerConfig(path, dhcp, pxe, tftp, http, dhcp6, log_format, metrics)
 
 
 def check_reload(running: ServerConfig, new: ServerConfig) -> None:
@@ -93,6 +100,8 @@ def check_reload(running: ServerConfig, new: ServerConfig) -> None:
         _needs_restart(new.path, "tftp", "changing [tftp]")
     if running.http != new.http:
         _needs_restart(new.path, "http", "changing [http]")
+    if running.dhcp6 != new.dhcp6:
+        _needs_restart(new.path, "dhcp6", "changing [dhcp6]")
     if running.dhcp is not None and new.dhcp is not None:
         for key in ("port", "lease_db"):
             if getattr(running.dhcp, key) != getattr(new.dhcp, key):

@@ -14,15 +14,18 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 from urllib.parse import quote
 
 from boothop.relay.settings import DaemonError
 from boothop.server.dhcp.lease import Lease, LeaseState
+from boothop.server.dhcp6.lease import Lease6
 
 _COLUMNS = ("address", "state", "client_key", "mac", "client_id", "subnet", "starts", "expires",
             "hostname")
+#: DHCPv6 bindings, in the same file and under the same sync rule: one row per address.
+_COLUMNS6 = ("address", "state", "duid", "iaid", "subnet", "starts", "expires", "mac")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
     address   INTEGER PRIMARY KEY,
@@ -34,6 +37,16 @@ CREATE TABLE IF NOT EXISTS leases (
     starts    REAL NOT NULL,
     expires   REAL,
     hostname  TEXT
+);
+CREATE TABLE IF NOT EXISTS leases6 (
+    address   TEXT PRIMARY KEY,
+    state     TEXT NOT NULL,
+    duid      BLOB NOT NULL,
+    iaid      INTEGER NOT NULL,
+    subnet    TEXT NOT NULL,
+    starts    REAL NOT NULL,
+    expires   REAL,
+    mac       BLOB
 );
 """
 
@@ -57,6 +70,11 @@ class LeaseStore(Protocol):
 
     def write(self, leases: Sequence[Lease], deletes: Iterable[IPv4Address] = ()) -> None:
         """Upsert rows by address and delete ``deletes`` in one durable transaction."""
+
+    def load6(self) -> list[Lease6]: ...
+
+    def write6(self, leases: Sequence[Lease6], deletes: Iterable[IPv6Address] = ()) -> None:
+        """``write`` for the DHCPv6 bindings."""
 
     def close(self) -> None: ...
 
@@ -101,10 +119,12 @@ class SqliteLeaseStore:
         if tables and "leases" not in tables:
             raise LeaseDbError(self.path, "not a boothop lease database (tables: "
                                f"{', '.join(sorted(tables))})")
-        if "leases" in tables:
-            columns = tuple(row[1] for row in self._db.execute("PRAGMA table_info(leases)"))
-            if columns != _COLUMNS:
-                raise LeaseDbError(self.path, "its leases table has the columns "
+        for table, expected in (("leases", _COLUMNS), ("leases6", _COLUMNS6)):
+            if table not in tables:
+                continue
+            columns = tuple(row[1] for row in self._db.execute(f"PRAGMA table_info({table})"))
+            if columns != expected:
+                raise LeaseDbError(self.path, f"its {table} table has the columns "
                                    f"{', '.join(columns)}, not boothop's")
 
     def load(self) -> list[Lease]:
@@ -137,6 +157,39 @@ class SqliteLeaseStore:
                 [(int(lease.address), lease.state.value, lease.client_key, lease.mac,
                   lease.client_id, lease.subnet, lease.starts, lease.expires, lease.hostname)
                  for lease in leases],
+            )
+
+    def load6(self) -> list[Lease6]:
+        try:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS6)} FROM leases6").fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):  # a file written before DHCPv6, opened read-only
+                return []
+            raise LeaseDbError(self.path, f"cannot be read ({error})") from error
+        except sqlite3.Error as error:
+            raise LeaseDbError(self.path, f"cannot be read ({error})") from error
+        leases = []
+        for address, state, duid, iaid, subnet, starts, expires, mac in rows:
+            try:
+                leases.append(Lease6(IPv6Address(address), LeaseState(state), bytes(duid),
+                                     int(iaid), subnet, starts, expires,
+                                     bytes(mac) if mac is not None else None))
+            except (ValueError, TypeError) as error:
+                raise LeaseDbError(self.path, f"the row of address {address!r} is not valid "
+                                   f"({error})") from error
+        return sorted(leases, key=lambda lease: lease.address)
+
+    def write6(self, leases: Sequence[Lease6], deletes: Iterable[IPv6Address] = ()) -> None:
+        gone = [(str(a),) for a in deletes]
+        if not leases and not gone:
+            return
+        with _Transaction(self._db):
+            if gone:
+                self._db.executemany("DELETE FROM leases6 WHERE address = ?", gone)
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO leases6 VALUES ({', '.join('?' * len(_COLUMNS6))})",
+                [(str(lease.address), lease.state.value, lease.duid, lease.iaid, lease.subnet,
+                  lease.starts, lease.expires, lease.mac) for lease in leases],
             )
 
     def close(self) -> None:

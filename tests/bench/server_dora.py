@@ -1,6 +1,8 @@
-"""Benchmark (not a test): DORA exchanges per second against boothop-server and kea-dhcp4.
+"""Benchmark (not a test): DORA exchanges per second against boothop-server and kea-dhcp4, or
+with ``-6`` Solicit-Advertise-Request-Reply exchanges against boothop-server's [dhcp6] and
+kea-dhcp6 (perfdhcp -6 on the link, to ff02::1:2; the same figures, "DORA" meaning SARR).
 
-    python3 tests/bench/server_dora.py [--runs 3] [--duration 4] [--servers boothop,kea]
+    python3 tests/bench/server_dora.py [-6] [--runs 3] [--duration 4] [--servers boothop,kea]
         [--ladder 2000,4000,...] [--cpu-rate 2000] [--commit-window SECONDS]
 
 The same generator drives both servers in the same run: ISC perfdhcp (kea-admin) which, given a
@@ -62,6 +64,11 @@ GENERATOR_CPU = "0"
 SERVER_CPU = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LADDER = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000]
+#: IPv6 (``-6``): the link's prefix, the generator's and the server's addresses, the pool.
+PREFIX6 = "2001:db8:52::"
+POOL6 = ("2001:db8:52::1:0", "2001:db8:52::ffff:ffff")
+#: Set by ``-6``.
+FAMILY = 4
 
 
 def sh(*argv: str) -> None:
@@ -93,9 +100,15 @@ def namespace_pair() -> Iterator[tuple[str, str, str, str]]:
             "netns",
             srv,
         )
-        for ns, ifname, address in ((gen, gen_if, GENERATOR), (srv, srv_if, SERVER)):
+        for ns, ifname, address, address6 in ((gen, gen_if, GENERATOR, f"{PREFIX6}1"),
+                                              (srv, srv_if, SERVER, f"{PREFIX6}2")):
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
+            if FAMILY == 6:  # no duplicate address detection: the link-local is usable at once
+                for key in ("all", "default", ifname):
+                    sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+                       f"net.ipv6.conf.{key}.accept_dad=0")
+                sh("ip", "-n", ns, "addr", "add", f"{address6}/64", "dev", ifname, "nodad")
             sh("ip", "-n", ns, "link", "set", ifname, "up")
         # kea opens no socket on an interface without carrier yet ("is not running").
         for ns, ifname in ((gen, gen_if), (srv, srv_if)):
@@ -117,6 +130,15 @@ def boothop_argv(workdir: Path, ifname: str) -> tuple[list[str], dict[str, str]]
     config = workdir / "server.toml"
     window = "" if COMMIT_WINDOW is None else f"commit_window = {COMMIT_WINDOW}"
     config.write_text(f"""
+[dhcp6]
+lease_db = "{workdir / 'leases.sqlite3'}"
+[[dhcp6.subnets]]
+prefix = "{PREFIX6}/64"
+pools = ["{POOL6[0]}-{POOL6[1]}"]
+interface = "{ifname}"
+preferred_lifetime = 300
+valid_lifetime = 600
+""" if FAMILY == 6 else f"""
 [dhcp]
 lease_db = "{workdir / 'leases.sqlite3'}"
 {window}
@@ -143,6 +165,8 @@ lease_time = 600
 
 
 def kea_argv(workdir: Path, ifname: str) -> tuple[list[str], dict[str, str]]:
+    if FAMILY == 6:
+        return kea6_argv(workdir, ifname)
     config = workdir / "kea-dhcp4.json"
     config.write_text(json.dumps({"Dhcp4": {
         "interfaces-config": {"interfaces": [ifname], "dhcp-socket-type": "udp"},
@@ -154,6 +178,26 @@ def kea_argv(workdir: Path, ifname: str) -> tuple[list[str], dict[str, str]]:
                      "severity": "WARN"}],
     }}, indent=1))
     return ["kea-dhcp4", "-c", str(config)], {"KEA_LOCKFILE_DIR": str(workdir),
+                                               "KEA_PIDFILE_DIR": str(workdir)}
+
+
+def kea6_argv(workdir: Path, ifname: str) -> tuple[list[str], dict[str, str]]:
+    """kea-dhcp6 2.2 as kea-dhcp4 above: memfile appended without fsync."""
+    config = workdir / "kea-dhcp6.json"
+    config.write_text(json.dumps({"Dhcp6": {
+        "interfaces-config": {"interfaces": [ifname]},
+        "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "b007",
+                      "persist": False},
+        "lease-database": {"type": "memfile", "persist": True, "lfc-interval": 0,
+                           "name": str(workdir / "kea-leases6.csv")},
+        "preferred-lifetime": 300, "valid-lifetime": 600, "renew-timer": 150,
+        "rebind-timer": 240,
+        "subnet6": [{"id": 1, "subnet": f"{PREFIX6}/64", "interface": ifname,
+                     "pools": [{"pool": f"{POOL6[0]} - {POOL6[1]}"}]}],
+        "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": str(workdir / "kea.log")}],
+                     "severity": "WARN"}],
+    }}, indent=1))
+    return ["kea-dhcp6", "-c", str(config)], {"KEA_LOCKFILE_DIR": str(workdir),
                                                "KEA_PIDFILE_DIR": str(workdir)}
 
 
@@ -201,9 +245,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def perfdhcp_argv(gen_ifname: str, rate: int, seconds: int) -> list[str]:
+    # IPv6: no server address, so perfdhcp sends to ff02::1:2 on the link, as clients do.
+    target = ["-6", "-l", gen_ifname] if FAMILY == 6 else ["-4", "-l", gen_ifname]
     return ["taskset", "-c", GENERATOR_CPU, "timeout", str(seconds + 20),
-            "perfdhcp", "-4", "-l", gen_ifname, "-R", str(CLIENTS), "-r", str(rate),
-            "-p", str(seconds), "-W", "500000", SERVER]
+            "perfdhcp", *target, "-R", str(CLIENTS), "-r", str(rate),
+            "-p", str(seconds), "-W", "500000", *([] if FAMILY == 6 else [SERVER])]
 
 
 def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result:
@@ -218,7 +264,8 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
                                        f"{name}-{rate}-{secrets.token_hex(2)}", env=env, cwd=ROOT)
         try:
             def listening() -> bool:
-                out = runner.run(srv, ["ss", "-Hnulp", "sport = :67"], timeout=10).stdout
+                port = 547 if FAMILY == 6 else 67
+                out = runner.run(srv, ["ss", "-Hnulp", f"sport = :{port}"], timeout=10).stdout
                 return f"pid={server.pid}," in out
 
             if (
@@ -232,7 +279,9 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
         finally:
             runner.stop(server)
     text = done.stdout + done.stderr
-    do, ra = _section(text, "DISCOVER-OFFER"), _section(text, "REQUEST-ACK")
+    first, second = (("SOLICIT-ADVERTISE", "REQUEST-REPLY") if FAMILY == 6
+                     else ("DISCOVER-OFFER", "REQUEST-ACK"))
+    do, ra = _section(text, first), _section(text, second)
     return Result(
         rate,
         seconds,
@@ -283,6 +332,8 @@ def median(values: list[float]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-6", dest="family", action="store_const", const=6, default=4,
+                        help="DHCPv6: boothop-server [dhcp6] against kea-dhcp6")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=4, help="seconds per perfdhcp run (-p)")
     parser.add_argument("--cpu-rate", type=int, default=2000,
@@ -292,12 +343,13 @@ def main() -> int:
     parser.add_argument("--commit-window", type=float, default=None,
                         help="boothop's [dhcp] commit_window in seconds (default: the server's)")
     args = parser.parse_args()
-    global COMMIT_WINDOW
+    global COMMIT_WINDOW, FAMILY
     COMMIT_WINDOW = args.commit_window
+    FAMILY = args.family
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("perfdhcp", "kea-dhcp4", "taskset", "ss", "timeout", "ip"):
+    for tool in ("perfdhcp", f"kea-dhcp{FAMILY}", "taskset", "ss", "timeout", "ip"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2

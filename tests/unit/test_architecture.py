@@ -44,6 +44,7 @@ SERVER_CORE = {
     *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
     *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
     "server.http.respond",
+    *(f"server.dhcp6.{name}" for name in ("core", "actions", "lease")),
 }
 #: Besides the IO modules, a server core must not open databases or files itself.
 SERVER_CORE_FORBIDDEN = IO_MODULES | {"sqlite3", "os", "pathlib", "server.leasestore"}
@@ -241,6 +242,7 @@ DROP_ENUMS = [
     ("relay/drops.py", "DropReason"),
     ("relay/broadcast.py", "UdpDrop"),
     ("server/dhcp/actions.py", "DropReason"),
+    ("server/dhcp6/actions.py", "Drop6Reason"),
     ("server/pxe/proxy.py", "Drop"),
     ("server/tftp/admission.py", "Refusal"),
     ("server/tftp/transfer.py", "Ignored"),

@@ -3,7 +3,7 @@
 Imports nothing else of boothop's. Every decoding failure is a WireError (a ValueError).
 """
 
-from .agent_info import FLAG_UNICAST, AgentInfo
+from .agent_info import FLAG_UNICAST, AgentInfo, VssType, vss_value
 from .codes import (
     BROADCAST_FLAG,
     CLIENT_PORT,
@@ -49,9 +49,11 @@ __all__ = [
     "Option",
     "PxeSub",
     "TruncatedError",
+    "VssType",
     "WireError",
     "decode",
     "encode",
     "encoded_size",
     "option_name",
+    "vss_value",
 ]

@@ -111,11 +111,12 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     giaddr = None if source is None else engine._giaddr_for(source, settings)
     agent = b""
     circuit = b""
-    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine.
+    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine,
+    # as do RFC 6607 VSS interfaces (a reply's VSS must be checked against ours).
     one_giaddr = settings.giaddr is not None or settings.giaddr_mode is GiaddrMode.PRIMARY
     in_subset = (settings.link_selection is None and not settings.server_id_override
                  and config.relay_port is None and len(interface.mac) == 6 and one_giaddr
-                 and source is not None)
+                 and source is not None and settings.vss is None)
     if engine._adds_agent_info(settings) and source is not None:
         flags |= IF_ADDS_AGENT
         agent = engine._agent_info(interface, settings, False, source) or b""

@@ -354,9 +354,10 @@ def context_switches(pid: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
-    """Start the relay pinned to RELAY_CPU; yield its PID; stop it by PID."""
-    runner, topo = bench.runner, bench.topo
+def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: str,
+                  port: int = 67) -> Iterator[int]:
+    """Start the relay pinned to RELAY_CPU; yield its PID once it listens on UDP ``port``; stop
+    it by PID."""
     if spec.pidfile is not None:
         spec.pidfile.unlink(missing_ok=True)
     process = runner.start(topo.netns("router"), ["taskset", "-c", RELAY_CPU, *spec.argv], name,
@@ -364,7 +365,8 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int]:
     pid = process.pid
     try:
         def listening() -> bool:
-            out = runner.run(topo.netns("router"), ["ss", "-Hnul", "sport = :67"], timeout=10)
+            out = runner.run(topo.netns("router"), ["ss", "-Hnul", f"sport = :{port}"],
+                             timeout=10)
             return bool(out.stdout.strip())
 
         if not wait_for(listening, 10):
@@ -401,7 +403,7 @@ class Figures:
 
 def measure_once(name: str, spec: RelaySpec, bench: Bench, args: argparse.Namespace,
                  run: int, figures: Figures) -> None:
-    with running_relay(bench, spec, f"{name}-{run}") as pid:
+    with running_relay(bench.runner, bench.topo, spec, f"{name}-{run}") as pid:
         bench.perfdhcp(min(args.cpu_rate, 200), 2)  # warm-up: ARP, kea's lease table
         user, system = cpu_seconds(pid)
         switches = context_switches(pid)

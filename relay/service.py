@@ -329,7 +329,8 @@ class RelayService:
             return
         if not await reload_config(reload, self.apply_config, log=self.log,
                                    event="relay.config.invalid"):
-            self.shell.reload_failures += 1
+            for shell in (self.shell, *(() if self.v6 is None else (self.v6.shell,))):
+                shell.reload_failures += 1
 
 
 def _summed(snapshots: Iterable[dict[str, int]]) -> Counter[str]:

@@ -127,7 +127,7 @@ def start_kea6(runner: ProcessRunner, topo: Topology, workdir: Path) -> int:
     return kea.pid
 
 
-def relay_spec6(name: str, workdir: Path) -> RelaySpec:
+def relay_spec6(name: str, workdir: Path, log_level: str = "info") -> RelaySpec:
     flags = ["-l", "lanc0", "-u", f"{SERVER}%up0"]
     if name == "dhcrelay":
         # Daemonized, as deployed (in the foreground it logs every packet): relay_dora's reason.
@@ -135,7 +135,8 @@ def relay_spec6(name: str, workdir: Path) -> RelaySpec:
         return RelaySpec(["dhcrelay", "-6", "-q", "-pf", str(pidfile), *flags], pidfile)
     if name == "boothop":
         # At its default level (info) boothop-relay writes a line per relayed step, as deployed.
-        return RelaySpec([sys.executable, "-m", "boothop.relay", "-6", "-d", *flags])
+        return RelaySpec([sys.executable, "-m", "boothop.relay", "-6", "-d", *flags,
+                          "--log-level", log_level])
     raise ValueError(f"unknown relay {name!r} (dhcrelay, boothop)")
 
 
@@ -160,6 +161,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per perfdhcp run")
     parser.add_argument("--rate", type=int, default=1000, help="exchanges/s for the CPU figure")
     parser.add_argument("--relays", default="dhcrelay,boothop")
+    parser.add_argument("--log-level", default="info",
+                        help="boothop-relay's (info, its default, writes a line per relayed step)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -179,7 +182,7 @@ def main() -> int:
             start_kea6(runner, topo, workdir / "kea")
             for run in range(args.runs):
                 for name in names:
-                    spec = relay_spec6(name, workdir)
+                    spec = relay_spec6(name, workdir, args.log_level)
                     with running_relay(runner, topo, spec, f"{name}-{run}", port=547) as pid:
                         perfdhcp6(runner, topo, min(args.rate, 200), 2)  # warm-up
                         before, switches = cpu_seconds(pid), context_switches(pid)

@@ -19,6 +19,7 @@ host that is no configured server is shown to be dropped and counted. Namespaces
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -204,6 +205,22 @@ def test_dhclient_and_dhcpcd_get_addresses_of_their_link_through_the_relay_from_
             assert stats["forwarded"][RECORDER] == stats["forwarded"][KEA] >= len(forwards)
             assert stats["delivered"]["peer-client"] >= 4  # two Advertises, two Replies
             assert stats["joined"] == sorted([lab.link("ra"), lab.link("rb")])
+        if implementation == "boothop-toml":
+            # SIGHUP: a bad file keeps the running configuration; a good one drops link b.
+            config = tmp_path / "relay.toml"
+            good = config.read_text()
+            config.write_text(good.replace('address = "', 'address = "10.0.0.'))
+            relay.popen.send_signal(signal.SIGHUP)
+            wait_for(lambda: relay6_stats(lab, implementation)["reload_failures"] == 1, 5,
+                     "the bad file refused")
+            assert relay6_stats(lab, implementation)["lower"] == [lab.link("ra"), lab.link("rb")]
+            lower_b = f'[[dhcpv6.lower]]\nname = "{lab.link("rb")}"\n'
+            config.write_text(good.replace(lower_b, ""))
+            relay.popen.send_signal(signal.SIGHUP)
+            wait_for(lambda: relay6_stats(lab, implementation)["lower"] == [lab.link("ra")], 5,
+                     "the reloaded DHCPv6 configuration")
+            assert relay6_stats(lab, implementation)["joined"] == [lab.link("ra")]
+            assert relay.running()
     finally:
         runner.stop_all()
         lab.close()

@@ -234,8 +234,12 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        """The new settings for the IPv4 relay, then for the DHCPv6 one beside it (if any)."""
+        self._apply_config(settings)
         if self.v6 is not None:
             self.v6.apply_config(settings)
+
+    def _apply_config(self, settings: RelaySettings) -> None:
         config = settings.relay
         if config is None:
             self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")

@@ -365,8 +365,12 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        """The new settings for the IPv4 relay, then for the DHCPv6 one beside it (if any)."""
+        self._apply_config(settings)
         if self.v6 is not None:
             self.v6.apply_config(settings)
+
+    def _apply_config(self, settings: RelaySettings) -> None:
         config = settings.relay
         if config is None:
             self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")
@@ -488,7 +492,8 @@ class RelayService:
             return
         if not await reload_config(reload, self.apply_config, log=self.log,
                                    event="relay.config.invalid"):
-            self.shell.reload_failures += 1
+            for shell in (self.shell, *(() if self.v6 is None else (self.v6.shell,))):
+                shell.reload_failures += 1
 
 
 def open_datapath(mode: str) -> KernelDatapath | None:

@@ -233,21 +233,22 @@ def _assert_booted_to_the_kernel(lab: Lab, client: ClientSpec, address: str | No
     reported = report(lab.workdir, client)
     assert reported is not None, f"no report from {client.name}"
     assert reported["mac"] == client.mac and reported["chain"] == client.chain
-    rows = {row["mac"]: row for row in leases(lab)}
-    assert reported["address"] == address == rows[client.mac]["address"]
+    # Firmware, iPXE and kernel may each lease an address (UEFI PXE sends a client identifier).
+    leased = {row["address"] for row in leases(lab) if row["mac"] == client.mac}
+    assert reported["address"] == address and address in leased
     assert reported["dhcp_server"] == str(lab.spec.dhcp_address.ip)
     assert reported["router"] == str(lab.spec.subnet(client.subnet).router.ip)
-    started = [e for e in _transfers(lab) if e["event"] == "tftp.transfer.started"
-               and str(e.get("client", "")).startswith(f"{address}:")]
-    names = [(e.get("direction"), e.get("filename")) for e in started]
+    mine = [e for e in _transfers(lab) if str(e.get("client", "")).split(":")[0] in leased]
+    completed = {e["client"] for e in mine
+                 if e["event"] == "tftp.transfer.ended" and e["outcome"] == "completed"}
+    # Each file once, completed (OVMF first asks for the size only, and ends that transfer).
+    names = [(e["direction"], e["filename"]) for e in mine
+             if e["event"] == "tftp.transfer.started" and e["client"] in completed]
     first = {"bios-ipxe": [], "bios-undionly": ["undionly.kpxe"], "uefi-pxe": ["ipxe.efi"]}
     script = f"boot-{client.mac.replace(':', '-')}.ipxe"
     assert names == [("read", f) for f in (*first[client.chain], "boot.ipxe", script,
                                            "vmlinuz", "initrd.gz")] + [
         ("write", f"report-{client.mac.replace(':', '-')}")]
-    ended = {e.get("client"): e for e in _transfers(lab) if e["event"] == "tftp.transfer.ended"}
-    for event in started:
-        assert ended[event["client"]]["outcome"] == "completed", event
 
 
 @pytest.mark.parametrize("chain", ["bios-undionly", "uefi-pxe"])

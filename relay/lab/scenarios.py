@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -279,11 +279,13 @@ def _capture_4011(lab: Lab, client: ClientSpec, part: str) -> Process:
     return capture
 
 
-def _requests_4011(capture: Process) -> dict[str, int]:
-    """Destination -> number of requests sent to its port 4011, from tcpdump's lines."""
+def _requests_4011(capture: Process, servers: Collection[str]) -> dict[str, int]:
+    """Server -> number of requests sent to its port 4011, from tcpdump's lines (a UEFI client
+    sends from port 4011 too: the replies to it are not counted)."""
     counts: dict[str, int] = {}
     for match in re.finditer(r" > (\d+\.\d+\.\d+\.\d+)\.4011:", capture.output()):
-        counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+        if match.group(1) in servers:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
     return counts
 
 
@@ -317,7 +319,9 @@ def _firmware(
     return {
         "ran": True, "booted": result.ok, "address": result.address, "boot_file": result.boot_file,
         "bytes": result.bytes_downloaded, "seconds": result.seconds,
-        "requests_4011": _requests_4011(capture), "console": _console(lab, client),
+        "requests_4011": _requests_4011(
+            capture, {str(lab.spec.dhcp_address.ip), str(lab.spec.pxe_address.ip)}),
+        "console": _console(lab, client),
         "tftp_requests_at_pxe_host": _tftp_requests(lab)[len(tftp_before):],
     }
 
@@ -411,6 +415,15 @@ def pxe_misconfig(spec: LabSpec, say: Say, timeout: float | None = None) -> Scen
                 f"({asked_dhcp} unanswered requests), then went on with the DHCP ACK's file name "
                 f"({file}) and {'booted' if ipxe['booted'] else 'found nothing to boot'}."
             )
+        ovmf = data["a"]["ovmf"]
+        asked_dhcp = ovmf["requests_4011"].get(dhcp, 0)
+        if asked_dhcp:
+            error = next((line for line in ovmf["console"] if "PXE-E" in line), "no PXE error")
+            say(
+                "   OVMF took the DHCP server's offer, whose option 60 'PXEClient' without boot "
+                f"servers says \"ask me on port 4011\", asked {dhcp}:4011 ({asked_dhcp} "
+                f"unanswered requests) and gave up ({error}): the report's symptom."
+            )
         warnings = _relay_warnings(lab)
         data["a"]["relay_warnings"] = warnings
         if spec.relay == "boothop":
@@ -425,8 +438,12 @@ def pxe_misconfig(spec: LabSpec, say: Say, timeout: float | None = None) -> Scen
         lab.restart_daemon("dhcp")
         data["b"] = _part(lab, spec_client, firmware, "b", say, timeout)
 
-        a_ok = _failed_as_reported(data["a"]["client"], dhcp) and (
-            spec.relay != "boothop" or bool(warnings)) and bool(data["a"]["check"]["warnings"])
+        a_ok = (
+            _failed_as_reported(data["a"]["client"], dhcp)
+            and all(_firmware_failed_as_reported(data["a"][key], dhcp) for key in firmware)
+            and (spec.relay != "boothop" or bool(warnings))
+            and bool(data["a"]["check"]["warnings"])
+        )
         b_ok = _booted_from(data["b"]["client"], pxe) and all(
             data["b"][key]["booted"] for key in firmware)
         data["a_as_reported"], data["b_booted"] = a_ok, b_ok
@@ -458,6 +475,13 @@ def _failed_as_reported(client: dict[str, Any], dhcp: str) -> bool:
         and bool(requests)
         and all(r["to"] == f"{dhcp}:4011" and not r["answered"] for r in requests)
     )
+
+
+def _firmware_failed_as_reported(booted: dict[str, Any], dhcp: str) -> bool:
+    """A QEMU machine asked the DHCP server on port 4011, fetched nothing from the PXE host
+    and did not boot."""
+    return (not booted["booted"] and booted["requests_4011"].get(dhcp, 0) > 0
+            and not booted["tftp_requests_at_pxe_host"])
 
 
 def _booted_from(client: dict[str, Any], pxe: str) -> bool:

@@ -343,7 +343,11 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
         a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1
         and a["ipxe"]["tftp_requests_at_pxe_host"] == []
     )
-    # B: boot file from the PXE server on 4011, downloaded whole; the QEMU iPXE boots.
+    # A, with OVMF's UEFI PXE client: it takes the DHCP server's offer, asks it on 4011, fails.
+    assert not a["ovmf"]["booted"] and a["ovmf"]["requests_4011"].get(dhcp, 0) >= 1
+    assert a["ovmf"]["tftp_requests_at_pxe_host"] == [] and pxe not in a["ovmf"]["requests_4011"]
+    assert any("PXE-E" in line for line in a["ovmf"]["console"])
+    # B: boot file from the PXE server on 4011, downloaded whole; both firmware boot a kernel.
     b = data["b"]
     assert b["check"]["warnings"] == []
     assert (
@@ -351,7 +355,8 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
         and b["client"]["tftp_server"] == pxe
         and b["client"]["bytes"] == boot_program("undionly.kpxe").stat().st_size
     )
-    assert b["ipxe"]["booted"] and b["ipxe"]["requests_4011"].get(pxe, 0) >= 1
+    assert b["ipxe"]["booted"] and b["ovmf"]["booted"]
+    assert b["ovmf"]["requests_4011"] == {pxe: 1} and b["ovmf"]["boot_file"] == "ipxe.efi"
     assert "A: DHCP server has 60/66/67" in output
     assert _namespaces(spec.prefix) == []
 

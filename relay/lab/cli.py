@@ -53,10 +53,11 @@ def missing_requirements(spec: LabSpec) -> list[str]:
             problems.append(
                 f"{command} not found (Debian package {package}; `bash .ci/install` installs it)"
             )
+    if kinds & {"pxe", "pxe-spec"}:
+        problems += missing_boot_files()
     if "pxe" in kinds:
         if not Path("/usr/lib/ipxe/qemu").is_dir():
             problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
-        problems += missing_boot_files()
         try:
             kernel()
         except InitramfsError as error:

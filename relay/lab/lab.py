@@ -33,8 +33,9 @@ from .spec import ClientSpec, LabSpec
 from .topology import Host, Lan, Port, Route, Topology, alive, recorded_namespaces
 
 RUN_DIR = Path("/run/boothop-lab")
-#: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
-FIRMWARE_GAVE_UP = "No bootable device"
+#: What the firmware prints on the serial console when its network boot failed: SeaBIOS when no
+#: boot device (iPXE included) worked, OVMF when its PXE boot option did not load.
+FIRMWARE_GAVE_UP = ("No bootable device", "BdsDxe: failed to load")
 UPSTREAM_IF = "up"
 
 
@@ -316,10 +317,11 @@ class Lab:
             if client.chain == "bios-undionly":
                 as_pxe_rom(self.workdir / f"{client.name}.console", serial,
                            self.spec.client_timeout)
-            # SeaBIOS says "No bootable device." once the ROM has given up: no need to wait on.
+            # Once the firmware says it has given up there is no need to wait on.
             wait_for(
                 lambda: servers.report(self.workdir, client) is not None
-                or FIRMWARE_GAVE_UP in _text(serial) or not process.running(),
+                or any(line in _text(serial) for line in FIRMWARE_GAVE_UP)
+                or not process.running(),
                 self.spec.client_timeout, interval=0.25,
             )
             reported = servers.report(self.workdir, client)

@@ -7,6 +7,7 @@ back from their JSON logs and the relay's stats file.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Collection, Mapping
@@ -60,17 +61,23 @@ def write_configs(
 ) -> None:
     tftp_root = workdir / "tftp"
     tftp_root.mkdir(parents=True, exist_ok=True)
-    (workdir / REPORTS).mkdir(exist_ok=True)
+    reports = workdir / REPORTS
+    reports.mkdir(exist_ok=True)
+    owner = workdir.stat()
+    os.chown(reports, owner.st_uid, owner.st_gid)  # the PXE host's server writes there
     (tftp_root / BOOT_SCRIPT).write_text(IPXE_SCRIPT)
+    kinds = {client.kind for client in spec.clients}
+    served: dict[str, Path] = {}
+    if kinds & {"pxe", "pxe-spec"}:
+        served.update((name, boot_program(name)) for name in BOOT_PROGRAMS)
+    if "pxe" in kinds:
+        served[KERNEL], served[INITRD] = initramfs.build(cache_dir())
     for client in spec.clients:
         if client.kind == "pxe":
             (tftp_root / f"boot-{client.mac.replace(':', '-')}.ipxe").write_text(
                 CLIENT_SCRIPT % {"kernel": KERNEL, "initrd": INITRD, "args": KERNEL_ARGS,
                                  "chain": client.chain}
             )
-    kernel, initrd = initramfs.build(cache_dir())
-    served = {KERNEL: kernel, INITRD: initrd}
-    served.update((name, boot_program(name)) for name in BOOT_PROGRAMS)
     for name, source in served.items():
         target = tftp_root / name
         if not target.exists() or target.stat().st_size != source.stat().st_size:

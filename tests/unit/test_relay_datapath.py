@@ -42,7 +42,7 @@ def test_the_interface_entry_holds_the_engines_giaddr_option_82_and_circuit() ->
      circuit) = unpack(tables, LAN)
     settings = engine.config.interface("lan0")
     assert settings is not None
-    expected_agent = engine._agent_info(LAN, settings, False)
+    expected_agent = engine._agent_info(LAN, settings, False, IPv4Address("10.0.9.1"))
     assert expected_agent is not None
     assert IPv4Address(giaddr) == IPv4Address("10.0.9.1") == IPv4Address(source)
     assert agent[:agent_len] == expected_agent

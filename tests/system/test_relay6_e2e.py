@@ -290,3 +290,52 @@ def _pool(prefix: str) -> list[IPv6Address]:
 
 def wait_for_text(process: Process, text: str, timeout: float) -> bool:
     return bool(until(lambda: text in process.output(), timeout))
+
+
+@pytest.mark.system
+def test_a_client_link_that_comes_back_is_joined_again_and_served(tmp_path: Path) -> None:
+    """Live interfaces: link b is deleted and created again while boothop-relay -6 runs; it
+    leaves, then joins ff02::1:2 on the new interface (a new index), and a client there is
+    served through it."""
+    require_system("kea-dhcp6", "dhclient")
+    lab = Lab6(tmp_path)
+    runner = ProcessRunner(tmp_path / "logs")
+    try:
+        lab.build()
+        config = tmp_path / "kea-dhcp6.json"
+        config.write_text(json.dumps(kea_config(lab)))
+        env = {"KEA_LOCKFILE_DIR": str(tmp_path), "KEA_PIDFILE_DIR": str(tmp_path)}
+        kea = runner.start(lab.ns["sv"], [need("kea-dhcp6"), "-c", str(config)], "kea6", env=env)
+        assert wait_for_text(kea, "DHCP6_STARTED", 15), kea.output()
+        relay = runner.start(lab.ns["rt"], relay_argv("boothop", lab), "boothop")
+
+        def joined() -> list[str]:
+            try:
+                return list(relay6_stats(lab, "boothop")["joined"])
+            except (OSError, ValueError):
+                return []
+
+        both = sorted([lab.link("ra"), lab.link("rb")])
+        wait_for(lambda: joined() == both, 10, "ff02::1:2 joined on both client links")
+        lab.ex("rt", "ip", "link", "del", lab.link("rb"))
+        wait_for(lambda: joined() == [lab.link("ra")], 10, "link b gone")
+        sh("ip", "link", "add", lab.link("b"), "netns", lab.ns["cb"], "type", "veth", "peer",
+           "name", lab.link("rb"), "netns", lab.ns["rt"])
+        lab.ex("rt", "ip", "addr", "add", f"{LINKS['b']}::1/64", "dev", lab.link("rb"), "nodad")
+        lab.ex("rt", "ip", "link", "set", lab.link("rb"), "up")
+        lab.ex("cb", "ip", "link", "set", lab.link("b"), "up")
+        wait_for(lambda: joined() == both, 10, "ff02::1:2 joined again on the new link b")
+        script = tmp_path / "dhclient.sh"
+        script.write_text(DHCLIENT_SCRIPT)
+        script.chmod(0o755)
+        runner.start(lab.ns["cb"], [
+            need("dhclient"), "-6", "-1", "-d", "-v", "-sf", str(script),
+            "-lf", str(tmp_path / "dhclient6.leases"), "-pf", str(tmp_path / "dhclient6.pid"),
+            lab.link("b")], "dhclient6")
+        bound = Path(f"{script}.log")
+        wait_for(lambda: bound.exists() and f"BOUND6 {LINKS['b']}::" in bound.read_text(), 30,
+                 "dhclient -6 bound on the new link b")
+        assert relay.running()
+    finally:
+        runner.stop_all()
+        lab.close()

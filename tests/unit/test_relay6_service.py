@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Interface
 
 import pytest
+from test_metrics import samples
 
 from boothop.relay import shell
 from boothop.relay.config import LowerInterface6, Relay6Config, Upstream6
 from boothop.relay.configfile import RelaySettings
 from boothop.relay.engine6 import Relay6Engine
 from boothop.relay.interfaces import Interface, InterfaceTable
-from boothop.relay.service6 import Relay6Service
+from boothop.relay.metrics import Metrics
+from boothop.relay.service6 import FAMILIES6, Relay6Service
 from boothop.relay.wire import Datagram6
 from boothop.relay.wire.dhcpv6 import Dhcp6Message, decode6, encode6
 
@@ -86,3 +88,15 @@ def test_a_reload_swaps_the_configuration_and_the_log_level(
     assert service.snapshot()["reloads"] == 1 and service.snapshot()["upper"] == ["::2%lo"]
     service.apply_config(RelaySettings(None, log_level="info", relay6=None))
     assert service.engine.config == new  # a file without [dhcpv6] keeps the running relay
+
+
+def test_the_metrics_read_the_snapshot(service: Relay6Service) -> None:
+    service.handle(Datagram6(b"\x01", CLIENT, 546, IPv6Address("ff02::1:2"), LAN, 547), 0.0)
+    snapshot = service.snapshot()
+    for family in FAMILIES6:
+        assert family.path[0] in snapshot, family.name
+    metrics = Metrics()
+    with metrics.part("relay6", service.snapshot, FAMILIES6):
+        got = samples(metrics)
+    assert got[("boothop_relay6_dropped_total", (("reason", "malformed"),))] == 1
+    assert got[("boothop_relay6_received_total", ())] == 1

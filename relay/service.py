@@ -57,6 +57,8 @@ from .sockets import Sender, open_packet, open_raw
 from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
 from .wire.dhcpv6 import SERVER_PORT_V6
 
+#: How often the kernel datapath's events are read and logged.
+KERNEL_STEPS_PERIOD = 0.05
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
 
@@ -322,9 +324,11 @@ class RelayService:
         events = self.kernel.events(self._kernel_step)
         try:
             while True:
-                await trio.lowlevel.wait_readable(events.fileno)
+                # In batches: a wake-up per packet would cost more than its log line.
+                await trio.sleep(KERNEL_STEPS_PERIOD)
                 events.consume()
         finally:
+            events.consume()
             events.close()
 
     def _kernel_step(self, data: bytes) -> None:

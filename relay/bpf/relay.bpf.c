@@ -236,6 +236,7 @@ struct {
 	__type(value, __u64);
 } pending SEC(".maps");
 
+/* Events are written without waking the daemon (BPF_RB_NO_WAKEUP): it reads them in batches. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -638,7 +639,7 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.helpers = helpers;
 		for (__u32 i = 0; i < MAX_HELPERS; i++)
 			buf->event.servers[i] = i < helpers ? iface->helpers[i] : 0;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), BPF_RB_NO_WAKEUP);
 	}
 	struct headers *h = &buf->out;
 	for (__u32 i = 0; i < MAX_HELPERS; i++) {
@@ -858,7 +859,7 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.delivery = delivery;
 		buf->event.destination = broadcast ? 0xffffffff : yiaddr;
 		buf->event.latency = latency_ns;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), BPF_RB_NO_WAKEUP);
 	}
 	return bpf_redirect(delivery, 0);
 }

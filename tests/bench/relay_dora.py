@@ -4,9 +4,11 @@
         [--relays none,dhcrelay,boothop,boothop-kernel,dnsmasq]
 
 Rows: ``none`` (no relay: perfdhcp relays itself, giaddr set, unicast to kea; the router only
-routes), ISC ``dhcrelay``, ``boothop`` (boothop-relay ``--datapath user``: every packet through
-the daemon), ``boothop-kernel`` (``--datapath kernel``: the tc-BPF program relays, the daemon
-takes what it passes up) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
+routes), ISC ``dhcrelay`` (-q), ``boothop`` (boothop-relay ``--datapath user``: every packet
+through the daemon), ``boothop-kernel`` (``--datapath kernel``: the tc-BPF program relays, the
+daemon takes what it passes up and logs the per-step lines from the program's events, at the
+default level info), ``boothop-kernel-quiet`` (the same at ``--log-level warning``: no per-step
+line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
 (interleaved runs) so that the machine's changing load hits all alike.
 
 Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp, and a C frame generator) on client
@@ -31,7 +33,9 @@ Printed per relay, medians of the runs:
   in it (the machine is shared), nor is RPS/IPI-driven softirq (no RPS in this pass). Checked by
   the process-only figure printed beside it: for dhcrelay and boothop user the two agree within
   the receive work they cause at kea and perfdhcp; for the kernel datapath the process-only
-  figure is ~0 (it hides the work, the counted one does not);
+  figure is ~0 but for the daemon's per-step log lines (it hides the work, the counted one does
+  not), and the tc program's own run time (BPF_ENABLE_STATS, read with bpftool) is printed as a
+  lower bound of what the kernel datapath costs;
 - the latency the relay adds: tcpdump on both router interfaces timestamps every DHCP packet as
   it enters and leaves the router, pairs by (xid, message type), medians per DORA packet, summed;
 - the maximum relayed request rate on one CPU: the C generator sends DISCOVERs (raw frames,
@@ -55,7 +59,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
+import json
 import os
 import re
 import resource
@@ -472,7 +478,7 @@ class RelaySpec:
 
 
 #: The rows: no relay, the peers, boothop's two datapaths.
-RELAYS = ("none", "dhcrelay", "boothop", "boothop-kernel", "dnsmasq")
+RELAYS = ("none", "dhcrelay", "boothop", "boothop-kernel", "boothop-kernel-quiet", "dnsmasq")
 
 
 def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
@@ -484,12 +490,14 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
         # which would bill log formatting to its CPU time.
         pidfile = workdir / f"dhcrelay-{helper}.pid"
         return RelaySpec(["dhcrelay", "-q", "-4", "-pf", str(pidfile), *common, helper], pidfile)
-    if name in ("boothop", "boothop-kernel"):
+    if name.startswith("boothop"):
         # At boothop-relay's default log level (info) one line per relayed step is written (to
-        # the run's log file): measured here as deployed. --log-level warning writes none.
-        datapath = "kernel" if name == "boothop-kernel" else "user"
+        # the run's log file): measured here as deployed. --log-level warning writes none
+        # (boothop-kernel-quiet: as dhcrelay -q, which logs no packet either).
+        datapath = "kernel" if name.startswith("boothop-kernel") else "user"
+        quiet = ["--log-level", "warning"] if name.endswith("-quiet") else []
         return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
-                          *common, helper])
+                          *quiet, *common, helper])
     if name == "dnsmasq":
         # dnsmasq's relay adds no option 82 (it has no -a): a little less work per request.
         return RelaySpec(["dnsmasq", "-k", "-C", "/dev/null", "-p", "0", "--log-facility=-",
@@ -515,6 +523,32 @@ def cpu_total(pids: list[int]) -> float:
         with contextlib.suppress(OSError):
             total += sum(cpu_seconds(pid))
     return total
+
+
+def tc_program_ns() -> int:
+    """Run time (ns) of the tc programs named relay (boothop's kernel datapath), as the kernel
+    counts it while BPF statistics are enabled (``enable_bpf_stats``)."""
+    done = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                          timeout=20, check=False)
+    programs = json.loads(done.stdout or "[]")
+    return sum(p.get("run_time_ns", 0) for p in programs
+               if p.get("name") == "relay" and p.get("type") == "sched_cls")
+
+
+@contextlib.contextmanager
+def enable_bpf_stats() -> Iterator[None]:
+    """BPF_ENABLE_STATS for this script's lifetime (libbpf's bpf_enable_stats: the kernel times
+    each program run while the returned descriptor is open; closing it turns that off)."""
+    try:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        fd = lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+    except OSError:
+        fd = -1
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def children_cpu() -> float:
@@ -585,6 +619,8 @@ class Figures:
     counted_us: list[float] = dataclasses.field(default_factory=list)
     #: The relay process's own utime + stime per DORA.
     process_us: list[float] = dataclasses.field(default_factory=list)
+    #: The tc program's own run time per DORA (kernel datapath only).
+    program_us: list[float] = dataclasses.field(default_factory=list)
     #: perfdhcp's round trips at the CPU rate: DISCOVER-OFFER + REQUEST-ACK average delays.
     round_trip_ms: list[float] = dataclasses.field(default_factory=list)
     transit_us: list[dict[MessageType, float]] = dataclasses.field(default_factory=list)
@@ -607,12 +643,15 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
         relay_before = cpu_total([pid] if pid else [])
         counted_before = cpu_total(watched) + children_cpu()
-        result = bench.perfdhcp(args.cpu_rate, relayed=relayed)
+        program_before = tc_program_ns()
+        result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, relayed=relayed)
         counted = cpu_total(watched) + children_cpu() - counted_before
         used = cpu_total([pid] if pid else []) - relay_before
+        program = tc_program_ns() - program_before
         if result.ra_received:
             figures.counted_us.append(counted / result.ra_received * 1e6)
             figures.process_us.append(used / result.ra_received * 1e6)
+            figures.program_us.append(program / result.ra_received / 1e3)
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
         figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
         figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
@@ -625,7 +664,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
         f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, counted CPU "
         f"{figures.counted_us[-1] if result.ra_received else 0:.1f} us/DORA (relay process "
-        f"{figures.process_us[-1] if result.ra_received else 0:.1f}), round trips "
+        f"{figures.process_us[-1] if result.ra_received else 0:.1f}, tc program "
+        f"{figures.program_us[-1] if result.ra_received else 0:.2f}), round trips "
         f"{result.do_delay_ms + result.ra_delay_ms:.2f} ms; max relayed "
         f"{figures.max_relayed[-1] if figures.max_relayed else 0}/s; transit us "
         + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA),
@@ -643,13 +683,15 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
           f"{args.cpu_rate} DORA/s, transit at {args.latency_rate} DORA/s):")
     baseline = _median(figures["none"].counted_us) if "none" in figures else float("nan")
     print(f"  {'relay':15s} {'lossless':>9s} {'counted':>9s} {'relay cost':>10s} "
-          f"{'process':>8s} {'RTT@CPU':>8s} {'max relayed':>11s}   median transit (us): "
+          f"{'process':>8s} {'program':>8s} {'RTT@CPU':>8s} {'max relayed':>11s}   "
+          "median transit (us): "
           + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
     cost = {}
     for name, f in figures.items():
         cost[name] = _median(f.counted_us) - baseline
         print(f"  {name:15s} {_median(f.lossless):>7.0f}/s {_median(f.counted_us):>7.1f}us "
               f"{cost[name]:>8.1f}us {_median(f.process_us):>6.1f}us "
+              f"{_median(f.program_us):>6.2f}us "
               f"{_median(f.round_trip_ms):>6.2f}ms {_median(f.max_relayed):>9.0f}/s   "
               + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
               + f"  {f.added_per_dora_us:>8.0f} us")
@@ -677,6 +719,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=4, help="seconds per perfdhcp run")
     parser.add_argument("--cpu-rate", type=int, default=2000, help="DORA/s for the CPU figure")
+    parser.add_argument("--cpu-duration", type=int, default=8,
+                        help="seconds of the CPU pass (tick-sampled: longer is steadier)")
     parser.add_argument("--latency-rate", type=int, default=500,
                         help="DORA/s for the latency pass (tcpdump on both router interfaces)")
     parser.add_argument("--ladder", type=lambda s: [int(x) for x in s.split(",")],
@@ -702,7 +746,7 @@ def main() -> int:
         templates, shim = write_templates(workdir), build_shim(workdir)
         generator = build_generator(workdir)
         topo = topology(f"bhp-{secrets.token_hex(3)}")
-        with topo, ProcessRunner(workdir / "logs") as runner:
+        with topo, ProcessRunner(workdir / "logs") as runner, enable_bpf_stats():
             for host, port in (("gen", "eth0"), ("server", "srv0")):
                 runner.run(topo.netns(host), ["ethtool", "-K", port, "tx", "off"], timeout=10)
             kea = start_kea(runner, topo.netns("server"), workdir / "kea", "srv0", [POOL])

@@ -3,7 +3,6 @@ copy of the code with its rule removed (see the report of issue 9)."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator

@@ -1,4 +1,8 @@
-"""What the DHCP server core hands its shell: datagrams in, sends, lease commits and drops out."""
+"""What the DHCP server core hands its shell: datagrams in, sends, lease commits and drops out.
+
+The actions are made per packet and only read after: not frozen, as a frozen dataclass sets each
+field through ``object.__setattr__`` (the shell ring's ``Datagram`` is not frozen either).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ class ReplyKind(enum.Enum):
     BOOTREPLY = "bootreply"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """Send ``payload`` from ``source`` to ``destination:port``.
 
@@ -72,7 +76,7 @@ class CommitEvent(enum.Enum):
     SUPERSEDED = "superseded"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     """Write this lease row (keyed by address) durably before any Send that follows it.
 
@@ -85,7 +89,7 @@ class Commit:
     previous: Lease | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drop:
     reason: DropReason
     detail: str = ""

@@ -10,8 +10,10 @@ from boothop.relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, ZERO, D
 BROADCAST = IPv4Address("255.255.255.255")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Destination:
+    """Not frozen: one per reply, only read (see actions.py)."""
+
     address: IPv4Address
     port: int
     #: The reply's flags field (the broadcast bit may be set for a relayed NAK).

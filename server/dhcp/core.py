@@ -89,8 +89,10 @@ class _Ranges:
                    tuple((int(pool.first), int(pool.last)) for pool in subnet.pools))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Offer:
+    """Not frozen: one per DISCOVER, never changed (see actions.py)."""
+
     subnet: str
     key: str
     expires: float
@@ -369,13 +371,14 @@ class DhcpServerCore:
     def _scan(self, request: Request, now: float) -> IPv4Address | None:
         subnet = request.subnet
         subnet_index = self.config.subnets.index(subnet)
+        pools = self._ranges[subnet.name].pools
         for fresh_only in (True, False):
-            for pool_index, pool in enumerate(subnet.pools):
+            for pool_index, (first, last) in enumerate(pools):
                 start = self._cursors.get((subnet_index, pool_index), 0)
-                size = pool.size
+                size = last - first + 1
                 for step in range(size):
                     offset = (start + step) % size
-                    address = pool.first + offset
+                    address = IPv4Address(first + offset)
                     if (self._fresh(address, now) if fresh_only
                             else self.available(address, request, now)):
                         self._cursors[(subnet_index, pool_index)] = (offset + 1) % size
@@ -697,7 +700,8 @@ _MESSAGE_TYPE_OPTION = {
     ReplyKind.INFORM_ACK: (Opt.MESSAGE_TYPE, bytes((MessageType.ACK,))),
     ReplyKind.NAK: (Opt.MESSAGE_TYPE, bytes((MessageType.NAK,))),
 }
-_CIADDR_ECHOED = frozenset({ReplyKind.ACK, ReplyKind.INFORM_ACK, ReplyKind.BOOTREPLY})
+#: A tuple, not a set: membership is by identity, where a set would hash (Enum.__hash__ is Python).
+_CIADDR_ECHOED = (ReplyKind.ACK, ReplyKind.INFORM_ACK, ReplyKind.BOOTREPLY)
 
 
 def _static_options(subnet: Subnet, kind: ReplyKind) -> tuple[tuple[int, bytes], ...]:

@@ -277,7 +277,7 @@ class _Durable:
 
 
 #: Replies that promise a durable binding: they leave only after their commit.
-_PROMISES = frozenset({ReplyKind.ACK, ReplyKind.BOOTREPLY})
+_PROMISES = (ReplyKind.ACK, ReplyKind.BOOTREPLY)  # a tuple: identity, no Enum.__hash__
 
 
 class _Receiver:

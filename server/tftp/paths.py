@@ -17,6 +17,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 
 from .packet import ErrorCode
 from .sink import SinkError
@@ -47,9 +48,8 @@ class _FileReader:
     def __init__(self, fd: int, size: int) -> None:
         self._file = os.fdopen(fd, "rb", buffering=1 << 16)
         self.size: int | None = size
-
-    def read(self, count: int) -> bytes:
-        return self._file.read(count)
+        #: The buffered file's own read: no wrapper frame per block.
+        self.read: Callable[[int], bytes] = self._file.read
 
     def close(self) -> None:
         self._file.close()

@@ -102,7 +102,10 @@ def _serve_transfer(
 ) -> None:
     """A transfer's thread: a blocking receive bounded by the transfer's next deadline, the core,
     the sends. Two system calls per block, as tftpd-hpa makes; ``ended`` is called once the
-    transfer has an outcome (an upload then dallies, RFC 1350 §6, without holding its slot)."""
+    transfer has an outcome (an upload then dallies, RFC 1350 §6, without holding its slot).
+    Returns when ``stopping`` is set: a receive blocked meanwhile is woken by shutdown(SHUT_RD)
+    with no source; one entered after it (Linux does not keep SHUT_RD on an unconnected UDP
+    socket) ends at the transfer's next deadline."""
     sock.setblocking(True)
     clock = time.monotonic
     _send(sock, transfer.start(clock()))

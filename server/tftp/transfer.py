@@ -19,8 +19,11 @@ from .source import FileSource
 Address = tuple[str, int]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Send:
+    """Not frozen: one per block, only read (a frozen dataclass sets each field through
+    ``object.__setattr__``)."""
+
     data: bytes
     to: Address
 

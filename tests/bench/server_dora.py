@@ -28,7 +28,9 @@ reports no drop in either exchange and completes at least 95 % of the DORAs aske
 stops at the first failure), and the server's CPU time per DORA (utime+stime of the server process,
 all threads, from /proc/PID/stat before and after the perfdhcp run, divided by the DORAs perfdhcp
 completed) at a common fixed rate (``--cpu-rate``, a ladder step) and at the server's own lossless
-rate. Medians of ``--runs`` runs, then the boothop/kea ratios.
+rate; and per ladder rate, the CPU per DORA and the DORA latency (perfdhcp's average
+DISCOVER-OFFER plus REQUEST-ACK delay; a low first step, e.g. 100/s, is a lone client's DORA).
+Medians of ``--runs`` runs, then the boothop/kea ratios.
 """
 
 from __future__ import annotations
@@ -214,6 +216,8 @@ class Result:
     ra_received: int
     ra_drops: int
     cpu_s: float
+    #: perfdhcp's average DISCOVER-OFFER plus REQUEST-ACK delay: one DORA's latency.
+    dora_ms: float
 
     @property
     def lossless(self) -> bool:
@@ -228,6 +232,11 @@ class Result:
 def _number(section: str, label: str) -> int:
     match = re.search(rf"^{label}: ([0-9]+)", section, re.MULTILINE)
     return int(match.group(1)) if match else 0
+
+
+def _delay_ms(section: str) -> float:
+    match = re.search(r"^avg delay: ([0-9.]+) ms", section, re.MULTILINE)
+    return float(match.group(1)) if match else float("nan")
 
 
 def _section(text: str, name: str) -> str:
@@ -291,6 +300,7 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
         _number(ra, "received packets"),
         _number(ra, "drops"),
         used,
+        _delay_ms(do) + _delay_ms(ra),
     )
 
 
@@ -299,6 +309,9 @@ class Figures:
     lossless: list[int] = dataclasses.field(default_factory=list)
     cpu_fixed: list[float] = dataclasses.field(default_factory=list)
     cpu_at_lossless: list[float] = dataclasses.field(default_factory=list)
+    #: Per ladder rate: CPU per DORA and DORA latency, one per run that reached the rate.
+    cpu_by_rate: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    ms_by_rate: dict[int, list[float]] = dataclasses.field(default_factory=dict)
 
 
 def ladder_run(
@@ -311,10 +324,12 @@ def ladder_run(
             f"    {name:8s} {rate:>6}/s: {result.ra_received / args.duration:>7.0f} DORA/s done, "
             "drops "
             f"{result.do_drops}+{result.ra_drops}, server CPU {result.cpu_s:.2f} s = "
-            f"{result.cpu_us_per_dora:.0f} us/DORA"
+            f"{result.cpu_us_per_dora:.0f} us/DORA, DORA {result.dora_ms:.2f} ms"
             f"{'' if result.lossless else '  (lossy: ladder stops)'}",
             flush=True,
         )
+        figures.cpu_by_rate.setdefault(rate, []).append(result.cpu_us_per_dora)
+        figures.ms_by_rate.setdefault(rate, []).append(result.dora_ms)
         if rate == args.cpu_rate:
             figures.cpu_fixed.append(result.cpu_us_per_dora)
         if not result.lossless:
@@ -381,6 +396,18 @@ def main() -> int:
     for name, f in figures.items():
         print(f"  {name:8s} {median(f.lossless):>8.0f}/s {f.lossless!s:>20s} "
               f"{median(f.cpu_fixed):>15.0f} us {median(f.cpu_at_lossless):>16.0f} us")
+    print("  per rate (medians over the runs that reached it; ratio boothop/kea):")
+    for rate in args.ladder:
+        cells = []
+        for name, f in figures.items():
+            cpu, ms = f.cpu_by_rate.get(rate, []), f.ms_by_rate.get(rate, [])
+            cells.append(f"{name} {median(cpu):>4.0f} us/DORA {median(ms):>6.2f} ms "
+                         f"({len(cpu)} runs)")
+        if "boothop" in figures and "kea" in figures:
+            ours, theirs = (median(figures[n].cpu_by_rate.get(rate, []))
+                            for n in ("boothop", "kea"))
+            cells.append(f"ratio {ours / theirs:.2f}")
+        print(f"    {rate:>6}/s: " + ", ".join(cells))
     if "boothop" in figures and "kea" in figures:
         b, k = figures["boothop"], figures["kea"]
         print(

@@ -89,6 +89,9 @@ class InterfaceConfig:
     link_selection: str | None = None
     #: RFC 5107: ask servers to name this relay as server identifier (with RFC 5010 flags).
     server_id_override: bool = False
+    #: RFC 6607: the VSS sub-option's value (type octet + VPN identifier) this relay adds, with
+    #: VSS-Control, to option 82 of requests from this interface (``wire.vss_value``).
+    vss: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

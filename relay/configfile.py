@@ -49,7 +49,7 @@ from .config import (
 from .interfaces import Role
 from .settings import ConfigError, Listen, Validator, parse_hex, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
-from .wire import DHCP_MIN_MAX_SIZE
+from .wire import DHCP_MIN_MAX_SIZE, VssType, WireError, vss_value
 from .wire.dhcpv6 import ALL_SERVERS
 
 __all__ = ["ConfigError", "RelaySettings", "load", "parse"]
@@ -87,7 +87,7 @@ DHCPV6_KEYS = frozenset(
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
-     "server_id_override"}
+     "server_id_override", "vss"}
 )
 CLASS_KEYS = frozenset(
     {"name", "helpers", "vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces"}
@@ -243,6 +243,7 @@ def _interface(v: Validator) -> InterfaceConfig:
         remote_id=v.octets("remote_id"),
         link_selection=v.string("link_selection"),
         server_id_override=v.boolean("server_id_override", False),
+        vss=_vss(v),
     )
 
 
@@ -349,3 +350,37 @@ def _arches(v: Validator) -> frozenset[int]:
         else:
             arches.add(item)
     return frozenset(arches)
+
+
+#: ``vss.type`` in the file: RFC 6607 §3.1's types by name.
+VSS_TYPES = {"nvt-ascii": VssType.NVT_ASCII, "vpn-id": VssType.VPN_ID, "global": VssType.GLOBAL}
+
+
+def _vss(v: Validator) -> bytes | None:
+    """``vss = { type = "nvt-ascii", id = "blue" }``, ``{ type = "vpn-id", id = "OUI:INDEX" }``
+    (7 octets in hex) or ``{ type = "global" }``: the VSS sub-option's value."""
+    table = v.table("vss")
+    if table is None:
+        return None
+    table.unknown_keys({"type", "id"})
+    name = table.choice("type", list(VSS_TYPES), None)
+    if name is None:
+        if not table.failed("type"):
+            table.fail("type", f"missing: one of {', '.join(VSS_TYPES)}")
+        return None
+    kind = VSS_TYPES[name]
+    if kind is VssType.VPN_ID:
+        info = table.hex_octets("id", 7) or b""
+    elif kind is VssType.NVT_ASCII:
+        info = (table.string("id", required="the VPN identifier") or "").encode()
+    else:
+        info = b""
+        if "id" in table.data:
+            table.fail("id", "type global (the default VPN) takes no id")
+    if table.failed():
+        return None
+    try:
+        return vss_value(kind, info)
+    except WireError as error:
+        table.fail("id", str(error))
+        return None

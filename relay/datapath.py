@@ -29,7 +29,11 @@ MAX_CONNECTED = 4
 
 #: struct iface, struct settings, struct server of relay.bpf.c (little-endian host, x86-64).
 IFACE = struct.Struct("<I4s4s6sBBI32s64s32s")
-SETTINGS = struct.Struct("<IIIHH4s")
+SETTINGS = struct.Struct("<IIIHH4sI12QI4x")
+#: struct event of relay.bpf.c: one relayed packet, for the daemon's per-step log line.
+EVENT = struct.Struct("<BBBBI4s4sHBBII4s32sq16s")
+#: LATENCY_BOUNDS in relay.bpf.c: the most reply latency buckets the program counts into.
+LATENCY_BOUNDS = 12
 SERVER = struct.Struct("<II4I")
 U32 = struct.Struct("<I")
 
@@ -64,12 +68,17 @@ class Tables:
     servers: dict[bytes, bytes]
 
 
-def tables(engine: RelayEngine, port: int, enabled: bool = True) -> Tables:
-    """The maps' contents for the engine's configuration and interfaces, the relay on ``port``."""
+def tables(engine: RelayEngine, port: int, latency_bounds: tuple[float, ...] = (),
+           events: bool = False, enabled: bool = True) -> Tables:
+    """The maps' contents for the engine's configuration and interfaces, the relay on ``port``;
+    ``latency_bounds``: the reply latency histogram's bucket bounds (seconds); ``events``: an
+    event per relayed packet (the daemon logs each step)."""
     config, interfaces = engine.config, engine.interfaces
     reply_giaddr = config.reply_giaddr.packed if config.reply_giaddr is not None else bytes(4)
+    bounds = [round(bound * 1e9) for bound in latency_bounds[:LATENCY_BOUNDS]]
     settings = SETTINGS.pack(int(enabled), min(config.max_hops, RFC1542_MAX_HOPS + 1),
-                             config.max_packet_size, port, port + 1, reply_giaddr)
+                             config.max_packet_size, port, port + 1, reply_giaddr, len(bounds),
+                             *bounds, *[0] * (LATENCY_BOUNDS - len(bounds)), int(events))
     ifaces = {U32.pack(interface.index): _iface(engine, interface) for interface in interfaces}
     addresses = {}
     for interface in interfaces:
@@ -102,11 +111,12 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     giaddr = None if source is None else engine._giaddr_for(source, settings)
     agent = b""
     circuit = b""
-    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine.
+    # Smart giaddr (retries move to a secondary) and one copy per address stay in the engine,
+    # as do RFC 6607 VSS interfaces (a reply's VSS must be checked against ours).
     one_giaddr = settings.giaddr is not None or settings.giaddr_mode is GiaddrMode.PRIMARY
     in_subset = (settings.link_selection is None and not settings.server_id_override
                  and config.relay_port is None and len(interface.mac) == 6 and one_giaddr
-                 and source is not None)
+                 and source is not None and settings.vss is None)
     if engine._adds_agent_info(settings) and source is not None:
         flags |= IF_ADDS_AGENT
         agent = engine._agent_info(interface, settings, False, source) or b""

@@ -24,6 +24,10 @@ class DropReason(enum.Enum):
     REPLY_WRONG_INTERFACE = "reply-wrong-interface"
     #: A reply to unicast to a ciaddr that is not a host on the delivery interface's subnets.
     CIADDR_OFF_LINK = "ciaddr-off-link"
+    #: RFC 6607: a reply carrying VSS-Control (its server ignored the VSS sub-option).
+    VSS_NOT_UNDERSTOOD = "vss-not-understood"
+    #: A reply whose echoed VSS sub-option is not the one added on its interface.
+    VSS_MISMATCH = "vss-mismatch"
     REQUEST_FROM_SELF = "request-from-self"
     OVERSIZE = "oversize"
     #: DHCPv6: a server-to-client message (Advertise, Reply, Reconfigure) from a client's side.

@@ -1,7 +1,8 @@
 """The relay engine (sans-IO): a received datagram in, the actions to take out.
 
 RFC 1542 §4 (relay agents), RFC 2131 §4.1 (reply delivery), RFC 3046 (option 82), RFC 3527 (link
-selection), RFC 5010 (flags), RFC 5107 (server identifier override), RFC 8357 (relay source port).
+selection), RFC 5010 (flags), RFC 5107 (server identifier override), RFC 6607 (virtual subnet
+selection), RFC 8357 (relay source port).
 No sockets, clock or logging here: the shell executes the actions, counts and logs.
 """
 
@@ -39,6 +40,8 @@ GIADDR_OFFSET = 24
 RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
 ETHERNET = 1
+#: What the reply path reads of option 82: circuit-id, link selection, VSS, VSS-Control.
+AgentFields = tuple[bytes | None, IPv4Address | None, bytes | None, bool]
 
 
 class RelayEngine:
@@ -61,7 +64,7 @@ class RelayEngine:
         self._agent_values: dict[tuple[int, bool, IPv4Address], bytes] = {}
         self._smart.retries = config.smart_retries
         self._circuits: dict[bytes, str] | None = None
-        self._agent_decoded: dict[bytes, tuple[bytes | None, IPv4Address | None] | Drop] = {}
+        self._agent_decoded: dict[bytes, AgentFields | Drop] = {}
 
     @property
     def interfaces(self) -> InterfaceTable:
@@ -266,7 +269,8 @@ class RelayEngine:
     def _adds_agent_info(self, settings: InterfaceConfig) -> bool:
         """Whether this relay adds option 82 to requests from this interface (and so removes it
         from replies delivered there)."""
-        return self._adds_circuit(settings) or self.config.relay_port is not None
+        return (self._adds_circuit(settings) or self.config.relay_port is not None
+                or settings.vss is not None)
 
     def _adds_circuit(self, settings: InterfaceConfig) -> bool:
         """Whether our option 82 from this interface carries a circuit-id (not only RFC 8357's
@@ -317,6 +321,11 @@ class RelayEngine:
             # the 'Relay Source Port' sub-option" in the Relay Agent Information option of the
             # messages it relays to the server (the sub-option has length 0, §4.1).
             subs.append((AgentSub.RELAY_SOURCE_PORT, b""))
+        if settings.vss is not None:
+            # RFC 6607 §3.3: the relay adds VSS-Control beside VSS; a server that processed the
+            # VSS sub-option does not echo VSS-Control, so its return says the server ignored it.
+            subs.append((AgentSub.VSS, settings.vss))
+            subs.append((AgentSub.VSS_CONTROL, b""))
         return AgentInfo(tuple(subs)).encode()
 
     # -- server to client ----------------------------------------------------------------------
@@ -413,12 +422,14 @@ class RelayEngine:
         """
         circuit: bytes | None = None
         link: IPv4Address | None = None
+        vss: bytes | None = None
+        vss_control = False
         agent_value = msg.get(Opt.RELAY_AGENT_INFO)
         if agent_value is not None:
             fields = self._agent_fields(agent_value)
             if isinstance(fields, Drop):
                 return fields
-            circuit, link = fields
+            circuit, link, vss, vss_control = fields
         interface = by_giaddr
         if link is not None:
             linked = self.interfaces.by_address(link)
@@ -442,10 +453,15 @@ class RelayEngine:
                 return Drop(DropReason.UNKNOWN_CIRCUIT, f"circuit-id {circuit!r}")
             return Drop(DropReason.CIRCUIT_MISMATCH,
                         f"circuit-id {circuit!r} names {named}, the reply is for {interface.name}")
+        if settings.vss is not None and agent_value is not None:
+            vss_drop = _vss_check(settings.vss, vss, vss_control, interface.name)
+            if vss_drop is not None:
+                return vss_drop
         return interface, settings
 
-    def _agent_fields(self, value: bytes) -> tuple[bytes | None, IPv4Address | None] | Drop:
-        """Circuit-id and link selection of option 82 in a reply, or a Drop if it is malformed.
+    def _agent_fields(self, value: bytes) -> AgentFields | Drop:
+        """Circuit-id, link selection, VSS and VSS-Control of option 82 in a reply, or a Drop if
+        it is malformed.
 
         Servers echo the few values this relay sends: cached per value until the configuration
         or the interfaces change (bounded: a server could send any).
@@ -454,10 +470,10 @@ class RelayEngine:
             return self._agent_decoded[value]
         except KeyError:
             pass
-        fields: tuple[bytes | None, IPv4Address | None] | Drop
+        fields: AgentFields | Drop
         try:
             agent = AgentInfo.decode(value)
-            fields = agent.circuit_id, agent.link_selection
+            fields = agent.circuit_id, agent.link_selection, agent.vss, agent.vss_control
         except WireError as error:
             fields = Drop(DropReason.MALFORMED, f"option 82 in reply: {error}")
         if len(self._agent_decoded) >= 1024:
@@ -495,6 +511,21 @@ class RelayEngine:
             f"60/66/67 on {server} and keep the PXE server in the helper list.",
             server,
         )
+
+
+def _vss_check(ours: bytes, echoed: bytes | None, control: bool, ifname: str) -> Drop | None:
+    """RFC 6607 on a reply for an interface this relay adds VSS on."""
+    # RFC 6607 §3.3: VSS-Control comes back only from a server that did not process the VSS
+    # sub-option; the address it gives is from the global space, not the client's VPN, so the
+    # reply must not reach the client.
+    if control:
+        return Drop(DropReason.VSS_NOT_UNDERSTOOD,
+                    f"VSS-Control echoed: the server ignored VSS for {ifname}")
+    # A server that processed VSS echoes it; another VPN's (or another relay's) must not be
+    # delivered into this interface's.
+    if echoed is not None and echoed != ours:
+        return Drop(DropReason.VSS_MISMATCH, f"VSS {echoed!r} is not {ifname}'s {ours!r}")
+    return None
 
 
 def _named_address(msg: DhcpMessage) -> IPv4Address | None:

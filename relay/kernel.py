@@ -19,11 +19,13 @@ import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from importlib import resources
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from .datapath import COUNTERS, PASSED_UP_REASONS, U32, KernelCounts, Tables
+from .datapath import COUNTERS, LATENCY_BOUNDS, PASSED_UP_REASONS, U32, KernelCounts, Tables
+from .replies import ReplyTracker
 
 SOURCE = "relay.bpf.c"
 #: Where built objects are kept (overridden by BOOTHOP_BPF_CACHE).
@@ -92,6 +94,10 @@ class _TestRunOpts(ctypes.Structure):
                 ("batch_size", ctypes.c_uint32)]
 
 
+#: ring_buffer_sample_fn: int (*)(void *ctx, void *data, size_t size).
+_SAMPLE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
 def _libbpf() -> ctypes.CDLL:
     name = ctypes.util.find_library("bpf") or "libbpf.so.1"
     try:
@@ -111,8 +117,17 @@ def _libbpf() -> ctypes.CDLL:
         ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
         ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
         ("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p]),
+        ("bpf_map_lookup_and_delete_elem", c_int, [c_int, c_void_p, c_void_p]),
+        ("bpf_map_lookup_batch", c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p,
+                                         ctypes.POINTER(ctypes.c_uint32), c_void_p]),
+        ("bpf_map_delete_batch", c_int, [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32),
+                                         c_void_p]),
         ("bpf_prog_test_run_opts", c_int, [c_int, ctypes.POINTER(_TestRunOpts)]),
         ("libbpf_num_possible_cpus", c_int, []),
+        ("ring_buffer__new", pointer, [c_int, _SAMPLE, c_void_p, c_void_p]),
+        ("ring_buffer__epoll_fd", c_int, [pointer]),
+        ("ring_buffer__consume", c_int, [pointer]),
+        ("ring_buffer__free", None, [pointer]),
     ):
         bound = getattr(lib, function)
         bound.restype = restype
@@ -173,6 +188,34 @@ class Program:
             key.raw = following.raw
             current = key
         return found
+
+    def take(self, name: str, key: bytes, size: int) -> bytes | None:
+        """Look up and delete one entry (None if absent)."""
+        value = ctypes.create_string_buffer(size)
+        if self._lib.bpf_map_lookup_and_delete_elem(self._map(name), key, value):
+            return None
+        return value.raw
+
+    def entries(self, name: str, key_size: int, value_size: int) -> list[tuple[bytes, bytes]]:
+        """Every entry, read in batches (one system call per 4096, not two per entry)."""
+        fd, found, batch = self._map(name), [], 4096
+        keys = ctypes.create_string_buffer(key_size * batch)
+        values = ctypes.create_string_buffer(value_size * batch)
+        token, following = ctypes.c_uint32(0), ctypes.c_uint32(0)
+        first = True
+        while True:
+            count = ctypes.c_uint32(batch)
+            code = self._lib.bpf_map_lookup_batch(
+                fd, None if first else ctypes.byref(token), ctypes.byref(following), keys,
+                values, ctypes.byref(count), None)
+            for index in range(count.value):
+                found.append((keys.raw[index * key_size:(index + 1) * key_size],
+                              values.raw[index * value_size:(index + 1) * value_size]))
+            if code:
+                if ctypes.get_errno() == errno.ENOENT or -code == errno.ENOENT:
+                    return found
+                raise _failed(f"read {name}", code)
+            token.value, first = following.value, False
 
     def per_cpu_sum(self, name: str, key: bytes) -> int:
         """A per-CPU u64 summed over the CPUs (0 if the key is absent)."""
@@ -240,5 +283,100 @@ class KernelDatapath:
                      for key in program.keys("forwarded", 4)}
         return KernelCounts(counters, passed_up, received_on, forwarded)
 
+    def events(self, handle: Callable[[bytes], None]) -> Events:
+        """The program's ring buffer of relayed packets, each handed to ``handle``."""
+        return Events(self.program, handle)
+
+    def latency(self) -> dict[IPv4Address, tuple[list[int], float]]:
+        """Per server, the kernel's reply latency histogram: counts per bucket, sum (s)."""
+        found: dict[IPv4Address, tuple[list[int], float]] = {}
+        for key in self.program.keys("latency", 8):
+            server, index = IPv4Address(key[:4]), U32.unpack_from(key, 4)[0]
+            counts, total = found.get(server, ([0] * (LATENCY_BOUNDS + 1), 0.0))
+            value = self.program.per_cpu_sum("latency", key)
+            if index <= LATENCY_BOUNDS:
+                counts[index] += value
+            else:
+                total += value / 1e9
+            found[server] = counts, total
+        return found
+
     def close(self) -> None:
         self.program.close()
+
+
+class Events:
+    """Read the ``events`` ring buffer: ``fileno`` becomes readable when some wait; ``consume``
+    hands each to the handler (in the calling thread)."""
+
+    def __init__(self, program: Program, handle: Callable[[bytes], None]) -> None:
+        self._lib = program._lib
+
+        def sample(_: int | None, data: int | None, size: int) -> int:
+            handle(ctypes.string_at(data or 0, size))
+            return 0
+
+        self._callback = _SAMPLE(sample)  # kept: libbpf calls it for as long as it lives
+        self._ring = self._lib.ring_buffer__new(program._map("events"), self._callback, None,
+                                                None)
+        if not self._ring:
+            raise _failed("ring buffer")
+        self.fileno = int(self._lib.ring_buffer__epoll_fd(self._ring))
+
+    def consume(self) -> int:
+        return int(self._lib.ring_buffer__consume(self._ring))
+
+    def close(self) -> None:
+        if self._ring:
+            self._lib.ring_buffer__free(self._ring)
+            self._ring = None
+
+
+class KernelReplies(ReplyTracker):
+    """The reply tracker with the kernel datapath: the forwarded (helper, xid) pairs live in its
+    ``pending`` map, where the program puts those it forwards and the daemon those it forwards,
+    so that a reply on either path finds its request. Replies the kernel delivered are counted
+    there (``answered``); the daemon counts the rest here. An LRU map: when full it drops the
+    oldest pair without counting it (no *untracked*)."""
+
+    def __init__(self, kernel: KernelDatapath) -> None:
+        super().__init__()
+        self.program = kernel.program
+
+    @staticmethod
+    def _key(helper: IPv4Address, xid: int) -> bytes:
+        return helper.packed + xid.to_bytes(4, "big")
+
+    def forwarded(self, helper: IPv4Address, xid: int, now: float) -> None:
+        self.program.update("pending", self._key(helper, xid), _U64.pack(round(now * 1e9)))
+
+    def replied(self, helper: IPv4Address, xid: int, now: float) -> float | None:
+        sent = self.program.take("pending", self._key(helper, xid), 8)
+        if sent is None:
+            return None
+        self.answered[helper] += 1
+        return now - _U64.unpack(sent)[0] / 1e9
+
+    def expire(self, now: float) -> None:
+        deadline = round((now - self.timeout) * 1e9)
+        for key, value in self.program.entries("pending", 8, 8):
+            if _U64.unpack(value)[0] <= deadline:
+                self.program.delete("pending", key)
+                self.unanswered[IPv4Address(key[:4])] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        waiting: dict[IPv4Address, int] = {}
+        for key, _ in self.program.entries("pending", 8, 8):
+            helper = IPv4Address(key[:4])
+            waiting[helper] = waiting.get(helper, 0) + 1
+        answered = dict(self.answered)
+        for key in self.program.keys("answered", 4):
+            helper = IPv4Address(key)
+            answered[helper] = answered.get(helper, 0) + self.program.per_cpu_sum("answered", key)
+        helpers = set(answered) | set(self.unanswered) | set(waiting)
+        return {
+            str(helper): {"answered": answered.get(helper, 0),
+                          "unanswered": self.unanswered[helper],
+                          "untracked": 0, "waiting": waiting.get(helper, 0)}
+            for helper in sorted(helpers)
+        }

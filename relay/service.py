@@ -26,15 +26,15 @@ import structlog
 import trio
 
 from . import metrics
-from .actions import Deliver, Drop, Forward, Outcome, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
-from .datapath import tables
+from .datapath import EVENT, tables
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
-from .kernel import DatapathUnavailable, KernelDatapath
+from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -54,7 +54,7 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram
+from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the stats file is refreshed when a counter changed.
@@ -138,7 +138,7 @@ class RelayService:
         self.sender = sender
         self.stats_file = stats_file
         self.shell = ShellCounters()
-        self.replies = ReplyTracker()
+        self.replies = ReplyTracker() if kernel is None else KernelReplies(kernel)
         self.latency: dict[IPv4Address, Histogram] = {}
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
@@ -180,12 +180,13 @@ class RelayService:
         latency = None
         for action in outcome.actions:
             if isinstance(action, Forward):
+                # Tracked before it leaves: a reply the kernel datapath delivers can be back
+                # before this thread would have recorded the request.
+                self.replies.forwarded(action.server, xid, now)
                 try:
                     self.sender.forward(action)
                 except OSError as error:
                     self._send_failed("forward", error, now, server=str(action.server))
-                else:
-                    self.replies.forwarded(action.server, xid, now)
             elif isinstance(action, Deliver):
                 latency = self.replies.replied(datagram.source, xid, now)
                 if latency is not None:
@@ -294,7 +295,7 @@ class RelayService:
         if self.kernel is None:
             return
         engine = self.engine
-        self.kernel.push(tables(engine, self.sender.server_port))
+        self.kernel.push(tables(engine, self.sender.server_port, LATENCY_BUCKETS, self.steps))
         configured = {i.name for i in engine.config.interfaces}
         wanted = {i.index for i in engine.interfaces
                   if i.name != "lo" and (not configured or i.name in configured)}
@@ -312,6 +313,38 @@ class RelayService:
                 with contextlib.suppress(Exception):
                     detach_program(index)
             self.attached.discard(index)
+
+    async def kernel_steps(self) -> None:
+        """Log each step the kernel datapath relayed, as ``handle`` logs the daemon's (the
+        program sends an event per packet while info is enabled)."""
+        if self.kernel is None:
+            return
+        events = self.kernel.events(self._kernel_step)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(events.fileno)
+                events.consume()
+        finally:
+            events.close()
+
+    def _kernel_step(self, data: bytes) -> None:
+        (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
+         delivery, destination, servers, latency, chaddr) = EVENT.unpack(data)
+        message = DhcpMessage(op=op, xid=int.from_bytes(xid.to_bytes(4, "little"), "big"),
+                              chaddr=chaddr, hlen=hlen, hops=hops, giaddr=IPv4Address(giaddr),
+                              options=((Opt.MESSAGE_TYPE, bytes((kind,))),) if kind else ())
+        actions: tuple[Forward | Deliver, ...]
+        if op == 1:
+            actions = tuple(Forward(IPv4Address(servers[i:i + 4]), b"")
+                            for i in range(0, 4 * helpers, 4))
+        else:
+            interface = self.engine.interfaces.by_index(delivery)
+            actions = (Deliver(delivery, interface.name if interface else str(delivery), b"",
+                               DeliveryMode.UNICAST_CHADDR if mode else DeliveryMode.BROADCAST,
+                               IPv4Address(destination), b"", IPv4Address(source)),)
+        datagram = Datagram(b"", IPv4Address(source), source_port, ifindex=ifindex)
+        self._log_outcome(datagram, Outcome(actions, message, hops, IPv4Address(giaddr)),
+                          time.monotonic(), None if latency < 0 else latency / 1e9)
 
     def detach_kernel(self) -> None:
         """Remove the program from every interface (at exit)."""
@@ -332,8 +365,12 @@ class RelayService:
         self._missing = missing
 
     def apply_config(self, settings: RelaySettings) -> None:
+        """The new settings for the IPv4 relay, then for the DHCPv6 one beside it (if any)."""
+        self._apply_config(settings)
         if self.v6 is not None:
             self.v6.apply_config(settings)
+
+    def _apply_config(self, settings: RelaySettings) -> None:
         config = settings.relay
         if config is None:
             self.log.warning("relay.config.kept", note="the IPv4 relay stops only on restart")
@@ -388,8 +425,7 @@ class RelayService:
             **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
             "helper_replies": self.replies.snapshot(),
-            "reply_latency": {str(helper): histogram.snapshot()
-                              for helper, histogram in self.latency.items()},
+            "reply_latency": self._latency(),
             "helpers": [str(h) for h in self.engine.config.helpers],
             "interfaces": {
                 i.name: {"index": i.index, "up": i.up, "addresses": [str(a) for a in i.addresses]}
@@ -398,6 +434,16 @@ class RelayService:
             "pid": os.getpid(),
             **({} if self.v6 is None else {"dhcpv6": self.v6.snapshot()}),
         }
+
+    def _latency(self) -> dict[str, dict[str, Any]]:
+        """The reply latency histograms per helper, the kernel datapath's added in."""
+        merged = {helper: histogram.snapshot() for helper, histogram in self.latency.items()}
+        if self.kernel is not None:
+            for helper, (counts, total) in self.kernel.latency().items():
+                entry = merged.setdefault(helper, Histogram(LATENCY_BUCKETS).snapshot())
+                entry["counts"] = [a + b for a, b in zip(entry["counts"], counts, strict=True)]
+                entry["sum"] += total
+        return {str(helper): entry for helper, entry in sorted(merged.items())}
 
     def _ifname(self, index: int) -> str:
         interface = self.engine.interfaces.by_index(index)
@@ -446,7 +492,8 @@ class RelayService:
             return
         if not await reload_config(reload, self.apply_config, log=self.log,
                                    event="relay.config.invalid"):
-            self.shell.reload_failures += 1
+            for shell in (self.shell, *(() if self.v6 is None else (self.v6.shell,))):
+                shell.reload_failures += 1
 
 
 def open_datapath(mode: str) -> KernelDatapath | None:
@@ -557,6 +604,7 @@ async def run_relay(
                 await nursery.start(follow_interfaces, service.on_interfaces)
                 for loop in [*service.loops, *(service6.loops if service6 else ())]:
                     nursery.start_soon(loop.run)
+                nursery.start_soon(service.kernel_steps)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from .shell import (
     open_udp,
     reload_config,
     send_datagram6,
+    set_log_level,
     signal_loop,
     write_json,
 )
@@ -105,7 +107,7 @@ class Relay6Service:
         if self.steps:
             self._log_outcome(datagram, outcome, now)
 
-    def _send(self, payload: bytes, destination: Any, port: int, ifindex: int,
+    def _send(self, payload: bytes, destination: IPv6Address, port: int, ifindex: int,
               now: float) -> None:
         try:
             send_datagram6(self.sock, payload, destination, port, ifindex)
@@ -189,7 +191,10 @@ class Relay6Service:
         if config is None:
             self.log.warning("relay6.config.kept", note="the DHCPv6 relay stops only on restart")
             return
+        if settings.log_level is not None:
+            set_log_level(settings.log_level)  # (beside the IPv4 relay: already set by it)
         with self.lock:
+            self.bind_logger()
             self.engine.update_config(config)
         self._join()
         self.shell.reloads += 1

@@ -401,7 +401,9 @@ def send_datagram6(sock: socket.socket, payload: bytes, destination: IPv6Address
     ``source``: the address to send from (a server answers from the one it was asked at)."""
     packed = source.packed if source is not None else bytes(16)
     cmsg = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, _PKTINFO6.pack(packed, ifindex))]
-    scope = ifindex if destination.is_link_local or destination.is_multicast else 0
+    # fe80::/10 or ff00::/8, on the integer: ipaddress's is_link_local builds a network per call.
+    number = int(destination)
+    scope = ifindex if number >> 118 == 0x3FA or number >> 120 == 0xFF else 0
     sock.sendmsg([payload], cmsg, _DONTWAIT, (address_text(destination), port, 0, scope))
 
 

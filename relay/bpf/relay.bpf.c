@@ -63,6 +63,8 @@ struct iface {
 	__u8 circuit[MAX_CIRCUIT]; /* our circuit-id */
 };
 
+#define LATENCY_BOUNDS 12
+
 struct settings {
 	__u32 enabled;
 	__u32 hop_limit;
@@ -70,6 +72,40 @@ struct settings {
 	__u16 server_port;
 	__u16 client_port;
 	__be32 reply_giaddr;
+	__u32 bound_count;
+	__u64 bounds[LATENCY_BOUNDS]; /* the reply latency histogram's bucket bounds, ns */
+	__u32 events; /* send an event per relayed packet (the daemon logs each step at info) */
+};
+
+/* What the daemon's per-step log line says of a packet relayed here. */
+struct event {
+	__u8 op;       /* 1: a request forwarded, 2: a reply delivered */
+	__u8 hlen;
+	__u8 hops;     /* as relayed (request), as received (reply) */
+	__u8 type;     /* option 53, 0 without */
+	__u32 xid;
+	__be32 giaddr; /* as relayed (request), as received (reply) */
+	__be32 source;
+	__u16 source_port;
+	__u8 mode;     /* reply: 0 broadcast, 1 unicast to chaddr */
+	__u8 helpers;
+	__u32 ifindex;
+	__u32 delivery;
+	__be32 destination;
+	__be32 servers[MAX_HELPERS];
+	__s64 latency; /* reply: ns since the request was forwarded, -1 if unknown */
+	__u8 chaddr[16];
+};
+
+/* A request forwarded to a helper, awaiting its reply (relay/replies.py's pairs). */
+struct pair {
+	__be32 helper;
+	__u32 xid;
+};
+
+struct bucket {
+	__be32 server;
+	__u32 index; /* LATENCY_BOUNDS + 1: the sum of the latencies, ns */
 };
 
 /* struct server.kind: how a reply from it must arrive (engine._wrong_side) */
@@ -132,6 +168,7 @@ struct scratch {
 	struct route routes[MAX_HELPERS];
 	struct headers in;  /* as received */
 	struct headers out; /* as sent */
+	struct event event;
 };
 
 struct {
@@ -190,6 +227,53 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
+/* Forwarded (helper, xid) -> when (CLOCK_MONOTONIC ns): shared with the daemon, which puts the
+ * pairs it forwards here too, so that a reply on either path finds its request. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct pair);
+	__type(value, __u64);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+static __always_inline void describe(struct scratch *buf, struct headers *in, __u8 op,
+				     __u8 type, __u8 hops, __be32 giaddr, __u32 ifindex)
+{
+	struct event *e = &buf->event;
+	e->op = op;
+	e->hlen = buf->data[2];
+	e->hops = hops;
+	e->type = type;
+	e->xid = *(__u32 *)&buf->data[4];
+	e->giaddr = giaddr;
+	e->source = in->ip.saddr;
+	e->source_port = bpf_ntohs(in->udp.source);
+	e->ifindex = ifindex;
+	e->latency = -1;
+	__builtin_memcpy(e->chaddr, &buf->data[28], 16);
+}
+
+/* Replies answering a pending pair, per server (delivered here). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be32);
+	__type(value, __u64);
+} answered SEC(".maps");
+
+/* Their latency: counts per (server, bucket), and the sum in ns at index LATENCY_BOUNDS + 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct bucket);
+	__type(value, __u64);
+} latency SEC(".maps");
+
 /* x & MASK, done where the verifier sees it (clang drops a mask it can prove useless). */
 static __always_inline __u64 masked(__u64 x)
 {
@@ -213,6 +297,15 @@ static __always_inline void count_key(void *map, __u32 key)
 		__u64 one = 1;
 		bpf_map_update_elem(map, &key, &one, BPF_NOEXIST);
 	}
+}
+
+static __always_inline void add(void *map, void *key, __u64 amount)
+{
+	__u64 *value = bpf_map_lookup_elem(map, key);
+	if (value)
+		*value += amount;
+	else
+		bpf_map_update_elem(map, key, &amount, BPF_NOEXIST);
 }
 
 static __always_inline int up(__u32 reason)
@@ -515,6 +608,7 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 	count(C_RECEIVED);
 	count_key(&received_on, ingress);
 	count(C_REQUESTS);
+	__u32 xid = *(__u32 *)&data[4];
 	if (omitted)
 		count(C_AGENT_OMITTED);
 	data[3] += 1;
@@ -539,6 +633,13 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 	if (out_len > MAX_PAYLOAD || put_payload(skb, buf, out_len, len))
 		return TC_ACT_SHOT; /* cannot happen for a message that fit the frame it came in */
 	__s64 sum = payload_sum(buf, out_len);
+	if (cfg->events) {
+		describe(buf, in, 1, s.type, data[3], giaddr, ingress);
+		buf->event.helpers = helpers;
+		for (__u32 i = 0; i < MAX_HELPERS; i++)
+			buf->event.servers[i] = i < helpers ? iface->helpers[i] : 0;
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+	}
 	struct headers *h = &buf->out;
 	for (__u32 i = 0; i < MAX_HELPERS; i++) {
 		if (i >= helpers)
@@ -551,6 +652,9 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 			return TC_ACT_SHOT;
 		count_key(&forwarded, iface->helpers[i]);
+		struct pair forwarded_pair = {.helper = iface->helpers[i], .xid = xid};
+		__u64 now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY);
 		if (i + 1 == helpers)
 			return bpf_redirect(routes[i].ifindex, 0);
 		if (bpf_clone_redirect(skb, routes[i].ifindex, 0))
@@ -704,6 +808,8 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 		bpf_loop(MAX_PAYLOAD, set_zero, &z, 0);
 		out_len = BOOTP_MIN;
 	}
+	__u32 xid = *(__u32 *)&data[4];
+	__u8 hops = data[3];
 	if (cfg->reply_giaddr)
 		*(__be32 *)&data[GIADDR] = cfg->reply_giaddr;
 	count(C_RECEIVED);
@@ -726,6 +832,34 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 		return TC_ACT_SHOT;
 	count(broadcast ? C_DELIVERED_BROADCAST : C_DELIVERED_CHADDR);
+	struct pair answer = {.helper = server_address, .xid = xid};
+	__u64 *sent = bpf_map_lookup_elem(&pending, &answer);
+	__s64 latency_ns = -1;
+	if (sent) {
+		__u64 took = bpf_ktime_get_ns() - *sent;
+		latency_ns = took;
+		bpf_map_delete_elem(&pending, &answer);
+		add(&answered, &server_address, 1);
+		struct bucket b = {.server = server_address, .index = LATENCY_BOUNDS};
+		for (__u32 k = 0; k < LATENCY_BOUNDS; k++) {
+			if (k < cfg->bound_count && took <= cfg->bounds[k]) {
+				b.index = k;
+				break;
+			}
+		}
+		add(&latency, &b, 1);
+		b.index = LATENCY_BOUNDS + 1;
+		add(&latency, &b, took);
+	}
+	if (cfg->events) {
+		describe(buf, in, 2, s.type, hops, giaddr, ingress);
+		buf->event.xid = xid;
+		buf->event.mode = !broadcast;
+		buf->event.delivery = delivery;
+		buf->event.destination = broadcast ? 0xffffffff : yiaddr;
+		buf->event.latency = latency_ns;
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+	}
 	return bpf_redirect(delivery, 0);
 }
 

@@ -23,15 +23,18 @@ from pathlib import Path
 from boothop.relay.settings import EXIT_CONFIG, EXIT_FAILURE, ConfigError
 
 from .containers import DEFAULT_IMAGE, image_problem
+from .initramfs import BUSYBOX, InitramfsError, kernel
 from .lab import Lab, run_demo
-from .locations import default_lab_file, find_program, new_run_dir
+from .locations import default_lab_file, find_program, missing_boot_files, new_run_dir
+from .report import comparison_table
+from .results import ClientResult
 from .scenarios import SCENARIOS, run_scenario
 from .spec import LabSpec, load_lab
 from .topology import TopologyError
 
 NEEDED = {
     "ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "udhcpc": "udhcpc",
-    "busybox": "busybox", "dhclient": "isc-dhcp-client", "dhcrelay": "isc-dhcp-relay",
+    "busybox": "busybox-static", "dhclient": "isc-dhcp-client", "dhcrelay": "isc-dhcp-relay",
     "boothop-server": "boothop (pip install -e .)", "boothop-relay": "boothop (pip install -e .)",
 }
 
@@ -50,8 +53,17 @@ def missing_requirements(spec: LabSpec) -> list[str]:
             problems.append(
                 f"{command} not found (Debian package {package}; `bash .ci/install` installs it)"
             )
-    if "pxe" in kinds and not Path("/usr/lib/ipxe/qemu").is_dir():
-        problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
+    if kinds & {"pxe", "pxe-spec"}:
+        problems += missing_boot_files()
+    if "pxe" in kinds:
+        if not Path("/usr/lib/ipxe/qemu").is_dir():
+            problems.append("iPXE ROMs not found in /usr/lib/ipxe/qemu (Debian package ipxe-qemu)")
+        try:
+            kernel()
+        except InitramfsError as error:
+            problems.append(str(error))
+        if not BUSYBOX.is_file():
+            problems.append(f"{BUSYBOX} not found (Debian package busybox-static)")
     return problems
 
 
@@ -87,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "--compare",
         action="store_true",
         help="run the demo with boothop-relay and with ISC dhcrelay; boot times side by side",
+    )
+    demo.add_argument(
+        "--all-chains", action="store_true",
+        help="also boot a QEMU client for every firmware chain the lab file has none for "
+             "(BIOS iPXE ROM, BIOS PXE with undionly.kpxe, UEFI PXE with OVMF): a timing table",
     )
     scenario = sub.add_parser(
         "scenario", help="replay a field report: up, run it, print the outcome, down"
@@ -130,25 +147,23 @@ def _run(args: argparse.Namespace, spec: LabSpec) -> int:
     if args.command == "scenario":
         return 0 if run_scenario(args.name, spec).ok else 1
     relays = ("boothop", "dhcrelay") if args.compare else (spec.relay,)
+    if args.all_chains:
+        spec = spec.with_all_chains()
     run_dir = args.run_dir or new_run_dir(spec.prefix)
     all_ok = True
-    times: dict[str, dict[str, float | None]] = {}
+    by_relay: dict[str, list[ClientResult]] = {}
     for relay in relays:
         kept = run_dir / relay if args.compare else run_dir
         results, report = run_demo(spec.with_relay(relay), kept, args.containers)
         print(report, flush=True)
         print()
         all_ok &= all(r.ok for r in results)
-        times[relay] = {r.name: r.seconds for r in results}
+        by_relay[relay] = results
     if args.compare:
-        print("Boot times (seconds from power-on / client start to success):")
-        print(f"  {'client':10} " + " ".join(f"{r:>10}" for r in relays))
-        for name in times[relays[0]]:
-            cells = [times[r].get(name) for r in relays]
-            print(
-                f"  {name:10} "
-                + " ".join(f"{c:>10.1f}" if c is not None else f"{'-':>10}" for c in cells)
-            )
+        print("Boot times by relay (seconds from power-on, or from client start, to success; "
+              "for QEMU clients also to DHCP, boot file and kernel):")
+        print("\n".join(comparison_table(by_relay)))
+        print()
     print(f"Run directory: {run_dir.resolve()}")
     return 0 if all_ok else 1
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from . import containers, servers
+from .locations import OVMF_CODE, OVMF_VARS
 from .processes import ProcessRunner, wait_for
 from .report import render
 from .results import ClientResult
@@ -31,8 +33,9 @@ from .spec import ClientSpec, LabSpec
 from .topology import Host, Lan, Port, Route, Topology, alive, recorded_namespaces
 
 RUN_DIR = Path("/run/boothop-lab")
-#: What SeaBIOS prints on the serial console when no boot device (iPXE included) worked.
-FIRMWARE_GAVE_UP = "No bootable device"
+#: What the firmware prints on the serial console when its network boot failed: SeaBIOS when no
+#: boot device (iPXE included) worked, OVMF when its PXE boot option did not load.
+FIRMWARE_GAVE_UP = ("No bootable device", "BdsDxe: failed to load")
 UPSTREAM_IF = "up"
 
 
@@ -301,41 +304,94 @@ class Lab:
         result.detail = "" if result.ok else str(outcome.get("error") or completed.stderr[-300:])
 
     def _boot_pxe(self, client: ClientSpec, result: ClientResult) -> None:
+        """Power on a QEMU machine with the client's firmware chain; it has booted when its
+        kernel's report (address, MAC, chain) has arrived at the PXE host."""
         serial = self.workdir / "logs" / f"{client.name}.serial"
-        argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nographic", "-boot", "n",
-            "-no-reboot", "-monitor", "none", "-display", "none",
-            "-netdev", f"tap,id=n0,ifname={tap_name(client)},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=n0,mac={client.mac}",
-            "-serial", f"file:{serial}",
-        ]
         serial.unlink(missing_ok=True)  # a previous boot's console must not be read as this one's
-        started = time.monotonic()
-        process = self.runner.start(self.topology.switch_netns, argv, client.name)
+        result.chain = client.chain
+        powered_on = time.time()
+        process = self.runner.start(
+            self.topology.switch_netns, self._qemu_argv(client, serial), client.name
+        )
         try:
-            # Success is what the servers saw: the TFTP server sent the proof file, whose name
-            # carries the address the boot script was running with.
-            # SeaBIOS says "No bootable device." once iPXE has given up: no need to wait longer.
+            if client.chain == "bios-undionly":
+                as_pxe_rom(self.workdir / f"{client.name}.console", serial,
+                           self.spec.client_timeout)
+            # Once the firmware says it has given up there is no need to wait on.
             wait_for(
-                lambda: servers.proof_fetched(self.workdir, client) is not None
-                or FIRMWARE_GAVE_UP in _text(serial),
+                lambda: servers.report(self.workdir, client) is not None
+                or any(line in _text(serial) for line in FIRMWARE_GAVE_UP)
+                or not process.running(),
                 self.spec.client_timeout, interval=0.25,
             )
-            ok = servers.proof_fetched(self.workdir, client) is not None
-            result.seconds = time.monotonic() - started
+            reported = servers.report(self.workdir, client)
         finally:
             self.runner.stop(process, grace=1.0)
-        seen = servers.pxe_boot_seen(self.workdir, client)
-        result.address = seen.get("address")
-        result.boot_file = seen.get("boot_file")
+        address = reported.get("address") if reported else None
+        seen = servers.boot_seen(self.workdir, client, address, powered_on)
+        result.address, result.boot_file = address, seen["boot_file"]
         result.bytes_downloaded = seen["bytes"]
-        result.ok = ok
-        if not ok:
-            result.seconds = None
-            tail = serial.read_text(errors="replace")[-400:] if serial.exists() else ""
-            result.detail = "boot script did not fetch its proof file; console: " + tail.replace(
-                "\r", ""
-            )
+        result.timeline = {key: seen[key] for key in ("dhcp", "boot", "kernel", "report")}
+        result.ok = reported is not None and reported.get("chain") == client.chain
+        if result.ok:
+            result.seconds = seen["report"]
+        else:
+            tail = _text(serial)[-400:].replace("\r", "")
+            result.detail = f"no report from the kernel ({reported}); console: {tail}"
+
+    def _qemu_argv(self, client: ClientSpec, serial: Path) -> list[str]:
+        nic = f"virtio-net-pci,netdev=n0,mac={client.mac}"
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
+            "-monitor", "none", "-display", "none",
+            "-netdev", f"tap,id=n0,ifname={tap_name(client)},script=no,downscript=no",
+        ]
+        if client.chain == "uefi-pxe":
+            variables = self.workdir / f"{client.name}.OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, variables)  # each machine writes its own
+            # romfile= leaves the NIC to OVMF's own virtio-net driver and PXE client.
+            argv += [
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+                "-device", f"{nic},romfile=,bootindex=1",
+            ]
+        else:
+            argv += ["-boot", "n", "-device", nic]
+        if client.chain == "bios-undionly":
+            console = self.workdir / f"{client.name}.console"
+            console.unlink(missing_ok=True)
+            argv += ["-chardev", f"socket,id=s0,path={console},server=on,wait=off,logfile={serial}",
+                     "-serial", "chardev:s0"]
+        else:
+            argv += ["-serial", f"file:{serial}"]
+        return argv
+
+
+#: What iPXE prints when it starts, before its DHCP; Ctrl-B then opens its command line.
+IPXE_PROMPT = "Press Ctrl-B for the iPXE command line"
+#: The user class the NIC's iPXE ROM sends instead of "iPXE" when it plays a plain PXE ROM.
+PXE_ROM_USER_CLASS = "boothop-lab-pxe-rom"
+
+
+def as_pxe_rom(console: Path, serial: Path, timeout: float) -> None:
+    """Make the NIC's iPXE ROM boot as a plain PXE ROM would: at its prompt, set its DHCP user
+    class (option 77) to something other than "iPXE" and autoboot. The PXE server then offers it
+    undionly.kpxe by architecture, which, being iPXE, is offered the script: option 77 ends the
+    chain. (Debian has no other BIOS PXE ROM for QEMU.)"""
+    if not wait_for(lambda: IPXE_PROMPT in _text(serial), timeout, interval=0.05):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as line:
+        line.connect(str(console))
+        line.sendall(b"\x02")
+        if not wait_for(lambda: "iPXE>" in _text(serial), 10, interval=0.05):
+            return
+        for command in (f"set user-class {PXE_ROM_USER_CLASS}", "autoboot"):
+            # SeaBIOS polls its serial console for keys and drops what comes too fast: one
+            # character at a time, each once iPXE has echoed the one before.
+            for character in command.encode() + b"\r":
+                echoed = len(_text(serial))
+                line.sendall(bytes((character,)))
+                wait_for(lambda: len(_text(serial)) > echoed, 5, interval=0.01)  # noqa: B023
 
 
 def _text(path: Path) -> str:

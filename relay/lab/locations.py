@@ -14,8 +14,8 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-#: Demo runs as root, when $XDG_STATE_HOME is not set.
-SYSTEM_RUNS_DIR = Path("/var/lib/boothop-lab/runs")
+#: The lab's state (demo runs, the initramfs cache) as root, when $XDG_STATE_HOME is not set.
+SYSTEM_STATE_DIR = Path("/var/lib/boothop-lab")
 
 
 def default_lab_file() -> Path:
@@ -38,15 +38,25 @@ def program(name: str) -> str:
     return find_program(name) or name
 
 
-def runs_dir() -> Path:
-    """``$XDG_STATE_HOME/boothop-lab/runs``; without it /var/lib/boothop-lab/runs for root and
-    ``~/.local/state/boothop-lab/runs`` for anyone else."""
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/boothop-lab``; without it /var/lib/boothop-lab for root and
+    ``~/.local/state/boothop-lab`` for anyone else."""
     state_home = os.environ.get("XDG_STATE_HOME")
     if state_home:
-        return Path(state_home) / "boothop-lab" / "runs"
+        return Path(state_home) / "boothop-lab"
     if os.geteuid() == 0:
-        return SYSTEM_RUNS_DIR
-    return Path.home() / ".local" / "state" / "boothop-lab" / "runs"
+        return SYSTEM_STATE_DIR
+    return Path.home() / ".local" / "state" / "boothop-lab"
+
+
+def runs_dir() -> Path:
+    """Where demo runs are kept: ``runs`` in the state directory."""
+    return state_dir() / "runs"
+
+
+def cache_dir() -> Path:
+    """Where the lab keeps what it builds once (the initramfs, by content hash)."""
+    return state_dir() / "cache"
 
 
 def new_run_dir(prefix: str) -> Path:
@@ -61,3 +71,24 @@ def new_run_dir(prefix: str) -> Path:
         except FileExistsError:
             number += 1
             candidate = base.with_name(f"{base.name}.{number}")
+
+
+#: Debian's ipxe package: the network boot programs the PXE host serves, by the name it serves.
+IPXE_DIR = Path("/usr/lib/ipxe")
+BOOT_PROGRAMS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
+#: Debian's ovmf package: UEFI firmware code (read-only) and the variable store a machine copies.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+
+
+def boot_program(name: str) -> Path:
+    """The real boot program ``name`` from Debian's ipxe package (ipxe.efi is a symlink there)."""
+    return (IPXE_DIR / name).resolve()
+
+
+def missing_boot_files() -> list[str]:
+    """What the lab's firmware chains need from Debian and is not installed, with the package."""
+    needed = [(boot_program(n), "ipxe") for n in BOOT_PROGRAMS]
+    needed += [(OVMF_CODE, "ovmf"), (OVMF_VARS, "ovmf")]
+    return [f"{path} not found (Debian package {package})" for path, package in needed
+            if not path.is_file()]

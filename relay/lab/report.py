@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .results import ClientResult
-from .spec import LabSpec
+from .servers import event_time
+from .spec import CHAINS, LabSpec
 
 LANES = ("client", "relay", "dhcp", "pxe")
 
@@ -50,7 +51,7 @@ def relay_arrows(
     for index, event in enumerate(events):
         name = event.get("event")
         message = str(event.get("type") or "?")
-        when = float(index)
+        when = _when(event, index)
         if name == "relay.request.forwarded":
             server = lane_of_server.get(str(event.get("server")), "dhcp")
             previous = arrows[-1] if arrows else None
@@ -71,6 +72,12 @@ def relay_arrows(
 def _giaddr(event: dict[str, object]) -> object:
     """The giaddr as forwarded: the relay's own when the client's was 0.0.0.0."""
     return event.get("forwarded_giaddr") or event.get("giaddr")
+
+
+def _when(event: dict[str, object], index: int) -> float:
+    """An event's time: its log timestamp (seconds), else its place in the log."""
+    when = event_time(event)
+    return float(index) if when is None else when
 
 
 def ladder_text(arrows: Sequence[Arrow], width: int = 30) -> str:
@@ -139,7 +146,50 @@ def report_text(spec: LabSpec, results: Sequence[ClientResult]) -> str:
     for r in results:
         if r.detail and not r.ok:
             lines.append(f"  {r.name}: {r.detail}")
+    chains = [r for r in results if r.chain is not None]
+    if chains:
+        lines += ["", "Boot chains (seconds from power-on; the kernel's report is the proof):"]
+        lines += timing_table(chains)
     return "\n".join(lines)
+
+
+def timing_table(results: Sequence[ClientResult]) -> list[str]:
+    """One row per QEMU client: chain, firmware, address, and the seconds from power-on to the
+    firmware's DHCP ACK, the boot file, the kernel (and initramfs) downloaded, the report."""
+
+    rows: list[tuple[str, ...]] = [
+        ("client", "chain", "firmware", "address", "DHCP", "boot file", "kernel", "report")
+    ]
+    rows += [
+        (r.name, r.chain or "-", CHAINS.get(r.chain or "", "-"), r.address or "-",
+         *(_seconds(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel", "report")))
+        for r in results
+    ]
+    return _columns(rows)
+
+
+def comparison_table(by_relay: Mapping[str, Sequence[ClientResult]]) -> list[str]:
+    """The same clients booted through each relay: one row per client and relay."""
+    rows: list[tuple[str, ...]] = [
+        ("client", "chain", "relay", "DHCP", "boot file", "kernel", "success")
+    ]
+    for relay, results in by_relay.items():
+        for r in results:
+            rows.append((r.name, r.chain or r.kind, relay,
+                         *(_seconds(r.timeline.get(k)) for k in ("dhcp", "boot", "kernel")),
+                         _seconds(r.seconds) if r.ok else "FAILED"))
+    rows[1:] = sorted(rows[1:], key=lambda row: (row[0], row[2]))
+    return _columns(rows)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
 
 
 def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[str, str]) -> str:
@@ -154,23 +204,28 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
     )
 
 
-def pxe_host_arrows(events: Iterable[dict[str, object]], client_address: str | None) -> list[Arrow]:
-    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP."""
+def pxe_host_arrows(
+    events: Iterable[dict[str, object]], client_addresses: Collection[str | None]
+) -> list[Arrow]:
+    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP, from any of
+    the client's addresses (firmware, iPXE and kernel may each lease one)."""
     arrows = []
     for index, event in enumerate(events):
+        when = _when(event, index)
         name = event.get("event")
         peer = str(event.get("to") or event.get("client") or "").split(":")[0]
-        if client_address is None or peer != client_address:
+        if peer not in client_addresses:
             continue
         if name == "pxe.reply.sent" and event.get("port") == 4011:
-            arrows.append(Arrow(index, "client", "pxe", "REQUEST :4011"))
-            arrows.append(Arrow(index, "pxe", "client", "ACK :4011"))
+            arrows.append(Arrow(when, "client", "pxe", "REQUEST :4011"))
+            arrows.append(Arrow(when, "pxe", "client", "ACK :4011"))
         elif name == "tftp.transfer.started":
-            arrows.append(Arrow(index, "client", "pxe", f"TFTP RRQ {event.get('filename')}"))
+            request = "WRQ" if event.get("direction") == "write" else "RRQ"
+            arrows.append(Arrow(when, "client", "pxe", f"TFTP {request} {event.get('filename')}"))
         elif name == "tftp.transfer.ended":
             arrows.append(
                 Arrow(
-                    index,
+                    when,
                     "pxe",
                     "client",
                     f"TFTP {event.get('bytes')} bytes {event.get('outcome')}",
@@ -186,11 +241,18 @@ def render(
     lanes = {str(spec.dhcp_address.ip): "dhcp", str(spec.pxe_address.ip): "pxe"}
     relay_events = read_json_lines(workdir / "logs" / "relay.log")
     pxe_events = read_json_lines(workdir / "logs" / "pxe.log")
+    dhcp_events = read_json_lines(workdir / "logs" / "dhcp.log")
     text = [report_text(spec, results)]
     ladders = {}
     for result in results:
         mine = [e for e in relay_events if e.get("chaddr") == result.mac]
-        arrows = relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, result.address)
+        leased = {result.address} | {
+            str(e.get("yiaddr")) for e in dhcp_events
+            if e.get("event") == "server.ack" and e.get("chaddr") == result.mac
+        }
+        # In time order where the logs have times (both daemons' do).
+        arrows = sorted(relay_arrows(mine, lanes) + pxe_host_arrows(pxe_events, leased),
+                        key=lambda arrow: arrow.time)
         seen = (
             "the relay and the PXE host"
             if spec.relay == "boothop"

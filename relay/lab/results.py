@@ -18,3 +18,8 @@ class ClientResult:
     ok: bool = False
     detail: str = ""
     steps: list[str] = field(default_factory=list)
+    #: A QEMU client's firmware boot chain (spec.CHAINS) and its timeline: seconds from power-on
+    #: to the firmware's DHCP ACK ("dhcp"), the boot file ("boot"), the kernel and initramfs
+    #: downloaded ("kernel") and the kernel's report ("report").
+    chain: str | None = None
+    timeline: dict[str, float | None] = field(default_factory=dict)

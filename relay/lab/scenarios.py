@@ -7,8 +7,10 @@ address, and the rebuilt reservation must carry the client's own MAC.
 ``pxe-misconfig`` (second report, KB259670): the DHCP server is given options 60 "PXEClient", 66 and
 67 while the PXE server is on another host. A client that chooses offers as the PXE 2.1 ROMs do
 (``boothop.relay.lab.pxe_client``) takes that offer, asks the DHCP server on port 4011 and fails
-with PXE-E55; the relay logs why. With the fix (the options removed, the PXE server in the helper
-list) the same client boots, and so does QEMU's iPXE.
+with PXE-E55; the relay logs why. The real firmware is booted too, each QEMU machine to a
+kernel that reports back: the NIC's iPXE ROM (BIOS) and OVMF's own UEFI PXE client; the scenario
+says what each did. With the fix (the options removed, the PXE server in the helper list) the
+same client boots, and so does each firmware.
 
 Each scenario prints its steps and returns whether the report's claim held; the lab is always
 taken down at the end.
@@ -22,14 +24,14 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from .lab import Lab, lan_if
-from .locations import program
+from .locations import boot_program, program
 from .processes import Process, wait_for
-from .servers import NBP_SIZE, read_events
+from .servers import read_events
 from .spec import ClientSpec, LabSpec
 
 Say = Callable[[str], None]
@@ -44,11 +46,12 @@ def misconfiguration(spec: LabSpec) -> dict[str, str]:
     }
 
 
-#: The BIOS boot file the PXE server hands to a plain (non-iPXE) PXE ROM. The lab has no real
-#: undionly.kpxe (Debian's ipxe package is not needed otherwise), so the spec-following client
-#: downloads a stand-in of realistic size: it checks the transfer, it does not execute it.
 WARNING_EVENT = "relay.pxe.dhcp_server_sends_pxeclient"
 PXE_SPEC_CLIENT = "pxespec"
+OVMF_CLIENT = "ovmf"
+#: The real firmware the scenario boots, by its key in the scenario's data, and its chain.
+FIRMWARE = {"ipxe": "bios-ipxe", "ovmf": "uefi-pxe"}
+FIRMWARE_NAMES = {"ipxe": "QEMU iPXE ROM (BIOS)", "ovmf": "QEMU OVMF (UEFI PXE)"}
 
 
 @dataclasses.dataclass
@@ -216,6 +219,20 @@ def with_spec_client(spec: LabSpec) -> tuple[LabSpec, ClientSpec]:
     return dataclasses.replace(spec, clients=(*spec.clients, client)), client
 
 
+def with_firmware(spec: LabSpec) -> tuple[LabSpec, dict[str, ClientSpec]]:
+    """The spec plus, where it has none, a QEMU client with OVMF (UEFI PXE) on the subnet of
+    its iPXE ROM client; the QEMU clients by firmware ("ipxe", "ovmf")."""
+    firmware = {key: c for key, chain in FIRMWARE.items() for c in spec.clients
+                if c.kind == "pxe" and c.chain == chain}
+    if "ovmf" not in firmware:
+        subnet = firmware["ipxe"].subnet if "ipxe" in firmware else spec.subnets[0].name
+        taken = {c.mac for c in spec.clients}
+        mac = next(m for m in (f"52:54:00:0e:f1:{i:02x}" for i in range(1, 256)) if m not in taken)
+        firmware["ovmf"] = ClientSpec(OVMF_CLIENT, "pxe", subnet, mac, chain="uefi-pxe")
+        spec = dataclasses.replace(spec, clients=(*spec.clients, firmware["ovmf"]))
+    return spec, firmware
+
+
 def _spec_client(lab: Lab, client: ClientSpec) -> dict[str, Any]:
     completed = lab.runner.run(
         lab.topology.netns(client.name),
@@ -262,27 +279,34 @@ def _capture_4011(lab: Lab, client: ClientSpec, part: str) -> Process:
     return capture
 
 
-def _requests_4011(capture: Process) -> dict[str, int]:
-    """Destination -> number of requests sent to its port 4011, from tcpdump's lines."""
+def _requests_4011(capture: Process, servers: Collection[str]) -> dict[str, int]:
+    """Server -> number of requests sent to its port 4011, from tcpdump's lines (a UEFI client
+    sends from port 4011 too: the replies to it are not counted)."""
     counts: dict[str, int] = {}
     for match in re.finditer(r" > (\d+\.\d+\.\d+\.\d+)\.4011:", capture.output()):
-        counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+        if match.group(1) in servers:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
     return counts
 
 
 def _console(lab: Lab, client: ClientSpec) -> list[str]:
-    """iPXE's lines of interest from the serial console, control sequences removed."""
+    """The firmware's lines of interest from the serial console, control sequences removed."""
     try:
         raw = (lab.workdir / "logs" / f"{client.name}.serial").read_text(errors="replace")
     except FileNotFoundError:
         return []
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x08|\r", "", raw)
     keep = ("Configuring", "net0: 1", "Filename", "Nothing to boot", "boothop lab:", "PXE-E",
-            "No bootable device", "Connection", "Operation")
+            "No bootable device", "Connection", "Operation", "Start PXE", "Station IP",
+            "Server IP", "NBP file", "BdsDxe: failed", "boothop initramfs:")
     return [line.strip() for line in text.splitlines() if any(k in line for k in keep)]
 
 
-def _ipxe(lab: Lab, client: ClientSpec | None, part: str, timeout: float) -> dict[str, Any]:
+def _firmware(
+    lab: Lab, client: ClientSpec | None, part: str, timeout: float | None
+) -> dict[str, Any]:
+    """Boot one QEMU client; what it did, as the router (4011), the PXE host and its console
+    saw it."""
     if client is None:
         return {"ran": False, "why": "no [[client]] of kind pxe in the lab file"}
     capture = _capture_4011(lab, client, part)
@@ -295,7 +319,9 @@ def _ipxe(lab: Lab, client: ClientSpec | None, part: str, timeout: float) -> dic
     return {
         "ran": True, "booted": result.ok, "address": result.address, "boot_file": result.boot_file,
         "bytes": result.bytes_downloaded, "seconds": result.seconds,
-        "requests_4011": _requests_4011(capture), "console": _console(lab, client),
+        "requests_4011": _requests_4011(
+            capture, {str(lab.spec.dhcp_address.ip), str(lab.spec.pxe_address.ip)}),
+        "console": _console(lab, client),
         "tftp_requests_at_pxe_host": _tftp_requests(lab)[len(tftp_before):],
     }
 
@@ -327,10 +353,10 @@ def _relay_warnings(lab: Lab) -> list[dict[str, Any]]:
 def _part(
     lab: Lab,
     spec_client: ClientSpec,
-    qemu: ClientSpec | None,
+    firmware: dict[str, ClientSpec],
     part: str,
     say: Say,
-    ipxe_timeout: float,
+    timeout: float | None,
 ) -> dict[str, Any]:
     check = _check(lab)
     say(f"   boothop-server check -c dhcp.toml: exit {check['exit']}, "
@@ -341,29 +367,31 @@ def _part(
     client = _spec_client(lab, spec_client)
     _say_steps(client, say)
     say(f"     -> {'BOOTED' if client.get('booted') else 'FAILED: ' + str(client.get('error'))}")
-    say(f"   QEMU iPXE ({qemu.name if qemu else '-'}):")
-    ipxe = _ipxe(lab, qemu, part, ipxe_timeout)
-    for line in ipxe.get("console", []):
-        say(f"       console: {line}")
-    if ipxe.get("ran"):
-        asked = ", ".join(f"{d}:4011 x{n}" for d, n in ipxe["requests_4011"].items()) or "none"
+    parts: dict[str, Any] = {"check": check, "client": client}
+    for key, qemu in firmware.items():
+        say(f"   {FIRMWARE_NAMES[key]} ({qemu.name}, {qemu.mac}):")
+        booted = parts[key] = _firmware(lab, qemu, part, timeout)
+        for line in booted.get("console", []):
+            say(f"       console: {line}")
+        asked = ", ".join(f"{d}:4011 x{n}" for d, n in booted["requests_4011"].items()) or "none"
         say(f"       4011 requests seen on the router: {asked}; TFTP requests at the PXE host: "
-            + (", ".join(ipxe["tftp_requests_at_pxe_host"]) or "none"))
+            + (", ".join(booted["tftp_requests_at_pxe_host"]) or "none"))
         say(
-            f"     -> {'BOOTED' if ipxe['booted'] else 'did not boot'}"
+            f"     -> {'BOOTED' if booted['booted'] else 'did not boot'}"
             + (
-                f" ({ipxe['boot_file']}, proof fetched as {ipxe['address']}, "
-                f"{ipxe['seconds']:.1f} s)"
-                if ipxe["booted"]
+                f" ({booted['boot_file']}; the kernel reported {booted['address']} after "
+                f"{booted['seconds']:.1f} s)"
+                if booted["booted"]
                 else ""
             )
         )
-    return {"check": check, "client": client, "ipxe": ipxe}
+    return parts
 
 
-def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> ScenarioResult:
+def pxe_misconfig(spec: LabSpec, say: Say, timeout: float | None = None) -> ScenarioResult:
+    """``timeout`` bounds each QEMU boot (default: the lab file's client_timeout)."""
     spec, spec_client = with_spec_client(spec)
-    qemu = next((c for c in spec.clients if c.kind == "pxe"), None)
+    spec, firmware = with_firmware(spec)
     dhcp, pxe = str(spec.dhcp_address.ip), str(spec.pxe_address.ip)
     options = misconfiguration(spec)
     lab = Lab(spec, dhcp_options=options)
@@ -375,8 +403,8 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
         lab.up()
         say("A. the misconfiguration: the DHCP server also sends "
             + ", ".join(f"{k} = {v!r}" for k, v in options.items()))
-        data["a"] = _part(lab, spec_client, qemu, "a", say, ipxe_timeout)
-        ipxe = data["a"]["ipxe"]
+        data["a"] = _part(lab, spec_client, firmware, "a", say, timeout)
+        ipxe = data["a"].get("ipxe", {})
         asked_dhcp = ipxe.get("requests_4011", {}).get(dhcp, 0)
         if ipxe.get("ran") and asked_dhcp:
             file = next((line.split(":", 1)[1].strip() for line in ipxe["console"]
@@ -386,6 +414,15 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
                 f"It too asked {dhcp}:4011 "
                 f"({asked_dhcp} unanswered requests), then went on with the DHCP ACK's file name "
                 f"({file}) and {'booted' if ipxe['booted'] else 'found nothing to boot'}."
+            )
+        ovmf = data["a"]["ovmf"]
+        asked_dhcp = ovmf["requests_4011"].get(dhcp, 0)
+        if asked_dhcp:
+            error = next((line for line in ovmf["console"] if "PXE-E" in line), "no PXE error")
+            say(
+                "   OVMF took the DHCP server's offer, whose option 60 'PXEClient' without boot "
+                f"servers says \"ask me on port 4011\", asked {dhcp}:4011 ({asked_dhcp} "
+                f"unanswered requests) and gave up ({error}): the report's symptom."
             )
         warnings = _relay_warnings(lab)
         data["a"]["relay_warnings"] = warnings
@@ -399,12 +436,16 @@ def pxe_misconfig(spec: LabSpec, say: Say, ipxe_timeout: float = 30.0) -> Scenar
             "in the relay's helper list")
         lab.dhcp_options = {}
         lab.restart_daemon("dhcp")
-        data["b"] = _part(lab, spec_client, qemu, "b", say, ipxe_timeout)
+        data["b"] = _part(lab, spec_client, firmware, "b", say, timeout)
 
-        a_ok = _failed_as_reported(data["a"]["client"], dhcp) and (
-            spec.relay != "boothop" or bool(warnings)) and bool(data["a"]["check"]["warnings"])
-        b_ok = _booted_from(data["b"]["client"], pxe) and (
-            qemu is None or bool(data["b"]["ipxe"].get("booted")))
+        a_ok = (
+            _failed_as_reported(data["a"]["client"], dhcp)
+            and all(_firmware_failed_as_reported(data["a"][key], dhcp) for key in firmware)
+            and (spec.relay != "boothop" or bool(warnings))
+            and bool(data["a"]["check"]["warnings"])
+        )
+        b_ok = _booted_from(data["b"]["client"], pxe) and all(
+            data["b"][key]["booted"] for key in firmware)
         data["a_as_reported"], data["b_booted"] = a_ok, b_ok
         for line in side_by_side(data):
             say(line)
@@ -436,10 +477,18 @@ def _failed_as_reported(client: dict[str, Any], dhcp: str) -> bool:
     )
 
 
+def _firmware_failed_as_reported(booted: dict[str, Any], dhcp: str) -> bool:
+    """A QEMU machine asked the DHCP server on port 4011, fetched nothing from the PXE host
+    and did not boot."""
+    return (not booted["booted"] and booted["requests_4011"].get(dhcp, 0) > 0
+            and not booted["tftp_requests_at_pxe_host"])
+
+
 def _booted_from(client: dict[str, Any], pxe: str) -> bool:
     requests = _boot_requests(client)
     return (
-        bool(client.get("booted")) and client.get("bytes") == NBP_SIZE
+        bool(client.get("booted"))
+        and client.get("bytes") == boot_program(str(client.get("boot_file"))).stat().st_size
         and bool(requests) and requests[-1]["to"] == f"{pxe}:4011" and requests[-1]["answered"]
     )
 
@@ -455,13 +504,13 @@ def side_by_side(data: dict[str, Any]) -> list[str]:
                    else str(c.get("error", "failed")))
         return [str(choose.get("rule", "-")), asked, outcome]
 
-    def ipxe_cell(part: dict[str, Any]) -> str:
-        ipxe = part["ipxe"]
-        if not ipxe.get("ran"):
+    def firmware_cell(part: dict[str, Any], key: str) -> str:
+        booted = part.get(key, {})
+        if not booted.get("ran"):
             return "not run"
-        if ipxe["booted"]:
-            return f"booted in {ipxe['seconds']:.1f} s"
-        asked = ", ".join(f"{d}:4011 x{n}" for d, n in ipxe["requests_4011"].items()) or "no 4011"
+        if booted["booted"]:
+            return f"kernel reported in {booted['seconds']:.1f} s"
+        asked = ", ".join(f"{d}:4011 x{n}" for d, n in booted["requests_4011"].items()) or "no 4011"
         return f"no boot ({asked})"
 
     rows = [("", "A: DHCP server has 60/66/67", "B: fixed")]
@@ -470,7 +519,8 @@ def side_by_side(data: dict[str, Any]) -> list[str]:
         ("PXE 2.1 client: offer", a[0], b[0]),
         ("  boot request to", a[1], b[1]),
         ("  outcome", a[2], b[2]),
-        ("QEMU iPXE", ipxe_cell(data["a"]), ipxe_cell(data["b"])),
+        *((FIRMWARE_NAMES[key], firmware_cell(data["a"], key), firmware_cell(data["b"], key))
+          for key in FIRMWARE if key in data["a"]),
         ("server check warnings", str(len(data["a"]["check"]["warnings"])),
          str(len(data["b"]["check"]["warnings"]))),
         ("relay warning", "yes" if data["a"].get("relay_warnings") else "no", "-"),

@@ -7,26 +7,36 @@ back from their JSON logs and the relay's stats file.
 from __future__ import annotations
 
 import json
-import socket
+import os
+import shutil
 import sys
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
-from . import containers
-from .locations import program
+from . import containers, initramfs
+from .initramfs import KERNEL_ARGS, REPORT_PREFIX
+from .locations import BOOT_PROGRAMS, boot_program, cache_dir, program
 from .processes import wait_for
 from .spec import ClientSpec, LabSpec
 
 BOOT_SCRIPT = "boot.ipxe"
-#: Network boot programs a PXE ROM (not iPXE) is offered; the lab serves stand-ins of this size,
-#: which a PXE 2.1 client emulation downloads (nothing executes them).
-NBP_NAMES = ("undionly.kpxe", "ipxe.efi")
-NBP_SIZE = 70 * 1024
-#: The iPXE script proves it ran by fetching a file whose name carries its own address.
+KERNEL, INITRD = "vmlinuz", "initrd.gz"
+#: Where the booted kernels' reports land: the PXE host's TFTP upload directory.
+REPORTS = "reports"
+#: Every iPXE (the NIC's ROM, undionly.kpxe, ipxe.efi) runs this script; it hands over to the
+#: one the lab wrote for the client's MAC, which boots the kernel for the client's chain.
 IPXE_SCRIPT = """#!ipxe
-echo boothop lab: boot script running on ${net0/ip}
-imgfetch tftp://${next-server}/proof-${net0/ip} && echo boothop lab: proof fetched
+echo boothop lab: boot script running on ${net0/ip} (${platform}, ${net0/chip})
+chain tftp://${next-server}/boot-${net0/mac:hexhyp}.ipxe
+"""
+#: The kernel reports to the PXE host (next-server) which chain it was booted by.
+CLIENT_SCRIPT = """#!ipxe
+kernel tftp://${next-server}/%(kernel)s initrd=%(initrd)s %(args)s boothop.chain=%(chain)s \
+boothop.server=${next-server}
+initrd tftp://${next-server}/%(initrd)s
+boot
 """
 
 
@@ -51,25 +61,29 @@ def write_configs(
 ) -> None:
     tftp_root = workdir / "tftp"
     tftp_root.mkdir(parents=True, exist_ok=True)
+    reports = workdir / REPORTS
+    reports.mkdir(exist_ok=True)
+    owner = workdir.stat()
+    os.chown(reports, owner.st_uid, owner.st_gid)  # the PXE host's server writes there
     (tftp_root / BOOT_SCRIPT).write_text(IPXE_SCRIPT)
-    pattern = b"boothop lab stand-in for a network boot program: downloaded, not executed\n"
-    for name in NBP_NAMES:
-        (tftp_root / name).write_bytes((pattern * (NBP_SIZE // len(pattern) + 1))[:NBP_SIZE])
-    for subnet in spec.subnets:
-        first, last = (int(a) for a in subnet.pool)
-        for value in range(first, last + 1):
-            (tftp_root / f"proof-{_ip(value)}").write_text(f"boothop lab proof for {_ip(value)}\n")
+    kinds = {client.kind for client in spec.clients}
+    served: dict[str, Path] = {}
+    if kinds & {"pxe", "pxe-spec"}:
+        served.update((name, boot_program(name)) for name in BOOT_PROGRAMS)
+    if "pxe" in kinds:
+        served[KERNEL], served[INITRD] = initramfs.build(cache_dir())
     for client in spec.clients:
-        if client.address is not None:
-            (tftp_root / f"proof-{client.address}").write_text(
-                f"boothop lab proof for {client.address}\n"
+        if client.kind == "pxe":
+            (tftp_root / f"boot-{client.mac.replace(':', '-')}.ipxe").write_text(
+                CLIENT_SCRIPT % {"kernel": KERNEL, "initrd": INITRD, "args": KERNEL_ARGS,
+                                 "chain": client.chain}
             )
+    for name, source in served.items():
+        target = tftp_root / name
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            shutil.copyfile(source, target)
     (workdir / "dhcp.toml").write_text(dhcp_config(spec, workdir, dhcp_options))
     (workdir / "pxe.toml").write_text(pxe_config(spec, workdir))
-
-
-def _ip(value: int) -> str:
-    return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
 def dhcp_config(
@@ -113,7 +127,7 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
         "[[pxe.menu]]",
         "type = 8",
         'description = "boothop lab boot"',
-        # The lab's PXE firmware is iPXE itself (user class "iPXE"): it gets the script.
+        # iPXE (user class "iPXE") gets the script, other PXE firmware iPXE by architecture.
         f'boot = {{ ipxe = "{BOOT_SCRIPT}", bios = "undionly.kpxe", efi-x64 = "ipxe.efi" }}',
         "[pxe.boot]",
         f'ipxe = "{BOOT_SCRIPT}"',
@@ -122,6 +136,10 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
         "",
         "[tftp]",
         f'root = "{workdir / "tftp"}"',
+        # The booted kernels write their reports here (busybox tftp -p).
+        "allow_write = true",
+        f'write_root = "{workdir / REPORTS}"',
+        "overwrite = true",
         "",
     ])
 
@@ -231,22 +249,91 @@ def _tftp_sent(workdir: Path) -> list[dict[str, object]]:
     return done
 
 
-def proof_fetched(workdir: Path, client: ClientSpec) -> str | None:
-    """The address in the name of a proof file the TFTP server sent, if any."""
-    for transfer in _tftp_sent(workdir):
-        name = str(transfer.get("filename", ""))
-        address = str(transfer.get("client", "")).split(":")[0]
-        if name == f"proof-{address}":
-            return address
-    return None
+def report(workdir: Path, client: ClientSpec) -> dict[str, str] | None:
+    """What a booted kernel reported for ``client``'s MAC (the initramfs's TFTP upload), if it
+    arrived."""
+    path = workdir / REPORTS / f"{REPORT_PREFIX}{client.mac.replace(':', '-')}"
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return fields if fields.get("mac") == client.mac else None
+
+
+def event_time(event: Mapping[str, object]) -> float | None:
+    """A JSON log event's timestamp (structlog's ISO UTC) as seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
 
 
 class BootSeen(TypedDict):
-    """What :func:`pxe_boot_seen` returns."""
+    """What the servers saw of one QEMU client's boot (see :func:`boot_seen`)."""
 
     address: str | None
+    #: The first file the client's firmware fetched (the network boot program, or iPXE's script).
+    boot_file: str | None
+    #: Octets the PXE host's TFTP server sent to the client.
     bytes: int
-    boot_file: NotRequired[str | None]
+    #: Seconds from power-on: the firmware's first DHCP ACK, the boot file, the kernel and its
+    #: initramfs downloaded, the report written.
+    dhcp: float | None
+    boot: float | None
+    kernel: float | None
+    report: float | None
+
+
+def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
+              powered_on: float) -> BootSeen:
+    """A QEMU client's boot as the DHCP server and the PXE host logged it, timed from
+    ``powered_on`` (wall-clock seconds)."""
+    seen = BootSeen(address=address, boot_file=None, bytes=0, dhcp=None, boot=None, kernel=None,
+                    report=None)
+
+    def since(event: Mapping[str, object]) -> float | None:
+        epoch = event_time(event)
+        return None if epoch is None or epoch < powered_on else round(epoch - powered_on, 2)
+
+    # Each stage (firmware, iPXE, the kernel) may lease its own address: UEFI PXE and iPXE send
+    # different client identifiers. The client's transfers come from any of them.
+    addresses = {address}
+    for event in read_events(_log(workdir, "dhcp")):
+        if event.get("event") == "server.ack" and event.get("chaddr") == client.mac:
+            when = since(event)
+            if when is not None:
+                seen["dhcp"] = when if seen["dhcp"] is None else seen["dhcp"]
+                addresses.add(str(event.get("yiaddr")))
+    for transfer in _tftp_done(workdir):
+        if str(transfer.get("client", "")).split(":")[0] not in addresses:
+            continue
+        when, name = since(transfer), str(transfer.get("filename", ""))
+        if when is None:
+            continue
+        if transfer.get("direction") == "write":
+            if name.startswith(REPORT_PREFIX):
+                seen["report"] = when
+            continue
+        seen["bytes"] += _as_int(transfer.get("bytes", 0))
+        if seen["boot_file"] is None:
+            seen["boot_file"], seen["boot"] = name, when
+        if name == INITRD:
+            seen["kernel"] = when
+    return seen
+
+
+def _tftp_done(workdir: Path) -> list[dict[str, object]]:
+    """Completed TFTP transfers: the 'started' event (file, client, direction) with the time and
+    numbers of its 'ended'."""
+    started: dict[str, dict[str, object]] = {}
+    done = []
+    for event in read_events(_log(workdir, "pxe")):
+        if event.get("event") == "tftp.transfer.started":
+            started[str(event.get("client"))] = event
+        elif event.get("event") == "tftp.transfer.ended" and event.get("outcome") == "completed":
+            done.append({**started.get(str(event.get("client")), {}), **event})
+    return done
 
 
 def _as_int(value: object) -> int:
@@ -254,16 +341,3 @@ def _as_int(value: object) -> int:
     if isinstance(value, int | float | str):
         return int(value)
     raise TypeError(f"not a number: {value!r}")
-
-
-def pxe_boot_seen(workdir: Path, client: ClientSpec) -> BootSeen:
-    """What the PXE host saw of a client: its address, the boot file and the bytes sent to it."""
-    address = proof_fetched(workdir, client)
-    seen: BootSeen = {"address": address, "bytes": 0}
-    for transfer in _tftp_sent(workdir):
-        if str(transfer.get("client", "")).split(":")[0] == address:
-            seen["bytes"] += _as_int(transfer.get("bytes", 0))
-            if not str(transfer.get("filename", "")).startswith("proof-"):
-                filename = transfer.get("filename")
-                seen["boot_file"] = None if filename is None else str(filename)
-    return seen

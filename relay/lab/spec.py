@@ -12,6 +12,13 @@ from boothop.relay.settings import Validator, read_toml
 
 CLIENT_KINDS = ("pxe", "pxe-spec", "dhclient", "udhcpc", "bootp")
 RELAYS = ("boothop", "dhcrelay")
+#: The firmware boot chains a QEMU client (kind "pxe") can take to a running kernel.
+CHAINS = {
+    "bios-ipxe": "SeaBIOS, the NIC's iPXE ROM",
+    "bios-undionly": "SeaBIOS, a PXE ROM, undionly.kpxe",
+    "uefi-pxe": "OVMF PXE (IPv4), ipxe.efi",
+}
+DEFAULT_CHAIN = "bios-ipxe"
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -31,6 +38,8 @@ class ClientSpec:
     mac: str
     #: The reserved address (BOOTP clients, or any client with a reservation).
     address: ipaddress.IPv4Address | None = None
+    #: For a QEMU client (kind "pxe"): its firmware boot chain, a key of CHAINS.
+    chain: str = DEFAULT_CHAIN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +59,21 @@ class LabSpec:
 
     def with_relay(self, relay: str) -> LabSpec:
         return dataclasses.replace(self, relay=relay)
+
+    def with_all_chains(self) -> LabSpec:
+        """The spec plus a QEMU client for each chain none of its clients takes, spread over
+        the subnets, with MACs of their own."""
+        taken = {c.chain for c in self.clients if c.kind == "pxe"}
+        macs = {c.mac for c in self.clients}
+        added = []
+        for number, chain in enumerate(c for c in CHAINS if c not in taken):
+            mac = next(m for m in (f"52:54:00:b0:07:{i:02x}" for i in range(1, 256))
+                       if m not in macs)
+            macs.add(mac)
+            subnet = self.subnets[number % len(self.subnets)].name
+            name = "".join(part[0] for part in chain.split("-")) + f"{number + 1}"
+            added.append(ClientSpec(name, "pxe", subnet, mac, chain=chain))
+        return dataclasses.replace(self, clients=(*self.clients, *added))
 
 
 def load_lab(path: str | Path) -> LabSpec:
@@ -153,7 +177,7 @@ def _pool(value: Any) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
 
 
 def _client(v: Validator, subnets: dict[str, SubnetSpec]) -> ClientSpec | None:
-    v.unknown_keys({"name", "kind", "subnet", "mac", "address"})
+    v.unknown_keys({"name", "kind", "subnet", "mac", "address", "chain"})
     name = _name(v, "name")
     kind = v.choice("kind", CLIENT_KINDS, None)
     if kind is None and not v.failed("kind"):
@@ -171,6 +195,9 @@ def _client(v: Validator, subnets: dict[str, SubnetSpec]) -> ClientSpec | None:
             v.fail("address", f"not in subnet {subnet} ({network})")
     if kind == "bootp" and address is None and not v.failed("address"):
         v.fail("address", "a BOOTP client needs its reserved address")
-    if name is None or kind is None or subnet is None:
+    chain = v.choice("chain", tuple(CHAINS), DEFAULT_CHAIN)
+    if "chain" in v.data and kind != "pxe":
+        v.fail("chain", "only a QEMU client (kind pxe) has a firmware boot chain")
+    if name is None or kind is None or subnet is None or chain is None:
         return None
-    return ClientSpec(name, kind, subnet, mac, address)
+    return ClientSpec(name, kind, subnet, mac, address, chain)

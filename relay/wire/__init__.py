@@ -4,7 +4,7 @@ bytes <-> Dhcp6Message/RelayMessage in ``wire.dhcpv6`` (RFC 8415).
 Imports nothing else of boothop's. Every decoding failure is a WireError (a ValueError).
 """
 
-from .agent_info import FLAG_UNICAST, AgentInfo
+from .agent_info import FLAG_UNICAST, AgentInfo, VssType, vss_value
 from .codes import (
     BROADCAST_FLAG,
     CLIENT_PORT,
@@ -51,9 +51,11 @@ __all__ = [
     "Option",
     "PxeSub",
     "TruncatedError",
+    "VssType",
     "WireError",
     "decode",
     "encode",
     "encoded_size",
     "option_name",
+    "vss_value",
 ]

@@ -69,7 +69,7 @@ class Opt(enum.IntEnum):
 
 
 class AgentSub(enum.IntEnum):
-    """Relay agent information sub-options (RFC 3046, 3527, 5010, 5107, 8357)."""
+    """Relay agent information sub-options (RFC 3046, 3527, 5010, 5107, 8357, 6607)."""
 
     CIRCUIT_ID = 1
     REMOTE_ID = 2
@@ -78,6 +78,10 @@ class AgentSub(enum.IntEnum):
     SERVER_ID_OVERRIDE = 11
     #: RFC 8357 §5.1: the relay listens on its UDP source port, not 67 (length 0).
     RELAY_SOURCE_PORT = 19
+    #: RFC 6607 §3.2: Virtual Subnet Selection, a type octet and the VSS information.
+    VSS = 151
+    #: RFC 6607 §3.3: VSS-Control (length 0): a server that processed VSS does not echo it.
+    VSS_CONTROL = 152
 
 
 class PxeSub(enum.IntEnum):

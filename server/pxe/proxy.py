@@ -110,14 +110,18 @@ def handle(datagram: Datagram, config: PxeConfig) -> Reply | Dropped:
     menu_type = boot_item[0] if boot_item and config.menu else None
     if menu_type is not None and all(item.type != menu_type for item in config.menu):
         return Dropped(Drop.UNKNOWN_MENU_ITEM, f"boot server type {menu_type}")
-    show_menu = bool(config.menu) and not on_pxe_port and vendor_class.startswith(PXE_CLIENT)
+    ipxe = is_ipxe(msg.get(Opt.USER_CLASS))
+    # iPXE is past discovery: it gets its script in the offer, with discovery control's "use the
+    # boot file" bit. iPXE builds without PXE menu support (ipxe.efi, snponly.efi) stop at a
+    # menu with "Booting from PXE menu ... No more network devices".
+    show_menu = (bool(config.menu) and not on_pxe_port and vendor_class.startswith(PXE_CLIENT)
+                 and not ipxe)
     link = _link(msg, datagram, on_pxe_port)
     boot_file = None
     if not show_menu:
         # UEFI HTTP boot: the answer's file is a URL (choose() makes one or gives None).
         http = vendor_class.startswith(HTTP_CLIENT)
-        boot_file = choose(config, arches, is_ipxe(msg.get(Opt.USER_CLASS)), link, menu_type,
-                           http=http)
+        boot_file = choose(config, arches, ipxe, link, menu_type, http=http)
         if boot_file is None:
             what = "boot URL (no pxe.http_url nor [http])" if http else "boot file"
             return Dropped(Drop.NO_BOOT_FILE, f"no {what} for architectures {arches or [0]}")

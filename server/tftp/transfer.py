@@ -149,6 +149,9 @@ class ReadTransfer(TimeLimited):
         if self.done:
             self.ignored[Ignored.AFTER_END] += 1
             return []
+        if data[:2] == packet.ACK_OPCODE and len(data) >= 4:
+            # The packet of every block in lock-step, read without building a packet object.
+            return self._on_ack(int.from_bytes(data[2:4], "big"), now)
         try:
             pkt = packet.decode(data)
         except packet.TftpPacketError:

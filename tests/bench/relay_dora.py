@@ -544,9 +544,10 @@ def context_switches(pid: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int | None]:
-    """Start the relay pinned to RELAY_CPU; yield its PID (None: no relay); stop it by PID."""
-    runner, topo = bench.runner, bench.topo
+def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: str,
+                  port: int = 67) -> Iterator[int | None]:
+    """Start the relay pinned to RELAY_CPU; yield its PID (None: no relay) once it listens on
+    UDP ``port``; stop it by PID."""
     if not spec.argv:
         yield None
         return
@@ -557,7 +558,8 @@ def running_relay(bench: Bench, spec: RelaySpec, name: str) -> Iterator[int | No
     pid = process.pid
     try:
         def listening() -> bool:
-            out = runner.run(topo.netns("router"), ["ss", "-Hnul", "sport = :67"], timeout=10)
+            out = runner.run(topo.netns("router"), ["ss", "-Hnul", f"sport = :{port}"],
+                             timeout=10)
             return bool(out.stdout.strip())
 
         if not wait_for(listening, 10):
@@ -599,7 +601,8 @@ class Figures:
 def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, figures: Figures,
                  kea: int, workdir: Path) -> None:
     relayed = name == "none"
-    with running_relay(bench, relay_spec(name, workdir), f"{name}-{run}") as pid:
+    spec = relay_spec(name, workdir)
+    with running_relay(bench.runner, bench.topo, spec, f"{name}-{run}") as pid:
         bench.perfdhcp(min(args.cpu_rate, 200), 2, relayed)  # warm-up: ARP, kea's lease table
         watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
         relay_before = cpu_total([pid] if pid else [])
@@ -614,7 +617,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
         figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
     if not relayed:
-        with running_relay(bench, relay_spec(name, workdir, SINK), f"{name}-sink-{run}"):
+        sink = relay_spec(name, workdir, SINK)
+        with running_relay(bench.runner, bench.topo, sink, f"{name}-sink-{run}"):
             figures.max_relayed.append(bench.max_relayed_rate(args.sink_ladder))
     transit = figures.transit_us[-1]
     print(

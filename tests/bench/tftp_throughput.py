@@ -10,9 +10,9 @@ small windowsize-aware Python client (our packet module) at 1468 with windowsize
 download's SHA-256 is checked. The servers take turns within each run (order alternating), each
 case ``--runs`` times; medians are printed.
 
-Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: utime+stime from
-/proc/PID/stat before and after, with cutime+cstime for tftpd-hpa, which serves each transfer in
-a forked child (counted once the parent has reaped it). tftpd-hpa does not implement windowsize
+Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: each server runs
+in a cpuacct cgroup of its own (cgroup v1, /sys/fs/cgroup/cpuacct), read before and after each
+download, so tftpd-hpa's forked transfer children count. tftpd-hpa does not implement windowsize
 (RFC 7440): it ignores the option, so its row there is plain lock-step at that block size. Not
 collected by pytest (no test_ prefix).
 """
@@ -20,8 +20,10 @@ collected by pytest (no test_ prefix).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -88,24 +90,26 @@ def curl_download(port: int, name: str, options: dict[str, str]) -> bytes:
 CLIENT_CPU, SERVER_CPU = "0", "1"
 
 
-def cpu_seconds(pid: int, children: bool) -> float:
-    """utime+stime of one process, and with ``children`` the cutime+cstime of the children it
-    has reaped (tftpd-hpa forks one per transfer)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 
 
-def reaped(pid: int) -> None:
-    """Wait (at most 5 s) until ``pid`` has no child left: its transfer's CPU is then counted."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not any(Path(task, "children").read_text().strip()
-                   for task in Path(f"/proc/{pid}/task").iterdir()):
-            return
-        time.sleep(0.02)
+class CpuAccount:
+    """A server's CPU time, its forked children included (tftpd-hpa serves each transfer in a
+    child and ignores SIGCHLD, so no cutime ever counts them): a cgroup-v1 cpuacct group of
+    its own, which the process and every child it forks are in."""
+
+    def __init__(self, pid: int) -> None:
+        self.path = CPUACCT / f"bhk-tftp-{pid}-{secrets.token_hex(3)}"
+        self.path.mkdir()
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def seconds(self) -> float:
+        return int((self.path / "cpuacct.usage").read_text()) / 1e9
+
+    def remove(self) -> None:
+        """Once its processes are gone (rmdir of a cgroup with tasks fails)."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
 
 def wait_port(port: int) -> None:
@@ -142,6 +146,9 @@ def main() -> int:
     if tftpd is None or shutil.which("taskset") is None:
         print("in.tftpd (tftpd-hpa) or taskset is not installed", file=sys.stderr)
         return 2
+    if not (CPUACCT / "cpuacct.usage").exists() or os.geteuid() != 0:
+        print(f"needs root and the cgroup-v1 cpuacct controller at {CPUACCT}", file=sys.stderr)
+        return 2
     os.sched_setaffinity(0, {int(args.client_cpu)})  # the Python client: this process
     cases = [("curl", curl_download, f"blksize {size}", {"blksize": size} if size != "512" else {})
              for size in args.blksizes.split(",")]
@@ -166,23 +173,25 @@ def main() -> int:
                               "-B", str(BLKSIZE_MAX)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
+        accounts: list[CpuAccount] = []
         try:
             wait_port(ours_port)
             wait_port(hpa_port)
-            servers = {"boothop": (ours_port, procs[0].pid, False),
-                       "tftpd-hpa": (hpa_port, procs[1].pid, True)}
+            for proc in procs:
+                accounts.append(CpuAccount(proc.pid))
+            servers = {"boothop": (ours_port, accounts[0]), "tftpd-hpa": (hpa_port, accounts[1])}
             rates: dict[tuple[str, str], list[float]] = {}
             cpu: dict[tuple[str, str], list[float]] = {}
             for run in range(args.runs):
                 for client, fetch, label, options in cases:
                     order = list(servers) if run % 2 == 0 else list(servers)[::-1]
                     for name in order:
-                        port, pid, children = servers[name]
-                        before, start = cpu_seconds(pid, children), time.perf_counter()
+                        port, account = servers[name]
+                        before, start = account.seconds(), time.perf_counter()
                         data = fetch(port, "big.bin", options)
                         seconds = time.perf_counter() - start
-                        reaped(pid)
-                        used = cpu_seconds(pid, children) - before
+                        time.sleep(0.05)  # the server's last ACK handled, its child exited
+                        used = account.seconds() - before
                         if hashlib.sha256(data).digest() != digest:
                             raise RuntimeError(f"{label}: checksum mismatch from {name}")
                         key = (f"{client}, {label}", name)
@@ -204,6 +213,8 @@ def main() -> int:
             for proc in procs:  # our own children, by PID
                 proc.terminate()
                 proc.wait(5)
+            for account in accounts:
+                account.remove()
     return 0
 
 

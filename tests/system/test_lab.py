@@ -9,6 +9,7 @@ namespaces and processes in ``finally`` whatever happens. The daemons run this c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import shutil
@@ -24,10 +25,11 @@ import pytest
 from conftest import require_system
 
 from boothop.relay.lab.lab import Lab, run_demo
+from boothop.relay.lab.locations import boot_program, missing_boot_files
 from boothop.relay.lab.processes import Process, wait_for
 from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
-from boothop.relay.lab.servers import NBP_SIZE, read_events, relay_counters
-from boothop.relay.lab.spec import LabSpec, load_lab
+from boothop.relay.lab.servers import read_events, relay_counters, report
+from boothop.relay.lab.spec import ClientSpec, LabSpec, load_lab
 from boothop.relay.lab.topology import TopologyError, alive, namespace_pids, remove_recorded
 from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 
@@ -47,7 +49,7 @@ TOOLS = (
 LAB_TOML = """\
 prefix = "{prefix}"
 relay = "boothop"
-client_timeout = 40
+client_timeout = 240
 
 [servers]
 router = "10.91.0.1/24"
@@ -89,6 +91,8 @@ def _require(*tools: str) -> None:
     require_system(*tools)
     if not Path("/usr/lib/ipxe/qemu").is_dir():
         pytest.skip("iPXE ROMs missing (/usr/lib/ipxe/qemu, Debian package ipxe-qemu)")
+    if problems := missing_boot_files():
+        pytest.skip("; ".join(problems))
 
 
 def _namespaces(prefix: str) -> list[str]:
@@ -182,25 +186,9 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
         assert rows[pxe.mac]["address"] == results[pxe.name].address
         assert all(rows[c.mac]["state"] == "bound" for c in (bootp, udhcpc, pxe))
 
-        # The TFTP transfers of the boot script and of the proof file, as the PXE host logged them.
+        # The kernel's report, and the TFTP transfers of the chain as the PXE host logged them.
         address = results[pxe.name].address
-        done = [
-            e
-            for e in _transfers(lab)
-            if e["event"] == "tftp.transfer.ended"
-            and e.get("outcome") == "completed"
-            and str(e.get("client", "")).startswith(f"{address}:")
-        ]
-        started = {
-            e.get("filename")
-            for e in _transfers(lab)
-            if e["event"] == "tftp.transfer.started"
-            and str(e.get("client", "")).startswith(f"{address}:")
-        }
-        assert {"boot.ipxe", f"proof-{address}"} <= started
-        assert len(done) >= 2 and results[pxe.name].bytes_downloaded == sum(
-            int(e["bytes"]) for e in done
-        )
+        _assert_booted_to_the_kernel(lab, pxe, address)
         assert results[pxe.name].boot_file == "boot.ipxe"
 
         # The relay's counters: every request went to both helpers, replies were delivered.
@@ -236,6 +224,51 @@ def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
         lab.down()
     assert _namespaces(spec.prefix) == []
     assert not [pid for pid in pids if alive(pid)], "processes outlived the lab"
+
+
+def _assert_booted_to_the_kernel(lab: Lab, client: ClientSpec, address: str | None) -> None:
+    """The report the client's kernel wrote names its MAC, chain and the address the DHCP server
+    leased it; the PXE host served it the boot files and the kernel in order, and took the
+    report as an upload."""
+    reported = report(lab.workdir, client)
+    assert reported is not None, f"no report from {client.name}"
+    assert reported["mac"] == client.mac and reported["chain"] == client.chain
+    # Firmware, iPXE and kernel may each lease an address (UEFI PXE sends a client identifier).
+    leased = {row["address"] for row in leases(lab) if row["mac"] == client.mac}
+    assert reported["address"] == address and address in leased
+    assert reported["dhcp_server"] == str(lab.spec.dhcp_address.ip)
+    assert reported["router"] == str(lab.spec.subnet(client.subnet).router.ip)
+    mine = [e for e in _transfers(lab) if str(e.get("client", "")).split(":")[0] in leased]
+    completed = {e["client"] for e in mine
+                 if e["event"] == "tftp.transfer.ended" and e["outcome"] == "completed"}
+    # Each file once, completed (OVMF first asks for the size only, and ends that transfer).
+    names = [(e["direction"], e["filename"]) for e in mine
+             if e["event"] == "tftp.transfer.started" and e["client"] in completed]
+    first = {"bios-ipxe": [], "bios-undionly": ["undionly.kpxe"], "uefi-pxe": ["ipxe.efi"]}
+    script = f"boot-{client.mac.replace(':', '-')}.ipxe"
+    assert names == [("read", f) for f in (*first[client.chain], "boot.ipxe", script,
+                                           "vmlinuz", "initrd.gz")] + [
+        ("write", f"report-{client.mac.replace(':', '-')}")]
+
+
+@pytest.mark.parametrize("chain", ["bios-undionly", "uefi-pxe"])
+def test_a_firmware_chain_boots_a_kernel_that_reports_back(spec: LabSpec, chain: str) -> None:
+    """Chains 2 and 3 (chain 1, the NIC's iPXE ROM, is the demo's client above): the QEMU client
+    alone, through boothop-relay, to a running kernel whose report arrives at the PXE host."""
+    qemu = dataclasses.replace(next(c for c in spec.clients if c.kind == "pxe"), chain=chain)
+    lab = Lab(dataclasses.replace(spec, clients=(qemu,)))
+    try:
+        lab.up()
+        result = lab.boot(qemu)
+        assert result.ok, result.detail
+        _assert_booted_to_the_kernel(lab, qemu, result.address)
+        assert result.boot_file == {"bios-undionly": "undionly.kpxe", "uefi-pxe": "ipxe.efi"}[chain]
+        timeline = result.timeline
+        assert all(timeline[k] is not None for k in ("dhcp", "boot", "kernel", "report")), timeline
+        assert timeline["dhcp"] <= timeline["boot"] <= timeline["kernel"] <= timeline["report"]
+    finally:
+        lab.down()
+    assert _namespaces(spec.prefix) == []
 
 
 def test_demo_with_isc_dhcrelay_boots_every_client(spec: LabSpec, tmp_path: Path) -> None:
@@ -310,15 +343,20 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
         a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1
         and a["ipxe"]["tftp_requests_at_pxe_host"] == []
     )
-    # B: boot file from the PXE server on 4011, downloaded whole; the QEMU iPXE boots.
+    # A, with OVMF's UEFI PXE client: it takes the DHCP server's offer, asks it on 4011, fails.
+    assert not a["ovmf"]["booted"] and a["ovmf"]["requests_4011"].get(dhcp, 0) >= 1
+    assert a["ovmf"]["tftp_requests_at_pxe_host"] == [] and pxe not in a["ovmf"]["requests_4011"]
+    assert any("PXE-E" in line for line in a["ovmf"]["console"])
+    # B: boot file from the PXE server on 4011, downloaded whole; both firmware boot a kernel.
     b = data["b"]
     assert b["check"]["warnings"] == []
     assert (
         b["client"]["booted"]
         and b["client"]["tftp_server"] == pxe
-        and b["client"]["bytes"] == NBP_SIZE
+        and b["client"]["bytes"] == boot_program("undionly.kpxe").stat().st_size
     )
-    assert b["ipxe"]["booted"] and b["ipxe"]["requests_4011"].get(pxe, 0) >= 1
+    assert b["ipxe"]["booted"] and b["ovmf"]["booted"]
+    assert b["ovmf"]["requests_4011"] == {pxe: 1} and b["ovmf"]["boot_file"] == "ipxe.efi"
     assert "A: DHCP server has 60/66/67" in output
     assert _namespaces(spec.prefix) == []
 

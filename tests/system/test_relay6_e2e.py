@@ -19,6 +19,7 @@ host that is no configured server is shown to be dropped and counted. Namespaces
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -111,14 +112,29 @@ def kea_config(lab: Lab6) -> dict[str, object]:
 
 
 def relay_argv(implementation: str, lab: Lab6) -> list[str]:
-    """dhcrelay -6's command line, the same for both (-l per client link, -u per server)."""
+    """dhcrelay -6's command line, the same for both (-l per client link, -u per server); or,
+    for "boothop-toml", a file running the IPv4 relay and the DHCPv6 relay in one process."""
     flags = ["-6", "-d", "-l", lab.link("ra"), "-l", lab.link("rb"),
              "-u", f"{KEA}%{lab.link('rs')}", "-u", f"{RECORDER}%{lab.link('rs')}"]
-    program = relay_program(implementation)
+    program = relay_program("dhcrelay" if implementation == "dhcrelay" else "boothop")
+    stats = ["--log-format", "json", "--stats-file", str(lab.tmp / "stats.json")]
     if implementation == "dhcrelay":
         return [program, *flags, "-pf", str(lab.tmp / "dhcrelay6.pid")]
-    return [program, *flags, "-I", "--log-format", "json", "--stats-file",
-            str(lab.tmp / "stats.json")]
+    if implementation == "boothop-toml":
+        config = lab.tmp / "relay.toml"
+        config.write_text(
+            f'helpers = ["{lab.server}"]\n[dhcpv6]\n'
+            + "".join(f'[[dhcpv6.lower]]\nname = "{lab.link(f"r{name}")}"\n' for name in LINKS)
+            + "".join(f'[[dhcpv6.upper]]\ninterface = "{lab.link("rs")}"\naddress = "{to}"\n'
+                      for to in (KEA, RECORDER)))
+        return [program, "--config", str(config), *stats]
+    return [program, *flags, "-I", *stats]
+
+
+def relay6_stats(lab: Lab6, implementation: str) -> dict[str, Any]:
+    """boothop's DHCPv6 counters: the stats file, or its "dhcpv6" part beside the IPv4 relay."""
+    stats: dict[str, Any] = json.loads((lab.tmp / "stats.json").read_text())
+    return stats["dhcpv6"] if implementation == "boothop-toml" else stats
 
 
 def addresses_on(lab: Lab6, role: str, link: str, prefix: str) -> list[str]:
@@ -127,7 +143,7 @@ def addresses_on(lab: Lab6, role: str, link: str, prefix: str) -> list[str]:
 
 
 @pytest.mark.system
-@pytest.mark.parametrize("implementation", ["dhcrelay", "boothop"])
+@pytest.mark.parametrize("implementation", ["dhcrelay", "boothop", "boothop-toml"])
 def test_dhclient_and_dhcpcd_get_addresses_of_their_link_through_the_relay_from_kea(
     implementation: str, tmp_path: Path
 ) -> None:
@@ -182,17 +198,29 @@ def test_dhclient_and_dhcpcd_get_addresses_of_their_link_through_the_relay_from_
             implementation == "dhcrelay")  # dhcrelay's Interface-ID is its own encoding
         kinds = {f.inner().msg_type for f in forwards}  # type: ignore[union-attr]
         assert {MessageType6.SOLICIT, MessageType6.REQUEST} <= kinds
-        if implementation == "boothop":
-            def counted() -> dict[str, Any]:
-                stats: dict[str, Any] = json.loads((tmp_path / "stats.json").read_text())
-                return stats
-
-            wait_for(lambda: counted()["forwarded"].get(RECORDER) == len(recorded.read_text(
-            ).splitlines()), 5, "the stats file to count what the recorder got")
-            stats = counted()
+        if implementation != "dhcrelay":
+            wait_for(lambda: relay6_stats(lab, implementation)["forwarded"].get(RECORDER) == len(
+                recorded.read_text().splitlines()), 5, "the stats file to count what was recorded")
+            stats = relay6_stats(lab, implementation)
             assert stats["forwarded"][RECORDER] == stats["forwarded"][KEA] >= len(forwards)
             assert stats["delivered"]["peer-client"] >= 4  # two Advertises, two Replies
             assert stats["joined"] == sorted([lab.link("ra"), lab.link("rb")])
+        if implementation == "boothop-toml":
+            # SIGHUP: a bad file keeps the running configuration; a good one drops link b.
+            config = tmp_path / "relay.toml"
+            good = config.read_text()
+            config.write_text(good.replace('address = "', 'address = "10.0.0.'))
+            relay.popen.send_signal(signal.SIGHUP)
+            wait_for(lambda: relay6_stats(lab, implementation)["reload_failures"] == 1, 5,
+                     "the bad file refused")
+            assert relay6_stats(lab, implementation)["lower"] == [lab.link("ra"), lab.link("rb")]
+            lower_b = f'[[dhcpv6.lower]]\nname = "{lab.link("rb")}"\n'
+            config.write_text(good.replace(lower_b, ""))
+            relay.popen.send_signal(signal.SIGHUP)
+            wait_for(lambda: relay6_stats(lab, implementation)["lower"] == [lab.link("ra")], 5,
+                     "the reloaded DHCPv6 configuration")
+            assert relay6_stats(lab, implementation)["joined"] == [lab.link("ra")]
+            assert relay.running()
     finally:
         runner.stop_all()
         lab.close()

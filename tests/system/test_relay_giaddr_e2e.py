@@ -1,5 +1,5 @@
-"""Smart and pinned giaddr end to end: udhcpc -> boothop-relay -> a server that serves only the
-client LAN's secondary subnet.
+"""Smart and pinned giaddr end to end: udhcpc -> boothop-relay -> a server (boothop-server, or
+kea-dhcp4 for smart giaddr) that serves only the client LAN's secondary subnet.
 
 ```
  bhsg-ca-N (udhcpc) ──[NET.1.0/24 + NET.2.0/24]── bhsg-rt-N (boothop-relay) ──[NET.0.0/24]──
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import need, require_system
 from routed import RoutedLab, server_config, wait_for
+from servers import Pool, kea_config
 
 RELAY_METRICS = "127.0.0.1:9267"
 SCRIPT = """#!/bin/sh
@@ -46,15 +47,32 @@ def forwarded_giaddrs(log: Path) -> list[tuple[str, str]]:
     return [(e["type"], e["giaddr"]) for e in events if e["event"] == "relay.request.forwarded"]
 
 
-def lease_through(tmp_path: Path, prefix: str, net: str, giaddr: str) -> tuple[RoutedLab, str]:
-    """Build the lab, start server and relay, add the secondary subnet, run udhcpc: the lab and
-    the address the client was bound to (the caller closes the lab)."""
+def start_server(lab: RoutedLab, kind: str) -> None:
+    """boothop-server or kea-dhcp4 with a pool in the secondary subnet NET.2.0/24 only."""
+    net, tmp_path = lab.net, lab.tmp
+    pool = Pool(f"{net}.2.0/24", f"{net}.2.100", f"{net}.2.199", f"{net}.2.1")
+    if kind == "kea":
+        kea = need("kea-dhcp4")
+        config = tmp_path / "kea-dhcp4.json"
+        config.write_text(json.dumps(kea_config(tmp_path, lab.link("s"), [pool])))
+        lab.spawn("sv", "env", f"KEA_LOCKFILE_DIR={tmp_path}", f"KEA_PIDFILE_DIR={tmp_path}",
+                  kea, "-c", str(config), log="server.log")
+        wait_for(lambda: "DHCP4_STARTED" in (tmp_path / "server.log").read_text(), 15,
+                 "kea-dhcp4")
+        return
+    config = server_config(tmp_path, pool.subnet, f"{pool.first}-{pool.last}", pool.router)
+    lab.spawn("sv", need("boothop-server"), "run", "-c", str(config), "--log-format", "json",
+              log="server.log")
+
+
+def lease_through(lab: RoutedLab, giaddr: str, server: str = "boothop") -> str:
+    """Build the lab, start server and relay, add the secondary subnet, run udhcpc: the address
+    the client was bound to (the caller closes the lab, whatever happens here)."""
     require_system("udhcpc")
-    relay, server = need("boothop-relay"), need("boothop-server")
-    lab = RoutedLab(tmp_path, prefix, net)
+    relay = need("boothop-relay")
+    tmp_path, net = lab.tmp, lab.net
     lab.build()
-    config = server_config(tmp_path, f"{net}.2.0/24", f"{net}.2.100-{net}.2.199", f"{net}.2.1")
-    lab.spawn("sv", server, "run", "-c", str(config), "--log-format", "json", log="server.log")
+    start_server(lab, server)
     lab.spawn("rt", relay, "--config", str(relay_config(lab, giaddr)), "--log-format", "json",
               log="relay.log")
     wait_for(lambda: lab.scrape("rt", RELAY_METRICS), 15, "the relay's endpoint")
@@ -70,15 +88,16 @@ def lease_through(tmp_path: Path, prefix: str, net: str, giaddr: str) -> tuple[R
     client = lab.ex("ca", "udhcpc", "-q", "-n", "-f", "-i", lab.link("a"), "-s", str(script),
                     "-t", "8", "-T", "1", check=False, timeout=40)
     assert client.returncode == 0, client.stdout + client.stderr
-    return lab, (tmp_path / "script.log").read_text().split()[1]
+    return (tmp_path / "script.log").read_text().split()[1]
 
 
 @pytest.mark.system
+@pytest.mark.parametrize("server", ["boothop", "kea"])
 def test_smart_giaddr_leases_on_the_secondary_subnet_after_three_unanswered_discovers(
-        tmp_path: Path) -> None:
-    lab = None
+        tmp_path: Path, server: str) -> None:
+    lab = RoutedLab(tmp_path, "bhsg", "10.63")
     try:
-        lab, address = lease_through(tmp_path, "bhsg", "10.63", "smart")
+        address = lease_through(lab, "smart", server)
         assert address.startswith("10.63.2."), address
         steps = forwarded_giaddrs(tmp_path / "relay.log")
         assert steps[:4] == [("DISCOVER", "10.63.1.1")] * 3 + [("DISCOVER", "10.63.2.1")], steps
@@ -87,20 +106,18 @@ def test_smart_giaddr_leases_on_the_secondary_subnet_after_three_unanswered_disc
         fallbacks = ("boothop_relay_giaddr_fallbacks_total", (("interface", lab.link("ra")),))
         assert metrics[fallbacks] == 1
     finally:
-        if lab is not None:
-            lab.close()
+        lab.close()
 
 
 @pytest.mark.system
 def test_pinned_giaddr_is_answered_at_the_first_discover(tmp_path: Path) -> None:
-    lab = None
+    lab = RoutedLab(tmp_path, "bhpg", "10.64")
     try:
-        lab, address = lease_through(tmp_path, "bhpg", "10.64", "10.64.2.1")
+        address = lease_through(lab, "10.64.2.1")
         assert address.startswith("10.64.2."), address
         steps = forwarded_giaddrs(tmp_path / "relay.log")
         assert steps[0] == ("DISCOVER", "10.64.2.1") and {g for _, g in steps} == {"10.64.2.1"}
         assert not [key for key in lab.scrape("rt", RELAY_METRICS)
                     if key[0] == "boothop_relay_giaddr_fallbacks_total"]
     finally:
-        if lab is not None:
-            lab.close()
+        lab.close()

@@ -272,9 +272,9 @@ def assert_checksums(sent: bytes) -> None:
 
 
 def run_reply(name: str, program: Program, config: RelayConfig, payload: bytes,
-              server: IPv4Address, destination: IPv4Address) -> str:
+              server: IPv4Address, destination: IPv4Address, arrives_on: str = "u0") -> str:
     engine = engine_for(name, config)
-    u0, c0 = engine.interfaces.by_name("u0"), engine.interfaces.by_name("c0")
+    u0, c0 = engine.interfaces.by_name(arrives_on), engine.interfaces.by_name("c0")
     assert u0 is not None and c0 is not None
     with inside(name):
         KernelDatapath(program).push(datapath.tables(engine, 67))
@@ -314,11 +314,13 @@ def test_requests_are_relayed_as_the_engine_relays_them_or_passed_up(
 @SPEC
 @given(config=configs, payload=messages(2),
        server=st.sampled_from((NEAR_A, NEAR_B, ROUTED, IPv4Address("10.44.100.99"))),
-       destination=st.sampled_from((C0, C0, U0, C0_SECOND)))
+       destination=st.sampled_from((C0, C0, U0, C0_SECOND)),
+       arrives_on=st.sampled_from(("u0", "u0", "c0")))
 def test_replies_are_delivered_as_the_engine_delivers_them_or_passed_up(
         spec_ns: str, program: Program, config: RelayConfig, payload: bytes,
-        server: IPv4Address, destination: IPv4Address) -> None:
-    event(run_reply(spec_ns, program, config, payload, server, destination))
+        server: IPv4Address, destination: IPv4Address, arrives_on: str) -> None:
+    """Also replies arriving on the client side (the engine's wrong-side rules)."""
+    event(run_reply(spec_ns, program, config, payload, server, destination, arrives_on))
 
 
 PLAIN = RelayConfig(helpers=(NEAR_A, ROUTED),
@@ -362,3 +364,19 @@ def test_captured_replies_are_delivered_in_the_kernel(
             assert verdict == "kernel", msg
             handled += 1
     assert handled >= 4
+
+
+@pytest.mark.parametrize(("server", "arrives_on", "verdict"), [
+    (ROUTED, "u0", "kernel"), (ROUTED, "c0", "up"), (NEAR_A, "u0", "kernel"), (NEAR_A, "c0", "up"),
+])
+def test_a_reply_from_the_clients_side_is_left_to_the_daemon(
+        spec_ns: str, program: Program, server: IPv4Address, arrives_on: str,
+        verdict: str) -> None:
+    """engine._wrong_side: a routed server's reply never through the interface it is delivered
+    on, a connected server's only through its subnet's interface (here c0 plays both roles)."""
+    config = RelayConfig(helpers=(NEAR_A, ROUTED),
+                         interfaces=(InterfaceConfig("c0", Role.BOTH),
+                                     InterfaceConfig("u0", Role.UPSTREAM)))
+    offer = decode(captured("dnsmasq-dhclient-offer")[0]).replace(giaddr=C0, flags=0x8000)
+    assert run_reply(spec_ns, program, config, encode(offer, 1 << 16), server, C0,
+                     arrives_on) == verdict

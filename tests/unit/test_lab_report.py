@@ -8,6 +8,7 @@ from pathlib import Path
 from boothop.relay.lab.report import (
     LANES,
     Arrow,
+    comparison_table,
     ladder_svg,
     ladder_text,
     pxe_host_arrows,
@@ -91,14 +92,14 @@ def test_relay_arrows_fall_back_to_the_logged_giaddr() -> None:
 
 
 def test_pxe_host_arrows_keep_only_the_client_address() -> None:
-    arrows = pxe_host_arrows(PXE_LOG, "10.91.1.100")
+    arrows = pxe_host_arrows(PXE_LOG, {"10.91.1.100"})
     assert [(a.source, a.target, a.label) for a in arrows] == [
         ("client", "pxe", "REQUEST :4011"),
         ("pxe", "client", "ACK :4011"),
         ("client", "pxe", "TFTP RRQ boot.ipxe"),
         ("pxe", "client", "TFTP 142 bytes completed"),
     ]
-    assert pxe_host_arrows(PXE_LOG, None) == []
+    assert pxe_host_arrows(PXE_LOG, {None}) == []
 
 
 def test_ladder_text_draws_each_arrow_between_its_lanes() -> None:
@@ -176,3 +177,30 @@ def test_render_reads_the_logs_and_writes_html(tmp_path: Path) -> None:
     page = html_path.read_text()
     assert page.count("<svg") == 2 and "boothop lab bhlt0000" in page
     assert f"HTML report: {html_path.resolve()}" in text
+
+
+def _chain_result(relay_seconds: float | None) -> ClientResult:
+    return ClientResult("pxe1", "pxe", "a", MAC, address="10.91.1.100",
+                        ok=relay_seconds is not None, seconds=relay_seconds, chain="uefi-pxe",
+                        timeline={"dhcp": 3.25, "boot": 4.0, "kernel": 30.5,
+                                  "report": relay_seconds})
+
+
+def test_the_chain_table_has_the_firmware_address_and_each_step() -> None:
+    text = report_text(spec(), [_chain_result(61.04)])
+    table = text[text.index("Boot chains"):].splitlines()
+    assert table[1].split() == ["client", "chain", "firmware", "address", "DHCP", "boot", "file",
+                                "kernel", "report"]
+    assert "OVMF PXE (IPv4), ipxe.efi" in table[2]
+    assert table[2].split()[-5:] == ["10.91.1.100", "3.2", "4.0", "30.5", "61.0"]
+
+
+def test_the_comparison_puts_each_clients_relays_side_by_side() -> None:
+    udhcpc = ClientResult("dhcp1", "udhcpc", "b", "02:00:00:91:02:01", ok=True, seconds=0.8)
+    rows = comparison_table({"boothop": [_chain_result(61.0), udhcpc],
+                             "dhcrelay": [_chain_result(None), udhcpc]})
+    cells = [row.split() for row in rows[1:]]
+    assert [(c[0], c[2]) for c in cells] == [
+        ("dhcp1", "boothop"), ("dhcp1", "dhcrelay"), ("pxe1", "boothop"), ("pxe1", "dhcrelay")]
+    assert cells[2][-1] == "61.0" and cells[3][-1] == "FAILED"
+    assert cells[0][3:] == ["-", "-", "-", "0.8"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from boothop.relay.lab.cli import main
-from boothop.relay.lab.spec import load_lab, parse_lab
+from boothop.relay.lab.spec import CHAINS, load_lab, parse_lab
 from boothop.relay.settings import EXIT_CONFIG, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +127,8 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("client.1.address", "10.91.1.10", "client[1].address", "not in subnet b (10.91.2.0/24)"),
         ("client.1.name", "pxe1", "client", "names must be unique"),
         ("client.1.mac", "52:54:00:91:01:01", "client", "MAC addresses must be unique"),
+        ("client.0.chain", "uefi-http", "client[0].chain", "one of bios-ipxe, bios-undionly"),
+        ("client.1.chain", "uefi-pxe", "client[1].chain", "only a QEMU client"),
     ],
 )
 def test_invalid_lab_names_the_key_and_the_reason(
@@ -176,3 +178,19 @@ def test_bad_lab_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str
     path.write_text('relay = "dnsmasq"\n')
     assert main(["-c", str(path), "status"]) == EXIT_CONFIG
     assert capsys.readouterr().err.startswith(f"boothop-lab: {path}:1: relay: ")
+
+
+def test_a_qemu_clients_chain_defaults_to_the_bios_ipxe_rom() -> None:
+    spec = parse_lab(changed("client.0.chain", "uefi-pxe"), PATH)
+    assert spec.clients[0].chain == "uefi-pxe"
+    assert parse_lab(valid(), PATH).clients[0].chain == "bios-ipxe"
+
+
+def test_all_chains_adds_one_qemu_client_per_missing_chain_with_its_own_name_and_mac() -> None:
+    spec = parse_lab(valid(), PATH).with_all_chains()
+    qemu = [c for c in spec.clients if c.kind == "pxe"]
+    assert sorted(c.chain for c in qemu) == sorted(CHAINS)
+    assert len({c.name for c in spec.clients}) == len({c.mac for c in spec.clients}) == len(
+        spec.clients)
+    assert {c.subnet for c in qemu} == {"a", "b"}
+    assert spec.with_all_chains() == spec  # nothing missing: nothing added

@@ -274,6 +274,14 @@ def test_menu_offer_lists_items_and_servers_without_a_boot_file() -> None:
     assert vendor.discovery_control == 0x07
 
 
+def test_ipxe_gets_its_script_at_once_not_the_menu() -> None:
+    """ipxe.efi has no PXE menu support: offered a menu, it stops ("Booting from PXE menu")."""
+    msg, _ = answer(local(request(extra=((Opt.USER_CLASS, b"iPXE"),))), MENU_CONFIG)
+    assert msg.file == b"boot.ipxe"
+    vendor = PxeVendorOptions.decode(msg.get(Opt.VENDOR_SPECIFIC))  # type: ignore[arg-type]
+    assert vendor.boot_menu == [] and vendor.discovery_control == 0x08
+
+
 def test_menu_item_request_on_4011_gets_that_items_file_and_boot_item_echoed() -> None:
     item = PxeVendorOptions(((PxeSub.BOOT_ITEM, b"\x00\x08\x00\x00"),)).encode()
     payload = request(MessageType.REQUEST, extra=((Opt.VENDOR_SPECIFIC, item),))

@@ -35,7 +35,7 @@ from test_relay_engine import (
 )
 
 from boothop.relay.actions import Deliver, Drop, Forward, Outcome, Warn
-from boothop.relay.config import AgentPolicy
+from boothop.relay.config import AgentPolicy, GiaddrMode
 from boothop.relay.engine import RelayEngine
 from boothop.relay.wire import (
     ZERO,
@@ -75,7 +75,15 @@ def engines() -> st.SearchStrategy[RelayEngine]:
             {"max_packet_size": 1500},
         )
     )
-    return st.one_of(plain, agent, link).map(lambda choice: make_engine(choice[0], **choice[1]))
+    subnets = st.builds(
+        lambda mode, vss: ({"lan1": {"giaddr_mode": mode, "vss": vss},
+                            "lan2": {"giaddr_mode": mode}},
+                           {"agent_info": True, "smart_retries": 1}),
+        st.sampled_from(GiaddrMode),
+        st.sampled_from([None, b"\x00blue", b"\xff"]),
+    )
+    return st.one_of(plain, agent, link, subnets).map(
+        lambda choice: make_engine(choice[0], **choice[1]))
 
 
 sources = st.sampled_from([ZERO, DHCP_SERVER, PXE_SERVER, ROGUE, LAN1_ADDR, OTHER_RELAY])
@@ -108,6 +116,10 @@ def seeds() -> list[bytes]:
             )
         ),
         encode(reply(extra=((Opt.VENDOR_CLASS_ID, b"PXEClient"),))),
+        encode(
+            reply().with_option(Opt.RELAY_AGENT_INFO, AgentInfo((
+                (AgentSub.VSS, b"\x00blue"), (AgentSub.VSS_CONTROL, b""))).encode())
+        ),
     ]
     return built + [path.read_bytes() for path in sorted(CAPTURES.glob("*.bin"))]
 

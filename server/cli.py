@@ -9,7 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
 from boothop.relay.settings import (
     EXIT_CONFIG,
@@ -24,6 +26,12 @@ from boothop.relay.settings import (
 from boothop.server.config import ServerConfig, load_config
 from boothop.server.dhcp.config import DhcpConfig
 from boothop.server.dhcp.lease import Lease
+from boothop.server.dhcp6.lease import Lease6
+
+if TYPE_CHECKING:
+    from boothop.server.leasestore import LeaseStore
+
+T = TypeVar("T")
 
 PROG = "boothop-server"
 DEFAULT_CONFIG = "/etc/boothop/server.toml"
@@ -83,7 +91,7 @@ def cmd_check(config: ServerConfig) -> int:
         if not os.path.lexists(path) and (problem := _uncreatable(path)) is not None:
             print(f"{PROG}: lease database {path}: {problem}", file=sys.stderr)
             return EXIT_FAILURE
-        leases = _read_leases(path)
+        leases = _read_leases(path, _load)
         now = time.time()
         for s_index, subnet in enumerate(config.dhcp.subnets):
             for r_index, reservation in enumerate(subnet.reservations):
@@ -125,39 +133,67 @@ def _uncreatable(path: str) -> str | None:
     return None
 
 
-def _read_leases(path: str) -> list[Lease]:
-    """The leases on disk, read only: a database that does not exist yet holds none (the
-    daemon creates it; a command that only reads must not)."""
+def _read_leases(path: str, read: Callable[[LeaseStore], list[T]]) -> list[T]:
+    """Rows on disk (``read``: the IPv4 or the DHCPv6 table), read only: a database that does
+    not exist yet holds none (the daemon creates it; a command that only reads must not)."""
     if not os.path.lexists(path):
         return []
     from boothop.server.leasestore import open_store
     store = open_store(path, create=False)
     try:
-        return store.load()
+        return read(store)
     finally:
         store.close()
 
 
+def _load(store: LeaseStore) -> list[Lease]:
+    return store.load()
+
+
+def _load6(store: LeaseStore) -> list[Lease6]:
+    return store.load6()
+
+
+def _rows6(config: ServerConfig) -> list[dict[str, object]]:
+    if config.dhcp6 is None:
+        return []
+    return [{"family": 6, "address": str(lease.address), "state": lease.state.value,
+             "duid": lease.duid.hex(":"), "iaid": lease.iaid, "subnet": lease.subnet,
+             "starts": lease.starts, "expires": lease.expires,
+             "mac": lease.mac.hex(":") if lease.mac else None}
+            for lease in _read_leases(config.dhcp6.lease_db, _load6)]
+
+
 def cmd_leases(config: ServerConfig, as_json: bool) -> int:
-    leases = _read_leases(_dhcp(config).lease_db)
-    rows = [{
+    """The IPv4 leases and (with [dhcp6]) the DHCPv6 bindings; ``--json``: one array, the
+    DHCPv6 rows marked ``"family": 6``."""
+    if config.dhcp6 is None:
+        _dhcp(config)
+    leases = (_read_leases(config.dhcp.lease_db, _load) if config.dhcp is not None
+              else [])
+    rows: list[dict[str, object]] = [{
         "address": str(lease.address), "state": lease.state.value, "mac": lease.mac.hex(":"),
         "client_id": lease.client_id.hex(":") if lease.client_id else None,
         "subnet": lease.subnet, "starts": lease.starts, "expires": lease.expires,
         "hostname": lease.hostname,
     } for lease in leases]
+    rows6 = _rows6(config)
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows + rows6, indent=1))
         return 0
-    header = (
-        f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}hostname"
-    )
-    print(header)
-    for row, lease in zip(rows, leases, strict=True):
-        print(
-            f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}{(row['client_id'] or '-'):<24}"
-            f"{_when(lease.expires):<21}{row['hostname'] or '-'}"
-        )
+    if config.dhcp is not None:
+        print(f"{'address':<16}{'state':<10}{'mac':<19}{'client-id':<24}{'expires (UTC)':<21}"
+              "hostname")
+        for row, lease in zip(rows, leases, strict=True):
+            print(f"{row['address']:<16}{row['state']:<10}{row['mac']:<19}"
+                  f"{(row['client_id'] or '-'):<24}{_when(lease.expires):<21}"
+                  f"{row['hostname'] or '-'}")
+    if config.dhcp6 is not None:
+        print(f"{'address (DHCPv6)':<28}{'state':<10}{'iaid':<12}{'expires (UTC)':<21}duid")
+        for row6 in rows6:
+            expires = row6["expires"]
+            print(f"{row6['address']!s:<28}{row6['state']!s:<10}{row6['iaid']!s:<12}"
+                  f"{_when(expires if isinstance(expires, float) else None):<21}{row6['duid']}")
     return 0
 
 

@@ -333,7 +333,7 @@ class Dhcp6ServerCore:
         assert subnet is not None
         actions: list[Action6] = []
         ias: list[tuple[int, bytes]] = []
-        given = 0
+        given: list[IPv6Address] = []
         for raw in request.msg.get_all(Opt6.IA_NA):
             ia = IaNa.decode(raw)
             address = self._choose(request, ia, now)
@@ -342,7 +342,7 @@ class Dhcp6ServerCore:
                 ias.append(IaNa(ia.iaid, 0, 0, (_status(Status6.NO_ADDRS_AVAIL,
                                                         "no addresses available"),)).option())
                 continue
-            given += 1
+            given.append(address)
             if commit:
                 actions += self._bind(request, ia.iaid, address, now, CommitEvent.BOUND)
             else:
@@ -355,7 +355,7 @@ class Dhcp6ServerCore:
         kind = M.REPLY if commit else M.ADVERTISE
         if not given and request.msg.has(Opt6.IA_NA):
             extra.append(_status(Status6.NO_ADDRS_AVAIL, "no addresses available"))
-        return [*actions, *self._answer(request, kind, extra)]
+        return [*actions, *self._answer(request, kind, extra, tuple(given))]
 
     def _ia(self, subnet: Subnet6, iaid: int, address: IPv6Address,
             lifetimes: tuple[int, int] | None = None) -> tuple[int, bytes]:
@@ -371,6 +371,7 @@ class Dhcp6ServerCore:
         assert subnet is not None
         actions: list[Action6] = []
         ias: list[tuple[int, bytes]] = []
+        kept: list[IPv6Address] = []
         for raw in request.msg.get_all(Opt6.IA_NA):
             ia = IaNa.decode(raw)
             listed = [IaAddress.decode(v).address for v in ia.get_all(Opt6.IAADDR)]
@@ -386,10 +387,11 @@ class Dhcp6ServerCore:
                                                             "no binding"),)).option())
                 continue
             actions += self._bind(request, ia.iaid, lease.address, now, CommitEvent.RENEWED)
+            kept.append(lease.address)
             others = tuple(IaAddress(a, 0, 0).option() for a in listed if a != lease.address)
             ia_option = IaNa.decode(self._ia(subnet, ia.iaid, lease.address)[1])
             ias.append(replace(ia_option, options=ia_option.options + others).option())
-        return [*actions, *self._answer(request, M.REPLY, ias)]
+        return [*actions, *self._answer(request, M.REPLY, ias, tuple(kept))]
 
     def _release(self, request: _Request, now: float) -> list[Action6]:
         """§18.3.7 (Release) and §18.3.8 (Decline): the client's bindings end (a declined
@@ -437,8 +439,10 @@ class Dhcp6ServerCore:
         return self._answer(request, M.REPLY, [])
 
     # -- the answer --------------------------------------------------------------------------
-    def _answer(self, request: _Request, kind: int,
-                body: list[tuple[int, bytes]]) -> list[Action6]:
+    def _answer(self, request: _Request, kind: int, body: list[tuple[int, bytes]],
+                addresses: tuple[IPv6Address, ...] = ()) -> list[Action6]:
+        """The reply, direct or wrapped for the relays; ``addresses``: what it gives, for the
+        shell's log line."""
         msg = request.msg
         options: list[tuple[int, bytes]] = [(int(Opt6.SERVERID), self.server_duid)]
         if request.duid:
@@ -446,8 +450,6 @@ class Dhcp6ServerCore:
         options += body
         options += self._requested(msg)
         reply = Dhcp6Message(kind, msg.transaction_id, tuple(options))
-        addresses = tuple(IaAddress.decode(v).address for code, raw in body
-                          if code == Opt6.IA_NA for v in IaNa.decode(raw).get_all(Opt6.IAADDR))
         payload = encode6(reply)
         dgram = request.dgram
         # A relay accepts Relay-replies only from the server address it sends to: answer from

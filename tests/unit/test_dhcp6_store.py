@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv6Address
 from pathlib import Path
 
@@ -57,3 +58,8 @@ def test_reconcile_command_covers_dhcp6(tmp_path: Path, capsys: pytest.CaptureFi
     store = SqliteLeaseStore(str(db), create=False)
     assert [row.duid for row in store.load6()] == [RESERVED_DUID]
     store.close()
+    assert main(["leases", "-c", str(path), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["family"], row["address"], row["state"]) == (6, "2001:db8:1::10", "reserved")
+    assert main(["leases", "-c", str(path)]) == 0
+    assert "2001:db8:1::10" in capsys.readouterr().out

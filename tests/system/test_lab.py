@@ -49,7 +49,7 @@ TOOLS = (
 LAB_TOML = """\
 prefix = "{prefix}"
 relay = "boothop"
-client_timeout = 240
+client_timeout = 420
 
 [servers]
 router = "10.91.0.1/24"

@@ -57,7 +57,19 @@ class Warn:
     server: IPv4Address
 
 
-Action = Forward | Deliver | Drop | Warn
+@dataclasses.dataclass(frozen=True, slots=True)
+class Throttle:
+    """Rate limiting of one client started (``started``) or stopped, after ``dropped`` requests:
+    logged once each way. ``kind`` is "mac" or "circuit"."""
+
+    kind: str
+    client: str
+    ifname: str
+    started: bool
+    dropped: int
+
+
+Action = Forward | Deliver | Drop | Warn | Throttle
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

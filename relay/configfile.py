@@ -35,6 +35,7 @@ from .config import (
 from .interfaces import Role
 from .settings import ConfigError, Listen, Validator, parse_hex, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
+from .throttle import BucketLimit, RateLimits
 from .wire import DHCP_MIN_MAX_SIZE
 
 __all__ = ["ConfigError", "RelaySettings", "load", "parse"]
@@ -63,7 +64,7 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port", "class"}
+     "reply_giaddr", "relay_port", "class", "rate_limit"}
 )
 INTERFACE_KEYS = frozenset(
     {"name", "role", "trusted", "giaddr", "helpers", "circuit_id", "remote_id", "link_selection",
@@ -72,6 +73,11 @@ INTERFACE_KEYS = frozenset(
 CLASS_KEYS = frozenset(
     {"name", "helpers", "vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces"}
 )
+RATE_LIMIT_KEYS = frozenset(
+    {"mac_burst", "mac_rate", "circuit_burst", "circuit_rate", "table_size"}
+)
+#: Clients tracked per kind: a bound on the relay's memory, not on the clients it serves.
+MAX_TABLE_SIZE = 1 << 20
 CLASS_CRITERIA = ("vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces")
 #: chaddr has 16 octets.
 CHADDR_SIZE = 16
@@ -129,12 +135,15 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
             i.role.faces_clients for i in interfaces):
         v.fail("interface", "no client-facing interface (role downstream or both)")
     classes = _classes(v, interfaces)
+    table = v.table("rate_limit")
+    rate_limits = RateLimits() if table is None else _rate_limits(table)
 
     v.finish()
     relay = RelayConfig(
         helpers=helpers, interfaces=interfaces, max_hops=max_hops, agent_info=agent_info,
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port, classes=classes,
+        rate_limits=rate_limits,
     )
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics)
 
@@ -216,3 +225,16 @@ def _arches(v: Validator) -> frozenset[int]:
         else:
             arches.add(item)
     return frozenset(arches)
+
+
+def _rate_limits(v: Validator) -> RateLimits:
+    """[rate_limit]: a token bucket per MAC and per circuit (``relay.throttle``)."""
+    v.unknown_keys(RATE_LIMIT_KEYS)
+    default = RateLimits()
+    limits = {}
+    for kind, limit in (("mac", default.mac), ("circuit", default.circuit)):
+        burst = v.number(f"{kind}_burst", limit.burst, 1)
+        rate = v.number(f"{kind}_rate", limit.rate, 0)
+        limits[kind] = BucketLimit(burst, rate)
+    table_size = v.integer("table_size", default.table_size, 1, MAX_TABLE_SIZE)
+    return RateLimits(limits["mac"], limits["circuit"], table_size)

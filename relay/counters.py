@@ -25,6 +25,8 @@ class RelayCounters:
     forwarded: Counter[IPv4Address] = dataclasses.field(default_factory=Counter)
     #: Requests relayed, per forwarding class ("default": no class matched).
     relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: Clients whose throttling started (relay.throttle), per kind ("mac", "circuit").
+    throttled_clients: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 
@@ -39,6 +41,7 @@ class RelayCounters:
             "agent_info_omitted_oversize": self.agent_info_omitted_oversize,
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
             "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
+            "throttled_clients": dict(self.throttled_clients),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
         }

@@ -25,4 +25,8 @@ class DropReason(enum.Enum):
     #: A reply to unicast to a ciaddr that is not a host on the delivery interface's subnets.
     CIADDR_OFF_LINK = "ciaddr-off-link"
     REQUEST_FROM_SELF = "request-from-self"
+    #: A request from a MAC over its rate (relay.throttle), while others are served.
+    RATE_LIMITED_MAC = "rate-limited-mac"
+    #: A request from a circuit (interface, downstream agent's circuit-id) over its rate.
+    RATE_LIMITED_CIRCUIT = "rate-limited-circuit"
     OVERSIZE = "oversize"

@@ -7,14 +7,17 @@ No sockets, clock or logging here: the shell executes the actions, counts and lo
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
+from typing import Any
 
-from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Throttle, Warn
 from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
 from .interfaces import Interface, InterfaceTable, Role
+from .throttle import BucketLimit, ThrottleChange, TokenBuckets
 from .wire import (
     ETHERNET_MAX_MESSAGE,
     FLAG_UNICAST,
@@ -44,6 +47,10 @@ class RelayEngine:
     def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
         self.counters = RelayCounters()
         self._warned_pxe_misconfig: set[IPv4Address] = set()
+        self._macs: TokenBuckets | None = None
+        self._circuit_buckets: TokenBuckets | None = None
+        #: Throttling started or stopped, from either table, not yet told (Throttle actions).
+        self._throttle_changes: list[ThrottleChange] = []
         self.config = config
         self.interfaces = interfaces or InterfaceTable()
 
@@ -58,6 +65,21 @@ class RelayEngine:
         self._agent_values: dict[tuple[int, bool], bytes | None] = {}
         self._circuits: dict[bytes, str] | None = None
         self._agent_decoded: dict[bytes, tuple[bytes | None, IPv4Address | None] | Drop] = {}
+        self._classes = config.classes
+        limits = config.rate_limits
+        self._macs = self._buckets(self._macs, "mac", limits.mac, limits.table_size)
+        self._circuit_buckets = self._buckets(self._circuit_buckets, "circuit", limits.circuit,
+                                              limits.table_size)
+
+    def _buckets(self, running: TokenBuckets | None, kind: str, limit: BucketLimit,
+                 capacity: int) -> TokenBuckets | None:
+        """A reload that keeps a limit keeps its clients' buckets (and who is throttled); a
+        changed limit starts afresh, a rate of 0 turns it off."""
+        if not limit.enabled:
+            return None
+        if running is not None and (running.limit, running.capacity) == (limit, capacity):
+            return running
+        return TokenBuckets(limit, capacity, kind, self._throttle_changes)
 
     @property
     def interfaces(self) -> InterfaceTable:
@@ -87,7 +109,11 @@ class RelayEngine:
         msg = frame.message
         if msg.op == 1:  # Op.BOOTREQUEST
             self.counters.requests += 1
-            return self._request(frame, datagram)
+            outcome = self._request(frame, datagram, now)
+            if self._throttle_changes:
+                outcome = dataclasses.replace(outcome, actions=(*outcome.actions,
+                                                                *self._throttles()))
+            return outcome
         self.counters.replies += 1
         self.counters.replies_on_port[datagram.port] += 1
         return self._dropped(Outcome(tuple(self._reply(frame, datagram)), msg, msg.hops,
@@ -100,15 +126,19 @@ class RelayEngine:
         return outcome
 
     # -- client to server ----------------------------------------------------------------------
-    def _request(self, frame: Frame, datagram: Datagram) -> Outcome:
+    def _request(self, frame: Frame, datagram: Datagram, now: float) -> Outcome:
         msg = frame.message
         checked = self._request_checks(msg, datagram)
         if isinstance(checked, Drop):
             return self._drop_request(msg, checked.reason, checked.detail)
         ingress, settings = checked
+        if self._macs is not None or self._circuit_buckets is not None:
+            limited = self._rate_limited(msg, ingress, settings, now)
+            if limited is not None:
+                return self._drop_request(msg, limited.reason, limited.detail)
         # The forwarding classes (relay.classes): the first that matches names the helpers;
         # none matching, the interface's (or the global) helpers, every one of them.
-        matched = classify(self.config.classes, msg, ingress.name)
+        matched = classify(self._classes, msg, ingress.name) if self._classes else None
         if matched is None:
             class_name, helpers = DEFAULT_CLASS, self.config.helpers_for(settings)
         else:
@@ -175,6 +205,63 @@ class RelayEngine:
             forwards.append(Forward(server, payload))
         self.counters.relayed_by_class[class_name] += 1
         return Outcome(tuple(forwards), msg, hops, giaddr, class_name)
+
+    def _rate_limited(self, msg: DhcpMessage, ingress: Interface, settings: InterfaceConfig,
+                      now: float) -> Drop | None:
+        """A flooding MAC, then a flooding circuit, is dropped while others are served. The MAC
+        is checked first: its dropped requests take nothing from its circuit's bucket, so one
+        flooding client does not starve its neighbours."""
+        macs, circuits = self._macs, self._circuit_buckets
+        if macs is not None and not macs.admit((ingress.index, msg.hardware_address), now):
+            return Drop(DropReason.RATE_LIMITED_MAC, f"{msg.mac} on {ingress.name}")
+        if circuits is not None:
+            circuit = (ingress.index, *self._circuit_of_request(msg, settings))
+            if not circuits.admit(circuit, now):
+                return Drop(DropReason.RATE_LIMITED_CIRCUIT, _circuit_text(ingress.name, circuit))
+        return None
+
+    @staticmethod
+    def _circuit_of_request(msg: DhcpMessage, settings: InterfaceConfig
+                            ) -> tuple[IPv4Address, bytes]:
+        """The circuit a request came by, besides its interface: a downstream agent's giaddr and
+        circuit-id, where that agent is believed (giaddr set, or a trusted interface; else a
+        client could pick a fresh circuit-id per request)."""
+        agent = msg.get(Opt.RELAY_AGENT_INFO)
+        if agent is None or (msg.giaddr == ZERO and not settings.trusted):
+            return msg.giaddr, b""
+        try:
+            return msg.giaddr, AgentInfo.decode(agent).circuit_id or b""
+        except WireError:
+            return msg.giaddr, b""
+
+    def sweep(self, now: float) -> list[Throttle]:
+        """Forget the clients gone quiet (their buckets full again): the Throttle actions of
+        those whose throttling so stopped. The shell calls it every second or so, so the stop
+        is told even when no request follows."""
+        for buckets in (self._macs, self._circuit_buckets):
+            if buckets is not None:
+                buckets.expire(now)
+        return self._throttles()
+
+    def _throttles(self) -> list[Throttle]:
+        """The Throttle actions of the changes not yet told (and counted)."""
+        actions: list[Throttle] = []
+        for change in self._throttle_changes:
+            key: tuple[Any, ...] = change.client  # type: ignore[assignment]
+            interface = self.interfaces.by_index(key[0])
+            ifname = interface.name if interface is not None else f"#{key[0]}"
+            client = (":".join(f"{b:02x}" for b in key[1]) if change.kind == "mac"
+                      else _circuit_text(ifname, key))
+            if change.started:
+                self.counters.throttled_clients[change.kind] += 1
+            actions.append(Throttle(change.kind, client, ifname, change.started, change.dropped))
+        self._throttle_changes.clear()
+        return actions
+
+    def throttled_now(self) -> dict[str, int]:
+        """Clients being throttled now, per kind (a gauge)."""
+        return {buckets.kind: buckets.throttled_now
+                for buckets in (self._macs, self._circuit_buckets) if buckets is not None}
 
     def _drop_request(self, msg: DhcpMessage, reason: DropReason, detail: str) -> Outcome:
         self.counters.dropped[reason] += 1
@@ -455,6 +542,15 @@ class RelayEngine:
             f"60/66/67 on {server} and keep the PXE server in the helper list.",
             server,
         )
+
+
+def _circuit_text(ifname: str, circuit: tuple[Any, ...]) -> str:
+    """A circuit (ifindex, giaddr, circuit-id) for a person: the interface, and the downstream
+    agent's giaddr and circuit-id where there are."""
+    _, giaddr, circuit_id = circuit
+    parts = [ifname, *([str(giaddr)] if giaddr != ZERO else []),
+             *([circuit_id.decode("ascii", "backslashreplace")] if circuit_id else [])]
+    return "/".join(parts)
 
 
 def _circuit_of(interface: Interface, settings: InterfaceConfig) -> bytes:

@@ -27,9 +27,10 @@ import structlog
 import trio
 
 from . import metrics
-from .actions import Deliver, Drop, Forward, Outcome, Warn
+from .actions import Deliver, Drop, Forward, Outcome, Throttle, Warn
 from .config import RelayConfig
 from .configfile import RelaySettings
+from .drops import DropReason
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -51,6 +52,10 @@ from .shell import (
 from .sockets import Sender, open_packet
 from .wire import SERVER_PORT, Datagram
 
+#: Drops of a throttled client: counted, logged once as relay.client.throttled.
+THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
+#: Seconds between two sweeps of the rate limiter for clients gone quiet (their stop logged).
+THROTTLE_SWEEP = 1.0
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
 
@@ -77,6 +82,12 @@ FAMILIES = (
            ("delivered", "{mode}")),
     Family("boothop_relay_dropped", "counter", "Datagrams dropped, per reason",
            ("dropped", "{reason}")),
+    Family("boothop_relay_clients_throttled", "counter",
+           "Clients whose requests started being dropped over their rate, per kind (mac, "
+           "circuit)", ("throttled_clients", "{kind}")),
+    Family("boothop_relay_clients_throttled_now", "gauge",
+           "Clients whose requests are being dropped over their rate now, per kind",
+           ("throttled_now", "{kind}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
@@ -175,8 +186,22 @@ class RelayService:
                                       destination=str(action.destination))
             elif isinstance(action, Warn):
                 self.log.warning(action.event, message=action.message, server=str(action.server))
+            elif isinstance(action, Throttle):
+                self._log_throttle(action)
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
+
+    def _log_throttle(self, action: Throttle) -> None:
+        """One line when a client's throttling starts, one when it stops (its dropped requests
+        are counted, not logged)."""
+        limits = self.engine.config.rate_limits
+        limit = limits.mac if action.kind == "mac" else limits.circuit
+        if action.started:
+            self.log.warning("relay.client.throttled", kind=action.kind, client=action.client,
+                             ifname=action.ifname, burst=limit.burst, rate=limit.rate)
+        else:
+            self.log.info("relay.client.unthrottled", kind=action.kind, client=action.client,
+                          ifname=action.ifname, dropped=action.dropped)
 
     def _observe(self, helper: IPv4Address, latency: float) -> None:
         histogram = self.latency.get(helper)
@@ -195,6 +220,8 @@ class RelayService:
                 servers.append(address_text(action.server))
                 continue
             if isinstance(action, Drop):
+                if action.reason in THROTTLED:
+                    continue  # relay.client.throttled said it once
                 suppressed = self.limiter.allow(("drop", action.reason), now)
                 if suppressed is None:
                     continue
@@ -277,6 +304,7 @@ class RelayService:
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
+            "throttled_now": self.engine.throttled_now(),
             "helper_replies": self.replies.snapshot(),
             "reply_latency": {str(helper): histogram.snapshot()
                               for helper, histogram in self.latency.items()},
@@ -318,6 +346,17 @@ class RelayService:
             await trio.sleep(STATS_FILE_PERIOD)
             if self.snapshot() != self._written:
                 self.write_stats()
+
+    async def throttle_loop(self) -> None:
+        """Tell when a throttled client went quiet, though no request follows to tell it."""
+        while True:
+            await trio.sleep(THROTTLE_SWEEP)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        with self.lock:
+            for action in self.engine.sweep(now):
+                self._log_throttle(action)
 
     async def stats_loop(self, interval: float) -> None:
         while True:
@@ -398,6 +437,7 @@ async def run_relay(
                 await nursery.start(follow_interfaces, service.on_interfaces)
                 for loop in service.loops:
                     nursery.start_soon(loop.run)
+                nursery.start_soon(service.throttle_loop)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:

@@ -11,7 +11,8 @@ import dataclasses
 from ipaddress import IPv4Address
 from typing import Any
 
-from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Throttle, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
+from .bootwatch import BootWatch, Unbootable
 from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
@@ -37,6 +38,10 @@ LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 #: Where giaddr sits in the fixed BOOTP header (op htype hlen hops xid secs flags ciaddr yiaddr
 #: siaddr, RFC 951).
 GIADDR_OFFSET = 24
+#: A rogue server is logged again after this many seconds; at most ROGUES_TRACKED are
+#: remembered (their addresses are chosen by whoever sends).
+ROGUE_REPEAT = 3600.0
+ROGUES_TRACKED = 1024
 #: RFC 1542 §4.1.1: requests whose hops exceed this are discarded whatever the configuration.
 RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
@@ -47,6 +52,10 @@ class RelayEngine:
     def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
         self.counters = RelayCounters()
         self._warned_pxe_misconfig: set[IPv4Address] = set()
+        self._boots = BootWatch()
+        self._warned_unbootable: set[str] = set()
+        #: Rogue server address -> when it was last logged.
+        self._rogues: dict[IPv4Address, float] = {}
         self._macs: TokenBuckets | None = None
         self._circuit_buckets: TokenBuckets | None = None
         #: Throttling started or stopped, from either table, not yet told (Throttle actions).
@@ -116,8 +125,59 @@ class RelayEngine:
             return outcome
         self.counters.replies += 1
         self.counters.replies_on_port[datagram.port] += 1
+        if datagram.source not in self._servers:
+            drop = Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")
+            rogue = self._rogue(msg, datagram, now, to_relay=True)
+            return self._dropped(Outcome((drop,) if rogue is None else (drop, rogue), msg,
+                                         msg.hops, msg.giaddr))
         return self._dropped(Outcome(tuple(self._reply(frame, datagram)), msg, msg.hops,
                                      msg.giaddr))
+
+    def observe_client_lan(self, datagram: Datagram, now: float) -> Outcome:
+        """A BOOTREPLY seen on its way to a client's port (the shell's packet listener): a
+        server answering directly on a client LAN. Nothing is relayed; one that is not a
+        configured helper is a rogue (``RogueServer``, counted)."""
+        try:
+            msg = Frame(datagram.payload).message
+        except WireError:
+            return Outcome(())
+        rogue = self._rogue(msg, datagram, now, to_relay=False)
+        return Outcome(() if rogue is None else (rogue,), msg, msg.hops, msg.giaddr)
+
+    def _rogue(self, msg: DhcpMessage, datagram: Datagram, now: float,
+               to_relay: bool) -> RogueServer | None:
+        """Whether a reply from a non-helper arrived on a client-facing interface: a DHCP server
+        there that is not ours. ``to_relay``: it came to the relay's port (else it was seen on
+        its way to a client). Not counted: a configured server (or one at our own address), a
+        reply another relay delivered (giaddr set: its server is elsewhere), one to the relay's
+        port on an interface that also faces servers, and an answer to this host's own DHCP
+        client (chaddr one of our interfaces')."""
+        server = datagram.source
+        if (msg.op != 2 or server == ZERO or server in self._servers
+                or self.interfaces.by_address(server)):
+            return None
+        ingress = self.interfaces.by_index(datagram.ifindex)
+        if ingress is None or (not to_relay and msg.giaddr != ZERO):
+            return None
+        settings = self.config.interface(ingress.name)
+        if settings is None or not settings.role.faces_clients:
+            return None
+        if to_relay and settings.role is not Role.DOWNSTREAM:
+            return None
+        if any(msg.hardware_address == own.mac for own in self.interfaces if own.mac):
+            return None
+        self.counters.rogue_replies[ingress.index] += 1
+        last = self._rogues.get(server)
+        if last is not None and now - last < ROGUE_REPEAT:
+            return None
+        if len(self._rogues) >= ROGUES_TRACKED:
+            self._rogues.clear()
+        self._rogues[server] = now
+        server_id = msg.get(Opt.SERVER_ID)
+        return RogueServer(
+            server, ":".join(f"{b:02x}" for b in datagram.source_mac), ingress.name,
+            str(IPv4Address(server_id)) if server_id is not None and len(server_id) == 4
+            else None, msg.yiaddr)
 
     def _dropped(self, outcome: Outcome) -> Outcome:
         for action in outcome.actions:
@@ -204,6 +264,7 @@ class RelayEngine:
             forwarded[server] += 1
             forwards.append(Forward(server, payload))
         self.counters.relayed_by_class[class_name] += 1
+        self._boots.forwarded(msg, class_name, helpers, ingress.name, now)
         return Outcome(tuple(forwards), msg, hops, giaddr, class_name)
 
     def _rate_limited(self, msg: DhcpMessage, ingress: Interface, settings: InterfaceConfig,
@@ -234,14 +295,41 @@ class RelayEngine:
         except WireError:
             return msg.giaddr, b""
 
-    def sweep(self, now: float) -> list[Throttle]:
-        """Forget the clients gone quiet (their buckets full again): the Throttle actions of
-        those whose throttling so stopped. The shell calls it every second or so, so the stop
-        is told even when no request follows."""
+    def sweep(self, now: float) -> list[Throttle | Warn]:
+        """What time alone tells, called by the shell every second or so: clients gone quiet
+        (their buckets full again; a Throttle for those whose throttling so stopped) and PXE
+        clients left without boot information (a Warn once per class, ``_unbootable``)."""
         for buckets in (self._macs, self._circuit_buckets):
             if buckets is not None:
                 buckets.expire(now)
-        return self._throttles()
+        actions: list[Throttle | Warn] = [*self._throttles()]
+        for unbootable in self._boots.expire(now):
+            warning = self._unbootable(unbootable)
+            if warning is not None:
+                actions.append(warning)
+        return actions
+
+    def _unbootable(self, found: Unbootable) -> Warn | None:
+        """The seed-2 diagnosis, learned from classes: PXE clients sent to no PXE server while
+        their DHCP server offers no boot information either (counted each, warned once per
+        class)."""
+        self.counters.pxe_unbootable[found.forwarding_class] += 1
+        if found.forwarding_class in self._warned_unbootable:
+            return None
+        self._warned_unbootable.add(found.forwarding_class)
+        which = (f"class {found.forwarding_class!r}" if found.forwarding_class != DEFAULT_CLASS
+                 else "the default helpers (no class matched)")
+        return Warn(
+            "relay.pxe.no_boot_server",
+            f"PXE clients on {found.ifname} go by {which} to "
+            f"{', '.join(map(str, found.helpers))}: none answered as a PXE server (proxyDHCP) "
+            f"and DHCP server {found.dhcp_server} offers an address without boot information "
+            "(no option 60 PXEClient, no boot file): they get an address and nothing to boot "
+            "(PXE-E53 No boot filename received). Fix: add the PXE server to "
+            + (f"class {found.forwarding_class!r}'s helpers."
+               if found.forwarding_class != DEFAULT_CLASS else "the helpers."),
+            found.dhcp_server,
+        )
 
     def _throttles(self) -> list[Throttle]:
         """The Throttle actions of the changes not yet told (and counted)."""
@@ -373,9 +461,8 @@ class RelayEngine:
 
     # -- server to client ----------------------------------------------------------------------
     def _reply(self, frame: Frame, datagram: Datagram) -> list[Deliver | Drop | Warn]:
+        """A reply to relay (RFC 1542 §4.1.2), with the trust rules of ``_wrong_side``."""
         msg = frame.message
-        if datagram.source not in self._servers:
-            return [Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")]
         # RFC 1542 §4.1.2: "If the content of the 'giaddr' field does not match one of the relay
         # agent's directly-connected logical interfaces, the BOOTREPLY message MUST be silently
         # discarded."
@@ -409,7 +496,9 @@ class RelayEngine:
             payload = b"".join((payload[:GIADDR_OFFSET], self.config.reply_giaddr.packed,
                                 payload[GIADDR_OFFSET + 4:]))
         actions: list[Deliver | Drop | Warn] = []
-        warning = self._pxe_misconfig_warning(msg, datagram.source, settings)
+        sent_to = self._boots.replied(msg, datagram.source)
+        warning = self._pxe_misconfig_warning(msg, datagram.source,
+                                              sent_to or self.config.helpers_for(settings))
         if warning is not None:
             actions.append(warning)
         source = self._link_address(interface, settings) or msg.giaddr
@@ -525,12 +614,13 @@ class RelayEngine:
         return self._circuits
 
     def _pxe_misconfig_warning(
-        self, msg: DhcpMessage, server: IPv4Address, settings: InterfaceConfig
+        self, msg: DhcpMessage, server: IPv4Address, helpers: tuple[IPv4Address, ...]
     ) -> Warn | None:
-        """The second field report (PXE-E55): a DHCP server answering as a PXE server too."""
+        """The second field report (PXE-E55): a DHCP server answering as a PXE server too, while
+        the client's request also went to other ``helpers`` (its class's, or the interface's)."""
         if msg.yiaddr == ZERO or not is_pxe_client(msg) or server in self._warned_pxe_misconfig:
             return None
-        others = [h for h in self.config.helpers_for(settings) if h != server]
+        others = [h for h in helpers if h != server]
         if not others:
             return None
         self._warned_pxe_misconfig.add(server)

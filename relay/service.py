@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from . import metrics
-from .actions import Deliver, Drop, Forward, Outcome, Throttle, Warn
+from .actions import Deliver, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .config import RelayConfig
 from .configfile import RelaySettings
 from .drops import DropReason
@@ -44,7 +44,9 @@ from .shell import (
     address_text,
     errno_name,
     logging_enabled,
+    open_reply_listener,
     open_udp,
+    receive_frame,
     reload_config,
     set_log_level,
     signal_loop,
@@ -54,8 +56,8 @@ from .wire import SERVER_PORT, Datagram
 
 #: Drops of a throttled client: counted, logged once as relay.client.throttled.
 THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
-#: Seconds between two sweeps of the rate limiter for clients gone quiet (their stop logged).
-THROTTLE_SWEEP = 1.0
+#: Seconds between two sweeps of the engine (``RelayEngine.sweep``).
+SWEEP_PERIOD = 1.0
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
 
@@ -88,6 +90,12 @@ FAMILIES = (
     Family("boothop_relay_clients_throttled_now", "gauge",
            "Clients whose requests are being dropped over their rate now, per kind",
            ("throttled_now", "{kind}")),
+    Family("boothop_relay_pxe_unbootable", "counter",
+           "PXE clients' transactions with an address offer and no boot information, per "
+           "forwarding class", ("pxe_unbootable_by_class", "{class}")),
+    Family("boothop_relay_rogue_replies", "counter",
+           "DHCP server answers from a server that is no helper, on a client-facing interface",
+           ("rogue_replies_by_interface", "{interface}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
@@ -128,9 +136,11 @@ class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
-                 stats_file: Path | None = None) -> None:
+                 stats_file: Path | None = None, listener: socket.socket | None = None) -> None:
         """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
-        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock."""
+        RFC 8357 relay port, gets a receive loop of its own into the same engine and lock, and
+        so does ``listener`` (``shell.open_reply_listener``: server answers to the clients'
+        port, for rogue server detection)."""
         self.engine = engine
         self.udp = udp
         self.sender = sender
@@ -144,6 +154,9 @@ class RelayService:
         self.loop = DatagramLoop(udp, self.receive, log=log, lock=self.lock)
         self.loops = [self.loop] + ([] if sender.upstream is None else [
             DatagramLoop(sender.upstream, self.receive, log=log, lock=self.lock)])
+        if listener is not None:
+            self.loops.append(DatagramLoop(listener, self.observe, log=log, lock=self.lock,
+                                           reader=receive_frame, port=sender.client_port))
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
@@ -161,6 +174,19 @@ class RelayService:
     def receive(self, datagram: Datagram) -> None:
         """The receive thread's handler (under ``lock``)."""
         self.handle(datagram, time.monotonic())
+
+    def observe(self, datagram: Datagram) -> None:
+        """The reply listener's handler (under ``lock``): a server's answer on a client LAN."""
+        for action in self.engine.observe_client_lan(datagram, time.monotonic()).actions:
+            if isinstance(action, RogueServer):
+                self._log_rogue(action)
+
+    def _log_rogue(self, action: RogueServer) -> None:
+        self.log.warning("relay.rogue_server", server=address_text(action.server),
+                         server_mac=action.mac or None, ifname=action.ifname,
+                         server_id=action.server_id, offered=address_text(action.yiaddr),
+                         note="a DHCP server that is not a configured helper answers on a "
+                         "client LAN")
 
     def handle(self, datagram: Datagram, now: float) -> None:
         """Run one datagram through the engine and execute what it says."""
@@ -188,6 +214,8 @@ class RelayService:
                 self.log.warning(action.event, message=action.message, server=str(action.server))
             elif isinstance(action, Throttle):
                 self._log_throttle(action)
+            elif isinstance(action, RogueServer):
+                self._log_rogue(action)
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
 
@@ -305,6 +333,9 @@ class RelayService:
             **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
             "throttled_now": self.engine.throttled_now(),
+            "rogue_replies_by_interface": {
+                self._ifname(index): count
+                for index, count in self.engine.counters.rogue_replies.items()},
             "helper_replies": self.replies.snapshot(),
             "reply_latency": {str(helper): histogram.snapshot()
                               for helper, histogram in self.latency.items()},
@@ -347,16 +378,21 @@ class RelayService:
             if self.snapshot() != self._written:
                 self.write_stats()
 
-    async def throttle_loop(self) -> None:
-        """Tell when a throttled client went quiet, though no request follows to tell it."""
+    async def sweep_loop(self) -> None:
+        """Tell what time alone tells (a throttled client gone quiet, PXE clients left without
+        boot information), though no packet follows to tell it."""
         while True:
-            await trio.sleep(THROTTLE_SWEEP)
+            await trio.sleep(SWEEP_PERIOD)
             self.sweep(time.monotonic())
 
     def sweep(self, now: float) -> None:
         with self.lock:
             for action in self.engine.sweep(now):
-                self._log_throttle(action)
+                if isinstance(action, Throttle):
+                    self._log_throttle(action)
+                else:
+                    self.log.warning(action.event, message=action.message,
+                                     server=str(action.server))
 
     async def stats_loop(self, interval: float) -> None:
         while True:
@@ -414,17 +450,19 @@ async def run_relay(
     """
     engine = RelayEngine(config)
     udp = open_udp(port)
-    upstream = None
+    upstream = listener = None
     try:
         # RFC 8357 §5.1: requests leave from the relay port, and replies come back to it.
         upstream = None if config.relay_port is None else open_udp(config.relay_port)
         sender = Sender(udp, open_packet(), port, upstream)
+        listener = open_reply_listener(sender.client_port)
     except BaseException:
         udp.close()
-        if upstream is not None:
-            upstream.close()
+        for sock in (upstream, listener):
+            if sock is not None:
+                sock.close()
         raise
-    service = RelayService(engine, udp, sender, stats_file)
+    service = RelayService(engine, udp, sender, stats_file, listener)
     exporter = Metrics() if metrics_listen is not None else None
     try:
         receiver = (trio.open_signal_receiver(*DAEMON_SIGNALS) if handle_signals
@@ -437,7 +475,7 @@ async def run_relay(
                 await nursery.start(follow_interfaces, service.on_interfaces)
                 for loop in service.loops:
                     nursery.start_soon(loop.run)
-                nursery.start_soon(service.throttle_loop)
+                nursery.start_soon(service.sweep_loop)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:
@@ -451,6 +489,7 @@ async def run_relay(
                 task_status.started(service)
     finally:
         sender.close()
+        listener.close()
         service.write_stats()
         service.log.info("relay.stopped", **service.snapshot())
     return service

@@ -1192,6 +1192,7 @@ def test_counters_add_up_over_a_mixed_run() -> None:
         "forwarded": {str(DHCP_SERVER): 1, str(PXE_SERVER): 1},
         "relayed_by_class": {"default": 1},
         "throttled_clients": {},
+        "pxe_unbootable_by_class": {},
         "delivered": {"unicast-chaddr": 1},
         "dropped": {"hop-limit": 1, "malformed": 1, "reply-from-non-server": 1},
     }

@@ -62,7 +62,32 @@ class Warn:
     server: IPv4Address
 
 
-Action = Forward | Deliver | Drop | Warn
+@dataclasses.dataclass(frozen=True, slots=True)
+class Throttle:
+    """Rate limiting of one client started (``started``) or stopped, after ``dropped`` requests:
+    logged once each way. ``kind`` is "mac" or "circuit"."""
+
+    kind: str
+    client: str
+    ifname: str
+    started: bool
+    dropped: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RogueServer:
+    """A DHCP server that is not a configured helper answered on a client-facing interface:
+    logged once per server address (an hour apart at most)."""
+
+    server: IPv4Address
+    mac: str
+    ifname: str
+    #: Its option 54 and the address it offered, as a person looks for it.
+    server_id: str | None
+    yiaddr: IPv4Address
+
+
+Action = Forward | Deliver | Drop | Warn | Throttle | RogueServer
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -29,8 +29,11 @@ from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from . import kernel, metrics, shell
-from .config import AgentPolicy
+from .classes import DEFAULT_CLASS, classify
+from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
 from .kernel import DEFAULT_CACHE
@@ -45,7 +48,7 @@ from .settings import (
     parse_listen,
     read_toml,
 )
-from .wire import DHCP_MIN_MAX_SIZE, SERVER_PORT
+from .wire import DHCP_MIN_MAX_SIZE, SERVER_PORT, DhcpMessage, Op, Opt
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 COMMAND_LINE = "<command line>"
@@ -339,7 +342,63 @@ def check(argv: Sequence[str]) -> int:
     if relay6 is not None:
         parts.append(f"DHCPv6: {len(relay6.lower)} lower, {len(relay6.upper)} upper")
     print(f"{args.config}: ok ({'; '.join(parts)})")
+    if relay is not None and relay.classes:
+        for line in pxe_routes(relay):
+            print(line)
+    for warning in learned_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+#: PXE clients as a relay sees them (PXE spec 2.1 option 60, RFC 4578 option 93).
+PXE_PROBES = (("BIOS", 0), ("EFI x64", 7))
+
+
+def pxe_routes(relay: RelayConfig) -> list[str]:
+    """Where the classes send PXE clients, per client-facing interface: what the seed-2
+    diagnosis needs a person to see (a class that sends them to no PXE server)."""
+    names = [i.name for i in relay.interfaces if i.role.faces_clients] or [""]
+    lines = []
+    for ifname in names:
+        for arch_name, arch in PXE_PROBES:
+            probe = DhcpMessage(op=Op.BOOTREQUEST, xid=0, options=(
+                (Opt.VENDOR_CLASS_ID, f"PXEClient:Arch:{arch:05d}:UNDI:002001".encode()),
+                (Opt.CLIENT_ARCH, arch.to_bytes(2, "big"))))
+            matched = classify(relay.classes, probe, ifname)
+            if matched is None:
+                which = "no class (the default helpers)"
+                helpers = relay.helpers_for(relay.interface(ifname) or InterfaceConfig(ifname))
+            else:
+                which, helpers = f"class {matched.name!r}", matched.helpers
+            where = f"on {ifname}" if ifname else "on any interface"
+            lines.append(f"  PXE clients ({arch_name}) {where}: {which} -> "
+                         f"{', '.join(map(str, helpers))}")
+    return lines
+
+
+def learned_warnings(settings: RelaySettings) -> list[str]:
+    """What the running relay (its metrics endpoint, when the file names one) learned: the
+    forwarding classes whose PXE clients got an address and no boot information."""
+    if settings.metrics is None:
+        return []
+    try:
+        text = metrics.scrape(settings.metrics, timeout=2.0)
+    except OSError:
+        return []
+    warnings = []
+    for family in text_string_to_metric_families(text):
+        if family.name != "boothop_relay_pxe_unbootable":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                name = sample.labels["class"]
+                warnings.append(
+                    f"the running relay ({settings.metrics}) saw {sample.value:g} PXE "
+                    f"client(s) of {'class ' + repr(name) if name != DEFAULT_CLASS else 'no class'}"
+                    " get an address and no boot information: their helpers include no PXE "
+                    "server and the DHCP server offers no boot information either (PXE-E53); "
+                    "add the PXE server to that class's helpers")
+    return warnings
 
 
 def status(argv: Sequence[str]) -> int:

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from .classes import ForwardingClass
 from .interfaces import Role
+from .throttle import RateLimits
 
 DEFAULT_MAX_HOPS = 10
 #: dhcrelay's -A default: the largest packet sent to a server once option 82 is added.
@@ -121,6 +122,8 @@ class RelayConfig:
     #: Boot-aware forwarding classes, tried in order (``relay.classes``); a request none
     #: matches goes to ``helpers_for`` its interface.
     classes: tuple[ForwardingClass, ...] = ()
+    #: Per-client rate limits (``relay.throttle``).
+    rate_limits: RateLimits = dataclasses.field(default_factory=RateLimits)
 
     def interface(self, name: str) -> InterfaceConfig | None:
         if not self.interfaces:

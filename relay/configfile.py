@@ -49,6 +49,7 @@ from .config import (
 from .interfaces import Role
 from .settings import ConfigError, Listen, Validator, parse_hex, parse_listen, read_toml
 from .shell import FORMATS, LEVELS
+from .throttle import BucketLimit, RateLimits
 from .wire import DHCP_MIN_MAX_SIZE, VssType, WireError, vss_value
 from .wire.dhcpv6 import ALL_SERVERS
 
@@ -80,7 +81,8 @@ class RelaySettings:
 TOP_KEYS = frozenset(
     {"helpers", "extra_servers", "max_hops", "agent_info", "agent_policy", "remote_id",
      "max_packet_size", "stats_interval", "log_format", "log_level", "metrics", "interface",
-     "reply_giaddr", "relay_port", "smart_retries", "forward_udp", "class", "dhcpv6"}
+     "reply_giaddr", "relay_port", "smart_retries", "forward_udp", "class", "dhcpv6",
+     "rate_limit"}
 )
 DHCPV6_KEYS = frozenset(
     {"lower", "upper", "remote_id", "remote_id_enterprise", "subscriber_id", "client_link_layer"}
@@ -92,6 +94,11 @@ INTERFACE_KEYS = frozenset(
 CLASS_KEYS = frozenset(
     {"name", "helpers", "vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces"}
 )
+RATE_LIMIT_KEYS = frozenset(
+    {"mac_burst", "mac_rate", "circuit_burst", "circuit_rate", "table_size"}
+)
+#: Clients tracked per kind: a bound on the relay's memory, not on the clients it serves.
+MAX_TABLE_SIZE = 1 << 20
 CLASS_CRITERIA = ("vendor_class", "client_arch", "user_class", "mac_prefix", "interfaces")
 #: chaddr has 16 octets.
 CHADDR_SIZE = 16
@@ -156,6 +163,8 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
             i.role.faces_clients for i in interfaces):
         v.fail("interface", "no client-facing interface (role downstream or both)")
     classes = _classes(v, interfaces)
+    table = v.table("rate_limit")
+    rate_limits = RateLimits() if table is None else _rate_limits(table)
 
     v.finish()
     relay = RelayConfig(
@@ -163,6 +172,7 @@ def parse(data: Mapping[str, Any], source: str | os.PathLike[str],
         agent_policy=policy, remote_id=remote_id, max_packet_size=max_size,
         extra_servers=extra, reply_giaddr=reply_giaddr, relay_port=relay_port,
         smart_retries=smart_retries, forward_udp=forward_udp, classes=classes,
+        rate_limits=rate_limits,
     ) if ipv4 else None
     return RelaySettings(relay, stats_interval, log_format, log_level, metrics, relay6)
 
@@ -384,3 +394,16 @@ def _vss(v: Validator) -> bytes | None:
     except WireError as error:
         table.fail("id", str(error))
         return None
+
+
+def _rate_limits(v: Validator) -> RateLimits:
+    """[rate_limit]: a token bucket per MAC and per circuit (``relay.throttle``)."""
+    v.unknown_keys(RATE_LIMIT_KEYS)
+    default = RateLimits()
+    limits = {}
+    for kind, limit in (("mac", default.mac), ("circuit", default.circuit)):
+        burst = v.number(f"{kind}_burst", limit.burst, 1)
+        rate = v.number(f"{kind}_rate", limit.rate, 0)
+        limits[kind] = BucketLimit(burst, rate)
+    table_size = v.integer("table_size", default.table_size, 1, MAX_TABLE_SIZE)
+    return RateLimits(limits["mac"], limits["circuit"], table_size)

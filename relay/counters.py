@@ -28,6 +28,12 @@ class RelayCounters:
     forwarded: Counter[IPv4Address | IPv6Address] = dataclasses.field(default_factory=Counter)
     #: Requests relayed, per forwarding class ("default": no class matched).
     relayed_by_class: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: PXE clients' transactions left with an address and no boot information, per class.
+    pxe_unbootable: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: BOOTREPLYs from servers that are not helpers, seen on a client-facing interface (index).
+    rogue_replies: Counter[int] = dataclasses.field(default_factory=Counter)
+    #: Clients whose throttling started (relay.throttle), per kind ("mac", "circuit").
+    throttled_clients: Counter[str] = dataclasses.field(default_factory=Counter)
     delivered: Counter[DeliveryMode] = dataclasses.field(default_factory=Counter)
     dropped: Counter[DropReason] = dataclasses.field(default_factory=Counter)
 
@@ -50,6 +56,8 @@ class RelayCounters:
             "giaddr_fallbacks": dict(sorted(self.giaddr_fallbacks.items())),
             "forwarded": {str(k): v for k, v in sorted(self.forwarded.items())},
             "relayed_by_class": dict(sorted(self.relayed_by_class.items())),
+            "throttled_clients": dict(self.throttled_clients),
+            "pxe_unbootable_by_class": dict(sorted(self.pxe_unbootable.items())),
             "delivered": {k.value: v for k, v in self.delivered.items()},
             "dropped": {k.value: v for k, v in self.dropped.items()},
         }

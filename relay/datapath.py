@@ -128,7 +128,10 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     # A forwarding class that may take this interface's requests picks their helpers per
     # client (relay/classes.py): those requests stay in the engine.
     classified = any(not c.interfaces or interface.name in c.interfaces for c in config.classes)
-    if in_subset and not classified and 0 < len(helpers) <= MAX_HELPERS:
+    # Per-client rate limits (relay/throttle.py) are the engine's to apply: with one on, requests
+    # go up to it (the program keeps no token buckets yet).
+    limited = config.rate_limits.mac.enabled or config.rate_limits.circuit.enabled
+    if in_subset and not classified and not limited and 0 < len(helpers) <= MAX_HELPERS:
         flags |= IF_REQUESTS
     if in_subset:
         flags |= IF_REPLIES

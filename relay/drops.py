@@ -29,6 +29,10 @@ class DropReason(enum.Enum):
     #: A reply whose echoed VSS sub-option is not the one added on its interface.
     VSS_MISMATCH = "vss-mismatch"
     REQUEST_FROM_SELF = "request-from-self"
+    #: A request from a MAC over its rate (relay.throttle), while others are served.
+    RATE_LIMITED_MAC = "rate-limited-mac"
+    #: A request from a circuit (interface, downstream agent's circuit-id) over its rate.
+    RATE_LIMITED_CIRCUIT = "rate-limited-circuit"
     OVERSIZE = "oversize"
     #: DHCPv6: a server-to-client message (Advertise, Reply, Reconfigure) from a client's side.
     NOT_RELAYABLE = "not-relayable"

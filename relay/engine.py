@@ -8,15 +8,19 @@ No sockets, clock or logging here: the shell executes the actions, counts and lo
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
+from typing import Any
 
-from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
+from .bootwatch import BootWatch, Unbootable
 from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, GiaddrMode, InterfaceConfig, RelayConfig
 from .counters import RelayCounters
 from .drops import DropReason
 from .giaddr import SmartGiaddr
 from .interfaces import Interface, InterfaceTable, Role
+from .throttle import BucketLimit, ThrottleChange, TokenBuckets
 from .wire import (
     ETHERNET_MAX_MESSAGE,
     FLAG_UNICAST,
@@ -36,6 +40,10 @@ LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 #: Where giaddr sits in the fixed BOOTP header (op htype hlen hops xid secs flags ciaddr yiaddr
 #: siaddr, RFC 951).
 GIADDR_OFFSET = 24
+#: A rogue server is logged again after this many seconds; at most ROGUES_TRACKED are
+#: remembered (their addresses are chosen by whoever sends).
+ROGUE_REPEAT = 3600.0
+ROGUES_TRACKED = 1024
 #: RFC 1542 §4.1.1: requests whose hops exceed this are discarded whatever the configuration.
 RFC1542_MAX_HOPS = 16
 BROADCAST_MAC = b"\xff" * 6
@@ -50,6 +58,14 @@ class RelayEngine:
         self._warned_pxe_misconfig: set[IPv4Address] = set()
         #: Survives reloads and interface changes: clients keep the address that works.
         self._smart = SmartGiaddr(config.smart_retries)
+        self._boots = BootWatch()
+        self._warned_unbootable: set[str] = set()
+        #: Rogue server address -> when it was last logged.
+        self._rogues: dict[IPv4Address, float] = {}
+        self._macs: TokenBuckets | None = None
+        self._circuit_buckets: TokenBuckets | None = None
+        #: Throttling started or stopped, from either table, not yet told (Throttle actions).
+        self._throttle_changes: list[ThrottleChange] = []
         self.config = config
         self.interfaces = interfaces or InterfaceTable()
 
@@ -65,6 +81,21 @@ class RelayEngine:
         self._smart.retries = config.smart_retries
         self._circuits: dict[bytes, str] | None = None
         self._agent_decoded: dict[bytes, AgentFields | Drop] = {}
+        self._classes = config.classes
+        limits = config.rate_limits
+        self._macs = self._buckets(self._macs, "mac", limits.mac, limits.table_size)
+        self._circuit_buckets = self._buckets(self._circuit_buckets, "circuit", limits.circuit,
+                                              limits.table_size)
+
+    def _buckets(self, running: TokenBuckets | None, kind: str, limit: BucketLimit,
+                 capacity: int) -> TokenBuckets | None:
+        """A reload that keeps a limit keeps its clients' buckets (and who is throttled); a
+        changed limit starts afresh, a rate of 0 turns it off."""
+        if not limit.enabled:
+            return None
+        if running is not None and (running.limit, running.capacity) == (limit, capacity):
+            return running
+        return TokenBuckets(limit, capacity, kind, self._throttle_changes)
 
     @property
     def interfaces(self) -> InterfaceTable:
@@ -94,11 +125,66 @@ class RelayEngine:
         msg = frame.message
         if msg.op == 1:  # Op.BOOTREQUEST
             self.counters.requests += 1
-            return self._request(frame, datagram)
+            outcome = self._request(frame, datagram, now)
+            if self._throttle_changes:
+                outcome = dataclasses.replace(outcome, actions=(*outcome.actions,
+                                                                *self._throttles()))
+            return outcome
         self.counters.replies += 1
         self.counters.replies_on_port[datagram.port] += 1
+        if datagram.source not in self._servers:
+            drop = Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")
+            rogue = self._rogue(msg, datagram, now, to_relay=True)
+            return self._dropped(Outcome((drop,) if rogue is None else (drop, rogue), msg,
+                                         msg.hops, msg.giaddr))
         return self._dropped(Outcome(tuple(self._reply(frame, datagram)), msg, msg.hops,
                                      msg.giaddr))
+
+    def observe_client_lan(self, datagram: Datagram, now: float) -> Outcome:
+        """A BOOTREPLY seen on its way to a client's port (the shell's packet listener): a
+        server answering directly on a client LAN. Nothing is relayed; one that is not a
+        configured helper is a rogue (``RogueServer``, counted)."""
+        try:
+            msg = Frame(datagram.payload).message
+        except WireError:
+            return Outcome(())
+        rogue = self._rogue(msg, datagram, now, to_relay=False)
+        return Outcome(() if rogue is None else (rogue,), msg, msg.hops, msg.giaddr)
+
+    def _rogue(self, msg: DhcpMessage, datagram: Datagram, now: float,
+               to_relay: bool) -> RogueServer | None:
+        """Whether a reply from a non-helper arrived on a client-facing interface: a DHCP server
+        there that is not ours. ``to_relay``: it came to the relay's port (else it was seen on
+        its way to a client). Not counted: a configured server (or one at our own address), a
+        reply another relay delivered (giaddr set: its server is elsewhere), one to the relay's
+        port on an interface that also faces servers, and an answer to this host's own DHCP
+        client (chaddr one of our interfaces')."""
+        server = datagram.source
+        if (msg.op != 2 or server == ZERO or server in self._servers
+                or self.interfaces.by_address(server)):
+            return None
+        ingress = self.interfaces.by_index(datagram.ifindex)
+        if ingress is None or (not to_relay and msg.giaddr != ZERO):
+            return None
+        settings = self.config.interface(ingress.name)
+        if settings is None or not settings.role.faces_clients:
+            return None
+        if to_relay and settings.role is not Role.DOWNSTREAM:
+            return None
+        if any(msg.hardware_address == own.mac for own in self.interfaces if own.mac):
+            return None
+        self.counters.rogue_replies[ingress.index] += 1
+        last = self._rogues.get(server)
+        if last is not None and now - last < ROGUE_REPEAT:
+            return None
+        if len(self._rogues) >= ROGUES_TRACKED:
+            self._rogues.clear()
+        self._rogues[server] = now
+        server_id = msg.get(Opt.SERVER_ID)
+        return RogueServer(
+            server, ":".join(f"{b:02x}" for b in datagram.source_mac), ingress.name,
+            str(IPv4Address(server_id)) if server_id is not None and len(server_id) == 4
+            else None, msg.yiaddr)
 
     def _dropped(self, outcome: Outcome) -> Outcome:
         for action in outcome.actions:
@@ -107,15 +193,19 @@ class RelayEngine:
         return outcome
 
     # -- client to server ----------------------------------------------------------------------
-    def _request(self, frame: Frame, datagram: Datagram) -> Outcome:
+    def _request(self, frame: Frame, datagram: Datagram, now: float) -> Outcome:
         msg = frame.message
         checked = self._request_checks(msg, datagram)
         if isinstance(checked, Drop):
             return self._drop_request(msg, checked.reason, checked.detail)
         ingress, settings = checked
+        if self._macs is not None or self._circuit_buckets is not None:
+            limited = self._rate_limited(msg, ingress, settings, now)
+            if limited is not None:
+                return self._drop_request(msg, limited.reason, limited.detail)
         # The forwarding classes (relay.classes): the first that matches names the helpers;
         # none matching, the interface's (or the global) helpers, every one of them.
-        matched = classify(self.config.classes, msg, ingress.name)
+        matched = classify(self._classes, msg, ingress.name) if self._classes else None
         if matched is None:
             class_name, helpers = DEFAULT_CLASS, self.config.helpers_for(settings)
         else:
@@ -155,6 +245,7 @@ class RelayEngine:
                 forwarded[server] += 1
                 forwards.append(Forward(server, payload))
         self.counters.relayed_by_class[class_name] += 1
+        self._boots.forwarded(msg, class_name, helpers, ingress.name, now)
         return Outcome(tuple(forwards), msg, hops, copies[0][0], class_name)
 
     def _ours(self, frame: Frame, ingress: Interface, settings: InterfaceConfig,
@@ -196,6 +287,90 @@ class RelayEngine:
                 self.counters.agent_info_omitted_oversize += 1
                 agent_value = None
         return giaddr, agent_value
+
+    def _rate_limited(self, msg: DhcpMessage, ingress: Interface, settings: InterfaceConfig,
+                      now: float) -> Drop | None:
+        """A flooding MAC, then a flooding circuit, is dropped while others are served. The MAC
+        is checked first: its dropped requests take nothing from its circuit's bucket, so one
+        flooding client does not starve its neighbours."""
+        macs, circuits = self._macs, self._circuit_buckets
+        if macs is not None and not macs.admit((ingress.index, msg.hardware_address), now):
+            return Drop(DropReason.RATE_LIMITED_MAC, f"{msg.mac} on {ingress.name}")
+        if circuits is not None:
+            circuit = (ingress.index, *self._circuit_of_request(msg, settings))
+            if not circuits.admit(circuit, now):
+                return Drop(DropReason.RATE_LIMITED_CIRCUIT, _circuit_text(ingress.name, circuit))
+        return None
+
+    @staticmethod
+    def _circuit_of_request(msg: DhcpMessage, settings: InterfaceConfig
+                            ) -> tuple[IPv4Address, bytes]:
+        """The circuit a request came by, besides its interface: a downstream agent's giaddr and
+        circuit-id, where that agent is believed (giaddr set, or a trusted interface; else a
+        client could pick a fresh circuit-id per request)."""
+        agent = msg.get(Opt.RELAY_AGENT_INFO)
+        if agent is None or (msg.giaddr == ZERO and not settings.trusted):
+            return msg.giaddr, b""
+        try:
+            return msg.giaddr, AgentInfo.decode(agent).circuit_id or b""
+        except WireError:
+            return msg.giaddr, b""
+
+    def sweep(self, now: float) -> list[Throttle | Warn]:
+        """What time alone tells, called by the shell every second or so: clients gone quiet
+        (their buckets full again; a Throttle for those whose throttling so stopped) and PXE
+        clients left without boot information (a Warn once per class, ``_unbootable``)."""
+        for buckets in (self._macs, self._circuit_buckets):
+            if buckets is not None:
+                buckets.expire(now)
+        actions: list[Throttle | Warn] = [*self._throttles()]
+        for unbootable in self._boots.expire(now):
+            warning = self._unbootable(unbootable)
+            if warning is not None:
+                actions.append(warning)
+        return actions
+
+    def _unbootable(self, found: Unbootable) -> Warn | None:
+        """The seed-2 diagnosis, learned from classes: PXE clients sent to no PXE server while
+        their DHCP server offers no boot information either (counted each, warned once per
+        class)."""
+        self.counters.pxe_unbootable[found.forwarding_class] += 1
+        if found.forwarding_class in self._warned_unbootable:
+            return None
+        self._warned_unbootable.add(found.forwarding_class)
+        which = (f"class {found.forwarding_class!r}" if found.forwarding_class != DEFAULT_CLASS
+                 else "the default helpers (no class matched)")
+        return Warn(
+            "relay.pxe.no_boot_server",
+            f"PXE clients on {found.ifname} go by {which} to "
+            f"{', '.join(map(str, found.helpers))}: none answered as a PXE server (proxyDHCP) "
+            f"and DHCP server {found.dhcp_server} offers an address without boot information "
+            "(no option 60 PXEClient, no boot file): they get an address and nothing to boot "
+            "(PXE-E53 No boot filename received). Fix: add the PXE server to "
+            + (f"class {found.forwarding_class!r}'s helpers."
+               if found.forwarding_class != DEFAULT_CLASS else "the helpers."),
+            found.dhcp_server,
+        )
+
+    def _throttles(self) -> list[Throttle]:
+        """The Throttle actions of the changes not yet told (and counted)."""
+        actions: list[Throttle] = []
+        for change in self._throttle_changes:
+            key: tuple[Any, ...] = change.client  # type: ignore[assignment]
+            interface = self.interfaces.by_index(key[0])
+            ifname = interface.name if interface is not None else f"#{key[0]}"
+            client = (":".join(f"{b:02x}" for b in key[1]) if change.kind == "mac"
+                      else _circuit_text(ifname, key))
+            if change.started:
+                self.counters.throttled_clients[change.kind] += 1
+            actions.append(Throttle(change.kind, client, ifname, change.started, change.dropped))
+        self._throttle_changes.clear()
+        return actions
+
+    def throttled_now(self) -> dict[str, int]:
+        """Clients being throttled now, per kind (a gauge)."""
+        return {buckets.kind: buckets.throttled_now
+                for buckets in (self._macs, self._circuit_buckets) if buckets is not None}
 
     def _drop_request(self, msg: DhcpMessage, reason: DropReason, detail: str) -> Outcome:
         self.counters.dropped[reason] += 1
@@ -330,9 +505,8 @@ class RelayEngine:
 
     # -- server to client ----------------------------------------------------------------------
     def _reply(self, frame: Frame, datagram: Datagram) -> list[Deliver | Drop | Warn]:
+        """A reply to relay (RFC 1542 §4.1.2), with the trust rules of ``_wrong_side``."""
         msg = frame.message
-        if datagram.source not in self._servers:
-            return [Drop(DropReason.REPLY_FROM_NON_SERVER, f"from {datagram.source}")]
         # RFC 1542 §4.1.2: "If the content of the 'giaddr' field does not match one of the relay
         # agent's directly-connected logical interfaces, the BOOTREPLY message MUST be silently
         # discarded."
@@ -366,7 +540,9 @@ class RelayEngine:
             payload = b"".join((payload[:GIADDR_OFFSET], self.config.reply_giaddr.packed,
                                 payload[GIADDR_OFFSET + 4:]))
         actions: list[Deliver | Drop | Warn] = []
-        warning = self._pxe_misconfig_warning(msg, datagram.source, settings)
+        sent_to = self._boots.replied(msg, datagram.source)
+        warning = self._pxe_misconfig_warning(msg, datagram.source,
+                                              sent_to or self.config.helpers_for(settings))
         if warning is not None:
             actions.append(warning)
         # From the address the server answered for (with several subnets on the link, the
@@ -494,12 +670,13 @@ class RelayEngine:
         return self._circuits
 
     def _pxe_misconfig_warning(
-        self, msg: DhcpMessage, server: IPv4Address, settings: InterfaceConfig
+        self, msg: DhcpMessage, server: IPv4Address, helpers: tuple[IPv4Address, ...]
     ) -> Warn | None:
-        """The second field report (PXE-E55): a DHCP server answering as a PXE server too."""
+        """The second field report (PXE-E55): a DHCP server answering as a PXE server too, while
+        the client's request also went to other ``helpers`` (its class's, or the interface's)."""
         if msg.yiaddr == ZERO or not is_pxe_client(msg) or server in self._warned_pxe_misconfig:
             return None
-        others = [h for h in self.config.helpers_for(settings) if h != server]
+        others = [h for h in helpers if h != server]
         if not others:
             return None
         self._warned_pxe_misconfig.add(server)
@@ -536,6 +713,15 @@ def _named_address(msg: DhcpMessage) -> IPv4Address | None:
     if msg.message_type == MessageType.REQUEST and requested is not None and len(requested) == 4:
         return IPv4Address(requested)
     return None
+
+
+def _circuit_text(ifname: str, circuit: tuple[Any, ...]) -> str:
+    """A circuit (ifindex, giaddr, circuit-id) for a person: the interface, and the downstream
+    agent's giaddr and circuit-id where there are."""
+    _, giaddr, circuit_id = circuit
+    parts = [ifname, *([str(giaddr)] if giaddr != ZERO else []),
+             *([circuit_id.decode("ascii", "backslashreplace")] if circuit_id else [])]
+    return "/".join(parts)
 
 
 def _circuit_of(interface: Interface, settings: InterfaceConfig) -> bytes:

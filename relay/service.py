@@ -26,12 +26,13 @@ import structlog
 import trio
 
 from . import metrics
-from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, Warn
+from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
 from .datapath import EVENT, tables
+from .drops import DropReason
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
 from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
@@ -47,7 +48,9 @@ from .shell import (
     address_text,
     errno_name,
     logging_enabled,
+    open_reply_listener,
     open_udp,
+    receive_frame,
     reload_config,
     set_log_level,
     signal_loop,
@@ -59,6 +62,10 @@ from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
 KERNEL_STEPS_PERIOD = 0.05
+#: Drops of a throttled client: counted, logged once as relay.client.throttled.
+THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
+#: Seconds between two sweeps of the engine (``RelayEngine.sweep``).
+SWEEP_PERIOD = 1.0
 #: How often the stats file is refreshed when a counter changed.
 STATS_FILE_PERIOD = 0.25
 
@@ -95,6 +102,18 @@ FAMILIES = (
            ("udp_forwarded", "{port}", "{server}")),
     Family("boothop_relay_udp_dropped", "counter",
            "UDP broadcast helper: datagrams dropped, per reason", ("udp_dropped", "{reason}")),
+    Family("boothop_relay_clients_throttled", "counter",
+           "Clients whose requests started being dropped over their rate, per kind (mac, "
+           "circuit)", ("throttled_clients", "{kind}")),
+    Family("boothop_relay_clients_throttled_now", "gauge",
+           "Clients whose requests are being dropped over their rate now, per kind",
+           ("throttled_now", "{kind}")),
+    Family("boothop_relay_pxe_unbootable", "counter",
+           "PXE clients' transactions with an address offer and no boot information, per "
+           "forwarding class", ("pxe_unbootable_by_class", "{class}")),
+    Family("boothop_relay_rogue_replies", "counter",
+           "DHCP server answers from a server that is no helper, on a client-facing interface",
+           ("rogue_replies_by_interface", "{interface}")),
     Family("boothop_relay_agent_info_added", "counter", "Requests given option 82",
            ("agent_info_added",)),
     Family("boothop_relay_send_errors", "counter", "Failed sends, per errno",
@@ -126,12 +145,14 @@ class RelayService:
 
     def __init__(self, engine: RelayEngine, udp: socket.socket, sender: Sender,
                  stats_file: Path | None = None, kernel: KernelDatapath | None = None,
-                 broadcasts: Iterable[socket.socket] = ()) -> None:
+                 broadcasts: Iterable[socket.socket] = (),
+                 listener: socket.socket | None = None) -> None:
         """``udp`` faces clients (67 or -p); the sender's ``upstream`` socket, bound to the
         RFC 8357 relay port, gets a receive loop of its own into the same engine and lock;
-        each of ``broadcasts`` (a port of the UDP broadcast helper) one into its forwarder.
-        ``kernel``: the tc program relaying the common cases, fed from the engine (the slow
-        path and the reference stays here)."""
+        each of ``broadcasts`` (a port of the UDP broadcast helper) one into its forwarder, and
+        ``listener`` (``shell.open_reply_listener``: server answers to the clients' port, for
+        rogue server detection) one into the engine. ``kernel``: the tc program relaying the
+        common cases, fed from the engine (the slow path and the reference stays here)."""
         self.engine = engine
         self.kernel = kernel
         #: The interfaces the kernel datapath is attached to.
@@ -154,6 +175,9 @@ class RelayService:
         self.udp_ports = () if forwarding is None else forwarding.ports
         self.loops += [DatagramLoop(sock, self.receive_udp, log=log, lock=self.lock)
                        for sock in broadcasts]
+        if listener is not None:
+            self.loops.append(DatagramLoop(listener, self.observe, log=log, lock=self.lock,
+                                           reader=receive_frame, port=sender.client_port))
         self.bind_logger()
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
@@ -174,6 +198,19 @@ class RelayService:
     def receive(self, datagram: Datagram) -> None:
         """The receive thread's handler (under ``lock``)."""
         self.handle(datagram, time.monotonic())
+
+    def observe(self, datagram: Datagram) -> None:
+        """The reply listener's handler (under ``lock``): a server's answer on a client LAN."""
+        for action in self.engine.observe_client_lan(datagram, time.monotonic()).actions:
+            if isinstance(action, RogueServer):
+                self._log_rogue(action)
+
+    def _log_rogue(self, action: RogueServer) -> None:
+        self.log.warning("relay.rogue_server", server=address_text(action.server),
+                         server_mac=action.mac or None, ifname=action.ifname,
+                         server_id=action.server_id, offered=address_text(action.yiaddr),
+                         note="a DHCP server that is not a configured helper answers on a "
+                         "client LAN")
 
     def handle(self, datagram: Datagram, now: float) -> None:
         """Run one datagram through the engine and execute what it says."""
@@ -200,6 +237,10 @@ class RelayService:
                                       destination=str(action.destination))
             elif isinstance(action, Warn):
                 self.log.warning(action.event, message=action.message, server=str(action.server))
+            elif isinstance(action, Throttle):
+                self._log_throttle(action)
+            elif isinstance(action, RogueServer):
+                self._log_rogue(action)
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
 
@@ -229,6 +270,18 @@ class RelayService:
                           destination=address_text(datagram.destination),
                           servers=[address_text(action.server) for action in outcome])
 
+    def _log_throttle(self, action: Throttle) -> None:
+        """One line when a client's throttling starts, one when it stops (its dropped requests
+        are counted, not logged)."""
+        limits = self.engine.config.rate_limits
+        limit = limits.mac if action.kind == "mac" else limits.circuit
+        if action.started:
+            self.log.warning("relay.client.throttled", kind=action.kind, client=action.client,
+                             ifname=action.ifname, burst=limit.burst, rate=limit.rate)
+        else:
+            self.log.info("relay.client.unthrottled", kind=action.kind, client=action.client,
+                          ifname=action.ifname, dropped=action.dropped)
+
     def _observe(self, helper: IPv4Address, latency: float) -> None:
         histogram = self.latency.get(helper)
         if histogram is None:
@@ -246,6 +299,8 @@ class RelayService:
                 servers.append(address_text(action.server))
                 continue
             if isinstance(action, Drop):
+                if action.reason in THROTTLED:
+                    continue  # relay.client.throttled said it once
                 suppressed = self.limiter.allow(("drop", action.reason), now)
                 if suppressed is None:
                     continue
@@ -428,6 +483,10 @@ class RelayService:
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
+            "throttled_now": self.engine.throttled_now(),
+            "rogue_replies_by_interface": {
+                self._ifname(index): count
+                for index, count in self.engine.counters.rogue_replies.items()},
             "helper_replies": self.replies.snapshot(),
             "reply_latency": self._latency(),
             "helpers": [str(h) for h in self.engine.config.helpers],
@@ -472,6 +531,22 @@ class RelayService:
             await trio.sleep(STATS_FILE_PERIOD)
             if self.snapshot() != self._written:
                 self.write_stats()
+
+    async def sweep_loop(self) -> None:
+        """Tell what time alone tells (a throttled client gone quiet, PXE clients left without
+        boot information), though no packet follows to tell it."""
+        while True:
+            await trio.sleep(SWEEP_PERIOD)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        with self.lock:
+            for action in self.engine.sweep(now):
+                if isinstance(action, Throttle):
+                    self._log_throttle(action)
+                else:
+                    self.log.warning(action.event, message=action.message,
+                                     server=str(action.server))
 
     async def stats_loop(self, interval: float) -> None:
         while True:
@@ -585,6 +660,8 @@ async def run_relay(
             raw = open_raw()
             opened.append(raw)
         sender = Sender(udp, open_packet(), port, upstream, raw)
+        listener = open_reply_listener(sender.client_port)
+        opened.append(listener)
     except BaseException:
         for sock in opened:
             sock.close()
@@ -593,7 +670,7 @@ async def run_relay(
         if service6 is not None:
             service6.sock.close()
         raise
-    service = RelayService(engine, udp, sender, stats_file, kernel, broadcasts)
+    service = RelayService(engine, udp, sender, stats_file, kernel, broadcasts, listener)
     service.v6 = service6
     exporter = Metrics() if metrics_listen is not None else None
     try:
@@ -609,6 +686,7 @@ async def run_relay(
                 for loop in [*service.loops, *(service6.loops if service6 else ())]:
                     nursery.start_soon(loop.run)
                 nursery.start_soon(service.kernel_steps)
+                nursery.start_soon(service.sweep_loop)
                 if stats_interval > 0:
                     nursery.start_soon(service.stats_loop, stats_interval)
                 if stats_file is not None:
@@ -627,6 +705,7 @@ async def run_relay(
         finally:
             service.detach_kernel()
             sender.close()
+            listener.close()
             for sock in broadcasts:
                 sock.close()
             if service6 is not None:

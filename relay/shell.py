@@ -13,6 +13,7 @@ engine, and the relay never imports the server.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import json
@@ -34,7 +35,7 @@ import structlog
 import trio
 
 from .settings import EXIT_FAILURE, ConfigError, DaemonError
-from .wire import Datagram, Datagram6
+from .wire import ZERO, Datagram, Datagram6
 
 # -- logging ---------------------------------------------------------------------------------
 LEVELS = ("debug", "info", "warning", "error")
@@ -407,6 +408,105 @@ def send_datagram6(sock: socket.socket, payload: bytes, destination: IPv6Address
     sock.sendmsg([payload], cmsg, _DONTWAIT, (address_text(destination), port, 0, scope))
 
 
+# -- frames on a packet socket: the server answers on client LANs -------------------------------
+ETH_P_IP = 0x0800
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+#: How long a packet socket's receive blocks: shutdown() cannot wake it, so the thread wakes
+#: this often to see whether its loop is stopping.
+PACKET_WAKE = 0.5
+_BPF = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_SKF_AD_PKTTYPE = -0x1000 + 4
+#: <linux/filter.h> opcodes: loads (absolute, or indexed by X), jumps, return.
+_LDB_ABS, _LDH_ABS, _LDW_ABS, _LDB_IND, _LDH_IND, _LDX_MSH = 0x30, 0x28, 0x20, 0x50, 0x48, 0xB1
+_JEQ, _JSET, _RET = 0x15, 0x45, 0x06
+_PACKET_OUTGOING = 4
+
+
+def _bootreply_filter(port: int) -> bytes:
+    """Classic BPF (SO_ATTACH_FILTER) over the IPv4 header (a SOCK_DGRAM packet socket sees the
+    packet from there): UDP, not a fragment, to ``port``, a BOOTREPLY (op 2), not one this host
+    sends. Written out rather than compiled by libpcap: nine instructions, and the kernel
+    leaves every other packet of a router where it is."""
+    program = [
+        (_LDB_ABS, 0, 0, 9),          # 0 A = protocol
+        (_JEQ, 0, 7, 17),             # 1 UDP? else drop (9)
+        (_LDH_ABS, 0, 0, 6),          # 2 A = flags, fragment offset
+        (_JSET, 5, 0, 0x1FFF),        # 3 a fragment after the first? drop (9)
+        (_LDX_MSH, 0, 0, 0),          # 4 X = header length
+        (_LDH_IND, 0, 0, 2),          # 5 A = UDP destination port
+        (_JEQ, 0, 2, port),           # 6 ours? else drop (9)
+        (_LDB_IND, 0, 0, 8),          # 7 A = BOOTP op
+        (_JEQ, 1, 0, 2),              # 8 BOOTREPLY? on (10), else drop (9)
+        (_RET, 0, 0, 0),              # 9 drop
+        (_LDW_ABS, 0, 0, _SKF_AD_PKTTYPE & 0xFFFFFFFF),  # 10 A = packet type
+        (_JEQ, 1, 0, _PACKET_OUTGOING),  # 11 sent by this host? drop (13)
+        (_RET, 0, 0, 0xFFFF),         # 12 accept
+        (_RET, 0, 0, 0),              # 13 drop
+    ]
+    return b"".join(_BPF.pack(*instruction) for instruction in program)
+
+
+def open_reply_listener(port: int) -> socket.socket:
+    """A packet socket that takes the BOOTREPLYs to UDP ``port`` (the clients' 68) arriving on any
+    interface: server answers on a client LAN, which no UDP socket of the relay sees. Needs
+    CAP_NET_RAW (as the relay's delivery socket does)."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    except PermissionError as error:
+        raise SocketUnavailable(error.errno, "a packet socket (to see server answers on client "
+                                "LANs) needs CAP_NET_RAW") from error
+    try:
+        program = _bootreply_filter(port)
+        buffer = ctypes.create_string_buffer(program)
+        fprog = struct.pack("HL", len(program) // _BPF.size, ctypes.addressof(buffer))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.settimeout(PACKET_WAKE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_INDEXES: dict[str, int] = {}
+
+
+def _ifindex(name: str) -> int:
+    index = _INDEXES.get(name)
+    if index is None:
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:
+            index = 0
+        if len(_INDEXES) >= 4096:
+            _INDEXES.clear()
+        _INDEXES[name] = index
+    return index
+
+
+def receive_frame(sock: socket.socket, port: int, *, flags: int = 0,
+                  bufsize: int = RECEIVE_BUFFER, names: bool = False,
+                  counters: LoopCounters | None = None) -> Datagram:
+    """One IPv4/UDP packet from a packet socket (``open_reply_listener``), as the cores take it:
+    ``receive`` for frames, with the link-layer source. Truncated for a packet that does not
+    hold the UDP datagram its headers announce."""
+    try:
+        packet, _, received_flags, address = sock.recvmsg(bufsize, 0, flags)
+    except TimeoutError:
+        raise BlockingIOError("no packet within the wake-up period") from None
+    if received_flags & _MSG_TRUNC:
+        raise Truncated(f"packet larger than {bufsize} octets")
+    ifname, _, _, _, mac = address
+    header = (packet[0] & 0x0F) * 4 if packet else 0
+    if len(packet) < header + 8 or header < 20:
+        raise Truncated(f"a {len(packet)}-octet packet on {ifname} holds no UDP header")
+    source_port, _, length = struct.unpack_from("!HHH", packet, header)
+    if length < 8 or len(packet) < header + length:
+        raise Truncated(f"a UDP datagram of {length} octets in a {len(packet)}-octet packet")
+    return Datagram(packet[header + 8:header + length], _address(packet[12:16]), source_port,
+                    _address(packet[16:20]), _ifindex(ifname), ZERO, port,
+                    ifname if names else "", mac)
+
+
 _CMSGS: dict[tuple[int, IPv4Address], list[tuple[int, int, bytes]]] = {}
 
 
@@ -648,9 +748,16 @@ class DatagramLoop(Generic[D]):
         after_burst: Callable[[int], None] | None = None,
         names: bool = False,
         bufsize: int = RECEIVE_BUFFER,
+        reader: Callable[..., D] | None = None,
+        port: int | None = None,
     ) -> None:
+        """``reader`` takes a datagram from ``sock`` (by default ``receive``, or ``receive6`` for
+        an AF_INET6 socket; ``receive_frame`` for a packet socket, whose ``port`` must be given:
+        it has none of its own)."""
         self.sock = sock
         self.handle: Callable[[D], None] = handle
+        self.reader: Callable[..., D] | None = reader
+        self._port = port
         self.log = log
         self.lock = lock if lock is not None else threading.Lock()
         self.burst = burst
@@ -664,17 +771,20 @@ class DatagramLoop(Generic[D]):
 
     @property
     def _receive(self) -> Callable[..., D]:
-        """``receive``, or ``receive6`` for an AF_INET6 socket."""
+        """The reader given, else ``receive``, or ``receive6`` for an AF_INET6 socket."""
+        if self.reader is not None:
+            return self.reader
         return cast(Callable[..., D], receive6 if self.sock.family == socket.AF_INET6 else receive)
 
     @property
     def port(self) -> int:
         """The local port: the cores see it in each Datagram (proxyDHCP answers 67 and 4011)."""
-        return int(self.sock.getsockname()[1])
+        return self._port if self._port is not None else int(self.sock.getsockname()[1])
 
     async def run(self) -> None:
         """Run the receive thread until cancelled, then wake it and wait for it to return."""
-        self.sock.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
+        if self.reader is None:  # a packet socket keeps its wake-up timeout
+            self.sock.setblocking(True)  # the thread blocks in recvmsg; sends use MSG_DONTWAIT
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_cancel)
             # Not abandoned on cancel: the thread is woken and waited for, so that it never
@@ -703,6 +813,8 @@ class DatagramLoop(Generic[D]):
                 datagram = take(sock, port, bufsize=bufsize, names=names, counters=counters)
             except ShutDown:
                 return
+            except BlockingIOError:  # a packet socket's wake-up: see whether to stop
+                continue
             except (Truncated, OSError) as error:
                 with lock:
                     self._receive_failed(error)

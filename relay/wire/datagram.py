@@ -31,6 +31,8 @@ class Datagram:
     port: int = 0
     #: The ingress interface's name, where the shell knows it.
     ifname: str = ""
+    #: The link-layer source, where the shell read the frame (a packet socket), else empty.
+    source_mac: bytes = b""
 
 
 @dataclasses.dataclass(slots=True)

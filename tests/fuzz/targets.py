@@ -31,7 +31,7 @@ import test_relay_engine as relay_tests  # noqa: E402
 import test_server_helpers as server_tests  # noqa: E402
 import test_wire6_properties as wire6_tests  # noqa: E402
 
-from boothop.relay.actions import Outcome  # noqa: E402
+from boothop.relay.actions import Deliver, Drop, Forward, Outcome  # noqa: E402
 from boothop.relay.config import AgentPolicy  # noqa: E402
 from boothop.relay.engine import RelayEngine  # noqa: E402
 from boothop.relay.wire import (  # noqa: E402
@@ -155,8 +155,13 @@ def relay(data: bytes) -> None:
                         pick(_RELAY_DESTINATIONS, data[3]), data[2] % 8)
     outcome = engine.handle(datagram, 0.0)
     assert isinstance(outcome, Outcome)
-    # A second look through the warm caches must decide the same.
-    assert engine.handle(datagram, 0.0).actions == outcome.actions
+    # A second look through the warm caches must decide the same (what is only told once, a
+    # warning or a rogue server, aside).
+    assert decisions(engine.handle(datagram, 0.0)) == decisions(outcome)
+
+
+def decisions(outcome: Outcome) -> list[object]:
+    return [a for a in outcome.actions if isinstance(a, Forward | Deliver | Drop)]
 
 
 # -- the DHCP server core ----------------------------------------------------------------------

@@ -33,7 +33,10 @@ pytestmark = pytest.mark.system
 METRICS = "127.0.0.1:9467"
 
 
-def relay_file(lab: Lab, extra: str = "") -> Path:
+def relay_file(lab: Lab, pxe_helpers: list[str] | None = None) -> Path:
+    """DHCP server for all; the class "pxe" to ``pxe_helpers`` (default: kea and the PXE
+    helper)."""
+    helpers = pxe_helpers or [lab.server, lab.helper]
     config = lab.workdir / "relay.toml"
     config.write_text(f"""\
 helpers = ["{lab.server}"]
@@ -54,8 +57,8 @@ name = "lanb0"
 [[class]]
 name = "pxe"
 vendor_class = ["PXEClient"]
-helpers = ["{lab.server}", "{lab.helper}"]
-{extra}""")
+helpers = {json.dumps(helpers)}
+""")
     return config
 
 
@@ -126,3 +129,24 @@ def test_classes_send_pxe_clients_to_the_pxe_server_and_everyone_to_the_dhcp_ser
         relayed_pxe + relayed_default
     assert sample(metrics, f'boothop_relay_forwarded_total{{server="{lab.helper}"}}') == \
         relayed_pxe == len(recorded)
+
+
+def test_seed2_a_class_sending_pxe_clients_to_no_pxe_server_is_logged_and_check_says_so(
+        lab: Lab) -> None:
+    """The class leaves the PXE server out and kea offers no boot information: the PXE client
+    stops with PXE-E53, the relay logs relay.pxe.no_boot_server once it has seen no boot
+    information come back, and ``boothop-relay check`` reports what the running relay learned."""
+    config = relay_file(lab, pxe_helpers=[lab.server])
+    relay = start_relay(lab, config)
+    booted = pxe_boot(lab)
+    assert str(booted.get("error", "")).startswith("PXE-E53"), booted
+    assert wait_for(lambda: '"relay.pxe.no_boot_server"' in relay.output(), 20), relay.output()
+    (line,) = [json.loads(text) for text in relay.output().splitlines()
+               if '"relay.pxe.no_boot_server"' in text]
+    assert "class 'pxe'" in line["message"] and line["server"] == lab.server
+    assert read_recorded(lab.recorded) == []  # the PXE helper was never asked
+    check = lab.runner.run(lab.ns("router"), [need("boothop-relay"), "check", "-c", str(config)],
+                           timeout=30)
+    assert check.returncode == 0, check.stderr
+    assert "PXE clients (BIOS) on lanb0: class 'pxe' -> " + lab.server in check.stdout
+    assert "PXE client(s) of class 'pxe' get an address and no boot information" in check.stderr

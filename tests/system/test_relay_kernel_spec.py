@@ -49,6 +49,7 @@ from boothop.relay.kernel import (
     build,
 )
 from boothop.relay.sockets import ipv4_udp
+from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Opt, decode, encode
 
 CAPTURES = Path(__file__).parents[1] / "unit" / "captures"
@@ -63,6 +64,10 @@ GATEWAY_MAC = bytes.fromhex("0244000000fe")
 ETH_P_ALL = 0x0003
 SPEC = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+#: Per-client rate limits off: with one on, requests are the engine's (datapath.tables).
+NO_LIMITS = RateLimits(mac=BucketLimit(1, 0))
 
 
 def sh(*argv: str) -> None:
@@ -142,7 +147,7 @@ def drain(sock: socket.socket) -> list[bytes]:
 
 configs = st.builds(
     lambda helpers, agent_info, remote_id, circuit_id, max_size, hops, trusted, giaddr,
-    reply_giaddr, policy, both: RelayConfig(
+    reply_giaddr, policy, both: RelayConfig(rate_limits=NO_LIMITS,
         helpers=helpers,
         interfaces=(InterfaceConfig("c0", Role.BOTH if both else Role.DOWNSTREAM, trusted=trusted,
                                     giaddr=giaddr, circuit_id=circuit_id),
@@ -323,10 +328,11 @@ def test_replies_are_delivered_as_the_engine_delivers_them_or_passed_up(
     event(run_reply(spec_ns, program, config, payload, server, destination, arrives_on))
 
 
-PLAIN = RelayConfig(helpers=(NEAR_A, ROUTED),
+PLAIN = RelayConfig(rate_limits=NO_LIMITS, helpers=(NEAR_A, ROUTED),
                     interfaces=(InterfaceConfig("c0", Role.DOWNSTREAM),
                                 InterfaceConfig("u0", Role.UPSTREAM)))
-AGENT = RelayConfig(helpers=(NEAR_A, NEAR_B, ROUTED), agent_info=True, remote_id=b"r1",
+AGENT = RelayConfig(rate_limits=NO_LIMITS, helpers=(NEAR_A, NEAR_B, ROUTED), agent_info=True,
+                    remote_id=b"r1",
                     interfaces=(InterfaceConfig("c0", Role.DOWNSTREAM),
                                 InterfaceConfig("u0", Role.UPSTREAM)))
 
@@ -374,7 +380,7 @@ def test_a_reply_from_the_clients_side_is_left_to_the_daemon(
         verdict: str) -> None:
     """engine._wrong_side: a routed server's reply never through the interface it is delivered
     on, a connected server's only through its subnet's interface (here c0 plays both roles)."""
-    config = RelayConfig(helpers=(NEAR_A, ROUTED),
+    config = RelayConfig(rate_limits=NO_LIMITS, helpers=(NEAR_A, ROUTED),
                          interfaces=(InterfaceConfig("c0", Role.BOTH),
                                      InterfaceConfig("u0", Role.UPSTREAM)))
     offer = decode(captured("dnsmasq-dhclient-offer")[0]).replace(giaddr=C0, flags=0x8000)

@@ -21,7 +21,7 @@ PACKAGES = ("relay", "server")
 CORE = {
     f"relay.{name}" for name in ("engine", "actions", "config", "classes", "interfaces", "drops",
                                  "counters", "replies", "giaddr", "broadcast", "engine6",
-                                 "datapath")
+                                 "datapath", "throttle", "bootwatch")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {

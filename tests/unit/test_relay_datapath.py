@@ -7,6 +7,7 @@ the program does not implement leaves the interface out of its subset (its packe
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
@@ -15,6 +16,7 @@ from boothop.relay import datapath
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
+from boothop.relay.throttle import BucketLimit, RateLimits
 
 LAN = Interface(3, "lan0", True, (IPv4Interface("10.0.1.1/24"), IPv4Interface("10.0.9.1/24")),
                 bytes.fromhex("020000000103"))
@@ -23,14 +25,18 @@ TABLE = InterfaceTable.of([LAN, UP])
 NEAR, ROUTED = IPv4Address("10.0.100.10"), IPv4Address("10.7.0.5")
 
 
+#: Per-client rate limits off: with one on, requests are the engine's (datapath.tables).
+NO_LIMITS = RateLimits(mac=BucketLimit(1, 0))
+
+
 def unpack(tables: datapath.Tables, interface: Interface) -> tuple:
     return datapath.IFACE.unpack(tables.ifaces[datapath.U32.pack(interface.index)])
 
 
 def config(**changes: object) -> RelayConfig:
     lan = InterfaceConfig("lan0", Role.DOWNSTREAM, **changes.pop("lan", {}))  # type: ignore[arg-type]
-    return RelayConfig(helpers=(NEAR, ROUTED), interfaces=(lan, InterfaceConfig("up0",
-                                                                                Role.UPSTREAM)),
+    return RelayConfig(rate_limits=NO_LIMITS, helpers=(NEAR, ROUTED),
+                       interfaces=(lan, InterfaceConfig("up0", Role.UPSTREAM)),
                        **changes)  # type: ignore[arg-type]
 
 
@@ -71,7 +77,8 @@ def test_what_the_program_does_not_implement_leaves_the_interface_to_the_daemon(
 
 
 def test_servers_are_told_how_their_replies_must_arrive() -> None:
-    engine = RelayEngine(RelayConfig(helpers=(NEAR, ROUTED, IPv4Address("10.0.100.1"))), TABLE)
+    engine = RelayEngine(RelayConfig(rate_limits=NO_LIMITS,
+                                     helpers=(NEAR, ROUTED, IPv4Address("10.0.100.1"))), TABLE)
     servers = datapath.tables(engine, 67).servers
     kinds = {IPv4Address(key): datapath.SERVER.unpack(value)[:3]
              for key, value in servers.items()}
@@ -84,3 +91,12 @@ def test_settings_carry_the_hop_limit_never_above_rfc_1542s() -> None:
     engine = RelayEngine(config(max_hops=40), TABLE)
     settings = datapath.SETTINGS.unpack(datapath.tables(engine, 1067).settings)
     assert settings[:5] == (1, 17, 576, 1067, 1068)
+
+
+def test_requests_stay_in_the_engine_while_a_per_client_rate_limit_is_on() -> None:
+    """The program keeps no token buckets: with the default per-MAC limit its requests go up
+    (its replies do not depend on it)."""
+    engine = RelayEngine(dataclasses.replace(config(), rate_limits=RateLimits()), TABLE)
+    flags = unpack(datapath.tables(engine, 67), LAN)[0]
+    assert not flags & datapath.IF_REQUESTS
+    assert flags & datapath.IF_REPLIES

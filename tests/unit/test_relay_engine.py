@@ -613,7 +613,8 @@ def test_option82_never_grows_a_request_past_576_by_default() -> None:
     engine = make_engine(agent_info=True, remote_id=b"r" * 40)
     for padding in range(200, 330, 7):
         message = request(extra=((224, bytes(padding)),))
-        payload = forwards(engine.handle(from_client(message), 0.0))[0].payload
+        # One request of the client every 7 s: under its rate limit.
+        payload = forwards(engine.handle(from_client(message), float(padding)))[0].payload
         if decode(payload).has(Opt.RELAY_AGENT_INFO):
             assert len(payload) <= 576
     assert engine.counters.agent_info_added > 0
@@ -1191,6 +1192,8 @@ def test_counters_add_up_over_a_mixed_run() -> None:
         "giaddr_fallbacks": {},
         "forwarded": {str(DHCP_SERVER): 1, str(PXE_SERVER): 1},
         "relayed_by_class": {"default": 1},
+        "throttled_clients": {},
+        "pxe_unbootable_by_class": {},
         "delivered": {"unicast-chaddr": 1},
         "dropped": {"hop-limit": 1, "malformed": 1, "reply-from-non-server": 1},
     }

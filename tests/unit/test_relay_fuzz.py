@@ -34,7 +34,7 @@ from test_relay_engine import (
     request,
 )
 
-from boothop.relay.actions import Deliver, Drop, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from boothop.relay.config import AgentPolicy, GiaddrMode
 from boothop.relay.engine import RelayEngine
 from boothop.relay.wire import (
@@ -146,7 +146,7 @@ def check_outcome(engine: RelayEngine, outcome: object, received_before: int) ->
     assert isinstance(outcome, Outcome)
     assert outcome.actions, "every datagram ends in at least one action"
     for action in outcome.actions:
-        assert isinstance(action, Forward | Deliver | Drop | Warn)
+        assert isinstance(action, Forward | Deliver | Drop | Warn | Throttle | RogueServer)
         if isinstance(action, Forward | Deliver):
             decode(action.payload)  # never send what we could not parse back
     assert engine.counters.received == received_before + 1

@@ -26,6 +26,7 @@ from boothop.relay.netlink import table_from
 from boothop.relay.service import RelayService
 from boothop.relay.shell import open_udp
 from boothop.relay.sockets import Sender, checksum, ipv4_udp
+from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
 
 SERVER = IPv4Address("10.71.100.10")
@@ -163,6 +164,9 @@ def test_forward_executed_and_logged_with_bound_context() -> None:
 
 def test_send_error_counted_logged_rate_limited_never_raised() -> None:
     relay = service(FakeSender(OSError(errno.ENETUNREACH, "unreachable")))
+    # 50 requests of one client in one instant: past its rate limit, unless lifted.
+    relay.engine.update_config(dataclasses.replace(CONFIG, rate_limits=RateLimits(
+        mac=BucketLimit(1, 0))))
     with capture_logs() as logs:
         for n in range(50):
             relay.handle(request(n), 1.0)

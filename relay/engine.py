@@ -233,11 +233,15 @@ class RelayEngine:
                 if isinstance(ours, Drop):
                     return self._drop_request(msg, ours.reason, ours.detail)
                 copies.append(ours)
-        try:
-            payloads = [frame.relayed(hops, giaddr, agent_value, self._capacity(datagram))
-                        for giaddr, agent_value in copies]
-        except WireError as error:
-            return self._drop_request(msg, DropReason.OVERSIZE, str(error))
+        # Loops rather than comprehensions: this is the hot path, and a comprehension is a
+        # function call of its own in CPython 3.11.
+        capacity = self._capacity(datagram)
+        payloads = []
+        for giaddr, agent_value in copies:
+            try:
+                payloads.append(frame.relayed(hops, giaddr, agent_value, capacity))
+            except WireError as error:
+                return self._drop_request(msg, DropReason.OVERSIZE, str(error))
         forwarded = self.counters.forwarded
         forwards = []
         for payload in payloads:
@@ -259,10 +263,14 @@ class RelayEngine:
             return link, None
         # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
         # the IP address of the interface on which the request was received."
-        giaddr = self._giaddr_for(link, settings)
-        if giaddr is None:
-            return Drop(DropReason.NO_INTERFACE_ADDRESS,
-                        f"no IPv4 address for giaddr on {settings.link_selection}")
+        giaddr = link
+        if settings.link_selection is not None:
+            # RFC 3527: giaddr is an address of the (server-facing) interface named.
+            upstream = self.interfaces.by_name(settings.link_selection)
+            if upstream is None or upstream.primary is None:
+                return Drop(DropReason.NO_INTERFACE_ADDRESS,
+                            f"no IPv4 address for giaddr on {settings.link_selection}")
+            giaddr = upstream.primary.ip
         if not self._adds_agent_info(settings):
             return giaddr, None
         ours = self._agent_value(ingress, settings, datagram, link)
@@ -409,12 +417,6 @@ class RelayEngine:
         a message that arrived (or was allowed to grow to) larger than one Ethernet frame.
         """
         return max(ETHERNET_MAX_MESSAGE, self.config.max_packet_size, len(datagram.payload))
-
-    def _giaddr_for(self, link: IPv4Address, settings: InterfaceConfig) -> IPv4Address | None:
-        if settings.link_selection is not None:
-            upstream = self.interfaces.by_name(settings.link_selection)
-            return upstream.primary.ip if upstream and upstream.primary else None
-        return link
 
     def _link_addresses(self, ingress: Interface, settings: InterfaceConfig,
                         msg: DhcpMessage) -> tuple[IPv4Address, ...]:

@@ -252,6 +252,14 @@ class RelayEngine:
         self._boots.forwarded(msg, class_name, helpers, ingress.name, now)
         return Outcome(tuple(forwards), msg, hops, copies[0][0], class_name)
 
+    def _giaddr_for(self, link: IPv4Address, settings: InterfaceConfig) -> IPv4Address | None:
+        """giaddr for the client's subnet ``link``: ``link`` itself, or with RFC 3527 link
+        selection an address of the (server-facing) interface named (None: it has none)."""
+        if settings.link_selection is None:
+            return link
+        upstream = self.interfaces.by_name(settings.link_selection)
+        return None if upstream is None or upstream.primary is None else upstream.primary.ip
+
     def _ours(self, frame: Frame, ingress: Interface, settings: InterfaceConfig,
               datagram: Datagram, link: IPv4Address) -> tuple[IPv4Address, bytes | None] | Drop:
         """giaddr and option 82 of a request we are the first relay of, relayed for the
@@ -263,14 +271,10 @@ class RelayEngine:
             return link, None
         # RFC 1542 §4.1.1: "If this field is zero, the relay agent MUST fill this field with
         # the IP address of the interface on which the request was received."
-        giaddr = link
-        if settings.link_selection is not None:
-            # RFC 3527: giaddr is an address of the (server-facing) interface named.
-            upstream = self.interfaces.by_name(settings.link_selection)
-            if upstream is None or upstream.primary is None:
-                return Drop(DropReason.NO_INTERFACE_ADDRESS,
-                            f"no IPv4 address for giaddr on {settings.link_selection}")
-            giaddr = upstream.primary.ip
+        giaddr = self._giaddr_for(link, settings)
+        if giaddr is None:
+            return Drop(DropReason.NO_INTERFACE_ADDRESS,
+                        f"no IPv4 address for giaddr on {settings.link_selection}")
         if not self._adds_agent_info(settings):
             return giaddr, None
         ours = self._agent_value(ingress, settings, datagram, link)

@@ -827,8 +827,9 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	}
 	__builtin_memcpy(h->eth.h_source, iface->mac, 6);
 	h->eth.h_proto = bpf_htons(ETH_P_IP);
-	ip_header(&h->ip, 0x10, iface->source ? iface->source : giaddr,
-		  broadcast ? 0xffffffff : yiaddr, out_len);
+	/* From giaddr, one of this interface's addresses (with several subnets on the link, the
+	 * client's gateway), as engine._reply delivers. */
+	ip_header(&h->ip, 0x10, giaddr, broadcast ? 0xffffffff : yiaddr, out_len);
 	udp_header(h, payload_sum(buf, out_len), cfg->server_port, cfg->client_port, out_len);
 	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 		return TC_ACT_SHOT;

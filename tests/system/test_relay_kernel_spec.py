@@ -356,7 +356,7 @@ def test_captured_replies_are_delivered_in_the_kernel(
     engine = engine_for(spec_ns, config)
     c0 = engine.interfaces.by_name("c0")
     assert c0 is not None
-    agent = engine._agent_info(c0, config.interface("c0") or InterfaceConfig("c0"), False)
+    agent = engine._agent_info(c0, config.interface("c0") or InterfaceConfig("c0"), False, C0)
     handled = 0
     for data in captured("dnsmasq-"):
         msg = decode(data)

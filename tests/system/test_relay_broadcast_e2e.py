@@ -70,7 +70,7 @@ def test_tftp_client_broadcast_reaches_tftpd_on_the_server_lan_and_wol_too(
         wait_for(lambda: lab.ex("sv", "ss", "-Hulnp", "sport", "= :69", check=False).stdout, 15,
                  "tftpd's socket")
         wol_log = tmp_path / "wol.recorded"
-        lab.spawn("sv", sys.executable, "-c", _RECORDER, str(wol_log), "9", "5", "40",
+        lab.spawn("sv", sys.executable, "-c", _RECORDER, str(wol_log), "9", "5", "40", "0.0.0.0",
                   log="recorder.log")
         wait_for(lambda: "listening" in (tmp_path / "recorder.log").read_text(), 15,
                  "the recorder")

@@ -496,8 +496,12 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
         # (boothop-kernel-quiet: as dhcrelay -q, which logs no packet either).
         datapath = "kernel" if name.startswith("boothop-kernel") else "user"
         quiet = ["--log-level", "warning"] if name.endswith("-quiet") else []
+        # Per-client rate limits off, like with like: dhcrelay and dnsmasq have none, and with
+        # one on the kernel datapath leaves requests to the daemon (it keeps no token buckets).
+        unlimited = workdir / "unlimited.toml"
+        unlimited.write_text("[rate_limit]\nmac_rate = 0\n")
         return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
-                          *quiet, *common, helper])
+                          "--config", str(unlimited), *quiet, *common, helper])
     if name == "dnsmasq":
         # dnsmasq's relay adds no option 82 (it has no -a): a little less work per request.
         return RelaySpec(["dnsmasq", "-k", "-C", "/dev/null", "-p", "0", "--log-facility=-",

@@ -133,7 +133,8 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     limited = config.rate_limits.mac.enabled or config.rate_limits.circuit.enabled
     if in_subset and not classified and not limited and 0 < len(helpers) <= MAX_HELPERS:
         flags |= IF_REQUESTS
-    if in_subset:
+    # Replies too: the PXE diagnosis per class (relay/bootwatch.py) learns from them.
+    if in_subset and not classified:
         flags |= IF_REPLIES
     return IFACE.pack(
         flags,

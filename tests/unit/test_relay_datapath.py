@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv4Interface
 import pytest
 
 from boothop.relay import datapath
+from boothop.relay.classes import ForwardingClass
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
@@ -100,3 +101,20 @@ def test_requests_stay_in_the_engine_while_a_per_client_rate_limit_is_on() -> No
     flags = unpack(datapath.tables(engine, 67), LAN)[0]
     assert not flags & datapath.IF_REQUESTS
     assert flags & datapath.IF_REPLIES
+
+
+@pytest.mark.parametrize("interfaces", [frozenset(), frozenset({"lan0"})])
+def test_a_classified_interface_stays_in_the_engine_both_ways(interfaces: frozenset[str]) -> None:
+    """A forwarding class picks helpers per client, and the PXE diagnosis per class learns from
+    the replies: neither is in the program."""
+    pxe = ForwardingClass("pxe", (NEAR,), vendor_class=(b"PXEClient",), interfaces=interfaces)
+    engine = RelayEngine(config(classes=(pxe,)), TABLE)
+    flags = unpack(datapath.tables(engine, 67), LAN)[0]
+    assert not flags & (datapath.IF_REQUESTS | datapath.IF_REPLIES)
+
+
+def test_an_interface_no_class_names_keeps_the_kernel_path() -> None:
+    other = ForwardingClass("other", (NEAR,), vendor_class=(b"PXEClient",),
+                            interfaces=frozenset({"lan9"}))
+    flags = unpack(datapath.tables(RelayEngine(config(classes=(other,)), TABLE), 67), LAN)[0]
+    assert flags & datapath.IF_REQUESTS and flags & datapath.IF_REPLIES

@@ -65,6 +65,12 @@ class Lab:
                     "nodad")
             self.ex("sv", "ip", "link", "set", self.link(server_if), "up")
             self.ex(f"c{client}", "ip", "link", "set", self.link(client), "up")
+        for client in LINKS:
+            # The kernel adds the link-local address once both ends are up; dhclient -6 exits
+            # ("no link-local IPv6 address") when started before.
+            wait_for(lambda client=client: "scope link" in self.ex(
+                f"c{client}", "ip", "-6", "addr", "show", "dev", self.link(client)), 10,
+                f"the link-local address of {self.link(client)}")
 
     def close(self) -> None:
         for ns in self.ns.values():

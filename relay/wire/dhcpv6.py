@@ -561,6 +561,9 @@ class IaPrefix(_OptionAccess, _Typed):
     def decode(cls, value: bytes) -> IaPrefix:
         if len(value) < 25:
             raise TruncatedError(f"IA Prefix is {len(value)} bytes, needs 25", 0)
+        # RFC 8415 §21.22: "prefix-length: Length for this prefix in bits", of an IPv6 prefix.
+        if value[8] > 128:
+            raise FieldError(f"prefix-length {value[8]} out of range", 8)
         return cls(
             value[8],
             IPv6Address(value[9:25]),

@@ -288,3 +288,12 @@ def test_domain_list_refuses_compression_and_unterminated_names() -> None:
         with pytest.raises(WireError):
             v6.decode_domains(data)
     assert v6.decode_domains(b"\x07example\x03com\x00\x00") == ("example.com", "")
+
+
+def test_an_ia_prefix_longer_than_128_bits_is_refused_on_decode() -> None:
+    """Found by the codec6 fuzz target: decode took prefix-length 131, which encode refuses, so
+    an IA_PD echoed from such a message would have raised outside the codec's contract."""
+    value = bytes(8) + bytes((131,)) + bytes(16)
+    with pytest.raises(v6.FieldError, match="prefix-length 131"):
+        IaPrefix.decode(value)
+    assert IaPrefix.decode(bytes(8) + bytes((128,)) + bytes(16)).prefix_length == 128

@@ -8,7 +8,6 @@ live in memory only; leases are the rows the shell loaded from the store. Timers
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
@@ -35,6 +34,7 @@ from boothop.relay.wire.pxe import HTTP_TWINS
 from .actions import Action, Commit, CommitEvent, Drop, DropReason, ReplyKind, Send
 from .addressing import reply_destination
 from .config import DhcpConfig, Reservation, Subnet
+from .deadlines import Deadlines
 from .lease import Lease, LeaseState, client_key
 from .reply import ReplyTemplate
 
@@ -42,8 +42,6 @@ from .reply import ReplyTemplate
 INFINITE = 0xFFFFFFFF
 #: Options a BOOTREPLY may carry: the RFC 1497 vendor extensions (codes below the DHCP-only range).
 _BOOTP_MAX_CODE = 49
-#: Timers beyond twice the leases and offers before the stale ones are swept (see _schedule).
-_TIMER_SLACK = 1024
 #: Bound of the cache of addresses (giaddr, link selection) already matched to a subnet.
 _SUBNET_CACHE = 4096
 #: Bound of the cache of reply templates (per subnet, reply kind and server identifier).
@@ -107,7 +105,7 @@ class DhcpServerCore:
         self.by_client: dict[tuple[str, str], IPv4Address] = {}
         self.offers: dict[IPv4Address, _Offer] = {}
         self.offer_by_client: dict[tuple[str, str], IPv4Address] = {}
-        self._timers: list[tuple[float, IPv4Address]] = []
+        self._timers = Deadlines(self._due, lambda: len(self.leases) + len(self.offers))
         self._cursors: dict[tuple[int, int], int] = {}
         self._local_addresses: set[IPv4Address] = set()
         self._last_local: IPv4Address | None = None
@@ -162,13 +160,12 @@ class DhcpServerCore:
 
     # -- timers ------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next()
 
     def on_timer(self, now: float) -> list[Action]:
         """Forget expired offers; mark expired leases and finished quarantines EXPIRED."""
         actions: list[Action] = []
-        while self._timers and self._timers[0][0] <= now:
-            _, address = heapq.heappop(self._timers)
+        for address in self._timers.until(now):
             offer = self.offers.get(address)
             if offer is not None and offer.expires <= now:
                 self._forget_offer(address)
@@ -300,18 +297,8 @@ class DhcpServerCore:
         if lease.client_key:
             self.by_client[(lease.subnet, lease.client_key)] = lease.address
         if lease.expires is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED):
-            self._schedule(lease.expires, lease.address)
+            self._timers.add(lease.expires, lease.address)
         return old
-
-    def _schedule(self, when: float, address: IPv4Address) -> None:
-        """A timer for ``address`` at ``when``. Each renewal or new offer leaves the address's
-        earlier entry behind (harmless when it fires, but a client renewing in a loop would grow
-        the heap without bound until lease_time passed): once the heap holds more than twice the
-        leases and offers, it is rebuilt from the entries still due (amortised O(1))."""
-        heapq.heappush(self._timers, (when, address))
-        if len(self._timers) > 2 * (len(self.leases) + len(self.offers)) + _TIMER_SLACK:
-            self._timers = [timer for timer in self._timers if self._due(*timer)]
-            heapq.heapify(self._timers)
 
     def _due(self, when: float, address: IPv4Address) -> bool:
         """Whether on_timer at ``when`` would act on ``address``: its offer or lease ends then."""
@@ -448,7 +435,7 @@ class DhcpServerCore:
         expires = now + self.config.offer_hold
         self.offers[choice] = _Offer(net, request.key, expires)
         self.offer_by_client[(net, request.key)] = choice
-        self._schedule(expires, choice)
+        self._timers.add(expires, choice)
         return [self._reply(request, ReplyKind.OFFER, choice)]
 
     def _request_message(self, request: Request, now: float) -> list[Action]:

@@ -11,7 +11,6 @@ lease row, an advertised offer or a reservation, checked before any address is g
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
@@ -36,6 +35,7 @@ from boothop.relay.wire.dhcpv6 import (
 )
 from boothop.relay.wire.pxe import HTTP_TWINS
 from boothop.server.dhcp.actions import CommitEvent
+from boothop.server.dhcp.deadlines import Deadlines
 from boothop.server.dhcp.lease import LeaseState
 
 from .actions import Action6, Commit6, Drop6, Drop6Reason, Send6
@@ -93,7 +93,7 @@ class Dhcp6ServerCore:
         #: (subnet, DUID, IAID) -> the address of that IA's latest lease row there.
         self.by_client: dict[tuple[str, bytes, int], IPv6Address] = {}
         self.offers: dict[IPv6Address, _Offer] = {}
-        self._timers: list[tuple[float, IPv6Address]] = []
+        self._timers = Deadlines(self._due, lambda: len(self.leases) + len(self.offers))
         self._cursors: dict[str, int] = {}
         self._configure(config, interfaces or {})
         for lease in leases:
@@ -148,7 +148,7 @@ class Dhcp6ServerCore:
         self.leases[lease.address] = lease
         self.by_client[(lease.subnet, lease.duid, lease.iaid)] = lease.address
         if lease.expires is not None:
-            heapq.heappush(self._timers, (lease.expires, lease.address))
+            self._timers.add(lease.expires, lease.address)
         return previous
 
     def _unstore(self, address: IPv6Address) -> None:
@@ -158,13 +158,20 @@ class Dhcp6ServerCore:
             del self.by_client[(lease.subnet, lease.duid, lease.iaid)]
 
     def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next()
+
+    def _due(self, when: float, address: IPv6Address) -> bool:
+        """Whether on_timer at ``when`` would act on ``address``: its offer or binding ends then."""
+        offer = self.offers.get(address)
+        lease = self.leases.get(address)
+        return (offer is not None and offer.expires == when) or (
+            lease is not None and lease.expires == when
+            and lease.state in (LeaseState.BOUND, LeaseState.DECLINED))
 
     def on_timer(self, now: float) -> list[Action6]:
         """Forget expired offers; mark expired bindings and finished quarantines EXPIRED."""
         actions: list[Action6] = []
-        while self._timers and self._timers[0][0] <= now:
-            _, address = heapq.heappop(self._timers)
+        for address in self._timers.until(now):
             offer = self.offers.get(address)
             if offer is not None and offer.expires <= now:
                 del self.offers[address]
@@ -347,7 +354,7 @@ class Dhcp6ServerCore:
                 actions += self._bind(request, ia.iaid, address, now, CommitEvent.BOUND)
             else:
                 self.offers[address] = _Offer(request.duid, ia.iaid, now + self.config.offer_hold)
-                heapq.heappush(self._timers, (now + self.config.offer_hold, address))
+                self._timers.add(now + self.config.offer_hold, address)
             ias.append(self._ia(subnet, ia.iaid, address))
         extra = ias
         if commit and request.msg.msg_type == M.SOLICIT:

@@ -41,7 +41,8 @@ PYROUTE2_ALLOWED = ("relay.netlink", "relay.lab")
 #: The server's sans-IO cores: DHCP decisions, proxyDHCP decisions, the TFTP state machines.
 #: (File access goes through the small source/sink interfaces; paths.py is the shell's part.)
 SERVER_CORE = {
-    *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease", "reply")),
+    *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease", "reply",
+                                         "deadlines")),
     *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
     *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
     "server.http.respond",

@@ -41,6 +41,7 @@ from boothop.relay.wire.dhcpv6 import (
     encode_codes,
 )
 from boothop.server.dhcp.actions import CommitEvent
+from boothop.server.dhcp.deadlines import SLACK
 from boothop.server.dhcp.lease import LeaseState
 from boothop.server.dhcp6.actions import Commit6, Drop6, Drop6Reason, Send6
 from boothop.server.dhcp6.core import Dhcp6ServerCore
@@ -181,6 +182,22 @@ def test_renew_extends_and_an_unknown_ia_gets_no_binding() -> None:
     unknown = reply(server.handle(direct(message(M.RENEW, duid(1), ia(2, address),
                                                  server=SERVER_DUID)), 100.0))
     assert ia_status(unknown) == [Status6.NO_BINDING]
+
+
+def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:
+    """The IPv4 core's soak finding, held for DHCPv6 by the same Deadlines: each renewal leaves
+    its earlier deadline behind, and the heap is swept before it outgrows the bindings."""
+    server = core()
+    quiet = bound(server, 2)  # bound at 0: its deadline must survive the sweeps
+    address = bound(server)
+    renew = direct(message(M.RENEW, duid(1), ia(1, address), server=SERVER_DUID))
+    for n in range(5_000):
+        server.handle(renew, 1.0 + n * 0.001)
+    last = 1.0 + 4_999 * 0.001
+    assert len(server._timers) <= 2 * (len(server.leases) + len(server.offers)) + SLACK
+    assert [c.lease.address for c in server.on_timer(7200)] == [quiet]
+    assert server.on_timer(last + 7200 - 1) == []
+    assert [c.lease.address for c in server.on_timer(last + 7200)] == [address]
 
 
 def test_rebind_of_an_address_off_this_link_gets_lifetime_zero() -> None:

@@ -1,0 +1,44 @@
+"""When each address's offer or lease ends, for the DHCP and DHCPv6 cores (sans-IO)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv6Address
+from typing import Generic, TypeVar
+
+#: Stale entries tolerated beyond twice the live ones before a sweep.
+SLACK = 1024
+
+A = TypeVar("A", IPv4Address, IPv6Address)
+
+
+class Deadlines(Generic[A]):
+    """A heap of (when, address). A renewal or a new offer leaves the address's earlier entry
+    behind: harmless when it fires (``due`` says whether an entry still means anything), but a
+    client renewing in a loop would grow the heap without bound until its lease time passed
+    (found by tests/bench/soak.py). Once the heap holds more than twice ``live()`` entries plus
+    SLACK, it is rebuilt from the entries ``due`` keeps: amortised O(1) per entry."""
+
+    def __init__(self, due: Callable[[float, A], bool], live: Callable[[], int]) -> None:
+        self._heap: list[tuple[float, A]] = []
+        self._due: Callable[[float, A], bool] = due
+        self._live: Callable[[], int] = live
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, when: float, address: A) -> None:
+        heapq.heappush(self._heap, (when, address))
+        if len(self._heap) > 2 * self._live() + SLACK:
+            self._heap = [entry for entry in self._heap if self._due(*entry)]
+            heapq.heapify(self._heap)
+
+    def next(self) -> float | None:
+        """The earliest deadline, None without any."""
+        return self._heap[0][0] if self._heap else None
+
+    def until(self, now: float) -> Iterator[A]:
+        """Take the addresses whose deadline is ``now`` or earlier, in order."""
+        while self._heap and self._heap[0][0] <= now:
+            yield heapq.heappop(self._heap)[1]

@@ -331,7 +331,8 @@ class Lab:
         seen = servers.boot_seen(self.workdir, client, address, powered_on)
         result.address, result.boot_file = address, seen["boot_file"]
         result.bytes_downloaded = seen["bytes"]
-        result.timeline = {key: seen[key] for key in ("dhcp", "boot", "kernel", "report")}
+        result.timeline = {"dhcp": seen["dhcp"], "boot": seen["boot"], "kernel": seen["kernel"],
+                           "report": seen["report"]}
         result.ok = reported is not None and reported.get("chain") == client.chain
         if result.ok:
             result.seconds = seen["report"]

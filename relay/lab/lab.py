@@ -347,7 +347,7 @@ class Lab:
             "-monitor", "none", "-display", "none",
             "-netdev", f"tap,id=n0,ifname={tap_name(client)},script=no,downscript=no",
         ]
-        if client.chain == "uefi-pxe":
+        if client.chain.startswith("uefi-"):
             variables = self.workdir / f"{client.name}.OVMF_VARS.fd"
             shutil.copyfile(OVMF_VARS, variables)  # each machine writes its own
             # romfile= leaves the NIC to OVMF's own virtio-net driver and PXE client.
@@ -356,6 +356,11 @@ class Lab:
                 "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
                 "-device", f"{nic},romfile=,bootindex=1",
             ]
+            if client.chain == "uefi-http":
+                # OVMF offers the NIC as PXEv4, PXEv6, HTTPv4, HTTPv6 in that order; without
+                # its PXE options (OVMF's fw_cfg knobs) the first it tries is HTTP boot over IPv4.
+                argv += [arg for family in ("IPv4", "IPv6") for arg in (
+                    "-fw_cfg", f"name=opt/org.tianocore/{family}PXESupport,string=n")]
         else:
             argv += ["-boot", "n", "-device", nic]
         if client.chain == "bios-undionly":

@@ -207,7 +207,7 @@ def report_html(spec: LabSpec, results: Sequence[ClientResult], ladders: dict[st
 def pxe_host_arrows(
     events: Iterable[dict[str, object]], client_addresses: Collection[str | None]
 ) -> list[Arrow]:
-    """The routed part of a PXE boot, as the PXE host saw it: port 4011 and TFTP, from any of
+    """The routed part of a PXE boot, as the PXE host saw it: port 4011, TFTP and HTTP, from any of
     the client's addresses (firmware, iPXE and kernel may each lease one)."""
     arrows = []
     for index, event in enumerate(events):
@@ -231,6 +231,11 @@ def pxe_host_arrows(
                     f"TFTP {event.get('bytes')} bytes {event.get('outcome')}",
                 )
             )
+        elif name == "http.request":
+            arrows.append(Arrow(when, "client", "pxe", f"HTTP {event.get('method')} "
+                                                       f"{event.get('path')}"))
+            arrows.append(Arrow(when, "pxe", "client", f"HTTP {event.get('status')} "
+                                                       f"{event.get('bytes')} bytes"))
     return arrows
 
 

@@ -141,6 +141,10 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
         f'write_root = "{workdir / REPORTS}"',
         "overwrite = true",
         "",
+        # The same files by HTTP: a UEFI HTTP boot client (option 60 "HTTPClient") is offered
+        # http://<server_address>/ipxe.efi by the proxy (pxe.http_url follows this table).
+        "[http]",
+        "",
     ])
 
 
@@ -203,7 +207,7 @@ def wait_ready(spec: LabSpec, workdir: Path, timeout: float) -> None:
         ),
         "pxe": lambda: (
             {e.get("event") for e in read_events(_log(workdir, "pxe"))}
-            >= {"pxe.listening", "tftp.listening"}
+            >= {"pxe.listening", "tftp.listening", "http.listening"}
         ),
         "relay": (
             (
@@ -305,7 +309,9 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
             if when is not None:
                 seen["dhcp"] = when if seen["dhcp"] is None else seen["dhcp"]
                 addresses.add(str(event.get("yiaddr")))
-    for transfer in _tftp_done(workdir):
+    in_order = sorted([*_http_done(workdir), *_tftp_done(workdir)],
+                      key=lambda transfer: str(transfer.get("timestamp")))
+    for transfer in in_order:
         if str(transfer.get("client", "")).split(":")[0] not in addresses:
             continue
         when, name = since(transfer), str(transfer.get("filename", ""))
@@ -321,6 +327,17 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
         if name == INITRD:
             seen["kernel"] = when
     return seen
+
+
+def _http_done(workdir: Path) -> list[dict[str, object]]:
+    """Files the PXE host's HTTP server sent whole (a UEFI HTTP boot client's boot file), as
+    transfers like :func:`_tftp_done`'s: client, filename, bytes, direction, timestamp."""
+    return [
+        {**event, "filename": str(event.get("path", "")).lstrip("/"), "direction": "read"}
+        for event in read_events(_log(workdir, "pxe"))
+        if event.get("event") == "http.request" and event.get("method") == "GET"
+        and event.get("status") == 200
+    ]
 
 
 def _tftp_done(workdir: Path) -> list[dict[str, object]]:

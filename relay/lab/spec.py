@@ -17,6 +17,7 @@ CHAINS = {
     "bios-ipxe": "SeaBIOS, the NIC's iPXE ROM",
     "bios-undionly": "SeaBIOS, a PXE ROM, undionly.kpxe",
     "uefi-pxe": "OVMF PXE (IPv4), ipxe.efi",
+    "uefi-http": "OVMF HTTP boot (IPv4), ipxe.efi",
 }
 DEFAULT_CHAIN = "bios-ipxe"
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")

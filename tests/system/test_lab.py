@@ -151,9 +151,12 @@ def _dhcp_messages(pcap: Path) -> list[tuple[int, Any]]:
     return messages
 
 
+def _pxe_events(lab: Lab) -> list[dict[str, Any]]:
+    return read_events(lab.workdir / "logs" / "pxe.log")
+
+
 def _transfers(lab: Lab) -> list[dict[str, Any]]:
-    return [e for e in read_events(lab.workdir / "logs" / "pxe.log")
-            if str(e.get("event", "")).startswith("tftp.transfer.")]
+    return [e for e in _pxe_events(lab) if str(e.get("event", "")).startswith("tftp.transfer.")]
 
 
 def test_demo_servers_and_clients_saw_the_whole_boot(spec: LabSpec) -> None:
@@ -244,16 +247,22 @@ def _assert_booted_to_the_kernel(lab: Lab, client: ClientSpec, address: str | No
     # Each file once, completed (OVMF first asks for the size only, and ends that transfer).
     names = [(e["direction"], e["filename"]) for e in mine
              if e["event"] == "tftp.transfer.started" and e["client"] in completed]
-    first = {"bios-ipxe": [], "bios-undionly": ["undionly.kpxe"], "uefi-pxe": ["ipxe.efi"]}
+    first = {"bios-ipxe": [], "bios-undionly": ["undionly.kpxe"], "uefi-pxe": ["ipxe.efi"],
+             "uefi-http": []}
     script = f"boot-{client.mac.replace(':', '-')}.ipxe"
     assert names == [("read", f) for f in (*first[client.chain], "boot.ipxe", script,
                                            "vmlinuz", "initrd.gz")] + [
         ("write", f"report-{client.mac.replace(':', '-')}")]
+    # OVMF's HTTP boot fetches ipxe.efi from the PXE host's HTTP server (HEAD, then GET).
+    fetched = [(e["method"], e["path"], e["status"]) for e in _pxe_events(lab)
+               if e["event"] == "http.request" and str(e.get("client")) in leased]
+    assert fetched == ([("HEAD", "/ipxe.efi", 200), ("GET", "/ipxe.efi", 200)]
+                       if client.chain == "uefi-http" else []), fetched
 
 
-@pytest.mark.parametrize("chain", ["bios-undionly", "uefi-pxe"])
+@pytest.mark.parametrize("chain", ["bios-undionly", "uefi-pxe", "uefi-http"])
 def test_a_firmware_chain_boots_a_kernel_that_reports_back(spec: LabSpec, chain: str) -> None:
-    """Chains 2 and 3 (chain 1, the NIC's iPXE ROM, is the demo's client above): the QEMU client
+    """Chains 2, 3 and 4 (chain 1, the NIC's iPXE ROM, is the demo's client above): the QEMU client
     alone, through boothop-relay, to a running kernel whose report arrives at the PXE host."""
     qemu = dataclasses.replace(next(c for c in spec.clients if c.kind == "pxe"), chain=chain)
     lab = Lab(dataclasses.replace(spec, clients=(qemu,)))
@@ -262,7 +271,7 @@ def test_a_firmware_chain_boots_a_kernel_that_reports_back(spec: LabSpec, chain:
         result = lab.boot(qemu)
         assert result.ok, result.detail
         _assert_booted_to_the_kernel(lab, qemu, result.address)
-        assert result.boot_file == {"bios-undionly": "undionly.kpxe", "uefi-pxe": "ipxe.efi"}[chain]
+        assert result.boot_file == ("undionly.kpxe" if chain == "bios-undionly" else "ipxe.efi")
         timeline = result.timeline
         assert all(timeline[k] is not None for k in ("dhcp", "boot", "kernel", "report")), timeline
         assert timeline["dhcp"] <= timeline["boot"] <= timeline["kernel"] <= timeline["report"]

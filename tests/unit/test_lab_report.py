@@ -18,6 +18,7 @@ from boothop.relay.lab.report import (
     report_text,
 )
 from boothop.relay.lab.results import ClientResult
+from boothop.relay.lab.servers import boot_seen, event_time
 from boothop.relay.lab.spec import parse_lab
 
 MAC = "52:54:00:91:01:01"
@@ -55,6 +56,10 @@ PXE_LOG = [
         "outcome": "completed",
     },
     {"event": "tftp.transfer.started", "client": "10.91.1.200:2071", "filename": "other"},
+    {"event": "http.request", "client": "10.91.1.100", "method": "GET", "path": "/ipxe.efi",
+     "status": 200, "bytes": 850528},
+    {"event": "http.request", "client": "10.91.1.200", "method": "GET", "path": "/other",
+     "status": 404},
 ]
 
 
@@ -98,6 +103,8 @@ def test_pxe_host_arrows_keep_only_the_client_address() -> None:
         ("pxe", "client", "ACK :4011"),
         ("client", "pxe", "TFTP RRQ boot.ipxe"),
         ("pxe", "client", "TFTP 142 bytes completed"),
+        ("client", "pxe", "HTTP GET /ipxe.efi"),
+        ("pxe", "client", "HTTP 200 850528 bytes"),
     ]
     assert pxe_host_arrows(PXE_LOG, {None}) == []
 
@@ -204,3 +211,28 @@ def test_the_comparison_puts_each_clients_relays_side_by_side() -> None:
         ("dhcp1", "boothop"), ("dhcp1", "dhcrelay"), ("pxe1", "boothop"), ("pxe1", "dhcrelay")]
     assert cells[2][-1] == "61.0" and cells[3][-1] == "FAILED"
     assert cells[0][3:] == ["-", "-", "-", "0.8"]
+
+
+def test_boot_seen_takes_the_boot_file_fetched_first_by_http_or_tftp(tmp_path: Path) -> None:
+    """A UEFI HTTP boot: ipxe.efi by HTTP (HEAD, then GET), then iPXE's files by TFTP."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    at = "2026-11-29T22:00:{:02d}Z".format
+    (logs / "dhcp.log").write_text(json.dumps(
+        {"event": "server.ack", "chaddr": MAC, "yiaddr": "10.91.1.100", "timestamp": at(1)}))
+    tftp = [
+        {"event": "tftp.transfer.started", "client": "10.91.1.100:2070", "filename": "initrd.gz",
+         "direction": "read", "timestamp": at(9)},
+        {"event": "tftp.transfer.ended", "client": "10.91.1.100:2070", "outcome": "completed",
+         "bytes": 1000, "timestamp": at(12)},
+    ]
+    http = [{"event": "http.request", "client": "10.91.1.100", "method": method,
+             "path": "/ipxe.efi", "status": 200, "bytes": size, "timestamp": at(second)}
+            for method, size, second in (("HEAD", 0, 3), ("GET", 850528, 4))]
+    (logs / "pxe.log").write_text("\n".join(json.dumps(e) for e in [*tftp, *http]))
+    client = spec().clients[0]
+    powered_on = event_time({"timestamp": at(0)})
+    assert powered_on is not None
+    seen = boot_seen(tmp_path, client, "10.91.1.100", powered_on)
+    assert (seen["boot_file"], seen["bytes"]) == ("ipxe.efi", 851528)
+    assert (seen["dhcp"], seen["boot"], seen["kernel"]) == (1.0, 4.0, 12.0)

@@ -127,7 +127,7 @@ def test_the_shipped_lab_file_is_valid() -> None:
         ("client.1.address", "10.91.1.10", "client[1].address", "not in subnet b (10.91.2.0/24)"),
         ("client.1.name", "pxe1", "client", "names must be unique"),
         ("client.1.mac", "52:54:00:91:01:01", "client", "MAC addresses must be unique"),
-        ("client.0.chain", "uefi-http", "client[0].chain", "one of bios-ipxe, bios-undionly"),
+        ("client.0.chain", "arm64-http", "client[0].chain", "one of bios-ipxe, bios-undionly"),
         ("client.1.chain", "uefi-pxe", "client[1].chain", "only a QEMU client"),
     ],
 )

@@ -240,19 +240,6 @@ def relay_counters(workdir: Path) -> dict[str, object] | None:
         return None
 
 
-def _tftp_sent(workdir: Path) -> list[dict[str, object]]:
-    """Completed TFTP transfers: the 'started' event (file, client) joined to its 'ended'."""
-    started: dict[str, dict[str, object]] = {}
-    done = []
-    for event in read_events(_log(workdir, "pxe")):
-        if event.get("event") == "tftp.transfer.started":
-            started[str(event.get("client"))] = event
-        elif event.get("event") == "tftp.transfer.ended" and event.get("outcome") == "completed":
-            begin = started.get(str(event.get("client")), {})
-            done.append({**begin, **event})
-    return done
-
-
 def report(workdir: Path, client: ClientSpec) -> dict[str, str] | None:
     """What a booted kernel reported for ``client``'s MAC (the initramfs's TFTP upload), if it
     arrived."""

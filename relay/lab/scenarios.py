@@ -417,12 +417,17 @@ def pxe_misconfig(spec: LabSpec, say: Say, timeout: float | None = None) -> Scen
             )
         ovmf = data["a"]["ovmf"]
         asked_dhcp = ovmf["requests_4011"].get(dhcp, 0)
+        error = next((line for line in ovmf["console"] if "PXE-E" in line), "no PXE error")
         if asked_dhcp:
-            error = next((line for line in ovmf["console"] if "PXE-E" in line), "no PXE error")
             say(
                 "   OVMF took the DHCP server's offer, whose option 60 'PXEClient' without boot "
                 f"servers says \"ask me on port 4011\", asked {dhcp}:4011 ({asked_dhcp} "
                 f"unanswered requests) and gave up ({error}): the report's symptom."
+            )
+        elif not ovmf["booted"]:
+            say(
+                "   OVMF found no offer it could boot from (the DHCP server's says 'PXEClient' "
+                f"without boot servers) and gave up before asking port 4011 ({error})."
             )
         warnings = _relay_warnings(lab)
         data["a"]["relay_warnings"] = warnings
@@ -478,10 +483,12 @@ def _failed_as_reported(client: dict[str, Any], dhcp: str) -> bool:
 
 
 def _firmware_failed_as_reported(booted: dict[str, Any], dhcp: str) -> bool:
-    """A QEMU machine asked the DHCP server on port 4011, fetched nothing from the PXE host
-    and did not boot."""
-    return (not booted["booted"] and booted["requests_4011"].get(dhcp, 0) > 0
-            and not booted["tftp_requests_at_pxe_host"])
+    """A QEMU machine fetched nothing from the PXE host and did not boot, having asked the DHCP
+    server on port 4011 or stopped with a PXE error. (OVMF does either from one run to the next:
+    with the same offers it sometimes asks port 4011, sometimes refuses them all, PXE-E16.)"""
+    gave_up = booted["requests_4011"].get(dhcp, 0) > 0 or any(
+        "PXE-E" in line for line in booted.get("console", ()))
+    return not booted["booted"] and gave_up and not booted["tftp_requests_at_pxe_host"]
 
 
 def _booted_from(client: dict[str, Any], pxe: str) -> bool:

@@ -352,8 +352,9 @@ def test_scenario_pxe_misconfig_fails_like_the_report_and_the_fix_boots(spec: La
         a["ipxe"]["requests_4011"].get(dhcp, 0) >= 1
         and a["ipxe"]["tftp_requests_at_pxe_host"] == []
     )
-    # A, with OVMF's UEFI PXE client: it takes the DHCP server's offer, asks it on 4011, fails.
-    assert not a["ovmf"]["booted"] and a["ovmf"]["requests_4011"].get(dhcp, 0) >= 1
+    # A, with OVMF's UEFI PXE client: from one run to the next it asks the DHCP server on 4011
+    # or refuses every offer (PXE-E16); either way it stops with a PXE error and never boots.
+    assert not a["ovmf"]["booted"]
     assert a["ovmf"]["tftp_requests_at_pxe_host"] == [] and pxe not in a["ovmf"]["requests_4011"]
     assert any("PXE-E" in line for line in a["ovmf"]["console"])
     # B: boot file from the PXE server on 4011, downloaded whole; both firmware boot a kernel.

@@ -153,8 +153,10 @@ class Program:
         if code:
             lib.bpf_object__close(obj)
             self._obj = None
-            raise DatapathUnavailable(f"the kernel refused {path.name}: "
-                                      f"{_failed('load', code)}")
+            error = _failed("load", code)
+            needs = (" (loading it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+                     if error.errno in (errno.EPERM, errno.EACCES) else "")
+            raise DatapathUnavailable(f"the kernel refused {path.name}: {error}{needs}")
         self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, PROGRAM.encode()))
         self.cpus = lib.libbpf_num_possible_cpus()
 

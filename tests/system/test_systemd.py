@@ -1,7 +1,8 @@
 """The daemons as their systemd units run them: an unprivileged user with only the capabilities
 the units grant (setpriv), and readiness, watchdog, reload and stop told to a NOTIFY_SOCKET.
 
-A client leases through boothop-relay (CAP_NET_RAW and CAP_NET_BIND_SERVICE) from boothop-server
+A client leases through boothop-relay (the unit's capabilities: the kernel datapath runs; or
+only CAP_NET_RAW and CAP_NET_BIND_SERVICE: the user path, saying why) from boothop-server
 (CAP_NET_BIND_SERVICE alone), both as nobody; without a capability each exits 1 naming it.
 Namespaces are named ``bhs-<random>-<host>`` and removed, with every process (by PID), whatever
 the test does.
@@ -9,6 +10,7 @@ the test does.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -33,9 +35,26 @@ pytestmark = pytest.mark.system
 BASE = "bhs"
 NOBODY = 65534
 #: linux/capability.h: the bits of /proc/PID/status CapEff.
-CAP_NET_BIND_SERVICE, CAP_NET_RAW = 10, 13
-RELAY_CAPS = ("net_raw", "net_bind_service")
+CAP_BITS = {"net_bind_service": 10, "net_admin": 12, "net_raw": 13, "perfmon": 38, "bpf": 39}
+UNITS = Path(__file__).resolve().parents[2] / "config" / "systemd"
+#: The user path's capabilities; the unit adds the kernel datapath's.
+RELAY_USER_CAPS = ("net_raw", "net_bind_service")
 SERVER_CAPS = ("net_bind_service",)
+
+
+def unit_capabilities(unit: str) -> tuple[str, ...]:
+    """The capabilities a unit file grants (AmbientCapabilities=), as setpriv names them."""
+    for line in (UNITS / unit).read_text().splitlines():
+        if line.startswith("AmbientCapabilities="):
+            return tuple(cap.removeprefix("CAP_").lower() for cap in line.split("=", 1)[1].split())
+    raise AssertionError(f"{unit} grants no capabilities")
+
+
+RELAY_CAPS = unit_capabilities("boothop-relay.service")
+
+
+def capability_mask(caps: tuple[str, ...]) -> int:
+    return sum(1 << CAP_BITS[cap] for cap in caps)
 LAN = LANS["a"]
 TIMEOUT = 30.0
 
@@ -136,12 +155,20 @@ def credentials(pid: int) -> tuple[int, int]:
     return int(fields["Uid"].split()[0]), int(fields["CapEff"].strip(), 16)
 
 
+@pytest.mark.parametrize(("relay_caps", "datapath"), [
+    (RELAY_CAPS, "kernel"), (RELAY_USER_CAPS, "user")], ids=["unit", "no-bpf"])
 def test_a_client_leases_through_relay_and_server_running_with_only_their_capabilities(
-        world: World) -> None:
+        world: World, relay_caps: tuple[str, ...], datapath: str) -> None:
     server = world.start("server", setpriv(SERVER_CAPS, world.server_argv()), "server")
-    relay = world.start("router", setpriv(RELAY_CAPS, world.relay_argv()), "relay")
-    assert credentials(server.pid) == (NOBODY, 1 << CAP_NET_BIND_SERVICE)
-    assert credentials(relay.pid) == (NOBODY, 1 << CAP_NET_BIND_SERVICE | 1 << CAP_NET_RAW)
+    relay = world.start("router", setpriv(relay_caps, world.relay_argv("--log-format", "json")),
+                        "relay")
+    assert credentials(server.pid) == (NOBODY, capability_mask(SERVER_CAPS))
+    assert credentials(relay.pid) == (NOBODY, capability_mask(relay_caps))
+    chosen = [json.loads(line) for line in relay.output().splitlines()
+              if '"relay.datapath"' in line]
+    assert [event["datapath"] for event in chosen] == [datapath], relay.output()
+    if datapath == "user":
+        assert "needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN" in chosen[0]["reason"], chosen
 
     _, events = start_dhclient(world.runner, world.ns(LAN.client_host), "eth0",
                                world.root / "clients", "dhclient")

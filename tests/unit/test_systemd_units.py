@@ -19,7 +19,8 @@ TEMPLATE = UNITS / "boothop-relay@.service"
 SERVER = UNITS / "boothop-server.service"
 DHCRELAY = UNITS / "boothop-relay-dhcrelay.service"
 ALL = (RELAY, TEMPLATE, SERVER, DHCRELAY)
-ALLOWED_CAPABILITIES = {"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
+ALLOWED_CAPABILITIES = {"CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_BPF",
+                        "CAP_PERFMON"}
 
 
 def directives(unit: Path) -> dict[str, str]:

@@ -493,7 +493,7 @@ sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 sock.bind(("0.0.0.0", 67))
 # Replies leave broadcast (the requests carry the broadcast flag) out of the client LAN.
-out = [(socket.IPPROTO_IP, socket.IP_PKTINFO,
+out = [(socket.IPPROTO_IP, 8,  # IP_PKTINFO (not in the socket module)
         struct.pack("=I4s4s", socket.if_nametoindex(sys.argv[3]), giaddr, bytes(4)))]
 client = ("255.255.255.255", 68)
 recvfrom, sendto, sendmsg = sock.recvfrom, sock.sendto, sock.sendmsg

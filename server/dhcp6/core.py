@@ -29,6 +29,7 @@ from boothop.relay.wire.dhcpv6 import (
     VendorClass,
     decode6,
     decode_codes,
+    decode_data_list,
     duid_link_layer,
     encode6,
     encode_data_list,
@@ -37,6 +38,7 @@ from boothop.relay.wire.pxe import HTTP_TWINS
 from boothop.server.dhcp.actions import CommitEvent
 from boothop.server.dhcp.deadlines import Deadlines
 from boothop.server.dhcp.lease import LeaseState
+from boothop.server.pxe.bootfile import IPXE_USER_CLASS
 
 from .actions import Action6, Commit6, Drop6, Drop6Reason, Send6
 from .config import Dhcp6Config, Reservation6, Subnet6
@@ -500,7 +502,12 @@ class Dhcp6ServerCore:
     def _boot_url(self, msg: Dhcp6Message) -> str | None:
         """The Bootfile-URL for the client's architectures (option 61, RFC 5970 §3.3), each
         tried as itself and then as its PXE twin; a client whose Vendor Class data begin with
-        "HTTPClient" gets only an http(s) URL, any other only a tftp one."""
+        "HTTPClient" gets only an http(s) URL, any other only a tftp one. iPXE (User Class
+        "iPXE", §21.15) gets the ``ipxe`` URL, if there is one, whatever it says."""
+        if self.config.ipxe_url is not None and any(
+                IPXE_USER_CLASS in decode_data_list(value, "User Class")
+                for value in msg.get_all(Opt6.USER_CLASS)):
+            return self.config.ipxe_url
         raw_arches = msg.get(Opt6.CLIENT_ARCH_TYPE)
         if not raw_arches or len(raw_arches) % 2:
             return None

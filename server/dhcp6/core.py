@@ -493,6 +493,12 @@ class Dhcp6ServerCore:
             url = self._boot_url(msg)
             if url is not None:
                 options.append((int(Opt6.BOOTFILE_URL), url.encode()))
+                http = _http_client(msg)
+                if http is not None and url.startswith(("http://", "https://")):
+                    # UEFI 2.x §24.7 (HTTP boot, DHCPv6): the offer of a boot URL carries the
+                    # Vendor Class "HTTPClient", as DHCPv4's option 60 does; EDK2 takes an
+                    # Advertise without it for an address only, and boots nothing.
+                    options.append(VendorClass(http, (HTTP_CLIENT,)).option())
                 if self.config.boot_params:
                     # RFC 5970 §3.2: each parameter as a 2-octet length and UTF-8 text.
                     options.append((int(Opt6.BOOTFILE_PARAM), encode_data_list(
@@ -513,14 +519,23 @@ class Dhcp6ServerCore:
             return None
         arches = [int.from_bytes(raw_arches[i:i + 2], "big")
                   for i in range(0, len(raw_arches), 2)]
-        http = any(item.startswith(HTTP_CLIENT) for value in msg.get_all(Opt6.VENDOR_CLASS)
-                   for item in VendorClass.decode(value).data)
+        http = _http_client(msg) is not None
         urls = dict(self.config.boot_urls)
         for arch in [*arches, *(HTTP_TWINS[a] for a in arches if a in HTTP_TWINS)]:
             url = urls.get(arch)
             if url is not None and url.startswith(("http://", "https://")) == http:
                 return url
         return None
+
+
+def _http_client(msg: Dhcp6Message) -> int | None:
+    """The enterprise number of the client's Vendor Class whose data begin with "HTTPClient"
+    (a UEFI HTTP boot client), if it sent one."""
+    for value in msg.get_all(Opt6.VENDOR_CLASS):
+        vendor = VendorClass.decode(value)
+        if any(item.startswith(HTTP_CLIENT) for item in vendor.data):
+            return vendor.enterprise
+    return None
 
 
 def _status(code: int, message: str) -> tuple[int, bytes]:

@@ -257,6 +257,9 @@ def test_bootfile_url_by_architecture_and_vendor_class(vendor: bytes | None, arc
         extra.append(VendorClass(343, (vendor,)).option())
     msg = reply(core().handle(direct(message(M.SOLICIT, duid(1), ia(), *extra)), 0.0))
     assert msg.get(Opt6.BOOTFILE_URL) == url
+    # UEFI HTTP boot (EDK2) takes only an offer that names it an HTTPClient offer.
+    assert [VendorClass.decode(v) for v in msg.get_all(Opt6.VENDOR_CLASS)] == (
+        [VendorClass(343, (b"HTTPClient",))] if url.startswith(b"http") else [])
     assert decode_data_list(msg.get(Opt6.BOOTFILE_PARAM) or b"") == (b"console=ttyS0",)
     assert msg.get(Opt6.DNS_SERVERS) == IPv6Address("2001:db8::53").packed
 

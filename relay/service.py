@@ -291,9 +291,10 @@ class RelayService:
     def _log_outcome(self, datagram: Datagram, outcome: Outcome, now: float,
                      latency: float | None) -> None:
         """One info line per relayed step (all helpers of a request in one), drops with their
-        reason; the packet's context is bound once."""
+        reason; each with the packet's context (its keys first, as if bound)."""
         packet = None
         servers = []
+        log = self.log
         for action in outcome.actions:
             if isinstance(action, Forward):
                 servers.append(address_text(action.server))
@@ -304,30 +305,31 @@ class RelayService:
                 suppressed = self.limiter.allow(("drop", action.reason), now)
                 if suppressed is None:
                     continue
-            packet = packet or self._bind(datagram, outcome)
+            packet = packet or self._context(datagram, outcome)
             if isinstance(action, Deliver):
-                packet.info("relay.reply.delivered", mode=action.mode.value,
-                            destination=address_text(action.destination), ifname=action.ifname,
-                            latency_ms=None if latency is None else round(latency * 1e3, 3))
+                log.info("relay.reply.delivered", **packet, mode=action.mode.value,
+                         destination=address_text(action.destination), ifname=action.ifname,
+                         latency_ms=None if latency is None else round(latency * 1e3, 3))
             elif isinstance(action, Drop):
-                packet.info("relay.drop", reason=action.reason.value, detail=action.detail,
-                            suppressed=suppressed)
+                log.info("relay.drop", **packet, reason=action.reason.value,
+                         detail=action.detail, suppressed=suppressed)
         if servers:
-            (packet or self._bind(datagram, outcome)).info(
-                "relay.request.forwarded", servers=servers,
-                forwarding_class=outcome.forwarding_class)
+            log.info("relay.request.forwarded", **(packet or self._context(datagram, outcome)),
+                     servers=servers, forwarding_class=outcome.forwarding_class)
 
-    def _bind(self, datagram: Datagram, outcome: Outcome) -> Any:
+    def _context(self, datagram: Datagram, outcome: Outcome) -> dict[str, Any]:
+        """A packet's context for its step lines: passed with each line rather than bound, which
+        would build a logger per packet."""
         ingress = self.engine.interfaces.by_index(datagram.ifindex)
-        return self.log.bind(
-            xid=None if outcome.xid is None else f"0x{outcome.xid:08x}",
-            chaddr=outcome.mac,
-            iface=ingress.name if ingress else datagram.ifindex,
-            giaddr=None if outcome.giaddr is None else address_text(outcome.giaddr),
-            hops=outcome.hops,
-            type=outcome.message_type,
-            source=f"{address_text(datagram.source)}:{datagram.source_port}",
-        )
+        return {
+            "xid": None if outcome.xid is None else f"0x{outcome.xid:08x}",
+            "chaddr": outcome.mac,
+            "iface": ingress.name if ingress else datagram.ifindex,
+            "giaddr": None if outcome.giaddr is None else address_text(outcome.giaddr),
+            "hops": outcome.hops,
+            "type": outcome.message_type,
+            "source": f"{address_text(datagram.source)}:{datagram.source_port}",
+        }
 
     def _send_failed(self, what: str, error: OSError, now: float, **context: object) -> None:
         name = errno_name(error)

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import os
@@ -53,25 +54,89 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r} (expected one of: {', '.join(LEVELS)})")
     json_output = fmt == "json" or (fmt == "auto" and not out.isatty())
-    renderer: structlog.typing.Processor = (
-        # orjson: the relay writes a line per relayed step at info, and a line rendered by
-        # orjson costs some 40 % less CPU than by the standard library (measured: 17 -> 10 µs).
-        structlog.processors.JSONRenderer(serializer=_orjson_text)
-        if json_output
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
-    )
+    # The relay writes a line per relayed step at info, so the JSON pipeline is lean: orjson
+    # renders (some 40 % less CPU than the standard library), straight to bytes written to the
+    # stream's descriptor in one write (no text layer, no flush), and the timestamp is formatted
+    # once per second (IsoUtcStamper). Measured: 11 -> 6.5 µs per line.
+    fd = _descriptor(out) if json_output else None
+    renderer: structlog.typing.Processor
+    factory: Callable[..., Any]
+    if fd is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_line)
+        factory = functools.partial(DescriptorLogger, fd)
+    else:
+        renderer = (structlog.processors.JSONRenderer(serializer=_orjson_text) if json_output
+                    else structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        factory = structlog.PrintLoggerFactory(file=out)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            IsoUtcStamper(),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _descriptor(stream: TextIO) -> int | None:
+    """The file descriptor under a text stream (flushed first), None for one without (a
+    StringIO)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+    stream.flush()
+    return fd
+
+
+class IsoUtcStamper:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)``, the same text (``datetime.isoformat``
+    of the UTC time, ``Z`` for ``+00:00``) at a third of its cost: the date and time of day are
+    formatted once per second, the microseconds per event."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        #: (second, its text): one tuple, so that threads logging at once read a matching pair.
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, logger: object, name: str, event_dict: structlog.typing.EventDict
+                 ) -> structlog.typing.EventDict:
+        second, micro = divmod(self._clock() // 1000, 1_000_000)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                           time.gmtime(second)))
+        # isoformat leaves the fraction out when it is zero.
+        event_dict["timestamp"] = f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
+        return event_dict
+
+
+class DescriptorLogger:
+    """structlog's output for rendered bytes: one ``write`` per line to a file descriptor.
+
+    One system call per line keeps lines whole between threads (as the print logger's lock
+    did) and flushed as they are written.
+    """
+
+    def __init__(self, fd: int, *args: object) -> None:
+        self._fd = fd
+
+    def msg(self, message: bytes) -> None:
+        written = os.write(self._fd, message)
+        while written < len(message):  # a short write (a signal): the rest
+            message = message[written:]
+            written = os.write(self._fd, message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
+
+
+def _orjson_line(event: object, **options: Any) -> bytes:
+    """orjson's rendering, one line of bytes."""
+    return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE, **options)
 
 
 def _orjson_text(event: object, **options: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from boothop.relay.settings import Validator, parse_hex, validate_section
 from boothop.relay.wire.dhcpv6 import Opt6, encode_addresses, encode_domains
-from boothop.server.pxe.config import boot_files
+from boothop.server.pxe.config import BootFiles, boot_files
 
 #: RFC 8415 §11.1: "A DUID ... MUST NOT be longer than 128 octets (not including the type
 #: code)": 2 + 128.
@@ -87,6 +87,9 @@ class Dhcp6Config:
     options: tuple[tuple[int, bytes], ...] = ()
     #: Bootfile-URL (59) by client architecture (option 61): tftp://[...]/... or http://...
     boot_urls: tuple[tuple[int, str], ...] = ()
+    #: Bootfile-URL for iPXE (User Class "iPXE"), whatever its architecture: its script, which
+    #: ends the loop of an iPXE that was itself the boot file (as option 77 does in DHCPv4).
+    ipxe_url: str | None = None
     #: Bootfile-Parameters (60), sent with a Bootfile-URL.
     boot_params: tuple[str, ...] = ()
 
@@ -190,16 +193,14 @@ def _string_list(value: Any) -> list[str]:
     return value
 
 
-def _boot(v: Validator | None) -> tuple[tuple[int, str], ...]:
+def _boot(v: Validator | None) -> BootFiles:
     if v is None:
-        return ()
+        return BootFiles()
     table = boot_files(v)
-    if table.ipxe is not None:
-        v.fail("ipxe", "not an architecture: boot URLs are chosen by option 61")
     for name, value in v.data.items():
         if isinstance(value, str) and not value.startswith(URL_SCHEMES6):
             v.fail(name, f"must be a tftp://, http:// or https:// URL, not {value!r}")
-    return tuple(table.by_arch.items())
+    return table
 
 
 def parse_dhcp6(table: object, path: str, default_lease_db: str) -> Dhcp6Config:
@@ -222,6 +223,7 @@ def read_dhcp6(v: Validator, *, default_lease_db: str) -> Dhcp6Config | None:
             if subnet.prefix.overlaps(other.prefix):
                 v.fail(f"subnets[{n}].prefix", f"{subnet.prefix} overlaps {other.prefix}")
     params = v.strings("boot_params")
+    boot = _boot(v.table("boot"))
     config = Dhcp6Config(
         subnets=tuple(subnets),
         lease_db=v.string("lease_db", default_lease_db) or default_lease_db,
@@ -231,7 +233,8 @@ def read_dhcp6(v: Validator, *, default_lease_db: str) -> Dhcp6Config | None:
         offer_hold=v.number("offer_hold", 30.0, 0),
         decline_time=v.number("decline_time", 86400.0, 0),
         options=_options(v.table("options")),
-        boot_urls=_boot(v.table("boot")),
+        boot_urls=tuple(boot.by_arch.items()),
+        ipxe_url=boot.ipxe,
         boot_params=params,
     )
     return None if v.failed() else config

@@ -29,6 +29,7 @@ from boothop.relay.wire.dhcpv6 import (
     VendorClass,
     decode6,
     decode_codes,
+    decode_data_list,
     duid_link_layer,
     encode6,
     encode_data_list,
@@ -37,6 +38,7 @@ from boothop.relay.wire.pxe import HTTP_TWINS
 from boothop.server.dhcp.actions import CommitEvent
 from boothop.server.dhcp.deadlines import Deadlines
 from boothop.server.dhcp.lease import LeaseState
+from boothop.server.pxe.bootfile import IPXE_USER_CLASS
 
 from .actions import Action6, Commit6, Drop6, Drop6Reason, Send6
 from .config import Dhcp6Config, Reservation6, Subnet6
@@ -491,6 +493,12 @@ class Dhcp6ServerCore:
             url = self._boot_url(msg)
             if url is not None:
                 options.append((int(Opt6.BOOTFILE_URL), url.encode()))
+                http = _http_client(msg)
+                if http is not None and url.startswith(("http://", "https://")):
+                    # UEFI 2.x §24.7 (HTTP boot, DHCPv6): the offer of a boot URL carries the
+                    # Vendor Class "HTTPClient", as DHCPv4's option 60 does; EDK2 takes an
+                    # Advertise without it for an address only, and boots nothing.
+                    options.append(VendorClass(http, (HTTP_CLIENT,)).option())
                 if self.config.boot_params:
                     # RFC 5970 §3.2: each parameter as a 2-octet length and UTF-8 text.
                     options.append((int(Opt6.BOOTFILE_PARAM), encode_data_list(
@@ -500,20 +508,34 @@ class Dhcp6ServerCore:
     def _boot_url(self, msg: Dhcp6Message) -> str | None:
         """The Bootfile-URL for the client's architectures (option 61, RFC 5970 §3.3), each
         tried as itself and then as its PXE twin; a client whose Vendor Class data begin with
-        "HTTPClient" gets only an http(s) URL, any other only a tftp one."""
+        "HTTPClient" gets only an http(s) URL, any other only a tftp one. iPXE (User Class
+        "iPXE", §21.15) gets the ``ipxe`` URL, if there is one, whatever it says."""
+        if self.config.ipxe_url is not None and any(
+                IPXE_USER_CLASS in decode_data_list(value, "User Class")
+                for value in msg.get_all(Opt6.USER_CLASS)):
+            return self.config.ipxe_url
         raw_arches = msg.get(Opt6.CLIENT_ARCH_TYPE)
         if not raw_arches or len(raw_arches) % 2:
             return None
         arches = [int.from_bytes(raw_arches[i:i + 2], "big")
                   for i in range(0, len(raw_arches), 2)]
-        http = any(item.startswith(HTTP_CLIENT) for value in msg.get_all(Opt6.VENDOR_CLASS)
-                   for item in VendorClass.decode(value).data)
+        http = _http_client(msg) is not None
         urls = dict(self.config.boot_urls)
         for arch in [*arches, *(HTTP_TWINS[a] for a in arches if a in HTTP_TWINS)]:
             url = urls.get(arch)
             if url is not None and url.startswith(("http://", "https://")) == http:
                 return url
         return None
+
+
+def _http_client(msg: Dhcp6Message) -> int | None:
+    """The enterprise number of the client's Vendor Class whose data begin with "HTTPClient"
+    (a UEFI HTTP boot client), if it sent one."""
+    for value in msg.get_all(Opt6.VENDOR_CLASS):
+        vendor = VendorClass.decode(value)
+        if any(item.startswith(HTTP_CLIENT) for item in vendor.data):
+            return vendor.enterprise
+    return None
 
 
 def _status(code: int, message: str) -> tuple[int, bytes]:

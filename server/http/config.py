@@ -7,15 +7,14 @@ from ipaddress import ip_address
 from typing import Any
 
 from boothop.relay.settings import Validator, validate_section
-from boothop.server.tftp.config import directory
+from boothop.server.fileconfig import FileServiceConfig, check_per_client, read_file_service
 
 
 @dataclasses.dataclass(frozen=True)
-class HttpConfig:
-    #: The directory served; [tftp]'s root when not given, so both serve the same files.
-    root: str
-    #: An IPv4 or IPv6 address; "::" serves both families.
-    address: str = "0.0.0.0"
+class HttpConfig(FileServiceConfig):
+    """``root`` is [tftp]'s when not given, so both serve the same files; ``address`` is an IPv4
+    or IPv6 address ("::" serves both families)."""
+
     port: int = 80
     #: Connections served at once; one more is answered 503 and closed.
     max_connections: int = 256
@@ -59,22 +58,14 @@ def parse_http(table: object, path: str, tftp_root: str | None = None) -> HttpCo
 def read_http(v: Validator, tftp_root: str | None) -> HttpConfig | None:
     """The [http] table; None if it had problems (recorded in ``v``). ``tftp_root`` is the
     default root."""
-    fields = {f.name: f.default for f in dataclasses.fields(HttpConfig)}
-    v.unknown_keys(fields)
-    root = v.convert("root", directory) if "root" in v.data or tftp_root is None else tftp_root
-    if root is None and not v.failed("root"):
-        v.fail("root", "required without [tftp]: the directory files are served from")
-    values: dict[str, Any] = {
-        key: v.integer(key, fields[key], low, high) for key, (low, high) in _INT_RANGES.items()
-    }
+    values = read_file_service(
+        v, HttpConfig, _INT_RANGES, root=tftp_root,
+        missing_root="required without [tftp]: the directory files are served from")
     config = HttpConfig(
-        root=root or "/",
         address=v.convert("address", _listen_address) or "0.0.0.0",
         header_timeout=v.number("header_timeout", 10.0, 0.1, 3600),
         send_timeout=v.number("send_timeout", 30.0, 0.1, 3600),
         **values,
     )
-    if not v.failed("max_per_client", "max_connections") and (
-            config.max_per_client > config.max_connections):
-        v.fail("max_per_client", "cannot exceed http.max_connections")
+    check_per_client(v, config.max_per_client, "max_connections", config.max_connections)
     return None if v.failed() else config

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from ipaddress import IPv4Address
-from typing import Any
 
 from boothop.relay.settings import Validator, validate_section
+from boothop.server.fileconfig import (
+    FileServiceConfig,
+    check_per_client,
+    directory,
+    read_file_service,
+)
 
 #: RFC 2348 §"Block Size Option Specification": "valid values range between 8 and 65464".
 BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
@@ -15,9 +20,7 @@ WINDOWSIZE_MAX = 65535
 
 
 @dataclasses.dataclass(frozen=True)
-class TftpConfig:
-    root: str
-    address: str = "0.0.0.0"
+class TftpConfig(FileServiceConfig):
     port: int = 69
     #: 1468 fills a 1500-byte Ethernet frame: 1500 - 20 (IPv4) - 8 (UDP) - 4 (TFTP header).
     max_blksize: int = 1468
@@ -64,23 +67,11 @@ def parse_tftp(table: object, path: str) -> TftpConfig:
     return validate_section(path, "tftp", table, read_tftp)
 
 
-def directory(value: Any) -> str:
-    """An absolute directory path (the served root, the upload root)."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"must be an absolute directory path, not {value!r}")
-    return value
-
-
 def read_tftp(v: Validator) -> TftpConfig | None:
     """The [tftp] table; None if it had problems (recorded in ``v``)."""
-    fields = {f.name: f.default for f in dataclasses.fields(TftpConfig)}
-    v.unknown_keys(fields)
-    root = v.convert("root", directory, required="the directory files are served from")
-    values: dict[str, Any] = {
-        key: v.integer(key, fields[key], low, high) for key, (low, high) in _INT_RANGES.items()
-    }
+    values = read_file_service(v, TftpConfig, _INT_RANGES, root=None,
+                               missing_root="missing: the directory files are served from")
     config = TftpConfig(
-        root=root or "/",
         address=str(v.address("address", IPv4Address("0.0.0.0"))),
         timeout=v.number("timeout", 1.0, 0.01, 255),
         max_transfer_time=v.number("max_transfer_time", 600.0, 1, 86400),
@@ -89,7 +80,5 @@ def read_tftp(v: Validator) -> TftpConfig | None:
         overwrite=v.boolean("overwrite", False),
         **values,
     )
-    if not v.failed("max_per_client", "max_transfers") and (
-            config.max_per_client > config.max_transfers):
-        v.fail("max_per_client", "cannot exceed tftp.max_transfers")
+    check_per_client(v, config.max_per_client, "max_transfers", config.max_transfers)
     return None if v.failed() else config

@@ -76,6 +76,7 @@ Packet = Request | Data | Ack | Error | OptionAck
 REQUEST_OPCODES = (Opcode.RRQ.to_bytes(2, "big"), Opcode.WRQ.to_bytes(2, "big"))
 #: The first two bytes of an ACK: its block number follows (``decode`` reads it the same way).
 ACK_OPCODE = Opcode.ACK.to_bytes(2, "big")
+DATA_OPCODE = Opcode.DATA.to_bytes(2, "big")
 
 
 def _strings(body: bytes) -> list[str]:

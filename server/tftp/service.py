@@ -107,17 +107,20 @@ def _serve_transfer(
     with no source; one entered after it (Linux does not keep SHUT_RD on an unconnected UDP
     socket) ends at the transfer's next deadline."""
     sock.setblocking(True)
-    clock = time.monotonic
+    clock, recvfrom = time.monotonic, sock.recvfrom
+    read_ahead = transfer.read_ahead if isinstance(transfer, ReadTransfer) else None
     _send(sock, transfer.start(clock()))
     armed = -1.0
     while not transfer.done and not stopping.is_set():
+        if read_ahead is not None:  # while the peer answers: the ACK then costs no file read
+            read_ahead()
         deadline = transfer.next_deadline()
         wait = 3600.0 if deadline is None else deadline - clock()
         if abs(wait - armed) > _REARM_SLACK:
             _arm(sock, wait)
             armed = wait
         try:
-            data, source = sock.recvfrom(65536)
+            data, source = recvfrom(65536)
         except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out: the deadline
             armed = -1.0
             _send(sock, transfer.on_timer(clock()))
@@ -126,7 +129,6 @@ def _serve_transfer(
                 return
             now = clock()
             _send(sock, transfer.receive(data, source, now))
-            deadline = transfer.next_deadline()
             if deadline is not None and now >= deadline:  # a stream of strays, past the deadline
                 _send(sock, transfer.on_timer(now))
         if transfer.outcome is not None:

@@ -105,9 +105,14 @@ class ReadTransfer(TimeLimited):
         self._oack = packet.encode_oack(oack) if oack else None
         self._awaiting_oack_ack = bool(oack)
         self._window: deque[bytes] = deque()
+        #: DATA packets read ahead of the window (``read_ahead``), sent when the window moves on.
+        self._ahead: deque[bytes] = deque()
         self._base = 1  # internal number of the first unacknowledged block
-        self._next_block = 1
-        self._eof = False
+        self._next_block = 1  # internal number of the next block to read
+        self._eof = False  # the source gave its short block
+        #: The ACK of the last DATA sent, which moves the whole window on: the packet of every
+        #: block in lock-step, recognised by comparing bytes (None while none is awaited).
+        self._window_ack: bytes | None = None
         self._deadline: float | None = None
         self._tries = 0
         self.outcome: Outcome | None = None
@@ -143,6 +148,9 @@ class ReadTransfer(TimeLimited):
         return self._arm(now, pending)
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
+        if data == self._window_ack and source == self.peer:
+            # The checks below pass for it and _on_ack would count the whole window acked.
+            return self._advance(len(self._window), now)
         if source != self.peer:
             # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
             # An error packet should be sent to the source of the incorrect packet, while not
@@ -153,7 +161,7 @@ class ReadTransfer(TimeLimited):
             self.ignored[Ignored.AFTER_END] += 1
             return []
         if data[:2] == packet.ACK_OPCODE and len(data) >= 4:
-            # The packet of every block in lock-step, read without building a packet object.
+            # Read without building a packet object.
             return self._on_ack(int.from_bytes(data[2:4], "big"), now)
         try:
             pkt = packet.decode(data)
@@ -192,34 +200,56 @@ class ReadTransfer(TimeLimited):
         if acked > len(self._window):
             self.ignored[Ignored.STALE_ACK] += 1
             return []
+        return self._advance(acked, now)
+
+    def _advance(self, acked: int, now: float) -> list[Send]:
+        """The window's first ``acked`` blocks are acknowledged: the next window, or the end."""
+        window = self._window
         for _ in range(acked):
-            self._window.popleft()
+            window.popleft()
         self._base += acked
         self._tries = 0
-        if not self._window and self._eof:
+        if not window and not self._ahead and self._eof:
             self._stop(Outcome.COMPLETED)
             return []
         # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
         # window" beginning with the block after the acknowledged one.
         self._fill()
-        return self._arm(now, list(self._window))
+        return self._arm(now, list(window))
 
-    def _fill(self) -> None:
-        blksize = self.params.blksize
-        while len(self._window) < self.params.windowsize and not self._eof:
+    def read_ahead(self) -> None:
+        """Read the next window's blocks while the peer is still answering this one (as
+        tftpd-hpa's read_ahead does), so that the next ACK is answered without a file read."""
+        ahead, blksize, want = self._ahead, self.params.blksize, self.params.windowsize
+        while len(ahead) < want and not self._eof and self.outcome is None:
             payload = self._source.read(blksize)
             if len(payload) < blksize:
                 self._eof = True
-            self._window.append(packet.encode_data(self._next_block & 0xFFFF, payload))
-            self.bytes_sent += len(payload)
+            ahead.append(packet.encode_data(self._next_block & 0xFFFF, payload))
             self._next_block += 1
+
+    def _fill(self) -> None:
+        window, ahead, want = self._window, self._ahead, self.params.windowsize
+        while len(window) < want:
+            if not ahead:
+                self.read_ahead()
+                if not ahead:
+                    return
+            data = ahead.popleft()
+            window.append(data)
+            self.bytes_sent += len(data) - 4
 
     def _arm(self, now: float, packets: list[bytes]) -> list[Send]:
         self._deadline = now + self.params.timeout
+        last = packets[-1]
+        self._window_ack = (packet.ACK_OPCODE + last[2:4] if last[:2] == packet.DATA_OPCODE
+                            else None)
         return [Send(p, self.peer) for p in packets]
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._deadline = None
+        self._window_ack = None
         self._window.clear()
+        self._ahead.clear()
         self._source.close()

@@ -478,7 +478,32 @@ class RelaySpec:
 
 
 #: The rows: no relay, the peers, boothop's two datapaths.
-RELAYS = ("none", "dhcrelay", "boothop", "boothop-kernel", "boothop-kernel-quiet", "dnsmasq")
+RELAYS = ("none", "dhcrelay", "boothop", "boothop-quiet", "boothop-kernel",
+          "boothop-kernel-quiet", "dnsmasq")
+#: Not a default row: the floor of a user-space relay in CPython (see ``_FORWARDER``).
+FLOOR = "python-forwarder"
+
+_FORWARDER = r"""
+# The floor of a relay in CPython: a bare forwarder, one recvfrom and one send per packet, the
+# same fan-out as the relays measured (one helper); no parsing, no checks, no option 82, no
+# logging, no counters: what any CPython relay pays before doing a relay's work.
+import socket, struct, sys
+helper, giaddr = (sys.argv[1], 67), socket.inet_aton(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sock.bind(("0.0.0.0", 67))
+# Replies leave broadcast (the requests carry the broadcast flag) out of the client LAN.
+out = [(socket.IPPROTO_IP, 8,  # IP_PKTINFO (not in the socket module)
+        struct.pack("=I4s4s", socket.if_nametoindex(sys.argv[3]), giaddr, bytes(4)))]
+client = ("255.255.255.255", 68)
+recvfrom, sendto, sendmsg = sock.recvfrom, sock.sendto, sock.sendmsg
+while True:
+    data, _ = recvfrom(4096)
+    if data[0] == 1:
+        sendto(data[:3] + bytes((data[3] + 1,)) + data[4:24] + giaddr + data[28:], helper)
+    else:
+        sendmsg([data], out, 0, client)
+"""
 
 
 def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
@@ -493,7 +518,7 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
     if name.startswith("boothop"):
         # At boothop-relay's default log level (info) one line per relayed step is written (to
         # the run's log file): measured here as deployed. --log-level warning writes none
-        # (boothop-kernel-quiet: as dhcrelay -q, which logs no packet either).
+        # (boothop-quiet, boothop-kernel-quiet: as dhcrelay -q, which logs no packet either).
         datapath = "kernel" if name.startswith("boothop-kernel") else "user"
         quiet = ["--log-level", "warning"] if name.endswith("-quiet") else []
         # Per-client rate limits off, like with like: dhcrelay and dnsmasq have none, and with
@@ -502,12 +527,14 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
         unlimited.write_text("[rate_limit]\nmac_rate = 0\n")
         return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
                           "--config", str(unlimited), *quiet, *common, helper])
+    if name == FLOOR:
+        return RelaySpec([sys.executable, "-c", _FORWARDER, helper, ROUTER_DOWN, "lanc0"])
     if name == "dnsmasq":
         # dnsmasq's relay adds no option 82 (it has no -a): a little less work per request.
         return RelaySpec(["dnsmasq", "-k", "-C", "/dev/null", "-p", "0", "--log-facility=-",
                           f"--pid-file={workdir / 'dnsmasq.pid'}",
                           f"--dhcp-relay={ROUTER_DOWN},{helper}"])
-    raise ValueError(f"unknown relay {name!r} ({', '.join(RELAYS)})")
+    raise ValueError(f"unknown relay {name!r} ({', '.join((*RELAYS, FLOOR))})")
 
 
 def ksoftirqd() -> list[int]:
@@ -631,7 +658,7 @@ class Figures:
     max_relayed: list[int] = dataclasses.field(default_factory=list)
 
     def median_transit(self, kind: MessageType) -> float:
-        return statistics.median(t[kind] for t in self.transit_us)
+        return _median([t[kind] for t in self.transit_us])
 
     @property
     def added_per_dora_us(self) -> float:
@@ -657,15 +684,17 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
             figures.process_us.append(used / result.ra_received * 1e6)
             figures.program_us.append(program / result.ra_received / 1e3)
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
-        figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
-        figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
-    if not relayed:
+        if not args.cpu_only:
+            figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
+            figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
+    if not relayed and not args.cpu_only:
         sink = relay_spec(name, workdir, SINK)
         with running_relay(bench.runner, bench.topo, sink, f"{name}-sink-{run}"):
             figures.max_relayed.append(bench.max_relayed_rate(args.sink_ladder))
-    transit = figures.transit_us[-1]
+    transit = figures.transit_us[-1] if figures.transit_us else dict.fromkeys(DORA, float("nan"))
     print(
-        f"  {name} run {run + 1}: lossless {figures.lossless[-1]}/s; at {args.cpu_rate}/s "
+        f"  {name} run {run + 1}: lossless {figures.lossless[-1] if figures.lossless else 0}/s; "
+        f"at {args.cpu_rate}/s "
         f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, counted CPU "
         f"{figures.counted_us[-1] if result.ra_received else 0:.1f} us/DORA (relay process "
         f"{figures.process_us[-1] if result.ra_received else 0:.1f}, tc program "
@@ -732,7 +761,11 @@ def main() -> int:
                                  16000, 20000])
     parser.add_argument("--sink-ladder", type=lambda s: [int(x) for x in s.split(",")],
                         default=[5000, 10000, 20000, 40000, 80000, 160000, 320000, 640000])
-    parser.add_argument("--relays", default=",".join(RELAYS))
+    parser.add_argument("--relays", default=",".join(RELAYS),
+                        help=f"rows, of: {', '.join(RELAYS)}, and {FLOOR} (a bare CPython "
+                        "forwarder: the floor of any CPython relay)")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the CPU pass (no lossless ladder, transit or sink passes)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -743,7 +776,7 @@ def main() -> int:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
     names = [n for n in args.relays.split(",") if n != "dnsmasq" or shutil.which("dnsmasq")]
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()
     figures = {name: Figures() for name in names}
     with tempfile.TemporaryDirectory(prefix="bhp-bench-") as tmp:
         workdir = Path(tmp)
@@ -765,7 +798,9 @@ def main() -> int:
                 for name in names:
                     measure_once(name, bench, args, run, figures[name], kea.pid, workdir)
     report(figures, args)
-    print(f"total {time.monotonic() - started:.0f} s")
+    print(f"total {time.monotonic() - started:.0f} s; load average at the start "
+          f"{' '.join(f'{x:.2f}' for x in load)}, at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine is shared)")
     return 0
 
 

@@ -6,7 +6,7 @@
 
 Links: ``PREFIX-aN``/``PREFIX-raN`` (client side), ``PREFIX-sN``/``PREFIX-rsN`` (server side). Each
 test passes a namespace prefix of its own; every process is stopped by PID and every namespace
-deleted by ``close``.
+deleted by ``close``. Other ``roles`` make other namespaces (routed6.py's IPv6 labs).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,13 +42,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
 
 
 class RoutedLab:
-    def __init__(self, tmp: Path, prefix: str, net: str) -> None:
+    def __init__(self, tmp: Path, prefix: str, net: str,
+                 roles: Sequence[str] = ("sv", "rt", "ca")) -> None:
         self.tag = secrets.token_hex(2)
         self.tmp = tmp
         self.prefix = prefix
         self.net = net
         self.server = f"{net}.0.2"
-        self.ns = {role: f"{prefix}-{role}-{self.tag}" for role in ("sv", "rt", "ca")}
+        self.ns = {role: f"{prefix}-{role}-{self.tag}" for role in roles}
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def link(self, name: str) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 from conftest import need, relay_program, require_system
-from routed import RoutedLab, sh, wait_for
+from routed import wait_for
+from routed6 import PREFIXES, Lab6, clients_bound6, dhclient6, dhclient6_bound
 from servers import start_recorder
 
 from boothop.relay.lab.processes import Process, ProcessRunner
@@ -45,13 +46,7 @@ KEA = "2001:db8:99::2"
 RECORDER = "2001:db8:99::3"
 ROGUE = "2001:db8:99::66"
 RELAY_UP = "2001:db8:99::1"
-LINKS = {"a": "2001:db8:1", "b": "2001:db8:2"}
-DHCLIENT_SCRIPT = """#!/bin/sh
-echo "$reason ${new_ip6_address:-}" >> "$0.log"
-exit 0
-"""
-#: dhcpcd without Router Advertisements: DHCPv6 for one address, no RS, no IPv4.
-DHCPCD_CONF = "noipv6rs\nipv6only\nia_na 1\nnohook resolv.conf\n"
+LINKS = PREFIXES
 #: Receives one UDP datagram on [::]:546 (what the relay delivers to a client) and prints it.
 LISTEN_546 = """
 import socket, sys
@@ -67,31 +62,13 @@ except socket.timeout:
 """
 
 
-class Lab6(RoutedLab):
-    """RoutedLab's three namespaces and a second client namespace, with IPv6 on every link."""
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp, "bh6", "10.66")
-        self.ns["cb"] = f"bh6-cb-{self.tag}"
-
-    def build(self) -> None:
-        for role, ns in self.ns.items():
-            sh("ip", "netns", "add", ns)
-            # No duplicate address detection: addresses are usable at once, deterministic tests.
-            for key in ("all", "default"):
-                self.ex(role, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
-            self.ex(role, "ip", "link", "set", "lo", "up")
-        for peer, here, there in (("sv", "s", "rs"), ("ca", "a", "ra"), ("cb", "b", "rb")):
-            sh("ip", "link", "add", self.link(here), "netns", self.ns[peer], "type", "veth",
-               "peer", "name", self.link(there), "netns", self.ns["rt"])
-            self.ex("rt", "ip", "link", "set", self.link(there), "up")
-            self.ex(peer, "ip", "link", "set", self.link(here), "up")
-        self.ex("rt", "ip", "addr", "add", f"{RELAY_UP}/64", "dev", self.link("rs"), "nodad")
-        for address in (KEA, RECORDER, ROGUE):
-            self.ex("sv", "ip", "addr", "add", f"{address}/64", "dev", self.link("s"), "nodad")
-        for name, prefix in LINKS.items():
-            self.ex("rt", "ip", "addr", "add", f"{prefix}::1/64", "dev", self.link(f"r{name}"),
-                    "nodad")
+def relay_lab(tmp: Path) -> Lab6:
+    """The lab drawn above: the relay's upper link to the servers, one lower link a client."""
+    return Lab6(tmp, "bh6", [("sv", "s", "rt", "rs"), ("ca", "a", "rt", "ra"),
+                             ("cb", "b", "rt", "rb")],
+                [("rt", "rs", f"{RELAY_UP}/64"),
+                 *(("sv", "s", f"{address}/64") for address in (KEA, RECORDER, ROGUE)),
+                 *(("rt", f"r{name}", f"{prefix}::1/64") for name, prefix in LINKS.items())])
 
 
 def kea_config(lab: Lab6) -> dict[str, object]:
@@ -137,9 +114,23 @@ def relay6_stats(lab: Lab6, implementation: str) -> dict[str, Any]:
     return stats["dhcpv6"] if implementation == "boothop-toml" else stats
 
 
-def addresses_on(lab: Lab6, role: str, link: str, prefix: str) -> list[str]:
-    shown = lab.ex(role, "ip", "-6", "-o", "addr", "show", "dev", lab.link(link), check=False)
-    return [word.split("/")[0] for word in shown.stdout.split() if word.startswith(prefix)]
+def start_kea6(lab: Lab6, runner: ProcessRunner) -> Process:
+    """kea-dhcp6 on ``KEA`` once it has started."""
+    config = lab.tmp / "kea-dhcp6.json"
+    config.write_text(json.dumps(kea_config(lab)))
+    env = {"KEA_LOCKFILE_DIR": str(lab.tmp), "KEA_PIDFILE_DIR": str(lab.tmp)}
+    kea = runner.start(lab.ns["sv"], [need("kea-dhcp6"), "-c", str(config)], "kea6", env=env)
+    assert wait_for_text(kea, "DHCP6_STARTED", 15), kea.output()
+    return kea
+
+
+def start_relay6(lab: Lab6, runner: ProcessRunner, implementation: str) -> Process:
+    """The relay under test (``relay_argv``) once it listens on port 547."""
+    relay = runner.start(lab.ns["rt"], relay_argv(implementation, lab), implementation)
+    wait_for(lambda: "547" in lab.ex("rt", "ss", "-Hnul", "sport = :547").stdout
+             or not relay.running(), 10, "the relay on port 547")
+    assert relay.running(), relay.output()
+    return relay
 
 
 @pytest.mark.system
@@ -148,44 +139,17 @@ def test_dhclient_and_dhcpcd_get_addresses_of_their_link_through_the_relay_from_
     implementation: str, tmp_path: Path
 ) -> None:
     require_system("kea-dhcp6", "dhclient", "dhcpcd")
-    lab = Lab6(tmp_path)
+    lab = relay_lab(tmp_path)
     runner = ProcessRunner(tmp_path / "logs")
     try:
         lab.build()
-        config = tmp_path / "kea-dhcp6.json"
-        config.write_text(json.dumps(kea_config(lab)))
-        env = {"KEA_LOCKFILE_DIR": str(tmp_path), "KEA_PIDFILE_DIR": str(tmp_path)}
-        kea = runner.start(lab.ns["sv"], [need("kea-dhcp6"), "-c", str(config)], "kea6", env=env)
-        assert wait_for_text(kea, "DHCP6_STARTED", 15), kea.output()
+        start_kea6(lab, runner)
         recorded = tmp_path / "recorded.txt"
         start_recorder(runner, lab.ns["sv"], recorded, port=547, address=RECORDER, seconds=60)
-        relay = runner.start(lab.ns["rt"], relay_argv(implementation, lab), implementation)
-        wait_for(lambda: "547" in lab.ex("rt", "ss", "-Hnul", "sport = :547").stdout
-                 or not relay.running(), 10, "the relay on port 547")
-        assert relay.running(), relay.output()
-
-        script = tmp_path / "dhclient.sh"
-        script.write_text(DHCLIENT_SCRIPT)
-        script.chmod(0o755)
-        dhclient = runner.start(lab.ns["ca"], [
-            need("dhclient"), "-6", "-1", "-d", "-v", "-sf", str(script),
-            "-lf", str(tmp_path / "dhclient6.leases"), "-pf", str(tmp_path / "dhclient6.pid"),
-            lab.link("a")], "dhclient6")
-        dhcpcd_conf = tmp_path / "dhcpcd.conf"
-        dhcpcd_conf.write_text(DHCPCD_CONF)
-        dhcpcd = runner.start(lab.ns["cb"], [
-            need("dhcpcd"), "-f", str(dhcpcd_conf), "-6", "-B", "-t", "30", lab.link("b")],
-            "dhcpcd6")
-
-        bound = Path(f"{script}.log")
-        wait_for(lambda: bound.exists() and "BOUND6 2001:db8:1::" in bound.read_text(), 30,
-                 f"dhclient -6 bound through {implementation}:\n{dhclient.output()}")
-        wait_for(lambda: addresses_on(lab, "cb", "b", "2001:db8:2::"), 30,
-                 f"dhcpcd bound through {implementation}:\n{dhcpcd.output()}")
-        address_a = bound.read_text().split("BOUND6 ")[1].split()[0]
-        assert IPv6Address(address_a) in _pool("2001:db8:1")
-        (address_b,) = addresses_on(lab, "cb", "b", "2001:db8:2::")
-        assert IPv6Address(address_b) in _pool("2001:db8:2")
+        relay = start_relay6(lab, runner, implementation)
+        address_a, address_b, _ = clients_bound6(lab, runner, lambda: f"via {implementation}")
+        assert address_a in _pool("2001:db8:1")
+        assert address_b in _pool("2001:db8:2")
 
         # The second server received a Relay-forward for each client message Kea answered,
         # each naming its client's link by Interface-ID.
@@ -234,16 +198,14 @@ def test_interface_id_wins_over_link_address_and_a_spoofed_relay_reply_is_droppe
     link-address reaches link b; the same from ROGUE, no configured server, reaches no one and
     is counted as reply-from-non-server."""
     require_system()
-    lab = Lab6(tmp_path)
+    lab = relay_lab(tmp_path)
     runner = ProcessRunner(tmp_path / "logs")
     try:
         lab.build()
         peer = "2001:db8:2::77"
         lab.ex("cb", "ip", "addr", "add", f"{peer}/64", "dev", lab.link("b"), "nodad")
         lab.ex("ca", "ip", "addr", "add", "2001:db8:1::77/64", "dev", lab.link("a"), "nodad")
-        relay = runner.start(lab.ns["rt"], relay_argv("boothop", lab), "boothop")
-        wait_for(lambda: "547" in lab.ex("rt", "ss", "-Hnul", "sport = :547").stdout
-                 or not relay.running(), 10, "the relay on port 547")
+        start_relay6(lab, runner, "boothop")
         advertise = encode6(Dhcp6Message(MessageType6.ADVERTISE, 0xABCDEF))
 
         def relay_reply(source: str) -> tuple[str, str]:
@@ -298,16 +260,12 @@ def test_a_client_link_that_comes_back_is_joined_again_and_served(tmp_path: Path
     leaves, then joins ff02::1:2 on the new interface (a new index), and a client there is
     served through it."""
     require_system("kea-dhcp6", "dhclient")
-    lab = Lab6(tmp_path)
+    lab = relay_lab(tmp_path)
     runner = ProcessRunner(tmp_path / "logs")
     try:
         lab.build()
-        config = tmp_path / "kea-dhcp6.json"
-        config.write_text(json.dumps(kea_config(lab)))
-        env = {"KEA_LOCKFILE_DIR": str(tmp_path), "KEA_PIDFILE_DIR": str(tmp_path)}
-        kea = runner.start(lab.ns["sv"], [need("kea-dhcp6"), "-c", str(config)], "kea6", env=env)
-        assert wait_for_text(kea, "DHCP6_STARTED", 15), kea.output()
-        relay = runner.start(lab.ns["rt"], relay_argv("boothop", lab), "boothop")
+        start_kea6(lab, runner)
+        relay = start_relay6(lab, runner, "boothop")
 
         def joined() -> list[str]:
             try:
@@ -319,21 +277,12 @@ def test_a_client_link_that_comes_back_is_joined_again_and_served(tmp_path: Path
         wait_for(lambda: joined() == both, 10, "ff02::1:2 joined on both client links")
         lab.ex("rt", "ip", "link", "del", lab.link("rb"))
         wait_for(lambda: joined() == [lab.link("ra")], 10, "link b gone")
-        sh("ip", "link", "add", lab.link("b"), "netns", lab.ns["cb"], "type", "veth", "peer",
-           "name", lab.link("rb"), "netns", lab.ns["rt"])
+        lab.veth("cb", "b", "rt", "rb")
         lab.ex("rt", "ip", "addr", "add", f"{LINKS['b']}::1/64", "dev", lab.link("rb"), "nodad")
-        lab.ex("rt", "ip", "link", "set", lab.link("rb"), "up")
-        lab.ex("cb", "ip", "link", "set", lab.link("b"), "up")
         wait_for(lambda: joined() == both, 10, "ff02::1:2 joined again on the new link b")
-        script = tmp_path / "dhclient.sh"
-        script.write_text(DHCLIENT_SCRIPT)
-        script.chmod(0o755)
-        runner.start(lab.ns["cb"], [
-            need("dhclient"), "-6", "-1", "-d", "-v", "-sf", str(script),
-            "-lf", str(tmp_path / "dhclient6.leases"), "-pf", str(tmp_path / "dhclient6.pid"),
-            lab.link("b")], "dhclient6")
-        bound = Path(f"{script}.log")
-        wait_for(lambda: bound.exists() and f"BOUND6 {LINKS['b']}::" in bound.read_text(), 30,
+        lab.wait_link_local("cb", "b")
+        runner.start(lab.ns["cb"], dhclient6(lab, "b", "-1", "-d"), "dhclient6")
+        wait_for(lambda: dhclient6_bound(lab, LINKS["b"]), 30,
                  "dhclient -6 bound on the new link b")
         assert relay.running()
     finally:

@@ -39,6 +39,7 @@ from boothop.relay.wire.dhcpv6 import (
     decode6,
     decode_data_list,
     encode_codes,
+    encode_data_list,
 )
 from boothop.server.dhcp.actions import CommitEvent
 from boothop.server.dhcp.deadlines import SLACK
@@ -256,8 +257,27 @@ def test_bootfile_url_by_architecture_and_vendor_class(vendor: bytes | None, arc
         extra.append(VendorClass(343, (vendor,)).option())
     msg = reply(core().handle(direct(message(M.SOLICIT, duid(1), ia(), *extra)), 0.0))
     assert msg.get(Opt6.BOOTFILE_URL) == url
+    # UEFI HTTP boot (EDK2) takes only an offer that names it an HTTPClient offer.
+    assert [VendorClass.decode(v) for v in msg.get_all(Opt6.VENDOR_CLASS)] == (
+        [VendorClass(343, (b"HTTPClient",))] if url.startswith(b"http") else [])
     assert decode_data_list(msg.get(Opt6.BOOTFILE_PARAM) or b"") == (b"console=ttyS0",)
     assert msg.get(Opt6.DNS_SERVERS) == IPv6Address("2001:db8::53").packed
+
+
+def test_ipxe_gets_its_script_url_whatever_its_architecture() -> None:
+    """An iPXE that was itself the boot file asks again with the same architecture: its User
+    Class "iPXE" (RFC 8415 §21.15, items behind 2-octet lengths) gets the script, not iPXE."""
+    script = "http://[2001:db8::20]/boot.ipxe"
+    boot = {"efi-x64": "tftp://[2001:db8::20]/ipxe.efi", "ipxe": script}
+    arch = (int(Opt6.CLIENT_ARCH_TYPE), (7).to_bytes(2, "big"))
+    ipxe = (int(Opt6.USER_CLASS), encode_data_list([b"iPXE"]))
+    other = (int(Opt6.USER_CLASS), encode_data_list([b"iPXEx", b"lab"]))
+    asked = [
+        reply(core(boot=boot).handle(direct(message(M.SOLICIT, duid(1), ia(), oro(59), arch,
+                                                    *user)), 0.0)).get(Opt6.BOOTFILE_URL)
+        for user in ([ipxe], [other], [])]
+    assert asked == [script.encode(), b"tftp://[2001:db8::20]/ipxe.efi",
+                     b"tftp://[2001:db8::20]/ipxe.efi"]
 
 
 def test_no_bootfile_url_unasked_or_for_an_unknown_architecture() -> None:

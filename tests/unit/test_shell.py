@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import io
+import json
 import os
 import socket
 import threading
@@ -16,8 +19,10 @@ from structlog.testing import capture_logs
 
 from boothop.relay.shell import (
     DatagramLoop,
+    IsoUtcStamper,
     RateLimiter,
     SocketUnavailable,
+    configure_logging,
     open_tcp,
     open_udp,
     pktinfo_cmsg,
@@ -212,3 +217,61 @@ async def test_kernel_drops_are_counted_from_so_rxq_ovfl(client: socket.socket) 
     assert loop.counters.snapshot()["kernel_drops"] == dropped
     warnings = [e for e in logs if e["event"] == "shell.receive.kernel_drops"]
     assert [(e["dropped"], e["total"]) for e in warnings] == [(dropped, dropped)]
+
+
+@pytest.mark.parametrize("ns", [
+    1_796_000_000_000_000_000,  # a whole second: isoformat leaves the fraction out
+    1_796_000_000_000_000_999,  # under a microsecond past it: still none
+    1_796_000_000_000_001_000,
+    1_796_000_000_999_999_999,  # floored, as datetime.now is, never rounded up
+    1_796_000_001_123_456_789,
+])
+def test_iso_utc_stamper_writes_what_structlog_timestamper_writes(ns: int) -> None:
+    expected = (datetime.datetime.fromtimestamp(ns // 10**9, tz=datetime.UTC)
+                .replace(microsecond=ns // 1000 % 10**6).isoformat().replace("+00:00", "Z"))
+    stamper = IsoUtcStamper(clock=lambda: ns)
+    assert stamper(None, "info", {})["timestamp"] == expected
+    # The second is cached: the next event in it and one in the next second are both right.
+    stamper._clock = lambda: ns + 10**9
+    later = datetime.datetime.fromisoformat(stamper(None, "info", {})["timestamp"][:-1])
+    assert later == datetime.datetime.fromisoformat(expected[:-1]) + datetime.timedelta(seconds=1)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put structlog's configuration back: a test's log file is closed after it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_json_lines_to_a_descriptor_match_the_text_pipeline(tmp_path: Path,
+                                                            restore_logging: None) -> None:
+    """A stream with a descriptor gets bytes written in one write per line; the lines are the
+    ones the text pipeline (a StringIO, no descriptor) writes, key for key, in order, threads
+    writing at once included."""
+    text = io.StringIO()
+    configure_logging("info", "json", stream=text)
+    structlog.get_logger("t").bind(xid="0x1").info("step", n=0, servers=["10.0.0.1"])
+    (expected,) = [json.loads(line) for line in text.getvalue().splitlines()]
+    with (tmp_path / "log").open("w") as out:
+        configure_logging("info", "json", stream=out)
+
+        def write_lines() -> None:
+            log = structlog.get_logger("t")
+            for n in range(200):
+                log.bind(xid="0x1").info("step", n=n, servers=["10.0.0.1"])
+            log.debug("hidden")
+
+        threads = [threading.Thread(target=write_lines) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    lines = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    assert len(lines) == 800
+    assert sorted(line["n"] for line in lines) == sorted(list(range(200)) * 4)
+    for line in lines:
+        assert list(line) == list(expected)
+        assert {**line, "n": 0, "timestamp": ""} == {**expected, "timestamp": ""}
+        assert datetime.datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))

@@ -222,7 +222,7 @@ def dhcp6_contents() -> list[tuple[str, int, bytes]]:
                             timeout=30).stdout
     libraries = sorted({Path(word) for word in listed.split() if word.startswith("/")})
     entries: list[tuple[str, int, bytes]] = []
-    for directory in sorted({str(p.parent).lstrip("/") for p in libraries} | {"etc"}):
+    for directory in sorted({str(p.parent).lstrip("/") for p in libraries} | {"bin", "etc"}):
         parts = directory.split("/")
         entries += [("/".join(parts[:n]), DIRECTORY, b"") for n in range(1, len(parts) + 1)]
     entries = list(dict.fromkeys(entries))

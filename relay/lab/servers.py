@@ -407,7 +407,7 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
     in_order = sorted([*_http_done(workdir), *_tftp_done(workdir)],
                       key=lambda transfer: str(transfer.get("timestamp")))
     for transfer in in_order:
-        if _host(str(transfer.get("client", ""))) not in addresses:
+        if client_host(str(transfer.get("client", ""))) not in addresses:
             continue
         when, name = since(transfer), str(transfer.get("filename", ""))
         if when is None:
@@ -442,7 +442,7 @@ def _http_done(workdir: Path) -> list[dict[str, object]]:
     ]
 
 
-def _host(client: str) -> str:
+def client_host(client: str) -> str:
     """The address of a log's ``client``: an HTTP client's address, a TFTP client's
     "address:port"."""
     return client if client.count(":") != 1 else client.split(":")[0]

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from . import containers, initramfs
 from .initramfs import KERNEL_ARGS, REPORT_PREFIX
@@ -342,17 +342,21 @@ def report(workdir: Path, client: ClientSpec) -> dict[str, str] | None:
     return fields if fields.get("mac") == client.mac else None
 
 
-def bindings6(workdir: Path, client: ClientSpec) -> frozenset[str]:
-    """The DHCPv6 server's bindings for ``client``'s MAC (the relay's RFC 6939 option names
-    it): the firmware's, iPXE's and the kernel's, each with its own DUID."""
+def lease_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The DHCP server's leases and DHCPv6 bindings (``boothop-server leases --json``)."""
     listed = subprocess.run(
         [program("boothop-server"), "leases", "--json", "-c", str(workdir / "dhcp.toml")],
-        capture_output=True, text=True, timeout=60, check=False)
-    try:
-        rows = json.loads(listed.stdout or "[]")
-    except json.JSONDecodeError:
-        return frozenset()
-    return frozenset(str(row["address"]) for row in rows
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
+    if listed.returncode != 0:
+        raise RuntimeError(f"boothop-server leases failed: {listed.stderr.strip()}")
+    rows: list[dict[str, Any]] = json.loads(listed.stdout)
+    return rows
+
+
+def bindings6(workdir: Path, client: ClientSpec) -> frozenset[str]:
+    """The DHCPv6 bindings of ``client``'s MAC (the relay's RFC 6939 option names it): the
+    firmware's, iPXE's and the kernel's, each with its own DUID."""
+    return frozenset(str(row["address"]) for row in lease_rows(workdir)
                      if row.get("family") == 6 and row.get("mac") == client.mac)
 
 

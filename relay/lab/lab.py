@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -29,13 +30,16 @@ from .locations import OVMF_CODE, OVMF_VARS
 from .processes import ProcessRunner, wait_for
 from .report import render
 from .results import ClientResult
-from .spec import ClientSpec, LabSpec
+from .spec import ClientSpec, LabSpec, ipv6_twin, is_ipv6_client
 from .topology import Host, Lan, Port, Route, Topology, alive, recorded_namespaces
 
 RUN_DIR = Path("/run/boothop-lab")
 #: What the firmware prints on the serial console when its network boot failed: SeaBIOS when no
 #: boot device (iPXE included) worked, OVMF when its PXE boot option did not load.
 FIRMWARE_GAVE_UP = ("No bootable device", "BdsDxe: failed to load")
+#: uefi-http6 fails its first boot option (PXEv6) on purpose (see ``_qemu_argv``): its firmware
+#: has given up when it starts the boot option after the network ones, its shell.
+OVMF_GAVE_UP = ('"EFI Internal Shell"',)
 UPSTREAM_IF = "up"
 
 
@@ -48,27 +52,41 @@ def tap_name(client: ClientSpec) -> str:
 
 
 def build_topology(spec: LabSpec) -> Topology:
-    via = str(spec.router_upstream.ip)
+    """The lab's hosts and LANs; with a managed IPv6 link (a client of an IPv6 chain), IPv6
+    addresses (``ipv6_twin``) on the router's side of it and on the server LAN too."""
+    ipv6 = bool(spec.ipv6_subnets)
+
+    def twin(address: IPv4Interface) -> str | None:
+        return str(ipv6_twin(address)) if ipv6 else None
+
+    def routes(*via: IPv4Interface) -> tuple[Route, ...]:
+        return tuple(Route("default", str(v.ip)) for v in via)
+
+    up6 = ipv6_twin(spec.router_upstream)
+    server_routes = routes(spec.router_upstream, *((up6,) if ipv6 else ()))
     hosts = [
         Host("router", forwarding=True),
-        Host("dhcp", routes=(Route("default", via),)),
-        Host("pxe", routes=(Route("default", via),)),
+        Host("dhcp", routes=server_routes),
+        Host("pxe", routes=server_routes),
     ]
     lans = [
         Lan("srv", (
-            Port("router", UPSTREAM_IF, str(spec.router_upstream)),
-            Port("dhcp", "eth0", str(spec.dhcp_address)),
-            Port("pxe", "eth0", str(spec.pxe_address)),
+            Port("router", UPSTREAM_IF, str(spec.router_upstream), None,
+                 twin(spec.router_upstream)),
+            Port("dhcp", "eth0", str(spec.dhcp_address), None, twin(spec.dhcp_address)),
+            Port("pxe", "eth0", str(spec.pxe_address), None, twin(spec.pxe_address)),
         ))
     ]
     for subnet in spec.subnets:
-        ports = [Port("router", lan_if(subnet.name), str(subnet.router))]
+        managed = subnet in spec.ipv6_subnets
+        ports = [Port("router", lan_if(subnet.name), str(subnet.router), None,
+                      twin(subnet.router) if managed else None)]
         for client in spec.clients:
             if client.subnet == subnet.name and client.kind != "pxe":
                 hosts.append(Host(client.name))
                 ports.append(Port(client.name, "eth0", None, client.mac))
         lans.append(Lan(subnet.name, tuple(ports)))
-    return Topology(spec.prefix, hosts, lans)
+    return Topology(spec.prefix, hosts, lans, ipv6=ipv6)
 
 
 class Lab:
@@ -318,9 +336,10 @@ class Lab:
                 as_pxe_rom(self.workdir / f"{client.name}.console", serial,
                            self.spec.client_timeout)
             # Once the firmware says it has given up there is no need to wait on.
+            gave_up = OVMF_GAVE_UP if client.chain == "uefi-http6" else FIRMWARE_GAVE_UP
             wait_for(
                 lambda: servers.report(self.workdir, client) is not None
-                or any(line in _text(serial) for line in FIRMWARE_GAVE_UP)
+                or any(line in _text(serial) for line in gave_up)
                 or not process.running(),
                 self.spec.client_timeout, interval=0.25,
             )
@@ -328,7 +347,9 @@ class Lab:
         finally:
             self.runner.stop(process, grace=1.0)
         address = reported.get("address") if reported else None
-        seen = servers.boot_seen(self.workdir, client, address, powered_on)
+        addresses6 = (servers.bindings6(self.workdir, client) | {address or ""}
+                      if is_ipv6_client(client) else frozenset())
+        seen = servers.boot_seen(self.workdir, client, address, powered_on, addresses6)
         result.address, result.boot_file = address, seen["boot_file"]
         result.bytes_downloaded = seen["bytes"]
         result.timeline = {"dhcp": seen["dhcp"], "boot": seen["boot"], "kernel": seen["kernel"],
@@ -356,11 +377,16 @@ class Lab:
                 "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
                 "-device", f"{nic},romfile=,bootindex=1",
             ]
-            if client.chain == "uefi-http":
-                # OVMF offers the NIC as PXEv4, PXEv6, HTTPv4, HTTPv6 in that order; without
-                # its PXE options (OVMF's fw_cfg knobs) the first it tries is HTTP boot over IPv4.
-                argv += [arg for family in ("IPv4", "IPv6") for arg in (
-                    "-fw_cfg", f"name=opt/org.tianocore/{family}PXESupport,string=n")]
+            # OVMF offers the NIC as PXEv4, PXEv6, HTTPv4, HTTPv6 in that order (its fw_cfg
+            # knobs take some away). uefi-http: without the PXE options, HTTP boot over IPv4
+            # comes first. uefi-http6: without IPv4, PXEv6 then HTTPv6. PXEv6 gets no boot URL
+            # (the DHCPv6 server has none for a PXE client) and gives up within seconds; without
+            # it before, HTTPv6 starts IPv6 itself and its DHCPv6 Solicit never leaves (EDK2
+            # 2022.11, seen in the lab: the link-local address is not ready yet).
+            knobs = {"uefi-http": ["IPv4PXESupport", "IPv6PXESupport"],
+                     "uefi-http6": ["IPv4Support"]}.get(client.chain, [])
+            argv += [arg for knob in knobs for arg in (
+                "-fw_cfg", f"name=opt/org.tianocore/{knob},string=n")]
         else:
             argv += ["-boot", "n", "-device", nic]
         if client.chain == "bios-undionly":

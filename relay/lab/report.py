@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .results import ClientResult
-from .servers import event_time
+from .servers import client_host, event_time
 from .spec import CHAINS, LabSpec
 
 LANES = ("client", "relay", "dhcp", "pxe")
@@ -213,7 +213,7 @@ def pxe_host_arrows(
     for index, event in enumerate(events):
         when = _when(event, index)
         name = event.get("event")
-        peer = str(event.get("to") or event.get("client") or "").split(":")[0]
+        peer = client_host(str(event.get("to") or event.get("client") or ""))
         if peer not in client_addresses:
             continue
         if name == "pxe.reply.sent" and event.get("port") == 4011:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+from . import servers
 from .lab import Lab, lan_if
 from .locations import boot_program, program
 from .processes import Process, wait_for
@@ -73,12 +74,7 @@ def _indent(text: str, prefix: str = "      ") -> str:
 
 
 def leases(lab: Lab) -> list[dict[str, Any]]:
-    config = str(lab.workdir / "dhcp.toml")
-    completed = _run([program("boothop-server"), "leases", "--json", "-c", config])
-    if completed.returncode != 0:
-        raise RuntimeError(f"boothop-server leases failed: {completed.stderr.strip()}")
-    rows: list[dict[str, Any]] = json.loads(completed.stdout)
-    return rows
+    return servers.lease_rows(lab.workdir)
 
 
 def _bootp(lab: Lab, client: ClientSpec) -> dict[str, Any] | None:

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from . import containers, initramfs
 from .initramfs import KERNEL_ARGS, REPORT_PREFIX
 from .locations import BOOT_PROGRAMS, boot_program, cache_dir, program
 from .processes import wait_for
-from .spec import ClientSpec, LabSpec
+from .spec import ClientSpec, LabSpec, ipv6_twin, is_ipv6_client
 
 BOOT_SCRIPT = "boot.ipxe"
 KERNEL, INITRD = "vmlinuz", "initrd.gz"
@@ -38,6 +39,32 @@ boothop.server=${next-server}
 initrd tftp://${next-server}/%(initrd)s
 boot
 """
+#: A client of an IPv6 chain: OVMF gets ipxe.efi by DHCPv6's Bootfile-URL, iPXE this script
+#: (the DHCPv6 server's URL for User Class "iPXE"); everything by HTTP from the PXE host's IPv6
+#: address, the kernel's second initramfs (dhcpcd, see initramfs) included.
+BOOT_SCRIPT6, INITRD6 = "boot6.ipxe", "dhcp6.gz"
+IPXE_SCRIPT6 = """#!ipxe
+echo boothop lab: boot script running on ${net0/ip6} (${platform}, ${net0/chip})
+chain %(base)s/boot-${net0/mac:hexhyp}.ipxe
+"""
+CLIENT_SCRIPT6 = """#!ipxe
+kernel %(base)s/%(kernel)s initrd=%(initrd)s initrd=%(initrd6)s %(args)s \
+boothop.chain=%(chain)s boothop.server=%(server)s
+initrd %(base)s/%(initrd)s
+initrd %(base)s/%(initrd6)s
+boot
+"""
+#: The DHCPv6 server's pools: these offsets in each managed link's /64.
+POOL6 = (0x1000, 0x1FFF)
+
+
+def pxe_address6(spec: LabSpec) -> str:
+    """The PXE host's IPv6 address (a lab with a managed IPv6 link has one)."""
+    return str(ipv6_twin(spec.pxe_address).ip)
+
+
+def http_base6(spec: LabSpec) -> str:
+    return f"http://[{pxe_address6(spec)}]"
 
 
 def _log(workdir: Path, name: str) -> Path:
@@ -51,9 +78,34 @@ def relay_argv(spec: LabSpec, workdir: Path, contained: bool = False) -> list[st
         return ["dhcrelay", "-d", "-4", "-a", *downstream, "-iu", "up",
                 "-pf", str(workdir / "dhcrelay.pid.file"), *servers]
     relay = "boothop-relay" if contained else program("boothop-relay")
-    return [relay, "-d", *downstream, "-iu", "up", "-a",
+    # The DHCPv6 relay (managed IPv6 links only) from the file, the IPv4 one from the command
+    # line, in one process.
+    config = ["--config", str(workdir / RELAY6_CONFIG)] if spec.ipv6_subnets else []
+    return [relay, "-d", *config, *downstream, "-iu", "up", "-a",
             "--log-format", "json", "--log-level", "debug",
             "--stats-file", str(workdir / "relay-stats.json"), *servers]
+
+
+RELAY6_CONFIG = "relay.toml"
+
+
+def relay6_config(spec: LabSpec) -> str:
+    """boothop-relay's [dhcpv6]: the managed IPv6 links down, the DHCP host's IPv6 address up;
+    the client's link-layer address (RFC 6939) goes along, so the server's bindings name the
+    MAC."""
+    lines = ["[dhcpv6]", "client_link_layer = true"]
+    for subnet in spec.ipv6_subnets:
+        lines += ["[[dhcpv6.lower]]", f'name = "lan-{subnet.name}"']
+    lines += ["[[dhcpv6.upper]]", 'interface = "up"',
+              f'address = "{ipv6_twin(spec.dhcp_address).ip}"', ""]
+    return "\n".join(lines)
+
+
+def dhcrelay6_argv(spec: LabSpec, workdir: Path) -> list[str]:
+    """ISC dhcrelay's DHCPv6 relay (a process of its own: dhcrelay relays one family)."""
+    lower = [arg for s in spec.ipv6_subnets for arg in ("-l", f"lan-{s.name}")]
+    return ["dhcrelay", "-d", "-6", *lower, "-u", f"{ipv6_twin(spec.dhcp_address).ip}%up",
+            "-pf", str(workdir / "dhcrelay6.pid.file")]
 
 
 def write_configs(
@@ -72,11 +124,18 @@ def write_configs(
         served.update((name, boot_program(name)) for name in BOOT_PROGRAMS)
     if "pxe" in kinds:
         served[KERNEL], served[INITRD] = initramfs.build(cache_dir())
+    if spec.ipv6_subnets:
+        served[INITRD6] = initramfs.build_dhcp6(cache_dir())
+        (tftp_root / BOOT_SCRIPT6).write_text(IPXE_SCRIPT6 % {"base": http_base6(spec)})
+        (workdir / RELAY6_CONFIG).write_text(relay6_config(spec))
     for client in spec.clients:
         if client.kind == "pxe":
+            script = CLIENT_SCRIPT6 if is_ipv6_client(client) else CLIENT_SCRIPT
             (tftp_root / f"boot-{client.mac.replace(':', '-')}.ipxe").write_text(
-                CLIENT_SCRIPT % {"kernel": KERNEL, "initrd": INITRD, "args": KERNEL_ARGS,
-                                 "chain": client.chain}
+                script % {"kernel": KERNEL, "initrd": INITRD, "args": KERNEL_ARGS,
+                          "chain": client.chain, "initrd6": INITRD6,
+                          "base": http_base6(spec) if is_ipv6_client(client) else "",
+                          "server": pxe_address6(spec) if is_ipv6_client(client) else ""}
             )
     for name, source in served.items():
         target = tftp_root / name
@@ -112,7 +171,23 @@ def dhcp_config(
                     f'  hostname = "{client.name}"',
                 ]
         lines.append("")
+    if spec.ipv6_subnets:
+        lines += dhcp6_config(spec)
     return "\n".join(lines)
+
+
+def dhcp6_config(spec: LabSpec) -> list[str]:
+    """[dhcp6] for the managed IPv6 links: a pool each, and RFC 5970 boot URLs: UEFI HTTP boot
+    (architecture 16, Vendor Class "HTTPClient") gets ipxe.efi, iPXE its script."""
+    base = http_base6(spec)
+    lines = ["[dhcp6]",
+             f'boot = {{ efi-x64-http = "{base}/ipxe.efi", ipxe = "{base}/{BOOT_SCRIPT6}" }}', ""]
+    for subnet in spec.ipv6_subnets:
+        network = ipv6_twin(subnet.router).network
+        first, last = (network.network_address + offset for offset in POOL6)
+        lines += ["[[dhcp6.subnets]]", f'prefix = "{network}"', f'pools = ["{first}-{last}"]',
+                  ""]
+    return lines
 
 
 def pxe_config(spec: LabSpec, workdir: Path) -> str:
@@ -142,8 +217,10 @@ def pxe_config(spec: LabSpec, workdir: Path) -> str:
         "overwrite = true",
         "",
         # The same files by HTTP: a UEFI HTTP boot client (option 60 "HTTPClient") is offered
-        # http://<server_address>/ipxe.efi by the proxy (pxe.http_url follows this table).
+        # http://<server_address>/ipxe.efi by the proxy (pxe.http_url follows this table);
+        # with a managed IPv6 link, over IPv6 too.
         "[http]",
+        *(['address = "::"'] if spec.ipv6_subnets else []),
         "",
     ])
 
@@ -177,9 +254,14 @@ def daemons(
                 sys.executable,
                 "-m",
                 "boothop.relay.lab.ra",
-                *(f"lan-{s.name}" for s in spec.subnets),
+                *(f"lan-{s.name}" for s in spec.subnets if s not in spec.ipv6_subnets),
+                *(["--managed", *(f"lan-{s.name}={ipv6_twin(s.router).network}"
+                                  for s in spec.ipv6_subnets)]
+                  if spec.ipv6_subnets else []),
             ],
         ),
+        *([("relay6", "router", dhcrelay6_argv(spec, workdir))]
+          if spec.ipv6_subnets and spec.relay == "dhcrelay" else []),
     ]
 
 
@@ -200,11 +282,15 @@ def read_events(path: Path) -> list[dict[str, object]]:
 
 def wait_ready(spec: LabSpec, workdir: Path, timeout: float) -> None:
     """Wait until each daemon says it listens; raise with its log tail if one does not."""
+    def logged(name: str, *events: str) -> bool:
+        return {e.get("event") for e in read_events(_log(workdir, name))} >= set(events)
+
+    ipv6 = bool(spec.ipv6_subnets)
     ready = {
         "dhcp": lambda: any(
             e.get("event") == "server.listening" or e.get("event") == "dhcp.listening"
             for e in read_events(_log(workdir, "dhcp"))
-        ),
+        ) and (not ipv6 or logged("dhcp", "server6.listening")),
         "pxe": lambda: (
             {e.get("event") for e in read_events(_log(workdir, "pxe"))}
             >= {"pxe.listening", "tftp.listening", "http.listening"}
@@ -213,11 +299,13 @@ def wait_ready(spec: LabSpec, workdir: Path, timeout: float) -> None:
             (
                 lambda: any(
                     e.get("event") == "relay.started" for e in read_events(_log(workdir, "relay"))
-                )
+                )  # beside the IPv4 relay, the DHCPv6 one has no line of its own
             )
             if spec.relay == "boothop"
             else (lambda: "Sending on" in _text(_log(workdir, "relay")))
         ),
+        **({"relay6": lambda: "Sending on" in _text(_log(workdir, "relay6"))}
+           if ipv6 and spec.relay == "dhcrelay" else {}),
     }
     for name, predicate in ready.items():
         if not wait_for(predicate, timeout, interval=0.1):
@@ -241,15 +329,35 @@ def relay_counters(workdir: Path) -> dict[str, object] | None:
 
 
 def report(workdir: Path, client: ClientSpec) -> dict[str, str] | None:
-    """What a booted kernel reported for ``client``'s MAC (the initramfs's TFTP upload), if it
-    arrived."""
-    path = workdir / REPORTS / f"{REPORT_PREFIX}{client.mac.replace(':', '-')}"
+    """What a booted kernel reported for ``client``'s MAC, if it arrived: the initramfs's TFTP
+    upload, or over IPv6 (where the PXE host's TFTP does not listen) its HTTP request
+    ``/report-<MAC>/key=value/...``, as the PXE host's HTTP server logged it."""
+    name = f"{REPORT_PREFIX}{client.mac.replace(':', '-')}"
     try:
-        text = path.read_text(errors="replace")
+        lines = (workdir / REPORTS / name).read_text(errors="replace").splitlines()
     except FileNotFoundError:
-        return None
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        lines = next((str(e["path"]).split("/")[2:] for e in _http_requests(workdir)
+                      if str(e.get("path", "")).startswith(f"/{name}/")), [])
+    fields = dict(line.split("=", 1) for line in lines if "=" in line)
     return fields if fields.get("mac") == client.mac else None
+
+
+def lease_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The DHCP server's leases and DHCPv6 bindings (``boothop-server leases --json``)."""
+    listed = subprocess.run(
+        [program("boothop-server"), "leases", "--json", "-c", str(workdir / "dhcp.toml")],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
+    if listed.returncode != 0:
+        raise RuntimeError(f"boothop-server leases failed: {listed.stderr.strip()}")
+    rows: list[dict[str, Any]] = json.loads(listed.stdout)
+    return rows
+
+
+def bindings6(workdir: Path, client: ClientSpec) -> frozenset[str]:
+    """The DHCPv6 bindings of ``client``'s MAC (the relay's RFC 6939 option names it): the
+    firmware's, iPXE's and the kernel's, each with its own DUID."""
+    return frozenset(str(row["address"]) for row in lease_rows(workdir)
+                     if row.get("family") == 6 and row.get("mac") == client.mac)
 
 
 def event_time(event: Mapping[str, object]) -> float | None:
@@ -277,9 +385,10 @@ class BootSeen(TypedDict):
 
 
 def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
-              powered_on: float) -> BootSeen:
+              powered_on: float, addresses6: frozenset[str] = frozenset()) -> BootSeen:
     """A QEMU client's boot as the DHCP server and the PXE host logged it, timed from
-    ``powered_on`` (wall-clock seconds)."""
+    ``powered_on`` (wall-clock seconds); ``addresses6``: the DHCPv6 bindings of its MAC (a
+    DHCPv6 reply is known by the addresses it gives)."""
     seen = BootSeen(address=address, boot_file=None, bytes=0, dhcp=None, boot=None, kernel=None,
                     report=None)
 
@@ -289,22 +398,25 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
 
     # Each stage (firmware, iPXE, the kernel) may lease its own address: UEFI PXE and iPXE send
     # different client identifiers. The client's transfers come from any of them.
-    addresses = {address}
+    addresses = {address, *addresses6}
     for event in read_events(_log(workdir, "dhcp")):
-        if event.get("event") == "server.ack" and event.get("chaddr") == client.mac:
-            when = since(event)
-            if when is not None:
-                seen["dhcp"] = when if seen["dhcp"] is None else seen["dhcp"]
+        ack = event.get("event") == "server.ack" and event.get("chaddr") == client.mac
+        reply6 = event.get("event") == "server6.reply" and bool(
+            addresses6 & {str(a) for a in _as_list(event.get("addresses"))})
+        when = since(event)
+        if (ack or reply6) and when is not None:
+            seen["dhcp"] = when if seen["dhcp"] is None else seen["dhcp"]
+            if ack:
                 addresses.add(str(event.get("yiaddr")))
     in_order = sorted([*_http_done(workdir), *_tftp_done(workdir)],
                       key=lambda transfer: str(transfer.get("timestamp")))
     for transfer in in_order:
-        if str(transfer.get("client", "")).split(":")[0] not in addresses:
+        if client_host(str(transfer.get("client", ""))) not in addresses:
             continue
         when, name = since(transfer), str(transfer.get("filename", ""))
         if when is None:
             continue
-        if transfer.get("direction") == "write":
+        if transfer.get("direction") == "write" or name.startswith(REPORT_PREFIX):
             if name.startswith(REPORT_PREFIX):
                 seen["report"] = when
             continue
@@ -316,15 +428,32 @@ def boot_seen(workdir: Path, client: ClientSpec, address: str | None,
     return seen
 
 
+def _http_requests(workdir: Path) -> list[dict[str, object]]:
+    """The GET requests the PXE host's HTTP server answered."""
+    return [event for event in read_events(_log(workdir, "pxe"))
+            if event.get("event") == "http.request" and event.get("method") == "GET"]
+
+
 def _http_done(workdir: Path) -> list[dict[str, object]]:
-    """Files the PXE host's HTTP server sent whole (a UEFI HTTP boot client's boot file), as
-    transfers like :func:`_tftp_done`'s: client, filename, bytes, direction, timestamp."""
+    """Files the PXE host's HTTP server sent whole (a UEFI HTTP boot client's boot file), and
+    the IPv6 kernels' reports (their 404s), as transfers like :func:`_tftp_done`'s: client,
+    filename, bytes, direction, timestamp."""
     return [
         {**event, "filename": str(event.get("path", "")).lstrip("/"), "direction": "read"}
-        for event in read_events(_log(workdir, "pxe"))
-        if event.get("event") == "http.request" and event.get("method") == "GET"
-        and event.get("status") == 200
+        for event in _http_requests(workdir)
+        if event.get("status") == 200
+        or str(event.get("path", "")).startswith(f"/{REPORT_PREFIX}")
     ]
+
+
+def client_host(client: str) -> str:
+    """The address of a log's ``client``: an HTTP client's address, a TFTP client's
+    "address:port"."""
+    return client if client.count(":") != 1 else client.split(":")[0]
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
 
 
 def _tftp_done(workdir: Path) -> list[dict[str, object]]:

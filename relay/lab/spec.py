@@ -18,10 +18,27 @@ CHAINS = {
     "bios-undionly": "SeaBIOS, a PXE ROM, undionly.kpxe",
     "uefi-pxe": "OVMF PXE (IPv4), ipxe.efi",
     "uefi-http": "OVMF HTTP boot (IPv4), ipxe.efi",
+    "uefi-http6": "OVMF HTTP boot (IPv6), ipxe.efi",
 }
+#: The chains that boot over IPv6. Their subnet is a managed IPv6 link (router advertisements
+#: with the M flag, the DHCPv6 relay and server), which the iPXE of an IPv4 chain would follow
+#: too (DHCPv6's boot URL comes before DHCPv4's), so the two kinds never share a subnet.
+IPV6_CHAINS = frozenset({"uefi-http6"})
 DEFAULT_CHAIN = "bios-ipxe"
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def ipv6_twin(address: ipaddress.IPv4Interface) -> ipaddress.IPv6Interface:
+    """A lab host's IPv6 address beside its IPv4 one: fd00::/16, the 32 bits of the IPv4
+    network, the host's offset in it; /64 (10.90.1.1/24: fd00:a5a:100::1/64)."""
+    network = int(address.network.network_address)
+    offset = int(address.ip) - network
+    return ipaddress.IPv6Interface(((0xFD00 << 112) | (network << 80) | offset, 64))
+
+
+def is_ipv6_client(client: ClientSpec) -> bool:
+    return client.kind == "pxe" and client.chain in IPV6_CHAINS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +75,35 @@ class LabSpec:
     def subnet(self, name: str) -> SubnetSpec:
         return next(s for s in self.subnets if s.name == name)
 
+    @property
+    def ipv6_subnets(self) -> tuple[SubnetSpec, ...]:
+        """The managed IPv6 links: the subnets with a client of an IPv6 chain."""
+        names = {c.subnet for c in self.clients if is_ipv6_client(c)}
+        return tuple(s for s in self.subnets if s.name in names)
+
     def with_relay(self, relay: str) -> LabSpec:
         return dataclasses.replace(self, relay=relay)
 
     def with_all_chains(self) -> LabSpec:
-        """The spec plus a QEMU client for each chain none of its clients takes, spread over
-        the subnets, with MACs of their own."""
-        taken = {c.chain for c in self.clients if c.kind == "pxe"}
+        """The spec plus a QEMU client for each chain none of its clients takes, with MACs of
+        their own: the IPv4 chains spread over the subnets but one, the IPv6 chains on that one
+        (the last subnet with no QEMU client of an IPv4 chain), or left out if there is none."""
+        qemu = [c for c in self.clients if c.kind == "pxe"]
+        taken = {c.chain for c in qemu}
+        ipv4_links = {c.subnet for c in qemu if not is_ipv6_client(c)}
+        ipv6_links = [s.name for s in self.ipv6_subnets] or [
+            s.name for s in self.subnets if s.name not in ipv4_links][-1:]
+        spread = [s.name for s in self.subnets if s.name not in ipv6_links] or ipv6_links
         macs = {c.mac for c in self.clients}
-        added = []
+        added: list[ClientSpec] = []
         for number, chain in enumerate(c for c in CHAINS if c not in taken):
+            links = ipv6_links if chain in IPV6_CHAINS else spread
+            if not links:
+                continue
             mac = next(m for m in (f"52:54:00:b0:07:{i:02x}" for i in range(1, 256))
                        if m not in macs)
             macs.add(mac)
-            subnet = self.subnets[number % len(self.subnets)].name
+            subnet = links[len([c for c in added if c.subnet in links]) % len(links)]
             name = "".join(part[0] for part in chain.split("-")) + f"{number + 1}"
             added.append(ClientSpec(name, "pxe", subnet, mac, chain=chain))
         return dataclasses.replace(self, clients=(*self.clients, *added))
@@ -117,6 +149,12 @@ def _parse(v: Validator) -> LabSpec:
         v.fail("client", "client names must be unique")
     if len({c.mac for c in clients}) != len(clients):
         v.fail("client", "client MAC addresses must be unique")
+    mixed = {c.subnet for c in clients if is_ipv6_client(c)} & {
+        c.subnet for c in clients if c.kind == "pxe" and not is_ipv6_client(c)}
+    if mixed:
+        v.fail("client", f"subnet {sorted(mixed)[0]}: a QEMU client of an IPv6 chain "
+               f"({', '.join(sorted(IPV6_CHAINS))}) needs a subnet without IPv4 chains: its "
+               "managed IPv6 link would send their iPXE to the IPv6 boot too")
     v.finish()
     assert prefix and upstream and dhcp and pxe  # finish() raised otherwise
     return LabSpec(

@@ -38,13 +38,16 @@ OWNER_DIR = Path("/run/boothop-lab")
 RECORD_SUFFIX = ".netns.json"
 SWITCH = "sw"
 IFNAME_MAX = 15
+#: linux/if_addr.h: an address added without duplicate address detection.
+IFA_F_NODAD = 0x02
 _PREFIX = re.compile(r"^[a-z][a-z0-9_.-]*$")
 _HOST = re.compile(r"^[a-z][a-z0-9_.]*$")  # no "-": it separates the prefix from the host
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Route:
-    """A route in a host: ``dst`` is a CIDR or ``"default"``; ``via`` a gateway address."""
+    """A route in a host: ``dst`` is a CIDR or ``"default"``; ``via`` a gateway address (an
+    IPv6 one makes it an IPv6 route)."""
 
     dst: str
     via: str
@@ -61,12 +64,14 @@ class Host:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Port:
-    """A host's interface on a LAN. ``address`` is a CIDR, or None for a DHCP client."""
+    """A host's interface on a LAN. ``address`` is a CIDR, or None for a DHCP client;
+    ``address6`` an IPv6 one (for a topology with ``ipv6``)."""
 
     host: str
     ifname: str
     address: str | None = None
     mac: str | None = None
+    address6: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,6 +159,8 @@ class Topology:
                 seen.add((port.host, port.ifname))
                 if port.address is not None:
                     ipaddress.IPv4Interface(port.address)
+                if port.address6 is not None:
+                    ipaddress.IPv6Interface(port.address6)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Topology:
@@ -216,7 +223,9 @@ class Topology:
     def _configure_host_base(self, host: Host) -> None:
         name = self.netns(host.name)
         sysctl(name, "net/ipv4/ip_forward", "1" if host.forwarding else "0")
-        if not self.ipv6:
+        if self.ipv6:
+            sysctl(name, "net/ipv6/conf/all/forwarding", "1" if host.forwarding else "0")
+        else:
             sysctl(name, "net/ipv6/conf/all/disable_ipv6", "1")
             sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1")
         with IPRoute(netns=name) as ipr:
@@ -258,6 +267,14 @@ class Topology:
                         prefixlen=iface.network.prefixlen,
                         broadcast=str(iface.network.broadcast_address),
                     )
+            if port.address6 is not None:
+                iface6 = ipaddress.IPv6Interface(port.address6)
+                present6 = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=10)}
+                if str(iface6.ip) not in present6:
+                    # No duplicate address detection: the lab's addresses are unique by
+                    # construction, and a tentative address cannot be bound for a second.
+                    ipr.addr("add", index=index, address=str(iface6.ip),
+                             prefixlen=iface6.network.prefixlen, flags=IFA_F_NODAD)
             ipr.link("set", index=index, state="up")
 
     # -- queries -----------------------------------------------------------------------------
@@ -288,8 +305,10 @@ def _set_up(ipr: IPRoute, ifname: str) -> None:
 
 
 def _ensure_route(ipr: IPRoute, route: Route) -> None:
-    dst = "0.0.0.0/0" if route.dst == "default" else str(ipaddress.IPv4Network(route.dst))
-    ipr.route("replace", dst=dst, gateway=route.via)
+    default = "::/0" if ":" in route.via else "0.0.0.0/0"
+    network = ipaddress.ip_network(default if route.dst == "default" else route.dst)
+    ipr.route("replace", dst=str(network), gateway=route.via,
+              family=10 if network.version == 6 else 2)
 
 
 def sysctl(namespace: str, key: str, value: str) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from boothop.relay.lab.locations import boot_program, missing_boot_files
 from boothop.relay.lab.processes import Process, wait_for
 from boothop.relay.lab.scenarios import WARNING_EVENT, leases, run_scenario
 from boothop.relay.lab.servers import read_events, relay_counters, report
-from boothop.relay.lab.spec import ClientSpec, LabSpec, load_lab
+from boothop.relay.lab.spec import ClientSpec, LabSpec, ipv6_twin, load_lab
 from boothop.relay.lab.topology import TopologyError, alive, namespace_pids, remove_recorded
 from boothop.relay.wire import AgentInfo, Op, Opt, WireError, decode
 
@@ -272,6 +273,54 @@ def test_a_firmware_chain_boots_a_kernel_that_reports_back(spec: LabSpec, chain:
         assert result.ok, result.detail
         _assert_booted_to_the_kernel(lab, qemu, result.address)
         assert result.boot_file == ("undionly.kpxe" if chain == "bios-undionly" else "ipxe.efi")
+        timeline = result.timeline
+        assert all(timeline[k] is not None for k in ("dhcp", "boot", "kernel", "report")), timeline
+        assert timeline["dhcp"] <= timeline["boot"] <= timeline["kernel"] <= timeline["report"]
+    finally:
+        lab.down()
+    assert _namespaces(spec.prefix) == []
+
+
+def test_uefi_http_boot_over_ipv6_boots_a_kernel_that_leases_by_dhcpv6_and_reports(
+        spec: LabSpec) -> None:
+    """Chain 5: OVMF's HTTP boot over IPv6 through boothop-relay's DHCPv6 relay: the firmware,
+    iPXE and the kernel (dhcpcd) each lease an address from the DHCPv6 server on the other
+    subnet, everything comes by HTTP over IPv6 from the PXE host, and the kernel's report (an
+    HTTP request) names the address it leased."""
+    qemu = dataclasses.replace(next(c for c in spec.clients if c.kind == "pxe"),
+                               chain="uefi-http6")
+    lab = Lab(dataclasses.replace(spec, clients=(qemu,)))
+    try:
+        lab.up()
+        result = lab.boot(qemu)
+        assert result.ok, result.detail
+        reported = report(lab.workdir, qemu)
+        assert reported is not None and reported["chain"] == "uefi-http6"
+        prefix = ipv6_twin(spec.subnet(qemu.subnet).router).network
+        # The DHCPv6 bindings of the MAC (the relay's RFC 6939 option names it): the
+        # firmware's, iPXE's and the kernel's; the kernel reported the one it holds.
+        bindings = {row["address"] for row in leases(lab)
+                    if row.get("family") == 6 and row.get("mac") == qemu.mac}
+        assert reported["address"] == result.address and result.address in bindings
+        assert len(bindings) >= 3 and all(IPv6Address(a) in prefix for a in bindings)
+        assert IPv6Address(reported["router"]).is_link_local
+        # Everything by HTTP over IPv6 from the leased addresses, in order; no TFTP at all.
+        fetched = [(e["method"], e["path"].split("/")[1], e["status"]) for e in _pxe_events(lab)
+                   if e["event"] == "http.request"]
+        assert all(e["client"] in bindings for e in _pxe_events(lab)
+                   if e["event"] == "http.request"), _pxe_events(lab)
+        script = f"boot-{qemu.mac.replace(':', '-')}.ipxe"
+        assert fetched == [("HEAD", "ipxe.efi", 200), ("GET", "ipxe.efi", 200)] + [
+            ("GET", name, 200) for name in ("boot6.ipxe", script, "vmlinuz", "initrd.gz",
+                                            "dhcp6.gz")] + [
+            ("GET", f"report-{qemu.mac.replace(':', '-')}", 404)], fetched
+        assert _transfers(lab) == []
+        # The relay relayed DHCPv6 both ways and dropped nothing.
+        counters = relay_counters(lab.workdir)
+        assert counters is not None
+        relay6 = counters["dhcpv6"]
+        assert relay6["requests"] >= 6 and sum(relay6["delivered"].values()) >= 6, relay6
+        assert relay6["dropped"] == {} and relay6["core_errors"] == 0
         timeline = result.timeline
         assert all(timeline[k] is not None for k in ("dhcp", "boot", "kernel", "report")), timeline
         assert timeline["dhcp"] <= timeline["boot"] <= timeline["kernel"] <= timeline["report"]

@@ -68,7 +68,8 @@ def test_modules_come_after_what_they_depend_on(
         initramfs.module_order(version, ["e1000"])
 
 
-@pytest.mark.parametrize("script", [initramfs.INIT, initramfs.UDHCPC_SCRIPT])
+@pytest.mark.parametrize("script", [initramfs.INIT, initramfs.UDHCPC_SCRIPT,
+                                    initramfs.DHCPCD_SCRIPT])
 def test_the_scripts_parse_in_busyboxs_shell(script: str, tmp_path: Path) -> None:
     if not initramfs.BUSYBOX.is_file():
         pytest.skip("busybox-static not installed")
@@ -105,3 +106,19 @@ def test_the_archive_is_cached_by_its_contents(
     busybox.write_bytes(b"\x7fELF another build")
     second = initramfs.build(tmp_path / "cache")[1]
     assert second != first and second.exists()
+
+
+def test_the_dhcpv6_archive_holds_dhcpcd_and_every_library_it_links_to() -> None:
+    """busybox-static has no DHCPv6 client: the IPv6 chain's kernel gets Debian's dhcpcd."""
+    if not initramfs.DHCPCD.is_file():
+        pytest.skip("dhcpcd-base not installed")
+    names = {name: mode for name, mode, _ in initramfs.dhcp6_contents()}
+    needed = subprocess.run(["ldd", str(initramfs.DHCPCD)], capture_output=True, text=True,
+                            check=True).stdout
+    libraries = [word.lstrip("/") for word in needed.split() if word.startswith("/")]
+    assert libraries and all(names[library] == initramfs.FILE for library in libraries)
+    assert names["bin/dhcpcd"] == initramfs.FILE and "etc/passwd" in names
+    # Each file's directory comes before it.
+    order = [name for name, _, _ in initramfs.dhcp6_contents()]
+    assert all(order.index(str(Path(n).parent)) < order.index(n) for n in order
+               if str(Path(n).parent) != ".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from boothop.relay.lab.report import (
     report_text,
 )
 from boothop.relay.lab.results import ClientResult
-from boothop.relay.lab.servers import boot_seen, event_time
+from boothop.relay.lab.servers import boot_seen, client_host, event_time, report
 from boothop.relay.lab.spec import parse_lab
 
 MAC = "52:54:00:91:01:01"
@@ -236,3 +237,37 @@ def test_boot_seen_takes_the_boot_file_fetched_first_by_http_or_tftp(tmp_path: P
     seen = boot_seen(tmp_path, client, "10.91.1.100", powered_on)
     assert (seen["boot_file"], seen["bytes"]) == ("ipxe.efi", 851528)
     assert (seen["dhcp"], seen["boot"], seen["kernel"]) == (1.0, 4.0, 12.0)
+
+
+def test_an_ipv6_boot_is_timed_by_its_dhcpv6_bindings_and_its_report_request(
+        tmp_path: Path) -> None:
+    """uefi-http6: the DHCPv6 reply that gave one of the MAC's bindings, the files by HTTP
+    from IPv6 addresses, and the kernel's report, an HTTP request the PXE host answers 404."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    at = "2026-11-29T22:00:{:02d}Z".format
+    firmware, kernel = "fd00:a5a:100::1000", "fd00:a5a:100::1002"
+    (logs / "dhcp.log").write_text("\n".join(json.dumps(e) for e in [
+        {"event": "server6.reply", "kind": "relay_repl", "addresses": ["fd00:a5a:100::99"],
+         "timestamp": at(1)},  # another client's
+        {"event": "server6.reply", "kind": "relay_repl", "addresses": [firmware],
+         "timestamp": at(2)}]))
+    report_path = (f"/report-{MAC.replace(':', '-')}/chain=uefi-http6/mac={MAC}/"
+                   f"address={kernel}/router=fe80::1")
+    (logs / "pxe.log").write_text("\n".join(json.dumps(e) for e in [
+        {"event": "http.request", "client": firmware, "method": "GET", "path": "/ipxe.efi",
+         "status": 200, "bytes": 100, "timestamp": at(5)},
+        {"event": "http.request", "client": "fd00:a5a:100::1001", "method": "GET",
+         "path": "/initrd.gz", "status": 200, "bytes": 10, "timestamp": at(9)},
+        {"event": "http.request", "client": kernel, "method": "GET", "path": report_path,
+         "status": 404, "bytes": 0, "timestamp": at(20)}]))
+    client = dataclasses.replace(spec().clients[0], chain="uefi-http6")
+    powered_on = event_time({"timestamp": at(0)})
+    assert powered_on is not None
+    seen = boot_seen(tmp_path, client, kernel, powered_on,
+                     frozenset({firmware, "fd00:a5a:100::1001", kernel}))
+    assert (seen["boot_file"], seen["bytes"]) == ("ipxe.efi", 110)
+    assert (seen["dhcp"], seen["boot"], seen["kernel"], seen["report"]) == (2.0, 5.0, 9.0, 20.0)
+    assert report(tmp_path, client) == {"chain": "uefi-http6", "mac": MAC, "address": kernel,
+                                        "router": "fe80::1"}
+    assert client_host("10.91.1.100:2070") == "10.91.1.100" and client_host(kernel) == kernel

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from boothop.relay.lab.cli import main
-from boothop.relay.lab.spec import CHAINS, load_lab, parse_lab
+from boothop.relay.lab.spec import CHAINS, IPV6_CHAINS, ipv6_twin, load_lab, parse_lab
 from boothop.relay.settings import EXIT_CONFIG, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +194,33 @@ def test_all_chains_adds_one_qemu_client_per_missing_chain_with_its_own_name_and
         spec.clients)
     assert {c.subnet for c in qemu} == {"a", "b"}
     assert spec.with_all_chains() == spec  # nothing missing: nothing added
+
+
+def test_all_chains_puts_the_ipv6_chains_on_a_subnet_of_their_own() -> None:
+    """A managed IPv6 link (M flag, DHCPv6 boot URLs) would send the iPXE of an IPv4 chain to the
+    IPv6 boot too: the IPv6 chains get the subnet no IPv4 QEMU client is on."""
+    spec = parse_lab(valid(), PATH).with_all_chains()
+    qemu = [c for c in spec.clients if c.kind == "pxe"]
+    assert {c.subnet for c in qemu if c.chain in IPV6_CHAINS} == {"b"}
+    assert {c.subnet for c in qemu if c.chain not in IPV6_CHAINS} == {"a"}
+    assert [s.name for s in spec.ipv6_subnets] == ["b"]
+    assert parse_lab(valid(), PATH).ipv6_subnets == ()
+
+
+def test_an_ipv6_chain_may_not_share_a_subnet_with_an_ipv4_chain() -> None:
+    data = valid()
+    data["client"].append({"name": "v6", "kind": "pxe", "subnet": "a",
+                           "mac": "52:54:00:91:01:06", "chain": "uefi-http6"})
+    error = error_of(data)
+    assert error.key == "client" and "subnet a" in error.reason
+    data["client"][-1]["subnet"] = "b"
+    assert [s.name for s in parse_lab(data, PATH).ipv6_subnets] == ["b"]
+
+
+def test_a_hosts_ipv6_address_carries_its_ipv4_network_and_offset() -> None:
+    assert ipv6_twin(ipaddress.IPv4Interface("10.90.1.1/24")) == ipaddress.IPv6Interface(
+        "fd00:a5a:100::1/64")
+    assert ipv6_twin(ipaddress.IPv4Interface("10.90.0.20/24")) == ipaddress.IPv6Interface(
+        "fd00:a5a::14/64")
+    assert ipv6_twin(ipaddress.IPv4Interface("10.90.1.129/25")).network != ipv6_twin(
+        ipaddress.IPv4Interface("10.90.1.1/25")).network

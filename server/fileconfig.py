@@ -9,6 +9,10 @@ from typing import Any
 
 from boothop.relay.settings import Validator
 
+#: The ranges of ``port``, and of the total and per-client limits (connections, transfers).
+PORT_RANGE = (1, 65535)
+COUNT_RANGE = (1, 100_000)
+
 
 @dataclasses.dataclass(frozen=True)
 class FileServiceConfig:

@@ -7,7 +7,13 @@ from ipaddress import ip_address
 from typing import Any
 
 from boothop.relay.settings import Validator, validate_section
-from boothop.server.fileconfig import FileServiceConfig, check_per_client, read_file_service
+from boothop.server.fileconfig import (
+    COUNT_RANGE,
+    PORT_RANGE,
+    FileServiceConfig,
+    check_per_client,
+    read_file_service,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +39,9 @@ class HttpConfig(FileServiceConfig):
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "port": (1, 65535),
-    "max_connections": (1, 100_000),
-    "max_per_client": (1, 100_000),
+    "port": PORT_RANGE,
+    "max_connections": COUNT_RANGE,
+    "max_per_client": COUNT_RANGE,
     "max_target": (16, 65536),
     "max_head": (1024, 1 << 20),
 }

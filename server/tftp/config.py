@@ -7,6 +7,8 @@ from ipaddress import IPv4Address
 
 from boothop.relay.settings import Validator, validate_section
 from boothop.server.fileconfig import (
+    COUNT_RANGE,
+    PORT_RANGE,
     FileServiceConfig,
     check_per_client,
     directory,
@@ -51,13 +53,13 @@ class TftpConfig(FileServiceConfig):
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "port": (1, 65535),
+    "port": PORT_RANGE,
     "max_blksize": (BLKSIZE_MIN, BLKSIZE_MAX),
     "max_windowsize": (1, WINDOWSIZE_MAX),
     "retries": (0, 100),
     "max_timeout": (1, 255),
-    "max_transfers": (1, 100_000),
-    "max_per_client": (1, 100_000),
+    "max_transfers": COUNT_RANGE,
+    "max_per_client": COUNT_RANGE,
     "max_write_size": (1, 1 << 40),
 }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address
 
 from boothop.relay.settings import Validator, validate_section
 from boothop.server.fileconfig import (
@@ -72,9 +71,9 @@ def parse_tftp(table: object, path: str) -> TftpConfig:
 def read_tftp(v: Validator) -> TftpConfig | None:
     """The [tftp] table; None if it had problems (recorded in ``v``)."""
     values = read_file_service(v, TftpConfig, _INT_RANGES, root=None,
-                               missing_root="missing: the directory files are served from")
+                               missing_root="missing: the directory files are served from",
+                               ipv6=False)
     config = TftpConfig(
-        address=str(v.address("address", IPv4Address("0.0.0.0"))),
         timeout=v.number("timeout", 1.0, 0.01, 255),
         max_transfer_time=v.number("max_transfer_time", 600.0, 1, 86400),
         allow_write=v.boolean("allow_write", False),

@@ -16,8 +16,8 @@ from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer,
 from .bootwatch import BootWatch, Unbootable
 from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, GiaddrMode, InterfaceConfig, RelayConfig
-from .counters import RelayCounters
 from .drops import DropReason
+from .enginebase import EngineBookkeeping
 from .giaddr import SmartGiaddr
 from .interfaces import Interface, InterfaceTable, Role
 from .throttle import BucketLimit, ThrottleChange, TokenBuckets
@@ -52,9 +52,8 @@ ETHERNET = 1
 AgentFields = tuple[bytes | None, IPv4Address | None, bytes | None, bool]
 
 
-class RelayEngine:
+class RelayEngine(EngineBookkeeping[RelayConfig]):
     def __init__(self, config: RelayConfig, interfaces: InterfaceTable | None = None) -> None:
-        self.counters = RelayCounters()
         self._warned_pxe_misconfig: set[IPv4Address] = set()
         #: Survives reloads and interface changes: clients keep the address that works.
         self._smart = SmartGiaddr(config.smart_retries)
@@ -66,16 +65,9 @@ class RelayEngine:
         self._circuit_buckets: TokenBuckets | None = None
         #: Throttling started or stopped, from either table, not yet told (Throttle actions).
         self._throttle_changes: list[ThrottleChange] = []
-        self.config = config
-        self.interfaces = interfaces or InterfaceTable()
+        super().__init__(config, interfaces)
 
-    @property
-    def config(self) -> RelayConfig:
-        return self._config
-
-    @config.setter
-    def config(self, config: RelayConfig) -> None:
-        self._config = config
+    def _configure(self, config: RelayConfig) -> None:
         self._servers = config.all_servers
         self._agent_values: dict[tuple[int, bool, IPv4Address], bytes] = {}
         self._smart.retries = config.smart_retries
@@ -97,22 +89,10 @@ class RelayEngine:
             return running
         return TokenBuckets(limit, capacity, kind, self._throttle_changes)
 
-    @property
-    def interfaces(self) -> InterfaceTable:
-        return self._interfaces
-
-    @interfaces.setter
-    def interfaces(self, table: InterfaceTable) -> None:
-        self._interfaces = table
+    def _interfaces_changed(self) -> None:
         self._agent_values = {}
         self._circuits = None
         self._server_links: dict[IPv4Address, frozenset[int]] = {}
-
-    def update_config(self, config: RelayConfig) -> None:
-        self.config = config
-
-    def update_interfaces(self, table: InterfaceTable) -> None:
-        self.interfaces = table
 
     def handle(self, datagram: Datagram, now: float) -> Outcome:
         """Decide what to do with one datagram. Any payload returns an Outcome."""
@@ -185,12 +165,6 @@ class RelayEngine:
             server, ":".join(f"{b:02x}" for b in datagram.source_mac), ingress.name,
             str(IPv4Address(server_id)) if server_id is not None and len(server_id) == 4
             else None, msg.yiaddr)
-
-    def _dropped(self, outcome: Outcome) -> Outcome:
-        for action in outcome.actions:
-            if isinstance(action, Drop):
-                self.counters.dropped[action.reason] += 1
-        return outcome
 
     # -- client to server ----------------------------------------------------------------------
     def _request(self, frame: Frame, datagram: Datagram, now: float) -> Outcome:

@@ -13,9 +13,9 @@ from ipaddress import IPv6Address
 
 from .actions import Deliver6, DeliveryMode, Drop, Forward6, Outcome6
 from .config import LowerInterface6, Relay6Config
-from .counters import RelayCounters
 from .drops import DropReason
-from .interfaces import Interface, InterfaceTable, is_link_local6, is_routable6
+from .enginebase import EngineBookkeeping
+from .interfaces import Interface, is_link_local6, is_routable6
 from .wire import Datagram6, WireError
 from .wire.dhcpv6 import (
     HOP_COUNT_LIMIT,
@@ -37,19 +37,8 @@ SERVER_TO_CLIENT = frozenset(
 ETHERNET = 1
 
 
-class Relay6Engine:
-    def __init__(self, config: Relay6Config, interfaces: InterfaceTable | None = None) -> None:
-        self.counters = RelayCounters()
-        self.config = config
-        self.interfaces = interfaces or InterfaceTable()
-
-    @property
-    def config(self) -> Relay6Config:
-        return self._config
-
-    @config.setter
-    def config(self, config: Relay6Config) -> None:
-        self._config = config
+class Relay6Engine(EngineBookkeeping[Relay6Config]):
+    def _configure(self, config: Relay6Config) -> None:
         self._servers = config.unicast_servers
         self._by_interface_id = {lower.id_value: lower for lower in config.lower}
         extra: list[tuple[int, bytes]] = []
@@ -64,20 +53,8 @@ class Relay6Engine:
         }
         self._links: dict[int, IPv6Address] = {}
 
-    def update_config(self, config: Relay6Config) -> None:
-        self.config = config
-
-    @property
-    def interfaces(self) -> InterfaceTable:
-        return self._interfaces
-
-    @interfaces.setter
-    def interfaces(self, table: InterfaceTable) -> None:
-        self._interfaces = table
+    def _interfaces_changed(self) -> None:
         self._links = {}
-
-    def update_interfaces(self, table: InterfaceTable) -> None:
-        self.interfaces = table
 
     def handle(self, datagram: Datagram6, now: float) -> Outcome6:
         """Decide what to do with one datagram. Any payload returns an Outcome6."""
@@ -94,12 +71,6 @@ class Relay6Engine:
             return self._dropped(Outcome6(self._reply(message, datagram), message))
         self.counters.requests += 1
         return self._dropped(self._forward(message, datagram))
-
-    def _dropped(self, outcome: Outcome6) -> Outcome6:
-        for action in outcome.actions:
-            if isinstance(action, Drop):
-                self.counters.dropped[action.reason] += 1
-        return outcome
 
     # -- client (or lower relay) to server: RFC 8415 §19.1 --------------------------------------
     def _forward(self, message: Message6, datagram: Datagram6) -> Outcome6:

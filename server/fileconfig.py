@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from ipaddress import ip_address
 from typing import Any
 
 from boothop.relay.settings import Validator
+
+#: The ranges of ``port``, and of the total and per-client limits (connections, transfers).
+PORT_RANGE = (1, 65535)
+COUNT_RANGE = (1, 100_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +31,22 @@ def directory(value: Any) -> str:
     return value
 
 
+def any_address(value: Any) -> str:
+    """An IPv4 or IPv6 address to listen on."""
+    if not isinstance(value, str):
+        raise TypeError(f"must be an IPv4 or IPv6 address string, not {value!r}")
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
 def read_file_service(v: Validator, kind: type[FileServiceConfig],
                       ranges: Mapping[str, tuple[int, int]], *, root: str | None,
-                      missing_root: str) -> dict[str, Any]:
+                      missing_root: str, ipv6: bool) -> dict[str, Any]:
     """Refuse keys ``kind`` has no field for; read ``root`` (``root`` when absent, else the
-    problem ``missing_root``) and the integer keys of ``ranges`` (their defaults ``kind``'s):
-    ``kind``'s keyword arguments so far."""
+    problem ``missing_root``), the integer keys of ``ranges`` (their defaults ``kind``'s) and
+    ``address`` (IPv4, or with ``ipv6`` either family): ``kind``'s keyword arguments so far."""
     fields = {f.name: f.default for f in dataclasses.fields(kind)}
     v.unknown_keys(fields)
     if "root" in v.data:
@@ -41,7 +56,8 @@ def read_file_service(v: Validator, kind: type[FileServiceConfig],
     values: dict[str, Any] = {
         key: v.integer(key, fields[key], low, high) for key, (low, high) in ranges.items()
     }
-    return {"root": root or "/", **values}
+    address = v.convert("address", any_address) if ipv6 else v.address("address")
+    return {"root": root or "/", **values, "address": str(address or "0.0.0.0")}
 
 
 def check_per_client(v: Validator, per_client: int, total: str, limit: int) -> None:

@@ -8,7 +8,7 @@ live in memory only; leases are the rows the shell loaded from the store. Timers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any, ClassVar
@@ -36,6 +36,7 @@ from .addressing import reply_destination
 from .config import DhcpConfig, Reservation, Subnet
 from .deadlines import Deadlines
 from .lease import Lease, LeaseState, client_key
+from .leasebook import LeaseBook
 from .reply import ReplyTemplate
 
 #: RFC 2132 §9.2: 0xffffffff is an infinite lease.
@@ -96,7 +97,7 @@ class _Offer:
     expires: float
 
 
-class DhcpServerCore:
+class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     def __init__(self, config: DhcpConfig, leases: Iterable[Lease] = (), *,
                  pxe_colocated: bool = False) -> None:
         self.pxe_colocated = pxe_colocated
@@ -139,42 +140,7 @@ class DhcpServerCore:
         plan's changes (already written by the shell). An offer of an address that is reserved
         now is withdrawn; the others are checked again when the client requests them."""
         self._configure(config)
-        for address in deletes:
-            self._unstore(address)
-        for lease in upserts:
-            self._store(lease)
-        for address in [a for a in self.offers if a in self._reserved]:
-            self._forget_offer(address)
-
-    def rollback(self, commits: Sequence[Commit]) -> None:
-        """Undo commits the store could not write, newest first, so memory agrees with disk
-        again; a row changed since (by a later burst or a timer) is left as it is."""
-        for commit in reversed(commits):
-            address = commit.lease.address
-            if self.leases.get(address) is not commit.lease:
-                continue
-            if commit.previous is None:
-                self._unstore(address)
-            else:
-                self._store(commit.previous)
-
-    # -- timers ------------------------------------------------------------------------------
-    def next_deadline(self) -> float | None:
-        return self._timers.next()
-
-    def on_timer(self, now: float) -> list[Action]:
-        """Forget expired offers; mark expired leases and finished quarantines EXPIRED."""
-        actions: list[Action] = []
-        for address in self._timers.until(now):
-            offer = self.offers.get(address)
-            if offer is not None and offer.expires <= now:
-                self._forget_offer(address)
-            lease = self.leases.get(address)
-            if (lease is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED)
-                    and lease.expires is not None and lease.expires <= now):
-                expired = _with(lease, state=LeaseState.EXPIRED)
-                actions.append(Commit(expired, CommitEvent.EXPIRED, self._store(expired)))
-        return actions
+        self._apply_plan(upserts, deletes)
 
     def usage(self, now: float) -> dict[str, dict[str, int]]:
         """Per subnet: active leases (bound, unexpired), pool addresses taken (by a lease or a
@@ -300,14 +266,6 @@ class DhcpServerCore:
             self._timers.add(lease.expires, lease.address)
         return old
 
-    def _due(self, when: float, address: IPv4Address) -> bool:
-        """Whether on_timer at ``when`` would act on ``address``: its offer or lease ends then."""
-        offer = self.offers.get(address)
-        lease = self.leases.get(address)
-        return (offer is not None and offer.expires == when) or (
-            lease is not None and lease.expires == when
-            and lease.state in (LeaseState.BOUND, LeaseState.DECLINED))
-
     def _unstore(self, address: IPv4Address) -> None:
         lease = self.leases.pop(address, None)
         if lease is not None and self.by_client.get((lease.subnet, lease.client_key)) == address:
@@ -317,6 +275,9 @@ class DhcpServerCore:
         offer = self.offers.pop(address, None)
         if offer is not None and self.offer_by_client.get((offer.subnet, offer.key)) == address:
             del self.offer_by_client[(offer.subnet, offer.key)]
+
+    def _commit(self, lease: Lease, event: CommitEvent, previous: Lease | None) -> Action:
+        return Commit(lease, event, previous)
 
     def reservation_for(self, request: Request) -> Reservation | None:
         if not self._reservation_by_ident:

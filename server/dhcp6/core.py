@@ -11,7 +11,7 @@ lease row, an advertised offer or a reservation, checked before any address is g
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 
@@ -38,6 +38,7 @@ from boothop.relay.wire.pxe import HTTP_TWINS
 from boothop.server.dhcp.actions import CommitEvent
 from boothop.server.dhcp.deadlines import Deadlines
 from boothop.server.dhcp.lease import LeaseState
+from boothop.server.dhcp.leasebook import LeaseBook
 from boothop.server.pxe.bootfile import IPXE_USER_CLASS
 
 from .actions import Action6, Commit6, Drop6, Drop6Reason, Send6
@@ -84,7 +85,7 @@ class _Request:
     mac: bytes | None
 
 
-class Dhcp6ServerCore:
+class Dhcp6ServerCore(LeaseBook[IPv6Address, Lease6, Action6]):
     """``interfaces``: ingress interface index -> the subnet its direct clients belong to (the
     shell resolves ``subnet.interface`` names)."""
 
@@ -121,23 +122,7 @@ class Dhcp6ServerCore:
                     upserts: Iterable[Lease6], deletes: Iterable[IPv6Address]) -> None:
         """Swap in a reloaded configuration and the reconcile plan's changes (written already)."""
         self._configure(config, interfaces)
-        for address in deletes:
-            self._unstore(address)
-        for lease in upserts:
-            self._store(lease)
-        for address in [a for a in self.offers if a in self._reserved]:
-            del self.offers[address]
-
-    def rollback(self, commits: Sequence[Commit6]) -> None:
-        """Undo commits the store could not write, newest first."""
-        for commit in reversed(commits):
-            address = commit.lease.address
-            if self.leases.get(address) is not commit.lease:
-                continue
-            if commit.previous is None:
-                self._unstore(address)
-            else:
-                self._store(commit.previous)
+        self._apply_plan(upserts, deletes)
 
     # -- the lease table ---------------------------------------------------------------------
     def _store(self, lease: Lease6) -> Lease6 | None:
@@ -159,30 +144,11 @@ class Dhcp6ServerCore:
                                                      lease.iaid)) == address:
             del self.by_client[(lease.subnet, lease.duid, lease.iaid)]
 
-    def next_deadline(self) -> float | None:
-        return self._timers.next()
+    def _forget_offer(self, address: IPv6Address) -> None:
+        self.offers.pop(address, None)
 
-    def _due(self, when: float, address: IPv6Address) -> bool:
-        """Whether on_timer at ``when`` would act on ``address``: its offer or binding ends then."""
-        offer = self.offers.get(address)
-        lease = self.leases.get(address)
-        return (offer is not None and offer.expires == when) or (
-            lease is not None and lease.expires == when
-            and lease.state in (LeaseState.BOUND, LeaseState.DECLINED))
-
-    def on_timer(self, now: float) -> list[Action6]:
-        """Forget expired offers; mark expired bindings and finished quarantines EXPIRED."""
-        actions: list[Action6] = []
-        for address in self._timers.until(now):
-            offer = self.offers.get(address)
-            if offer is not None and offer.expires <= now:
-                del self.offers[address]
-            lease = self.leases.get(address)
-            if (lease is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED)
-                    and lease.expires is not None and lease.expires <= now):
-                expired = replace(lease, state=LeaseState.EXPIRED)
-                actions.append(Commit6(expired, CommitEvent.EXPIRED, self._store(expired)))
-        return actions
+    def _commit(self, lease: Lease6, event: CommitEvent, previous: Lease6 | None) -> Action6:
+        return Commit6(lease, event, previous)
 
     def usage(self, now: float) -> dict[str, dict[str, int]]:
         """Per subnet: active leases and pool size."""

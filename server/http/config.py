@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import ip_address
-from typing import Any
 
 from boothop.relay.settings import Validator, validate_section
-from boothop.server.fileconfig import FileServiceConfig, check_per_client, read_file_service
+from boothop.server.fileconfig import (
+    COUNT_RANGE,
+    PORT_RANGE,
+    FileServiceConfig,
+    check_per_client,
+    read_file_service,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +37,12 @@ class HttpConfig(FileServiceConfig):
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "port": (1, 65535),
-    "max_connections": (1, 100_000),
-    "max_per_client": (1, 100_000),
+    "port": PORT_RANGE,
+    "max_connections": COUNT_RANGE,
+    "max_per_client": COUNT_RANGE,
     "max_target": (16, 65536),
     "max_head": (1024, 1 << 20),
 }
-
-
-def _listen_address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"must be an IPv4 or IPv6 address string, not {value!r}")
-    try:
-        return str(ip_address(value))
-    except ValueError:
-        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
 
 
 def parse_http(table: object, path: str, tftp_root: str | None = None) -> HttpConfig:
@@ -60,9 +55,8 @@ def read_http(v: Validator, tftp_root: str | None) -> HttpConfig | None:
     default root."""
     values = read_file_service(
         v, HttpConfig, _INT_RANGES, root=tftp_root,
-        missing_root="required without [tftp]: the directory files are served from")
+        missing_root="required without [tftp]: the directory files are served from", ipv6=True)
     config = HttpConfig(
-        address=v.convert("address", _listen_address) or "0.0.0.0",
         header_timeout=v.number("header_timeout", 10.0, 0.1, 3600),
         send_timeout=v.number("send_timeout", 30.0, 0.1, 3600),
         **values,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address
 
 from boothop.relay.settings import Validator, validate_section
 from boothop.server.fileconfig import (
+    COUNT_RANGE,
+    PORT_RANGE,
     FileServiceConfig,
     check_per_client,
     directory,
@@ -51,13 +52,13 @@ class TftpConfig(FileServiceConfig):
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "port": (1, 65535),
+    "port": PORT_RANGE,
     "max_blksize": (BLKSIZE_MIN, BLKSIZE_MAX),
     "max_windowsize": (1, WINDOWSIZE_MAX),
     "retries": (0, 100),
     "max_timeout": (1, 255),
-    "max_transfers": (1, 100_000),
-    "max_per_client": (1, 100_000),
+    "max_transfers": COUNT_RANGE,
+    "max_per_client": COUNT_RANGE,
     "max_write_size": (1, 1 << 40),
 }
 
@@ -70,9 +71,9 @@ def parse_tftp(table: object, path: str) -> TftpConfig:
 def read_tftp(v: Validator) -> TftpConfig | None:
     """The [tftp] table; None if it had problems (recorded in ``v``)."""
     values = read_file_service(v, TftpConfig, _INT_RANGES, root=None,
-                               missing_root="missing: the directory files are served from")
+                               missing_root="missing: the directory files are served from",
+                               ipv6=False)
     config = TftpConfig(
-        address=str(v.address("address", IPv4Address("0.0.0.0"))),
         timeout=v.number("timeout", 1.0, 0.01, 255),
         max_transfer_time=v.number("max_transfer_time", 600.0, 1, 86400),
         allow_write=v.boolean("allow_write", False),

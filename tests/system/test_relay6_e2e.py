@@ -46,7 +46,6 @@ KEA = "2001:db8:99::2"
 RECORDER = "2001:db8:99::3"
 ROGUE = "2001:db8:99::66"
 RELAY_UP = "2001:db8:99::1"
-LINKS = PREFIXES
 #: Receives one UDP datagram on [::]:546 (what the relay delivers to a client) and prints it.
 LISTEN_546 = """
 import socket, sys
@@ -68,7 +67,7 @@ def relay_lab(tmp: Path) -> Lab6:
                              ("cb", "b", "rt", "rb")],
                 [("rt", "rs", f"{RELAY_UP}/64"),
                  *(("sv", "s", f"{address}/64") for address in (KEA, RECORDER, ROGUE)),
-                 *(("rt", f"r{name}", f"{prefix}::1/64") for name, prefix in LINKS.items())])
+                 *(("rt", f"r{name}", f"{prefix}::1/64") for name, prefix in PREFIXES.items())])
 
 
 def kea_config(lab: Lab6) -> dict[str, object]:
@@ -81,7 +80,7 @@ def kea_config(lab: Lab6) -> dict[str, object]:
         "subnet6": [
             {"id": n, "subnet": f"{prefix}::/64",
              "pools": [{"pool": f"{prefix}::100-{prefix}::1ff"}]}
-            for n, prefix in enumerate(LINKS.values(), 1)
+            for n, prefix in enumerate(PREFIXES.values(), 1)
         ],
         "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}],
                      "severity": "INFO"}],
@@ -101,7 +100,7 @@ def relay_argv(implementation: str, lab: Lab6) -> list[str]:
         config = lab.tmp / "relay.toml"
         config.write_text(
             f'helpers = ["{lab.server}"]\n[dhcpv6]\n'
-            + "".join(f'[[dhcpv6.lower]]\nname = "{lab.link(f"r{name}")}"\n' for name in LINKS)
+            + "".join(f'[[dhcpv6.lower]]\nname = "{lab.link(f"r{name}")}"\n' for name in PREFIXES)
             + "".join(f'[[dhcpv6.upper]]\ninterface = "{lab.link("rs")}"\naddress = "{to}"\n'
                       for to in (KEA, RECORDER)))
         return [program, "--config", str(config), *stats]
@@ -278,11 +277,11 @@ def test_a_client_link_that_comes_back_is_joined_again_and_served(tmp_path: Path
         lab.ex("rt", "ip", "link", "del", lab.link("rb"))
         wait_for(lambda: joined() == [lab.link("ra")], 10, "link b gone")
         lab.veth("cb", "b", "rt", "rb")
-        lab.ex("rt", "ip", "addr", "add", f"{LINKS['b']}::1/64", "dev", lab.link("rb"), "nodad")
+        lab.ex("rt", "ip", "addr", "add", f"{PREFIXES['b']}::1/64", "dev", lab.link("rb"), "nodad")
         wait_for(lambda: joined() == both, 10, "ff02::1:2 joined again on the new link b")
         lab.wait_link_local("cb", "b")
         runner.start(lab.ns["cb"], dhclient6(lab, "b", "-1", "-d"), "dhclient6")
-        wait_for(lambda: dhclient6_bound(lab, LINKS["b"]), 30,
+        wait_for(lambda: dhclient6_bound(lab, PREFIXES["b"]), 30,
                  "dhclient -6 bound on the new link b")
         assert relay.running()
     finally:

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 from conftest import require_system
 from routed import wait_for
-from routed6 import Lab6, clients_bound6, dhclient6, leases6, server6_config, start_server6
+from routed6 import (
+    PREFIXES,
+    Lab6,
+    clients_bound6,
+    dhclient6,
+    leases6,
+    server6_config,
+    start_server6,
+)
 
 from boothop.relay.lab.processes import ProcessRunner
 from boothop.server.dhcp.lease import LeaseState
@@ -35,7 +43,8 @@ def test_dhclient_and_dhcpcd_get_addresses_of_their_link_from_boothop_server(
     require_system("dhclient", "dhcpcd")
     lab = Lab6(tmp_path, "bs6", [(f"c{link}", link, "sv", server_if)
                                  for link, server_if in SERVER_LINKS.items()],
-               [("sv", "s1", "2001:db8:1::1/64"), ("sv", "s2", "2001:db8:2::1/64")])
+               [("sv", server_if, f"{PREFIXES[link]}::1/64")
+                for link, server_if in SERVER_LINKS.items()])
     runner = ProcessRunner(tmp_path / "logs")
     config = server6_config(lab, SERVER_LINKS, 'server_duid = "00:02:00:00:09:bf:b0:07"\n')
     try:

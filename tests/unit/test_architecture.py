@@ -21,7 +21,7 @@ PACKAGES = ("relay", "server")
 CORE = {
     f"relay.{name}" for name in ("engine", "actions", "config", "classes", "interfaces", "drops",
                                  "counters", "replies", "giaddr", "broadcast", "engine6",
-                                 "datapath", "throttle", "bootwatch")
+                                 "datapath", "throttle", "bootwatch", "enginebase")
 }
 #: What a sans-IO module must not touch: event loops, sockets, netlink, logging, clock, processes.
 IO_MODULES = {
@@ -42,7 +42,7 @@ PYROUTE2_ALLOWED = ("relay.netlink", "relay.lab")
 #: (File access goes through the small source/sink interfaces; paths.py is the shell's part.)
 SERVER_CORE = {
     *(f"server.dhcp.{name}" for name in ("core", "actions", "addressing", "lease", "reply",
-                                         "deadlines")),
+                                         "deadlines", "leasebook")),
     *(f"server.pxe.{name}" for name in ("proxy", "bootfile")),
     *(f"server.tftp.{name}" for name in ("packet", "negotiation", "transfer", "write", "source")),
     "server.http.respond",

@@ -51,3 +51,13 @@ def test_a_missing_root_is_named_by_each_service() -> None:
 def _known(section: str) -> str:
     config = PARSERS[section][0]({"root": "/"}, "x.toml")
     return ", ".join(sorted(field.name for field in dataclasses.fields(config)))  # type: ignore[arg-type]
+
+
+def test_tftp_listens_on_ipv4_and_http_on_either_family() -> None:
+    assert problems("tftp", {"root": "/srv", "address": "::"}) == [
+        ("tftp.address", "not an IPv4 address: '::'")]
+    assert problems("http", {"root": "/srv", "address": "10.0.0"}) == [
+        ("http.address", "not an IPv4 or IPv6 address: '10.0.0'")]
+    assert parse_http({"root": "/srv", "address": "::"}, "x.toml").address == "::"
+    assert parse_tftp({"root": "/srv", "address": "127.0.0.1"}, "x.toml").address == "127.0.0.1"
+    assert parse_tftp({"root": "/srv"}, "x.toml").address == "0.0.0.0"

@@ -48,7 +48,7 @@ from boothop.relay.wire import Datagram
 from boothop.server.leasestore import LeaseStore, open_store
 from boothop.server.reconcile import Plan, format_plan, plan_reconcile
 
-from .actions import Commit, Drop, ReplyKind, Send
+from .actions import Commit, CommitEvent, Drop, ReplyKind, Send
 from .config import DhcpConfig
 from .core import DhcpServerCore
 
@@ -266,7 +266,7 @@ class _Durable:
                 self.batch.observe(len(commits))
                 counts["commits"] += 1
                 for commit in commits:
-                    counts["lease." + commit.event.value] += 1
+                    counts[_LEASE_COUNTERS[commit.event]] += 1
                     if self.per_packet:
                         lease = commit.lease
                         log.debug("server.lease." + commit.event.value, address=str(lease.address),
@@ -276,6 +276,9 @@ class _Durable:
         return True
 
 
+#: The counters' names (``Enum.value`` is a Python property, read for every packet otherwise).
+_REPLY_COUNTERS = {kind: kind.value for kind in ReplyKind}
+_LEASE_COUNTERS = {event: "lease." + event.value for event in CommitEvent}
 #: Replies that promise a durable binding: they leave only after their commit.
 _PROMISES = (ReplyKind.ACK, ReplyKind.BOOTREPLY)  # a tuple: identity, no Enum.__hash__
 
@@ -435,7 +438,7 @@ def _send(sock: socket.socket, send: Send, log: Logger, counts: Counter[str],
         counts["send.failed"] += 1
         log.warning("server.send.failed", to=f"{host}:{send.port}", error=exc.strerror)
         return
-    counts[send.kind.value] += 1
+    counts[_REPLY_COUNTERS[send.kind]] += 1
     if per_packet:
         message = send.message
         log.debug("server." + send.kind.value.replace("-", "_"), xid=f"{message.xid:#010x}",

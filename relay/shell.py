@@ -36,7 +36,7 @@ import structlog
 import trio
 
 from .settings import EXIT_FAILURE, ConfigError, DaemonError
-from .wire import ZERO, Datagram, Datagram6
+from .wire import ZERO, Datagram, Datagram6, address_of
 
 # -- logging ---------------------------------------------------------------------------------
 LEVELS = ("debug", "info", "warning", "error")
@@ -342,22 +342,9 @@ def _bind_error(error: OSError, address: str, port: int, protocol: str = "UDP") 
     return SocketUnavailable(error.errno or 0, f"{where}: {error.strerror or error}")
 
 
-_ADDRESSES: dict[str | bytes, IPv4Address] = {}
 _PKTINFOS: dict[bytes, tuple[int, IPv4Address, IPv4Address]] = {}
 _NAMES: dict[int, str] = {}
 _NO_PKTINFO = (0, IPv4Address(0), IPv4Address(0))
-
-
-def _address(key: str | bytes) -> IPv4Address:
-    """IPv4Address of a dotted quad or 4 packed bytes, memoized: parsing a string costs more
-    than the relay engine's whole decision, and a daemon sees few distinct addresses."""
-    try:
-        return _ADDRESSES[key]
-    except KeyError:
-        if len(_ADDRESSES) >= 4096:  # bounded: source addresses are chosen by remote parties
-            _ADDRESSES.clear()
-        address = _ADDRESSES[key] = IPv4Address(key)
-        return address
 
 
 def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address, IPv4Address]:
@@ -369,7 +356,7 @@ def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address,
                 if len(_PKTINFOS) >= 4096:  # bounded: header destinations come from senders
                     _PKTINFOS.clear()
                 ifindex, spec_dst, destination = _PKTINFO.unpack_from(data)
-                found = _PKTINFOS[data] = (ifindex, _address(spec_dst), _address(destination))
+                found = _PKTINFOS[data] = (ifindex, address_of(spec_dst), address_of(destination))
             return found
     return _NO_PKTINFO
 
@@ -413,7 +400,7 @@ def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RE
     """
     payload, ancillary, source = _recvmsg(sock, flags, bufsize, counters)
     ifindex, local, destination = _pktinfo(ancillary)
-    return Datagram(payload, _address(source[0]), source[1], destination, ifindex, local, port,
+    return Datagram(payload, address_of(source[0]), source[1], destination, ifindex, local, port,
                     interface_name(ifindex) if names else "")
 
 
@@ -434,7 +421,7 @@ _ADDRESSES6: dict[str | bytes, IPv6Address] = {}
 
 
 def _address6(key: str | bytes) -> IPv6Address:
-    """IPv6Address of a text or 16 packed bytes, memoized (bounded) as ``_address``."""
+    """IPv6Address of a text or 16 packed bytes, memoized (bounded) as ``wire.address_of``."""
     try:
         return _ADDRESSES6[key]
     except KeyError:
@@ -567,8 +554,8 @@ def receive_frame(sock: socket.socket, port: int, *, flags: int = 0,
     source_port, _, length = struct.unpack_from("!HHH", packet, header)
     if length < 8 or len(packet) < header + length:
         raise Truncated(f"a UDP datagram of {length} octets in a {len(packet)}-octet packet")
-    return Datagram(packet[header + 8:header + length], _address(packet[12:16]), source_port,
-                    _address(packet[16:20]), _ifindex(ifname), ZERO, port,
+    return Datagram(packet[header + 8:header + length], address_of(packet[12:16]), source_port,
+                    address_of(packet[16:20]), _ifindex(ifname), ZERO, port,
                     ifname if names else "", mac)
 
 

@@ -23,7 +23,15 @@ from .codes import (
 from .datagram import Datagram, Datagram6
 from .errors import CapacityError, FieldError, TruncatedError, WireError
 from .frame import Frame
-from .message import ETHERNET_MAX_MESSAGE, ZERO, DhcpMessage, decode, encode, encoded_size
+from .message import (
+    ETHERNET_MAX_MESSAGE,
+    ZERO,
+    DhcpMessage,
+    address_of,
+    decode,
+    encode,
+    encoded_size,
+)
 from .options import Option
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "TruncatedError",
     "VssType",
     "WireError",
+    "address_of",
     "decode",
     "encode",
     "encoded_size",

@@ -116,10 +116,23 @@ class DhcpMessage:
 
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _ZERO_PACKED = bytes(4)
+_ADDRESSES: dict[str | bytes, IPv4Address] = {}
+
+
+def address_of(key: str | bytes) -> IPv4Address:
+    """IPv4Address of a dotted quad or 4 packed bytes, memoized: ``IPv4Address()`` is Python and
+    costs more than the relay engine's whole decision, and a daemon sees few distinct addresses
+    (giaddr, its own, its peers'); the same object each time also makes comparisons identity."""
+    address = _ADDRESSES.get(key)
+    if address is None:
+        if len(_ADDRESSES) >= 4096:  # bounded: addresses are chosen by remote parties
+            _ADDRESSES.clear()
+        address = _ADDRESSES[key] = IPv4Address(key)
+    return address
 
 
 def _address(packed: bytes) -> IPv4Address:
-    return ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
+    return ZERO if packed == _ZERO_PACKED else address_of(packed)
 
 
 def decode(data: bytes) -> DhcpMessage:

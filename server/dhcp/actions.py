@@ -6,16 +6,15 @@ field through ``object.__setattr__`` (the shell ring's ``Datagram`` is not froze
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from boothop.relay.wire import DhcpMessage, decode
 
-from .lease import Lease
+from .lease import IdentityEnum, Lease
 
 
-class DropReason(enum.Enum):
+class DropReason(IdentityEnum):
     MALFORMED = "malformed"
     NOT_A_REQUEST = "not-a-request"
     UNEXPECTED_MESSAGE_TYPE = "unexpected-message-type"
@@ -35,7 +34,7 @@ class DropReason(enum.Enum):
     REPLY_TOO_LARGE = "reply-too-large"
 
 
-class ReplyKind(enum.Enum):
+class ReplyKind(IdentityEnum):
     OFFER = "offer"
     ACK = "ack"
     NAK = "nak"
@@ -67,7 +66,7 @@ class Send:
         return decode(self.payload)
 
 
-class CommitEvent(enum.Enum):
+class CommitEvent(IdentityEnum):
     BOUND = "bound"
     RENEWED = "renewed"
     RELEASED = "released"

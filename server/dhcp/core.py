@@ -26,6 +26,7 @@ from boothop.relay.wire import (
     Op,
     Opt,
     WireError,
+    address_of,
     decode,
     encode,
 )
@@ -70,6 +71,8 @@ class Request:
     mac: bytes
     #: The relay agent's port for replies: 67, or the request's UDP source port (RFC 8357).
     relay_port: int
+    #: giaddr is set: a relay agent's request.
+    relayed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,11 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
         self._templates: dict[tuple[str, ReplyKind, IPv4Address], ReplyTemplate] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
-        #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache.
+        #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache,
+        #: and the last one looked up.
         self._subnet_of: dict[IPv4Address, Subnet | None] = {}
+        self._last_address: IPv4Address | None = None
+        self._last_subnet: Subnet | None = None
         for subnet in config.subnets:
             net = str(subnet.network)
             for reservation in subnet.reservations:
@@ -183,7 +189,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         if self.config.interfaces and not relayed and dgram.ifname not in self.config.interfaces:
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
         options = dict(msg.options)
-        mac = msg.hardware_address
+        mac = msg.chaddr[:msg.hlen]  # the codec refuses hlen > 16
         client_id = options.get(Opt.CLIENT_ID) or None
         if client_id is None and (msg.hlen == 0 or not any(mac)):
             raise _Dropped(DropReason.NO_CLIENT_IDENTITY)
@@ -218,7 +224,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             self._local_addresses.add(dgram.local)
             self._last_local = dgram.local
         return Request(msg, dgram, subnet, client_key(client_id, msg.htype, mac), client_id,
-                       agent_raw, server_id, options, mac, relay_port)
+                       agent_raw, server_id, options, mac, relay_port, relayed)
 
     def _select_subnet(self, msg: DhcpMessage, dgram: Datagram, link: IPv4Address | None,
                        selection: bytes | None, relayed: bool) -> Subnet | None:
@@ -238,10 +244,16 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return self._subnet_containing(dgram.local)
 
     def _subnet_containing(self, address: IPv4Address) -> Subnet | None:
+        if address is self._last_address:  # the codec's memo: a relay's giaddr is one object
+            return self._last_subnet
         try:
-            return self._subnet_of[address]
+            found = self._subnet_of[address]
         except KeyError:
-            pass
+            found = self._find_subnet(address)
+        self._last_address, self._last_subnet = address, found
+        return found
+
+    def _find_subnet(self, address: IPv4Address) -> Subnet | None:
         found = None
         for subnet in self.config.subnets:
             if address in subnet.network:
@@ -411,7 +423,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             # SELECTING. RFC 2131 §4.3.2: the server identifier says which server the client chose;
             # "Servers not chosen by the DHCPREQUEST message use the message as notification that
             # the client has declined that server's offer."
-            if len(server_id) != 4 or not self._is_ours(IPv4Address(server_id), request):
+            if len(server_id) != 4 or not self._is_ours(address_of(server_id), request):
                 offered = self.offer_by_client.get((net, request.key))
                 if offered is not None:
                     self._forget_offer(offered)
@@ -461,7 +473,9 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return reservation is None or reservation.address == address
 
     def _is_ours(self, server_id: IPv4Address, request: Request) -> bool:
-        return (server_id == request.server_id or server_id == self.config.server_id
+        # ``is`` first: both come from the codec's memo, where ``==`` is a Python call.
+        return (server_id is request.server_id or server_id == request.server_id
+                or server_id == self.config.server_id
                 or server_id in self._local_addresses)
 
     def _decline(self, request: Request, now: float) -> list[Action]:
@@ -568,7 +582,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         # Replies to a client leave by the interface its request came in on; relayed ones (to
         # giaddr, at 67 or the RFC 8357 relay port) are routed.
         return Send(kind, payload, destination.address, destination.port, request.dgram.local,
-                    0 if msg.giaddr != ZERO else request.dgram.ifindex, destination.to_chaddr)
+                    0 if request.relayed else request.dgram.ifindex, destination.to_chaddr)
 
     def _leading_options(self, subnet: Subnet, kind: ReplyKind,
                          server_id: IPv4Address) -> tuple[tuple[int, bytes], ...]:

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 
-class LeaseState(enum.Enum):
+class IdentityEnum(enum.Enum):
+    """An Enum hashed by identity, as its members are singletons: ``Enum.__hash__`` is a Python
+    call, and the server keys dicts and sets by these members for every packet."""
+
+    __hash__ = object.__hash__
+
+
+class LeaseState(IdentityEnum):
     BOUND = "bound"
     #: Restored by reconcile for a reservation: the address and its configured owner, not yet in
     #: use.

@@ -40,7 +40,8 @@ from test_server_service import FakeSocket
 from boothop.relay import shell, sockets
 from boothop.relay.drops import DropReason
 from boothop.relay.interfaces import Interface, InterfaceTable
-from boothop.relay.wire import FLAG_UNICAST, AgentSub, MessageType
+from boothop.relay.wire import FLAG_UNICAST, AgentSub, MessageType, address_of
+from boothop.relay.wire import message as wire_message
 from boothop.server.dhcp import service
 from boothop.server.dhcp.actions import ReplyKind, Send
 
@@ -155,8 +156,8 @@ def _ip_header_is_right(n: int, header: object) -> bool:
 #: cache, fill it with key n (returning what the caller got), is that answer right for n?
 CACHES: dict[str, tuple[dict[Any, Any], Callable[[int], object], Callable[[int, object], bool]]]
 CACHES = {
-    "shell._ADDRESSES": (
-        shell._ADDRESSES, lambda n: shell._address(str(_address(n))),
+    "wire._ADDRESSES": (
+        wire_message._ADDRESSES, lambda n: address_of(str(_address(n))),
         lambda n, got: got == _address(n),
     ),
     "shell._PKTINFOS": (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections import deque
 
 from . import packet
 from .negotiation import TransferParams
@@ -70,11 +69,10 @@ class TimeLimited:
         self._expires = now + self.params.max_time
 
     def next_deadline(self) -> float | None:
-        if self.done:
-            return None
-        if self.outcome is not None:  # an upload's dally
-            return self._deadline
-        return self._expires if self._deadline is None else min(self._deadline, self._expires)
+        if self.outcome is not None:  # ended, or an upload's dally
+            return None if self.done else self._deadline
+        deadline = self._deadline
+        return self._expires if deadline is None or deadline > self._expires else deadline
 
     def _over_time(self, now: float) -> list[Send] | None:
         """The ERROR that ends a running transfer past its time limit, or None."""
@@ -102,16 +100,18 @@ class ReadTransfer(TimeLimited):
         self.peer = peer
         self.params = params
         self._source = source
-        self._oack = packet.encode_oack(oack) if oack else None
+        self._oack = Send(packet.encode_oack(oack), peer) if oack else None
         self._awaiting_oack_ack = bool(oack)
-        self._window: deque[bytes] = deque()
-        #: DATA packets read ahead of the window (``read_ahead``), sent when the window moves on.
-        self._ahead: deque[bytes] = deque()
+        #: DATA sent and not yet acknowledged, in order.
+        self._window: list[Send] = []
+        #: DATA read ahead of the window (``read_ahead``): the next window, and its octets.
+        self._ahead: list[Send] = []
+        self._ahead_octets = 0
         self._base = 1  # internal number of the first unacknowledged block
         self._next_block = 1  # internal number of the next block to read
         self._eof = False  # the source gave its short block
-        #: The ACK of the last DATA sent, which moves the whole window on: the packet of every
-        #: block in lock-step, recognised by comparing bytes (None while none is awaited).
+        #: The ACK of the window's last block, which moves the whole window on: the packet of
+        #: every block in lock-step, recognised by comparing bytes (None while none is awaited).
         self._window_ack: bytes | None = None
         self._deadline: float | None = None
         self._tries = 0
@@ -127,9 +127,9 @@ class ReadTransfer(TimeLimited):
     def start(self, now: float) -> list[Send]:
         self._start_clock(now)
         if self._oack is not None:
-            return self._arm(now, [self._oack])
-        self._fill()
-        return self._arm(now, list(self._window))
+            self._deadline = now + self.params.timeout
+            return [self._oack]
+        return self._advance(0, now)
 
     def on_timer(self, now: float) -> list[Send]:
         if self.done:
@@ -145,7 +145,8 @@ class ReadTransfer(TimeLimited):
             return []
         self.retransmissions += 1
         pending = [self._oack] if self._awaiting_oack_ack and self._oack else list(self._window)
-        return self._arm(now, pending)
+        self._deadline = now + self.params.timeout
+        return pending
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
         if data == self._window_ack and source == self.peer:
@@ -189,8 +190,7 @@ class ReadTransfer(TimeLimited):
                 self.ignored[Ignored.STALE_ACK] += 1
                 return []
             self._awaiting_oack_ack = False
-            self._fill()
-            return self._arm(now, list(self._window))
+            return self._advance(0, now)
         acked = (block - (self._base - 1)) & 0xFFFF
         if acked == 0:
             # RFC 1123 §4.2.3.1: "the sender ... must never resend the current DATA packet on
@@ -203,53 +203,49 @@ class ReadTransfer(TimeLimited):
         return self._advance(acked, now)
 
     def _advance(self, acked: int, now: float) -> list[Send]:
-        """The window's first ``acked`` blocks are acknowledged: the next window, or the end."""
-        window = self._window
-        for _ in range(acked):
-            window.popleft()
+        """The window's first ``acked`` blocks are acknowledged: the next window, or the end
+        (a window that stays empty: every block, the short one included, is acknowledged)."""
         self._base += acked
         self._tries = 0
-        if not window and not self._ahead and self._eof:
+        ahead = self._ahead
+        if len(ahead) < self.params.windowsize:
+            self.read_ahead()
+        if acked == len(self._window):  # all of it: the blocks read ahead are the next window
+            window, octets = ahead, self._ahead_octets
+            self._ahead, self._ahead_octets = [], 0
+        else:
+            # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a
+            # new window" beginning with the block after the acknowledged one.
+            window = self._window[acked:]
+            moved = self.params.windowsize - len(window)
+            octets = sum(len(send.data) - 4 for send in ahead[:moved])
+            window += ahead[:moved]
+            del ahead[:moved]
+            self._ahead_octets -= octets
+        if not window:
             self._stop(Outcome.COMPLETED)
             return []
-        # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
-        # window" beginning with the block after the acknowledged one.
-        self._fill()
-        return self._arm(now, list(window))
+        self._window = window
+        self.bytes_sent += octets
+        self._deadline = now + self.params.timeout
+        self._window_ack = packet.ACK_OPCODE + window[-1].data[2:4]
+        return window
 
     def read_ahead(self) -> None:
-        """Read the next window's blocks while the peer is still answering this one (as
-        tftpd-hpa's read_ahead does), so that the next ACK is answered without a file read."""
+        """Read the next window while the peer is still answering this one (as tftpd-hpa's
+        read_ahead does), so that the ACK is answered without a file read."""
         ahead, blksize, want = self._ahead, self.params.blksize, self.params.windowsize
         while len(ahead) < want and not self._eof and self.outcome is None:
             payload = self._source.read(blksize)
             if len(payload) < blksize:
                 self._eof = True
-            ahead.append(packet.encode_data(self._next_block & 0xFFFF, payload))
+            ahead.append(Send(packet.encode_data(self._next_block & 0xFFFF, payload), self.peer))
+            self._ahead_octets += len(payload)
             self._next_block += 1
-
-    def _fill(self) -> None:
-        window, ahead, want = self._window, self._ahead, self.params.windowsize
-        while len(window) < want:
-            if not ahead:
-                self.read_ahead()
-                if not ahead:
-                    return
-            data = ahead.popleft()
-            window.append(data)
-            self.bytes_sent += len(data) - 4
-
-    def _arm(self, now: float, packets: list[bytes]) -> list[Send]:
-        self._deadline = now + self.params.timeout
-        last = packets[-1]
-        self._window_ack = (packet.ACK_OPCODE + last[2:4] if last[:2] == packet.DATA_OPCODE
-                            else None)
-        return [Send(p, self.peer) for p in packets]
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._deadline = None
         self._window_ack = None
-        self._window.clear()
-        self._ahead.clear()
+        self._window, self._ahead = [], []
         self._source.close()

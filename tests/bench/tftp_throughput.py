@@ -1,14 +1,18 @@
 """TFTP throughput: boothop's server against tftpd-hpa, same machine, same run, same client.
 
-    python3 tests/bench/tftp_throughput.py [--size-mib 64] [--runs 3] [--blksizes 512,1428,8192]
-        [--server-cpu 1] [--client-cpu 0]
+    python3 tests/bench/tftp_throughput.py [--size-mib 64] [--runs 3]
+        [--blksizes 512,1428,8192,65464] [--server-cpu 1] [--client-cpu 0] [--floor]
 
 Both servers serve one random file on loopback, pinned to one CPU (``--server-cpu``, taskset)
 and the client to another (``--client-cpu``), so a lock-step transfer's two ends do not take
 turns on one core. Lock-step (no windowsize) with curl (C) at each of ``--blksizes``, then a
 small windowsize-aware Python client (our packet module) at 1468 with windowsize 16; every
 download's SHA-256 is checked. The servers take turns within each run (order alternating), each
-case ``--runs`` times; medians are printed.
+case ``--runs`` times; medians are printed, and the ratio is the median of each run's pair
+(boothop's MiB/s over tftpd-hpa's in the same run), with the load average at the start and the
+end (other work on the machine shows there). ``--floor`` adds a third server, the floor a
+CPython server can reach: a bare lock-step loop (``floor_serve``) making the same system calls
+per block as boothop's (recvfrom, sendto), with read-ahead, and nothing else.
 
 Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: each server runs
 in a cpuacct cgroup of its own (cgroup v1, /sys/fs/cgroup/cpuacct), read before and after each
@@ -78,6 +82,43 @@ def download(port: int, name: str, options: dict[str, str]) -> bytes:
             return bytes(out)
 
 
+def floor_serve(port: int, root: str) -> None:
+    """The bare CPython lock-step loop (``--floor``): one transfer at a time, octet mode, the
+    blksize and tsize options, no retransmission (loopback loses nothing at one transfer)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", port))
+    while True:
+        data, peer = listener.recvfrom(65536)
+        request = packet.decode(data)
+        assert isinstance(request, packet.Request)
+        with open(os.path.join(root, request.filename), "rb") as file, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            blksize = int(request.options.get("blksize", 512))
+            oack = {k: v for k, v in request.options.items() if k == "blksize"}
+            if "tsize" in request.options:
+                oack["tsize"] = str(os.fstat(file.fileno()).st_size)
+            if oack:
+                sock.sendto(packet.encode_oack(oack), peer)
+                sock.recvfrom(65536)
+            block = 1
+            payload = file.read(blksize)
+            out = b"\0\3\0\1" + payload
+            while True:
+                sock.sendto(out, peer)
+                if len(payload) < blksize:
+                    break
+                block += 1
+                payload = file.read(blksize)  # read ahead, while the client answers
+                out = b"\0\3" + (block & 0xFFFF).to_bytes(2, "big") + payload
+                expected = b"\0\4" + ((block - 1) & 0xFFFF).to_bytes(2, "big")
+                while True:
+                    ack, source = sock.recvfrom(65536)
+                    if ack == expected and source == peer:
+                        break
+            sock.recvfrom(65536)  # the last ACK
+
+
 def curl_download(port: int, name: str, options: dict[str, str]) -> bytes:
     argv = ["taskset", "-c", CLIENT_CPU, "curl", "-s", "--max-time", "120", "-o", "-",
             f"tftp://127.0.0.1:{port}/{name}"]
@@ -140,7 +181,14 @@ def main() -> int:
                         help="lock-step block sizes (curl)")
     parser.add_argument("--server-cpu", default=SERVER_CPU)
     parser.add_argument("--client-cpu", default=CLIENT_CPU)
+    parser.add_argument("--floor", action="store_true",
+                        help="add the bare CPython lock-step loop as a third server")
+    parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "ROOT"),
+                        help=argparse.SUPPRESS)  # the --floor child
     args = parser.parse_args()
+    if args.serve_floor:
+        floor_serve(int(args.serve_floor[0]), args.serve_floor[1])
+        return 0
     CLIENT_CPU = args.client_cpu
     tftpd = shutil.which("in.tftpd")
     if tftpd is None or shutil.which("taskset") is None:
@@ -161,7 +209,7 @@ def main() -> int:
         (root / "big.bin").write_bytes(payload)
         (root / "probe").write_bytes(b"x")
         digest = hashlib.sha256(payload).digest()
-        ours_port, hpa_port = free_port(), free_port()
+        ours_port, hpa_port, floor_port = free_port(), free_port(), free_port()
         config = root / "bench.toml"
         config.write_text(f'[tftp]\nroot = "{root}"\naddress = "127.0.0.1"\nport = {ours_port}\n'
                           f"max_blksize = {BLKSIZE_MAX}\n")
@@ -173,15 +221,23 @@ def main() -> int:
                               "-B", str(BLKSIZE_MAX)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         ]
+        names, ports = ["boothop", "tftpd-hpa"], [ours_port, hpa_port]
+        if args.floor:
+            procs.append(subprocess.Popen([*pin, sys.executable, __file__, "--serve-floor",
+                                           str(floor_port), str(root)]))
+            names.append("floor")
+            ports.append(floor_port)
         accounts: list[CpuAccount] = []
         try:
-            wait_port(ours_port)
-            wait_port(hpa_port)
+            for port in ports:
+                wait_port(port)
             for proc in procs:
                 accounts.append(CpuAccount(proc.pid))
-            servers = {"boothop": (ours_port, accounts[0]), "tftpd-hpa": (hpa_port, accounts[1])}
+            servers = {name: (port, account)
+                       for name, port, account in zip(names, ports, accounts, strict=True)}
             rates: dict[tuple[str, str], list[float]] = {}
             cpu: dict[tuple[str, str], list[float]] = {}
+            load_before = os.getloadavg()
             for run in range(args.runs):
                 for client, fetch, label, options in cases:
                     order = list(servers) if run % 2 == 0 else list(servers)[::-1]
@@ -197,18 +253,27 @@ def main() -> int:
                         key = (f"{client}, {label}", name)
                         rates.setdefault(key, []).append(args.size_mib / seconds)
                         cpu.setdefault(key, []).append(used * 1000 / args.size_mib)
+            load_after = os.getloadavg()
             print(f"{args.size_mib} MiB over loopback, servers on CPU {args.server_cpu}, client "
-                  f"on CPU {args.client_cpu}; medians of {args.runs} interleaved runs")
-            print(f"{'client, case':<34} {'boothop MiB/s':>13} {'ms CPU/MiB':>10} "
-                  f"{'tftpd-hpa MiB/s':>15} {'ms CPU/MiB':>10} {'ratio':>6}")
+                  f"on CPU {args.client_cpu}; medians of {args.runs} interleaved runs; load "
+                  f"average {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end")
+            header = f"{'client, case':<34}"
+            for name in servers:
+                header += f" {name + ' MiB/s':>15} {'ms CPU/MiB':>10}"
+            print(header + f" {'ratio':>6} {'min-max':>9}")
             for client, _, label, _ in cases:
                 case = f"{client}, {label}"
-                ours, hpa = (statistics.median(rates[case, n]) for n in servers)
-                ours_cpu, hpa_cpu = (statistics.median(cpu[case, n]) for n in servers)
-                print(f"{case:<34} {ours:>13.1f} {ours_cpu:>10.1f} {hpa:>15.1f} {hpa_cpu:>10.1f} "
-                      f"{ours / hpa:>6.2f}")
-            print("ratio: boothop's MiB/s over tftpd-hpa's (higher is better); CPU/MiB: the "
-                  "server's CPU time per MiB sent (lower is better)")
+                line = f"{case:<34}"
+                for name in servers:
+                    line += (f" {statistics.median(rates[case, name]):>15.1f}"
+                             f" {statistics.median(cpu[case, name]):>10.1f}")
+                pairs = [ours / hpa for ours, hpa in
+                         zip(rates[case, "boothop"], rates[case, "tftpd-hpa"], strict=True)]
+                print(line + f" {statistics.median(pairs):>6.2f} "
+                      f"{min(pairs):>4.2f}-{max(pairs):<4.2f}")
+            print("ratio: the median over runs of boothop's MiB/s over tftpd-hpa's in the same run "
+                  "(higher is better; min-max: the runs' spread); CPU/MiB: the server's CPU time "
+                  "per MiB sent (lower is better)")
         finally:
             for proc in procs:  # our own children, by PID
                 proc.terminate()

@@ -74,6 +74,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         self._circuits: dict[bytes, str] | None = None
         self._agent_decoded: dict[bytes, AgentFields | Drop] = {}
         self._classes = config.classes
+        self._interface_settings: dict[str, InterfaceConfig | None] = {}
         limits = config.rate_limits
         self._macs = self._buckets(self._macs, "mac", limits.mac, limits.table_size)
         self._circuit_buckets = self._buckets(self._circuit_buckets, "circuit", limits.circuit,
@@ -93,6 +94,17 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         self._agent_values = {}
         self._circuits = None
         self._server_links: dict[IPv4Address, frozenset[int]] = {}
+
+    def _settings(self, name: str) -> InterfaceConfig | None:
+        """``config.interface(name)``, cached until the configuration changes (it is a scan of
+        the interfaces, or a new object, and read a few times per packet)."""
+        try:
+            return self._interface_settings[name]
+        except KeyError:
+            if len(self._interface_settings) >= 4096:  # bounded: names come from netlink
+                self._interface_settings.clear()
+            settings = self._interface_settings[name] = self.config.interface(name)
+            return settings
 
     def handle(self, datagram: Datagram, now: float) -> Outcome:
         """Decide what to do with one datagram. Any payload returns an Outcome."""
@@ -146,7 +158,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         ingress = self.interfaces.by_index(datagram.ifindex)
         if ingress is None or (not to_relay and msg.giaddr != ZERO):
             return None
-        settings = self.config.interface(ingress.name)
+        settings = self._settings(ingress.name)
         if settings is None or not settings.role.faces_clients:
             return None
         if to_relay and settings.role is not Role.DOWNSTREAM:
@@ -232,7 +244,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         if settings.link_selection is None:
             return link
         upstream = self.interfaces.by_name(settings.link_selection)
-        return None if upstream is None or upstream.primary is None else upstream.primary.ip
+        return None if upstream is None else upstream.primary_ip
 
     def _ours(self, frame: Frame, ingress: Interface, settings: InterfaceConfig,
               datagram: Datagram, link: IPv4Address) -> tuple[IPv4Address, bytes | None] | Drop:
@@ -369,7 +381,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         ingress = self.interfaces.by_index(datagram.ifindex)
         if ingress is None:
             return Drop(DropReason.UNKNOWN_INTERFACE, f"ifindex {datagram.ifindex}")
-        settings = self.config.interface(ingress.name)
+        settings = self._settings(ingress.name)
         if settings is None or not settings.role.faces_clients:
             return Drop(DropReason.NOT_CLIENT_FACING, f"request on {ingress.name}")
         if not ingress.up:
@@ -419,7 +431,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         """The address that names the client's link: the configured giaddr, else the primary."""
         if settings.giaddr is not None:
             return settings.giaddr if ingress.owns(settings.giaddr) else None
-        return ingress.primary.ip if ingress.primary else None
+        return ingress.primary_ip
 
     def _adds_agent_info(self, settings: InterfaceConfig) -> bool:
         """Whether this relay adds option 82 to requests from this interface (and so removes it
@@ -551,7 +563,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         if ingress is None:
             return Drop(DropReason.REPLY_WRONG_INTERFACE,
                         f"reply from {server} on unknown ifindex {datagram.ifindex}")
-        settings = self.config.interface(ingress.name)
+        settings = self._settings(ingress.name)
         if settings is not None and settings.role is Role.DOWNSTREAM:
             return Drop(DropReason.REPLY_WRONG_INTERFACE,
                         f"reply from {server} on client-facing {ingress.name}")
@@ -592,7 +604,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
             if linked is None:
                 return Drop(DropReason.UNKNOWN_CIRCUIT, f"link selection {link}")
             interface = linked
-        settings = self.config.interface(interface.name)
+        settings = self._settings(interface.name)
         if settings is None or not settings.role.faces_clients:
             return Drop(DropReason.NOT_CLIENT_FACING, f"giaddr {msg.giaddr} on {interface.name}")
         if link is not None:
@@ -642,7 +654,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         if self._circuits is None:
             circuits: dict[bytes, str] = {}
             for interface in self.interfaces:
-                settings = self.config.interface(interface.name)
+                settings = self._settings(interface.name)
                 if (settings is not None and settings.role.faces_clients
                         and self._adds_circuit(settings)):
                     circuits.setdefault(_circuit_of(interface, settings), interface.name)

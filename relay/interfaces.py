@@ -40,13 +40,21 @@ class Interface:
     addresses: tuple[IPv4Interface, ...]
     mac: bytes = b""
     addresses6: tuple[IPv6Interface, ...] = ()
+    #: The primary address's IP and every address's, computed once: they are read per relayed
+    #: packet, and ``IPv4Interface.ip`` builds a new object per call.
+    primary_ip: IPv4Address | None = dataclasses.field(init=False, repr=False, compare=False)
+    _ips: frozenset[IPv4Address] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "primary_ip", self.addresses[0].ip if self.addresses else None)
+        object.__setattr__(self, "_ips", frozenset(a.ip for a in self.addresses))
 
     @property
     def primary(self) -> IPv4Interface | None:
         return self.addresses[0] if self.addresses else None
 
     def owns(self, address: IPv4Address) -> bool:
-        return any(a.ip == address for a in self.addresses)
+        return address in self._ips
 
     @property
     def routable6(self) -> IPv6Interface | None:

@@ -68,7 +68,10 @@ class DhcpMessage:
         return None
 
     def has(self, code: int) -> bool:
-        return any(option_code == code for option_code, _ in self.options)
+        for option_code, _ in self.options:  # noqa: SIM110 - any() builds a generator per call
+            if option_code == code:
+                return True
+        return False
 
     @property
     def message_type(self) -> int | None:
@@ -76,10 +79,7 @@ class DhcpMessage:
         value = self.get(Opt.MESSAGE_TYPE)
         if value is None or len(value) != 1:
             return None
-        try:
-            return MessageType(value[0])
-        except ValueError:
-            return value[0]
+        return _MESSAGE_TYPES.get(value[0], value[0])
 
     @property
     def is_dhcp(self) -> bool:
@@ -114,6 +114,9 @@ class DhcpMessage:
         )
 
 
+#: The message types by number: an Enum lookup by value is a Python-level call, and the type is
+#: read several times per relayed packet.
+_MESSAGE_TYPES = {kind.value: kind for kind in MessageType}
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _ZERO_PACKED = bytes(4)
 _ADDRESSES: dict[str | bytes, IPv4Address] = {}

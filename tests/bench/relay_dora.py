@@ -35,7 +35,13 @@ Printed per relay, medians of the runs:
   the receive work they cause at kea and perfdhcp; for the kernel datapath the process-only
   figure is ~0 but for the daemon's per-step log lines (it hides the work, the counted one does
   not), and the tc program's own run time (BPF_ENABLE_STATS, read with bpftool) is printed as a
-  lower bound of what the kernel datapath costs;
+  lower bound of what the kernel datapath costs. The process-only figure is the scheduler's
+  exact run time of the relay's threads (schedstat, ns), not tick samples: on a shared machine
+  (other helpers' load) the counted figure's noise is larger than a relay's cost, and the
+  relay's own time is what the user path's rows (boothop, boothop-quiet, python-forwarder: a
+  bare CPython recvfrom/sendto loop, the floor of any CPython relay) are compared by. A relay
+  starved of CPU (drops, seconds of round trip) shows more CPU per completed DORA: compare rows
+  at a rate where none drops;
 - the latency the relay adds: tcpdump on both router interfaces timestamps every DHCP packet as
   it enters and leaves the router, pairs by (xid, message type), medians per DORA packet, summed;
 - the maximum relayed request rate on one CPU: the C generator sends DISCOVERs (raw frames,
@@ -582,6 +588,17 @@ def enable_bpf_stats() -> Iterator[None]:
             os.close(fd)
 
 
+def run_time(pid: int) -> float:
+    """On-CPU time of all the process's threads, in seconds, from the scheduler's own count
+    (``/proc/PID/task/*/schedstat``, nanoseconds): exact where utime + stime are sampled at
+    ticks; like them it holds the softirq work done while the process was running."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError):
+            total += int(stat.read_text().split()[0])
+    return total / 1e9
+
+
 def children_cpu() -> float:
     """utime + stime of this script's waited-for descendants (perfdhcp, through timeout)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -648,7 +665,7 @@ class Figures:
     lossless: list[int] = dataclasses.field(default_factory=list)
     #: CPU per DORA of relay + kea + perfdhcp + ksoftirqd (see the module's note).
     counted_us: list[float] = dataclasses.field(default_factory=list)
-    #: The relay process's own utime + stime per DORA.
+    #: The relay process's own CPU time per DORA (the scheduler's run time: ``run_time``).
     process_us: list[float] = dataclasses.field(default_factory=list)
     #: The tc program's own run time per DORA (kernel datapath only).
     program_us: list[float] = dataclasses.field(default_factory=list)
@@ -672,12 +689,12 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
     with running_relay(bench.runner, bench.topo, spec, f"{name}-{run}") as pid:
         bench.perfdhcp(min(args.cpu_rate, 200), 2, relayed)  # warm-up: ARP, kea's lease table
         watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
-        relay_before = cpu_total([pid] if pid else [])
+        relay_before = run_time(pid) if pid else 0.0
         counted_before = cpu_total(watched) + children_cpu()
         program_before = tc_program_ns()
         result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, relayed=relayed)
         counted = cpu_total(watched) + children_cpu() - counted_before
-        used = cpu_total([pid] if pid else []) - relay_before
+        used = (run_time(pid) if pid else 0.0) - relay_before
         program = tc_program_ns() - program_before
         if result.ra_received:
             figures.counted_us.append(counted / result.ra_received * 1e6)

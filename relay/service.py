@@ -131,6 +131,9 @@ FAMILIES = (
     Family("boothop_relay_datapath_received", "counter",
            "Datagrams received, per datapath (kernel: relayed by the tc program; user: the "
            "daemon)", ("datapath", "received", "{path}")),
+    Family("boothop_relay_datapath_requests", "counter",
+           "BOOTREQUESTs received, per datapath (kernel: relayed or rate-limited by the tc "
+           "program; user: the daemon)", ("datapath", "requests", "{path}")),
     Family("boothop_relay_kernel_passed_up", "counter",
            "DHCP datagrams the kernel datapath left to the daemon, per reason",
            ("datapath", "passed_up", "{reason}")),
@@ -479,11 +482,13 @@ class RelayService:
         counters = self.engine.counters
         datapath: dict[str, Any] = {"mode": "user", "received": {"kernel": 0,
                                                                  "user": counters.received},
+                                    "requests": {"kernel": 0, "user": counters.requests},
                                     "passed_up": {}}
         if self.kernel is not None:
             counts = self.kernel.counts()
             datapath.update(mode="kernel", passed_up=counts.passed_up)
             datapath["received"]["kernel"] = counts.counters["received"]
+            datapath["requests"]["kernel"] = counts.counters["requests"]
             counters = counters.plus(counts.as_relay_counters(self.sender.server_port))
         received_on = counters.received_on
         return {

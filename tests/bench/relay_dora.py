@@ -630,7 +630,8 @@ def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: 
                              timeout=10)
             return bool(out.stdout.strip())
 
-        if not wait_for(listening, 10):
+        # Generous: loading the tc program (the verifier) takes seconds on a busy machine.
+        if not wait_for(listening, 60):
             raise RuntimeError(f"{name} did not start:\n{process.output()}")
         if spec.pidfile is not None:
             wait_for(lambda: spec.pidfile is not None and spec.pidfile.exists(), 5)

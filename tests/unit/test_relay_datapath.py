@@ -8,11 +8,12 @@ the program does not implement leaves the interface out of its subset (its packe
 from __future__ import annotations
 
 import dataclasses
+import re
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from boothop.relay import datapath
+from boothop.relay import datapath, kernel
 from boothop.relay.classes import ForwardingClass
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.drops import DropReason
@@ -162,3 +163,16 @@ def test_an_interface_no_class_names_keeps_the_kernel_path() -> None:
                             interfaces=frozenset({"lan9"}))
     flags = unpack(datapath.tables(RelayEngine(config(classes=(other,)), TABLE), 67), LAN)[0]
     assert flags & datapath.IF_REQUESTS and flags & datapath.IF_REPLIES
+
+
+def test_the_counter_names_match_the_programs_enums() -> None:
+    """The program's counters array is indexed by its enums: the names here must be as many
+    and in the same places (relay/bpf/relay.bpf.c is the other half)."""
+    source = kernel.source_text().decode()
+    counters = re.search(r"enum \{\s*(C_RECEIVED.*?)C_UP_FIRST", source, re.DOTALL)
+    reasons = re.search(r"enum \{\s*(UP_DISABLED.*?)UP_REASONS,", source, re.DOTALL)
+    assert counters is not None and reasons is not None
+    assert len(re.findall(r"^\s*C_\w+,", counters.group(1), re.MULTILINE)) == len(
+        datapath.COUNTERS)
+    assert len(re.findall(r"^\s*UP_\w+,", reasons.group(1), re.MULTILINE)) == len(
+        datapath.PASSED_UP_REASONS)

@@ -318,16 +318,23 @@ class KernelDatapath:
         return [KernelClient.decode(key, value)
                 for key, value in self.program.entries("buckets", CLIENT.size, ALLOWANCE.size)]
 
+    def throttled_started(self) -> int:
+        """Clients whose throttling started in the program, ever (its counter)."""
+        return self.program.per_cpu_sum("counters", U32.pack(COUNTERS.index("throttled_mac")))
+
     def expire_clients(self, limit: int, now_ns: int) -> tuple[list[KernelClient], int]:
-        """As ``TokenBuckets.expire``: forget the clients whose buckets are full again (and
-        those of a limit no longer configured); returns the throttled ones among them (their
-        throttling stopped) and how many stay throttled. A request the program admits between
-        the read and the removal is forgotten with its bucket: at most one more request for a
-        client that sends just as its bucket is full again."""
+        """As ``TokenBuckets.expire`` for the throttled clients: those whose buckets are full
+        again have stopped (they are forgotten: a full bucket is as a new one), as have those of
+        a limit no longer configured; returns the stopped ones and how many stay throttled. The
+        others are left to the map's LRU (one read of the map, not a write per client). A
+        request the program admits between the read and the removal is forgotten with the
+        bucket: at most one more request for a client that sends just as it is full again."""
         stopped, throttled = [], 0
         for client in self.clients():
+            if not client.dropped:
+                continue
             if client.limit == limit and client.tat > now_ns:
-                throttled += client.dropped > 0
+                throttled += 1
                 continue
             key = CLIENT.pack(client.ifindex, client.limit, len(client.hardware_address),
                               client.hardware_address)

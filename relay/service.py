@@ -165,8 +165,9 @@ class RelayService:
         self.stats_file = stats_file
         self.shell = ShellCounters()
         self.replies = ReplyTracker() if kernel is None else KernelReplies(kernel)
-        #: The kernel datapath's clients being throttled, as of the last sweep.
-        self.kernel_throttled = 0
+        #: The kernel datapath's clients being throttled, as of the last sweep, and those
+        #: whose throttling ended (stopped, forgotten), of the program's count of starts.
+        self.kernel_throttled = self.kernel_unthrottled = 0
         self.latency: dict[IPv4Address, Histogram] = {}
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
@@ -572,11 +573,21 @@ class RelayService:
                     self.log.warning(action.event, message=action.message,
                                      server=str(action.server))
             if self.kernel is not None:
-                stopped, self.kernel_throttled = self.kernel.expire_clients(
-                    mac_limit(self.engine), round(now * 1e9))
-                for client in stopped:
-                    self._kernel_throttle(client.ifindex, client.hardware_address, False,
-                                          client.dropped)
+                self._sweep_kernel(now)
+
+    def _sweep_kernel(self, now: float) -> None:
+        """The kernel datapath's throttled clients gone quiet (its map is read only while
+        some client may be throttled: not each second of a flood of fresh MACs)."""
+        assert self.kernel is not None
+        started = self.kernel.throttled_started()
+        if started <= self.kernel_unthrottled:
+            return
+        stopped, self.kernel_throttled = self.kernel.expire_clients(mac_limit(self.engine),
+                                                                    round(now * 1e9))
+        self.kernel_unthrottled = started - self.kernel_throttled
+        for client in stopped:
+            self._kernel_throttle(client.ifindex, client.hardware_address, False,
+                                  client.dropped)
 
     async def stats_loop(self, interval: float) -> None:
         while True:

@@ -639,6 +639,12 @@ def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: 
         yield pid
     finally:
         runner.stop(process)
+        if "kernel" in spec.argv:
+            # Killed before it detached (a busy machine, the grace period out), the relay leaves
+            # its tc program relaying: the next rows would be relayed twice.
+            for device in ("lanc0", "up0"):
+                runner.run(topo.netns("router"), ["tc", "qdisc", "del", "dev", device, "clsact"],
+                           timeout=10)
         if pid != process.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -6,18 +6,26 @@ which servers and sides count), so the two cannot disagree about them. An interf
 configuration asks for what the program does not implement (RFC 3527 link selection, RFC 5107
 server identifier override, the RFC 8357 relay port, values too long for its fixed fields) is
 left out of the subset: its packets go up. Pure: the daemon writes these into the maps.
+
+Per-MAC rate limits (``relay/throttle.py``) are kept in the program as GCRA over its
+``buckets`` map, the same token bucket: a request is admitted while the client's theoretical
+arrival time (TAT) is at most ``(burst - 1) / rate`` ahead of now, and moves it ``1 / rate`` on;
+the bucket is full again when TAT <= now. Each path keeps its own buckets: a request the
+program passes up took no kernel token, the engine's bucket counts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 from collections import Counter
 from ipaddress import IPv4Address
 
 from .actions import DeliveryMode
 from .config import GiaddrMode
 from .counters import RelayCounters
+from .drops import DropReason
 from .engine import RFC1542_MAX_HOPS, RelayEngine, _circuit_of
 from .interfaces import Interface, Role
 
@@ -26,12 +34,21 @@ MAX_HELPERS = 8
 MAX_AGENT = 64
 MAX_CIRCUIT = 32
 MAX_CONNECTED = 4
+#: MAX_CLIENTS in relay.bpf.c: the clients the program keeps buckets for. A configured
+#: table_size above it keeps requests in the engine (the kernel would forget clients sooner).
+MAX_CLIENTS = 16384
 
 #: struct iface, struct settings, struct server of relay.bpf.c (little-endian host, x86-64).
 IFACE = struct.Struct("<I4s4s6sBBI32s64s32s")
-SETTINGS = struct.Struct("<IIIHH4sI12QI4x")
-#: struct event of relay.bpf.c: one relayed packet, for the daemon's per-step log line.
-EVENT = struct.Struct("<BBBBI4s4sHBBII4s32sq16s")
+SETTINGS = struct.Struct("<IIIHH4sI12QIIQQ")
+#: struct event of relay.bpf.c: one relayed packet, for the daemon's per-step log line (op 1
+#: request, 2 reply), or a client's throttling started (3) or stopped (4, with ``dropped``).
+EVENT = struct.Struct("<BBBBI4s4sHBBII4s32sq16sQ")
+EVENT_THROTTLE_STARTED = 3
+EVENT_THROTTLE_STOPPED = 4
+#: struct client and struct allowance of relay.bpf.c: a key and a value of ``buckets``.
+CLIENT = struct.Struct("<IIB16s3x")
+ALLOWANCE = struct.Struct("<QQ")
 #: LATENCY_BOUNDS in relay.bpf.c: the most reply latency buckets the program counts into.
 LATENCY_BOUNDS = 12
 SERVER = struct.Struct("<II4I")
@@ -52,10 +69,11 @@ SERVER_ROUTED = 3
 
 #: The program's counters array (the enum in relay.bpf.c), in order.
 COUNTERS = ("received", "requests", "replies", "agent_info_added", "agent_info_omitted_oversize",
-            "delivered_broadcast", "delivered_chaddr", "redirect_errors", "passed_up")
+            "delivered_broadcast", "delivered_chaddr", "redirect_errors", "rate_limited_mac",
+            "throttled_mac", "passed_up")
 #: Why a DHCP datagram went up (UP_* in relay.bpf.c), in order; counted after COUNTERS.
 PASSED_UP_REASONS = ("disabled", "headers", "checksum", "message", "interface", "checks",
-                     "agent", "route", "reply")
+                     "agent", "route", "reply", "contended")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +94,15 @@ def tables(engine: RelayEngine, port: int, latency_bounds: tuple[float, ...] = (
     config, interfaces = engine.config, engine.interfaces
     reply_giaddr = config.reply_giaddr.packed if config.reply_giaddr is not None else bytes(4)
     bounds = [round(bound * 1e9) for bound in latency_bounds[:LATENCY_BOUNDS]]
+    mac = config.rate_limits.mac
+    interval = tolerance = 0
+    if mac.enabled:
+        interval = round(1e9 / mac.rate)
+        tolerance = round((mac.burst - 1) * 1e9 / mac.rate)
     settings = SETTINGS.pack(int(enabled), min(config.max_hops, RFC1542_MAX_HOPS + 1),
                              config.max_packet_size, port, port + 1, reply_giaddr, len(bounds),
-                             *bounds, *[0] * (LATENCY_BOUNDS - len(bounds)), int(events))
+                             *bounds, *[0] * (LATENCY_BOUNDS - len(bounds)), int(events),
+                             mac_limit(engine), interval, tolerance)
     ifaces = {U32.pack(interface.index): _iface(engine, interface) for interface in interfaces}
     addresses = {}
     for interface in interfaces:
@@ -92,6 +116,15 @@ def tables(engine: RelayEngine, port: int, latency_bounds: tuple[float, ...] = (
         if entry is not None:
             servers[server.packed] = entry
     return Tables(settings, ifaces, addresses, servers)
+
+
+def mac_limit(engine: RelayEngine) -> int:
+    """The program's name for the per-MAC limit (0: none): a changed limit (or table size)
+    names new buckets, so every client starts afresh, as the engine's reload does."""
+    limits = engine.config.rate_limits
+    if not limits.mac.enabled:
+        return 0
+    return zlib.crc32(repr((limits.mac, limits.table_size)).encode()) or 1
 
 
 def _iface(engine: RelayEngine, interface: Interface) -> bytes:
@@ -128,9 +161,10 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
     # A forwarding class that may take this interface's requests picks their helpers per
     # client (relay/classes.py): those requests stay in the engine.
     classified = any(not c.interfaces or interface.name in c.interfaces for c in config.classes)
-    # Per-client rate limits (relay/throttle.py) are the engine's to apply: with one on, requests
-    # go up to it (the program keeps no token buckets yet).
-    limited = config.rate_limits.mac.enabled or config.rate_limits.circuit.enabled
+    # The per-MAC limit is the program's too (its buckets map), within its table; a per-circuit
+    # one (option 82's circuit-id of a downstream agent) stays the engine's.
+    limits = config.rate_limits
+    limited = limits.circuit.enabled or (limits.mac.enabled and limits.table_size > MAX_CLIENTS)
     if in_subset and not classified and not limited and 0 < len(helpers) <= MAX_HELPERS:
         flags |= IF_REQUESTS
     # Replies too: the PXE diagnosis per class (relay/bootwatch.py) learns from them.
@@ -175,6 +209,10 @@ class KernelCounts:
             received=counters["received"], requests=counters["requests"],
             replies=counters["replies"], agent_info_added=counters["agent_info_added"],
             agent_info_omitted_oversize=counters["agent_info_omitted_oversize"])
+        if counters["rate_limited_mac"]:
+            relay.dropped[DropReason.RATE_LIMITED_MAC] = counters["rate_limited_mac"]
+        if counters["throttled_mac"]:
+            relay.throttled_clients["mac"] = counters["throttled_mac"]
         relay.received_on = Counter(self.received_on)
         relay.forwarded = Counter(self.forwarded)
         if counters["replies"]:
@@ -184,3 +222,22 @@ class KernelCounts:
             if counters[key]:
                 relay.delivered[mode] = counters[key]
         return relay
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelClient:
+    """One entry of the program's ``buckets`` map."""
+
+    ifindex: int
+    hardware_address: bytes
+    limit: int
+    #: Theoretical arrival time (CLOCK_MONOTONIC ns): the bucket is full when it is <= now.
+    tat: int
+    #: Requests dropped since its throttling started; 0: not throttled.
+    dropped: int
+
+    @classmethod
+    def decode(cls, key: bytes, value: bytes) -> KernelClient:
+        ifindex, limit, hlen, chaddr = CLIENT.unpack(key)
+        tat, dropped = ALLOWANCE.unpack(value)
+        return cls(ifindex, chaddr[:hlen], limit, tat, dropped)

@@ -24,16 +24,28 @@ from importlib import resources
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from .datapath import COUNTERS, LATENCY_BOUNDS, PASSED_UP_REASONS, U32, KernelCounts, Tables
+from .datapath import (
+    ALLOWANCE,
+    CLIENT,
+    COUNTERS,
+    LATENCY_BOUNDS,
+    PASSED_UP_REASONS,
+    U32,
+    KernelClient,
+    KernelCounts,
+    Tables,
+)
 from .replies import ReplyTracker
 
 SOURCE = "relay.bpf.c"
 #: Where built objects are kept (overridden by BOOTHOP_BPF_CACHE).
 DEFAULT_CACHE = Path("/var/cache/boothop")
-CLANG_FLAGS = ("-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu")
+#: -mcpu=v3: the atomics of the token buckets (compare-and-swap, exchange; Linux >= 5.12).
+CLANG_FLAGS = ("-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu")
 PROGRAM = "relay"
-#: TC_ACT_OK and TC_ACT_REDIRECT (linux/pkt_cls.h).
+#: TC_ACT_OK, TC_ACT_SHOT and TC_ACT_REDIRECT (linux/pkt_cls.h).
 TC_ACT_OK = 0
+TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
 _U64 = struct.Struct("<Q")
 #: struct __sk_buff (linux/bpf.h): its size and where ifindex and ingress_ifindex sit.
@@ -302,6 +314,38 @@ class KernelDatapath:
                 total += value / 1e9
             found[server] = counts, total
         return found
+
+    def clients(self) -> list[KernelClient]:
+        """The program's token buckets, one per client it has seen (``datapath.KernelClient``)."""
+        return [KernelClient.decode(key, value)
+                for key, value in self.program.entries("buckets", CLIENT.size, ALLOWANCE.size)]
+
+    def throttled_started(self) -> int:
+        """Clients whose throttling started in the program, ever (its counter)."""
+        return self.program.per_cpu_sum("counters", U32.pack(COUNTERS.index("throttled_mac")))
+
+    def expire_clients(self, limit: int, now_ns: int) -> tuple[list[KernelClient], int]:
+        """As ``TokenBuckets.expire`` for the throttled clients: those whose buckets are full
+        again have stopped (they are forgotten: a full bucket is as a new one), as have those of
+        a limit no longer configured; returns the stopped ones and how many stay throttled. The
+        others are left to the map's LRU (one read of the map, not a write per client). A
+        request the program admits between the read and the removal is forgotten with the
+        bucket: at most one more request for a client that sends just as it is full again."""
+        stopped, throttled = [], 0
+        for client in self.clients():
+            if not client.dropped:
+                continue
+            if client.limit == limit and client.tat > now_ns:
+                throttled += 1
+                continue
+            key = CLIENT.pack(client.ifindex, client.limit, len(client.hardware_address),
+                              client.hardware_address)
+            taken = self.program.take("buckets", key, ALLOWANCE.size)
+            if taken is not None and client.limit == limit:
+                gone = KernelClient.decode(key, taken)
+                if gone.dropped:
+                    stopped.append(gone)
+        return stopped, throttled
 
     def close(self) -> None:
         self.program.close()

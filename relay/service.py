@@ -31,7 +31,7 @@ from .broadcast import BroadcastForwarder, UdpDropped
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
-from .datapath import EVENT, tables
+from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
 from .drops import DropReason
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
@@ -131,6 +131,9 @@ FAMILIES = (
     Family("boothop_relay_datapath_received", "counter",
            "Datagrams received, per datapath (kernel: relayed by the tc program; user: the "
            "daemon)", ("datapath", "received", "{path}")),
+    Family("boothop_relay_datapath_requests", "counter",
+           "BOOTREQUESTs received, per datapath (kernel: relayed or rate-limited by the tc "
+           "program; user: the daemon)", ("datapath", "requests", "{path}")),
     Family("boothop_relay_kernel_passed_up", "counter",
            "DHCP datagrams the kernel datapath left to the daemon, per reason",
            ("datapath", "passed_up", "{reason}")),
@@ -162,6 +165,9 @@ class RelayService:
         self.stats_file = stats_file
         self.shell = ShellCounters()
         self.replies = ReplyTracker() if kernel is None else KernelReplies(kernel)
+        #: The kernel datapath's clients being throttled, as of the last sweep, and those
+        #: whose throttling ended (stopped, forgotten), of the program's count of starts.
+        self.kernel_throttled = self.kernel_unthrottled = 0
         self.latency: dict[IPv4Address, Histogram] = {}
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
@@ -390,7 +396,10 @@ class RelayService:
 
     def _kernel_step(self, data: bytes) -> None:
         (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
-         delivery, destination, servers, latency, chaddr) = EVENT.unpack(data)
+         delivery, destination, servers, latency, chaddr, dropped) = EVENT.unpack(data)
+        if op in (EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED):
+            self._kernel_throttle(ifindex, chaddr[:hlen], op == EVENT_THROTTLE_STARTED, dropped)
+            return
         message = DhcpMessage(op=op, xid=int.from_bytes(xid.to_bytes(4, "little"), "big"),
                               chaddr=chaddr, hlen=hlen, hops=hops, giaddr=IPv4Address(giaddr),
                               options=((Opt.MESSAGE_TYPE, bytes((kind,))),) if kind else ())
@@ -406,6 +415,12 @@ class RelayService:
         datagram = Datagram(b"", IPv4Address(source), source_port, ifindex=ifindex)
         self._log_outcome(datagram, Outcome(actions, message, hops, IPv4Address(giaddr)),
                           time.monotonic(), None if latency < 0 else latency / 1e9)
+
+    def _kernel_throttle(self, ifindex: int, mac: bytes, started: bool, dropped: int) -> None:
+        """A client's throttling in the kernel datapath started or stopped: logged as the
+        engine's Throttle actions are (the program counted it)."""
+        self._log_throttle(Throttle("mac", mac.hex(":"), self._ifname(ifindex), started,
+                                    dropped))
 
     def detach_kernel(self) -> None:
         """Remove the program from every interface (at exit)."""
@@ -470,11 +485,13 @@ class RelayService:
         counters = self.engine.counters
         datapath: dict[str, Any] = {"mode": "user", "received": {"kernel": 0,
                                                                  "user": counters.received},
+                                    "requests": {"kernel": 0, "user": counters.requests},
                                     "passed_up": {}}
         if self.kernel is not None:
             counts = self.kernel.counts()
             datapath.update(mode="kernel", passed_up=counts.passed_up)
             datapath["received"]["kernel"] = counts.counters["received"]
+            datapath["requests"]["kernel"] = counts.counters["requests"]
             counters = counters.plus(counts.as_relay_counters(self.sender.server_port))
         received_on = counters.received_on
         return {
@@ -485,7 +502,7 @@ class RelayService:
                                       for index, count in received_on.items()},
             **_summed(loop.counters.snapshot() for loop in self.loops),
             **self.shell.snapshot(),
-            "throttled_now": self.engine.throttled_now(),
+            "throttled_now": self._throttled_now(),
             "rogue_replies_by_interface": {
                 self._ifname(index): count
                 for index, count in self.engine.counters.rogue_replies.items()},
@@ -499,6 +516,14 @@ class RelayService:
             "pid": os.getpid(),
             **({} if self.v6 is None else {"dhcpv6": self.v6.snapshot()}),
         }
+
+    def _throttled_now(self) -> dict[str, int]:
+        """Clients being throttled now, per kind, the kernel datapath's (as of the last sweep)
+        added in."""
+        throttled = self.engine.throttled_now()
+        if self.kernel is not None and self.kernel_throttled:
+            throttled["mac"] = throttled.get("mac", 0) + self.kernel_throttled
+        return throttled
 
     def _latency(self) -> dict[str, dict[str, Any]]:
         """The reply latency histograms per helper, the kernel datapath's added in."""
@@ -549,6 +574,22 @@ class RelayService:
                 else:
                     self.log.warning(action.event, message=action.message,
                                      server=str(action.server))
+            if self.kernel is not None:
+                self._sweep_kernel(now)
+
+    def _sweep_kernel(self, now: float) -> None:
+        """The kernel datapath's throttled clients gone quiet (its map is read only while
+        some client may be throttled: not each second of a flood of fresh MACs)."""
+        assert self.kernel is not None
+        started = self.kernel.throttled_started()
+        if started <= self.kernel_unthrottled:
+            return
+        stopped, self.kernel_throttled = self.kernel.expire_clients(mac_limit(self.engine),
+                                                                    round(now * 1e9))
+        self.kernel_unthrottled = started - self.kernel_throttled
+        for client in stopped:
+            self._kernel_throttle(client.ifindex, client.hardware_address, False,
+                                  client.dropped)
 
     async def stats_loop(self, interval: float) -> None:
         while True:

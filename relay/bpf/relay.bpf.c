@@ -9,6 +9,8 @@
  *  - a BOOTREQUEST broadcast by a client on a client-facing interface: hops + 1, giaddr, our
  *    option 82 appended (a value the daemon computed with the engine), a copy to every helper
  *    (bpf_fib_lookup, bpf_clone_redirect for all but the last, bpf_redirect for the last);
+ *    A request over its client's rate (relay/throttle.py, the MAC's token bucket) is dropped
+ *    and counted here, as the engine drops it;
  *  - a BOOTREPLY from a configured server to one of our addresses: checked as the engine
  *    checks it, our option 82 removed, delivered per RFC 2131 §4.1 (broadcast, or unicast to
  *    chaddr/yiaddr) out of the client's interface.
@@ -31,6 +33,8 @@
 #define MAX_AGENT 64
 #define MAX_CIRCUIT 32
 #define MAX_CONNECTED 4
+/* Clients whose token buckets the program keeps (datapath.MAX_CLIENTS). */
+#define MAX_CLIENTS 16384
 /* The largest DHCP message in one Ethernet frame (1500 - 20 - 8). */
 #define MAX_PAYLOAD 1472
 #define BUF_SIZE 2048
@@ -75,6 +79,13 @@ struct settings {
 	__u32 bound_count;
 	__u64 bounds[LATENCY_BOUNDS]; /* the reply latency histogram's bucket bounds, ns */
 	__u32 events; /* send an event per relayed packet (the daemon logs each step at info) */
+	/* The per-MAC token bucket (relay/throttle.py) as GCRA: a request is admitted while the
+	 * client's theoretical arrival time is at most tolerance = (burst - 1) * interval ahead
+	 * of now, and moves it one interval = 1 / rate on. mac_limit names the limit (a changed
+	 * one starts every client afresh, as the engine does); 0: no per-MAC limit. */
+	__u32 mac_limit;
+	__u64 mac_interval;  /* ns */
+	__u64 mac_tolerance; /* ns */
 };
 
 /* What the daemon's per-step log line says of a packet relayed here. */
@@ -95,6 +106,7 @@ struct event {
 	__be32 servers[MAX_HELPERS];
 	__s64 latency; /* reply: ns since the request was forwarded, -1 if unknown */
 	__u8 chaddr[16];
+	__u64 dropped; /* throttling stopped: the requests dropped meanwhile */
 };
 
 /* A request forwarded to a helper, awaiting its reply (relay/replies.py's pairs). */
@@ -106,6 +118,20 @@ struct pair {
 struct bucket {
 	__be32 server;
 	__u32 index; /* LATENCY_BOUNDS + 1: the sum of the latencies, ns */
+};
+
+/* A client of relay/throttle.py's MAC table: (ingress, chaddr[:hlen]), under one limit. */
+struct client {
+	__u32 ifindex;
+	__u32 limit; /* settings.mac_limit when it was seen */
+	__u8 hlen;
+	__u8 chaddr[16];
+	__u8 zero[3];
+};
+
+struct allowance {
+	__u64 tat;     /* theoretical arrival time (CLOCK_MONOTONIC ns): full when <= now */
+	__u64 dropped; /* requests dropped since its throttling started; 0: not throttled */
 };
 
 /* struct server.kind: how a reply from it must arrive (engine._wrong_side) */
@@ -129,6 +155,8 @@ enum {
 	C_DELIVERED_BROADCAST,
 	C_DELIVERED_CHADDR,
 	C_REDIRECT_ERRORS,
+	C_RATE_LIMITED_MAC, /* requests dropped over their MAC's rate */
+	C_THROTTLED_MAC,    /* clients whose throttling started */
 	C_PASSED_UP, /* DHCP datagrams to our port left to the daemon */
 	C_UP_FIRST,  /* C_UP_FIRST + reason: why */
 };
@@ -143,6 +171,7 @@ enum {
 	UP_AGENT,       /* option 82 handling outside this program's subset */
 	UP_ROUTE,       /* no route, no neighbour, local or MTU: the socket path resolves it */
 	UP_REPLY,       /* a reply outside this program's subset */
+	UP_CONTENDED,   /* its client's bucket kept changing under it (other CPUs) */
 	UP_REASONS,
 };
 
@@ -235,6 +264,17 @@ struct {
 	__type(key, struct pair);
 	__type(value, __u64);
 } pending SEC(".maps");
+
+/* The per-MAC token buckets. One map shared by the CPUs (not per-CPU: a client's requests
+ * may arrive on either), updated with atomics: compare-and-swap of the arrival time, an atomic
+ * add and exchange of the dropped count. The daemon reads it each sweep: a throttled client
+ * whose bucket is full again has stopped (relay.client.unthrottled). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CLIENTS);
+	__type(key, struct client);
+	__type(value, struct allowance);
+} buckets SEC(".maps");
 
 /* Events are written without waking the daemon (BPF_RB_NO_WAKEUP): it reads them in batches. */
 struct {
@@ -526,6 +566,90 @@ static __always_inline void udp_header(struct headers *h, __s64 payload_sum_, __
 	h->udp.check = udp_checksum(payload_sum_, &ph);
 }
 
+/* -- per-client rate limits: relay/throttle.py's TokenBuckets.admit ------------------------ */
+
+#define THROTTLE_STARTED 3
+#define THROTTLE_STOPPED 4
+/* Compare-and-swap attempts before a request goes up (only another CPU's update of the same
+ * client's bucket in between fails one). */
+#define CAS_TRIES 4
+#define READ_ONCE_TAT(b) (*(volatile __u64 *)&(b)->tat)
+
+static __always_inline void throttle_event(struct scratch *buf, __u8 op, struct client *key,
+					   __u64 dropped)
+{
+	struct event *e = &buf->event;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->op = op;
+	e->hlen = key->hlen;
+	e->ifindex = key->ifindex;
+	e->dropped = dropped;
+	__builtin_memcpy(e->chaddr, key->chaddr, 16);
+	bpf_ringbuf_output(&events, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+}
+
+enum { ADMITTED, THROTTLED, CONTENDED };
+
+/* Only the first hlen bytes of chaddr name the client (DhcpMessage.hardware_address). */
+static __always_inline __u64 first_bytes(__u64 word, __u32 count)
+{
+	if (count >= 8)
+		return word;
+	return word & ((1ULL << (8 * count)) - 1);
+}
+
+/* Whether the client (ingress, chaddr[:hlen], hlen <= 16) may send a request now, taking a
+ * token if so. A global function, verified once on its own: called in line, its ways through
+ * would multiply the request path's states past the verifier's limit. */
+__attribute__((noinline)) int admit(__u32 ingress, __u32 hlen, __u64 low, __u64 high)
+{
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!cfg || !buf || hlen > 16)
+		return CONTENDED;
+	struct client key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = ingress;
+	key.limit = cfg->mac_limit;
+	key.hlen = hlen;
+	low = first_bytes(low, hlen);
+	high = first_bytes(high, hlen > 8 ? hlen - 8 : 0);
+	__builtin_memcpy(&key.chaddr[0], &low, 8);
+	__builtin_memcpy(&key.chaddr[8], &high, 8);
+	__u64 now = bpf_ktime_get_ns();
+	struct allowance *bucket = bpf_map_lookup_elem(&buckets, &key);
+	if (!bucket) {
+		/* A new client: a full bucket, less this request's token. */
+		struct allowance fresh = {.tat = now + cfg->mac_interval};
+		if (!bpf_map_update_elem(&buckets, &key, &fresh, BPF_NOEXIST))
+			return ADMITTED;
+		bucket = bpf_map_lookup_elem(&buckets, &key); /* another CPU added it meanwhile */
+		if (!bucket)
+			return CONTENDED;
+	}
+	for (int attempt = 0; attempt < CAS_TRIES; attempt++) {
+		__u64 tat = READ_ONCE_TAT(bucket);
+		if (tat <= now && bucket->dropped) {
+			/* Full again: its throttling stopped (the engine's admit forgets it). */
+			__u64 dropped = __sync_lock_test_and_set(&bucket->dropped, 0);
+			if (dropped)
+				throttle_event(buf, THROTTLE_STOPPED, &key, dropped);
+		}
+		__u64 base = tat > now ? tat : now;
+		if (base - now > cfg->mac_tolerance) {
+			if (__sync_fetch_and_add(&bucket->dropped, 1) == 0) {
+				count(C_THROTTLED_MAC);
+				throttle_event(buf, THROTTLE_STARTED, &key, 0);
+			}
+			return THROTTLED;
+		}
+		if (__sync_val_compare_and_swap(&bucket->tat, tat, base + cfg->mac_interval) == tat)
+			return ADMITTED;
+	}
+	return CONTENDED;
+}
+
 /* -- requests: engine._request ------------------------------------------------------------- */
 
 static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
@@ -603,6 +727,20 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		routes[i].source = fib.ipv4_src;
 		__builtin_memcpy(routes[i].smac, fib.smac, 6);
 		__builtin_memcpy(routes[i].dmac, fib.dmac, 6);
+	}
+	/* engine._rate_limited, last: a request that went up above took no token here (the
+	 * engine's own bucket counts it), one past this point is the kernel's to the end. */
+	if (cfg->mac_limit) {
+		int verdict = admit(ingress, data[2], *(__u64 *)&data[28], *(__u64 *)&data[36]);
+		if (verdict == CONTENDED)
+			return up(UP_CONTENDED);
+		if (verdict == THROTTLED) {
+			count(C_RECEIVED);
+			count_key(&received_on, ingress);
+			count(C_REQUESTS);
+			count(C_RATE_LIMITED_MAC);
+			return TC_ACT_SHOT;
+		}
 	}
 	/* The message as Frame.relayed writes it: hops + 1, giaddr, option 82 last, END,
 	 * zeros to 300 bytes. */

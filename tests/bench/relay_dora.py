@@ -9,7 +9,12 @@ through the daemon), ``boothop-kernel`` (``--datapath kernel``: the tc-BPF progr
 daemon takes what it passes up and logs the per-step lines from the program's events, at the
 default level info), ``boothop-kernel-quiet`` (the same at ``--log-level warning``: no per-step
 line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
-(interleaved runs) so that the machine's changing load hits all alike.
+(interleaved runs) so that the machine's changing load hits all alike. The kernel rows run the
+default configuration, per-MAC rate limits on (their token buckets in the program); the user
+row has them off. Each boothop run prints which path took its requests (the stats file's
+``datapath.requests``: kernel, daemon), how many were dropped over their MAC's rate (perfdhcp
+reuses its 20,000 MACs, some 30 requests each over a whole ladder: the default 10 + 0.5/s can
+bite at its top) and why requests went up.
 
 Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp, and a C frame generator) on client
 LAN 10.45.128.0/17, ``router`` (the relay, -id lanc0 -iu up0 -a), ``server`` (kea-dhcp4, memfile,
@@ -527,12 +532,17 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
         # (boothop-quiet, boothop-kernel-quiet: as dhcrelay -q, which logs no packet either).
         datapath = "kernel" if name.startswith("boothop-kernel") else "user"
         quiet = ["--log-level", "warning"] if name.endswith("-quiet") else []
-        # Per-client rate limits off, like with like: dhcrelay and dnsmasq have none, and with
-        # one on the kernel datapath leaves requests to the daemon (it keeps no token buckets).
-        unlimited = workdir / "unlimited.toml"
-        unlimited.write_text("[rate_limit]\nmac_rate = 0\n")
+        # The kernel rows run the default configuration: per-MAC rate limits on (burst 10,
+        # 0.5/s), kept in the program's token buckets. The user row keeps them off, as it
+        # was measured before (dhcrelay and dnsmasq have none).
+        config = []
+        if datapath == "user":
+            unlimited = workdir / "unlimited.toml"
+            unlimited.write_text("[rate_limit]\nmac_rate = 0\n")
+            config = ["--config", str(unlimited)]
         return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
-                          "--config", str(unlimited), *quiet, *common, helper])
+                          *config, "--stats-file", str(stats_file(workdir, name, helper)),
+                          *quiet, *common, helper])
     if name == FLOOR:
         return RelaySpec([sys.executable, "-c", _FORWARDER, helper, ROUTER_DOWN, "lanc0"])
     if name == "dnsmasq":
@@ -541,6 +551,26 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
                           f"--pid-file={workdir / 'dnsmasq.pid'}",
                           f"--dhcp-relay={ROUTER_DOWN},{helper}"])
     raise ValueError(f"unknown relay {name!r} ({', '.join((*RELAYS, FLOOR))})")
+
+
+def stats_file(workdir: Path, name: str, helper: str) -> Path:
+    return workdir / f"stats-{name}-{helper}.json"
+
+
+def requests_by_path(workdir: Path, name: str, helper: str) -> str:
+    """Which path handled boothop's requests, from its stats file (written at exit): the
+    BOOTREQUESTs the kernel datapath took (relayed or dropped over their MAC's rate) and the
+    daemon's, the rate-limited drops, and why requests went up."""
+    path = stats_file(workdir, name, helper)
+    if not name.startswith("boothop") or not path.exists():
+        return ""
+    stats = json.loads(path.read_text())
+    datapath = stats.get("datapath", {})
+    requests = datapath.get("requests", {})
+    passed_up = {k: v for k, v in datapath.get("passed_up", {}).items() if v}
+    return (f"; requests: kernel {requests.get('kernel', 0)}, daemon {requests.get('user', 0)}"
+            f", rate-limited {stats.get('dropped', {}).get('rate-limited-mac', 0)}"
+            + (f", passed up {passed_up}" if passed_up else ""))
 
 
 def ksoftirqd() -> list[int]:
@@ -644,7 +674,8 @@ def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: 
                              timeout=10)
             return bool(out.stdout.strip())
 
-        if not wait_for(listening, 10):
+        # Generous: loading the tc program (the verifier) takes seconds on a busy machine.
+        if not wait_for(listening, 60):
             raise RuntimeError(f"{name} did not start:\n{process.output()}")
         if spec.pidfile is not None:
             wait_for(lambda: spec.pidfile is not None and spec.pidfile.exists(), 5)
@@ -652,6 +683,12 @@ def running_relay(runner: ProcessRunner, topo: Topology, spec: RelaySpec, name: 
         yield pid
     finally:
         runner.stop(process)
+        if "kernel" in spec.argv:
+            # Killed before it detached (a busy machine, the grace period out), the relay leaves
+            # its tc program relaying: the next rows would be relayed twice.
+            for device in ("lanc0", "up0"):
+                runner.run(topo.netns("router"), ["tc", "qdisc", "del", "dev", device, "clsact"],
+                           timeout=10)
         if pid != process.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -709,6 +746,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         with running_relay(bench.runner, bench.topo, sink, f"{name}-sink-{run}"):
             figures.max_relayed.append(bench.max_relayed_rate(args.sink_ladder))
     transit = figures.transit_us[-1] if figures.transit_us else dict.fromkeys(DORA, float("nan"))
+    paths = requests_by_path(workdir, name, SERVER)
+    sink_paths = requests_by_path(workdir, name, SINK)
     print(
         f"  {name} run {run + 1}: lossless {figures.lossless[-1] if figures.lossless else 0}/s; "
         f"at {args.cpu_rate}/s "
@@ -718,7 +757,9 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         f"{figures.program_us[-1] if result.ra_received else 0:.2f}), round trips "
         f"{result.do_delay_ms + result.ra_delay_ms:.2f} ms; max relayed "
         f"{figures.max_relayed[-1] if figures.max_relayed else 0}/s; transit us "
-        + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA),
+        + " ".join(f"{k.name} {transit[k]:.0f}" for k in DORA)
+        + (f"\n    DORA passes{paths}" if paths else "")
+        + (f"\n    sink pass{sink_paths}" if sink_paths else ""),
         flush=True,
     )
 

@@ -5,7 +5,9 @@ DISCOVER of one fake MAC is sent 3,000 times (paced, about 1,000/s) from client 
 while udhcpc leases on the same interface. The relay (``[rate_limit] mac_burst = 5, mac_rate =
 1``) forwards the flooder's burst and then about one request a second, udhcpc's DORA in full;
 it logs ``relay.client.throttled`` once for the flooder and ``relay.client.unthrottled`` once
-when it has gone quiet. Bounded: 3,000 packets, 30 s; the lab fixture removes everything.
+when it has gone quiet. Both datapaths: the daemon's (``--datapath user``), and the kernel's,
+whose tc program keeps the buckets and drops the flood itself (the test fails unless it did).
+Bounded: 3,000 packets, 30 s; the lab fixture removes everything.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import sys
 import time
 
 import pytest
-from conftest import Lab
+from conftest import Lab, need
 from servers import bound_address, read_recorded, start_udhcpc
-from test_relay_classes_e2e import sample, scrape, start_relay
+from test_relay_classes_e2e import sample, scrape
 
 from boothop.relay.lab.processes import wait_for
 
@@ -38,8 +40,9 @@ print("sent", count, flush=True)
 """
 
 
+@pytest.mark.parametrize("datapath", ["user", "kernel"])
 def test_a_flooding_mac_is_throttled_and_a_second_client_on_its_lan_gets_a_lease(
-        lab: Lab) -> None:
+        lab: Lab, datapath: str) -> None:
     config = lab.workdir / "relay.toml"
     config.write_text(f"""\
 helpers = ["{lab.server}", "{lab.helper}"]
@@ -58,7 +61,10 @@ role = "upstream"
 [[interface]]
 name = "lana0"
 """)
-    relay = start_relay(lab, config)
+    relay = lab.runner.start(lab.ns("router"), [need("boothop-relay"), "--config", str(config),
+                                                "--datapath", datapath], "relay")
+    if not wait_for(lambda: scrape(lab) or not relay.running(), 15):
+        pytest.fail(f"the relay did not start:\n{relay.output()}")
     plan = lab.lans["a"]
     started = time.monotonic()
     flood = lab.runner.start(lab.ns(plan.client_host),
@@ -83,6 +89,11 @@ name = "lana0"
     dropped = sample(metrics, 'boothop_relay_dropped_total{reason="rate-limited-mac"}')
     assert dropped == FLOOD_COUNT - len(from_flood), metrics
     assert sample(metrics, 'boothop_relay_clients_throttled_total{kind="mac"}') == 1
+    in_kernel = sample(metrics, 'boothop_relay_datapath_received_total{path="kernel"}')
+    if datapath == "kernel":
+        assert in_kernel >= FLOOD_COUNT, metrics  # the flood never reached the daemon
+    else:
+        assert in_kernel == 0
 
     # Once quiet for burst / rate = 5 s, one line says it stopped; one line said it started.
     assert wait_for(lambda: '"relay.client.unthrottled"' in relay.output(), 15), relay.output()

@@ -8,13 +8,15 @@ the program does not implement leaves the interface out of its subset (its packe
 from __future__ import annotations
 
 import dataclasses
+import re
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from boothop.relay import datapath
+from boothop.relay import datapath, kernel
 from boothop.relay.classes import ForwardingClass
 from boothop.relay.config import InterfaceConfig, RelayConfig
+from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
 from boothop.relay.throttle import BucketLimit, RateLimits
@@ -26,7 +28,7 @@ TABLE = InterfaceTable.of([LAN, UP])
 NEAR, ROUTED = IPv4Address("10.0.100.10"), IPv4Address("10.7.0.5")
 
 
-#: Per-client rate limits off: with one on, requests are the engine's (datapath.tables).
+#: Per-client rate limits off (the program's buckets have tests of their own).
 NO_LIMITS = RateLimits(mac=BucketLimit(1, 0))
 
 
@@ -94,13 +96,56 @@ def test_settings_carry_the_hop_limit_never_above_rfc_1542s() -> None:
     assert settings[:5] == (1, 17, 576, 1067, 1068)
 
 
-def test_requests_stay_in_the_engine_while_a_per_client_rate_limit_is_on() -> None:
-    """The program keeps no token buckets: with the default per-MAC limit its requests go up
-    (its replies do not depend on it)."""
+def test_requests_take_the_kernel_path_with_the_default_per_mac_limit() -> None:
+    """The program keeps the per-MAC token buckets: told the engine's burst and rate as GCRA
+    (interval 1 / rate, tolerance (burst - 1) / rate, in ns) under a name for the limit."""
     engine = RelayEngine(dataclasses.replace(config(), rate_limits=RateLimits()), TABLE)
+    tables = datapath.tables(engine, 67)
+    flags = unpack(tables, LAN)[0]
+    assert flags & datapath.IF_REQUESTS and flags & datapath.IF_REPLIES
+    limit, interval, tolerance = datapath.SETTINGS.unpack(tables.settings)[-3:]
+    assert limit == datapath.mac_limit(engine) != 0
+    assert (interval, tolerance) == (2_000_000_000, 18_000_000_000)  # burst 10, 0.5/s
+
+
+def test_a_changed_limit_names_new_buckets_and_no_limit_none() -> None:
+    """The engine starts every client afresh when the limit changes: the program's buckets are
+    keyed by the limit's name."""
+    names = {datapath.mac_limit(RelayEngine(dataclasses.replace(config(), rate_limits=limits),
+                                            TABLE))
+             for limits in (RateLimits(), RateLimits(mac=BucketLimit(10, 1)),
+                            RateLimits(table_size=100))}
+    assert len(names) == 3 and 0 not in names
+    assert datapath.mac_limit(RelayEngine(config(), TABLE)) == 0
+
+
+@pytest.mark.parametrize("limits", [
+    RateLimits(circuit=BucketLimit(100, 10)),
+    RateLimits(table_size=datapath.MAX_CLIENTS + 1),
+], ids=["per-circuit", "table-beyond-the-programs"])
+def test_requests_stay_in_the_engine_for_a_limit_the_program_does_not_keep(
+        limits: RateLimits) -> None:
+    """A per-circuit limit reads a downstream agent's option 82; a table larger than the
+    program's would forget clients the engine remembers. Replies do not depend on either."""
+    engine = RelayEngine(dataclasses.replace(config(), rate_limits=limits), TABLE)
     flags = unpack(datapath.tables(engine, 67), LAN)[0]
     assert not flags & datapath.IF_REQUESTS
     assert flags & datapath.IF_REPLIES
+
+
+def test_kernel_counters_become_the_engines_drop_and_throttle_counters() -> None:
+    counters = dict.fromkeys(datapath.COUNTERS, 0) | {"requests": 7, "received": 7,
+                                                      "rate_limited_mac": 3, "throttled_mac": 1}
+    relay = datapath.KernelCounts(counters, {}, {}, {}).as_relay_counters(67)
+    assert relay.dropped == {DropReason.RATE_LIMITED_MAC: 3}
+    assert relay.throttled_clients == {"mac": 1}
+
+
+def test_a_bucket_entry_decodes_to_its_client() -> None:
+    key = datapath.CLIENT.pack(3, 77, 6, LAN.mac)
+    client = datapath.KernelClient.decode(key, datapath.ALLOWANCE.pack(123, 4))
+    assert (client.ifindex, client.hardware_address, client.limit, client.tat,
+            client.dropped) == (3, LAN.mac, 77, 123, 4)
 
 
 @pytest.mark.parametrize("interfaces", [frozenset(), frozenset({"lan0"})])
@@ -118,3 +163,16 @@ def test_an_interface_no_class_names_keeps_the_kernel_path() -> None:
                             interfaces=frozenset({"lan9"}))
     flags = unpack(datapath.tables(RelayEngine(config(classes=(other,)), TABLE), 67), LAN)[0]
     assert flags & datapath.IF_REQUESTS and flags & datapath.IF_REPLIES
+
+
+def test_the_counter_names_match_the_programs_enums() -> None:
+    """The program's counters array is indexed by its enums: the names here must be as many
+    and in the same places (relay/bpf/relay.bpf.c is the other half)."""
+    source = kernel.source_text().decode()
+    counters = re.search(r"enum \{\s*(C_RECEIVED.*?)C_UP_FIRST", source, re.DOTALL)
+    reasons = re.search(r"enum \{\s*(UP_DISABLED.*?)UP_REASONS,", source, re.DOTALL)
+    assert counters is not None and reasons is not None
+    assert len(re.findall(r"^\s*C_\w+,", counters.group(1), re.MULTILINE)) == len(
+        datapath.COUNTERS)
+    assert len(re.findall(r"^\s*UP_\w+,", reasons.group(1), re.MULTILINE)) == len(
+        datapath.PASSED_UP_REASONS)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Interface
 from pathlib import Path
 
@@ -207,8 +208,14 @@ class Lab:
         }
 
     # -- clients ---------------------------------------------------------------------------------
-    def boot_clients(self) -> list[ClientResult]:
-        return [self.boot(client) for client in self.spec.clients]
+    def boot_clients(self, parallel: int = 1) -> list[ClientResult]:
+        """Boot every client, ``parallel`` at a time, in the spec's order. An emulated machine
+        keeps one host core busy, so on a machine with N cores N at a time finish a set of QEMU
+        clients sooner (each one's own seconds grow when the cores are shared)."""
+        if parallel <= 1:
+            return [self.boot(client) for client in self.spec.clients]
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="boot") as pool:
+            return list(pool.map(self.boot, self.spec.clients))
 
     def boot(self, client: ClientSpec, timeout: float | None = None) -> ClientResult:
         """Boot one client; ``timeout`` overrides the spec's client_timeout."""
@@ -434,9 +441,10 @@ def _text(path: Path) -> str:
 
 
 def run_demo(
-    spec: LabSpec, run_dir: Path, image: str | None = None
+    spec: LabSpec, run_dir: Path, image: str | None = None, parallel: int = 1
 ) -> tuple[list[ClientResult], str]:
-    """up, boot every client, collect the report and the ladder, down (always).
+    """up, boot every client (``parallel`` at a time), collect the report and the ladder, down
+    (always).
 
     ``run_dir`` keeps the run: ``report.html`` and the daemons' and clients' ``logs/``; with an
     ``image``, boothop's daemons run as containers of it."""
@@ -444,7 +452,7 @@ def run_demo(
     lab.down()
     try:
         lab.up()
-        results = lab.boot_clients()
+        results = lab.boot_clients(parallel)
         time.sleep(0.3)  # the daemons' last log lines
         run_dir.mkdir(parents=True, exist_ok=True)
         report = render(spec, lab.workdir, results, run_dir / "report.html")

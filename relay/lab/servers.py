@@ -32,11 +32,14 @@ IPXE_SCRIPT = """#!ipxe
 echo boothop lab: boot script running on ${net0/ip} (${platform}, ${net0/chip})
 chain tftp://${next-server}/boot-${net0/mac:hexhyp}.ipxe
 """
-#: The kernel reports to the PXE host (next-server) which chain it was booted by.
+#: The kernel reports to the PXE host (next-server) which chain it was booted by. iPXE loads
+#: the kernel and the initramfs from the PXE host's HTTP server (the same files as its TFTP
+#: root): TCP's window against TFTP's one block per round trip, which under emulation (and
+#: through undionly.kpxe's UNDI calls most of all) is most of a boot's time.
 CLIENT_SCRIPT = """#!ipxe
-kernel tftp://${next-server}/%(kernel)s initrd=%(initrd)s %(args)s boothop.chain=%(chain)s \
+kernel http://${next-server}/%(kernel)s initrd=%(initrd)s %(args)s boothop.chain=%(chain)s \
 boothop.server=${next-server}
-initrd tftp://${next-server}/%(initrd)s
+initrd http://${next-server}/%(initrd)s
 boot
 """
 #: A client of an IPv6 chain: OVMF gets ipxe.efi by DHCPv6's Bootfile-URL, iPXE this script

@@ -251,14 +251,18 @@ def _assert_booted_to_the_kernel(lab: Lab, client: ClientSpec, address: str | No
     first = {"bios-ipxe": [], "bios-undionly": ["undionly.kpxe"], "uefi-pxe": ["ipxe.efi"],
              "uefi-http": []}
     script = f"boot-{client.mac.replace(':', '-')}.ipxe"
-    assert names == [("read", f) for f in (*first[client.chain], "boot.ipxe", script,
-                                           "vmlinuz", "initrd.gz")] + [
+    assert names == [("read", f) for f in (*first[client.chain], "boot.ipxe", script)] + [
         ("write", f"report-{client.mac.replace(':', '-')}")]
-    # OVMF's HTTP boot fetches ipxe.efi from the PXE host's HTTP server (HEAD, then GET).
-    fetched = [(e["method"], e["path"], e["status"]) for e in _pxe_events(lab)
+    # iPXE loads the kernel and the initramfs from the PXE host's HTTP server, whole; OVMF's
+    # HTTP boot fetched ipxe.efi from it before (HEAD, then GET).
+    fetched = [(e["method"], e["path"], e["status"], e["bytes"]) for e in _pxe_events(lab)
                if e["event"] == "http.request" and str(e.get("client")) in leased]
-    assert fetched == ([("HEAD", "/ipxe.efi", 200), ("GET", "/ipxe.efi", 200)]
-                       if client.chain == "uefi-http" else []), fetched
+    served = lab.workdir / "tftp"
+    efi = (served / "ipxe.efi").stat().st_size
+    assert fetched == ([("HEAD", "/ipxe.efi", 200, 0), ("GET", "/ipxe.efi", 200, efi)]
+                       if client.chain == "uefi-http" else []) + [
+        ("GET", f"/{name}", 200, (served / name).stat().st_size)
+        for name in ("vmlinuz", "initrd.gz")], fetched
 
 
 @pytest.mark.parametrize("chain", ["bios-undionly", "uefi-pxe", "uefi-http"])

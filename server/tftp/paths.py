@@ -46,7 +46,9 @@ def resolve(root: str, filename: str) -> str:
 
 class _FileReader:
     def __init__(self, fd: int, size: int) -> None:
-        self._file = os.fdopen(fd, "rb", buffering=1 << 16)
+        # The default buffer (8 KiB): a small block is copied out of it, a large one is read
+        # mostly straight into its own bytes (a 64 KiB buffer copied every 64 KiB block twice).
+        self._file = os.fdopen(fd, "rb")
         self.size: int | None = size
         #: The buffered file's own read: no wrapper frame per block.
         self.read: Callable[[int], bytes] = self._file.read

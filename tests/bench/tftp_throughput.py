@@ -10,9 +10,12 @@ small windowsize-aware Python client (our packet module) at 1468 with windowsize
 download's SHA-256 is checked. The servers take turns within each run (order alternating), each
 case ``--runs`` times; medians are printed, and the ratio is the median of each run's pair
 (boothop's MiB/s over tftpd-hpa's in the same run), with the load average at the start and the
-end (other work on the machine shows there). ``--floor`` adds a third server, the floor a
-CPython server can reach: a bare lock-step loop (``floor_serve``) making the same system calls
-per block as boothop's (recvfrom, sendto), with read-ahead, and nothing else.
+end (other work on the machine shows there). ``--floor`` adds two servers, the floors a
+CPython server can reach: a bare lock-step loop (``floor_serve``) with read-ahead and nothing
+else, making the same system calls per block as boothop's (``floor``: recvfrom and sendto on an
+unconnected socket, which RFC 1350 §4's error to a stray TID needs), and the same loop on a
+socket connected to the client (``floor-conn``: recv and send, as tftpd-hpa does; a stray then
+gets the kernel's ICMP port unreachable instead).
 
 Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: each server runs
 in a cpuacct cgroup of its own (cgroup v1, /sys/fs/cgroup/cpuacct), read before and after each
@@ -82,7 +85,7 @@ def download(port: int, name: str, options: dict[str, str]) -> bytes:
             return bytes(out)
 
 
-def floor_serve(port: int, root: str) -> None:
+def floor_serve(port: int, root: str, connected: bool) -> None:
     """The bare CPython lock-step loop (``--floor``): one transfer at a time, octet mode, the
     blksize and tsize options, no retransmission (loopback loses nothing at one transfer)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -101,11 +104,16 @@ def floor_serve(port: int, root: str) -> None:
             if oack:
                 sock.sendto(packet.encode_oack(oack), peer)
                 sock.recvfrom(65536)
+            if connected:
+                sock.connect(peer)
             block = 1
             payload = file.read(blksize)
             out = b"\0\3\0\1" + payload
             while True:
-                sock.sendto(out, peer)
+                if connected:
+                    sock.send(out)
+                else:
+                    sock.sendto(out, peer)
                 if len(payload) < blksize:
                     break
                 block += 1
@@ -113,7 +121,11 @@ def floor_serve(port: int, root: str) -> None:
                 out = b"\0\3" + (block & 0xFFFF).to_bytes(2, "big") + payload
                 expected = b"\0\4" + ((block - 1) & 0xFFFF).to_bytes(2, "big")
                 while True:
-                    ack, source = sock.recvfrom(65536)
+                    if connected:
+                        if sock.recv(516) == expected:
+                            break
+                        continue
+                    ack, source = sock.recvfrom(516)
                     if ack == expected and source == peer:
                         break
             sock.recvfrom(65536)  # the last ACK
@@ -183,11 +195,11 @@ def main() -> int:
     parser.add_argument("--client-cpu", default=CLIENT_CPU)
     parser.add_argument("--floor", action="store_true",
                         help="add the bare CPython lock-step loop as a third server")
-    parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "ROOT"),
-                        help=argparse.SUPPRESS)  # the --floor child
+    parser.add_argument("--serve-floor", nargs=3, metavar=("PORT", "ROOT", "CONNECTED"),
+                        help=argparse.SUPPRESS)  # a --floor child
     args = parser.parse_args()
     if args.serve_floor:
-        floor_serve(int(args.serve_floor[0]), args.serve_floor[1])
+        floor_serve(int(args.serve_floor[0]), args.serve_floor[1], args.serve_floor[2] == "1")
         return 0
     CLIENT_CPU = args.client_cpu
     tftpd = shutil.which("in.tftpd")
@@ -209,7 +221,7 @@ def main() -> int:
         (root / "big.bin").write_bytes(payload)
         (root / "probe").write_bytes(b"x")
         digest = hashlib.sha256(payload).digest()
-        ours_port, hpa_port, floor_port = free_port(), free_port(), free_port()
+        ours_port, hpa_port = free_port(), free_port()
         config = root / "bench.toml"
         config.write_text(f'[tftp]\nroot = "{root}"\naddress = "127.0.0.1"\nport = {ours_port}\n'
                           f"max_blksize = {BLKSIZE_MAX}\n")
@@ -223,10 +235,12 @@ def main() -> int:
         ]
         names, ports = ["boothop", "tftpd-hpa"], [ours_port, hpa_port]
         if args.floor:
-            procs.append(subprocess.Popen([*pin, sys.executable, __file__, "--serve-floor",
-                                           str(floor_port), str(root)]))
-            names.append("floor")
-            ports.append(floor_port)
+            for name, connected in (("floor", "0"), ("floor-conn", "1")):
+                port = free_port()
+                procs.append(subprocess.Popen([*pin, sys.executable, __file__, "--serve-floor",
+                                               str(port), str(root), connected]))
+                names.append(name)
+                ports.append(port)
         accounts: list[CpuAccount] = []
         try:
             for port in ports:

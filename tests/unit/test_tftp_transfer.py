@@ -277,18 +277,19 @@ MOVES = st.lists(st.sampled_from(["last", "back", "ahead", "stray", "timer"]), m
 
 @settings(max_examples=150, deadline=None)
 @given(size=st.integers(0, 130), blksize=st.sampled_from([8, 10, 16]),
-       windowsize=st.integers(1, 4), moves=MOVES)
+       windowsize=st.integers(1, 4), oack=st.booleans(), moves=MOVES)
 def test_read_ahead_and_the_window_ack_shortcut_change_nothing(
-    size: int, blksize: int, windowsize: int, moves: list[str]
+    size: int, blksize: int, windowsize: int, oack: bool, moves: list[str]
 ) -> None:
     """The shell's read_ahead between packets and the byte-compared ACK of the window give the
     same packets, counters and outcome as the decoded ACK path (a padded ACK, RFC 1350 allows
     no padding but the decoder reads the block number past it, bypasses the shortcut)."""
     data = bytes(range(256)) * 2
     params = TransferParams(blksize=blksize, windowsize=windowsize, retries=100)
-    fast = ReadTransfer(PEER, BytesSource(data[:size]), params, {})
-    plain = ReadTransfer(PEER, BytesSource(data[:size]), params, {})
-    last = 1
+    options = {"blksize": str(blksize)} if oack else {}
+    fast = ReadTransfer(PEER, BytesSource(data[:size]), params, options)
+    plain = ReadTransfer(PEER, BytesSource(data[:size]), params, options)
+    last = 0 if oack else 1  # RFC 2347: ACK 0 acknowledges the OACK
     now = 0.0
     assert fast.start(now) == plain.start(now)
     for move in moves:

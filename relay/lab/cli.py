@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--all-chains", action="store_true",
         help="also boot a QEMU client for every firmware chain the lab file has none for "
-             "(BIOS iPXE ROM, BIOS PXE with undionly.kpxe, UEFI PXE with OVMF): a timing table",
+             "(BIOS iPXE ROM, BIOS PXE with undionly.kpxe, UEFI PXE and HTTP boot with OVMF, "
+             "HTTP boot over IPv6 on a subnet without IPv4 chains, if there is one): a timing "
+             "table",
     )
     demo.add_argument(
         "--parallel", type=int, metavar="N", default=len(os.sched_getaffinity(0)),

@@ -357,6 +357,7 @@ class Lab:
         addresses6 = (servers.bindings6(self.workdir, client) | {address or ""}
                       if is_ipv6_client(client) else frozenset())
         seen = servers.boot_seen(self.workdir, client, address, powered_on, addresses6)
+        result.addresses6 = sorted(addresses6 - {""})
         result.address, result.boot_file = address, seen["boot_file"]
         result.bytes_downloaded = seen["bytes"]
         result.timeline = {"dhcp": seen["dhcp"], "boot": seen["boot"], "kernel": seen["kernel"],

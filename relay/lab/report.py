@@ -251,7 +251,7 @@ def render(
     ladders = {}
     for result in results:
         mine = [e for e in relay_events if e.get("chaddr") == result.mac]
-        leased = {result.address} | {
+        leased = {result.address, *result.addresses6} | {
             str(e.get("yiaddr")) for e in dhcp_events
             if e.get("event") == "server.ack" and e.get("chaddr") == result.mac
         }

@@ -23,3 +23,6 @@ class ClientResult:
     #: downloaded ("kernel") and the kernel's report ("report").
     chain: str | None = None
     timeline: dict[str, float | None] = field(default_factory=dict)
+    #: An IPv6 chain's DHCPv6 bindings for its MAC (firmware, iPXE, kernel): the addresses the
+    #: PXE host's log knows it by.
+    addresses6: list[str] = field(default_factory=list)

@@ -108,6 +108,12 @@ def test_pxe_host_arrows_keep_only_the_client_address() -> None:
         ("pxe", "client", "HTTP 200 850528 bytes"),
     ]
     assert pxe_host_arrows(PXE_LOG, {None}) == []
+    # An IPv6 client's HTTP requests, by its whole address (it has more than one colon).
+    ipv6 = [{"event": "http.request", "client": client, "method": "GET", "path": "/vmlinuz",
+             "status": 200, "bytes": 9, "timestamp": "2026-11-29T22:00:01Z"}
+            for client in ("fd00:a5a:200::1003", "fd00:a5a:200::1009")]
+    assert [a.label for a in pxe_host_arrows(ipv6, {"fd00:a5a:200::1003"})] == [
+        "HTTP GET /vmlinuz", "HTTP 200 9 bytes"]
 
 
 def test_ladder_text_draws_each_arrow_between_its_lanes() -> None:

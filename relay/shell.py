@@ -512,6 +512,11 @@ def open_reply_listener(port: int) -> socket.socket:
         buffer = ctypes.create_string_buffer(program)
         fprog = struct.pack("HL", len(program) // _BPF.size, ctypes.addressof(buffer))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        # Whatever arrived between socket() and the filter was queued unfiltered (as libpcap
+        # knows, which drains the same way): throw it away.
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_TRUNC)
         sock.settimeout(PACKET_WAKE)
     except BaseException:
         sock.close()

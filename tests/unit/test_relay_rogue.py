@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
@@ -155,6 +158,34 @@ def test_the_reply_listener_takes_only_bootreplies_to_its_port() -> None:
     finally:
         sender.close()
         listener.close()
+
+
+@needs_raw
+def test_packets_queued_before_the_filter_is_attached_are_not_received() -> None:
+    """A packet socket takes every packet until its filter is attached: traffic on loopback while
+    the listener opens (another process's, bounded in time) must not come out of it."""
+    port = 16900 + os.getpid() % 100
+    flood = ("import socket, time\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "end = time.monotonic() + 2\n"
+             "while time.monotonic() < end:\n"
+             f"    s.sendto(b'not a reply', ('127.0.0.1', {port + 1}))\n")
+    flooders = [subprocess.Popen([sys.executable, "-c", flood]) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        listeners = [open_reply_listener(port) for _ in range(300)]
+    finally:
+        for flooder in flooders:
+            flooder.wait(10)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        offer = encode(reply())
+        sender.sendto(offer, ("127.0.0.1", port))
+        assert {receive_frame(listener, port).payload for listener in listeners} == {offer}
+    finally:
+        sender.close()
+        for listener in listeners:
+            listener.close()
 
 
 def test_a_frame_shorter_than_its_udp_header_says_is_truncated() -> None:

@@ -11,10 +11,10 @@ default level info), ``boothop-kernel-quiet`` (the same at ``--log-level warning
 line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
 (interleaved runs) so that the machine's changing load hits all alike. The kernel rows run the
 default configuration, per-MAC rate limits on (their token buckets in the program); the user
-row has them off. Each boothop run prints which path took its requests (the stats file's
-``datapath.requests``: kernel, daemon), how many were dropped over their MAC's rate (perfdhcp
-reuses its 20,000 MACs, some 30 requests each over a whole ladder: the default 10 + 0.5/s can
-bite at its top) and why requests went up.
+row has them off. Each boothop run prints which path took its requests (its metrics, read once
+at the end of each pass: ``boothop_relay_datapath_requests_total{path}``), how many were
+dropped over their MAC's rate (perfdhcp reuses its 20,000 MACs, some 30 requests each over a
+whole ladder: the default 10 + 0.5/s can bite at its top) and why requests went up.
 
 Topology (namespaces ``bhp-<random>-*``): ``gen`` (perfdhcp, and a C frame generator) on client
 LAN 10.45.128.0/17, ``router`` (the relay, -id lanc0 -iu up0 -a), ``server`` (kea-dhcp4, memfile,
@@ -535,14 +535,12 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
         # The kernel rows run the default configuration: per-MAC rate limits on (burst 10,
         # 0.5/s), kept in the program's token buckets. The user row keeps them off, as it
         # was measured before (dhcrelay and dnsmasq have none).
-        config = []
-        if datapath == "user":
-            unlimited = workdir / "unlimited.toml"
-            unlimited.write_text("[rate_limit]\nmac_rate = 0\n")
-            config = ["--config", str(unlimited)]
+        # Metrics on, read once at the end of each pass (which path took the requests).
+        config = workdir / f"{datapath}.toml"
+        config.write_text(f'metrics = "{METRICS}"\n'
+                          + ("[rate_limit]\nmac_rate = 0\n" if datapath == "user" else ""))
         return RelaySpec([sys.executable, "-m", "boothop.relay", "-d", "--datapath", datapath,
-                          *config, "--stats-file", str(stats_file(workdir, name, helper)),
-                          *quiet, *common, helper])
+                          "--config", str(config), *quiet, *common, helper])
     if name == FLOOR:
         return RelaySpec([sys.executable, "-c", _FORWARDER, helper, ROUTER_DOWN, "lanc0"])
     if name == "dnsmasq":
@@ -553,24 +551,36 @@ def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
     raise ValueError(f"unknown relay {name!r} ({', '.join((*RELAYS, FLOOR))})")
 
 
-def stats_file(workdir: Path, name: str, helper: str) -> Path:
-    return workdir / f"stats-{name}-{helper}.json"
+#: boothop-relay's metrics endpoint in the router's namespace.
+METRICS = "127.0.0.1:9468"
+_SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], " \
+    "timeout=10).read().decode())"
 
 
-def requests_by_path(workdir: Path, name: str, helper: str) -> str:
-    """Which path handled boothop's requests, from its stats file (written at exit): the
-    BOOTREQUESTs the kernel datapath took (relayed or dropped over their MAC's rate) and the
-    daemon's, the rate-limited drops, and why requests went up."""
-    path = stats_file(workdir, name, helper)
-    if not name.startswith("boothop") or not path.exists():
+def requests_by_path(bench: Bench, name: str) -> str:
+    """Which path handled boothop's requests, from its metrics (one scrape: the relay's own
+    snapshot once, not a stats file rewritten four times a second): the BOOTREQUESTs the kernel
+    datapath took (relayed, or dropped over their MAC's rate) and the daemon's, the
+    rate-limited drops, and why requests went up."""
+    if not name.startswith("boothop"):
         return ""
-    stats = json.loads(path.read_text())
-    datapath = stats.get("datapath", {})
-    requests = datapath.get("requests", {})
-    passed_up = {k: v for k, v in datapath.get("passed_up", {}).items() if v}
-    return (f"; requests: kernel {requests.get('kernel', 0)}, daemon {requests.get('user', 0)}"
-            f", rate-limited {stats.get('dropped', {}).get('rate-limited-mac', 0)}"
-            + (f", passed up {passed_up}" if passed_up else ""))
+    text = bench.runner.run(bench.topo.netns("router"), [sys.executable, "-c", _SCRAPE,
+                                                         f"http://{METRICS}/metrics"],
+                            timeout=20).stdout
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("boothop_relay_datapath_requests_total",
+                            'boothop_relay_dropped_total{reason="rate-limited-mac"}',
+                            "boothop_relay_kernel_passed_up_total")):
+            key, value = line.rsplit(" ", 1)
+            if float(value):
+                found[key] = float(value)
+    kernel = found.get('boothop_relay_datapath_requests_total{path="kernel"}', 0)
+    user = found.get('boothop_relay_datapath_requests_total{path="user"}', 0)
+    limited = found.get('boothop_relay_dropped_total{reason="rate-limited-mac"}', 0)
+    up = {k.split('"')[1]: int(v) for k, v in found.items() if "passed_up" in k}
+    return (f"; requests: kernel {kernel:.0f}, daemon {user:.0f}, rate-limited {limited:.0f}"
+            + (f", passed up {up}" if up else ""))
 
 
 def ksoftirqd() -> list[int]:
@@ -741,13 +751,14 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         if not args.cpu_only:
             figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
             figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
+        paths = requests_by_path(bench, name)
+    sink_paths = ""
     if not relayed and not args.cpu_only:
         sink = relay_spec(name, workdir, SINK)
         with running_relay(bench.runner, bench.topo, sink, f"{name}-sink-{run}"):
             figures.max_relayed.append(bench.max_relayed_rate(args.sink_ladder))
+            sink_paths = requests_by_path(bench, name)
     transit = figures.transit_us[-1] if figures.transit_us else dict.fromkeys(DORA, float("nan"))
-    paths = requests_by_path(workdir, name, SERVER)
-    sink_paths = requests_by_path(workdir, name, SINK)
     print(
         f"  {name} run {run + 1}: lossless {figures.lossless[-1] if figures.lossless else 0}/s; "
         f"at {args.cpu_rate}/s "

@@ -125,15 +125,19 @@ _ADDRESSES: dict[bytes, IPv4Address] = {}
 
 
 def _address(packed: bytes) -> IPv4Address:
-    """The address of 4 packed bytes, memoized (the objects are immutable): building one costs
-    more than the rest of a field's decoding, and a relay sees few giaddrs and servers."""
-    try:
-        return _ADDRESSES[packed]
-    except KeyError:
-        if len(_ADDRESSES) >= 4096:  # bounded: yiaddr and ciaddr come from every sender
+    """A client's address (ciaddr, yiaddr) of 4 packed bytes: a new object but for 0.0.0.0."""
+    return ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
+
+
+def _agent_address(packed: bytes) -> IPv4Address:
+    """A server's or relay's address (siaddr, giaddr), memoized (the objects are immutable):
+    building one costs more than the rest of a field's decoding, and a relay sees few."""
+    address = _ADDRESSES.get(packed)
+    if address is None:
+        if len(_ADDRESSES) >= 4096:  # bounded: the fields come from every sender
             _ADDRESSES.clear()
-        address = _ADDRESSES[packed] = ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
-        return address
+        address = _ADDRESSES[packed] = _address(packed)
+    return address
 
 
 def decode(data: bytes) -> DhcpMessage:
@@ -155,7 +159,7 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
         raise FieldError(f"op {op} is neither BOOTREQUEST nor BOOTREPLY", 0)
     if hlen > 16:
         raise FieldError(f"hlen {hlen} exceeds the 16-byte chaddr", 2)
-    addresses = _address(ciaddr), _address(yiaddr), _address(siaddr), _address(giaddr)
+    addresses = _address(ciaddr), _address(yiaddr), _agent_address(siaddr), _agent_address(giaddr)
     if data[BOOTP_HEADER_SIZE:_OPTIONS_OFFSET] != MAGIC_COOKIE:
         rest = data[BOOTP_HEADER_SIZE:]
         return DhcpMessage(

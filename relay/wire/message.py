@@ -135,6 +135,13 @@ def address_of(key: str | bytes) -> IPv4Address:
 
 
 def _address(packed: bytes) -> IPv4Address:
+    """A client's address (ciaddr, yiaddr) of 4 packed bytes: a new object but for 0.0.0.0 (a
+    memo of per-client addresses would only miss)."""
+    return ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
+
+
+def _agent_address(packed: bytes) -> IPv4Address:
+    """A server's or relay's address (siaddr, giaddr): few, so ``address_of``'s memo."""
     return ZERO if packed == _ZERO_PACKED else address_of(packed)
 
 
@@ -157,7 +164,7 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
         raise FieldError(f"op {op} is neither BOOTREQUEST nor BOOTREPLY", 0)
     if hlen > 16:
         raise FieldError(f"hlen {hlen} exceeds the 16-byte chaddr", 2)
-    addresses = _address(ciaddr), _address(yiaddr), _address(siaddr), _address(giaddr)
+    addresses = _address(ciaddr), _address(yiaddr), _agent_address(siaddr), _agent_address(giaddr)
     if data[BOOTP_HEADER_SIZE:_OPTIONS_OFFSET] != MAGIC_COOKIE:
         rest = data[BOOTP_HEADER_SIZE:]
         return DhcpMessage(

@@ -121,6 +121,7 @@ class Relay6Service:
     def _log_outcome(self, datagram: Datagram6, outcome: Outcome6, now: float) -> None:
         servers = [address_text(a.server) for a in outcome.actions if isinstance(a, Forward6)]
         packet = None
+        log = self.log
         for action in outcome.actions:
             if isinstance(action, Forward6):
                 continue
@@ -130,28 +131,31 @@ class Relay6Service:
                 if allowed is None:
                     continue
                 suppressed = allowed
-            packet = packet or self._bind(datagram, outcome)
+            packet = packet or self._context(datagram, outcome)
             if isinstance(action, Deliver6):
-                packet.info("relay6.reply.delivered", mode=action.mode.value, ifname=action.ifname,
-                            destination=address_text(action.destination), port=action.port)
+                log.info("relay6.reply.delivered", **packet, mode=action.mode.value,
+                         ifname=action.ifname, destination=address_text(action.destination),
+                         port=action.port)
             elif isinstance(action, Drop):
-                packet.info("relay6.drop", reason=action.reason.value, detail=action.detail,
-                            suppressed=suppressed)
+                log.info("relay6.drop", **packet, reason=action.reason.value,
+                         detail=action.detail, suppressed=suppressed)
         if servers:
-            (packet or self._bind(datagram, outcome)).info(
-                "relay6.request.forwarded", servers=servers, hop_count=outcome.hop_count,
-                link_address=None if outcome.link_address is None
-                else address_text(outcome.link_address))
+            log.info("relay6.request.forwarded", **(packet or self._context(datagram, outcome)),
+                     servers=servers, hop_count=outcome.hop_count,
+                     link_address=None if outcome.link_address is None
+                     else address_text(outcome.link_address))
 
-    def _bind(self, datagram: Datagram6, outcome: Outcome6) -> Any:
+    def _context(self, datagram: Datagram6, outcome: Outcome6) -> dict[str, Any]:
+        """A packet's context for its step lines: passed with each line rather than bound, which
+        would build a logger per packet (as the IPv4 service does)."""
         ingress = self.engine.interfaces.by_index(datagram.ifindex)
         xid = outcome.transaction_id
-        return self.log.bind(
-            xid=None if xid is None else f"0x{xid:06x}",
-            type=outcome.message_type,
-            iface=ingress.name if ingress else datagram.ifindex,
-            source=f"[{address_text(datagram.source)}]:{datagram.source_port}",
-        )
+        return {
+            "xid": None if xid is None else f"0x{xid:06x}",
+            "type": outcome.message_type,
+            "iface": ingress.name if ingress else datagram.ifindex,
+            "source": f"[{address_text(datagram.source)}]:{datagram.source_port}",
+        }
 
     # -- around the packets ------------------------------------------------------------------
     def on_interfaces(self, table: InterfaceTable) -> None:

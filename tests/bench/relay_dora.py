@@ -829,7 +829,10 @@ def main() -> int:
                         default=[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000,
                                  16000, 20000])
     parser.add_argument("--sink-ladder", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[5000, 10000, 20000, 40000, 80000, 160000, 320000, 640000])
+                        # Steps of a quarter past 40,000/s: the 5x-dhcrelay line lies between
+                        # doublings (dhcrelay holds 20,000/s here).
+                        default=[5000, 10000, 20000, 40000, 50000, 60000, 80000, 100000,
+                                 120000, 160000, 200000, 240000, 320000, 400000, 640000])
     parser.add_argument("--relays", default=",".join(RELAYS),
                         help=f"rows, of: {', '.join(RELAYS)}, and {FLOOR} (a bare CPython "
                         "forwarder: the floor of any CPython relay)")

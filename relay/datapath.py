@@ -43,7 +43,7 @@ IFACE = struct.Struct("<I4s4s6sBBI32s64s32s")
 SETTINGS = struct.Struct("<IIIHH4sI12QIIQQ")
 #: struct event of relay.bpf.c: one relayed packet, for the daemon's per-step log line (op 1
 #: request, 2 reply), or a client's throttling started (3) or stopped (4, with ``dropped``).
-EVENT = struct.Struct("<BBBBI4s4sHBBII4s32sq16sQ")
+EVENT = struct.Struct("<BBBB4s4s4sHBBII4s32sq16sQ")
 EVENT_THROTTLE_STARTED = 3
 EVENT_THROTTLE_STOPPED = 4
 #: struct client and struct allowance of relay.bpf.c: a key and a value of ``buckets``.

@@ -28,6 +28,7 @@ import trio
 from . import metrics
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
+from .classes import DEFAULT_CLASS
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
@@ -35,7 +36,7 @@ from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac
 from .drops import DropReason
 from .engine import RelayEngine
 from .interfaces import InterfaceTable
-from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
+from .kernel import DatapathUnavailable, Events, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -44,6 +45,7 @@ from .settings import DaemonError, Listen
 from .shell import (
     DAEMON_SIGNALS,
     DatagramLoop,
+    LineBatch,
     RateLimiter,
     address_text,
     errno_name,
@@ -57,11 +59,15 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
+from .wire import SERVER_PORT, Datagram, MessageType
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
 KERNEL_STEPS_PERIOD = 0.05
+#: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
+#: ``Outcome.message_type`` names it.
+STEP_TYPES = ("BOOTP", *(MessageType(kind).name if kind in set(MessageType) else str(kind)
+                         for kind in range(1, 256)))
 #: Drops of a throttled client: counted, logged once as relay.client.throttled.
 THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
 #: Seconds between two sweeps of the engine (``RelayEngine.sweep``).
@@ -326,16 +332,19 @@ class RelayService:
     def _context(self, datagram: Datagram, outcome: Outcome) -> dict[str, Any]:
         """A packet's context for its step lines: passed with each line rather than bound, which
         would build a logger per packet."""
-        ingress = self.engine.interfaces.by_index(datagram.ifindex)
-        return {
-            "xid": None if outcome.xid is None else f"0x{outcome.xid:08x}",
-            "chaddr": outcome.mac,
-            "iface": ingress.name if ingress else datagram.ifindex,
-            "giaddr": None if outcome.giaddr is None else address_text(outcome.giaddr),
-            "hops": outcome.hops,
-            "type": outcome.message_type,
-            "source": f"{address_text(datagram.source)}:{datagram.source_port}",
-        }
+        return self._step_context(
+            None if outcome.xid is None else f"0x{outcome.xid:08x}", outcome.mac,
+            datagram.ifindex, None if outcome.giaddr is None else address_text(outcome.giaddr),
+            outcome.hops, outcome.message_type,
+            f"{address_text(datagram.source)}:{datagram.source_port}")
+
+    def _step_context(self, xid: str | None, chaddr: str | None, ifindex: int,
+                      giaddr: str | None, hops: int | None, kind: str | None,
+                      source: str) -> dict[str, Any]:
+        """The keys every step line starts with, from either path."""
+        ingress = self.engine.interfaces.by_index(ifindex)
+        return {"xid": xid, "chaddr": chaddr, "iface": ingress.name if ingress else ifindex,
+                "giaddr": giaddr, "hops": hops, "type": kind, "source": source}
 
     def _send_failed(self, what: str, error: OSError, now: float, **context: object) -> None:
         name = errno_name(error)
@@ -389,32 +398,41 @@ class RelayService:
             while True:
                 # In batches: a wake-up per packet would cost more than its log line.
                 await trio.sleep(KERNEL_STEPS_PERIOD)
-                events.consume()
+                self._consume_steps(events)
         finally:
-            events.consume()
+            self._consume_steps(events)
             events.close()
 
+    def _consume_steps(self, events: Events) -> None:
+        """The events waiting, their lines written together (``LineBatch``)."""
+        self._step_lines = LineBatch(self.log)
+        events.consume()
+        self._step_lines.flush()
+
     def _kernel_step(self, data: bytes) -> None:
+        """One event of the program: the line ``_log_outcome`` writes for the same step, built
+        from the event's fields (no message, no actions: some 30 µs a line less)."""
         (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
          delivery, destination, servers, latency, chaddr, dropped) = EVENT.unpack(data)
         if op in (EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED):
             self._kernel_throttle(ifindex, chaddr[:hlen], op == EVENT_THROTTLE_STARTED, dropped)
             return
-        message = DhcpMessage(op=op, xid=int.from_bytes(xid.to_bytes(4, "little"), "big"),
-                              chaddr=chaddr, hlen=hlen, hops=hops, giaddr=IPv4Address(giaddr),
-                              options=((Opt.MESSAGE_TYPE, bytes((kind,))),) if kind else ())
-        actions: tuple[Forward | Deliver, ...]
+        packet = self._step_context(
+            f"0x{xid.hex()}", chaddr[:hlen].hex(":"), ifindex,
+            socket.inet_ntoa(giaddr), hops, STEP_TYPES[kind],
+            f"{socket.inet_ntoa(source)}:{source_port}")
         if op == 1:
-            actions = tuple(Forward(IPv4Address(servers[i:i + 4]), b"")
-                            for i in range(0, 4 * helpers, 4))
+            self._step_lines.info("relay.request.forwarded", {
+                **packet, "servers": [socket.inet_ntoa(servers[i:i + 4])
+                                      for i in range(0, 4 * helpers, 4)],
+                # No class names the interface (those stay in the daemon): the default one.
+                "forwarding_class": DEFAULT_CLASS})
         else:
-            interface = self.engine.interfaces.by_index(delivery)
-            actions = (Deliver(delivery, interface.name if interface else str(delivery), b"",
-                               DeliveryMode.UNICAST_CHADDR if mode else DeliveryMode.BROADCAST,
-                               IPv4Address(destination), b"", IPv4Address(source)),)
-        datagram = Datagram(b"", IPv4Address(source), source_port, ifindex=ifindex)
-        self._log_outcome(datagram, Outcome(actions, message, hops, IPv4Address(giaddr)),
-                          time.monotonic(), None if latency < 0 else latency / 1e9)
+            self._step_lines.info("relay.reply.delivered", {
+                **packet, "mode": (DeliveryMode.UNICAST_CHADDR if mode
+                                   else DeliveryMode.BROADCAST).value,
+                "destination": socket.inet_ntoa(destination), "ifname": self._ifname(delivery),
+                "latency_ms": None if latency < 0 else round(latency / 1e6, 3)})
 
     def _kernel_throttle(self, ifindex: int, mac: bytes, started: bool, dropped: int) -> None:
         """A client's throttling in the kernel datapath started or stopped: logged as the

@@ -8,6 +8,7 @@ relay must unicast to yiaddr at chaddr); udhcpc -B sets it (the relay must broad
 
 from __future__ import annotations
 
+import json
 import subprocess
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -153,6 +154,24 @@ def test_clients_lease_from_their_subnet_through_relay(
                 assert (f.eth_dst, f.ip_dst) == (plan.client_mac, str(f.message.yiaddr)), f
         ack = [f for f in replies if f.message.message_type == MessageType.ACK][-1]
         assert str(ack.message.yiaddr) == address
+    if relay.name.startswith("relay-boothop"):
+        _check_step_lines(lab, relay)
+
+
+def _check_step_lines(lab: Lab, relay: Process) -> None:
+    """boothop's log tells each client's exchange, whichever path relayed it: an info line per
+    step (the kernel datapath's come from its events, written a batch at a time)."""
+    wanted = {("relay.request.forwarded", "DISCOVER"), ("relay.request.forwarded", "REQUEST"),
+              ("relay.reply.delivered", "OFFER"), ("relay.reply.delivered", "ACK")}
+
+    def steps(mac: str) -> set[tuple[str, str]]:
+        lines = [json.loads(line) for line in relay.output().splitlines()
+                 if line.startswith("{")]
+        return {(e["event"], e["type"]) for e in lines
+                if e.get("chaddr") == mac and e["level"] == "info"}
+
+    assert wait_for(lambda: all(wanted <= steps(plan.client_mac)
+                                for plan in lab.lans.values()), 3.0), relay.output()[-3000:]
 
 
 def test_topology_up_is_idempotent(lab: Lab) -> None:

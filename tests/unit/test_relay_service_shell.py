@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
+import select
 import socket
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
+import structlog
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,12 +22,13 @@ from structlog.testing import capture_logs
 from boothop.relay.actions import Deliver, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.configfile import ConfigError, RelaySettings
+from boothop.relay.datapath import EVENT
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
 from boothop.relay.netlink import table_from
 from boothop.relay.service import RelayService
-from boothop.relay.shell import open_udp
+from boothop.relay.shell import LineBatch, configure_logging, open_udp
 from boothop.relay.sockets import Sender, checksum, ipv4_udp
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
@@ -329,3 +333,89 @@ def test_reload_keeps_the_relay_port_its_socket_was_bound_to() -> None:
     assert relay.engine.config.relay_port is None
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
         "relay.config.relay_port_kept"]
+
+
+def kernel_event(op: int, sent: DhcpMessage, source: IPv4Address, port: int, ifindex: int,
+                 *, servers: tuple[IPv4Address, ...] = (), delivery: int = 0,
+                 destination: IPv4Address = IPv4Address(0), latency_ns: int = -1) -> bytes:
+    """The event relay.bpf.c sends for a packet it relayed (``sent``: as relayed, a request, or
+    as received, a reply), as ``describe`` and its callers fill ``struct event``."""
+    kind = sent.message_type
+    return EVENT.pack(op, sent.hlen, sent.hops, 0 if kind is None else int(kind),
+                      sent.xid.to_bytes(4, "big"), sent.giaddr.packed, source.packed, port,
+                      1 if destination != IPv4Address("255.255.255.255") else 0, len(servers),
+                      ifindex, delivery, destination.packed,
+                      b"".join(s.packed for s in servers).ljust(32, b"\0"), latency_ns,
+                      sent.chaddr, 0)
+
+
+def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
+    """The program relays a DORA's requests and replies; the daemon writes, from its events,
+    the lines the user path writes for the same packets (the timestamp apart)."""
+    sender = FakeSender()
+    relay = service(sender)
+    relay.steps = True
+    offer = DhcpMessage(op=Op.BOOTREPLY, xid=0x42, chaddr=bytes.fromhex("02710000010a")
+                        + bytes(10), hops=1, yiaddr=IPv4Address("10.71.1.50"),
+                        giaddr=IPv4Address("10.71.1.1"),
+                        options=((Opt.MESSAGE_TYPE, bytes([MessageType.OFFER])),))
+    reply = Datagram(encode(offer), SERVER, 67, IPv4Address("10.71.1.1"), UPLINK.index)
+    with capture_logs() as daemon:
+        relay.handle(request(), 1.0)
+        relay.handle(reply, 1.25)
+    forwarded, delivered = sender.sent
+    assert isinstance(forwarded, Forward) and isinstance(delivered, Deliver)
+    with capture_logs() as kernel:
+        relay._step_lines = LineBatch(relay.log)
+        relay._kernel_step(kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68,
+                                        LAN.index, servers=(SERVER,)))
+        relay._kernel_step(kernel_event(2, offer, SERVER, 67, UPLINK.index,
+                                        delivery=delivered.ifindex,
+                                        destination=delivered.destination,
+                                        latency_ns=250_000_000))
+    assert [e["event"] for e in kernel] == ["relay.request.forwarded", "relay.reply.delivered"]
+    assert kernel == daemon
+    assert kernel[1]["mode"] == "unicast-chaddr" and kernel[1]["latency_ms"] == 250.0
+
+
+def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes as a line per ``log.info`` (the timestamp apart), but in writes of whole
+    lines of at most PIPE_BUF bytes, fewer than the lines, the last when flushed."""
+    reader, writer = os.pipe()
+    writes: list[bytes] = []
+    write = os.write
+
+    def recorded(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return write(fd, data)
+
+    try:
+        with os.fdopen(writer, "w", closefd=False) as stream:
+            configure_logging("info", "json", stream)
+            log = structlog.get_logger().bind(relay="r1")
+            fields = [{"xid": f"0x{n:08x}", "servers": ["10.0.0.1"], "n": n} for n in range(40)]
+            for each in fields:
+                log.info("step", **each)
+            one_by_one = os.read(reader, 1 << 20)
+            monkeypatch.setattr(os, "write", recorded)
+            batch = LineBatch(log)
+            for each in fields:
+                batch.info("step", each)
+            assert b"".join(writes).count(b"\n") < 40  # the last lines wait for the flush
+            batch.flush()
+            monkeypatch.undo()
+            together = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+        os.close(writer)
+        configure_logging("info", "json")
+
+    def lines(data: bytes) -> list[dict[str, object]]:
+        return [{k: v for k, v in json.loads(line).items() if k != "timestamp"}
+                for line in data.splitlines()]
+
+    assert lines(together) == lines(one_by_one) and len(lines(together)) == 40
+    assert lines(together)[0]["relay"] == "r1" and lines(together)[0]["level"] == "info"
+    assert 1 < len(writes) < 40 and b"".join(writes) == together
+    assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes)

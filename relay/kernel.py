@@ -250,6 +250,12 @@ class Program:
     def test_run(self, frame: bytes, ifindex: int) -> tuple[int, bytes]:
         """BPF_PROG_TEST_RUN: the program on ``frame`` as received on ``ifindex``; its return
         code and the frame as it left the program (a clone it redirected is sent for real)."""
+        code, out, _ = self.timed_run(frame, ifindex)
+        return code, out
+
+    def timed_run(self, frame: bytes, ifindex: int) -> tuple[int, bytes, int]:
+        """``test_run``, and how long the program ran (ns, the kernel's clock). One run per
+        call: the kernel's repeat would run it again on the frame it has just rewritten."""
         out = ctypes.create_string_buffer(len(frame) + 2048)
         ctx = bytearray(_SKB_SIZE)
         U32.pack_into(ctx, _SKB_INGRESS_IFINDEX, ifindex)
@@ -265,7 +271,7 @@ class Program:
         code = self._lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if code:
             raise _failed("test run", code)
-        return opts.retval, out.raw[: opts.data_size_out]
+        return opts.retval, out.raw[: opts.data_size_out], opts.duration
 
 
 class KernelDatapath:

@@ -52,7 +52,9 @@ Printed per relay, medians of the runs:
 - the maximum relayed request rate on one CPU: the C generator sends DISCOVERs (raw frames,
   complete checksums) at ascending rates for 2 s each, the relay forwards them to the sink (no
   DHCP server in the way); router receive processing is steered to the relay's CPU by RPS
-  (rps_cpus of lanc0), so the relay's work, in the kernel or in the daemon, is on CPU 1. The
+  (rps_cpus of lanc0), so the relay's work, in the kernel or in the daemon, is on CPU 1, and
+  what follows the router's send (the switch's bridge, the sink's receive: the same for every
+  relay) to CPU 0 (rps_cpus of the switch's port facing up0), so CPU 1 does that work alone. The
   highest rate at which the sink's UDP layer counted every request (InDatagrams +
   RcvbufErrors) is the figure.
 
@@ -357,22 +359,31 @@ class Bench:
     def lossless_rate(self, ladder: list[int], relayed: bool = False) -> int:
         best = 0
         for rate in ladder:
+            before = {host: self.udp_counters(host) for host in ("server", "gen")}
             result = self.perfdhcp(rate, relayed=relayed)
             achieved = result.ra_received / self.duration
+            # Where the drops were: a full socket buffer at kea (server) or perfdhcp (gen).
+            full = {host: self.udp_counters(host)["RcvbufErrors"] - counts["RcvbufErrors"]
+                    for host, counts in before.items()}
             print(f"    ladder {rate}/s: {achieved:.0f} DORA/s completed, drops "
-                  f"{result.do_drops}+{result.ra_drops} of {result.do_sent}+{result.ra_sent}",
+                  f"{result.do_drops}+{result.ra_drops} of {result.do_sent}+{result.ra_sent}; "
+                  f"full socket buffers: kea {full['server']}, perfdhcp {full['gen']}",
                   flush=True)
             if not result.lossless or achieved < 0.95 * rate:
                 break
             best = rate
         return best
 
-    def sink_arrivals(self) -> int:
-        """UDP datagrams that reached the sink's socket (read or dropped for a full buffer)."""
-        text = self.runner.run(self.topo.netns("sink"), ["cat", "/proc/net/snmp"],
+    def udp_counters(self, host: str) -> dict[str, int]:
+        """A namespace's UDP counters (/proc/net/snmp)."""
+        text = self.runner.run(self.topo.netns(host), ["cat", "/proc/net/snmp"],
                                timeout=10).stdout
         header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
-        udp = dict(zip(header[1:], map(int, values[1:]), strict=True))
+        return dict(zip(header[1:], map(int, values[1:]), strict=True))
+
+    def sink_arrivals(self) -> int:
+        """UDP datagrams that reached the sink's socket (read or dropped for a full buffer)."""
+        udp = self.udp_counters("sink")
         return udp["InDatagrams"] + udp["RcvbufErrors"]
 
     def blast(self, rate: int, seconds: float) -> tuple[int, int]:
@@ -387,11 +398,16 @@ class Bench:
 
     def max_relayed_rate(self, ladder: list[int]) -> int:
         """The highest generator rate at which every request reached the sink, the router's
-        receive processing steered to RELAY_CPU (RPS)."""
-        rps = "/sys/class/net/lanc0/queues/rx-0/rps_cpus"
-        router = self.topo.netns("router")
-        self.runner.run(router, ["sh", "-c", f"echo {1 << int(RELAY_CPU):x} > {rps}"],
-                        timeout=10)
+        receive processing steered to RELAY_CPU (RPS), and what follows the router's send (the
+        switch's bridge, the sink's receive) to the other CPU: RELAY_CPU does the relay's work
+        alone, whichever relay it is."""
+        steered = ((self.topo.netns("router"), "lanc0", RELAY_CPU),
+                   (self.topo.switch_netns, self.topo.switch_port_name(self.topo.lans[1], 0),
+                    OTHERS_CPU))
+        for namespace, ifname, cpu in steered:
+            self.runner.run(namespace, ["sh", "-c", f"echo {1 << int(cpu):x} > "
+                                        f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                            timeout=10)
         try:
             self.blast(200, 1)  # warm-up: the sink's neighbour entry
             best = 0
@@ -403,7 +419,10 @@ class Bench:
                 best = rate
             return best
         finally:
-            self.runner.run(router, ["sh", "-c", f"echo 0 > {rps}"], timeout=10)
+            for namespace, ifname, _ in steered:
+                self.runner.run(namespace, ["sh", "-c", "echo 0 > "
+                                            f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                                timeout=10)
 
     def transit_us(self, rate: int, seconds: int, relayed: bool = False
                    ) -> dict[MessageType, float]:

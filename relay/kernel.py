@@ -19,6 +19,7 @@ import os
 import shutil
 import struct
 import subprocess
+from collections import Counter
 from collections.abc import Callable
 from importlib import resources
 from ipaddress import IPv4Address
@@ -213,7 +214,8 @@ class Program:
 
     def entries(self, name: str, key_size: int, value_size: int) -> list[tuple[bytes, bytes]]:
         """Every entry, read in batches (one system call per 4096, not two per entry)."""
-        fd, found, batch = self._map(name), [], 4096
+        fd, batch = self._map(name), 4096
+        found: list[tuple[bytes, bytes]] = []
         keys = ctypes.create_string_buffer(key_size * batch)
         values = ctypes.create_string_buffer(value_size * batch)
         token, following = ctypes.c_uint32(0), ctypes.c_uint32(0)
@@ -223,9 +225,11 @@ class Program:
             code = self._lib.bpf_map_lookup_batch(
                 fd, None if first else ctypes.byref(token), ctypes.byref(following), keys,
                 values, ctypes.byref(count), None)
-            for index in range(count.value):
-                found.append((keys.raw[index * key_size:(index + 1) * key_size],
-                              values.raw[index * value_size:(index + 1) * value_size]))
+            # One copy of each buffer per batch (``.raw`` copies the whole buffer).
+            key_bytes, value_bytes = keys.raw, values.raw
+            found += ((key_bytes[index * key_size:(index + 1) * key_size],
+                       value_bytes[index * value_size:(index + 1) * value_size])
+                      for index in range(count.value))
             if code:
                 if ctypes.get_errno() == errno.ENOENT or -code == errno.ENOENT:
                     return found
@@ -385,6 +389,10 @@ class Events:
             self._ring = None
 
 
+#: Seconds between two passes of ``KernelReplies.expire`` over the program's pending pairs.
+EXPIRE_PERIOD = 1.0
+
+
 class KernelReplies(ReplyTracker):
     """The reply tracker with the kernel datapath: the forwarded (helper, xid) pairs live in its
     ``pending`` map, where the program puts those it forwards and the daemon those it forwards,
@@ -395,6 +403,8 @@ class KernelReplies(ReplyTracker):
     def __init__(self, kernel: KernelDatapath) -> None:
         super().__init__()
         self.program = kernel.program
+        self._swept = -EXPIRE_PERIOD
+        self._waiting_now: dict[IPv4Address, int] = {}
 
     @staticmethod
     def _key(helper: IPv4Address, xid: int) -> bytes:
@@ -411,17 +421,26 @@ class KernelReplies(ReplyTracker):
         return now - _U64.unpack(sent)[0] / 1e9
 
     def expire(self, now: float) -> None:
+        """One pass over the ``pending`` map, at most once a second (it may hold tens of
+        thousands of pairs, e.g. for a PXE helper that answers few clients, and each stats-file
+        refresh asks): the expired counted and removed, the rest counted as waiting."""
+        if now - self._swept < EXPIRE_PERIOD:
+            return
+        self._swept = now
         deadline = round((now - self.timeout) * 1e9)
+        waiting: Counter[bytes] = Counter()
         for key, value in self.program.entries("pending", 8, 8):
+            helper = key[:4]
             if _U64.unpack(value)[0] <= deadline:
                 self.program.delete("pending", key)
-                self.unanswered[IPv4Address(key[:4])] += 1
+                self.unanswered[IPv4Address(helper)] += 1
+            else:
+                waiting[helper] += 1
+        self._waiting_now = {IPv4Address(helper): n for helper, n in waiting.items()}
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        waiting: dict[IPv4Address, int] = {}
-        for key, _ in self.program.entries("pending", 8, 8):
-            helper = IPv4Address(key[:4])
-            waiting[helper] = waiting.get(helper, 0) + 1
+        """As the user path's, "waiting" as of the last pass over the map (``expire``)."""
+        waiting = self._waiting_now
         answered = dict(self.answered)
         for key in self.program.keys("answered", 4):
             helper = IPv4Address(key)

@@ -52,6 +52,7 @@ from boothop.relay.kernel import (
     TC_ACT_SHOT,
     DatapathUnavailable,
     KernelDatapath,
+    KernelReplies,
     Program,
     build,
 )
@@ -535,3 +536,34 @@ def test_a_changed_limit_starts_every_client_afresh_as_the_engine_does(
     with inside(spec_ns):
         kernel.push(datapath.tables(client.engine, 67))
     assert [client.request() for _ in range(4)] == ["forwarded"] * 3 + ["dropped"]
+
+
+def test_pairs_in_the_programs_pending_map_are_counted_waiting_then_unanswered(
+        program: Program) -> None:
+    """The daemon's reply tracker over the program's ``pending`` map: a pair is waiting until
+    the timeout, then unanswered (and gone from the map), a reply in between answers it; the
+    map is read at most once a second, however often the stats file asks."""
+    replies = KernelReplies(KernelDatapath(program))
+    quiet, talker = IPv4Address("10.44.250.1"), IPv4Address("10.44.250.2")
+    for xid in range(3):
+        replies.forwarded(quiet, xid, 100.0)
+    replies.forwarded(talker, 7, 100.0)
+    replies.expire(100.5)
+    assert replies.replied(talker, 7, 100.6) == pytest.approx(0.6)
+    ours = {str(quiet), str(talker)}
+
+    def mine() -> dict[str, dict[str, int]]:
+        return {h: c for h, c in replies.snapshot().items() if h in ours}
+
+    assert mine() == {str(quiet): {"answered": 0, "unanswered": 0, "untracked": 0, "waiting": 3},
+                      str(talker): {"answered": 1, "unanswered": 0, "untracked": 0,
+                                    "waiting": 1}}  # as of the pass at 100.5
+    replies.expire(100.5 + replies.timeout)  # the pairs of 100.0 are past the timeout
+    assert mine()[str(quiet)] == {"answered": 0, "unanswered": 3, "untracked": 0, "waiting": 0}
+    assert mine()[str(talker)]["waiting"] == 0
+    replies.forwarded(quiet, 9, 101.0 + replies.timeout)
+    replies.expire(101.0 + replies.timeout)  # within a second of the last pass: not read
+    assert mine()[str(quiet)]["waiting"] == 0
+    replies.expire(102.0 + replies.timeout)
+    assert mine()[str(quiet)] == {"answered": 0, "unanswered": 3, "untracked": 0, "waiting": 1}
+    assert program.take("pending", quiet.packed + (9).to_bytes(4, "big"), 8) is not None

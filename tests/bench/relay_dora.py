@@ -150,7 +150,10 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
 
 _GENERATOR = r"""
 /* blast IFNAME RATE SECONDS PAYLOAD.hex: DISCOVERs as raw frames (broadcast, complete checksums),
- * a new xid and chaddr each, paced to RATE per second; prints how many were sent. */
+ * a new xid and chaddr each, paced to RATE per second, sent BATCH at a time (sendmmsg: one
+ * system call per batch, so that the generator's own CPU is not what limits the ladder's top);
+ * prints how many were sent. */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
@@ -161,6 +164,7 @@ _GENERATOR = r"""
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#define BATCH 32
 static uint32_t sum16(const uint8_t *p, size_t n, uint32_t s) {
     for (; n > 1; p += 2, n -= 2) s += (uint32_t)(p[0] << 8 | p[1]);
     if (n) s += (uint32_t)(p[0] << 8);
@@ -177,6 +181,7 @@ static double now(void) {
 }
 int main(int argc, char **argv) {
     if (argc != 5) return 2;
+    static uint8_t frames[BATCH][1514];
     uint8_t f[1514] = {0}, *ip = f + 14, *udp = f + 34, *dhcp = f + 42;
     FILE *in = fopen(argv[4], "r");
     size_t n = 0; unsigned b;
@@ -187,21 +192,38 @@ int main(int argc, char **argv) {
     memset(ip + 16, 0xff, 4);
     uint16_t c = fold(sum16(ip, 20, 0)); ip[10] = c >> 8; ip[11] = c & 0xff;
     udp[1] = 68; udp[3] = 67; udp[4] = (uint8_t)((8 + n) >> 8); udp[5] = (uint8_t)(8 + n);
+    /* The UDP checksum of the template with its xid and chaddr's last four octets zeroed: each
+     * frame adds its own (one's complement sums add). */
+    memset(dhcp + 4, 0, 4); memset(dhcp + 30, 0, 4); udp[6] = udp[7] = 0;
+    uint32_t base = sum16(udp, 8 + n, sum16(ip + 12, 8, 17 + 8 + (uint32_t)n));
     int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
     int one = 1; setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
     struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_halen = 6,
                              .sll_ifindex = (int)if_nametoindex(argv[1])};
     memset(to.sll_addr, 0xff, 6);
+    struct iovec iov[BATCH];
+    struct mmsghdr msgs[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        memcpy(frames[i], f, 42 + n);
+        iov[i] = (struct iovec){.iov_base = frames[i], .iov_len = 42 + n};
+        msgs[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &to, .msg_namelen = sizeof to,
+                                               .msg_iov = &iov[i], .msg_iovlen = 1}};
+    }
     double rate = atof(argv[2]), seconds = atof(argv[3]), start = now(), t;
     unsigned long sent = 0;
     while ((t = now() - start) < seconds) {
-        if (sent >= rate * t) { struct timespec w = {0, 20000}; nanosleep(&w, 0); continue; }
-        uint32_t x = htonl((uint32_t)sent); memcpy(dhcp + 4, &x, 4); memcpy(dhcp + 28 + 2, &x, 4);
-        udp[6] = udp[7] = 0;
-        uint32_t s = sum16(ip + 12, 8, 17 + 8 + (uint32_t)n);
-        c = fold(sum16(udp, 8 + n, s)); if (!c) c = 0xffff;
-        udp[6] = c >> 8; udp[7] = c & 0xff;
-        if (sendto(fd, f, 42 + n, 0, (struct sockaddr *)&to, sizeof to) > 0) sent++;
+        unsigned long due = (unsigned long)(rate * t);
+        if (sent >= due) { struct timespec w = {0, 20000}; nanosleep(&w, 0); continue; }
+        int count = due - sent < BATCH ? (int)(due - sent) : BATCH;
+        for (int i = 0; i < count; i++) {
+            uint8_t *d = frames[i] + 42, *u = frames[i] + 34;
+            uint32_t x = htonl((uint32_t)(sent + i));
+            memcpy(d + 4, &x, 4); memcpy(d + 30, &x, 4);
+            c = fold(sum16(d + 4, 4, sum16(d + 30, 4, base))); if (!c) c = 0xffff;
+            u[6] = c >> 8; u[7] = c & 0xff;
+        }
+        int done = sendmmsg(fd, msgs, count, 0);
+        if (done > 0) sent += done;
     }
     printf("%lu\n", sent);
     return 0;

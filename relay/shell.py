@@ -506,18 +506,17 @@ SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 #: this often to see whether its loop is stopping.
 PACKET_WAKE = 0.5
 _BPF = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
-_SKF_AD_PKTTYPE = -0x1000 + 4
 #: <linux/filter.h> opcodes: loads (absolute, or indexed by X), jumps, return.
-_LDB_ABS, _LDH_ABS, _LDW_ABS, _LDB_IND, _LDH_IND, _LDX_MSH = 0x30, 0x28, 0x20, 0x50, 0x48, 0xB1
+_LDB_ABS, _LDH_ABS, _LDB_IND, _LDH_IND, _LDX_MSH = 0x30, 0x28, 0x50, 0x48, 0xB1
 _JEQ, _JSET, _RET = 0x15, 0x45, 0x06
-_PACKET_OUTGOING = 4
 
 
 def _bootreply_filter(port: int) -> bytes:
     """Classic BPF (SO_ATTACH_FILTER) over the IPv4 header (a SOCK_DGRAM packet socket sees the
-    packet from there): UDP, not a fragment, to ``port``, a BOOTREPLY (op 2), not one this host
-    sends. Written out rather than compiled by libpcap: nine instructions, and the kernel
-    leaves every other packet of a router where it is."""
+    packet from there): UDP, not a fragment, to ``port``, a BOOTREPLY (op 2). Written out rather
+    than compiled by libpcap: eleven instructions, and the kernel leaves every other packet of a
+    router where it is. What this host sends never reaches it: the kernel hands a packet socket
+    outgoing frames only when it takes every protocol (ETH_P_ALL), and this one takes IPv4."""
     program = [
         (_LDB_ABS, 0, 0, 9),          # 0 A = protocol
         (_JEQ, 0, 7, 17),             # 1 UDP? else drop (9)
@@ -527,12 +526,9 @@ def _bootreply_filter(port: int) -> bytes:
         (_LDH_IND, 0, 0, 2),          # 5 A = UDP destination port
         (_JEQ, 0, 2, port),           # 6 ours? else drop (9)
         (_LDB_IND, 0, 0, 8),          # 7 A = BOOTP op
-        (_JEQ, 1, 0, 2),              # 8 BOOTREPLY? on (10), else drop (9)
+        (_JEQ, 1, 0, 2),              # 8 BOOTREPLY? accept (10), else drop (9)
         (_RET, 0, 0, 0),              # 9 drop
-        (_LDW_ABS, 0, 0, _SKF_AD_PKTTYPE & 0xFFFFFFFF),  # 10 A = packet type
-        (_JEQ, 1, 0, _PACKET_OUTGOING),  # 11 sent by this host? drop (13)
-        (_RET, 0, 0, 0xFFFF),         # 12 accept
-        (_RET, 0, 0, 0),              # 13 drop
+        (_RET, 0, 0, 0xFFFF),         # 10 accept
     ]
     return b"".join(_BPF.pack(*instruction) for instruction in program)
 

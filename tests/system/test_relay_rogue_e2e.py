@@ -16,18 +16,25 @@ configured helper, is never named. Namespaces of our own (``bhg-*``), removed in
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
+import socket
+import subprocess
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 from conftest import need, require_system
+from pyroute2 import netns as pyroute2_netns
 from routed import GET
 from servers import Pool, bound_address, start_kea, start_udhcpc
 
 from boothop.relay.lab.processes import ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
+from boothop.relay.shell import open_reply_listener, receive_frame
+from boothop.relay.wire import DhcpMessage, Op, encode
 
 pytestmark = pytest.mark.system
 
@@ -106,3 +113,50 @@ def test_a_rogue_dhcp_server_on_a_client_lan_is_logged_once_with_its_addresses(
             runner.stop_all()
         finally:
             topo.down()
+
+
+def test_the_reply_listener_is_not_handed_what_its_own_host_sends() -> None:
+    """A BOOTREPLY this host sends (the relay's own deliveries, anything the router forwards) is
+    not received (an IPv4 packet socket is not handed outgoing frames, so the filter need not
+    look); the same frame arriving from the link is. Two namespaces of our own joined by a veth
+    pair; a listener in each."""
+    require_system()
+    near, far = f"bhl-{secrets.token_hex(3)}", f"bhl-{secrets.token_hex(3)}"
+    port = 68
+    listeners = []
+    try:
+        for name in (near, far):
+            subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
+        sh = functools.partial(subprocess.run, check=True, timeout=20, capture_output=True)
+        sh(["ip", "netns", "exec", near, "ip", "link", "add", "lst0", "type", "veth", "peer",
+            "name", "lst1", "netns", far])
+        sh(["ip", "-n", far, "link", "set", "lst1", "address", "02:47:00:00:00:02"])
+        sh(["ip", "-n", near, "addr", "add", "10.47.0.1/24", "dev", "lst0"])
+        sh(["ip", "-n", far, "addr", "add", "10.47.0.2/24", "dev", "lst1"])
+        for name, link in ((near, "lst0"), (far, "lst1")):
+            sh(["ip", "-n", name, "link", "set", link, "up"])
+        for name in (near, far):
+            pyroute2_netns.pushns(name)
+            try:
+                listeners.append(open_reply_listener(port))
+                if name == near:
+                    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    sender.bind(("10.47.0.1", 67))
+            finally:
+                pyroute2_netns.popns()
+        offer = encode(DhcpMessage(op=Op.BOOTREPLY, xid=0x47, chaddr=bytes(16),
+                                   yiaddr=IPv4Address("10.47.0.2")))
+        # The far end's neighbour entry first, so the frame leaves at once.
+        sh(["ip", "-n", near, "neigh", "replace", "10.47.0.2", "lladdr", "02:47:00:00:00:02",
+            "dev", "lst0"])
+        sender.sendto(offer, ("10.47.0.2", port))
+        sender.close()
+        near_listener, far_listener = listeners
+        assert receive_frame(far_listener, port).payload == offer  # it was on the wire
+        with pytest.raises(BlockingIOError):  # nothing within its wake-up period
+            receive_frame(near_listener, port)
+    finally:
+        for listener in listeners:
+            listener.close()
+        for name in (near, far):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)

@@ -59,15 +59,12 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram, MessageType
+from .steplines import STEP_TYPES, StepLines
+from .wire import SERVER_PORT, Datagram
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
 KERNEL_STEPS_PERIOD = 0.05
-#: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
-#: ``Outcome.message_type`` names it.
-STEP_TYPES = ("BOOTP", *(MessageType(kind).name if kind in set(MessageType) else str(kind)
-                         for kind in range(1, 256)))
 #: Drops of a throttled client: counted, logged once as relay.client.throttled.
 THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
 #: Seconds between two sweeps of the engine (``RelayEngine.sweep``).
@@ -191,6 +188,10 @@ class RelayService:
             self.loops.append(DatagramLoop(listener, self.observe, log=log, lock=self.lock,
                                            reader=receive_frame, port=sender.client_port))
         self.bind_logger()
+        #: The kernel datapath's step lines of the batch being read, and how they are rendered
+        #: (``_consume_steps``).
+        self._step_lines = LineBatch(self.log)
+        self._step_render: Callable[[bytes], bytes] | None = None
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
         #: The DHCPv6 relay running beside this one in the process, if any: its counters go
@@ -341,10 +342,15 @@ class RelayService:
     def _step_context(self, xid: str | None, chaddr: str | None, ifindex: int,
                       giaddr: str | None, hops: int | None, kind: str | None,
                       source: str) -> dict[str, Any]:
-        """The keys every step line starts with, from either path."""
+        """The keys every step line starts with, from either path (``StepLines`` renders the
+        same for the kernel's)."""
+        return {"xid": xid, "chaddr": chaddr, "iface": self._iface(ifindex), "giaddr": giaddr,
+                "hops": hops, "type": kind, "source": source}
+
+    def _iface(self, ifindex: int) -> str | int:
+        """A step line's ingress interface: its name, its index once gone."""
         ingress = self.engine.interfaces.by_index(ifindex)
-        return {"xid": xid, "chaddr": chaddr, "iface": ingress.name if ingress else ifindex,
-                "giaddr": giaddr, "hops": hops, "type": kind, "source": source}
+        return ingress.name if ingress else ifindex
 
     def _send_failed(self, what: str, error: OSError, now: float, **context: object) -> None:
         name = errno_name(error)
@@ -404,14 +410,20 @@ class RelayService:
             events.close()
 
     def _consume_steps(self, events: Events) -> None:
-        """The events waiting, their lines written together (``LineBatch``)."""
-        self._step_lines = LineBatch(self.log)
+        """The events waiting, their lines written together (``LineBatch``), rendered straight
+        to bytes (``StepLines``) where the log takes them so."""
+        lines = self._step_lines = LineBatch(self.log)
+        self._step_render = (StepLines(self._iface, self._ifname, lines.stamp).render
+                             if lines.lean else None)
         events.consume()
-        self._step_lines.flush()
+        lines.flush()
 
     def _kernel_step(self, data: bytes) -> None:
         """One event of the program: the line ``_log_outcome`` writes for the same step, built
         from the event's fields (no message, no actions: some 30 µs a line less)."""
+        if data[0] in (1, 2) and self._step_render is not None:
+            self._step_lines.write(self._step_render(data))
+            return
         (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
          delivery, destination, servers, latency, chaddr, dropped) = EVENT.unpack(data)
         if op in (EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED):

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import select
 import socket
 from ipaddress import IPv4Address, IPv4Interface
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 import trio
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
@@ -30,6 +31,7 @@ from boothop.relay.netlink import table_from
 from boothop.relay.service import RelayService
 from boothop.relay.shell import LineBatch, configure_logging, open_udp
 from boothop.relay.sockets import Sender, checksum, ipv4_udp
+from boothop.relay.steplines import StepLines
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
 
@@ -419,3 +421,42 @@ def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
     assert lines(together)[0]["relay"] == "r1" and lines(together)[0]["level"] == "info"
     assert 1 < len(writes) < 40 and b"".join(writes) == together
     assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(op=st.sampled_from((1, 2)), hlen=st.integers(0, 16), hops=st.integers(0, 255),
+       kind=st.integers(0, 255), xid=st.binary(min_size=4, max_size=4),
+       addresses=st.lists(st.binary(min_size=4, max_size=4), min_size=3, max_size=3),
+       port=st.integers(0, 65535), mode=st.sampled_from((0, 1)),
+       servers=st.lists(st.binary(min_size=4, max_size=4), min_size=1, max_size=8),
+       ifindex=st.sampled_from((7, 9, 11, 99)), delivery=st.sampled_from((7, 11, 98)),
+       latency=st.one_of(st.just(-1), st.integers(0, 10**11)),
+       chaddr=st.binary(min_size=16, max_size=16))
+def test_kernel_step_lines_rendered_to_bytes_are_the_lines_of_their_fields(
+        tmp_path_factory: pytest.TempPathFactory, op: int, hlen: int, hops: int, kind: int,
+        xid: bytes, addresses: list[bytes], port: int, mode: int, servers: list[bytes],
+        ifindex: int, delivery: int, latency: int, chaddr: bytes) -> None:
+    """``StepLines`` (a bytes template per line) writes, byte for byte but the timestamp, the
+    line the daemon's dict of the same event renders to, odd interface names included."""
+    odd = Interface(11, 'we"ird\\\u00e9', True, (IPv4Interface("10.71.2.1/24"),), b"\x02" * 6)
+    engine = RelayEngine(CONFIG, InterfaceTable.of([LAN, UPLINK, odd]))
+    relay = RelayService(engine, None, FakeSender())  # type: ignore[arg-type]
+    giaddr, source, destination = addresses
+    data = EVENT.pack(op, hlen, hops, kind, xid, giaddr, source, port, mode, len(servers),
+                      ifindex, delivery, destination, b"".join(servers).ljust(32, b"\0"),
+                      latency, chaddr, 0)
+    path = tmp_path_factory.mktemp("lines") / "log"
+    with path.open("w") as stream:
+        configure_logging("info", "json", stream)
+        try:
+            relay.bind_logger()
+            lines = relay._step_lines = LineBatch(relay.log)
+            assert lines.lean
+            relay._step_render = None
+            relay._kernel_step(data)  # the fields' dict, rendered as log.info renders it
+            rendered = StepLines(relay._iface, relay._ifname, lines.stamp).render(data)
+            lines.flush()
+        finally:
+            configure_logging("info", "json")
+    stamp = re.compile(rb'"timestamp":"[^"]*"')
+    assert stamp.sub(b"", rendered) == stamp.sub(b"", path.read_bytes())

@@ -362,16 +362,25 @@ def _pktinfo(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, IPv4Address,
 
 
 _TEXTS: dict[IPv4Address | IPv6Address, str] = {}
+#: The last address formatted and its text, one tuple (read and replaced whole by any thread).
+_LAST_TEXT: tuple[IPv4Address | IPv6Address | None, str] = (None, "")
 
 
 def address_text(address: IPv4Address | IPv6Address) -> str:
     """``str(address)``, memoized: formatting an address costs microseconds, and every relayed
-    packet names a few (the destination of a send, its log line's giaddr and source)."""
+    packet names a few (the destination of a send, its log line's giaddr and source). The last
+    one is checked by identity first: a server's replies mostly go to one relay's giaddr (one
+    object, ``address_of``), and hashing an address is a Python call."""
+    global _LAST_TEXT
+    last = _LAST_TEXT
+    if last[0] is address:
+        return last[1]
     text = _TEXTS.get(address)
     if text is None:
         if len(_TEXTS) >= 4096:  # bounded: ciaddr and source values come from clients
             _TEXTS.clear()
         text = _TEXTS[address] = str(address)
+    _LAST_TEXT = address, text
     return text
 
 
@@ -567,9 +576,18 @@ def receive_frame(sock: socket.socket, port: int, *, flags: int = 0,
 _CMSGS: dict[tuple[int, IPv4Address], list[tuple[int, int, bytes]]] = {}
 
 
+#: The last (ifindex, source, ancillary data), as ``_LAST_TEXT``.
+_LAST_CMSG: tuple[int, IPv4Address | None, list[tuple[int, int, bytes]]] = (0, None, [])
+
+
 def pktinfo_cmsg(ifindex: int, source: IPv4Address) -> list[tuple[int, int, bytes]]:
     """Ancillary data for ``sendmsg`` choosing the outgoing interface (0: routed) and the source
-    address of a reply."""
+    address of a reply. A server sends from one address (``address_of``'s object): the last is
+    checked by identity before the memo is looked up (the key's hash is a Python call)."""
+    global _LAST_CMSG
+    last = _LAST_CMSG
+    if last[1] is source and last[0] == ifindex:
+        return last[2]
     key = ifindex, source
     cmsg = _CMSGS.get(key)
     if cmsg is None:
@@ -577,6 +595,7 @@ def pktinfo_cmsg(ifindex: int, source: IPv4Address) -> list[tuple[int, int, byte
             _CMSGS.clear()
         info = _PKTINFO.pack(ifindex, source.packed, bytes(4))
         cmsg = _CMSGS[key] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+    _LAST_CMSG = ifindex, source, cmsg
     return cmsg
 
 
@@ -835,8 +854,14 @@ class DatagramLoop(Generic[D]):
 
     @property
     def port(self) -> int:
-        """The local port: the cores see it in each Datagram (proxyDHCP answers 67 and 4011)."""
-        return self._port if self._port is not None else int(self.sock.getsockname()[1])
+        """The local port: the cores see it in each Datagram (proxyDHCP answers 67 and 4011).
+        Kept once bound: ``_drain`` reads it at every wake-up, and getsockname is a system call."""
+        if self._port is None:
+            bound = int(self.sock.getsockname()[1])
+            if not bound:
+                return 0
+            self._port = bound
+        return self._port
 
     async def run(self) -> None:
         """Run the receive thread until cancelled, then wake it and wait for it to return."""

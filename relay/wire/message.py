@@ -34,9 +34,13 @@ _OVERLOAD_FILE = 1
 _OVERLOAD_SNAME = 2
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True, unsafe_hash=True)
 class DhcpMessage:
-    """One decoded message.
+    """One decoded message: a value, never changed (``replace`` makes the changed copy).
+
+    Not frozen, but hashed by value all the same: a frozen dataclass sets each field through
+    ``object.__setattr__``, 2 µs against 0.2 for the sixteen fields here, paid for every packet
+    decoded (as ``Datagram``).
 
     ``vendor`` is the RFC 951 vendor area when there is no magic cookie (None when there is one).
     ``sname``, ``file`` and ``vendor`` are fixed-size, NUL-padded fields on the wire: they are held

@@ -124,7 +124,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
-        self._templates: dict[tuple[str, ReplyKind, IPv4Address], ReplyTemplate] = {}
+        self._templates: dict[tuple[str, ReplyKind, int], tuple[IPv4Address, ReplyTemplate]] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
         #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache,
         #: and the last one looked up.
@@ -551,14 +551,17 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         msg, subnet = request.msg, request.subnet
         nak = kind is ReplyKind.NAK
         destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
-        key = (subnet.name, kind, request.server_id)
-        template = self._templates.get(key)
-        if template is None:
+        # Keyed by the server identifier's identity (hashing an address is a Python call); the
+        # entry holds the object, so its id is not reused while the entry lives.
+        key = (subnet.name, kind, id(request.server_id))
+        entry = self._templates.get(key)
+        if entry is None:
             if len(self._templates) >= _TEMPLATE_CACHE:
                 self._templates.clear()  # server identifiers can come from option 82 (RFC 5107)
-            template = self._templates[key] = ReplyTemplate.of(
+            entry = self._templates[key] = (request.server_id, ReplyTemplate.of(
                 self._leading_options(subnet, kind, request.server_id),
-                *self._boot_fields(subnet, nak))
+                *self._boot_fields(subnet, nak)))
+        template = entry[1]
         # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
         # else 0.
         ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO

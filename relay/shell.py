@@ -833,6 +833,7 @@ class DatagramLoop(Generic[D]):
         self.sock = sock
         self.handle: Callable[[D], None] = handle
         self.reader: Callable[..., D] | None = reader
+        self._take: Callable[..., D] | None = reader
         self._port = port
         self.log = log
         self.lock = lock if lock is not None else threading.Lock()
@@ -847,10 +848,14 @@ class DatagramLoop(Generic[D]):
 
     @property
     def _receive(self) -> Callable[..., D]:
-        """The reader given, else ``receive``, or ``receive6`` for an AF_INET6 socket."""
-        if self.reader is not None:
-            return self.reader
-        return cast(Callable[..., D], receive6 if self.sock.family == socket.AF_INET6 else receive)
+        """The reader given, else ``receive``, or ``receive6`` for an AF_INET6 socket: chosen
+        once (``socket.family`` is a Python property building an enum, and ``_drain`` runs at
+        every wake-up)."""
+        take = self._take
+        if take is None:
+            take = self._take = cast(
+                Callable[..., D], receive6 if self.sock.family == socket.AF_INET6 else receive)
+        return take
 
     @property
     def port(self) -> int:

@@ -138,17 +138,6 @@ def address_of(key: str | bytes) -> IPv4Address:
     return address
 
 
-def _address(packed: bytes) -> IPv4Address:
-    """A client's address (ciaddr, yiaddr) of 4 packed bytes: a new object but for 0.0.0.0 (a
-    memo of per-client addresses would only miss)."""
-    return ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
-
-
-def _agent_address(packed: bytes) -> IPv4Address:
-    """A server's or relay's address (siaddr, giaddr): few, so ``address_of``'s memo."""
-    return ZERO if packed == _ZERO_PACKED else address_of(packed)
-
-
 def decode(data: bytes) -> DhcpMessage:
     """Decode a BOOTP/DHCP message. Raises only WireError subclasses."""
     return _decode(bytes(data))[0]
@@ -168,7 +157,14 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
         raise FieldError(f"op {op} is neither BOOTREQUEST nor BOOTREPLY", 0)
     if hlen > 16:
         raise FieldError(f"hlen {hlen} exceeds the 16-byte chaddr", 2)
-    addresses = _address(ciaddr), _address(yiaddr), _agent_address(siaddr), _agent_address(giaddr)
+    # A client's address (ciaddr, yiaddr): a new object but for 0.0.0.0 (a memo of per-client
+    # addresses would only miss); a server's or relay's (siaddr, giaddr): few, so
+    # ``address_of``'s memo. Inline: four calls per message otherwise.
+    zero = _ZERO_PACKED
+    addresses = (ZERO if ciaddr == zero else IPv4Address(ciaddr),
+                 ZERO if yiaddr == zero else IPv4Address(yiaddr),
+                 ZERO if siaddr == zero else address_of(siaddr),
+                 ZERO if giaddr == zero else address_of(giaddr))
     if data[BOOTP_HEADER_SIZE:_OPTIONS_OFFSET] != MAGIC_COOKIE:
         rest = data[BOOTP_HEADER_SIZE:]
         return DhcpMessage(

@@ -610,9 +610,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         """UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient" echoed in
         option 60 and the URI as the boot file name: the options, and the URI for the file field
         (None: it goes in option 67, where the field's 128 octets would cut it, or no boot)."""
+        if not request.subnet.http_boot:
+            return (), None
         vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-        if (not request.subnet.http_boot or kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK)
-                or not vendor.startswith(HTTP_CLIENT)):
+        if kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK) or not vendor.startswith(HTTP_CLIENT):
             return (), None
         boot_url = http_boot_url(request.subnet, request.options.get(Opt.CLIENT_ARCH))
         if boot_url is None:
@@ -635,10 +636,11 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
-            vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-            if self.pxe_colocated and not bootp and vendor.startswith(b"PXEClient"):
+            if self.pxe_colocated and not bootp and (
+                    request.options.get(Opt.VENDOR_CLASS_ID) or b"").startswith(b"PXEClient"):
                 options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
-            options.extend(http_options)
+            if http_options:
+                options.extend(http_options)
         if request.client_id is not None and not bootp:
             # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
             # when the client sent one.

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -834,6 +835,7 @@ class DatagramLoop(Generic[D]):
         self.handle: Callable[[D], None] = handle
         self.reader: Callable[..., D] | None = reader
         self._take: Callable[..., D] | None = reader
+        self._poller: select.poll | None = None
         self._port = port
         self.log = log
         self.lock = lock if lock is not None else threading.Lock()
@@ -906,11 +908,27 @@ class DatagramLoop(Generic[D]):
                 with lock:
                     self._receive_failed(error)
                 continue
-            with lock:
-                handle(datagram)
-                count = 1 + self._drain(burst - 1) if burst > 1 else 1
+            if burst > 1:
+                count = self.handle_burst(datagram)
+            else:
+                with lock:
+                    handle(datagram)
+                count = 1
             if after_burst is not None:
                 after_burst(count)
+
+    def handle_burst(self, datagram: D) -> int:
+        """Handle ``datagram`` and what is queued behind it, ``burst`` in all at most: how many.
+
+        A zero-timeout poll first: most wake-ups find nothing more queued, and a receive that
+        finds the socket empty raises (1.8 µs through the reader's frames, the poll 0.5)."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+        with self.lock:
+            self._handle(datagram)
+            return 1 + self._drain(self.burst - 1) if poller.poll(0) else 1
 
     def drain(self, limit: int) -> int:
         """Handle up to ``limit`` datagrams already queued, without blocking: how many."""

@@ -267,7 +267,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     # -- address bookkeeping -----------------------------------------------------------------
     def _store(self, lease: Lease) -> Lease | None:
         """Put ``lease`` in the table: the row it replaces."""
-        old = self.leases.get(lease.address)
+        return self._put(lease, self.leases.get(lease.address))
+
+    def _put(self, lease: Lease, old: Lease | None) -> Lease | None:
+        """``_store`` where the caller has looked up ``old``, the row at the address already."""
         if (old is not None and old.client_key != lease.client_key
                 and self.by_client.get((old.subnet, old.client_key)) == old.address):
             del self.by_client[(old.subnet, old.client_key)]
@@ -390,7 +393,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             starts=now, expires=None if infinite else now + request.subnet.lease_time,
             hostname=hostname,
         )
-        replaced = self._store(lease)
+        replaced = self._put(lease, current)
         self._forget_offer(address)
         actions.append(Commit(lease, CommitEvent.RENEWED if renewing else CommitEvent.BOUND,
                               replaced))
@@ -565,9 +568,11 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
         # else 0.
         ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO
-        http_options, http_file = self._http_boot(request, kind)
+        http_options, http_file = (self._http_boot(request, kind) if subnet.http_boot
+                                   else _NO_HTTP_BOOT)
         options = self._client_options(request, kind, yiaddr, message, http_options)
-        capacity = self._capacity(request.options)
+        capacity = (DHCP_MIN_MAX_SIZE if Opt.MAX_MESSAGE_SIZE not in request.options
+                    else self._capacity(request.options))
         payload = None if http_file is not None else template.fill(
             msg, destination.flags, ciaddr, yiaddr, options, capacity)
         if payload is None:  # a boot URL in the file field, or file and/or sname overloaded
@@ -661,6 +666,8 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return max(DHCP_MIN_MAX_SIZE, min(int.from_bytes(raw, "big"), ETHERNET_MAX_MESSAGE))
 
 
+#: ``_http_boot``'s answer where the subnet has no HTTP boot URL.
+_NO_HTTP_BOOT: tuple[tuple[tuple[int, bytes], ...], bytes | None] = ((), None)
 _MESSAGE_TYPE_OPTION = {
     ReplyKind.OFFER: (Opt.MESSAGE_TYPE, bytes((MessageType.OFFER,))),
     ReplyKind.ACK: (Opt.MESSAGE_TYPE, bytes((MessageType.ACK,))),

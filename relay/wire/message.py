@@ -175,16 +175,19 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
     tlvs, end, padded = scan_tlvs(area, _OPTIONS_OFFSET, "options")
     # RFC 2131 §4.1: "the 'option overload' option MUST appear in the 'options' field", so
     # only the options field is searched for it; a 52 found in file or sname is ignored.
-    overload = seen = 0
-    for code, value in tlvs:
-        if code == 52:  # Opt.OVERLOAD
-            if len(value) != 1 or value[0] not in (1, 2, 3):
-                raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3",
-                                 option_offset(area, _OPTIONS_OFFSET, 52, seen))
-            overload = value[0]
-            seen += 1
-    sname, file = sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0")
     found = len(tlvs)
+    # Each code once and no overload (most messages): the options as read, no loop in Python.
+    by_code = dict(tlvs)
+    overload = seen = 0
+    if 52 in by_code:  # Opt.OVERLOAD
+        for code, value in tlvs:
+            if code == 52:
+                if len(value) != 1 or value[0] not in (1, 2, 3):
+                    raise FieldError(f"option overload value {value.hex()} is not 1, 2 or 3",
+                                     option_offset(area, _OPTIONS_OFFSET, 52, seen))
+                overload = value[0]
+                seen += 1
+    sname, file = sname_raw.rstrip(b"\0"), file_raw.rstrip(b"\0")
     # RFC 2131 §4.1: the options field first, then 'file', then 'sname'.
     if overload & _OVERLOAD_FILE:
         tlvs += read_tlvs(file_raw, _FILE_OFFSET, "file (overloaded)")[0]
@@ -192,8 +195,12 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
     if overload & _OVERLOAD_SNAME:
         tlvs += read_tlvs(sname_raw, _SNAME_OFFSET, "sname (overloaded)")[0]
         sname = b""
-    options = tuple(o for o in concatenate(tlvs) if o[0] != 52) if overload else tuple(
-        concatenate(tlvs))
+    if overload:
+        options = tuple(o for o in concatenate(tlvs) if o[0] != 52)
+    elif len(by_code) == found:
+        options = tuple(tlvs)
+    else:
+        options = tuple(concatenate(tlvs))
     exact = -1
     if end >= 0 and not padded and not overload and len(options) == found:
         end += _OPTIONS_OFFSET

@@ -70,7 +70,7 @@ def concatenate(tlvs: Iterable[Option]) -> list[Option]:
     """
     if not isinstance(tlvs, list):
         tlvs = list(tlvs)
-    if len({code for code, _ in tlvs}) == len(tlvs):
+    if len(dict(tlvs)) == len(tlvs):
         return tlvs  # no code repeats: nothing to concatenate (the common case)
     merged: dict[int, bytearray] = {}
     order: list[int] = []

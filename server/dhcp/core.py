@@ -40,6 +40,20 @@ from .lease import Lease, LeaseState, client_key
 from .leasebook import LeaseBook
 from .reply import ReplyTemplate
 
+#: Enum members and option codes the per-packet path reads, as module constants: on Python 3.11
+#: every ``Opt.X`` or ``ReplyKind.X`` goes through the hook of ``EnumType.__getattr__`` (0.2 µs
+#: a read, some thirty per DORA), a global read costs 15 ns.
+_BOOTREQUEST = int(Op.BOOTREQUEST)
+_MESSAGE_TYPE, _CLIENT_ID, _RELAY_AGENT_INFO, _SUBNET_SELECTION = (
+    int(Opt.MESSAGE_TYPE), int(Opt.CLIENT_ID), int(Opt.RELAY_AGENT_INFO), int(Opt.SUBNET_SELECTION))
+_SERVER_ID, _REQUESTED_ADDRESS, _MAX_MESSAGE_SIZE = (
+    int(Opt.SERVER_ID), int(Opt.REQUESTED_ADDRESS), int(Opt.MAX_MESSAGE_SIZE))
+_OFFER, _ACK, _NAK, _BOOTREPLY_KIND = (ReplyKind.OFFER, ReplyKind.ACK, ReplyKind.NAK,
+                                      ReplyKind.BOOTREPLY)
+_BOUND, _DECLINED = LeaseState.BOUND, LeaseState.DECLINED
+#: States whose rows end at ``expires`` (a tuple: identity, no Enum.__hash__).
+_TIMED_STATES = (LeaseState.BOUND, LeaseState.DECLINED)
+_RENEWED, _BOUND_EVENT = CommitEvent.RENEWED, CommitEvent.BOUND
 #: RFC 2132 §9.2: 0xffffffff is an infinite lease.
 INFINITE = 0xFFFFFFFF
 #: Options a BOOTREPLY may carry: the RFC 1497 vendor extensions (codes below the DHCP-only range).
@@ -124,7 +138,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         self._reserved: dict[IPv4Address, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
-        self._templates: dict[tuple[str, ReplyKind, IPv4Address], ReplyTemplate] = {}
+        self._templates: dict[tuple[str, ReplyKind, int], tuple[IPv4Address, ReplyTemplate]] = {}
         self._ranges = {subnet.name: _Ranges.of(subnet) for subnet in config.subnets}
         #: Addresses seen (giaddr, link selection...) -> the subnet holding them: bounded cache,
         #: and the last one looked up.
@@ -170,13 +184,13 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             msg = decode(dgram.payload)
         except WireError as exc:
             return [Drop(DropReason.MALFORMED, str(exc))]
-        if msg.op != Op.BOOTREQUEST:
+        if msg.op != _BOOTREQUEST:
             return [Drop(DropReason.NOT_A_REQUEST)]
         try:
             request = self._request(msg, dgram)
         except _Dropped as dropped:
             return [dropped.drop]
-        raw_type = request.options.get(Opt.MESSAGE_TYPE)
+        raw_type = request.options.get(_MESSAGE_TYPE)
         if raw_type is None or len(raw_type) != 1:
             return self._bootp(request, now)
         handler = self._HANDLERS.get(raw_type[0])
@@ -190,10 +204,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
         options = dict(msg.options)
         mac = msg.chaddr[:msg.hlen]  # the codec refuses hlen > 16
-        client_id = options.get(Opt.CLIENT_ID) or None
+        client_id = options.get(_CLIENT_ID) or None
         if client_id is None and (msg.hlen == 0 or not any(mac)):
             raise _Dropped(DropReason.NO_CLIENT_IDENTITY)
-        agent_raw = options.get(Opt.RELAY_AGENT_INFO)
+        agent_raw = options.get(_RELAY_AGENT_INFO)
         link: IPv4Address | None = None
         override: IPv4Address | None = None
         relay_port = SERVER_PORT
@@ -209,7 +223,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                     relay_port = dgram.source_port
             except WireError as exc:
                 raise _Dropped(DropReason.BAD_RELAY_INFO, str(exc)) from None
-        subnet = self._select_subnet(msg, dgram, link, options.get(Opt.SUBNET_SELECTION), relayed)
+        subnet = self._select_subnet(msg, dgram, link, options.get(_SUBNET_SELECTION), relayed)
         if subnet is None:
             selection = options.get(Opt.SUBNET_SELECTION)
             where: object = link or (
@@ -267,14 +281,17 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     # -- address bookkeeping -----------------------------------------------------------------
     def _store(self, lease: Lease) -> Lease | None:
         """Put ``lease`` in the table: the row it replaces."""
-        old = self.leases.get(lease.address)
+        return self._put(lease, self.leases.get(lease.address))
+
+    def _put(self, lease: Lease, old: Lease | None) -> Lease | None:
+        """``_store`` where the caller has looked up ``old``, the row at the address already."""
         if (old is not None and old.client_key != lease.client_key
                 and self.by_client.get((old.subnet, old.client_key)) == old.address):
             del self.by_client[(old.subnet, old.client_key)]
         self.leases[lease.address] = lease
         if lease.client_key:
             self.by_client[(lease.subnet, lease.client_key)] = lease.address
-        if lease.expires is not None and lease.state in (LeaseState.BOUND, LeaseState.DECLINED):
+        if lease.expires is not None and lease.state in _TIMED_STATES:
             self._timers.add(lease.expires, lease.address)
         return old
 
@@ -311,7 +328,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             return False
         lease = self.leases.get(address)
         if lease is not None and lease.holds(now) and (
-                lease.state is LeaseState.DECLINED or lease.client_key != request.key):
+                lease.state is _DECLINED or lease.client_key != request.key):
             return False
         offer = self.offers.get(address)
         if offer is not None and offer.expires > now and offer.key != request.key:
@@ -358,7 +375,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                         self.by_client.get((net, request.key))):
             if address is not None and self.available(address, request, now):
                 return address
-        requested = request.options.get(Opt.REQUESTED_ADDRESS)
+        requested = request.options.get(_REQUESTED_ADDRESS)
         if requested is not None and len(requested) == 4:
             address = IPv4Address(requested)
             if self.available(address, request, now):
@@ -385,14 +402,14 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         reservation = self._reserved.get(address) if self._reserved else None
         hostname = reservation.hostname if reservation is not None else None
         lease = Lease(
-            address=address, state=LeaseState.BOUND, client_key=request.key,
+            address=address, state=_BOUND, client_key=request.key,
             mac=request.mac, client_id=request.client_id, subnet=net,
             starts=now, expires=None if infinite else now + request.subnet.lease_time,
             hostname=hostname,
         )
-        replaced = self._store(lease)
+        replaced = self._put(lease, current)
         self._forget_offer(address)
-        actions.append(Commit(lease, CommitEvent.RENEWED if renewing else CommitEvent.BOUND,
+        actions.append(Commit(lease, _RENEWED if renewing else _BOUND_EVENT,
                               replaced))
         return actions
 
@@ -409,12 +426,12 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         self.offers[choice] = _Offer(net, request.key, expires)
         self.offer_by_client[(net, request.key)] = choice
         self._timers.add(expires, choice)
-        return [self._reply(request, ReplyKind.OFFER, choice)]
+        return [self._reply(request, _OFFER, choice)]
 
     def _request_message(self, request: Request, now: float) -> list[Action]:
         msg = request.msg
-        server_id = request.options.get(Opt.SERVER_ID)
-        requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
+        server_id = request.options.get(_SERVER_ID)
+        requested_raw = request.options.get(_REQUESTED_ADDRESS)
         requested = (
             IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
         )
@@ -435,7 +452,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                 return [self._nak(request, "requested address not available")]
             return [
                 *self._bind(request, requested, now),
-                self._reply(request, ReplyKind.ACK, requested),
+                self._reply(request, _ACK, requested),
             ]
         if requested is not None:
             # INIT-REBOOT. RFC 2131 §4.3.2: "Server SHOULD send a DHCPNAK message to the client if
@@ -453,7 +470,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                 return [self._nak(request, "requested address is not this client's")]
             return [
                 *self._bind(request, requested, now),
-                self._reply(request, ReplyKind.ACK, requested),
+                self._reply(request, _ACK, requested),
             ]
         if msg.ciaddr != ZERO:
             # RENEWING (unicast) or REBINDING (broadcast). RFC 2131 §4.3.2: "the DHCP server
@@ -463,7 +480,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                 return [self._nak(request, "address is not this client's")]
             return [
                 *self._bind(request, address, now),
-                self._reply(request, ReplyKind.ACK, address),
+                self._reply(request, _ACK, address),
             ]
         return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
 
@@ -549,22 +566,27 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     def _reply(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
-        nak = kind is ReplyKind.NAK
+        nak = kind is _NAK
         destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
-        key = (subnet.name, kind, request.server_id)
-        template = self._templates.get(key)
-        if template is None:
+        # Keyed by the server identifier's identity (hashing an address is a Python call); the
+        # entry holds the object, so its id is not reused while the entry lives.
+        key = (subnet.name, kind, id(request.server_id))
+        entry = self._templates.get(key)
+        if entry is None:
             if len(self._templates) >= _TEMPLATE_CACHE:
                 self._templates.clear()  # server identifiers can come from option 82 (RFC 5107)
-            template = self._templates[key] = ReplyTemplate.of(
+            entry = self._templates[key] = (request.server_id, ReplyTemplate.of(
                 self._leading_options(subnet, kind, request.server_id),
-                *self._boot_fields(subnet, nak))
+                *self._boot_fields(subnet, nak)))
+        template = entry[1]
         # RFC 2131 table 3: ciaddr is the request's for an ACK (RENEWING, REBINDING, INFORM),
         # else 0.
         ciaddr = msg.ciaddr if kind in _CIADDR_ECHOED else ZERO
-        http_options, http_file = self._http_boot(request, kind)
+        http_options, http_file = (self._http_boot(request, kind) if subnet.http_boot
+                                   else _NO_HTTP_BOOT)
         options = self._client_options(request, kind, yiaddr, message, http_options)
-        capacity = self._capacity(request.options)
+        capacity = (DHCP_MIN_MAX_SIZE if _MAX_MESSAGE_SIZE not in request.options
+                    else self._capacity(request.options))
         payload = None if http_file is not None else template.fill(
             msg, destination.flags, ciaddr, yiaddr, options, capacity)
         if payload is None:  # a boot URL in the file field, or file and/or sname overloaded
@@ -607,9 +629,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         """UEFI HTTP boot: an offer counts as a boot offer only with "HTTPClient" echoed in
         option 60 and the URI as the boot file name: the options, and the URI for the file field
         (None: it goes in option 67, where the field's 128 octets would cut it, or no boot)."""
+        if not request.subnet.http_boot:
+            return (), None
         vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-        if (not request.subnet.http_boot or kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK)
-                or not vendor.startswith(HTTP_CLIENT)):
+        if kind in (ReplyKind.BOOTREPLY, ReplyKind.NAK) or not vendor.startswith(HTTP_CLIENT):
             return (), None
         boot_url = http_boot_url(request.subnet, request.options.get(Opt.CLIENT_ARCH))
         if boot_url is None:
@@ -623,19 +646,20 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                         message: str, http_options: tuple[tuple[int, bytes], ...] = ()
                         ) -> list[tuple[int, bytes]]:
         """The options of this client's reply after the leading ones."""
-        bootp = kind is ReplyKind.BOOTREPLY
+        bootp = kind is _BOOTREPLY_KIND
         options: list[tuple[int, bytes]] = []
-        if kind is ReplyKind.NAK:
+        if kind is _NAK:
             options.append((Opt.MESSAGE, message.encode()))
         else:
             reservation = self._reserved.get(yiaddr) if self._reserved else None
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))
-            vendor = request.options.get(Opt.VENDOR_CLASS_ID) or b""
-            if self.pxe_colocated and not bootp and vendor.startswith(b"PXEClient"):
+            if self.pxe_colocated and not bootp and (
+                    request.options.get(Opt.VENDOR_CLASS_ID) or b"").startswith(b"PXEClient"):
                 options.append((Opt.VENDOR_CLASS_ID, b"PXEClient"))
-            options.extend(http_options)
+            if http_options:
+                options.extend(http_options)
         if request.client_id is not None and not bootp:
             # RFC 6842 §3: "the server MUST include the Client Identifier option in replies"
             # when the client sent one.
@@ -656,6 +680,8 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return max(DHCP_MIN_MAX_SIZE, min(int.from_bytes(raw, "big"), ETHERNET_MAX_MESSAGE))
 
 
+#: ``_http_boot``'s answer where the subnet has no HTTP boot URL.
+_NO_HTTP_BOOT: tuple[tuple[tuple[int, bytes], ...], bytes | None] = ((), None)
 _MESSAGE_TYPE_OPTION = {
     ReplyKind.OFFER: (Opt.MESSAGE_TYPE, bytes((MessageType.OFFER,))),
     ReplyKind.ACK: (Opt.MESSAGE_TYPE, bytes((MessageType.ACK,))),

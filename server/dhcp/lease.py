@@ -30,8 +30,12 @@ class LeaseState(IdentityEnum):
 HOLDING_STATES = frozenset({LeaseState.BOUND, LeaseState.DECLINED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Lease:
+    """One row: never changed once made (``dataclasses.replace`` makes the next). Not frozen, as
+    a frozen dataclass sets each field through ``object.__setattr__`` (see ``DhcpMessage``): a
+    lease is made for every REQUEST."""
+
     address: IPv4Address
     state: LeaseState
     #: The identity the server keys the client on: ``id:<hex of option 61>`` or

@@ -23,7 +23,7 @@ A = TypeVar("A", IPv4Address, IPv6Address)
 
 
 class LeaseRow(Protocol):
-    """A lease row (Lease, Lease6): a frozen dataclass."""
+    """A lease row (Lease, Lease6): a dataclass, never changed in place."""
 
     __dataclass_fields__: ClassVar[dict[str, Any]]
 

@@ -51,7 +51,7 @@ class ReplyTemplate:
              options: list[Option], capacity: int) -> bytes | None:
         """``encode`` of the reply to ``msg`` with the client's ``options`` after the template's,
         or None when it would not fit ``capacity`` octets without overloading file/sname."""
-        tail = b"".join([encode_tlv(code, value) for code, value in options])
+        tail = b"".join([encode_tlv(code, value) for code, value in options]) if options else b""
         if self.size + len(tail) + 1 > capacity:
             return None
         header = _CLIENT_HEADER.pack(

@@ -89,9 +89,7 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
         """What DatagramLoop.serve does for one wake-up: receive, drain, commit."""
         from boothop.relay.shell import receive
 
-        with loop.lock:
-            loop._handle(receive(sock, server[1], names=True, counters=loop.counters))
-            count = 1 + loop._drain(loop.burst - 1)
+        count = loop.handle_burst(receive(sock, server[1], names=True, counters=loop.counters))
         assert count == queued, (count, queued)
         receiver.after_burst(count)
 

@@ -153,6 +153,46 @@ def test_a_failed_batch_sends_no_ack_and_leaves_none_of_its_leases(
     assert set(acks(sock)) <= on_disk(path)
 
 
+def test_a_lone_request_is_its_own_transaction_all_or_nothing(
+    store: tuple[SqliteLeaseStore, Path],
+) -> None:
+    """A burst of one row is written as one autocommit statement: refused, it leaves no row and
+    its ACK does not leave; accepted, the row is on disk (another connection reads it) before
+    the ACK is sent."""
+    lease_store, path = store
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases"
+                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    sock = FakeSocket()
+    log = structlog.get_logger()
+    seen_at_send: list[set[IPv4Address]] = []
+    send = sock.sendmsg
+
+    def sendmsg(*args: object) -> int:
+        seen_at_send.append(on_disk(path))
+        return send(*args)  # type: ignore[arg-type]
+
+    sock.sendmsg = sendmsg  # type: ignore[method-assign]
+    receiver = service._Receiver(DhcpServerCore(config()),
+                                 service._Durable(lease_store, sock, log),  # type: ignore[arg-type]
+                                 sock, log)  # type: ignore[arg-type]
+    receiver.handle(received(encode(request(MT.DISCOVER, mac(1), xid=1))))
+    receiver.after_burst(1)
+    offered = decode(sock.sent[-1][0]).yiaddr
+    selecting = encode(request(MT.REQUEST, mac(1), xid=1, options=(
+        opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offered))))
+    receiver.handle(received(selecting))
+    receiver.after_burst(1)
+    assert acks(sock) == [] and on_disk(path) == set()
+    assert not receiver.core.leases, "the refused row stays in memory"
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER refuse")
+    receiver.handle(received(selecting))
+    receiver.after_burst(1)
+    assert acks(sock) == [offered]
+    assert seen_at_send[-1] == {offered}, "the ACK left before its lease was on disk"
+
+
 def test_a_lone_clients_dora_never_waits_for_the_commit_window() -> None:
     """With a commit window, only commits in a steady stream (bursts of a few datagrams, less
     than BUSY_GAP after the previous commit) wait for company. A lone client's REQUEST, right

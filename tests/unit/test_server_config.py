@@ -207,6 +207,31 @@ def test_store_roundtrip_and_survives_reopen(tmp_path: Path) -> None:
     assert again.load() == []
 
 
+def test_store_roundtrips_every_row_shape_alone_and_in_one_burst(tmp_path: Path) -> None:
+    """Rows with and without a client identifier and a hostname (the store's four statements),
+    and a BOOTP row that never expires, read back as written: one row at a time (autocommit) and
+    all in one transaction, each replacing the row at its address."""
+    store = SqliteLeaseStore(str(tmp_path / "shapes.sqlite3"))
+
+    def leases(starts: float) -> list[Lease]:
+        return [Lease(IPv4Address(0x0A330164 + n), state, f"k{n}", bytes([n]) * 6, client_id,
+                      "10.51.1.0/24", starts, expires, hostname)
+                for n, (state, client_id, expires, hostname) in enumerate([
+                    (LeaseState.BOUND, None, starts + 60, None),
+                    (LeaseState.BOUND, b"\x01\xaa", starts + 60, None),
+                    (LeaseState.DECLINED, None, starts + 60, "host-b"),
+                    (LeaseState.RELEASED, b"\x00", starts, ""),
+                    (LeaseState.BOUND, None, None, "bootp")])]
+
+    for lease in leases(1.0):
+        store.write([lease])
+    assert store.load() == leases(1.0)
+    store.write(leases(2.0))
+    assert store.load() == leases(2.0)
+    assert all(type(lease.mac) is bytes for lease in store.load())
+    store.close()
+
+
 def test_field_report_reconcile_restores_reservations_with_configured_mac(tmp_path: Path) -> None:
     """Q184344: delete the database, reconcile; the BOOTP client still gets its reserved address."""
     cfg = config()

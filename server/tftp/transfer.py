@@ -58,6 +58,7 @@ class TimeLimited:
     params: TransferParams
     peer: Address
     outcome: Outcome | None
+    ignored: dict[Ignored, int]
     _deadline: float | None
     _expires = float("inf")
 
@@ -80,6 +81,15 @@ class TimeLimited:
             return None
         return self._error(Outcome.TIME_LIMIT, ErrorCode.NOT_DEFINED,
                            "transfer time limit exceeded")
+
+    def stray(self, source: Address) -> Send:
+        """The answer to a datagram from ``source``, which is not the peer.
+
+        RFC 1350 §4: "If a source TID does not match, the packet should be discarded ... An
+        error packet should be sent to the source of the incorrect packet, while not disturbing
+        the transfer." Only the count changes: the shell may call this from another thread."""
+        self.ignored[Ignored.WRONG_TID] += 1
+        return Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)
 
     def _error(self, outcome: Outcome, code: ErrorCode, message: str) -> list[Send]:
         self._stop(outcome)
@@ -153,11 +163,7 @@ class ReadTransfer(TimeLimited):
             # The checks below pass for it and _on_ack would count the whole window acked.
             return self._advance(len(self._window), now)
         if source != self.peer:
-            # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
-            # An error packet should be sent to the source of the incorrect packet, while not
-            # disturbing the transfer."
-            self.ignored[Ignored.WRONG_TID] += 1
-            return [Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)]
+            return [self.stray(source)]
         if self.done:
             self.ignored[Ignored.AFTER_END] += 1
             return []

@@ -75,11 +75,7 @@ class WriteTransfer(TimeLimited):
 
     def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
         if source != self.peer:
-            # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
-            # An error packet should be sent to the source of the incorrect packet, while not
-            # disturbing the transfer."
-            self.ignored[Ignored.WRONG_TID] += 1
-            return [Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)]
+            return [self.stray(source)]
         try:
             pkt = packet.decode(data)
         except packet.TftpPacketError:

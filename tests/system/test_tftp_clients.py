@@ -153,14 +153,10 @@ async def test_a_transfer_socket_that_cannot_be_opened_costs_that_request_only(
     """The listener's receive thread opens the transfer's socket under its lock; a failure there
     releases the client's slot in that thread and the listener goes on (it once did this in the
     trio thread, which waited for the lock the receive thread held: a deadlock)."""
-    opened = service.open_udp
+    def no_transfer_sockets(*args: Any) -> tuple[socket.socket, socket.socket]:
+        raise OSError(errno.EMFILE, "Too many open files")
 
-    def no_transfer_sockets(port: int, *args: Any, **kwargs: Any) -> socket.socket:
-        if not kwargs.get("pktinfo", True):  # a transfer's socket (the listener's has pktinfo)
-            raise OSError(errno.EMFILE, "Too many open files")
-        return opened(port, *args, **kwargs)
-
-    monkeypatch.setattr(service, "open_udp", no_transfer_sockets)
+    monkeypatch.setattr(service, "open_peer_udp", no_transfer_sockets)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
     try:
@@ -176,3 +172,44 @@ async def test_a_transfer_socket_that_cannot_be_opened_costs_that_request_only(
     finally:
         client.close()
     assert answer[:2] == b"\0\5"  # ERROR: the listener still serves after 20 failures
+
+
+async def test_a_stray_tid_gets_error_5_from_the_transfers_port_and_the_transfer_goes_on(
+    root: Path,
+) -> None:
+    """RFC 1350 §4 through the sockets: the transfer's socket is connected to its client, so a
+    datagram from another port reaches the second socket on the transfer's port, whose loop
+    answers error 5 from there; the transfer neither moves nor stops, and completes."""
+    client, stray = (trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+                     for _ in range(2))
+    blocks: list[packet.Data] = []
+
+    async def data_from(tid: tuple[str, int] | None) -> tuple[str, int]:
+        datagram, source = await client.recvfrom(600)
+        assert tid in (None, source)
+        block = packet.decode(datagram)
+        assert isinstance(block, packet.Data) and block.block == len(blocks) + 1, block
+        blocks.append(block)
+        return source  # type: ignore[no-any-return]
+
+    with client, stray, trio.fail_after(10):
+        for sock in (client, stray):
+            await sock.bind(("127.0.0.1", 0))
+        async with trio.open_nursery() as nursery:
+            port = await serving(nursery, root)
+            await client.sendto(b"\0\1small.bin\0octet\0", ("127.0.0.1", port))
+            tid = await data_from(None)
+            await stray.sendto(packet.encode_ack(1), tid)
+            answer, source = await stray.recvfrom(600)
+            assert source == tid
+            assert packet.decode(answer) == packet.Error(packet.ErrorCode.UNKNOWN_TID,
+                                                         "unknown transfer ID")
+            with trio.move_on_after(0.2):  # within the 0.5 s timeout: no block 2 unasked for
+                unasked = await client.recv(600)
+                pytest.fail(f"the stray's ACK moved the transfer: {packet.decode(unasked)}")
+            while len(blocks[-1].payload) == 512:
+                await client.sendto(packet.encode_ack(len(blocks)), tid)
+                await data_from(tid)
+            await client.sendto(packet.encode_ack(len(blocks)), tid)
+            nursery.cancel_scope.cancel()
+    assert b"".join(block.payload for block in blocks) == (root / "small.bin").read_bytes()

@@ -40,7 +40,7 @@ from boothop.relay.wire import ZERO, Datagram
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
 from .paths import create_file, open_file
-from .transfer import Address, ReadTransfer, Send
+from .transfer import Address, ReadTransfer
 from .write import WriteTransfer
 
 FAMILIES = (
@@ -74,15 +74,13 @@ def _direction(transfer: ReadTransfer | WriteTransfer) -> str:
     return "write" if isinstance(transfer, WriteTransfer) else "read"
 
 
-def _send(send: Callable[[bytes], int], sends: list[Send]) -> None:
-    """Send to the peer (the socket is connected to it: every ``Send`` of a transfer's core but
-    the answer to a stray goes there)."""
-    for datagram in sends:
+def _send(send: Callable[[bytes], int], datagrams: list[bytes]) -> None:
+    """Send to the peer (the socket is connected to it)."""
+    for datagram in datagrams:
         try:
-            send(datagram.data)
+            send(datagram)
         except OSError as exc:  # e.g. no route, or ICMP port unreachable: the timer copes
-            structlog.get_logger().debug("tftp.send.failed", error=exc.strerror,
-                                         peer=datagram.to)
+            structlog.get_logger().debug("tftp.send.failed", error=exc.strerror)
 
 
 #: SO_RCVTIMEO is set again only when the wait it should bound differs by more than this from
@@ -117,40 +115,43 @@ def _serve_transfer(
     set: a receive blocked meanwhile, or entered after it, returns no data at once (Linux keeps
     SHUT_RD on a connected UDP socket)."""
     sock.setblocking(True)
-    clock, recv, send, next_deadline = time.monotonic, sock.recv, sock.send, transfer.next_deadline
-    receive, peer = transfer.receive, transfer.peer
+    clock, recv, send = time.monotonic, sock.recv, sock.send
+    receive, next_deadline = transfer.receive, transfer.next_deadline
     if isinstance(transfer, ReadTransfer):
         read_ahead: Callable[[], None] | None = transfer.read_ahead
         bufsize = _ACK_BUFSIZE
     else:
         read_ahead, bufsize = None, 65536
-    _send(send, transfer.start(clock()))
+    now = clock()
+    _send(send, transfer.start(now))
     armed = -1.0
-    while not transfer.done:
+    while True:
         if read_ahead is not None:  # while the peer answers: the ACK then costs no file read
             read_ahead()
         deadline = next_deadline()
-        wait = 3600.0 if deadline is None else deadline - clock()
-        if abs(wait - armed) > _REARM_SLACK:
+        wait = 3600.0 if deadline is None else deadline - now
+        if abs(wait - armed) > _REARM_SLACK:  # in lock-step, every ACK moves it a timeout on
             _arm(sock, wait)
             armed = wait
         try:
             data = recv(bufsize)
         except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out: the deadline
             armed = -1.0
-            _send(send, transfer.on_timer(clock()))
-            data = None
+            now = clock()
+            _send(send, transfer.on_timer(now))
         except ConnectionRefusedError:  # ICMP port unreachable for a send: the timer decides
-            data = None
-        if data is not None:
+            now = clock()
+        else:
             if not data and stopping.is_set():  # not an empty datagram (malformed): shut down
                 return
             now = clock()
-            _send(send, receive(data, peer, now))
+            _send(send, receive(data, now))
             if deadline is not None and now >= deadline:  # a stream of datagrams past the deadline
                 _send(send, transfer.on_timer(now))
         if transfer.outcome is not None:
             ended()
+            if transfer.done:
+                return
 
 
 async def _run_transfer(
@@ -173,11 +174,11 @@ async def _run_transfer(
             _ended(transfer, admission, lock, transfers, started, log)
 
     def answer_stray(datagram: Datagram) -> None:
-        reply = transfer.stray((str(datagram.source), datagram.source_port))
+        source = (str(datagram.source), datagram.source_port)
         try:
-            send_datagram(strays, reply.data, reply.to)
+            send_datagram(strays, transfer.stray(), source)
         except OSError as exc:
-            log.debug("tftp.send.failed", error=exc.strerror, peer=reply.to)
+            log.debug("tftp.send.failed", error=exc.strerror, peer=source)
 
     async def stop_on_cancel() -> None:
         try:

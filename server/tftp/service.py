@@ -103,17 +103,22 @@ def _serve_transfer(
     transfer has an outcome (an upload then dallies, RFC 1350 §6, without holding its slot).
 
     ``sock`` is connected to the peer (``open_peer_udp``): the kernel delivers only the peer's
-    datagrams here, so each is given to the core as the peer's. Returns when ``stopping`` is
-    set: a receive blocked meanwhile, or entered after it, returns no data at once (Linux keeps
-    SHUT_RD on a connected UDP socket)."""
+    datagrams here, so each is given to the core as the peer's. The ACK of the whole window
+    (``read_ahead`` says which, and the core's answer to it) is answered before the core sees
+    it: between the ACK and the next block, one comparison. Returns when ``stopping`` is set: a
+    receive blocked meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD
+    on a connected UDP socket)."""
     sock.setblocking(True)
     clock, recv, send = time.monotonic, sock.recv, sock.send
     receive, next_deadline = transfer.receive, transfer.next_deadline
     if isinstance(transfer, ReadTransfer):
-        read_ahead: Callable[[], None] | None = transfer.read_ahead
+        read_ahead: Callable[[], tuple[bytes | None, list[bytes]]] | None = transfer.read_ahead
         bufsize = _ACK_BUFSIZE
     else:
         read_ahead, bufsize = None, 65536
+    window_ack: bytes | None = None  # the ACK of the whole window, and the core's answer to it
+    following: list[bytes] = []
+    acked: bytes | None = None
     now = clock()
     datagrams = transfer.start(now)
     armed = -1.0
@@ -123,12 +128,15 @@ def _serve_transfer(
                 send(datagram)
             except OSError as exc:  # e.g. no route, or ICMP port unreachable: the timer copes
                 structlog.get_logger().debug("tftp.send.failed", error=exc.strerror)
+        if acked is not None:  # the core sees the window's ACK once its answer (the same) has left
+            receive(acked, now)
+            acked = None
         if transfer.outcome is not None:
             ended()
             if transfer.done:
                 return
         if read_ahead is not None:  # while the peer answers: the ACK then costs no file read
-            read_ahead()
+            window_ack, following = read_ahead()
         deadline = next_deadline()
         wait = 3600.0 if deadline is None else deadline - now
         if abs(wait - armed) > _REARM_SLACK:  # in lock-step, every ACK moves it a timeout on
@@ -144,9 +152,12 @@ def _serve_transfer(
             now = clock()
             datagrams = []
         else:
+            now = clock()
+            if data == window_ack and deadline is not None and now < deadline:
+                datagrams, acked = following, data  # every lock-step ACK: answered at once
+                continue
             if not data and stopping.is_set():  # not an empty datagram (malformed): shut down
                 return
-            now = clock()
             datagrams = receive(data, now)
             if deadline is not None and now >= deadline:  # a stream of datagrams past the deadline
                 datagrams = datagrams + transfer.on_timer(now)

@@ -231,9 +231,14 @@ class ReadTransfer(TimeLimited):
         self._window_ack = ACK_OPCODE + window[-1][2:4]
         return window
 
-    def read_ahead(self) -> None:
+    def read_ahead(self) -> tuple[bytes | None, list[bytes]]:
         """Read the next window while the peer is still answering this one (as tftpd-hpa's
-        read_ahead does), so that the ACK is answered without a file read."""
+        read_ahead does), so that the ACK is answered without a file read.
+
+        Returns the ACK of the whole window (None while none is awaited) and what ``receive``
+        answers that exact datagram with, until the next call into the core: the very list of
+        the blocks read ahead. The shell may send them the moment it arrives, before giving
+        it to ``receive``."""
         ahead, blksize = self._ahead, self._blksize
         while len(ahead) < self._windowsize and not self._eof:
             payload = self._read(blksize)
@@ -242,6 +247,7 @@ class ReadTransfer(TimeLimited):
             ahead.append(encode_data(self._next_block & 0xFFFF, payload))
             self._ahead_octets += len(payload)
             self._next_block += 1
+        return self._window_ack, ahead
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome

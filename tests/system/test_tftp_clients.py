@@ -72,6 +72,23 @@ async def test_curl_downloads_match(
     assert digest(out) == digest(root / name)
 
 
+async def test_the_time_limit_ends_a_lock_step_transfer_whose_every_ack_is_on_time(
+    root: Path, tmp_path: Path
+) -> None:
+    """The transfer thread answers the window's ACK before the core sees it; past
+    max_transfer_time it does not, so the core ends the transfer (40 MiB by 512 octets takes
+    curl over a second here)."""
+    curl = need("curl")
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, max_transfer_time=1.0)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_tftp, config)
+        result = await fetch([curl, "-sS", "--max-time", "20", "-o", str(tmp_path / "out"),
+                              f"tftp://127.0.0.1:{port}/large.bin"], 25)
+        nursery.cancel_scope.cancel()
+    # curl's exit code for an ERROR of code 0 ("not defined", ours for the time limit).
+    assert result.returncode == 71, result.stderr
+
+
 @pytest.mark.parametrize("name", ["small.bin", "large.bin"])
 async def test_tftp_hpa_downloads_match(root: Path, tmp_path: Path, name: str) -> None:
     tftp = need("tftp")

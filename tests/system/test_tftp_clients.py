@@ -230,3 +230,22 @@ async def test_a_stray_tid_gets_error_5_from_the_transfers_port_and_the_transfer
             await client.sendto(packet.encode_ack(len(blocks)), tid)
             nursery.cancel_scope.cancel()
     assert b"".join(block.payload for block in blocks) == (root / "small.bin").read_bytes()
+
+
+async def test_a_server_stopping_mid_transfer_wakes_the_transfers_threads_at_once(
+    root: Path,
+) -> None:
+    """shutdown(SHUT_RD) wakes the transfer's thread, blocked in recv on its connected socket,
+    and the strays' loop: the server stops long before the transfer's 5 s timeout."""
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, timeout=5.0)
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with client:
+        await client.bind(("127.0.0.1", 0))
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_tftp, config)
+            await client.sendto(b"\0\1large.bin\0octet\0", ("127.0.0.1", port))
+            with trio.fail_after(5):
+                assert (await client.recv(600))[:4] == b"\0\3\0\1"  # DATA 1, never acked
+            stopping = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() - stopping < 2.0

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import need
+from structlog.testing import capture_logs
 
 from boothop.server.tftp import packet, service
 from boothop.server.tftp.config import TftpConfig
@@ -249,3 +250,23 @@ async def test_a_server_stopping_mid_transfer_wakes_the_transfers_threads_at_onc
             stopping = trio.current_time()
             nursery.cancel_scope.cancel()
     assert trio.current_time() - stopping < 2.0
+
+
+async def test_a_client_gone_mid_transfer_is_timed_out_not_a_crash(root: Path) -> None:
+    """The retransmissions to a closed port draw ICMP port unreachable, which a connected
+    socket reports on the next recv (ECONNREFUSED): the thread goes on waiting, and the
+    transfer ends by its retries."""
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, timeout=0.1, retries=3)
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with capture_logs() as logs, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_tftp, config)
+            with client:
+                await client.bind(("127.0.0.1", 0))
+                await client.sendto(b"\0\1large.bin\0octet\0", ("127.0.0.1", port))
+                await client.recv(600)
+            while not any(line["event"] == "tftp.transfer.ended" for line in logs):
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    [ended] = [line for line in logs if line["event"] == "tftp.transfer.ended"]
+    assert ended["outcome"] == "timed_out" and ended["retransmissions"] == 3

@@ -324,7 +324,8 @@ class Truncated(Exception):
 
 def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
              pktinfo: bool = True, receive_queue: int = RECEIVE_QUEUE,
-             family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+             family: socket.AddressFamily = socket.AF_INET,
+             share: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to ``address:port``, with IP_PKTINFO and SO_RXQ_OVFL on
     received datagrams (unless ``pktinfo`` is False).
 
@@ -333,7 +334,8 @@ def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
     (``join_group``).
 
     No SO_REUSEADDR: a port another daemon holds (a second boothop, dhcrelay, dnsmasq) is
-    refused, for two daemons on one port would split its traffic between them at random.
+    refused, for two daemons on one port would split its traffic between them at random. (Only
+    ``open_peer_udp`` shares a port, with ``share``, for the time of one bind.)
     """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     v6 = family == socket.AF_INET6
@@ -356,6 +358,8 @@ def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_queue)
             except PermissionError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_queue)
+        if share:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setblocking(False)
         try:
             sock.bind((address, port))
@@ -365,6 +369,34 @@ def open_udp(port: int, address: str = "0.0.0.0", *, broadcast: bool = True,
         sock.close()
         raise
     return sock
+
+
+def open_peer_udp(address: str, peer: tuple[str, int]) -> tuple[socket.socket, socket.socket]:
+    """Two non-blocking UDP sockets on one new port of ``address``: the first connected to
+    ``peer``, the second unconnected, which receives every datagram from anyone else.
+
+    The kernel hands a datagram to the socket whose bound and connected addresses match it
+    best, so the peer's datagrams all reach the connected socket (``send`` and ``recv``: no
+    address to convert per datagram, the peer filtered by the kernel) and the second socket
+    gets only strays. The port is shared (SO_REUSEADDR) for the second bind only: the option is
+    cleared on both after it, so no socket can bind the port later.
+    """
+    sock = open_udp(0, address, broadcast=False, pktinfo=False, receive_queue=0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        strays = open_udp(sock.getsockname()[1], address, broadcast=False, pktinfo=False,
+                          receive_queue=0, share=True)
+        try:
+            for shared in (sock, strays):
+                shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+            sock.connect(peer)
+        except BaseException:
+            strays.close()
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock, strays
 
 
 #: Connections the kernel queues, completed, before the daemon accepts them.

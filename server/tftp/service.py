@@ -31,6 +31,7 @@ from boothop.relay.shell import (
     Logger,
     RateLimiter,
     escaped,
+    open_peer_udp,
     open_udp,
     send_datagram,
 )
@@ -39,7 +40,7 @@ from boothop.relay.wire import ZERO, Datagram
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
 from .paths import create_file, open_file
-from .transfer import Address, ReadTransfer, Send
+from .transfer import Address, ReadTransfer
 from .write import WriteTransfer
 
 FAMILIES = (
@@ -73,22 +74,15 @@ def _direction(transfer: ReadTransfer | WriteTransfer) -> str:
     return "write" if isinstance(transfer, WriteTransfer) else "read"
 
 
-def _send(sock: socket.socket, sends: list[Send]) -> None:
-    for send in sends:
-        try:
-            sock.sendto(send.data, send.to)
-        except OSError as exc:  # e.g. no route: the retransmission timer copes
-            structlog.get_logger().debug("tftp.send.failed", error=exc.strerror, peer=send.to)
-
-
 #: SO_RCVTIMEO is set again only when the wait it should bound differs by more than this from
 #: the one set: in lock-step every ACK moves the deadline a whole timeout on, so none is.
 _REARM_SLACK = 0.01
 _TIMEVAL = struct.Struct("@ll")
 #: A read transfer's receive size: an ACK is 4 octets; a longer datagram is cut here (the core
-#: reads an ERROR's code and an ACK's block number, both in the first 4), which saves
-#: allocating (and shrinking) 64 KiB per block.
-_ACK_BUFSIZE = 516
+#: reads an ERROR's code and an ACK's block number, both in the first 4). 479 octets and the
+#: bytes object's header fit CPython's small-object allocator: 516 took a malloc and a free per
+#: block (callgrind: 930 instructions of some 17,000 per block).
+_ACK_BUFSIZE = 479
 
 
 def _arm(sock: socket.socket, seconds: float) -> None:
@@ -107,50 +101,78 @@ def _serve_transfer(
     """A transfer's thread: a blocking receive bounded by the transfer's next deadline, the core,
     the sends. Two system calls per block, as tftpd-hpa makes; ``ended`` is called once the
     transfer has an outcome (an upload then dallies, RFC 1350 §6, without holding its slot).
-    Returns when ``stopping`` is set: a receive blocked meanwhile is woken by shutdown(SHUT_RD)
-    with no source; one entered after it (Linux does not keep SHUT_RD on an unconnected UDP
-    socket) ends at the transfer's next deadline."""
+
+    ``sock`` is connected to the peer (``open_peer_udp``): the kernel delivers only the peer's
+    datagrams here, so each is given to the core as the peer's. The ACK of the whole window
+    (``read_ahead`` says which, and the core's answer to it) is answered before the core sees
+    it: between the ACK and the next block, one comparison. Returns when ``stopping`` is set: a
+    receive blocked meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD
+    on a connected UDP socket)."""
     sock.setblocking(True)
-    clock, recvfrom, next_deadline = time.monotonic, sock.recvfrom, transfer.next_deadline
+    clock, recv, send = time.monotonic, sock.recv, sock.send
+    receive, next_deadline = transfer.receive, transfer.next_deadline
     if isinstance(transfer, ReadTransfer):
-        read_ahead: Callable[[], None] | None = transfer.read_ahead
+        read_ahead: Callable[[], tuple[bytes | None, list[bytes]]] | None = transfer.read_ahead
         bufsize = _ACK_BUFSIZE
     else:
         read_ahead, bufsize = None, 65536
-    _send(sock, transfer.start(clock()))
+    window_ack: bytes | None = None  # the ACK of the whole window, and the core's answer to it
+    following: list[bytes] = []
+    acked: bytes | None = None
+    now = clock()
+    datagrams = transfer.start(now)
     armed = -1.0
-    while not transfer.done and not stopping.is_set():
+    while True:
+        for datagram in datagrams:  # to the peer: the socket is connected to it
+            try:
+                send(datagram)
+            except OSError as exc:  # e.g. no route, or ICMP port unreachable: the timer copes
+                structlog.get_logger().debug("tftp.send.failed", error=exc.strerror)
+        if acked is not None:  # the core sees the window's ACK once its answer (the same) has left
+            receive(acked, now)
+            acked = None
+        if transfer.outcome is not None:
+            ended()
+            if transfer.done:
+                return
         if read_ahead is not None:  # while the peer answers: the ACK then costs no file read
-            read_ahead()
+            window_ack, following = read_ahead()
         deadline = next_deadline()
-        wait = 3600.0 if deadline is None else deadline - clock()
-        if abs(wait - armed) > _REARM_SLACK:
+        wait = 3600.0 if deadline is None else deadline - now
+        if abs(wait - armed) > _REARM_SLACK:  # in lock-step, every ACK moves it a timeout on
             _arm(sock, wait)
             armed = wait
         try:
-            data, source = recvfrom(bufsize)
+            data = recv(bufsize)
         except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out: the deadline
             armed = -1.0
-            _send(sock, transfer.on_timer(clock()))
-        else:
-            if source is None:  # woken by shutdown(SHUT_RD): the server is stopping
-                return
             now = clock()
-            _send(sock, transfer.receive(data, source, now))
-            if deadline is not None and now >= deadline:  # a stream of strays, past the deadline
-                _send(sock, transfer.on_timer(now))
-        if transfer.outcome is not None:
-            ended()
+            datagrams = transfer.on_timer(now)
+        except ConnectionRefusedError:  # ICMP port unreachable for a send: the timer decides
+            now = clock()
+            datagrams = []
+        else:
+            now = clock()
+            if data == window_ack and deadline is not None and now < deadline:
+                datagrams, acked = following, data  # every lock-step ACK: answered at once
+                continue
+            if not data and stopping.is_set():  # not an empty datagram (malformed): shut down
+                return
+            datagrams = receive(data, now)
+            if deadline is not None and now >= deadline:  # a stream of datagrams past the deadline
+                datagrams = datagrams + transfer.on_timer(now)
 
 
 async def _run_transfer(
-    sock: socket.socket, transfer: ReadTransfer | WriteTransfer, admission: Admission,
-    lock: threading.Lock, transfers: _Transfers, log: Logger,
+    sock: socket.socket, strays: socket.socket, transfer: ReadTransfer | WriteTransfer,
+    admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
 ) -> None:
     """Run a transfer in a thread of its own (as DatagramLoop runs a receive loop): in lock-step
     every block waits for its ACK, and waking a blocked thread costs less than a trio task's
-    wake-up (an EAGAIN, epoll_ctl, epoll_wait and the scheduler per block). When the server
-    stops, the thread is woken by shutdown(SHUT_RD) and waited for."""
+    wake-up (an EAGAIN, epoll_ctl, epoll_wait and the scheduler per block). ``strays``, on the
+    same port, gets every datagram not from the peer: a DatagramLoop answers each with the
+    core's error 5. When the server stops, both threads are woken by shutdown(SHUT_RD) and
+    waited for."""
     started = time.monotonic()
     stopping = threading.Event()
     done = threading.Event()
@@ -159,6 +181,13 @@ async def _run_transfer(
         if not done.is_set():
             done.set()
             _ended(transfer, admission, lock, transfers, started, log)
+
+    def answer_stray(datagram: Datagram) -> None:
+        source = (str(datagram.source), datagram.source_port)
+        try:
+            send_datagram(strays, transfer.stray(), source)
+        except OSError as exc:
+            log.debug("tftp.send.failed", error=exc.strerror, peer=source)
 
     async def stop_on_cancel() -> None:
         try:
@@ -169,9 +198,11 @@ async def _run_transfer(
                 sock.shutdown(socket.SHUT_RD)
 
     try:
-        with sock:
+        with sock, strays:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stop_on_cancel)
+                nursery.start_soon(DatagramLoop(strays, answer_stray, log=log,
+                                                bufsize=65536).run)
                 await trio.to_thread.run_sync(_serve_transfer, sock, transfer, stopping, ended,
                                               limiter=trio.CapacityLimiter(1))
                 nursery.cancel_scope.cancel()
@@ -237,7 +268,9 @@ class _Listener:
         try:
             # RFC 1350 §4: each end chooses a new TID (port) for the transfer, from the address
             # the request was sent to so the client sees the answer come from the server it asked.
-            sock = open_udp(0, local, broadcast=False, pktinfo=False, receive_queue=0)
+            # The transfer's socket is connected to the client; a second one on its port
+            # receives the strays.
+            sockets = open_peer_udp(local, client)
         except OSError as exc:
             # Here, in the receive thread that holds ``lock``: not in the trio thread, which
             # would wait for the lock while this thread waits for it (a deadlock).
@@ -245,7 +278,7 @@ class _Listener:
             result.transfer.close()
             self.log.warning("tftp.transfer.socket_failed", error=str(exc))
             return
-        trio.from_thread.run_sync(_start_transfer, self.nursery, sock, result, client,
+        trio.from_thread.run_sync(_start_transfer, self.nursery, sockets, result, client,
                                   self.admission, self.lock, self.transfers, self.log)
 
 
@@ -272,7 +305,8 @@ async def serve_tftp(
 
 
 def _start_transfer(
-    nursery: trio.Nursery, sock: socket.socket, accepted: Accepted, client: Address,
+    nursery: trio.Nursery, sockets: tuple[socket.socket, socket.socket], accepted: Accepted,
+    client: Address,
     admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
 ) -> None:
     request, transfer = accepted.request, accepted.transfer
@@ -282,4 +316,5 @@ def _start_transfer(
                             windowsize=transfer.params.windowsize)
     transfer_log.info("tftp.transfer.started")
     transfers.started[_direction(transfer)] += 1  # the receive thread holds ``lock`` meanwhile
-    nursery.start_soon(_run_transfer, sock, transfer, admission, lock, transfers, transfer_log)
+    nursery.start_soon(_run_transfer, *sockets, transfer, admission, lock, transfers,
+                       transfer_log)

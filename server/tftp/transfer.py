@@ -1,30 +1,21 @@
 """The state machine of one read transfer (RFC 1350, with RFC 2347 OACK and RFC 7440 windows).
 
-Pure: datagrams and ``now`` go in, ``Send`` actions come out; ``next_deadline``/``on_timer`` drive
-retransmission. Block numbers are counted without bound inside and sent modulo 65536, so a
-transfer rolls over from 65535 to 0 as tftp-hpa, curl and iPXE expect.
+Pure: datagrams and ``now`` go in, the datagrams to send to the peer come out (plain bytes: no
+object per block); ``next_deadline``/``on_timer`` drive retransmission. Block numbers are counted
+without bound inside and sent modulo 65536, so a transfer rolls over from 65535 to 0 as tftp-hpa,
+curl and iPXE expect.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 
 from . import packet
 from .negotiation import TransferParams
-from .packet import ErrorCode
+from .packet import ACK_OPCODE, ErrorCode, encode_data
 from .source import FileSource
 
 Address = tuple[str, int]
-
-
-@dataclasses.dataclass(slots=True)
-class Send:
-    """Not frozen: one per block, only read (a frozen dataclass sets each field through
-    ``object.__setattr__``)."""
-
-    data: bytes
-    to: Address
 
 
 class Outcome(enum.Enum):
@@ -58,6 +49,7 @@ class TimeLimited:
     params: TransferParams
     peer: Address
     outcome: Outcome | None
+    ignored: dict[Ignored, int]
     _deadline: float | None
     _expires = float("inf")
 
@@ -74,16 +66,26 @@ class TimeLimited:
         deadline = self._deadline
         return self._expires if deadline is None or deadline > self._expires else deadline
 
-    def _over_time(self, now: float) -> list[Send] | None:
+    def _over_time(self, now: float) -> list[bytes] | None:
         """The ERROR that ends a running transfer past its time limit, or None."""
         if self.outcome is not None or now < self._expires:
             return None
         return self._error(Outcome.TIME_LIMIT, ErrorCode.NOT_DEFINED,
                            "transfer time limit exceeded")
 
-    def _error(self, outcome: Outcome, code: ErrorCode, message: str) -> list[Send]:
+    def stray(self) -> bytes:
+        """The answer to a datagram from another source (address and port) than the peer, to
+        send to that source.
+
+        RFC 1350 §4: "If a source TID does not match, the packet should be discarded ... An
+        error packet should be sent to the source of the incorrect packet, while not disturbing
+        the transfer." Only the count changes: the shell may call this from another thread."""
+        self.ignored[Ignored.WRONG_TID] += 1
+        return packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+
+    def _error(self, outcome: Outcome, code: ErrorCode, message: str) -> list[bytes]:
         self._stop(outcome)
-        return [Send(packet.encode_error(code, message), self.peer)]
+        return [packet.encode_error(code, message)]
 
     def _stop(self, outcome: Outcome) -> None:
         raise NotImplementedError
@@ -100,16 +102,19 @@ class ReadTransfer(TimeLimited):
         self.peer = peer
         self.params = params
         self._source = source
-        self._oack = Send(packet.encode_oack(oack), peer) if oack else None
+        self._oack = packet.encode_oack(oack) if oack else None
         self._awaiting_oack_ack = bool(oack)
+        self._blksize, self._windowsize, self._timeout = (
+            params.blksize, params.windowsize, params.timeout)
+        self._read = source.read
         #: DATA sent and not yet acknowledged, in order.
-        self._window: list[Send] = []
+        self._window: list[bytes] = []
         #: DATA read ahead of the window (``read_ahead``): the next window, and its octets.
-        self._ahead: list[Send] = []
+        self._ahead: list[bytes] = []
         self._ahead_octets = 0
         self._base = 1  # internal number of the first unacknowledged block
         self._next_block = 1  # internal number of the next block to read
-        self._eof = False  # the source gave its short block
+        self._eof = False  # the source gave its short block, or the transfer ended
         #: The ACK of the window's last block, which moves the whole window on: the packet of
         #: every block in lock-step, recognised by comparing bytes (None while none is awaited).
         self._window_ack: bytes | None = None
@@ -124,14 +129,14 @@ class ReadTransfer(TimeLimited):
     def done(self) -> bool:
         return self.outcome is not None
 
-    def start(self, now: float) -> list[Send]:
+    def start(self, now: float) -> list[bytes]:
         self._start_clock(now)
         if self._oack is not None:
-            self._deadline = now + self.params.timeout
+            self._deadline = now + self._timeout
             return [self._oack]
         return self._advance(0, now)
 
-    def on_timer(self, now: float) -> list[Send]:
+    def on_timer(self, now: float) -> list[bytes]:
         if self.done:
             return []
         over = self._over_time(now)
@@ -145,23 +150,18 @@ class ReadTransfer(TimeLimited):
             return []
         self.retransmissions += 1
         pending = [self._oack] if self._awaiting_oack_ack and self._oack else list(self._window)
-        self._deadline = now + self.params.timeout
+        self._deadline = now + self._timeout
         return pending
 
-    def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
-        if data == self._window_ack and source == self.peer:
+    def receive(self, data: bytes, now: float) -> list[bytes]:
+        """A datagram from the peer (the shell gives one from anyone else to ``stray``)."""
+        if data == self._window_ack:
             # The checks below pass for it and _on_ack would count the whole window acked.
             return self._advance(len(self._window), now)
-        if source != self.peer:
-            # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
-            # An error packet should be sent to the source of the incorrect packet, while not
-            # disturbing the transfer."
-            self.ignored[Ignored.WRONG_TID] += 1
-            return [Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)]
         if self.done:
             self.ignored[Ignored.AFTER_END] += 1
             return []
-        if data[:2] == packet.ACK_OPCODE and len(data) >= 4:
+        if data[:2] == ACK_OPCODE and len(data) >= 4:
             # Read without building a packet object.
             return self._on_ack(int.from_bytes(data[2:4], "big"), now)
         try:
@@ -183,7 +183,7 @@ class ReadTransfer(TimeLimited):
             self._source.close()
 
     # -- internals --------------------------------------------------------------------------
-    def _on_ack(self, block: int, now: float) -> list[Send]:
+    def _on_ack(self, block: int, now: float) -> list[bytes]:
         if self._awaiting_oack_ack:
             # RFC 2347: the client acknowledges an OACK for a read request with ACK 0.
             if block != 0:
@@ -202,13 +202,13 @@ class ReadTransfer(TimeLimited):
             return []
         return self._advance(acked, now)
 
-    def _advance(self, acked: int, now: float) -> list[Send]:
+    def _advance(self, acked: int, now: float) -> list[bytes]:
         """The window's first ``acked`` blocks are acknowledged: the next window, or the end
         (a window that stays empty: every block, the short one included, is acknowledged)."""
         self._base += acked
         self._tries = 0
         ahead = self._ahead
-        if len(ahead) < self.params.windowsize:
+        if len(ahead) < self._windowsize:
             self.read_ahead()
         if acked == len(self._window):  # all of it: the blocks read ahead are the next window
             window, octets = ahead, self._ahead_octets
@@ -217,8 +217,8 @@ class ReadTransfer(TimeLimited):
             # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a
             # new window" beginning with the block after the acknowledged one.
             window = self._window[acked:]
-            moved = self.params.windowsize - len(window)
-            octets = sum(len(send.data) - 4 for send in ahead[:moved])
+            moved = self._windowsize - len(window)
+            octets = sum(len(data) - 4 for data in ahead[:moved])
             window += ahead[:moved]
             del ahead[:moved]
             self._ahead_octets -= octets
@@ -227,24 +227,31 @@ class ReadTransfer(TimeLimited):
             return []
         self._window = window
         self.bytes_sent += octets
-        self._deadline = now + self.params.timeout
-        self._window_ack = packet.ACK_OPCODE + window[-1].data[2:4]
+        self._deadline = now + self._timeout
+        self._window_ack = ACK_OPCODE + window[-1][2:4]
         return window
 
-    def read_ahead(self) -> None:
+    def read_ahead(self) -> tuple[bytes | None, list[bytes]]:
         """Read the next window while the peer is still answering this one (as tftpd-hpa's
-        read_ahead does), so that the ACK is answered without a file read."""
-        ahead, blksize, want = self._ahead, self.params.blksize, self.params.windowsize
-        while len(ahead) < want and not self._eof and self.outcome is None:
-            payload = self._source.read(blksize)
+        read_ahead does), so that the ACK is answered without a file read.
+
+        Returns the ACK of the whole window (None while none is awaited) and what ``receive``
+        answers that exact datagram with, until the next call into the core: the very list of
+        the blocks read ahead. The shell may send them the moment it arrives, before giving
+        it to ``receive``."""
+        ahead, blksize = self._ahead, self._blksize
+        while len(ahead) < self._windowsize and not self._eof:
+            payload = self._read(blksize)
             if len(payload) < blksize:
                 self._eof = True
-            ahead.append(Send(packet.encode_data(self._next_block & 0xFFFF, payload), self.peer))
+            ahead.append(encode_data(self._next_block & 0xFFFF, payload))
             self._ahead_octets += len(payload)
             self._next_block += 1
+        return self._window_ack, ahead
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
+        self._eof = True  # nothing more to read
         self._deadline = None
         self._window_ack = None
         self._window, self._ahead = [], []

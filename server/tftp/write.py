@@ -1,9 +1,10 @@
 """The state machine of one write transfer (RFC 1350, with RFC 2347 OACK and RFC 7440 windows).
 
-Pure: datagrams and ``now`` go in, ``Send`` actions come out; ``next_deadline``/``on_timer`` drive
-retransmission of the last ACK. The data goes to a ``FileSink``: committed after the last block,
-aborted on any failure, so a failed upload leaves no file behind. Block numbers are counted
-without bound inside and compared modulo 65536, so uploads roll over from 65535 to 0.
+Pure: datagrams and ``now`` go in, the datagrams to send to the peer come out;
+``next_deadline``/``on_timer`` drive retransmission of the last ACK. The data goes to a
+``FileSink``: committed after the last block, aborted on any failure, so a failed upload leaves no
+file behind. Block numbers are counted without bound inside and compared modulo 65536, so uploads
+roll over from 65535 to 0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from . import packet
 from .negotiation import TransferParams
 from .packet import ErrorCode
 from .sink import FileSink, SinkError
-from .transfer import Address, Ignored, Outcome, Send, TimeLimited
+from .transfer import Address, Ignored, Outcome, TimeLimited
 
 
 class WriteTransfer(TimeLimited):
@@ -47,11 +48,11 @@ class WriteTransfer(TimeLimited):
         """Finished, including the dally after the final ACK; ``outcome`` is set before that."""
         return self.outcome is not None and not self._dallying
 
-    def start(self, now: float) -> list[Send]:
+    def start(self, now: float) -> list[bytes]:
         self._start_clock(now)
         return self._arm(now, self._first)
 
-    def on_timer(self, now: float) -> list[Send]:
+    def on_timer(self, now: float) -> list[bytes]:
         if self.done:
             return []
         over = self._over_time(now)
@@ -73,13 +74,8 @@ class WriteTransfer(TimeLimited):
             return self._arm(now, self._first)
         return self._ack(now)
 
-    def receive(self, data: bytes, source: Address, now: float) -> list[Send]:
-        if source != self.peer:
-            # RFC 1350 §4: "If a source TID does not match, the packet should be discarded ...
-            # An error packet should be sent to the source of the incorrect packet, while not
-            # disturbing the transfer."
-            self.ignored[Ignored.WRONG_TID] += 1
-            return [Send(packet.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), source)]
+    def receive(self, data: bytes, now: float) -> list[bytes]:
+        """A datagram from the peer (the shell gives one from anyone else to ``stray``)."""
         try:
             pkt = packet.decode(data)
         except packet.TftpPacketError:
@@ -90,7 +86,7 @@ class WriteTransfer(TimeLimited):
                 # RFC 1350 §6: the host sending the final ACK "will wait for a while before
                 # terminating in order to retransmit the final ACK if it has been lost".
                 self.retransmissions += 1
-                return [Send(packet.encode_ack(pkt.block), self.peer)]
+                return [packet.encode_ack(pkt.block)]
             self.ignored[Ignored.AFTER_END] += 1
             return []
         if isinstance(pkt, packet.Data):
@@ -107,7 +103,7 @@ class WriteTransfer(TimeLimited):
             self._sink.abort()
 
     # -- internals --------------------------------------------------------------------------
-    def _on_data(self, pkt: packet.Data, now: float) -> list[Send]:
+    def _on_data(self, pkt: packet.Data, now: float) -> list[bytes]:
         payload = pkt.payload
         if len(payload) > self.params.blksize:
             return self._error(Outcome.PROTOCOL_ERROR, ErrorCode.ILLEGAL_OPERATION,
@@ -135,7 +131,7 @@ class WriteTransfer(TimeLimited):
         self._deadline = now + self.params.timeout
         return []
 
-    def _out_of_sequence_block(self, block: int) -> list[Send]:
+    def _out_of_sequence_block(self, block: int) -> list[bytes]:
         """A duplicate (lost ACK) or a block after a gap (lost DATA): nothing is written.
 
         RFC 7440 §4: on a sequence error the receiver SHOULD send "an ACK corresponding to the
@@ -150,9 +146,9 @@ class WriteTransfer(TimeLimited):
         if (self._out_of_sequence - 1) % self.params.windowsize:
             return []
         self._in_window = 0
-        return [Send(packet.encode_ack((self._expected - 1) & 0xFFFF), self.peer)]
+        return [packet.encode_ack((self._expected - 1) & 0xFFFF)]
 
-    def _complete(self, block: int, now: float) -> list[Send]:
+    def _complete(self, block: int, now: float) -> list[bytes]:
         # RFC 1350 §6: "A data packet of less than 512 bytes signals termination of a transfer."
         # The file is renamed into place before the final ACK tells the client it is stored.
         try:
@@ -164,15 +160,15 @@ class WriteTransfer(TimeLimited):
         self._dallying = True
         # Dally as long as a peer with our parameters would keep retransmitting its last DATA.
         self._deadline = now + self.params.timeout * (self.params.retries + 1)
-        return [Send(packet.encode_ack(block), self.peer)]
+        return [packet.encode_ack(block)]
 
-    def _ack(self, now: float) -> list[Send]:
+    def _ack(self, now: float) -> list[bytes]:
         self._in_window = 0
         return self._arm(now, packet.encode_ack((self._expected - 1) & 0xFFFF))
 
-    def _arm(self, now: float, data: bytes) -> list[Send]:
+    def _arm(self, now: float, data: bytes) -> list[bytes]:
         self._deadline = now + self.params.timeout
-        return [Send(data, self.peer)]
+        return [data]
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome

@@ -12,10 +12,9 @@ case ``--runs`` times; medians are printed, and the ratio is the median of each 
 (boothop's MiB/s over tftpd-hpa's in the same run), with the load average at the start and the
 end (other work on the machine shows there). ``--floor`` adds two servers, the floors a
 CPython server can reach: a bare lock-step loop (``floor_serve``) with read-ahead and nothing
-else, making the same system calls per block as boothop's (``floor``: recvfrom and sendto on an
-unconnected socket, which RFC 1350 §4's error to a stray TID needs), and the same loop on a
-socket connected to the client (``floor-conn``: recv and send, as tftpd-hpa does; a stray then
-gets the kernel's ICMP port unreachable instead).
+else, on a socket connected to the client (``floor-conn``: recv and send, the system calls
+tftpd-hpa and boothop make per block; boothop answers strays on a second socket) and on an
+unconnected one (``floor``: recvfrom and sendto, what boothop made before it connected).
 
 Figures per server and case: MiB/s, and the server's CPU milliseconds per MiB: each server runs
 in a cpuacct cgroup of its own (cgroup v1, /sys/fs/cgroup/cpuacct), read before and after each

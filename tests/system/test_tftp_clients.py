@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import need
+from structlog.testing import capture_logs
 
 from boothop.server.tftp import packet, service
 from boothop.server.tftp.config import TftpConfig
@@ -70,6 +71,23 @@ async def test_curl_downloads_match(
         nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stderr
     assert digest(out) == digest(root / name)
+
+
+async def test_the_time_limit_ends_a_lock_step_transfer_whose_every_ack_is_on_time(
+    root: Path, tmp_path: Path
+) -> None:
+    """The transfer thread answers the window's ACK before the core sees it; past
+    max_transfer_time it does not, so the core ends the transfer (40 MiB by 512 octets takes
+    curl over a second here)."""
+    curl = need("curl")
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, max_transfer_time=1.0)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_tftp, config)
+        result = await fetch([curl, "-sS", "--max-time", "20", "-o", str(tmp_path / "out"),
+                              f"tftp://127.0.0.1:{port}/large.bin"], 25)
+        nursery.cancel_scope.cancel()
+    # curl's exit code for an ERROR of code 0 ("not defined", ours for the time limit).
+    assert result.returncode == 71, result.stderr
 
 
 @pytest.mark.parametrize("name", ["small.bin", "large.bin"])
@@ -153,14 +171,10 @@ async def test_a_transfer_socket_that_cannot_be_opened_costs_that_request_only(
     """The listener's receive thread opens the transfer's socket under its lock; a failure there
     releases the client's slot in that thread and the listener goes on (it once did this in the
     trio thread, which waited for the lock the receive thread held: a deadlock)."""
-    opened = service.open_udp
+    def no_transfer_sockets(*args: Any) -> tuple[socket.socket, socket.socket]:
+        raise OSError(errno.EMFILE, "Too many open files")
 
-    def no_transfer_sockets(port: int, *args: Any, **kwargs: Any) -> socket.socket:
-        if not kwargs.get("pktinfo", True):  # a transfer's socket (the listener's has pktinfo)
-            raise OSError(errno.EMFILE, "Too many open files")
-        return opened(port, *args, **kwargs)
-
-    monkeypatch.setattr(service, "open_udp", no_transfer_sockets)
+    monkeypatch.setattr(service, "open_peer_udp", no_transfer_sockets)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.setblocking(False)
     try:
@@ -176,3 +190,83 @@ async def test_a_transfer_socket_that_cannot_be_opened_costs_that_request_only(
     finally:
         client.close()
     assert answer[:2] == b"\0\5"  # ERROR: the listener still serves after 20 failures
+
+
+async def test_a_stray_tid_gets_error_5_from_the_transfers_port_and_the_transfer_goes_on(
+    root: Path,
+) -> None:
+    """RFC 1350 §4 through the sockets: the transfer's socket is connected to its client, so a
+    datagram from another port reaches the second socket on the transfer's port, whose loop
+    answers error 5 from there; the transfer neither moves nor stops, and completes."""
+    client, stray = (trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+                     for _ in range(2))
+    blocks: list[packet.Data] = []
+
+    async def data_from(tid: tuple[str, int] | None) -> tuple[str, int]:
+        datagram, source = await client.recvfrom(600)
+        assert tid in (None, source)
+        block = packet.decode(datagram)
+        assert isinstance(block, packet.Data) and block.block == len(blocks) + 1, block
+        blocks.append(block)
+        return source  # type: ignore[no-any-return]
+
+    with client, stray, trio.fail_after(10):
+        for sock in (client, stray):
+            await sock.bind(("127.0.0.1", 0))
+        async with trio.open_nursery() as nursery:
+            port = await serving(nursery, root)
+            await client.sendto(b"\0\1small.bin\0octet\0", ("127.0.0.1", port))
+            tid = await data_from(None)
+            await stray.sendto(packet.encode_ack(1), tid)
+            answer, source = await stray.recvfrom(600)
+            assert source == tid
+            assert packet.decode(answer) == packet.Error(packet.ErrorCode.UNKNOWN_TID,
+                                                         "unknown transfer ID")
+            with trio.move_on_after(0.2):  # within the 0.5 s timeout: no block 2 unasked for
+                unasked = await client.recv(600)
+                pytest.fail(f"the stray's ACK moved the transfer: {packet.decode(unasked)}")
+            while len(blocks[-1].payload) == 512:
+                await client.sendto(packet.encode_ack(len(blocks)), tid)
+                await data_from(tid)
+            await client.sendto(packet.encode_ack(len(blocks)), tid)
+            nursery.cancel_scope.cancel()
+    assert b"".join(block.payload for block in blocks) == (root / "small.bin").read_bytes()
+
+
+async def test_a_server_stopping_mid_transfer_wakes_the_transfers_threads_at_once(
+    root: Path,
+) -> None:
+    """shutdown(SHUT_RD) wakes the transfer's thread, blocked in recv on its connected socket,
+    and the strays' loop: the server stops long before the transfer's 5 s timeout."""
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, timeout=5.0)
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with client:
+        await client.bind(("127.0.0.1", 0))
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_tftp, config)
+            await client.sendto(b"\0\1large.bin\0octet\0", ("127.0.0.1", port))
+            with trio.fail_after(5):
+                assert (await client.recv(600))[:4] == b"\0\3\0\1"  # DATA 1, never acked
+            stopping = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() - stopping < 2.0
+
+
+async def test_a_client_gone_mid_transfer_is_timed_out_not_a_crash(root: Path) -> None:
+    """The retransmissions to a closed port draw ICMP port unreachable, which a connected
+    socket reports on the next recv (ECONNREFUSED): the thread goes on waiting, and the
+    transfer ends by its retries."""
+    config = TftpConfig(root=str(root), address="127.0.0.1", port=0, timeout=0.1, retries=3)
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with capture_logs() as logs, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_tftp, config)
+            with client:
+                await client.bind(("127.0.0.1", 0))
+                await client.sendto(b"\0\1large.bin\0octet\0", ("127.0.0.1", port))
+                await client.recv(600)
+            while not any(line["event"] == "tftp.transfer.ended" for line in logs):
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    [ended] = [line for line in logs if line["event"] == "tftp.transfer.ended"]
+    assert ended["outcome"] == "timed_out" and ended["retransmissions"] == 3

@@ -147,11 +147,12 @@ async def windowed_upload(
                 sent += 1
                 if drop_every and sent % drop_every == 0:
                     continue
-                await sock.sendto(send.data, send.to)
+                await sock.sendto(send, server)
             sends = []
             with trio.move_on_at(sender.next_deadline() or trio.current_time()):
                 data, source = await sock.recvfrom(70000)
-                sends = sender.receive(data, source, trio.current_time())
+                assert source == server
+                sends = sender.receive(data, trio.current_time())
                 continue
             sends = sender.on_timer(trio.current_time())
         return sender.outcome

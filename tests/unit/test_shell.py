@@ -23,6 +23,7 @@ from boothop.relay.shell import (
     RateLimiter,
     SocketUnavailable,
     configure_logging,
+    open_peer_udp,
     open_tcp,
     open_udp,
     pktinfo_cmsg,
@@ -77,6 +78,30 @@ def test_a_taken_port_is_refused_naming_the_port(sock: socket.socket) -> None:
     with pytest.raises(SocketUnavailable) as raised:
         open_udp(port, "127.0.0.1")
     assert f"UDP port {port} on 127.0.0.1 is taken" in str(raised.value)
+
+
+def test_a_peer_socket_gets_its_peer_and_the_second_socket_everyone_else(
+        client: socket.socket) -> None:
+    """The kernel prefers the connected socket for its peer's datagrams and gives the rest to
+    the unconnected one on the same port; once both are open, the port is taken for anyone."""
+    connected, strays = open_peer_udp("127.0.0.1", client.getsockname())
+    stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stray.bind(("127.0.0.1", 0))
+    with connected, strays, stray:
+        port = connected.getsockname()[1]
+        assert strays.getsockname() == ("127.0.0.1", port)
+        for n in range(8):
+            client.sendto(b"peer%d" % n, ("127.0.0.1", port))
+            stray.sendto(b"stray%d" % n, ("127.0.0.1", port))
+        for sock in (connected, strays):
+            sock.settimeout(2)
+        assert [connected.recv(16) for _ in range(8)] == [b"peer%d" % n for n in range(8)]
+        assert [strays.recvfrom(16) for _ in range(8)] == [
+            (b"stray%d" % n, stray.getsockname()) for n in range(8)]
+        connected.send(b"to the peer")
+        assert client.recvfrom(16) == (b"to the peer", ("127.0.0.1", port))
+        with pytest.raises(SocketUnavailable):
+            open_udp(port, "127.0.0.1", share=True)
 
 
 def test_a_foreign_address_is_refused_naming_it() -> None:

@@ -114,7 +114,7 @@ def test_read_request_is_accepted_with_its_options() -> None:
     assert isinstance(result, Accepted)
     assert result.transfer.params.blksize == 1024
     [oack] = result.transfer.start(0.0)
-    assert packet.decode(oack.data) == packet.OptionAck({"blksize": "1024", "tsize": "1000"})
+    assert packet.decode(oack) == packet.OptionAck({"blksize": "1024", "tsize": "1000"})
     assert admission.active == 1
 
 
@@ -179,7 +179,7 @@ def test_netascii_request_converts_line_ends_and_omits_tsize() -> None:
     result = Admission(CONFIG).admit(rrq("menu.txt", "netascii", tsize="0"), CLIENT, opener)
     assert isinstance(result, Accepted)
     [data] = result.transfer.start(0.0)
-    assert packet.decode(data.data) == packet.Data(1, b"a\r\nb\r\0c")
+    assert packet.decode(data) == packet.Data(1, b"a\r\nb\r\0c")
 
 
 def test_netascii_conversion_across_chunk_boundaries() -> None:

@@ -76,7 +76,7 @@ def test_enabled_write_is_accepted_and_answered_with_ack_0() -> None:
     assert isinstance(result, Accepted) and isinstance(result.transfer, WriteTransfer)
     assert creator.created == ["up.bin"] and admission.active == 1
     [ack] = result.transfer.start(0.0)
-    assert packet.decode(ack.data) == packet.Ack(0)
+    assert packet.decode(ack) == packet.Ack(0)
 
 
 def test_rfc2349_write_tsize_is_echoed_with_the_other_options() -> None:
@@ -86,7 +86,7 @@ def test_rfc2349_write_tsize_is_echoed_with_the_other_options() -> None:
     )
     assert isinstance(result, Accepted)
     [oack] = result.transfer.start(0.0)
-    assert packet.decode(oack.data) == packet.OptionAck(
+    assert packet.decode(oack) == packet.OptionAck(
         {"tsize": "9000", "blksize": "1024", "windowsize": "8", "timeout": "2"})
     assert (result.transfer.params.blksize, result.transfer.params.windowsize) == (1024, 8)
 
@@ -113,7 +113,7 @@ def test_netascii_write_is_decoded_on_its_way_to_the_file() -> None:
     result = Admission(WRITABLE).admit(wrq("t.txt", "netascii"), CLIENT, never_read, creator)  # type: ignore[arg-type]
     assert isinstance(result, Accepted)
     result.transfer.start(0.0)
-    result.transfer.receive(packet.encode_data(1, b"a\r\nb\r\0"), CLIENT, 0.1)
+    result.transfer.receive(packet.encode_data(1, b"a\r\nb\r\0"), 0.1)
     assert creator.sinks[0].data == b"a\nb\r" and creator.sinks[0].committed
 
 

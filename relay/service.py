@@ -28,12 +28,14 @@ import trio
 from . import metrics
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
+from .classes import DEFAULT_CLASS
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
 from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
 from .drops import DropReason
 from .engine import RelayEngine
+from .fastpath import Delivered, FastPath, Relayed
 from .interfaces import InterfaceTable
 from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -57,7 +59,7 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
+from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt, address_of, decode
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
@@ -157,6 +159,7 @@ class RelayService:
         rogue server detection) one into the engine. ``kernel``: the tc program relaying the
         common cases, fed from the engine (the slow path and the reference stays here)."""
         self.engine = engine
+        self.fast = FastPath(engine)
         self.kernel = kernel
         #: The interfaces the kernel datapath is attached to.
         self.attached: set[int] = set()
@@ -219,8 +222,15 @@ class RelayService:
                          "client LAN")
 
     def handle(self, datagram: Datagram, now: float) -> None:
-        """Run one datagram through the engine and execute what it says."""
-        outcome = self.engine.handle(datagram, now)
+        """Run one datagram through the fast path, else the engine, and execute what it says."""
+        fast = self.fast.handle(datagram, now)
+        if fast is None:
+            outcome = self.engine.handle(datagram, now)
+        elif isinstance(fast, tuple):
+            self._fast(datagram, fast, now)
+            return
+        else:
+            outcome = fast
         xid = outcome.xid or 0  # a Forward or a Deliver always comes with its message
         latency = None
         for action in outcome.actions:
@@ -249,6 +259,38 @@ class RelayService:
                 self._log_rogue(action)
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
+
+    def _fast(self, datagram: Datagram, fast: Relayed | Delivered, now: float) -> None:
+        """Execute what the fast path decided, as ``handle`` executes the engine's actions."""
+        sender, replies = self.sender, self.replies
+        if len(fast) == 3:
+            xid, payload, helpers = fast
+            for server in helpers:
+                replies.forwarded(server, xid, now)
+                try:
+                    sender.forward_to(server, payload)
+                except OSError as error:
+                    self._send_failed("forward", error, now, server=str(server))
+            if self.steps:
+                self._log_outcome(datagram, Outcome(
+                    tuple(Forward(server, payload) for server in helpers), decode(payload),
+                    payload[3], address_of(payload[24:28]), DEFAULT_CLASS), now, None)
+            return
+        xid, ifname, mac, source, destination, payload, mode = fast
+        latency = replies.replied(datagram.source, xid, now)
+        if latency is not None:
+            self._observe(datagram.source, latency)
+        try:
+            sender.send_frame(ifname, mac, source, destination, payload)
+        except OSError as error:
+            self._send_failed(mode.value, error, now, ifname=ifname,
+                              destination=str(destination))
+        if self.steps:
+            interface = self.engine.interfaces.by_name(ifname)
+            msg = decode(datagram.payload)
+            self._log_outcome(datagram, Outcome((Deliver(
+                interface.index if interface else 0, ifname, payload, mode, destination, mac,
+                source),), msg, msg.hops, msg.giaddr), now, latency)
 
     def receive_udp(self, datagram: Datagram) -> None:
         """The broadcast helper's receive threads' handler (under ``lock``)."""

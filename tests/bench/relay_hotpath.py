@@ -48,6 +48,13 @@ def relay_requests(count: int, level: str, rate_limit: bool = True) -> None:
         def deliver(self, action: Deliver) -> None:
             pass
 
+        def forward_to(self, server: IPv4Address, payload: bytes) -> None:
+            pass
+
+        def send_frame(self, ifname: str, mac: bytes, source: IPv4Address,
+                       destination: IPv4Address, payload: bytes) -> None:
+            pass
+
     # One client sends every request: its rate limit is lifted (a burst larger than the run) but
     # still checked, so the limiter's cost per request is in the figure (--no-rate-limit: not).
     limit = BucketLimit(0.0, 0.0) if not rate_limit else BucketLimit(1e12, 1.0)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
 
-from boothop.relay.actions import Deliver, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, DeliveryMode, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.configfile import ConfigError, RelaySettings
 from boothop.relay.drops import DropReason
@@ -134,6 +134,14 @@ class FakeSender:
             raise self.error
         self.sent.append(action)
 
+    def forward_to(self, server: IPv4Address, payload: bytes) -> None:
+        self.forward(Forward(server, payload))
+
+    def send_frame(self, ifname: str, mac: bytes, source: IPv4Address,
+                   destination: IPv4Address, payload: bytes) -> None:
+        mode = (DeliveryMode.BROADCAST if mac == b"\xff" * 6 else DeliveryMode.UNICAST_CHADDR)
+        self.deliver(Deliver(0, ifname, payload, mode, destination, mac, source))
+
 
 def request(xid: int = 0x42) -> Datagram:
     msg = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=bytes.fromhex("02710000010a") + bytes(10),
@@ -200,6 +208,7 @@ def test_step_logging_skipped_when_not_enabled() -> None:
 def test_warn_action_logged_at_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     relay = service(FakeSender())
     warn = Warn("relay.pxe.dhcp_server_sends_pxeclient", "fix it", SERVER)
+    monkeypatch.setattr(relay.fast, "handle", lambda d, now: None)  # the engine decides
     monkeypatch.setattr(relay.engine, "handle", lambda d, now: Outcome((warn,)))
     with capture_logs() as logs:
         relay.handle(request(), 1.0)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from .actions import DeliveryMode, Forward, Outcome
+from .actions import Deliver, DeliveryMode, Forward, Outcome
 from .classes import DEFAULT_CLASS
-from .config import GiaddrMode, InterfaceConfig, RelayConfig
+from .config import GiaddrMode, InterfaceConfig
 from .engine import BROADCAST_MAC, LIMITED_BROADCAST, RFC1542_MAX_HOPS, RelayEngine, _circuit_of
-from .interfaces import Interface, InterfaceTable
-from .wire import Datagram, Frame, address_of
+from .interfaces import Interface
+from .wire import Datagram, DhcpMessage, Frame, address_of
 from .wire.codes import BOOTP_MIN_SIZE, BROADCAST_FLAG, Opt
 from .wire.frame import cut, option_offsets, patched
 from .wire.options import encode_tlv
@@ -48,7 +48,7 @@ Delivered = tuple[int, str, bytes, IPv4Address, IPv4Address, bytes, DeliveryMode
 class _Ingress:
     """What the engine decides for every request on one interface (None: not in the subset)."""
 
-    __slots__ = ("agent", "giaddr", "helpers", "hop_limit", "interface", "settings")
+    __slots__ = ("agent", "giaddr", "helpers", "hop_limit", "interface", "max_size", "settings")
 
     def __init__(self, engine: RelayEngine, interface: Interface,
                  settings: InterfaceConfig) -> None:
@@ -56,6 +56,7 @@ class _Ingress:
         self.settings = settings
         self.helpers = engine.config.helpers_for(settings)
         self.hop_limit = min(engine.config.max_hops, RFC1542_MAX_HOPS + 1)
+        self.max_size = engine.config.max_packet_size
         link = engine._link_address(interface, settings)
         giaddr = None if link is None else engine._giaddr_for(link, settings)
         #: giaddr for a first-hop request, packed (None: the engine drops it).
@@ -86,29 +87,28 @@ class FastPath:
 
     def __init__(self, engine: RelayEngine) -> None:
         self.engine = engine
-        self._config: RelayConfig | None = None
-        self._interfaces: InterfaceTable | None = None
+        self._generation = -1
         self._ingress: dict[int, _Ingress | None] = {}
-        self._deliveries: dict[tuple[int, IPv4Address, bytes], _Delivery | None] = {}
-
-    def _current(self) -> None:
-        """Forget the decisions taken for another configuration or interface table."""
-        engine = self.engine
-        if engine.config is not self._config or engine.interfaces is not self._interfaces:
-            self._config, self._interfaces = engine.config, engine.interfaces
-            self._ingress = {}
-            self._deliveries = {}
+        self._deliveries: dict[tuple[int, bytes, int], tuple[IPv4Address, _Delivery | None]] = {}
+        #: The last source address found not ours, and the last server found configured: the
+        #: shell's addresses are memoized (``wire.address_of``), so identity mostly answers and
+        #: ``IPv4Address`` hashes in Python.
+        self._foreign: IPv4Address | None = None
+        self._server: IPv4Address | None = None
 
     def handle(self, datagram: Datagram, now: float) -> Relayed | Delivered | Outcome | None:
         """A request relayed, a reply to deliver, an Outcome (a rate-limited request, or a
         throttling change to tell), or None: the engine's to handle."""
         data = datagram.payload
-        if not data:
-            return None
         scanned = option_offsets(data)
         if scanned is None:
             return None
-        self._current()
+        if self.engine.generation != self._generation:
+            # Decisions taken for another configuration or interface table are forgotten.
+            self._generation = self.engine.generation
+            self._ingress = {}
+            self._deliveries = {}
+            self._foreign = self._server = None
         if data[0] == 1:
             return self._request(datagram, data, scanned, now)
         if data[0] == 2:
@@ -148,9 +148,14 @@ class FastPath:
         engine = self.engine
         interfaces = engine.interfaces
         hops = data[3]
-        if (hops >= plan.hop_limit or interfaces.by_address(datagram.source) is not None
-                or (_VENDOR_CLASS in offsets and _is_pxe(data, offsets[_VENDOR_CLASS]))):
+        if hops >= plan.hop_limit or (_VENDOR_CLASS in offsets
+                                      and _is_pxe(data, offsets[_VENDOR_CLASS])):
             return None
+        source = datagram.source
+        if source is not self._foreign:
+            if interfaces.by_address(source) is not None:
+                return None
+            self._foreign = source
         giaddr = data[24:28]
         agent = b""
         if giaddr == _ZERO:
@@ -161,7 +166,7 @@ class FastPath:
         elif interfaces.by_address(IPv4Address(giaddr)) is not None:
             return None
         # RFC 3046 §2.1: what would exceed the maximum size goes WITHOUT option 82.
-        oversize = end + 1 + len(agent) > engine.config.max_packet_size
+        oversize = end + 1 + len(agent) > plan.max_size
         # Rate limiting last: past it the request is ours to the end (its token is taken).
         counters = engine.counters
         counters.received += 1
@@ -197,11 +202,11 @@ class FastPath:
 
     # -- server to client ----------------------------------------------------------------------
     def _delivery(self, datagram: Datagram, giaddr: bytes) -> _Delivery | None:
-        key = datagram.ifindex, datagram.source, giaddr
-        try:
-            return self._deliveries[key]
-        except KeyError:
-            pass
+        source = datagram.source
+        key = datagram.ifindex, giaddr, id(source)  # see _foreign
+        cached = self._deliveries.get(key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
         engine = self.engine
         plan = None
         address = IPv4Address(giaddr)
@@ -213,15 +218,18 @@ class FastPath:
             plan = _Delivery(engine, interface, settings, address)
         if len(self._deliveries) >= 4096:  # bounded: giaddrs come from servers
             self._deliveries.clear()
-        self._deliveries[key] = plan
+        self._deliveries[key] = source, plan
         return plan
 
     def _reply(self, datagram: Datagram, data: bytes,
                scanned: tuple[int, dict[int, int]]) -> Delivered | None:
         end, offsets = scanned
         engine = self.engine
-        if datagram.source not in engine._servers:
-            return None  # the rogue server check: the engine's
+        source = datagram.source
+        if source is not self._server:
+            if source not in engine._servers:
+                return None  # the rogue server check: the engine's
+            self._server = source
         plan = self._delivery(datagram, data[24:28])
         if plan is None:
             return None
@@ -271,3 +279,22 @@ class FastPath:
 def _is_pxe(data: bytes, start: int) -> bool:
     """Whether option 60 at ``start`` starts with "PXEClient" (``wire.pxe.is_pxe_client``)."""
     return data[start + 1] >= _PXE and data[start + 2:start + 2 + _PXE] == PXE_CLIENT_PREFIX
+
+
+def logged(datagram: Datagram, result: Relayed | Delivered, ifindex: int) -> Outcome:
+    """What a step line says of a fast path's result, as of the engine's Outcome: its actions
+    and the context ``RelayService._context`` reads of the message (xid, chaddr, type), which is
+    built without decoding it (as the kernel datapath's steps are). ``ifindex``: a delivery's."""
+    data = datagram.payload
+    scanned = option_offsets(data)
+    at = None if scanned is None else scanned[1].get(_MESSAGE_TYPE)
+    kind = () if at is None else ((_MESSAGE_TYPE, data[at + 2:at + 2 + data[at + 1]]),)
+    message = DhcpMessage(op=data[0], xid=result[0], chaddr=data[28:44], hlen=data[2],
+                          options=kind)
+    if len(result) == 3:
+        payload, helpers = result[1], result[2]
+        return Outcome(tuple(Forward(server, payload) for server in helpers), message,
+                       payload[3], address_of(payload[24:28]), DEFAULT_CLASS)
+    _, ifname, mac, source, destination, payload, mode = result
+    return Outcome((Deliver(ifindex, ifname, payload, mode, destination, mac, source),), message,
+                   data[3], address_of(data[24:28]))

@@ -28,14 +28,13 @@ import trio
 from . import metrics
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
-from .classes import DEFAULT_CLASS
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
 from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
 from .drops import DropReason
 from .engine import RelayEngine
-from .fastpath import Delivered, FastPath, Relayed
+from .fastpath import Delivered, FastPath, Relayed, logged
 from .interfaces import InterfaceTable
 from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -59,7 +58,7 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt, address_of, decode
+from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
@@ -272,9 +271,7 @@ class RelayService:
                 except OSError as error:
                     self._send_failed("forward", error, now, server=str(server))
             if self.steps:
-                self._log_outcome(datagram, Outcome(
-                    tuple(Forward(server, payload) for server in helpers), decode(payload),
-                    payload[3], address_of(payload[24:28]), DEFAULT_CLASS), now, None)
+                self._log_outcome(datagram, logged(datagram, fast, 0), now, None)
             return
         xid, ifname, mac, source, destination, payload, mode = fast
         latency = replies.replied(datagram.source, xid, now)
@@ -287,10 +284,8 @@ class RelayService:
                               destination=str(destination))
         if self.steps:
             interface = self.engine.interfaces.by_name(ifname)
-            msg = decode(datagram.payload)
-            self._log_outcome(datagram, Outcome((Deliver(
-                interface.index if interface else 0, ifname, payload, mode, destination, mac,
-                source),), msg, msg.hops, msg.giaddr), now, latency)
+            self._log_outcome(datagram, logged(datagram, fast, interface.index if interface
+                                               else 0), now, latency)
 
     def receive_udp(self, datagram: Datagram) -> None:
         """The broadcast helper's receive threads' handler (under ``lock``)."""

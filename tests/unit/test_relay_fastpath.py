@@ -17,6 +17,8 @@ from typing import Any
 
 from hypothesis import event, given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
+from test_relay_service_shell import FakeSender
 from test_wire_properties import PROPERTY, messages
 
 from boothop.relay.actions import Deliver, Forward, Outcome
@@ -25,6 +27,7 @@ from boothop.relay.config import AgentPolicy, GiaddrMode, InterfaceConfig, Relay
 from boothop.relay.engine import RelayEngine
 from boothop.relay.fastpath import FastPath
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
+from boothop.relay.service import RelayService
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import (
     MAGIC_COOKIE,
@@ -244,3 +247,26 @@ def test_option_offsets_are_where_frame_finds_the_options(data: bytes) -> None:
         assert end == frame._end
         assert [(code, data[at + 2:at + 2 + data[at + 1]]) for code, at in offsets.items()] == \
             list(frame.message.options)
+
+
+@PROPERTY
+@given(st.lists(datagrams(), max_size=6))
+def test_step_lines_and_sends_are_the_same_on_either_path(stream: list[Datagram]) -> None:
+    """The service logs (info) and sends what the fast path relays as it does the engine's."""
+    config = RelayConfig(helpers=(CONNECTED, ROUTED), interfaces=(
+        InterfaceConfig("lan0", Role.DOWNSTREAM), InterfaceConfig("up0", Role.UPSTREAM)),
+        agent_info=True)
+    runs = []
+    for fast in (True, False):
+        sender = FakeSender()
+        relay = RelayService(RelayEngine(config, INTERFACES), None, sender)  # type: ignore[arg-type]
+        relay.steps = True
+        if not fast:
+            relay.fast.handle = lambda datagram, now: None  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            for datagram in stream:
+                relay.handle(datagram, 1.0)
+        # The fake sender records a fast delivery without its ifindex (the engine's has it).
+        runs.append((logs, [dataclasses.replace(a, ifindex=0) if isinstance(a, Deliver) else a
+                            for a in sender.sent], relay.snapshot()))
+    assert runs[0] == runs[1]

@@ -54,7 +54,10 @@ class _Ingress:
                  settings: InterfaceConfig) -> None:
         self.interface = interface
         self.settings = settings
-        self.helpers = engine.config.helpers_for(settings)
+        #: The memoized addresses (``address_of``): hashed once, and hashed per helper per
+        #: request (its counter, its reply tracking).
+        self.helpers = tuple(address_of(helper.packed)
+                             for helper in engine.config.helpers_for(settings))
         self.hop_limit = min(engine.config.max_hops, RFC1542_MAX_HOPS + 1)
         self.max_size = engine.config.max_packet_size
         link = engine._link_address(interface, settings)

@@ -122,6 +122,25 @@ _ZERO_PACKED = bytes(4)
 _ADDRESSES: dict[str | bytes, IPv4Address] = {}
 
 
+class _HashedAddress(IPv4Address):
+    """An IPv4Address that computes its hash once. ``IPv4Address.__hash__`` formats the address
+    as hexadecimal text and hashes that, per call, and the relay hashes the same few addresses
+    several times per packet (counters per helper, reply tracking, interface lookups). Equal to,
+    and hashed as, the IPv4Address of the same value."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: str | bytes) -> None:
+        super().__init__(address)
+        self._hash = IPv4Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"IPv4Address({str(self)!r})"
+
+
 def address_of(key: str | bytes) -> IPv4Address:
     """IPv4Address of a dotted quad or 4 packed bytes, memoized: ``IPv4Address()`` is Python and
     costs more than the relay engine's whole decision, and a daemon sees few distinct addresses
@@ -130,7 +149,7 @@ def address_of(key: str | bytes) -> IPv4Address:
     if address is None:
         if len(_ADDRESSES) >= 4096:  # bounded: addresses are chosen by remote parties
             _ADDRESSES.clear()
-        address = _ADDRESSES[key] = IPv4Address(key)
+        address = _ADDRESSES[key] = _HashedAddress(key)
     return address
 
 

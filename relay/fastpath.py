@@ -19,15 +19,17 @@ state changed, and the engine takes it. The engine stays the specification: a pr
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from typing import Any
 
-from .actions import Deliver, DeliveryMode, Forward, Outcome
+from .actions import DeliveryMode, Forward, Outcome, type_name
 from .classes import DEFAULT_CLASS
 from .config import GiaddrMode, InterfaceConfig
 from .engine import BROADCAST_MAC, LIMITED_BROADCAST, RFC1542_MAX_HOPS, RelayEngine, _circuit_of
 from .interfaces import Interface
-from .wire import Datagram, DhcpMessage, Frame, address_of
+from .wire import Datagram, Frame, address_of
 from .wire.codes import BOOTP_MIN_SIZE, BROADCAST_FLAG, Opt
 from .wire.frame import cut, option_offsets, patched
+from .wire.message import message_type_of
 from .wire.options import encode_tlv
 from .wire.pxe import PXE_CLIENT_PREFIX
 
@@ -38,6 +40,8 @@ _NAK = 6
 _ZERO = bytes(4)
 _PXE = len(PXE_CLIENT_PREFIX)
 
+#: Not yet decided (a plan of None: not in the subset).
+_UNKNOWN: Any = object()
 #: A request relayed: its xid, the message as relayed, the helpers it goes to.
 Relayed = tuple[int, bytes, tuple[IPv4Address, ...]]
 #: A reply to deliver: its xid, then ``Sender.send_frame``'s arguments (ifname, mac, source,
@@ -98,12 +102,14 @@ class FastPath:
         #: ``IPv4Address`` hashes in Python.
         self._foreign: IPv4Address | None = None
         self._server: IPv4Address | None = None
+        #: The last datagram's ``option_offsets``: its step line's message type.
+        self.scanned: tuple[int, dict[int, int]] | None = None
 
     def handle(self, datagram: Datagram, now: float) -> Relayed | Delivered | Outcome | None:
         """A request relayed, a reply to deliver, an Outcome (a rate-limited request, or a
         throttling change to tell), or None: the engine's to handle."""
         data = datagram.payload
-        scanned = option_offsets(data)
+        scanned = self.scanned = option_offsets(data)
         if scanned is None:
             return None
         if self.engine.generation != self._generation:
@@ -120,10 +126,6 @@ class FastPath:
 
     # -- client to server ----------------------------------------------------------------------
     def _plan(self, ifindex: int) -> _Ingress | None:
-        try:
-            return self._ingress[ifindex]
-        except KeyError:
-            pass
         engine = self.engine
         plan = None
         interface = engine.interfaces.by_index(ifindex)
@@ -145,18 +147,19 @@ class FastPath:
     def _request(self, datagram: Datagram, data: bytes, scanned: tuple[int, dict[int, int]],
                  now: float) -> Relayed | Outcome | None:
         end, offsets = scanned
-        plan = self._plan(datagram.ifindex)
+        plan = self._ingress.get(datagram.ifindex, _UNKNOWN)
+        if plan is _UNKNOWN:
+            plan = self._plan(datagram.ifindex)
         if plan is None:
             return None
         engine = self.engine
-        interfaces = engine.interfaces
         hops = data[3]
         if hops >= plan.hop_limit or (_VENDOR_CLASS in offsets
                                       and _is_pxe(data, offsets[_VENDOR_CLASS])):
             return None
         source = datagram.source
         if source is not self._foreign:
-            if interfaces.by_address(source) is not None:
+            if engine.interfaces.by_address(source) is not None:
                 return None
             self._foreign = source
         giaddr = data[24:28]
@@ -166,7 +169,7 @@ class FastPath:
             if _AGENT in offsets or plan.giaddr is None:
                 return None
             giaddr, agent = plan.giaddr, plan.agent
-        elif interfaces.by_address(IPv4Address(giaddr)) is not None:
+        elif engine.interfaces.by_address(address_of(giaddr)) is not None:
             return None
         # RFC 3046 §2.1: what would exceed the maximum size goes WITHOUT option 82.
         oversize = end + 1 + len(agent) > plan.max_size
@@ -284,20 +287,8 @@ def _is_pxe(data: bytes, start: int) -> bool:
     return data[start + 1] >= _PXE and data[start + 2:start + 2 + _PXE] == PXE_CLIENT_PREFIX
 
 
-def logged(datagram: Datagram, result: Relayed | Delivered, ifindex: int) -> Outcome:
-    """What a step line says of a fast path's result, as of the engine's Outcome: its actions
-    and the context ``RelayService._context`` reads of the message (xid, chaddr, type), which is
-    built without decoding it (as the kernel datapath's steps are). ``ifindex``: a delivery's."""
-    data = datagram.payload
-    scanned = option_offsets(data)
-    at = None if scanned is None else scanned[1].get(_MESSAGE_TYPE)
-    kind = () if at is None else ((_MESSAGE_TYPE, data[at + 2:at + 2 + data[at + 1]]),)
-    message = DhcpMessage(op=data[0], xid=result[0], chaddr=data[28:44], hlen=data[2],
-                          options=kind)
-    if len(result) == 3:
-        payload, helpers = result[1], result[2]
-        return Outcome(tuple(Forward(server, payload) for server in helpers), message,
-                       payload[3], address_of(payload[24:28]), DEFAULT_CLASS)
-    _, ifname, mac, source, destination, payload, mode = result
-    return Outcome((Deliver(ifindex, ifname, payload, mode, destination, mac, source),), message,
-                   data[3], address_of(data[24:28]))
+
+def message_type(data: bytes, offsets: dict[int, int]) -> str:
+    """The message type's name in the step lines (``Outcome.message_type``), from the bytes."""
+    at = offsets.get(_MESSAGE_TYPE)
+    return type_name(None if at is None else message_type_of(data[at + 2:at + 2 + data[at + 1]]))

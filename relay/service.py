@@ -28,13 +28,14 @@ import trio
 from . import metrics
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
+from .classes import DEFAULT_CLASS
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
 from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
 from .drops import DropReason
 from .engine import RelayEngine
-from .fastpath import Delivered, FastPath, Relayed, logged
+from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
 from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -58,7 +59,7 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt
+from .wire import SERVER_PORT, Datagram, DhcpMessage, Opt, address_of
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
@@ -271,7 +272,7 @@ class RelayService:
                 except OSError as error:
                     self._send_failed("forward", error, now, server=str(server))
             if self.steps:
-                self._log_outcome(datagram, logged(datagram, fast, 0), now, None)
+                self._log_fast(datagram, fast, None)
             return
         xid, ifname, mac, source, destination, payload, mode = fast
         latency = replies.replied(datagram.source, xid, now)
@@ -283,9 +284,29 @@ class RelayService:
             self._send_failed(mode.value, error, now, ifname=ifname,
                               destination=str(destination))
         if self.steps:
-            interface = self.engine.interfaces.by_name(ifname)
-            self._log_outcome(datagram, logged(datagram, fast, interface.index if interface
-                                               else 0), now, latency)
+            self._log_fast(datagram, fast, latency)
+
+    def _log_fast(self, datagram: Datagram, fast: Relayed | Delivered,
+                  latency: float | None) -> None:
+        """``_log_outcome``'s line for what the fast path did, read off the bytes."""
+        data = datagram.payload
+        scanned = self.fast.scanned
+        assert scanned is not None
+        kind = message_type(data, scanned[1])
+        mac = data[28:28 + data[2]].hex(":")  # hlen <= 16: the fast path checked
+        if len(fast) == 3:
+            payload, helpers = fast[1], fast[2]
+            packet = self._packet(datagram, fast[0], mac, address_of(payload[24:28]),
+                                  payload[3], kind)
+            self.log.info("relay.request.forwarded", **packet,
+                          servers=[address_text(server) for server in helpers],
+                          forwarding_class=DEFAULT_CLASS)
+            return
+        _, ifname, _, _, destination, _, mode = fast
+        packet = self._packet(datagram, fast[0], mac, address_of(data[24:28]), data[3], kind)
+        self.log.info("relay.reply.delivered", **packet, mode=mode.value,
+                      destination=address_text(destination), ifname=ifname,
+                      latency_ms=None if latency is None else round(latency * 1e3, 3))
 
     def receive_udp(self, datagram: Datagram) -> None:
         """The broadcast helper's receive threads' handler (under ``lock``)."""
@@ -363,14 +384,21 @@ class RelayService:
     def _context(self, datagram: Datagram, outcome: Outcome) -> dict[str, Any]:
         """A packet's context for its step lines: passed with each line rather than bound, which
         would build a logger per packet."""
+        return self._packet(datagram, outcome.xid, outcome.mac, outcome.giaddr, outcome.hops,
+                            outcome.message_type)
+
+    def _packet(self, datagram: Datagram, xid: int | None, mac: str | None,
+                giaddr: IPv4Address | None, hops: int | None, kind: str | None
+                ) -> dict[str, Any]:
+        """The context keys of a step line."""
         ingress = self.engine.interfaces.by_index(datagram.ifindex)
         return {
-            "xid": None if outcome.xid is None else f"0x{outcome.xid:08x}",
-            "chaddr": outcome.mac,
+            "xid": None if xid is None else f"0x{xid:08x}",
+            "chaddr": mac,
             "iface": ingress.name if ingress else datagram.ifindex,
-            "giaddr": None if outcome.giaddr is None else address_text(outcome.giaddr),
-            "hops": outcome.hops,
-            "type": outcome.message_type,
+            "giaddr": None if giaddr is None else address_text(giaddr),
+            "hops": hops,
+            "type": kind,
             "source": f"{address_text(datagram.source)}:{datagram.source_port}",
         }
 

@@ -76,10 +76,7 @@ class DhcpMessage:
     @property
     def message_type(self) -> int | None:
         """The DHCP message type (option 53), or None for a plain BOOTP message."""
-        value = self.get(Opt.MESSAGE_TYPE)
-        if value is None or len(value) != 1:
-            return None
-        return _MESSAGE_TYPES.get(value[0], value[0])
+        return message_type_of(self.get(Opt.MESSAGE_TYPE))
 
     @property
     def is_dhcp(self) -> bool:
@@ -117,6 +114,16 @@ class DhcpMessage:
 #: The message types by number: an Enum lookup by value is a Python-level call, and the type is
 #: read several times per relayed packet.
 _MESSAGE_TYPES = {kind.value: kind for kind in MessageType}
+
+
+def message_type_of(value: bytes | None) -> int | None:
+    """The message type an option 53 value says (a MessageType, or the number if unknown), or
+    None (absent, or not one octet: a plain BOOTP message)."""
+    if value is None or len(value) != 1:
+        return None
+    return _MESSAGE_TYPES.get(value[0], value[0])
+
+
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _ZERO_PACKED = bytes(4)
 _ADDRESSES: dict[str | bytes, IPv4Address] = {}

@@ -116,12 +116,15 @@ class Outcome:
     @property
     def message_type(self) -> str | None:
         """The DHCP message type's name, "BOOTP" without one, the number if unknown."""
-        if self.message is None:
-            return None
-        kind = self.message.message_type
-        if kind is None:
-            return "BOOTP"
-        return kind.name if isinstance(kind, MessageType) else str(kind)
+        return None if self.message is None else type_name(self.message.message_type)
+
+
+def type_name(kind: int | None) -> str:
+    """A DHCP message type (``DhcpMessage.message_type``) as the log lines name it: its name,
+    "BOOTP" without one, the number if unknown."""
+    if kind is None:
+        return "BOOTP"
+    return kind.name if isinstance(kind, MessageType) else str(kind)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

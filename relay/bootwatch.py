@@ -71,6 +71,10 @@ class BootWatch:
             del self._watched[next(iter(self._watched))]
         self._watched[msg.xid] = Transaction(forwarding_class, helpers, ifname, now)
 
+    def watching(self, xid: int) -> bool:
+        """Whether the transaction ``xid`` is watched (its replies are looked at)."""
+        return xid in self._watched
+
     def replied(self, msg: DhcpMessage, server: IPv4Address) -> tuple[IPv4Address, ...] | None:
         """A reply from ``server`` was delivered: the helpers its transaction went to, if
         watched."""

@@ -160,7 +160,7 @@ def _iface(engine: RelayEngine, interface: Interface) -> bytes:
         in_subset = in_subset and len(circuit) <= MAX_CIRCUIT
     # A forwarding class that may take this interface's requests picks their helpers per
     # client (relay/classes.py): those requests stay in the engine.
-    classified = any(not c.interfaces or interface.name in c.interfaces for c in config.classes)
+    classified = engine.may_classify(interface.name)
     # The per-MAC limit is the program's too (its buckets map), within its table; a per-circuit
     # one (option 82's circuit-id of a downstream agent) stays the engine's.
     limits = config.rate_limits

@@ -117,11 +117,7 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         msg = frame.message
         if msg.op == 1:  # Op.BOOTREQUEST
             self.counters.requests += 1
-            outcome = self._request(frame, datagram, now)
-            if self._throttle_changes:
-                outcome = dataclasses.replace(outcome, actions=(*outcome.actions,
-                                                                *self._throttles()))
-            return outcome
+            return self._with_throttles(self._request(frame, datagram, now))
         self.counters.replies += 1
         self.counters.replies_on_port[datagram.port] += 1
         if datagram.source not in self._servers:
@@ -177,6 +173,17 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
             server, ":".join(f"{b:02x}" for b in datagram.source_mac), ingress.name,
             str(IPv4Address(server_id)) if server_id is not None and len(server_id) == 4
             else None, msg.yiaddr)
+
+    def _with_throttles(self, outcome: Outcome) -> Outcome:
+        """A request's outcome, with the throttling changes its rate check made (Throttle)."""
+        if self._throttle_changes:
+            return dataclasses.replace(outcome, actions=(*outcome.actions, *self._throttles()))
+        return outcome
+
+    def may_classify(self, ifname: str) -> bool:
+        """Whether a forwarding class may take requests received on ``ifname`` (their helpers
+        are then chosen per request, ``relay.classes``)."""
+        return any(not c.interfaces or ifname in c.interfaces for c in self._classes)
 
     # -- client to server ----------------------------------------------------------------------
     def _request(self, frame: Frame, datagram: Datagram, now: float) -> Outcome:
@@ -293,12 +300,17 @@ class RelayEngine(EngineBookkeeping[RelayConfig]):
         flooding client does not starve its neighbours."""
         macs, circuits = self._macs, self._circuit_buckets
         if macs is not None and not macs.admit((ingress.index, msg.hardware_address), now):
-            return Drop(DropReason.RATE_LIMITED_MAC, f"{msg.mac} on {ingress.name}")
+            return self._mac_drop(msg, ingress)
         if circuits is not None:
             circuit = (ingress.index, *self._circuit_of_request(msg, settings))
             if not circuits.admit(circuit, now):
                 return Drop(DropReason.RATE_LIMITED_CIRCUIT, _circuit_text(ingress.name, circuit))
         return None
+
+    @staticmethod
+    def _mac_drop(msg: DhcpMessage, ingress: Interface) -> Drop:
+        """A request dropped as its MAC is over its rate."""
+        return Drop(DropReason.RATE_LIMITED_MAC, f"{msg.mac} on {ingress.name}")
 
     @staticmethod
     def _circuit_of_request(msg: DhcpMessage, settings: InterfaceConfig

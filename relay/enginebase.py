@@ -32,6 +32,7 @@ class EngineBookkeeping(Generic[C]):
     @config.setter
     def config(self, config: C) -> None:
         self._config = config
+        self.generation = getattr(self, "generation", 0) + 1
         self._configure(config)
 
     def _configure(self, config: C) -> None:
@@ -44,6 +45,9 @@ class EngineBookkeeping(Generic[C]):
     @interfaces.setter
     def interfaces(self, table: InterfaceTable) -> None:
         self._interfaces = table
+        #: Counts configurations and interface tables set: what is derived from them (the
+        #: relay's fast path) is rebuilt when it changes.
+        self.generation += 1
         self._interfaces_changed()
 
     def _interfaces_changed(self) -> None:

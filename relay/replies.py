@@ -32,16 +32,21 @@ class ReplyTracker:
         self.answered: Counter[IPv4Address] = Counter()
         self.unanswered: Counter[IPv4Address] = Counter()
         self.untracked: Counter[IPv4Address] = Counter()
+        #: When the oldest pair waiting may be due (a pair answered since: earlier than due).
+        self._due = float("inf")
 
     def forwarded(self, helper: IPv4Address, xid: int, now: float) -> None:
         """A request with ``xid`` was sent to ``helper`` at ``now``."""
         waiting = self._waiting
-        self.expire(now)
+        if now >= self._due:
+            self.expire(now)
         key = helper, xid
         if waiting.pop(key, None) is None and len(waiting) >= self.capacity:
             oldest = next(iter(waiting))
             del waiting[oldest]
             self.untracked[oldest[0]] += 1
+        if not waiting:
+            self._due = now + self.timeout
         waiting[key] = now
 
     def replied(self, helper: IPv4Address, xid: int, now: float) -> float | None:
@@ -60,9 +65,11 @@ class ReplyTracker:
         while waiting:
             key, sent = next(iter(waiting.items()))
             if sent > deadline:
+                self._due = sent + self.timeout
                 return
             del waiting[key]
             self.unanswered[key[0]] += 1
+        self._due = float("inf")
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Per helper: answered, unanswered, untracked and still waiting."""

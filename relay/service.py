@@ -35,6 +35,7 @@ from .counters import ShellCounters
 from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
 from .drops import DropReason
 from .engine import RelayEngine
+from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
 from .kernel import DatapathUnavailable, Events, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
@@ -60,7 +61,7 @@ from .shell import (
 )
 from .sockets import Sender, open_packet, open_raw
 from .steplines import STEP_TYPES, StepLines
-from .wire import SERVER_PORT, Datagram
+from .wire import SERVER_PORT, Datagram, address_of
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How often the kernel datapath's events are read and logged.
@@ -160,6 +161,7 @@ class RelayService:
         rogue server detection) one into the engine. ``kernel``: the tc program relaying the
         common cases, fed from the engine (the slow path and the reference stays here)."""
         self.engine = engine
+        self.fast = FastPath(engine)
         self.kernel = kernel
         #: The interfaces the kernel datapath is attached to.
         self.attached: set[int] = set()
@@ -226,8 +228,15 @@ class RelayService:
                          "client LAN")
 
     def handle(self, datagram: Datagram, now: float) -> None:
-        """Run one datagram through the engine and execute what it says."""
-        outcome = self.engine.handle(datagram, now)
+        """Run one datagram through the fast path, else the engine, and execute what it says."""
+        fast = self.fast.handle(datagram, now)
+        if fast is None:
+            outcome = self.engine.handle(datagram, now)
+        elif isinstance(fast, tuple):
+            self._fast(datagram, fast, now)
+            return
+        else:
+            outcome = fast
         xid = outcome.xid or 0  # a Forward or a Deliver always comes with its message
         latency = None
         for action in outcome.actions:
@@ -256,6 +265,54 @@ class RelayService:
                 self._log_rogue(action)
         if self.steps:
             self._log_outcome(datagram, outcome, now, latency)
+
+    def _fast(self, datagram: Datagram, fast: Relayed | Delivered, now: float) -> None:
+        """Execute what the fast path decided, as ``handle`` executes the engine's actions."""
+        sender, replies = self.sender, self.replies
+        if len(fast) == 3:
+            xid, payload, helpers = fast
+            for server in helpers:
+                replies.forwarded(server, xid, now)
+                try:
+                    sender.forward_to(server, payload)
+                except OSError as error:
+                    self._send_failed("forward", error, now, server=str(server))
+            if self.steps:
+                self._log_fast(datagram, fast, None)
+            return
+        xid, ifname, mac, source, destination, payload, mode = fast
+        latency = replies.replied(datagram.source, xid, now)
+        if latency is not None:
+            self._observe(datagram.source, latency)
+        try:
+            sender.send_frame(ifname, mac, source, destination, payload)
+        except OSError as error:
+            self._send_failed(mode.value, error, now, ifname=ifname,
+                              destination=str(destination))
+        if self.steps:
+            self._log_fast(datagram, fast, latency)
+
+    def _log_fast(self, datagram: Datagram, fast: Relayed | Delivered,
+                  latency: float | None) -> None:
+        """``_log_outcome``'s line for what the fast path did, read off the bytes."""
+        data = datagram.payload
+        scanned = self.fast.scanned
+        assert scanned is not None
+        kind = message_type(data, scanned[1])
+        mac = data[28:28 + data[2]].hex(":")  # hlen <= 16: the fast path checked
+        if len(fast) == 3:
+            payload, helpers = fast[1], fast[2]
+            packet = self._packet(datagram, fast[0], mac, address_of(payload[24:28]),
+                                  payload[3], kind)
+            self.log.info("relay.request.forwarded", **packet,
+                          servers=[address_text(server) for server in helpers],
+                          forwarding_class=DEFAULT_CLASS)
+            return
+        _, ifname, _, _, destination, _, mode = fast
+        packet = self._packet(datagram, fast[0], mac, address_of(data[24:28]), data[3], kind)
+        self.log.info("relay.reply.delivered", **packet, mode=mode.value,
+                      destination=address_text(destination), ifname=ifname,
+                      latency_ms=None if latency is None else round(latency * 1e3, 3))
 
     def receive_udp(self, datagram: Datagram) -> None:
         """The broadcast helper's receive threads' handler (under ``lock``)."""
@@ -333,10 +390,16 @@ class RelayService:
     def _context(self, datagram: Datagram, outcome: Outcome) -> dict[str, Any]:
         """A packet's context for its step lines: passed with each line rather than bound, which
         would build a logger per packet."""
+        return self._packet(datagram, outcome.xid, outcome.mac, outcome.giaddr, outcome.hops,
+                            outcome.message_type)
+
+    def _packet(self, datagram: Datagram, xid: int | None, mac: str | None,
+                giaddr: IPv4Address | None, hops: int | None, kind: str | None
+                ) -> dict[str, Any]:
+        """The context keys of a step line of a packet the daemon relayed."""
         return self._step_context(
-            None if outcome.xid is None else f"0x{outcome.xid:08x}", outcome.mac,
-            datagram.ifindex, None if outcome.giaddr is None else address_text(outcome.giaddr),
-            outcome.hops, outcome.message_type,
+            None if xid is None else f"0x{xid:08x}", mac, datagram.ifindex,
+            None if giaddr is None else address_text(giaddr), hops, kind,
             f"{address_text(datagram.source)}:{datagram.source_port}")
 
     def _step_context(self, xid: str | None, chaddr: str | None, ifindex: int,

@@ -517,7 +517,10 @@ def receive(sock: socket.socket, port: int, *, flags: int = 0, bufsize: int = RE
     ``counters`` take the kernel's drop count when the datagram carries one (SO_RXQ_OVFL).
     """
     payload, ancillary, source = _recvmsg(sock, flags, bufsize, counters)
-    ifindex, local, destination = _pktinfo(ancillary)
+    # The usual ancillary data, IP_PKTINFO alone, is a key of _PKTINFOS (values of 12 bytes and
+    # more: no other message's).
+    found = _PKTINFOS.get(ancillary[0][2]) if len(ancillary) == 1 else None
+    ifindex, local, destination = found or _pktinfo(ancillary)
     return Datagram(payload, address_of(source[0]), source[1], destination, ifindex, local, port,
                     interface_name(ifindex) if names else "")
 
@@ -528,7 +531,9 @@ def _recvmsg(sock: socket.socket, flags: int, bufsize: int, counters: LoopCounte
     payload, ancillary, received_flags, source = sock.recvmsg(bufsize, ANCILLARY_SIZE, flags)
     if source is None:
         raise ShutDown("no datagram: the socket was shut down for reading")
-    if counters is not None:
+    # SO_RXQ_OVFL comes after IP_PKTINFO, or alone (on a socket without it).
+    if counters is not None and (len(ancillary) > 1
+                                 or (ancillary and ancillary[0][1] == SO_RXQ_OVFL)):
         counters.kernel_dropped(ancillary)
     if received_flags & _MSG_TRUNC:
         raise Truncated(f"datagram from {source[0]} larger than {bufsize} octets")

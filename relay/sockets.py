@@ -122,8 +122,11 @@ class Sender:
         self.client_port = port + 1
 
     def forward(self, action: Forward) -> None:
-        (self.upstream or self.udp).sendto(action.payload, _DONTWAIT,
-                                           (address_text(action.server), self.server_port))
+        self.forward_to(action.server, action.payload)
+
+    def forward_to(self, server: IPv4Address, payload: bytes) -> None:
+        (self.upstream or self.udp).sendto(payload, _DONTWAIT,
+                                           (address_text(server), self.server_port))
 
     def deliver(self, action: Deliver) -> None:
         if action.mode is DeliveryMode.UNICAST_CIADDR:
@@ -131,9 +134,14 @@ class Sender:
             self.udp.sendto(action.payload, _DONTWAIT,
                             (address_text(action.destination), self.client_port))
             return
-        frame = ipv4_udp(action.source, action.destination, self.server_port, self.client_port,
-                         action.payload)
-        self.packet.sendto(frame, (action.ifname, ETH_P_IP, 0, 0, action.mac))
+        self.send_frame(action.ifname, action.mac, action.source, action.destination,
+                        action.payload)
+
+    def send_frame(self, ifname: str, mac: bytes, source: IPv4Address,
+                   destination: IPv4Address, payload: bytes) -> None:
+        """A reply to a client without a usable address: the frame addressed to ``mac``."""
+        frame = ipv4_udp(source, destination, self.server_port, self.client_port, payload)
+        self.packet.sendto(frame, (ifname, ETH_P_IP, 0, 0, mac))
 
     def forward_udp(self, action: ForwardUdp) -> None:
         """A UDP broadcast to a helper, its source the client's (as Cisco's IP helper)."""

@@ -16,15 +16,14 @@ from collections.abc import Callable
 
 import orjson
 
-from .actions import DeliveryMode
+from .actions import DeliveryMode, type_name
 from .classes import DEFAULT_CLASS
 from .datapath import EVENT
-from .wire import MessageType
+from .wire.message import message_type_of
 
 #: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
 #: ``Outcome.message_type`` names it.
-STEP_TYPES = ("BOOTP", *(MessageType(kind).name if kind in set(MessageType) else str(kind)
-                         for kind in range(1, 256)))
+STEP_TYPES = ("BOOTP", *(type_name(message_type_of(bytes((kind,)))) for kind in range(1, 256)))
 _TYPES = tuple(orjson.dumps(name) for name in STEP_TYPES)
 _MODES = (DeliveryMode.BROADCAST.value.encode(), DeliveryMode.UNICAST_CHADDR.value.encode())
 _CLASS = orjson.dumps(DEFAULT_CLASS)

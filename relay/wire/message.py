@@ -80,10 +80,7 @@ class DhcpMessage:
     @property
     def message_type(self) -> int | None:
         """The DHCP message type (option 53), or None for a plain BOOTP message."""
-        value = self.get(Opt.MESSAGE_TYPE)
-        if value is None or len(value) != 1:
-            return None
-        return _MESSAGE_TYPES.get(value[0], value[0])
+        return message_type_of(self.get(Opt.MESSAGE_TYPE))
 
     @property
     def is_dhcp(self) -> bool:
@@ -121,9 +118,38 @@ class DhcpMessage:
 #: The message types by number: an Enum lookup by value is a Python-level call, and the type is
 #: read several times per relayed packet.
 _MESSAGE_TYPES = {kind.value: kind for kind in MessageType}
+
+
+def message_type_of(value: bytes | None) -> int | None:
+    """The message type an option 53 value says (a MessageType, or the number if unknown), or
+    None (absent, or not one octet: a plain BOOTP message)."""
+    if value is None or len(value) != 1:
+        return None
+    return _MESSAGE_TYPES.get(value[0], value[0])
+
+
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _ZERO_PACKED = bytes(4)
 _ADDRESSES: dict[str | bytes, IPv4Address] = {}
+
+
+class _HashedAddress(IPv4Address):
+    """An IPv4Address that computes its hash once. ``IPv4Address.__hash__`` formats the address
+    as hexadecimal text and hashes that, per call, and the relay hashes the same few addresses
+    several times per packet (counters per helper, reply tracking, interface lookups). Equal to,
+    and hashed as, the IPv4Address of the same value."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: str | bytes) -> None:
+        super().__init__(address)
+        self._hash = IPv4Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"IPv4Address({str(self)!r})"
 
 
 def address_of(key: str | bytes) -> IPv4Address:
@@ -134,7 +160,7 @@ def address_of(key: str | bytes) -> IPv4Address:
     if address is None:
         if len(_ADDRESSES) >= 4096:  # bounded: addresses are chosen by remote parties
             _ADDRESSES.clear()
-        address = _ADDRESSES[key] = IPv4Address(key)
+        address = _ADDRESSES[key] = _HashedAddress(key)
     return address
 
 

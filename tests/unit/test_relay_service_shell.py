@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from structlog.testing import capture_logs
 
-from boothop.relay.actions import Deliver, Forward, Outcome, Warn
+from boothop.relay.actions import Deliver, DeliveryMode, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.configfile import ConfigError, RelaySettings
 from boothop.relay.datapath import EVENT
@@ -140,6 +140,14 @@ class FakeSender:
             raise self.error
         self.sent.append(action)
 
+    def forward_to(self, server: IPv4Address, payload: bytes) -> None:
+        self.forward(Forward(server, payload))
+
+    def send_frame(self, ifname: str, mac: bytes, source: IPv4Address,
+                   destination: IPv4Address, payload: bytes) -> None:
+        mode = (DeliveryMode.BROADCAST if mac == b"\xff" * 6 else DeliveryMode.UNICAST_CHADDR)
+        self.deliver(Deliver(0, ifname, payload, mode, destination, mac, source))
+
 
 def request(xid: int = 0x42) -> Datagram:
     msg = DhcpMessage(op=Op.BOOTREQUEST, xid=xid, chaddr=bytes.fromhex("02710000010a") + bytes(10),
@@ -206,6 +214,7 @@ def test_step_logging_skipped_when_not_enabled() -> None:
 def test_warn_action_logged_at_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     relay = service(FakeSender())
     warn = Warn("relay.pxe.dhcp_server_sends_pxeclient", "fix it", SERVER)
+    monkeypatch.setattr(relay.fast, "handle", lambda d, now: None)  # the engine decides
     monkeypatch.setattr(relay.engine, "handle", lambda d, now: Outcome((warn,)))
     with capture_logs() as logs:
         relay.handle(request(), 1.0)
@@ -367,12 +376,13 @@ def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
         relay.handle(reply, 1.25)
     forwarded, delivered = sender.sent
     assert isinstance(forwarded, Forward) and isinstance(delivered, Deliver)
+    assert delivered.ifname == LAN.name
     with capture_logs() as kernel:
         relay._step_lines = LineBatch(relay.log)
         relay._kernel_step(kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68,
                                         LAN.index, servers=(SERVER,)))
         relay._kernel_step(kernel_event(2, offer, SERVER, 67, UPLINK.index,
-                                        delivery=delivered.ifindex,
+                                        delivery=LAN.index,
                                         destination=delivered.destination,
                                         latency_ns=250_000_000))
     assert [e["event"] for e in kernel] == ["relay.request.forwarded", "relay.reply.delivered"]

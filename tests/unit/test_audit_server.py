@@ -118,6 +118,21 @@ def acks(sock: FakeSocket) -> list[IPv4Address]:
     return [m.yiaddr for m in (decode(p) for p, _ in sock.sent) if m.message_type == MT.ACK]
 
 
+def refuse_inserts(path: Path, when: str = "") -> None:
+    """A trigger that makes the database refuse lease rows (``when``: only those matching)."""
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON leases{when}"
+                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+
+
+def durable_receiver(lease_store: SqliteLeaseStore, sock: FakeSocket) -> service._Receiver:
+    """The server's receiver over ``lease_store``, sending on ``sock``."""
+    log = structlog.get_logger()
+    return service._Receiver(DhcpServerCore(config()),
+                             service._Durable(lease_store, sock, log),  # type: ignore[arg-type]
+                             sock, log)  # type: ignore[arg-type]
+
+
 def test_a_failed_batch_sends_no_ack_and_leaves_none_of_its_leases(
     store: tuple[SqliteLeaseStore, Path],
 ) -> None:
@@ -125,14 +140,9 @@ def test_a_failed_batch_sends_no_ack_and_leaves_none_of_its_leases(
     so neither ACK leaves and neither row is kept (one transaction, all or nothing). Once the
     database accepts writes again, a retransmitted REQUEST is ACKed with its lease on disk."""
     lease_store, path = store
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases WHEN NEW.mac = X'525400000002'"
-                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    refuse_inserts(path, " WHEN NEW.mac = X'525400000002'")
     sock = FakeSocket()
-    log = structlog.get_logger()
-    receiver = service._Receiver(DhcpServerCore(config()),
-                                 service._Durable(lease_store, sock, log),  # type: ignore[arg-type]
-                                 sock, log)  # type: ignore[arg-type]
+    receiver = durable_receiver(lease_store, sock)
     requests = []
     for n in (1, 2):
         receiver.handle(received(encode(request(MT.DISCOVER, mac(n), xid=n))))
@@ -160,11 +170,8 @@ def test_a_lone_request_is_its_own_transaction_all_or_nothing(
     its ACK does not leave; accepted, the row is on disk (another connection reads it) before
     the ACK is sent."""
     lease_store, path = store
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases"
-                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    refuse_inserts(path)
     sock = FakeSocket()
-    log = structlog.get_logger()
     seen_at_send: list[set[IPv4Address]] = []
     send = sock.sendmsg
 
@@ -173,9 +180,7 @@ def test_a_lone_request_is_its_own_transaction_all_or_nothing(
         return send(*args)  # type: ignore[arg-type]
 
     sock.sendmsg = sendmsg  # type: ignore[method-assign]
-    receiver = service._Receiver(DhcpServerCore(config()),
-                                 service._Durable(lease_store, sock, log),  # type: ignore[arg-type]
-                                 sock, log)  # type: ignore[arg-type]
+    receiver = durable_receiver(lease_store, sock)
     receiver.handle(received(encode(request(MT.DISCOVER, mac(1), xid=1))))
     receiver.after_burst(1)
     offered = decode(sock.sent[-1][0]).yiaddr

@@ -419,12 +419,22 @@ struct zeros {
 	__u32 fail;
 };
 
+/* The first count bytes of a little-endian word (all of it from 8 on). */
+static __always_inline __u64 first_bytes(__u64 word, __u32 count)
+{
+	if (count >= 8)
+		return word;
+	return word & ((1ULL << (8 * count)) - 1);
+}
+
+/* Eight bytes a step: a message's tail after END is most of it (perfdhcp pads to 300). The
+ * word past the tail's end reads into the scratch buffer (BUF_SIZE > MAX_PAYLOAD), masked off. */
 static long check_zero(__u64 index, struct zeros *z)
 {
-	__u32 pos = z->from + (__u32)index;
+	__u32 pos = z->from + 8 * (__u32)index;
 	if (pos >= z->to)
 		return 1;
-	if (z->buf->data[pos & MASK]) {
+	if (first_bytes(*(__u64 *)&z->buf->data[pos & MASK], z->to - pos)) {
 		z->fail = 1;
 		return 1;
 	}
@@ -458,7 +468,7 @@ static __always_inline int scan_message(struct scan *s)
 	if (s->len > stop)
 		return -1;
 	struct zeros z = {.buf = s->buf, .from = s->end + 1, .to = s->len};
-	bpf_loop(MAX_PAYLOAD, check_zero, &z, 0);
+	bpf_loop(MAX_PAYLOAD / 8 + 1, check_zero, &z, 0);
 	return z.fail ? -1 : 0;
 }
 
@@ -589,14 +599,6 @@ static __always_inline void throttle_event(struct scratch *buf, __u8 op, struct 
 }
 
 enum { ADMITTED, THROTTLED, CONTENDED };
-
-/* Only the first hlen bytes of chaddr name the client (DhcpMessage.hardware_address). */
-static __always_inline __u64 first_bytes(__u64 word, __u32 count)
-{
-	if (count >= 8)
-		return word;
-	return word & ((1ULL << (8 * count)) - 1);
-}
 
 /* Whether the client (ingress, chaddr[:hlen], hlen <= 16) may send a request now, taking a
  * token if so. A global function, verified once on its own: called in line, its ways through

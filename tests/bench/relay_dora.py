@@ -8,7 +8,10 @@ routes), ISC ``dhcrelay`` (-q), ``boothop`` (boothop-relay ``--datapath user``: 
 through the daemon), ``boothop-kernel`` (``--datapath kernel``: the tc-BPF program relays, the
 daemon takes what it passes up and logs the per-step lines from the program's events, at the
 default level info), ``boothop-kernel-quiet`` (the same at ``--log-level warning``: no per-step
-line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed). They take turns
+line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed); ``none-82`` (not a
+default row) is ``none`` with option 82 in perfdhcp's requests as the -a relays add it, so that
+kea gets the same bytes as through them: its lossless rate less a relay's is the relay's own
+cost on the CPU it shares with kea, without kea's parsing of option 82. They take turns
 (interleaved runs) so that the machine's changing load hits all alike. The kernel rows run the
 default configuration, per-MAC rate limits on (their token buckets in the program); the user
 row has them off. Each boothop run prints which path took its requests (its metrics, read once
@@ -55,11 +58,16 @@ Printed per relay, medians of the runs:
   (rps_cpus of lanc0), so the relay's work, in the kernel or in the daemon, is on CPU 1, and
   what follows the router's send (the switch's bridge, the sink's receive: the same for every
   relay) to CPU 0 (rps_cpus of the switch's port facing up0), so CPU 1 does that work alone. The
-  highest rate at which the sink's UDP layer counted every request (InDatagrams +
-  RcvbufErrors) is the figure.
+  highest rate at which every request sent left the router for the sink is the figure, counted
+  by a tc program on the ingress of the switch's port facing up0 that counts and drops them (a
+  few instructions a frame: the bridge and the sink's UDP receive would make CPU 0, which also
+  runs the generator, the limit before the relay). Before the ladder, at 1,000/s, every request
+  must reach the sink's UDP layer itself (InDatagrams + RcvbufErrors: addresses and checksums
+  right) or the figure is 0.
 
 Then ratios against dhcrelay and against no relay. Needs root, perfdhcp (kea-admin), kea-dhcp4,
-dhcrelay, tcpdump, ethtool and a C compiler (``cc``, for the shim and the generator).
+dhcrelay, tcpdump, ethtool, a C compiler (``cc``, for the shim and the generator), clang and
+bpftool (the sink's counter).
 
 perfdhcp (2.2) in DHCPv4 always acts as a relay itself, so it sends templates instead (giaddr 0,
 hops 0, broadcast flag, no client-id; offsets of xid, MAC, secs, options 50 and 54 given with
@@ -87,14 +95,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from boothop.relay import kernel
 from boothop.relay.lab.processes import ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 from boothop.relay.wire import (
     BROADCAST_FLAG,
+    AgentInfo,
+    AgentSub,
     DhcpMessage,
     MessageType,
     Opt,
@@ -231,13 +242,50 @@ int main(int argc, char **argv) {
 """
 
 
+_SINK_COUNTER = r"""
+/* The sink pass's counter: on the ingress of the server LAN's switch port facing the router,
+ * counts and drops the relayed requests (IPv4 to the sink, UDP port 67): the router's output,
+ * counted as it reaches the wire, at a few instructions a frame. Anything else goes on. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} sink_arrivals SEC(".maps");
+SEC("tc") int sink_counter(struct __sk_buff *skb) {
+    void *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = (void *)(long)skb->data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+        ip->protocol != IPPROTO_UDP || ip->daddr != SINK_ADDRESS || udp->dest != bpf_htons(67))
+        return TC_ACT_OK;
+    __u32 zero = 0;
+    __u64 *count = bpf_map_lookup_elem(&sink_arrivals, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    return TC_ACT_SHOT;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Templates:
     discover: Path
     request: Path
-    #: The same, as the client side's own relay sends them (giaddr, hops 1) for the none row.
-    relayed_discover: Path
-    relayed_request: Path
+    #: The same, as the client side's own relay sends them (giaddr, hops 1) for the none row,
+    relayed: tuple[Path, Path]
+    #: and for the none-82 row: with option 82 too, as the -a relays add it on lanc0.
+    relayed_with_agent: tuple[Path, Path]
     xid: int
     mac_last: int
     secs: int
@@ -259,15 +307,18 @@ def write_templates(workdir: Path) -> Templates:
     paths[0].write_text(discover.hex())
     paths[1].write_text(request.hex())
     relayed = workdir / "relayed-discover.hex", workdir / "relayed-request.hex"
-    for path, data in zip(relayed, (discover, request), strict=True):
-        path.write_text((data[:3] + b"\x01" + data[4:24] + IPv4Address(GENERATOR).packed
-                         + data[28:]).hex())
+    with_agent = workdir / "agent-discover.hex", workdir / "agent-request.hex"
+    agent = (Opt.RELAY_AGENT_INFO, AgentInfo(((AgentSub.CIRCUIT_ID, b"lanc0"),)).encode())
+    for path, agent_path, message in zip(relayed, with_agent, (discover, request), strict=True):
+        own = decode(message).replace(hops=1, giaddr=IPv4Address(GENERATOR))
+        path.write_text(encode(own).hex())
+        agent_path.write_text(encode(own.replace(options=(*own.options, agent))).hex())
     # perfdhcp's option offsets point at the option's code byte.
     return Templates(
         discover=paths[0],
         request=paths[1],
-        relayed_discover=relayed[0],
-        relayed_request=relayed[1],
+        relayed=relayed,
+        relayed_with_agent=with_agent,
         xid=4,
         mac_last=28 + 5,
         secs=8,
@@ -288,6 +339,15 @@ def build_generator(workdir: Path) -> Path:
     source, program = workdir / "blast.c", workdir / "blast"
     source.write_text(_GENERATOR)
     subprocess.run(["cc", "-O2", "-o", str(program), str(source)], check=True, timeout=60)
+    return program
+
+
+def build_sink_counter(workdir: Path) -> Path:
+    source, program = workdir / "sink_counter.c", workdir / "sink_counter.o"
+    source.write_text(_SINK_COUNTER)
+    address = f"0x{int.from_bytes(IPv4Address(SINK).packed, 'little'):08x}"  # as __be32 reads
+    subprocess.run(["clang", *kernel.CLANG_FLAGS, f"-DSINK_ADDRESS={address}", "-c",
+                    str(source), "-o", str(program)], check=True, timeout=60)
     return program
 
 
@@ -352,18 +412,19 @@ def parse_perfdhcp(text: str) -> Result:
 
 class Bench:
     def __init__(self, topo: Topology, runner: ProcessRunner, templates: Templates, shim: Path,
-                 generator: Path, duration: float) -> None:
+                 generator: Path, counter: Path, duration: float) -> None:
         self.topo, self.runner, self.templates, self.shim = topo, runner, templates, shim
-        self.generator = generator
+        self.generator, self.counter = generator, counter
         self.duration = duration
 
-    def perfdhcp(self, rate: int, duration: float | None = None, relayed: bool = False) -> Result:
-        """One perfdhcp run; ``relayed``: as its own relay (giaddr set, unicast to kea: the
-        none row), else as clients broadcasting to the router."""
+    def perfdhcp(self, rate: int, duration: float | None = None,
+                 own_relay: tuple[Path, Path] | None = None) -> Result:
+        """One perfdhcp run; ``own_relay``: as its own relay sending these templates (giaddr
+        set, unicast to kea: the none rows), else as clients broadcasting to the router."""
         t = self.templates
         seconds = self.duration if duration is None else duration
-        discover, request = ((t.relayed_discover, t.relayed_request) if relayed
-                             else (t.discover, t.request))
+        discover, request = own_relay or (t.discover, t.request)
+        relayed = own_relay is not None
         argv = [
             "env", f"LD_PRELOAD={self.shim}",
             "taskset", "-c", OTHERS_CPU,
@@ -378,11 +439,12 @@ class Bench:
         done = self.runner.run(self.topo.netns("gen"), argv, timeout=seconds + 30)
         return parse_perfdhcp(done.stdout + done.stderr)
 
-    def lossless_rate(self, ladder: list[int], relayed: bool = False) -> int:
+    def lossless_rate(self, ladder: list[int], own_relay: tuple[Path, Path] | None = None
+                      ) -> int:
         best = 0
         for rate in ladder:
             before = {host: self.udp_counters(host) for host in ("server", "gen")}
-            result = self.perfdhcp(rate, relayed=relayed)
+            result = self.perfdhcp(rate, own_relay=own_relay)
             achieved = result.ra_received / self.duration
             # Where the drops were: a full socket buffer at kea (server) or perfdhcp (gen).
             full = {host: self.udp_counters(host)["RcvbufErrors"] - counts["RcvbufErrors"]
@@ -408,21 +470,48 @@ class Bench:
         udp = self.udp_counters("sink")
         return udp["InDatagrams"] + udp["RcvbufErrors"]
 
-    def blast(self, rate: int, seconds: float) -> tuple[int, int]:
-        """The generator at ``rate`` for ``seconds``: (sent, arrived at the sink)."""
-        before = self.sink_arrivals()
+    def blast(self, rate: int, seconds: float, arrivals: Callable[[], int]) -> tuple[int, int]:
+        """The generator at ``rate`` for ``seconds``: (sent, arrived by ``arrivals``)."""
+        before = arrivals()
         done = self.runner.run(self.topo.netns("gen"), [
             "taskset", "-c", OTHERS_CPU, "timeout", str(int(seconds + 10)), str(self.generator),
             "eth0", str(rate), str(seconds), str(self.templates.discover)], timeout=seconds + 20)
         sent = int(done.stdout.strip() or 0)
         time.sleep(0.3)  # the last frames through the relay
-        return sent, self.sink_arrivals() - before
+        return sent, arrivals() - before
+
+    @contextlib.contextmanager
+    def sink_counter(self) -> Iterator[Callable[[], int]]:
+        """The counter (``_SINK_COUNTER``) on the ingress of the switch's port facing up0, for
+        as long as the block runs: yields a reader of its count."""
+        namespace = self.topo.switch_netns
+        port = self.topo.switch_port_name(self.topo.lans[1], 0)
+        self.runner.run(namespace, ["tc", "qdisc", "add", "dev", port, "clsact"], timeout=10)
+        try:
+            self.runner.run(namespace, ["tc", "filter", "add", "dev", port, "ingress", "bpf",
+                                        "da", "obj", str(self.counter), "sec", "tc"], timeout=30)
+            shown = subprocess.run(["bpftool", "-j", "prog", "show", "name", "sink_counter"],
+                                   capture_output=True, text=True, timeout=20, check=True)
+            found = json.loads(shown.stdout)
+            (map_id,) = (found[0] if isinstance(found, list) else found)["map_ids"]
+
+            def count() -> int:
+                done = subprocess.run(["bpftool", "-j", "map", "lookup", "id", str(map_id),
+                                       "key", "0", "0", "0", "0"], capture_output=True,
+                                      text=True, timeout=20, check=True)
+                return int.from_bytes(bytes(int(b, 16) for b in json.loads(done.stdout)["value"]),
+                                      "little")
+
+            yield count
+        finally:
+            self.runner.run(namespace, ["tc", "qdisc", "del", "dev", port, "clsact"], timeout=10)
 
     def max_relayed_rate(self, ladder: list[int]) -> int:
-        """The highest generator rate at which every request reached the sink, the router's
-        receive processing steered to RELAY_CPU (RPS), and what follows the router's send (the
-        switch's bridge, the sink's receive) to the other CPU: RELAY_CPU does the relay's work
-        alone, whichever relay it is."""
+        """The highest generator rate at which every request the generator sent left the router
+        for the sink, the router's receive processing steered to RELAY_CPU (RPS), and what
+        follows the router's send (the switch's port, where the counter takes them) to the
+        other CPU: RELAY_CPU does the relay's work alone, whichever relay it is. First, at a
+        low rate, every request must reach the sink's UDP layer itself (checksums right)."""
         steered = ((self.topo.netns("router"), "lanc0", RELAY_CPU),
                    (self.topo.switch_netns, self.topo.switch_port_name(self.topo.lans[1], 0),
                     OTHERS_CPU))
@@ -431,14 +520,19 @@ class Bench:
                                         f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
                             timeout=10)
         try:
-            self.blast(200, 1)  # warm-up: the sink's neighbour entry
+            self.blast(200, 1, self.sink_arrivals)  # warm-up: the sink's neighbour entry
+            sent, arrived = self.blast(1000, 1, self.sink_arrivals)
+            print(f"    sink 1000/s to its socket: sent {sent}, arrived {arrived}", flush=True)
+            if arrived < sent:
+                return 0
             best = 0
-            for rate in ladder:
-                sent, arrived = self.blast(rate, 2)
-                print(f"    sink {rate}/s: sent {sent}, arrived {arrived}", flush=True)
-                if sent < 0.95 * rate * 2 or arrived < sent:
-                    break
-                best = rate
+            with self.sink_counter() as counted:
+                for rate in ladder:
+                    sent, arrived = self.blast(rate, 2, counted)
+                    print(f"    sink {rate}/s: sent {sent}, arrived {arrived}", flush=True)
+                    if sent < 0.95 * rate * 2 or arrived < sent:
+                        break
+                    best = rate
             return best
         finally:
             for namespace, ifname, _ in steered:
@@ -446,7 +540,7 @@ class Bench:
                                             f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
                                 timeout=10)
 
-    def transit_us(self, rate: int, seconds: int, relayed: bool = False
+    def transit_us(self, rate: int, seconds: int, own_relay: tuple[Path, Path] | None = None
                    ) -> dict[MessageType, float]:
         """Median time (µs) each DORA packet spends in the router, from tcpdump on both sides."""
         router = self.topo.netns("router")
@@ -466,7 +560,7 @@ class Bench:
             for process in processes:
                 if not wait_for(lambda p=process: "listening on" in p.output(), 10):
                     raise RuntimeError(f"tcpdump did not start:\n{process.output()}")
-            self.perfdhcp(rate, seconds, relayed)
+            self.perfdhcp(rate, seconds, own_relay)
         finally:
             for process in processes:
                 self.runner.stop(process)
@@ -564,11 +658,17 @@ while True:
 NO_AGENT = "-no82"
 
 
+#: Not a default row: no relay, the client side relaying itself with option 82 as the -a relays
+#: add it, so that kea gets the same bytes as through them and parses the same option: the
+#: difference in lossless rate to it is the relay's own cost on the CPU it shares with kea.
+NONE_AGENT = "none-82"
+
+
 def relay_spec(name: str, workdir: Path, helper: str = SERVER) -> RelaySpec:
     agent = [] if name.endswith(NO_AGENT) else ["-a"]
     name = name.removesuffix(NO_AGENT)
     common = ["-id", "lanc0", "-iu", "up0", *agent]
-    if name == "none":
+    if name in ("none", NONE_AGENT):
         return RelaySpec([])
     if name == "dhcrelay":
         # Daemonized, as deployed: in the foreground (-d) it writes every packet to stderr,
@@ -780,15 +880,17 @@ class Figures:
 
 def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, figures: Figures,
                  kea: int, workdir: Path) -> None:
-    relayed = name == "none"
+    own_relay = {"none": bench.templates.relayed,
+                 NONE_AGENT: bench.templates.relayed_with_agent}.get(name)
+    relayed = own_relay is not None
     spec = relay_spec(name, workdir)
     with running_relay(bench.runner, bench.topo, spec, f"{name}-{run}") as pid:
-        bench.perfdhcp(min(args.cpu_rate, 200), 2, relayed)  # warm-up: ARP, kea's lease table
+        bench.perfdhcp(min(args.cpu_rate, 200), 2, own_relay)  # warm-up: ARP, kea's lease table
         watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
         relay_before = run_time(pid) if pid else 0.0
         counted_before = cpu_total(watched) + children_cpu()
         program_before = tc_program_ns()
-        result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, relayed=relayed)
+        result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, own_relay)
         counted = cpu_total(watched) + children_cpu() - counted_before
         used = (run_time(pid) if pid else 0.0) - relay_before
         program = tc_program_ns() - program_before
@@ -798,8 +900,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
             figures.program_us.append(program / result.ra_received / 1e3)
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
         if not args.cpu_only:
-            figures.transit_us.append(bench.transit_us(args.latency_rate, 2, relayed))
-            figures.lossless.append(bench.lossless_rate(args.ladder, relayed))
+            figures.transit_us.append(bench.transit_us(args.latency_rate, 2, own_relay))
+            figures.lossless.append(bench.lossless_rate(args.ladder, own_relay))
         paths = requests_by_path(bench, name)
     sink_paths = ""
     if not relayed and not args.cpu_only:
@@ -849,7 +951,7 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
     if "dhcrelay" in figures:
         d = figures["dhcrelay"]
         for name in figures:
-            if name in ("dhcrelay", "none"):
+            if name in ("dhcrelay", "none", NONE_AGENT):
                 continue
             f = figures[name]
             print(f"  ratio {name}/dhcrelay: lossless rate "
@@ -857,11 +959,13 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
                   f"DORA {cost[name] / cost['dhcrelay']:.2f}, max relayed rate "
                   f"{_median(f.max_relayed) / max(_median(d.max_relayed), 1):.2f}, latency added "
                   f"{f.added_per_dora_us / d.added_per_dora_us:.2f}")
-    if "none" in figures:
-        n = figures["none"]
+    for none in ("none", NONE_AGENT):
+        if none not in figures:
+            continue
+        n = figures[none]
         for name in figures:
-            if name != "none":
-                print(f"  {name} lossless rate / no relay's: "
+            if name not in ("none", NONE_AGENT):
+                print(f"  {name} lossless rate / {none}'s: "
                       f"{_median(figures[name].lossless) / max(_median(n.lossless), 1):.2f}")
 
 
@@ -881,19 +985,21 @@ def main() -> int:
                         # Steps of a quarter past 40,000/s: the 5x-dhcrelay line lies between
                         # doublings (dhcrelay holds 20,000/s here).
                         default=[5000, 10000, 20000, 40000, 50000, 60000, 80000, 100000,
-                                 120000, 160000, 200000, 240000, 320000, 400000, 640000])
+                                 120000, 160000, 200000, 240000, 280000, 320000, 360000, 400000,
+                                 480000, 640000])
     parser.add_argument("--relays", default=",".join(RELAYS),
                         help=f"rows, of: {', '.join(RELAYS)}, and {FLOOR} (a bare CPython "
                         "forwarder: the floor of any CPython relay); a relay's name with "
-                        f"{NO_AGENT} runs it without -a (no option 82)")
+                        f"{NO_AGENT} runs it without -a (no option 82); {NONE_AGENT}: no relay, "
+                        "the client side relaying itself with option 82")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the CPU pass (no lossless ladder, transit or sink passes)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "ss", "tcpdump",
-                 "ethtool"):
+    for tool in ("perfdhcp", "kea-dhcp4", "dhcrelay", "taskset", "cc", "clang", "bpftool", "ss",
+                 "tcpdump", "ethtool"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
@@ -915,7 +1021,8 @@ def main() -> int:
                          "import socket, time\ns = socket.socket(socket.AF_INET, "
                          "socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 67))\ntime.sleep(86400)"],
                          "sink")
-            bench = Bench(topo, runner, templates, shim, generator, args.duration)
+            bench = Bench(topo, runner, templates, shim, generator,
+                          build_sink_counter(workdir), args.duration)
             for run in range(args.runs):
                 for name in names:
                     measure_once(name, bench, args, run, figures[name], kea.pid, workdir)

@@ -397,8 +397,10 @@ class KernelReplies(ReplyTracker):
     """The reply tracker with the kernel datapath: the forwarded (helper, xid) pairs live in its
     ``pending`` map, where the program puts those it forwards and the daemon those it forwards,
     so that a reply on either path finds its request. Replies the kernel delivered are counted
-    there (``answered``); the daemon counts the rest here. An LRU map: when full it drops the
-    oldest pair without counting it (no *untracked*)."""
+    there (``answered``); the daemon counts the rest here. A hash map of fixed size (not LRU:
+    see relay.bpf.c): when it is full, a new pair is not tracked and is counted *untracked*
+    (in the program's ``untracked`` map, or here), where the user path's tracker gives up the
+    oldest pair instead; ``expire`` makes room."""
 
     def __init__(self, kernel: KernelDatapath) -> None:
         super().__init__()
@@ -411,7 +413,12 @@ class KernelReplies(ReplyTracker):
         return helper.packed + xid.to_bytes(4, "big")
 
     def forwarded(self, helper: IPv4Address, xid: int, now: float) -> None:
-        self.program.update("pending", self._key(helper, xid), _U64.pack(round(now * 1e9)))
+        try:
+            self.program.update("pending", self._key(helper, xid), _U64.pack(round(now * 1e9)))
+        except OSError as error:
+            if error.errno != errno.E2BIG:  # the map is full
+                raise
+            self.untracked[helper] += 1
 
     def replied(self, helper: IPv4Address, xid: int, now: float) -> float | None:
         sent = self.program.take("pending", self._key(helper, xid), 8)
@@ -441,14 +448,21 @@ class KernelReplies(ReplyTracker):
     def snapshot(self) -> dict[str, dict[str, int]]:
         """As the user path's, "waiting" as of the last pass over the map (``expire``)."""
         waiting = self._waiting_now
-        answered = dict(self.answered)
-        for key in self.program.keys("answered", 4):
-            helper = IPv4Address(key)
-            answered[helper] = answered.get(helper, 0) + self.program.per_cpu_sum("answered", key)
-        helpers = set(answered) | set(self.unanswered) | set(waiting)
+        answered = self._with_kernel("answered", self.answered)
+        untracked = self._with_kernel("untracked", self.untracked)
+        helpers = set(answered) | set(self.unanswered) | set(untracked) | set(waiting)
         return {
             str(helper): {"answered": answered.get(helper, 0),
                           "unanswered": self.unanswered[helper],
-                          "untracked": 0, "waiting": waiting.get(helper, 0)}
+                          "untracked": untracked.get(helper, 0),
+                          "waiting": waiting.get(helper, 0)}
             for helper in sorted(helpers)
         }
+
+    def _with_kernel(self, name: str, counts: Counter[IPv4Address]) -> dict[IPv4Address, int]:
+        """The daemon's per-helper counts plus the program's (a per-CPU map keyed by helper)."""
+        total = dict(counts)
+        for key in self.program.keys(name, 4):
+            helper = IPv4Address(key)
+            total[helper] = total.get(helper, 0) + self.program.per_cpu_sum(name, key)
+        return total

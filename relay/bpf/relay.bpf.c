@@ -257,9 +257,12 @@ struct {
 } scratch SEC(".maps");
 
 /* Forwarded (helper, xid) -> when (CLOCK_MONOTONIC ns): shared with the daemon, which puts the
- * pairs it forwards here too, so that a reply on either path finds its request. */
+ * pairs it forwards here too, so that a reply on either path finds its request. The daemon
+ * removes the pairs past the reply timeout (KernelReplies.expire). A plain hash, not an LRU
+ * one: full (a flood of requests no helper answers), an LRU map evicts a pair per request,
+ * which cost more than the rest of the program; here the request goes on untracked. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 32768);
 	__type(key, struct pair);
 	__type(value, __u64);
@@ -306,6 +309,14 @@ struct {
 	__type(key, __be32);
 	__type(value, __u64);
 } answered SEC(".maps");
+
+/* Requests forwarded while the pending map was full, per helper (ReplyTracker's untracked). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be32);
+	__type(value, __u64);
+} untracked SEC(".maps");
 
 /* Their latency: counts per (server, bucket), and the sum in ns at index LATENCY_BOUNDS + 1. */
 struct {
@@ -795,7 +806,8 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		count_key(&forwarded, iface->helpers[i]);
 		struct pair forwarded_pair = {.helper = iface->helpers[i], .xid = xid};
 		__u64 now = bpf_ktime_get_ns();
-		bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY);
+		if (bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY))
+			add(&untracked, &forwarded_pair.helper, 1);
 		if (i + 1 == helpers)
 			return bpf_redirect(routes[i].ifindex, 0);
 		if (bpf_clone_redirect(skb, routes[i].ifindex, 0))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import secrets
 import socket
 import subprocess
@@ -567,3 +568,42 @@ def test_pairs_in_the_programs_pending_map_are_counted_waiting_then_unanswered(
     replies.expire(102.0 + replies.timeout)
     assert mine()[str(quiet)] == {"answered": 0, "unanswered": 3, "untracked": 0, "waiting": 1}
     assert program.take("pending", quiet.packed + (9).to_bytes(4, "big"), 8) is not None
+
+
+def test_a_full_pending_map_leaves_new_pairs_untracked_and_counted(
+        spec_ns: str, program: Program, far_end: socket.socket) -> None:
+    """The ``pending`` map has a fixed size and evicts nothing: once full, a pair the daemon
+    forwards and a request the program relays go on untracked, counted per helper (the program
+    in its ``untracked`` map); the pass past the timeout makes room again."""
+    replies = KernelReplies(KernelDatapath(program))
+    # The pair of the request relayed below, left by the tests before: a pair there is replaced.
+    xid = decode(captured("dhclient-discover")[0]).xid
+    program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
+    filler = IPv4Address("10.44.251.1")
+    full: OSError | None = None
+    for filled in range(1 << 17):  # four times the map's size
+        try:
+            program.update("pending", filler.packed + filled.to_bytes(4, "big"), bytes(8))
+        except OSError as error:
+            full = error
+            break
+    assert full is not None and full.errno == errno.E2BIG, f"never full: {full}"
+    try:
+        untracked_before = replies.snapshot().get(str(NEAR_A), {}).get("untracked", 0)
+        replies.forwarded(IPv4Address("10.44.251.2"), 1, 50.0)
+        engine = engine_for(spec_ns, limited(10, 1.0))
+        with inside(spec_ns):
+            KernelDatapath(program).push(datapath.tables(engine, 67))
+        assert Client(spec_ns, program, far_end, engine, fresh_mac()).request() == "forwarded"
+        counts = replies.snapshot()
+        assert counts["10.44.251.2"]["untracked"] == 1
+        assert counts[str(NEAR_A)]["untracked"] == untracked_before + 1
+        kept = sum(1 for key, _ in program.entries("pending", 8, 8) if key[:4] == filler.packed)
+        assert kept == filled, "a pair was evicted"
+    finally:
+        replies.expire(replies.timeout + 1.0)  # the filler's pairs (sent at 0) expire
+    assert not any(key[:4] == filler.packed for key, _ in program.entries("pending", 8, 8))
+    replies.forwarded(IPv4Address("10.44.251.2"), 2, 50.0)
+    assert replies.snapshot()["10.44.251.2"]["untracked"] == 1
+    assert program.take("pending", IPv4Address("10.44.251.2").packed + (2).to_bytes(4, "big"),
+                        8) is not None

@@ -37,6 +37,12 @@
 #define MAX_CLIENTS 16384
 /* The largest DHCP message in one Ethernet frame (1500 - 20 - 8). */
 #define MAX_PAYLOAD 1472
+/* After an insert into the full pending map failed, a CPU counts its requests untracked for this
+ * long without trying: in a flood nobody answers, a failed insert (bucket lock, chain walk,
+ * empty free list) cost a sixth of a request's time in the kernel. The daemon makes room once a
+ * second (KernelReplies.expire); a reply makes room at once, so a pair may go untracked for up
+ * to this long while there is room. */
+#define PENDING_FULL_NS 1000000
 #define BUF_SIZE 2048
 #define MASK (BUF_SIZE - 1)
 #define HEADERS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
@@ -198,6 +204,8 @@ struct scratch {
 	struct headers in;  /* as received */
 	struct headers out; /* as sent */
 	struct event event;
+	/* Until when (ns) this CPU takes the pending map as full: see PENDING_FULL_NS. */
+	__u64 pending_full_until;
 };
 
 struct {
@@ -806,8 +814,12 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		count_key(&forwarded, iface->helpers[i]);
 		struct pair forwarded_pair = {.helper = iface->helpers[i], .xid = xid};
 		__u64 now = bpf_ktime_get_ns();
-		if (bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY))
+		if (now < buf->pending_full_until) {
 			add(&untracked, &forwarded_pair.helper, 1);
+		} else if (bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY)) {
+			buf->pending_full_until = now + PENDING_FULL_NS;
+			add(&untracked, &forwarded_pair.helper, 1);
+		}
 		if (i + 1 == helpers)
 			return bpf_redirect(routes[i].ifindex, 0);
 		if (bpf_clone_redirect(skb, routes[i].ifindex, 0))

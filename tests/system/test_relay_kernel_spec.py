@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import os
 import secrets
 import socket
 import subprocess
@@ -574,21 +575,25 @@ def test_a_full_pending_map_leaves_new_pairs_untracked_and_counted(
         spec_ns: str, program: Program, far_end: socket.socket) -> None:
     """The ``pending`` map has a fixed size and evicts nothing: once full, a pair the daemon
     forwards and a request the program relays go on untracked, counted per helper (the program
-    in its ``untracked`` map); the pass past the timeout makes room again."""
+    in its ``untracked`` map); with room again, the program tracks its requests once
+    PENDING_FULL_NS has passed; the pass past the timeout makes room for all."""
     replies = KernelReplies(KernelDatapath(program))
     # The pair of the request relayed below, left by the tests before: a pair there is replaced.
     xid = decode(captured("dhclient-discover")[0]).xid
     program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
     filler = IPv4Address("10.44.251.1")
-    full: OSError | None = None
-    for filled in range(1 << 17):  # four times the map's size
-        try:
-            program.update("pending", filler.packed + filled.to_bytes(4, "big"), bytes(8))
-        except OSError as error:
-            full = error
-            break
-    assert full is not None and full.errno == errno.E2BIG, f"never full: {full}"
+    # On one CPU: the program's "full" moment is per CPU (PENDING_FULL_NS).
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
     try:
+        full: OSError | None = None
+        for filled in range(1 << 17):  # four times the map's size
+            try:
+                program.update("pending", filler.packed + filled.to_bytes(4, "big"), bytes(8))
+            except OSError as error:
+                full = error
+                break
+        assert full is not None and full.errno == errno.E2BIG, f"never full: {full}"
         untracked_before = replies.snapshot().get(str(NEAR_A), {}).get("untracked", 0)
         replies.forwarded(IPv4Address("10.44.251.2"), 1, 50.0)
         engine = engine_for(spec_ns, limited(10, 1.0))
@@ -600,7 +605,12 @@ def test_a_full_pending_map_leaves_new_pairs_untracked_and_counted(
         assert counts[str(NEAR_A)]["untracked"] == untracked_before + 1
         kept = sum(1 for key, _ in program.entries("pending", 8, 8) if key[:4] == filler.packed)
         assert kept == filled, "a pair was evicted"
+        program.delete("pending", filler.packed + bytes(4))  # room for one
+        time.sleep(0.01)  # past PENDING_FULL_NS, when the program tries the map again
+        assert Client(spec_ns, program, far_end, engine, fresh_mac()).request() == "forwarded"
+        assert program.take("pending", NEAR_A.packed + xid.to_bytes(4, "big"), 8) is not None
     finally:
+        os.sched_setaffinity(0, cpus)
         replies.expire(replies.timeout + 1.0)  # the filler's pairs (sent at 0) expire
     assert not any(key[:4] == filler.packed for key, _ in program.entries("pending", 8, 8))
     replies.forwarded(IPv4Address("10.44.251.2"), 2, 50.0)

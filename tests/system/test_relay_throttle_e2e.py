@@ -40,9 +40,10 @@ print("sent", count, flush=True)
 """
 
 
-@pytest.mark.parametrize("datapath", ["user", "kernel"])
+@pytest.mark.parametrize(("datapath", "level"),
+                         [("user", "info"), ("kernel", "info"), ("kernel", "warning")])
 def test_a_flooding_mac_is_throttled_and_a_second_client_on_its_lan_gets_a_lease(
-        lab: Lab, datapath: str) -> None:
+        lab: Lab, datapath: str, level: str) -> None:
     config = lab.workdir / "relay.toml"
     config.write_text(f"""\
 helpers = ["{lab.server}", "{lab.helper}"]
@@ -62,7 +63,8 @@ role = "upstream"
 name = "lana0"
 """)
     relay = lab.runner.start(lab.ns("router"), [need("boothop-relay"), "--config", str(config),
-                                                "--datapath", datapath], "relay")
+                                                "--datapath", datapath, "--log-level", level],
+                             "relay")
     if not wait_for(lambda: scrape(lab) or not relay.running(), 15):
         pytest.fail(f"the relay did not start:\n{relay.output()}")
     plan = lab.lans["a"]
@@ -95,12 +97,21 @@ name = "lana0"
     else:
         assert in_kernel == 0
 
-    # Once quiet for burst / rate = 5 s, one line says it stopped; one line said it started.
-    assert wait_for(lambda: '"relay.client.unthrottled"' in relay.output(), 15), relay.output()
+    # Once quiet for burst / rate = 5 s, one line says it stopped (at info); one line said it
+    # started (a warning: also told where the program sends no step events).
+    told = [("relay.client.throttled", FLOOD_MAC)]
+    if level == "info":
+        assert wait_for(lambda: '"relay.client.unthrottled"' in relay.output(), 15), \
+            relay.output()
+        told.append(("relay.client.unthrottled", FLOOD_MAC))
+    else:
+        time.sleep(7)  # past the moment it stopped: nothing more is told at warning
     lines = [json.loads(line) for line in relay.output().splitlines() if line.startswith("{")]
     throttle_lines = [e for e in lines if e["event"].startswith("relay.client.")]
-    assert [(e["event"], e["client"]) for e in throttle_lines] == [
-        ("relay.client.throttled", FLOOD_MAC), ("relay.client.unthrottled", FLOOD_MAC)]
-    assert throttle_lines[1]["dropped"] == dropped
+    assert [(e["event"], e["client"]) for e in throttle_lines] == told
+    if level == "info":
+        assert throttle_lines[1]["dropped"] == dropped
+    else:
+        assert not any(e["level"] == "info" for e in lines), "an info line at warning"
     assert not any(e["event"] == "relay.drop" and e.get("reason") == "rate-limited-mac"
                    for e in lines)

@@ -553,16 +553,16 @@ def main() -> int:
         ProcessRunner(Path(logs)) as runner,
     ):
         for run in range(args.runs):
-            for name in (names if run % 2 == 0 else names[::-1]):
-                if args.lone:
+            order = names if run % 2 == 0 else names[::-1]
+            if args.lone:  # the lone rows and the floor together: the disk's mood changes
+                for name in order:
                     lone_run(name, args.lone, runner, lones[name])
-                if not args.lone_only:
-                    ladder_run(name, args, runner, figures[name], run)
-            if args.lone:
                 with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
                     synced, committed = sync_floor(Path(tmp), args.lone)
                 floors[0].extend(synced)
                 floors[1].extend(committed)
+            for name in [] if args.lone_only else order:
+                ladder_run(name, args, runner, figures[name], run)
     if args.lone:
         print_lone(args, lones, floors)
     if args.lone_only:

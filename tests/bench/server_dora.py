@@ -40,8 +40,8 @@ only xid, chaddr and the requested address patched). Each exchange is timed from
 reply's arrival: the median and p99 of DISCOVER-OFFER, REQUEST-ACK and their sum (the DORA, the
 client's own turnaround left out). Beside it, the floor that fsync-before-ACK puts under
 REQUEST-ACK on this disk: a 4 KiB overwrite and fdatasync, and a one-row SQLite autocommit (WAL,
-synchronous=FULL, as the server writes a lone REQUEST's lease), each timed N times in the
-server's working directory.
+synchronous=FULL, as the server writes a lone REQUEST's lease), each timed N times per run in a
+directory beside the server's, half just before the lone rows and half just after.
 """
 
 from __future__ import annotations
@@ -411,7 +411,8 @@ def lone_client(count: int) -> None:
 
 def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
     """Seconds of ``count`` 4 KiB overwrites + fdatasync, and of ``count`` one-row SQLite
-    autocommits (WAL, synchronous=FULL), in ``directory``."""
+    autocommits (WAL, synchronous=FULL), in ``directory``: LONE_PAUSE apart, as a lone client's
+    commits come (a sync after an idle spell can cost more than one right after another)."""
     import sqlite3
 
     synced = []
@@ -424,6 +425,7 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
             os.pwrite(fd, n.to_bytes(4, "big") * 1024, 4096 * n)
             os.fdatasync(fd)
             synced.append(time.perf_counter() - started)
+            time.sleep(LONE_PAUSE)
     finally:
         os.close(fd)
     db = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
@@ -436,9 +438,18 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
             started = time.perf_counter()
             db.execute("INSERT OR REPLACE INTO rows VALUES (?, ?)", (n, bytearray(64)))
             committed.append(time.perf_counter() - started)
+            time.sleep(LONE_PAUSE)
     finally:
         db.close()
     return synced, committed
+
+
+def add_floor(floors: tuple[list[float], list[float]], count: int) -> None:
+    """``sync_floor``'s samples, in a directory of their own, added to ``floors``."""
+    with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
+        synced, committed = sync_floor(Path(tmp), count)
+    floors[0].extend(synced)
+    floors[1].extend(committed)
 
 
 @dataclasses.dataclass
@@ -554,13 +565,13 @@ def main() -> int:
     ):
         for run in range(args.runs):
             order = names if run % 2 == 0 else names[::-1]
-            if args.lone:  # the lone rows and the floor together: the disk's mood changes
+            if args.lone:
+                # The floor just before and just after the lone rows: a disk's sync time changes
+                # by the minute.
+                add_floor(floors, args.lone // 2)
                 for name in order:
                     lone_run(name, args.lone, runner, lones[name])
-                with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
-                    synced, committed = sync_floor(Path(tmp), args.lone)
-                floors[0].extend(synced)
-                floors[1].extend(committed)
+                add_floor(floors, args.lone // 2)
             for name in [] if args.lone_only else order:
                 ladder_run(name, args, runner, figures[name], run)
     if args.lone:

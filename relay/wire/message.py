@@ -134,16 +134,19 @@ _ADDRESSES: dict[str | bytes, IPv4Address] = {}
 
 
 class _HashedAddress(IPv4Address):
-    """An IPv4Address that computes its hash once. ``IPv4Address.__hash__`` formats the address
-    as hexadecimal text and hashes that, per call, and the relay hashes the same few addresses
-    several times per packet (counters per helper, reply tracking, interface lookups). Equal to,
-    and hashed as, the IPv4Address of the same value."""
+    """An IPv4Address that computes its hash and its packed form once. ``IPv4Address.__hash__``
+    formats the address as hexadecimal text and hashes that, per call, and the relay hashes the
+    same few addresses several times per packet (counters per helper, reply tracking, interface
+    lookups); ``packed`` is a property calling a function (two Python calls), read for the giaddr
+    of every server reply. Equal to, and hashed as, the IPv4Address of the same value."""
 
-    __slots__ = ("_hash",)
+    #: ``packed`` as a slot: it shadows ``IPv4Address.packed``, the property.
+    __slots__ = ("_hash", "packed")
 
     def __init__(self, address: str | bytes) -> None:
         super().__init__(address)
         self._hash = IPv4Address.__hash__(self)
+        object.__setattr__(self, "packed", super().packed)  # the slot (mypy sees the property)
 
     def __hash__(self) -> int:
         return self._hash

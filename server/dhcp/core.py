@@ -199,7 +199,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return handler(self, request, now)
 
     def _request(self, msg: DhcpMessage, dgram: Datagram) -> Request:
-        relayed = msg.giaddr != ZERO
+        relayed = msg.giaddr is not ZERO  # decode gives ZERO itself for 0.0.0.0 (no __eq__ call)
         if self.config.interfaces and not relayed and dgram.ifname not in self.config.interfaces:
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
         options = dict(msg.options)
@@ -336,7 +336,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         reservation = self._reserved.get(address) if self._reserved else None
         if reservation is not None:
             return reservation is self.reservation_for(request)
-        return any(first <= number <= last for first, last in ranges.pools)
+        for first, last in ranges.pools:  # noqa: SIM110 - any() builds a generator per call
+            if first <= number <= last:
+                return True
+        return False
 
     def _fresh(self, address: IPv4Address, now: float) -> bool:
         """Free and never used: preferred, so a released address stays its last client's."""

@@ -4,6 +4,7 @@ kea-dhcp6 (perfdhcp -6 on the link, to ff02::1:2; the same figures, "DORA" meani
 
     python3 tests/bench/server_dora.py [-6] [--runs 3] [--duration 4] [--servers boothop,kea]
         [--ladder 2000,4000,...] [--cpu-rate 2000] [--commit-window SECONDS]
+        [--lone 200 [--lone-only]]
 
 The same generator drives both servers in the same run: ISC perfdhcp (kea-admin) which, given a
 server address, sends relayed traffic itself (giaddr = its own address, hops 1, replies to its
@@ -31,6 +32,16 @@ completed) at a common fixed rate (``--cpu-rate``, a ladder step) and at the ser
 rate; and per ladder rate, the CPU per DORA and the DORA latency (perfdhcp's average
 DISCOVER-OFFER plus REQUEST-ACK delay; a low first step, e.g. 100/s, is a lone client's DORA).
 Medians of ``--runs`` runs, then the boothop/kea ratios.
+
+``--lone N`` (IPv4) adds a lone client's row to every run: N DORAs one after another, each from a
+new client and LONE_PAUSE apart (so no two share a commit), sent by a relay socket in the
+generator namespace (giaddr, hops 1, option 55, as perfdhcp sends them; the messages pre-encoded,
+only xid, chaddr and the requested address patched). Each exchange is timed from the send to the
+reply's arrival: the median and p99 of DISCOVER-OFFER, REQUEST-ACK and their sum (the DORA, the
+client's own turnaround left out). Beside it, the floor that fsync-before-ACK puts under
+REQUEST-ACK on this disk: a 4 KiB overwrite and fdatasync, and a one-row SQLite autocommit (WAL,
+synchronous=FULL, as the server writes a lone REQUEST's lease), each timed N times per run in a
+directory beside the server's, half just before the lone rows and half just after.
 """
 
 from __future__ import annotations
@@ -341,6 +352,167 @@ def ladder_run(
     print(f"  run {run + 1} {name}: lossless {figures.lossless[-1]}/s", flush=True)
 
 
+#: Between two lone clients' DORAs: more than the server's BUSY_GAP, so none waits for company.
+LONE_PAUSE = 0.02
+#: What perfdhcp asks for (its default parameter request list).
+PARAMETERS = bytes((1, 28, 2, 3, 15, 6, 12))
+
+
+def lone_client(count: int) -> None:
+    """In the generator namespace: ``count`` DORAs, one client at a time; prints one JSON line
+    with each exchange's seconds (D-O, R-A), or null where no reply came within a second."""
+    import socket
+    from ipaddress import IPv4Address
+
+    from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+
+    def template(kind: MessageType, *options: tuple[int, bytes]) -> bytearray:
+        return bytearray(encode(DhcpMessage(
+            op=Op.BOOTREQUEST, xid=0, chaddr=bytes(16), hops=1, giaddr=IPv4Address(GENERATOR),
+            options=((Opt.MESSAGE_TYPE, bytes((kind,))), *options,
+                     (Opt.PARAMETER_REQUEST_LIST, PARAMETERS)))))
+
+    discover = template(MessageType.DISCOVER)
+    request = template(MessageType.REQUEST, (Opt.SERVER_ID, IPv4Address(SERVER).packed),
+                       (Opt.REQUESTED_ADDRESS, bytes(4)))
+    requested_at = bytes(request).index(bytes((Opt.REQUESTED_ADDRESS, 4))) + 2
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind((GENERATOR, 67))
+    relay.settimeout(1.0)
+    server = (SERVER, 67)
+
+    def exchange(payload: bytearray, xid: int) -> tuple[float | None, bytes]:
+        started = time.perf_counter()
+        relay.sendto(payload, server)
+        try:
+            while True:
+                reply = relay.recv(2048)
+                if reply[4:8] == payload[4:8]:
+                    return time.perf_counter() - started, reply
+        except TimeoutError:
+            return None, b""
+
+    times: list[tuple[float | None, float | None]] = []
+    for n in range(1, count + 1):
+        for payload in (discover, request):
+            payload[4:8] = n.to_bytes(4, "big")  # xid
+            payload[28:34] = n.to_bytes(6, "big")  # chaddr
+        offer_s, offer = exchange(discover, n)
+        ack_s = None
+        if offer_s is not None:
+            request[requested_at:requested_at + 4] = offer[16:20]  # yiaddr
+            ack_s, ack = exchange(request, n)
+            if ack_s is not None and decode(ack).message_type != MessageType.ACK:
+                ack_s = None
+        times.append((offer_s, ack_s))
+        time.sleep(LONE_PAUSE)
+    print(json.dumps(times))
+
+
+def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``count`` 4 KiB overwrites + fdatasync, and of ``count`` one-row SQLite
+    autocommits (WAL, synchronous=FULL), in ``directory``: LONE_PAUSE apart, as a lone client's
+    commits come (a sync after an idle spell can cost more than one right after another)."""
+    import sqlite3
+
+    synced = []
+    fd = os.open(directory / "floor.bin", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, bytes(4096 * count))
+        os.fsync(fd)
+        for n in range(count):
+            started = time.perf_counter()
+            os.pwrite(fd, n.to_bytes(4, "big") * 1024, 4096 * n)
+            os.fdatasync(fd)
+            synced.append(time.perf_counter() - started)
+            time.sleep(LONE_PAUSE)
+    finally:
+        os.close(fd)
+    db = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE rows (n INTEGER PRIMARY KEY, body BLOB)")
+        committed = []
+        for n in range(count):
+            started = time.perf_counter()
+            db.execute("INSERT OR REPLACE INTO rows VALUES (?, ?)", (n, bytearray(64)))
+            committed.append(time.perf_counter() - started)
+            time.sleep(LONE_PAUSE)
+    finally:
+        db.close()
+    return synced, committed
+
+
+def add_floor(floors: tuple[list[float], list[float]], count: int) -> None:
+    """``sync_floor``'s samples, in a directory of their own, added to ``floors``."""
+    with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
+        synced, committed = sync_floor(Path(tmp), count)
+    floors[0].extend(synced)
+    floors[1].extend(committed)
+
+
+@dataclasses.dataclass
+class Lone:
+    """A lone client's milliseconds per run: medians and p99s of D-O, R-A and the DORA."""
+
+    rows: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    lost: list[int] = dataclasses.field(default_factory=list)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def lone_run(name: str, count: int, runner: ProcessRunner, lone: Lone) -> None:
+    """A lone client's DORAs against a freshly started ``name`` in fresh namespaces."""
+    with (
+        namespace_pair() as (gen, _gen_if, srv, srv_if),
+        tempfile.TemporaryDirectory(prefix="bhk-") as tmp,
+    ):
+        argv, env = SERVERS[name](Path(tmp), srv_if)
+        server = runner.start(srv, ["taskset", "-c", SERVER_CPU, *argv],
+                              f"{name}-lone-{secrets.token_hex(2)}", env=env, cwd=ROOT)
+        try:
+            if not wait_for(lambda: f"pid={server.pid}," in runner.run(
+                    srv, ["ss", "-Hnulp", "sport = :67"], timeout=10).stdout
+                    or not server.running(), 20) or not server.running():
+                raise RuntimeError(f"{name} did not start:\n{server.output()[-3000:]}")
+            done = runner.run(gen, ["taskset", "-c", GENERATOR_CPU, sys.executable, __file__,
+                                    "--lone-client", str(count)], timeout=count * 3 + 30)
+        finally:
+            runner.stop(server)
+    if done.returncode != 0:
+        raise RuntimeError(f"lone client failed:\n{done.stderr[-3000:]}")
+    times = json.loads(done.stdout.splitlines()[-1])
+    complete = [(o * 1e3, a * 1e3) for o, a in times if o is not None and a is not None]
+    dora = [o + a for o, a in complete]
+    offers, acks = [o for o, _ in complete], [a for _, a in complete]
+    row = {"do_median": median(offers), "ra_median": median(acks), "ra_p99": percentile(acks, 0.99),
+           "dora_median": median(dora), "dora_p99": percentile(dora, 0.99)}
+    lone.rows.append(row)
+    lone.lost.append(count - len(complete))
+    print(f"    {name:8s} lone client: DORA median {row['dora_median']:.2f} ms, p99 "
+          f"{row['dora_p99']:.2f} ms (D-O {row['do_median']:.2f}, R-A {row['ra_median']:.2f} "
+          f"median, {row['ra_p99']:.2f} p99), {count - len(complete)} of {count} lost", flush=True)
+
+
+def print_lone(args: argparse.Namespace, lones: dict[str, Lone],
+               floors: tuple[list[float], list[float]]) -> None:
+    print(f"\nlone client: {args.lone} DORAs per run, one at a time, {LONE_PAUSE * 1e3:.0f} ms "
+          f"apart; medians over {args.runs} runs of each run's median and p99 (ms)")
+    for name, lone in lones.items():
+        cells = [f"{key.replace('_', ' ')} {median([r[key] for r in lone.rows]):.2f}"
+                 for key in ("dora_median", "dora_p99", "do_median", "ra_median", "ra_p99")]
+        print(f"  {name:8s} " + ", ".join(cells) + f", lost {lone.lost}")
+    for label, seconds in (("4 KiB overwrite + fdatasync", floors[0]),
+                           ("one-row SQLite autocommit (WAL, synchronous=FULL)", floors[1])):
+        ms = [s * 1e3 for s in seconds]
+        print(f"  floor, {label}: median {median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms "
+              f"({len(ms)} samples)")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -357,7 +529,14 @@ def main() -> int:
     parser.add_argument("--servers", default="boothop,kea")
     parser.add_argument("--commit-window", type=float, default=None,
                         help="boothop's [dhcp] commit_window in seconds (default: the server's)")
+    parser.add_argument("--lone", type=int, default=0, metavar="N",
+                        help="add a lone client's row: N DORAs one after another (IPv4)")
+    parser.add_argument("--lone-only", action="store_true", help="the lone client's row alone")
+    parser.add_argument("--lone-client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lone_client is not None:
+        lone_client(args.lone_client)
+        return 0
     global COMMIT_WINDOW, FAMILY
     COMMIT_WINDOW = args.commit_window
     FAMILY = args.family
@@ -378,13 +557,28 @@ def main() -> int:
     )
     started = time.monotonic()
     figures = {name: Figures() for name in names}
+    lones = {name: Lone() for name in names}
+    floors: tuple[list[float], list[float]] = ([], [])
     with (
         tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs,
         ProcessRunner(Path(logs)) as runner,
     ):
         for run in range(args.runs):
-            for name in (names if run % 2 == 0 else names[::-1]):
+            order = names if run % 2 == 0 else names[::-1]
+            if args.lone:
+                # The floor just before and just after the lone rows: a disk's sync time changes
+                # by the minute.
+                add_floor(floors, args.lone // 2)
+                for name in order:
+                    lone_run(name, args.lone, runner, lones[name])
+                add_floor(floors, args.lone // 2)
+            for name in [] if args.lone_only else order:
                 ladder_run(name, args, runner, figures[name], run)
+    if args.lone:
+        print_lone(args, lones, floors)
+    if args.lone_only:
+        print(f"total {time.monotonic() - started:.0f} s")
+        return 0
     print(
         f"\nresults: medians of {args.runs} runs, {args.duration} s per perfdhcp run, "
         f"{CLIENTS} clients, "

@@ -209,6 +209,19 @@ def test_requested_address_honoured_in_discover() -> None:
     assert reply_of(core.handle(dgram(msg), 0.0)).yiaddr == IPv4Address("10.51.1.103")
 
 
+def test_an_address_of_the_subnet_outside_its_pools_is_neither_offered_nor_bound() -> None:
+    """RFC 2131 §4.3.1: the requested address is offered only "if that address is valid and not
+    already allocated": an address of the subnet outside every pool is not the server's to give
+    (``available``'s pool check)."""
+    core = DhcpServerCore(config())
+    outside = opt_addr(Opt.REQUESTED_ADDRESS, "10.51.1.50")
+    offer = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), options=(outside,))), 0.0))
+    assert offer.yiaddr == IPv4Address("10.51.1.100")
+    selecting = request(MT.REQUEST, mac(1), options=(opt_addr(Opt.SERVER_ID, SERVER), outside))
+    actions = core.handle(dgram(selecting), 1.0)
+    assert commits(actions) == [] and reply_of(actions).message_type == MT.NAK
+
+
 def test_pool_exhausted_is_a_drop() -> None:
     core = DhcpServerCore(config())
     for n in range(5):

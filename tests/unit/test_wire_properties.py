@@ -21,6 +21,7 @@ from boothop.relay.wire import (
     DhcpMessage,
     Opt,
     WireError,
+    address_of,
     decode,
     encode,
     encoded_size,
@@ -202,3 +203,15 @@ def mutated_packets(draw: st.DrawFn) -> bytes:
 @given(mutated_packets())
 def test_decode_of_mutated_real_packets(data: bytes) -> None:
     check_decode(data)
+
+
+@given(addresses, st.booleans())
+@FUZZ
+def test_memoized_addresses_are_the_ipaddress_of_their_value(plain: IPv4Address,
+                                                              as_text: bool) -> None:
+    """``address_of``'s objects keep their hash and packed form: both as ``ipaddress`` says."""
+    memoized = address_of(str(plain) if as_text else plain.packed)
+    assert memoized == plain and plain == memoized
+    assert hash(memoized) == hash(plain)
+    assert memoized.packed == plain.packed and int(memoized) == int(plain)
+    assert str(memoized) == str(plain)

@@ -64,11 +64,8 @@ from .steplines import STEP_TYPES, StepLines
 from .wire import SERVER_PORT, Datagram, address_of
 from .wire.dhcpv6 import SERVER_PORT_V6
 
-#: How often the kernel datapath's events are read and logged,
+#: How long after the first of a batch the kernel datapath's events are read and logged.
 KERNEL_STEPS_PERIOD = 0.05
-#: and how often below info, where the program sends no step events, only the starts and stops
-#: of throttling (told within a second): 20 wake-ups a second cost an idle daemon 7 ms of CPU.
-KERNEL_THROTTLE_PERIOD = 0.5
 #: Drops of a throttled client: counted, logged once as relay.client.throttled.
 THROTTLED = frozenset({DropReason.RATE_LIMITED_MAC, DropReason.RATE_LIMITED_CIRCUIT})
 #: Seconds between two sweeps of the engine (``RelayEngine.sweep``).
@@ -468,8 +465,11 @@ class RelayService:
         events = self.kernel.events(self._kernel_step)
         try:
             while True:
-                # In batches: a wake-up per packet would cost more than its log line.
-                await trio.sleep(KERNEL_STEPS_PERIOD if self.steps else KERNEL_THROTTLE_PERIOD)
+                # Woken by the first event after the last read (the ring buffer notifies a reader
+                # that had caught up: an idle daemon sleeps), then a batch: a wake-up per packet
+                # would cost more than its log line.
+                await trio.lowlevel.wait_readable(events.fileno)
+                await trio.sleep(KERNEL_STEPS_PERIOD)
                 self._consume_steps(events)
         finally:
             self._consume_steps(events)

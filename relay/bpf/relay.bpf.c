@@ -287,7 +287,9 @@ struct {
 	__type(value, struct allowance);
 } buckets SEC(".maps");
 
-/* Events are written without waking the daemon (BPF_RB_NO_WAKEUP): it reads them in batches. */
+/* Events are written with the ring buffer's adaptive notification (flags 0): one wakes the
+ * daemon only if the daemon had read every event before it; the daemon then reads a batch
+ * (KERNEL_STEPS_PERIOD later). An idle daemon is never woken. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -614,7 +616,7 @@ static __always_inline void throttle_event(struct scratch *buf, __u8 op, struct 
 	e->ifindex = key->ifindex;
 	e->dropped = dropped;
 	__builtin_memcpy(e->chaddr, key->chaddr, 16);
-	bpf_ringbuf_output(&events, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_output(&events, e, sizeof(*e), 0);
 }
 
 enum { ADMITTED, THROTTLED, CONTENDED };
@@ -798,7 +800,7 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.helpers = helpers;
 		for (__u32 i = 0; i < MAX_HELPERS; i++)
 			buf->event.servers[i] = i < helpers ? iface->helpers[i] : 0;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), BPF_RB_NO_WAKEUP);
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
 	}
 	struct headers *h = &buf->out;
 	for (__u32 i = 0; i < MAX_HELPERS; i++) {
@@ -1024,7 +1026,7 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.delivery = delivery;
 		buf->event.destination = broadcast ? 0xffffffff : yiaddr;
 		buf->event.latency = latency_ns;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), BPF_RB_NO_WAKEUP);
+		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
 	}
 	return bpf_redirect(delivery, 0);
 }

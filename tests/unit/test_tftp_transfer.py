@@ -116,6 +116,25 @@ def test_retry_limit_times_the_transfer_out() -> None:
     assert transfer.next_deadline() is None
 
 
+def test_an_ack_gives_the_next_window_its_own_retries() -> None:
+    transfer = make(b"z" * 2000, timeout=1.0, retries=1)
+    transfer.start(0.0)
+    assert len(transfer.on_timer(1.0)) == 1  # block 1's one retry
+    assert datas(transfer.receive(packet.encode_ack(1), 1.5))[0].block == 2
+    assert len(transfer.on_timer(2.5)) == 1  # block 2's own retry, not a time-out
+    assert transfer.outcome is None
+
+
+def test_bytes_sent_counts_the_short_block_and_a_window_sent_before_the_end() -> None:
+    complete = make(b"q" * 25, blksize=10)
+    run_client(complete)
+    assert complete.bytes_sent == 25
+    aborted = make(b"q" * 100, blksize=10, windowsize=2, retries=0)
+    aborted.start(0.0)  # blocks 1 and 2 sent, 3 and 4 read ahead
+    assert aborted.on_timer(1.0) == [] and aborted.outcome is Outcome.TIMED_OUT
+    assert aborted.bytes_sent == 20
+
+
 def test_rfc1123_duplicate_ack_does_not_resend_data() -> None:
     # RFC 1123 §4.2.3.1: the sender "must never resend the current DATA packet on receipt of a
     # duplicate ACK" (Sorcerer's Apprentice Syndrome).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import socket
 import struct
 import threading
@@ -108,12 +109,15 @@ def _serve_transfer(
     datagrams here, so each is given to the core as the peer's. The ACK of the whole window
     (``expect`` says which, the core's answer to it and the deadline) is answered before the
     core sees it, and the core then sees it in one call (``window_acked``), which says the
-    same for the next window: in lock-step, one comparison between ``recv`` and ``send`` and
+    same for the next window: in lock-step, one comparison between ``read`` and ``write`` and
     one call into the core per block. Returns when ``stopping`` is set: a receive blocked
     meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD on a
     connected UDP socket)."""
     sock.setblocking(True)
-    clock, recv, send = time.monotonic, sock.recv, sock.send
+    # read and write on the socket's descriptor: recv and send without flags (SO_RCVTIMEO and
+    # SHUT_RD apply alike), through the fast call path (socket.recv and send parse a tuple of
+    # arguments per call: 1,100 instructions per block, callgrind).
+    fd, read, write, clock = sock.fileno(), os.read, os.write, time.monotonic
     receive, expect, window_acked = transfer.receive, transfer.expect, transfer.window_acked
     bufsize = _ACK_BUFSIZE if isinstance(transfer, ReadTransfer) else 65536
     window_ack: bytes | None = None  # the ACK of the whole window, the answer, the deadline
@@ -126,7 +130,7 @@ def _serve_transfer(
     while True:
         for datagram in datagrams:  # to the peer: the socket is connected to it
             try:
-                send(datagram)
+                write(fd, datagram)
             except OSError as exc:  # e.g. no route, or ICMP port unreachable: the timer copes
                 structlog.get_logger().debug("tftp.send.failed", error=exc.strerror)
         if acked:  # every lock-step ACK: answered above, now the core's one call
@@ -146,7 +150,7 @@ def _serve_transfer(
             _arm(sock, wait)
             rearm_below = wait - _REARM_SLACK
         try:
-            data = recv(bufsize)
+            data = read(fd, bufsize)
         except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out: the deadline
             acked, rearm_below = False, math.inf
             now = clock()

@@ -2,12 +2,12 @@
 
 Requests on port 69 go through ``DatagramLoop`` like every daemon's; an admitted request gets
 its own socket (RFC 1350 §4: a new TID) and a thread (under a trio task that stops it), blocked
-in recvfrom with SO_RCVTIMEO set to the transfer's next deadline: the peer and the
-retransmission timer are waited on at once, in one system call, as tftpd-hpa does. A trio task
-per transfer (an EAGAIN, epoll_ctl, epoll_wait and a scheduler pass per block) served lock-step
-at 0.07-0.18x tftpd-hpa with client and server on different cores (tests/bench/
-tftp_throughput.py). The kernel socket buffer is the back-pressure; transfers are bounded by
-``max_transfers``.
+in a read of its connected socket with SO_RCVTIMEO set to the transfer's next deadline: the
+peer and the retransmission timer are waited on at once, in one system call, as tftpd-hpa
+does. A trio task per transfer (an EAGAIN, epoll_ctl, epoll_wait and a scheduler pass per
+block) served lock-step at 0.07-0.18x tftpd-hpa with client and server on different cores
+(tests/bench/tftp_throughput.py). The kernel socket buffer is the back-pressure; transfers are
+bounded by ``max_transfers``.
 """
 
 from __future__ import annotations

@@ -126,6 +126,8 @@ class ReadTransfer(TimeLimited):
         self._window: list[bytes] = []
         #: DATA read ahead of the window: the next window.
         self._ahead: list[bytes] = []
+        #: DATA read ahead past the next window (after an ACK inside the window, RFC 7440).
+        self._rest: list[bytes] = []
         self._base = 1  # internal number of the first unacknowledged block
         self._next_block = 1  # internal number of the next block to read
         self._eof = False  # the source gave its short block, or the transfer ended
@@ -217,10 +219,15 @@ class ReadTransfer(TimeLimited):
         if not window:  # every block, the short one included, is acknowledged
             self._stop(Outcome.COMPLETED)
             return None, window, None
-        deadline = self._open(len(self._window), window, now)
-        ahead = self._ahead = []
+        self._base = base = self._base + len(self._window)
+        self._tries = 0
+        self._window = window
+        ack = self._window_ack = pack_header(ACK, (base + len(window) - 1) & 0xFFFF)
+        deadline = self._deadline = now + self._timeout
+        ahead = self._ahead = self._rest
+        self._rest = []
         self._read_ahead()
-        return self._window_ack, ahead, deadline if deadline < self._expires else self._expires
+        return ack, ahead, deadline if deadline < self._expires else self._expires
 
     def close(self) -> None:
         """The shell is giving up on the transfer (shutdown): release the file."""
@@ -254,23 +261,14 @@ class ReadTransfer(TimeLimited):
             self.window_acked(now)
             return self._window
         # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
-        # window" beginning with the block after the acknowledged one.
-        window, ahead = self._window[acked:], self._ahead
-        moved = self._windowsize - len(window)
-        window += ahead[:moved]
-        del ahead[:moved]
-        self._open(acked, window, now)
-        return window
-
-    def _open(self, acked: int, window: list[bytes], now: float) -> float:
-        """The first ``acked`` blocks of the window are acknowledged and ``window`` is the next:
-        its deadline."""
-        self._base = base = self._base + acked
-        self._tries = 0
-        self._window = window
-        self._window_ack = pack_header(ACK, (base + len(window) - 1) & 0xFFFF)
-        deadline = self._deadline = now + self._timeout
-        return deadline
+        # window" beginning with the block after the acknowledged one: the acknowledged blocks
+        # are the window acked, the rest and as many blocks read ahead the next window.
+        rest, ahead = self._window[acked:], self._ahead
+        moved = self._windowsize - len(rest)
+        self._window, self._rest = self._window[:acked], ahead[moved:]
+        self._ahead = rest + ahead[:moved]
+        self.window_acked(now)
+        return self._window
 
     def _read_ahead(self) -> None:
         """Read blocks ahead of the window until a window's worth is ready, or the end."""
@@ -290,5 +288,5 @@ class ReadTransfer(TimeLimited):
         self._deadline = None
         self._window_ack = None
         self._base += len(self._window)  # sent: still counted in bytes_sent
-        self._window, self._ahead = [], []
+        self._window, self._ahead, self._rest = [], [], []
         self._source.close()

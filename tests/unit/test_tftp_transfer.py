@@ -191,6 +191,29 @@ def test_rfc7440_partial_ack_restarts_the_window_after_the_acked_block() -> None
     assert [d.block for d in again] == [3, 4, 5, 6]
 
 
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 200), blksize=st.sampled_from([8, 10, 16]),
+       windowsize=st.integers(2, 5), kept=st.lists(st.integers(1, 5), max_size=40))
+def test_rfc7440_partial_acks_still_deliver_the_whole_file_in_order(
+    size: int, blksize: int, windowsize: int, kept: list[int]
+) -> None:
+    """A client that loses every block of a window after its first ``kept`` and acknowledges
+    the last one it received in order gets each block once, in order, and the transfer ends."""
+    data = bytes(range(256)) * 2
+    transfer = make(data[:size], blksize=blksize, windowsize=windowsize, retries=100)
+    losses, received = iter(kept), bytearray()
+    sends = transfer.start(0.0)
+    while sends:
+        blocks = datas(sends)
+        blocks = blocks[:next(losses, len(blocks))]
+        for block in blocks:
+            received += block.payload
+        sends = transfer.receive(packet.encode_ack(blocks[-1].block), 0.0)
+    assert transfer.outcome is Outcome.COMPLETED
+    assert bytes(received) == data[:size]
+    assert transfer.bytes_sent == size
+
+
 def test_windowed_transfer_delivers_the_whole_file() -> None:
     data = bytes(range(256)) * 40 + b"end"
     transfer = make(data, {"windowsize": "8"}, blksize=64, windowsize=8)

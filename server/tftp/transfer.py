@@ -205,9 +205,9 @@ class ReadTransfer(TimeLimited):
     def expect(self) -> Expectation:
         """Read the next window while the peer is still answering this one (as tftpd-hpa's
         read_ahead does), and say what ``receive`` answers the ACK of the whole window with
-        (the very list of the blocks read ahead), until the next call into the core: the shell
-        may send it the moment that ACK arrives before the deadline, and then call
-        ``window_acked``."""
+        (the very list of the blocks read ahead) and the next deadline, until the next call
+        into the core: the shell may send that answer the moment the ACK arrives, and then
+        call ``window_acked``."""
         self._read_ahead()
         return self._window_ack, self._ahead, self.next_deadline()
 

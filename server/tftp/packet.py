@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 
 
 class Opcode(enum.IntEnum):
@@ -76,7 +77,10 @@ Packet = Request | Data | Ack | Error | OptionAck
 REQUEST_OPCODES = (Opcode.RRQ.to_bytes(2, "big"), Opcode.WRQ.to_bytes(2, "big"))
 #: The first two bytes of an ACK: its block number follows (``decode`` reads it the same way).
 ACK_OPCODE = Opcode.ACK.to_bytes(2, "big")
-DATA_OPCODE = Opcode.DATA.to_bytes(2, "big")
+#: ``pack_header(opcode, block)``: the 4 octets that start a DATA or an ACK (RFC 1350 §5), in
+#: one call and one bytes object (the read transfer builds one of each per block).
+pack_header = struct.Struct(">HH").pack
+DATA, ACK = int(Opcode.DATA), int(Opcode.ACK)  # plain ints: struct packs them without __index__
 
 
 def _strings(body: bytes) -> list[str]:
@@ -121,11 +125,11 @@ def decode(data: bytes) -> Packet:
 
 
 def encode_data(block: int, payload: bytes) -> bytes:
-    return b"\x00\x03" + block.to_bytes(2, "big") + payload
+    return pack_header(DATA, block) + payload
 
 
 def encode_ack(block: int) -> bytes:
-    return b"\x00\x04" + block.to_bytes(2, "big")
+    return pack_header(ACK, block)
 
 
 def encode_error(code: int, message: str) -> bytes:

@@ -12,7 +12,7 @@ import enum
 
 from . import packet
 from .negotiation import TransferParams
-from .packet import ACK_OPCODE, ErrorCode, encode_data
+from .packet import ACK, ACK_OPCODE, DATA, ErrorCode, pack_header
 from .source import FileSource
 
 Address = tuple[str, int]
@@ -41,6 +41,12 @@ class Ignored(enum.Enum):
     OUT_OF_ORDER = "out_of_order"
 
 
+#: What the shell may do before its next call into a transfer's core (``expect``): the ACK
+#: of the whole window (None while none is awaited), the datagrams that answer exactly that
+#: datagram, and the next deadline (None: none).
+Expectation = tuple[bytes | None, list[bytes], float | None]
+
+
 class TimeLimited:
     """The total time limit both transfers share: a client that stays alive (ACKs or DATA in
     time, however slowly) must not hold its slot for ever. A finished upload's dally is not
@@ -55,6 +61,15 @@ class TimeLimited:
 
     @property
     def done(self) -> bool:
+        raise NotImplementedError
+
+    def expect(self) -> Expectation:
+        """Nothing is answered before the core sees it (``ReadTransfer`` announces its window's
+        ACK); the next deadline."""
+        return None, [], self.next_deadline()
+
+    def window_acked(self, now: float) -> Expectation:
+        """The ACK ``expect`` announced arrived and its answer is sent (a read transfer)."""
         raise NotImplementedError
 
     def _start_clock(self, now: float) -> None:
@@ -109,12 +124,15 @@ class ReadTransfer(TimeLimited):
         self._read = source.read
         #: DATA sent and not yet acknowledged, in order.
         self._window: list[bytes] = []
-        #: DATA read ahead of the window (``read_ahead``): the next window, and its octets.
+        #: DATA read ahead of the window: the next window.
         self._ahead: list[bytes] = []
-        self._ahead_octets = 0
+        #: DATA read ahead past the next window (after an ACK inside the window, RFC 7440).
+        self._rest: list[bytes] = []
         self._base = 1  # internal number of the first unacknowledged block
         self._next_block = 1  # internal number of the next block to read
         self._eof = False  # the source gave its short block, or the transfer ended
+        #: The short block's internal number and the octets it lacks (``bytes_sent``).
+        self._last_block, self._shortfall = float("inf"), 0
         #: The ACK of the window's last block, which moves the whole window on: the packet of
         #: every block in lock-step, recognised by comparing bytes (None while none is awaited).
         self._window_ack: bytes | None = None
@@ -123,11 +141,17 @@ class ReadTransfer(TimeLimited):
         self.outcome: Outcome | None = None
         self.ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
         self.retransmissions = 0
-        self.bytes_sent = 0
 
     @property
     def done(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def bytes_sent(self) -> int:
+        """File octets sent: every block before the window's end (``_stop`` moves the base past
+        the window) is full but the short last one (a source gives fewer only at the end)."""
+        sent = self._base - 1 + len(self._window)
+        return sent * self._blksize - (self._shortfall if sent >= self._last_block else 0)
 
     def start(self, now: float) -> list[bytes]:
         self._start_clock(now)
@@ -157,7 +181,8 @@ class ReadTransfer(TimeLimited):
         """A datagram from the peer (the shell gives one from anyone else to ``stray``)."""
         if data == self._window_ack:
             # The checks below pass for it and _on_ack would count the whole window acked.
-            return self._advance(len(self._window), now)
+            self.window_acked(now)
+            return self._window
         if self.done:
             self.ignored[Ignored.AFTER_END] += 1
             return []
@@ -176,6 +201,33 @@ class ReadTransfer(TimeLimited):
             self._stop(Outcome.CLIENT_ERROR)
             return []
         return self._error(Outcome.PROTOCOL_ERROR, ErrorCode.ILLEGAL_OPERATION, "expected an ACK")
+
+    def expect(self) -> Expectation:
+        """Read the next window while the peer is still answering this one (as tftpd-hpa's
+        read_ahead does), and say what ``receive`` answers the ACK of the whole window with
+        (the very list of the blocks read ahead) and the next deadline, until the next call
+        into the core: the shell may send that answer the moment the ACK arrives, and then
+        call ``window_acked``."""
+        self._read_ahead()
+        return self._window_ack, self._ahead, self.next_deadline()
+
+    def window_acked(self, now: float) -> Expectation:
+        """The ACK of the whole window arrived (``receive`` with it does this too) and the shell
+        has sent the answer ``expect`` announced: move on, read the next window ahead and
+        return what ``expect`` would. The one call into the core per lock-step block."""
+        window = self._ahead
+        if not window:  # every block, the short one included, is acknowledged
+            self._stop(Outcome.COMPLETED)
+            return None, window, None
+        self._base = base = self._base + len(self._window)
+        self._tries = 0
+        self._window = window
+        ack = self._window_ack = pack_header(ACK, (base + len(window) - 1) & 0xFFFF)
+        deadline = self._deadline = now + self._timeout
+        ahead = self._ahead = self._rest
+        self._rest = []
+        self._read_ahead()
+        return ack, ahead, deadline if deadline < self._expires else self._expires
 
     def close(self) -> None:
         """The shell is giving up on the transfer (shutdown): release the file."""
@@ -203,56 +255,38 @@ class ReadTransfer(TimeLimited):
         return self._advance(acked, now)
 
     def _advance(self, acked: int, now: float) -> list[bytes]:
-        """The window's first ``acked`` blocks are acknowledged: the next window, or the end
-        (a window that stays empty: every block, the short one included, is acknowledged)."""
-        self._base += acked
-        self._tries = 0
-        ahead = self._ahead
-        if len(ahead) < self._windowsize:
-            self.read_ahead()
-        if acked == len(self._window):  # all of it: the blocks read ahead are the next window
-            window, octets = ahead, self._ahead_octets
-            self._ahead, self._ahead_octets = [], 0
-        else:
-            # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a
-            # new window" beginning with the block after the acknowledged one.
-            window = self._window[acked:]
-            moved = self._windowsize - len(window)
-            octets = sum(len(data) - 4 for data in ahead[:moved])
-            window += ahead[:moved]
-            del ahead[:moved]
-            self._ahead_octets -= octets
-        if not window:
-            self._stop(Outcome.COMPLETED)
-            return []
-        self._window = window
-        self.bytes_sent += octets
-        self._deadline = now + self._timeout
-        self._window_ack = ACK_OPCODE + window[-1][2:4]
-        return window
+        """The window's first ``acked`` blocks are acknowledged: the next window, or the end."""
+        self._read_ahead()
+        if acked == len(self._window):
+            self.window_acked(now)
+            return self._window
+        # RFC 7440 §4: after an ACK for a block inside the window, "the sender ... starts a new
+        # window" beginning with the block after the acknowledged one: the acknowledged blocks
+        # are the window acked, the rest and as many blocks read ahead the next window.
+        rest, ahead = self._window[acked:], self._ahead
+        moved = self._windowsize - len(rest)
+        self._window, self._rest = self._window[:acked], ahead[moved:]
+        self._ahead = rest + ahead[:moved]
+        self.window_acked(now)
+        return self._window
 
-    def read_ahead(self) -> tuple[bytes | None, list[bytes]]:
-        """Read the next window while the peer is still answering this one (as tftpd-hpa's
-        read_ahead does), so that the ACK is answered without a file read.
-
-        Returns the ACK of the whole window (None while none is awaited) and what ``receive``
-        answers that exact datagram with, until the next call into the core: the very list of
-        the blocks read ahead. The shell may send them the moment it arrives, before giving
-        it to ``receive``."""
-        ahead, blksize = self._ahead, self._blksize
-        while len(ahead) < self._windowsize and not self._eof:
+    def _read_ahead(self) -> None:
+        """Read blocks ahead of the window until a window's worth is ready, or the end."""
+        ahead, blksize, block = self._ahead, self._blksize, self._next_block
+        end = block + self._windowsize - len(ahead)
+        while block < end and not self._eof:
             payload = self._read(blksize)
+            ahead.append(pack_header(DATA, block & 0xFFFF) + payload)
             if len(payload) < blksize:
-                self._eof = True
-            ahead.append(encode_data(self._next_block & 0xFFFF, payload))
-            self._ahead_octets += len(payload)
-            self._next_block += 1
-        return self._window_ack, ahead
+                self._eof, self._last_block, self._shortfall = True, block, blksize - len(payload)
+            block += 1
+        self._next_block = block
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self._eof = True  # nothing more to read
         self._deadline = None
         self._window_ack = None
-        self._window, self._ahead = [], []
+        self._base += len(self._window)  # sent: still counted in bytes_sent
+        self._window, self._ahead, self._rest = [], [], []
         self._source.close()

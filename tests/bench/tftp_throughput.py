@@ -164,8 +164,8 @@ class CpuAccount:
             self.path.rmdir()
 
 
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
+def wait_port(port: int, limit: float = 10) -> None:
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             download(port, "probe", {})

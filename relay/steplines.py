@@ -4,13 +4,15 @@ At info the daemon writes a line per step the program relayed (``RelayService._k
 some 10,000 a second at 2,500 DORA/s. Built as a dict and rendered by orjson, such a line costs
 the daemon about 48k instructions; most of it is Python building fields that, for a relay,
 barely change (the interface, the helpers, the type). Rendered here with one bytes format per
-line and per-batch caches of the encoded values: some 15k. Hand-written, so a property test
-(tests/unit/test_relay_service_shell.py) requires the bytes ``LineBatch`` renders from the dict
-the daemon builds for the same event: same keys, order, values and escaping.
+line and per-batch caches of the encoded values (interfaces, helpers, addresses) and one
+timestamp per batch (its lines are written at one moment): some 15k. Hand-written, so a
+property test (tests/unit/test_relay_service_shell.py) requires the bytes ``LineBatch`` renders
+from the dict the daemon builds for the same events: same keys, order, values and escaping.
 """
 
 from __future__ import annotations
 
+import binascii
 import socket
 from collections.abc import Callable
 
@@ -38,14 +40,22 @@ _DELIVERED = (_COMMON + b'"mode":"%s","destination":"%s","ifname":%s,"latency_ms
 class StepLines:
     """Renders events for one batch: ``iface`` names an ingress interface as the step lines do
     (its name, or its index when gone), ``ifname`` a delivery's (its name, or ``#index``),
-    ``stamp`` is the timestamp's text."""
+    ``stamp`` is the timestamp's text (read at the batch's first line)."""
 
     def __init__(self, iface: Callable[[int], str | int], ifname: Callable[[int], str],
                  stamp: Callable[[], str]) -> None:
         self._iface, self._ifname, self._stamp = iface, ifname, stamp
+        self._stamped: bytes | None = None
         self._ifaces: dict[int, bytes] = {}
         self._ifnames: dict[int, bytes] = {}
         self._servers: dict[bytes, bytes] = {}
+        self._addresses: dict[bytes, bytes] = {}
+
+    def _address(self, packed: bytes) -> bytes:
+        text = self._addresses.get(packed)
+        if text is None:
+            text = self._addresses[packed] = socket.inet_ntoa(packed).encode()
+        return text
 
     def render(self, data: bytes) -> bytes:
         """The line of a relayed request (op 1) or reply (op 2) event."""
@@ -54,10 +64,12 @@ class StepLines:
         iface = self._ifaces.get(ifindex)
         if iface is None:
             iface = self._ifaces[ifindex] = orjson.dumps(self._iface(ifindex))
-        common = (xid.hex().encode(), chaddr[:hlen].hex(":").encode(), iface,
-                  socket.inet_ntoa(giaddr).encode(), hops, _TYPES[kind],
-                  socket.inet_ntoa(source).encode(), source_port)
-        stamp = self._stamp().encode()
+        address = self._address
+        common = (binascii.hexlify(xid), binascii.hexlify(chaddr[:hlen], b":"), iface,
+                  address(giaddr), hops, _TYPES[kind], address(source), source_port)
+        stamp = self._stamped
+        if stamp is None:
+            stamp = self._stamped = self._stamp().encode()
         if op == 1:
             addresses = servers[:4 * helpers]
             listed = self._servers.get(addresses)
@@ -69,5 +81,4 @@ class StepLines:
         if name is None:
             name = self._ifnames[delivery] = orjson.dumps(self._ifname(delivery))
         took = b"null" if latency < 0 else orjson.dumps(round(latency / 1e6, 3))
-        return _DELIVERED % (*common, _MODES[mode], socket.inet_ntoa(destination).encode(),
-                             name, took, stamp)
+        return _DELIVERED % (*common, _MODES[mode], address(destination), name, took, stamp)

@@ -447,14 +447,22 @@ def test_kernel_step_lines_rendered_to_bytes_are_the_lines_of_their_fields(
         xid: bytes, addresses: list[bytes], port: int, mode: int, servers: list[bytes],
         ifindex: int, delivery: int, latency: int, chaddr: bytes) -> None:
     """``StepLines`` (a bytes template per line) writes, byte for byte but the timestamp, the
-    line the daemon's dict of the same event renders to, odd interface names included."""
+    line the daemon's dict of the same event renders to, odd interface names included; a batch
+    of three (the event, again, and with its addresses and interfaces swapped) through one
+    ``StepLines``, so that its caches are read as well as filled."""
     odd = Interface(11, 'we"ird\\\u00e9', True, (IPv4Interface("10.71.2.1/24"),), b"\x02" * 6)
     engine = RelayEngine(CONFIG, InterfaceTable.of([LAN, UPLINK, odd]))
     relay = RelayService(engine, None, FakeSender())  # type: ignore[arg-type]
     giaddr, source, destination = addresses
-    data = EVENT.pack(op, hlen, hops, kind, xid, giaddr, source, port, mode, len(servers),
-                      ifindex, delivery, destination, b"".join(servers).ljust(32, b"\0"),
-                      latency, chaddr, 0)
+
+    def event(giaddr: bytes, source: bytes, destination: bytes, ifindex: int,
+              delivery: int) -> bytes:
+        return EVENT.pack(op, hlen, hops, kind, xid, giaddr, source, port, mode, len(servers),
+                          ifindex, delivery, destination, b"".join(servers).ljust(32, b"\0"),
+                          latency, chaddr, 0)
+
+    batch = [event(giaddr, source, destination, ifindex, delivery)] * 2 + [
+        event(destination, giaddr, source, delivery if delivery != 98 else 7, ifindex)]
     path = tmp_path_factory.mktemp("lines") / "log"
     with path.open("w") as stream:
         configure_logging("info", "json", stream)
@@ -463,10 +471,13 @@ def test_kernel_step_lines_rendered_to_bytes_are_the_lines_of_their_fields(
             lines = relay._step_lines = LineBatch(relay.log)
             assert lines.lean
             relay._step_render = None
-            relay._kernel_step(data)  # the fields' dict, rendered as log.info renders it
-            rendered = StepLines(relay._iface, relay._ifname, lines.stamp).render(data)
+            for data in batch:
+                relay._kernel_step(data)  # the fields' dict, rendered as log.info renders it
+            steps = StepLines(relay._iface, relay._ifname, lines.stamp)
+            rendered = b"".join(steps.render(data) for data in batch)
             lines.flush()
         finally:
             configure_logging("info", "json")
     stamp = re.compile(rb'"timestamp":"[^"]*"')
     assert stamp.sub(b"", rendered) == stamp.sub(b"", path.read_bytes())
+    assert len(set(re.findall(rb'"timestamp":"[^"]*"', rendered))) == 1  # one per batch

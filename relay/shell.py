@@ -69,7 +69,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         renderer = (structlog.processors.JSONRenderer(serializer=_orjson_text) if json_output
                     else structlog.dev.ConsoleRenderer(colors=out.isatty()))
         factory = structlog.PrintLoggerFactory(file=out)
-    global _LEAN_JSON
+    global _LEAN_JSON, _LEAN_PIPELINE
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -78,6 +78,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         renderer,
     ]
     _LEAN_JSON = processors if fd is not None else None
+    _LEAN_PIPELINE = tuple(processors)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
@@ -147,6 +148,8 @@ _STAMPER = IsoUtcStamper()
 #: The processors ``configure_logging`` installed for JSON to a descriptor (None for the
 #: others): what ``LineBatch`` may render for them.
 _LEAN_JSON: list[structlog.typing.Processor] | None = None
+#: Its processors, as installed.
+_LEAN_PIPELINE: tuple[structlog.typing.Processor, ...] = ()
 
 
 class LineBatch:
@@ -169,11 +172,15 @@ class LineBatch:
         #: Whether a line may be rendered without the logger (``write``): JSON to a descriptor
         #: by ``configure_logging``'s processors, no bound context, no context variables.
         self.lean = (self._output is not None and _LEAN_JSON is not None
-                     and self._bound._processors is _LEAN_JSON
+                     and _lean_processors(self._bound)
                      and not structlog.get_context(self._bound)
                      and not structlog.contextvars.get_contextvars())
         self._lines: list[bytes] = []
         self._size = 0
+
+    def still_lean(self) -> bool:
+        """Whether ``lean`` still holds for a long-lived batch (the user path's step lines)."""
+        return self.lean and _lean_processors(self._bound)
 
     def info(self, event: str, fields: dict[str, Any]) -> None:
         if not self._enabled:
@@ -209,6 +216,12 @@ class LineBatch:
             self._output.msg(b"".join(self._lines))
         self._lines.clear()
         self._size = 0
+
+
+def _lean_processors(bound: structlog.BoundLoggerBase) -> bool:
+    """Whether ``bound`` renders with ``configure_logging``'s lean JSON processors, as they were
+    installed (``structlog.testing.capture_logs`` replaces a list's processors in place)."""
+    return bound._processors is _LEAN_JSON and tuple(bound._processors) == _LEAN_PIPELINE
 
 
 def _orjson_line(event: object, **options: Any) -> bytes:

@@ -24,7 +24,8 @@ from .wire.message import message_type_of
 #: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
 #: ``Outcome.message_type`` names it.
 STEP_TYPES = ("BOOTP", *(type_name(message_type_of(bytes((kind,)))) for kind in range(1, 256)))
-_TYPES = tuple(orjson.dumps(name) for name in STEP_TYPES)
+#: Each of STEP_TYPES as JSON.
+TYPES_JSON = tuple(orjson.dumps(name) for name in STEP_TYPES)
 _MODES = (DeliveryMode.BROADCAST.value.encode(), DeliveryMode.UNICAST_CHADDR.value.encode())
 _CLASS = orjson.dumps(DEFAULT_CLASS)
 _COMMON = (b'{"xid":"0x%s","chaddr":"%s","iface":%s,"giaddr":"%s","hops":%d,"type":%s,'
@@ -35,10 +36,16 @@ _DELIVERED = (_COMMON + b'"mode":"%s","destination":"%s","ifname":%s,"latency_ms
               b'"event":"relay.reply.delivered","level":"info","timestamp":"%s"}\n')
 
 
+#: The fields every step line starts with, encoded: xid (hex), chaddr, iface (JSON), giaddr,
+#: hops, type (JSON), source address and port.
+Common = tuple[bytes, bytes, bytes, bytes, int, bytes, bytes, int]
+
+
 class StepLines:
     """Renders events for one batch: ``iface`` names an ingress interface as the step lines do
     (its name, or its index when gone), ``ifname`` a delivery's (its name, or ``#index``),
-    ``stamp`` is the timestamp's text."""
+    ``stamp`` is the timestamp's text. The user path's fast path writes its lines with the
+    same templates (``forwarded``, ``delivered``; ``RelayService._line_fast``)."""
 
     def __init__(self, iface: Callable[[int], str | int], ifname: Callable[[int], str],
                  stamp: Callable[[], str]) -> None:
@@ -51,23 +58,37 @@ class StepLines:
         """The line of a relayed request (op 1) or reply (op 2) event."""
         (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
          delivery, destination, servers, latency, chaddr, _) = EVENT.unpack(data)
-        iface = self._ifaces.get(ifindex)
-        if iface is None:
-            iface = self._ifaces[ifindex] = orjson.dumps(self._iface(ifindex))
-        common = (xid.hex().encode(), chaddr[:hlen].hex(":").encode(), iface,
-                  socket.inet_ntoa(giaddr).encode(), hops, _TYPES[kind],
+        common = (xid.hex().encode(), chaddr[:hlen].hex(":").encode(), self.iface(ifindex),
+                  socket.inet_ntoa(giaddr).encode(), hops, TYPES_JSON[kind],
                   socket.inet_ntoa(source).encode(), source_port)
-        stamp = self._stamp().encode()
         if op == 1:
             addresses = servers[:4 * helpers]
             listed = self._servers.get(addresses)
             if listed is None:
                 listed = self._servers[addresses] = orjson.dumps(
                     [socket.inet_ntoa(addresses[i:i + 4]) for i in range(0, len(addresses), 4)])
-            return _FORWARDED % (*common, listed, stamp)
+            return self.forwarded(common, listed)
         name = self._ifnames.get(delivery)
         if name is None:
             name = self._ifnames[delivery] = orjson.dumps(self._ifname(delivery))
         took = b"null" if latency < 0 else orjson.dumps(round(latency / 1e6, 3))
-        return _DELIVERED % (*common, _MODES[mode], socket.inet_ntoa(destination).encode(),
-                             name, took, stamp)
+        return self.delivered(common, _MODES[mode], socket.inet_ntoa(destination).encode(),
+                              name, took)
+
+    def iface(self, ifindex: int) -> bytes:
+        """An ingress interface as a line names it, JSON (cached)."""
+        iface = self._ifaces.get(ifindex)
+        if iface is None:
+            iface = self._ifaces[ifindex] = orjson.dumps(self._iface(ifindex))
+        return iface
+
+    def forwarded(self, common: Common, servers: bytes) -> bytes:
+        """``relay.request.forwarded``: the common fields, then the helpers (a JSON list)."""
+        return _FORWARDED % (*common, servers, self._stamp().encode())
+
+    def delivered(self, common: Common, mode: bytes, destination: bytes, ifname: bytes,
+                  latency: bytes) -> bytes:
+        """``relay.reply.delivered``: the common fields, then the delivery's (``ifname`` and
+        ``latency`` JSON, ``latency`` in milliseconds)."""
+        return _DELIVERED % (*common, mode, destination, ifname, latency,
+                             self._stamp().encode())

@@ -22,6 +22,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 import trio
 
@@ -60,8 +61,9 @@ from .shell import (
     write_json,
 )
 from .sockets import Sender, open_packet, open_raw
-from .steplines import STEP_TYPES, StepLines
+from .steplines import STEP_TYPES, TYPES_JSON, StepLines
 from .wire import SERVER_PORT, Datagram, address_of
+from .wire.codes import Opt
 from .wire.dhcpv6 import SERVER_PORT_V6
 
 #: How long after the first of a batch the kernel datapath's events are read and logged.
@@ -147,6 +149,11 @@ FAMILIES = (
 )
 
 
+_MESSAGE_TYPE = Opt.MESSAGE_TYPE.value
+#: A fast delivery's mode, as its step line names it.
+_MODE_TEXT = {mode: mode.value.encode() for mode in DeliveryMode}
+
+
 class RelayService:
     """The running relay: its engine, sockets, counters and logger."""
 
@@ -208,6 +215,12 @@ class RelayService:
             loop.log = self.log
         #: Whether the per-step info lines are written: they are built only then.
         self.steps = logging_enabled(self.log, "info")
+        #: The fast path's step lines, written with the kernel datapath's templates where the
+        #: log takes rendered bytes (``LineBatch.lean``), else by ``_log_fast``.
+        self._fast_lines = LineBatch(self.log)
+        self._fast_render: StepLines | None = None
+        self._fast_generation = -1
+        self._fast_servers: tuple[tuple[IPv4Address, ...] | None, bytes] = (None, b"")
 
     # -- per packet --------------------------------------------------------------------------
     def receive(self, datagram: Datagram) -> None:
@@ -278,7 +291,7 @@ class RelayService:
                 except OSError as error:
                     self._send_failed("forward", error, now, server=str(server))
             if self.steps:
-                self._log_fast(datagram, fast, None)
+                self._line_fast(datagram, fast, None)
             return
         xid, ifname, mac, source, destination, payload, mode = fast
         latency = replies.replied(datagram.source, xid, now)
@@ -290,7 +303,47 @@ class RelayService:
             self._send_failed(mode.value, error, now, ifname=ifname,
                               destination=str(destination))
         if self.steps:
-            self._log_fast(datagram, fast, latency)
+            self._line_fast(datagram, fast, latency)
+
+    def _line_fast(self, datagram: Datagram, fast: Relayed | Delivered,
+                   latency: float | None) -> None:
+        """``_log_fast``'s line, rendered with ``StepLines``' templates (some 80k -> 25k
+        instructions a line) where the log is lean JSON; the same bytes but the timestamp (a
+        property test says so)."""
+        lines = self._fast_lines
+        data = datagram.payload
+        scanned = self.fast.scanned
+        assert scanned is not None
+        at = scanned[1].get(_MESSAGE_TYPE)
+        kind = 0 if at is None or data[at + 1] != 1 else data[at + 2]
+        if not lines.still_lean() or (at is not None and data[at + 1] == 1 and not kind):
+            self._log_fast(datagram, fast, latency)  # (type 0 is named "0", not "BOOTP")
+            return
+        render = self._fast_render
+        if render is None or self._fast_generation != self.engine.generation:
+            # Interface names may have changed with the table: rendered again.
+            render = self._fast_render = StepLines(self._iface, self._ifname, lines.stamp)
+            self._fast_generation = self.engine.generation
+        relayed = fast[1] if len(fast) == 3 else data
+        common = (data[4:8].hex().encode(), data[28:28 + data[2]].hex(":").encode(),
+                  render.iface(datagram.ifindex), socket.inet_ntoa(relayed[24:28]).encode(),
+                  relayed[3], TYPES_JSON[kind], address_text(datagram.source).encode(),
+                  datagram.source_port)
+        if len(fast) == 3:
+            helpers = fast[2]
+            cached = self._fast_servers
+            if cached[0] is not helpers:
+                cached = self._fast_servers = helpers, orjson.dumps(
+                    [address_text(server) for server in helpers])
+            lines.write(render.forwarded(common, cached[1], lines.stamp().encode()))
+        else:
+            _, ifname, _, _, destination, _, mode = fast
+            lines.write(render.delivered(
+                common, _MODE_TEXT[mode], address_text(destination).encode(),
+                orjson.dumps(ifname),
+                b"null" if latency is None else orjson.dumps(round(latency * 1e3, 3)),
+                lines.stamp().encode()))
+        lines.flush()
 
     def _log_fast(self, datagram: Datagram, fast: Relayed | Delivered,
                   latency: float | None) -> None:

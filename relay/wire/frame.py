@@ -19,6 +19,8 @@ from .options import encode_tlv, tlv_size
 
 _AGENT = Opt.RELAY_AGENT_INFO.value
 _OPTIONS = BOOTP_HEADER_SIZE + len(MAGIC_COOKIE)
+#: One octet per value: ``bytes((n,))`` builds a tuple and iterates it, per relayed request.
+_OCTETS = tuple(bytes((value,)) for value in range(256))
 
 
 class Frame:
@@ -115,7 +117,7 @@ def option_offsets(data: bytes) -> tuple[int, dict[int, int]] | None:
 def patched(data: bytes, end: int, hops: int, giaddr: bytes, agent: bytes) -> bytes:
     """An exact message (END at ``end``) with ``hops``, ``giaddr`` (packed) and the TLVs
     ``agent`` (b"": none) added last, padded to 300 bytes: ``Frame.relayed``'s encoding."""
-    return b"".join((data[:3], bytes((hops,)), data[4:24], giaddr, data[28:end], agent,
+    return b"".join((data[:3], _OCTETS[hops], data[4:24], giaddr, data[28:end], agent,
                      b"\xff")).ljust(BOOTP_MIN_SIZE, b"\0")
 
 

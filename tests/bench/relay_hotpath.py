@@ -3,7 +3,8 @@
     python3 tests/bench/relay_hotpath.py [--packets 2000] [--log-level warning] [--direction reply]
 
 The relay's receive path, in one process on loopback: a client socket sends a DHCPDISCOVER, the
-shell ring receives it (``shell.receive``: recvmsg, IP_PKTINFO, the Datagram) and hands it to
+shell ring receives it (``DatagramLoop``'s reader, ``shell.receiver``: recvmsg, IP_PKTINFO, the
+Datagram) and hands it to
 ``DatagramLoop``'s guarded handler, ``RelayService`` runs the engine and executes the Forward
 (to a sender that drops it, so no routing is needed); ``--direction reply``: a DHCPOFFER from a
 server to one of the relay's giaddrs, delivered (to the same sender). callgrind counts
@@ -37,7 +38,7 @@ def relay_requests(count: int, level: str, rate_limit: bool = True,
     from boothop.relay.engine import RelayEngine
     from boothop.relay.interfaces import Interface, InterfaceTable, Role
     from boothop.relay.service import RelayService
-    from boothop.relay.shell import configure_logging, open_udp, receive
+    from boothop.relay.shell import configure_logging, open_udp
     from boothop.relay.throttle import BucketLimit, RateLimits
     from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, encode
 
@@ -93,9 +94,11 @@ def relay_requests(count: int, level: str, rate_limit: bool = True,
     payload = encode(message)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     address = sock.getsockname()
+    loop = service.loop
+    take = loop._receive  # the loop's reader: ``shell.receiver`` bound to the socket
     for _ in range(count):
         client.sendto(payload, address)
-        service.loop._handle(receive(sock, address[1]))
+        loop._handle(take(0))
     counters = engine.counters.snapshot()
     assert counters["received"] == count and not counters["dropped"], counters
 

@@ -12,9 +12,11 @@ servers' replies near the cases that matter, in canonical and unusual encodings.
 from __future__ import annotations
 
 import dataclasses
+import re
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -28,6 +30,7 @@ from boothop.relay.engine import RelayEngine
 from boothop.relay.fastpath import FastPath
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
 from boothop.relay.service import RelayService
+from boothop.relay.shell import configure_logging
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import (
     MAGIC_COOKIE,
@@ -270,3 +273,34 @@ def test_step_lines_and_sends_are_the_same_on_either_path(stream: list[Datagram]
         runs.append((logs, [dataclasses.replace(a, ifindex=0) if isinstance(a, Deliver) else a
                             for a in sender.sent], relay.snapshot()))
     assert runs[0] == runs[1]
+
+
+@PROPERTY
+@given(st.lists(datagrams(), max_size=6), st.booleans())
+def test_fast_step_lines_from_templates_are_the_lines_of_their_fields(
+        tmp_path_factory: pytest.TempPathFactory, stream: list[Datagram], replied: bool) -> None:
+    """With JSON to a descriptor the fast path's step lines come from ``StepLines``' templates:
+    byte for byte but the timestamp, the lines ``log.info`` renders from the fields' dict."""
+    config = RelayConfig(helpers=(CONNECTED, ROUTED), interfaces=(
+        InterfaceConfig("lan0", Role.DOWNSTREAM), InterfaceConfig("up0", Role.UPSTREAM)),
+        agent_info=True)
+    written = []
+    for lean in (True, False):
+        path = tmp_path_factory.mktemp("lines") / "log"
+        with path.open("w") as out:
+            configure_logging("info", "json", out)
+            try:
+                relay = RelayService(RelayEngine(config, INTERFACES), None,  # type: ignore[arg-type]
+                                     FakeSender())
+                assert relay._fast_lines.still_lean()
+                relay._fast_lines.lean = lean
+                for datagram in stream:
+                    if replied:  # a reply answering a request: its latency in the line
+                        relay.replies.forwarded(datagram.source, int.from_bytes(
+                            datagram.payload[4:8], "big"), 0.3456789)
+                    relay.handle(datagram, 1.0)
+            finally:
+                configure_logging("info", "json")
+        written.append(path.read_bytes())
+    stamp = re.compile(rb'"timestamp":"[^"]*"')
+    assert stamp.sub(b"", written[0]) == stamp.sub(b"", written[1])

@@ -354,28 +354,18 @@ def ladder_run(
 
 #: Between two lone clients' DORAs: more than the server's BUSY_GAP, so none waits for company.
 LONE_PAUSE = 0.02
-#: What perfdhcp asks for (its default parameter request list).
-PARAMETERS = bytes((1, 28, 2, 3, 15, 6, 12))
 
 
 def lone_client(count: int) -> None:
     """In the generator namespace: ``count`` DORAs, one client at a time; prints one JSON line
     with each exchange's seconds (D-O, R-A), or null where no reply came within a second."""
     import socket
-    from ipaddress import IPv4Address
 
-    from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+    from server_hotpath import request_templates  # beside this script (sys.path[0])
 
-    def template(kind: MessageType, *options: tuple[int, bytes]) -> bytearray:
-        return bytearray(encode(DhcpMessage(
-            op=Op.BOOTREQUEST, xid=0, chaddr=bytes(16), hops=1, giaddr=IPv4Address(GENERATOR),
-            options=((Opt.MESSAGE_TYPE, bytes((kind,))), *options,
-                     (Opt.PARAMETER_REQUEST_LIST, PARAMETERS)))))
+    from boothop.relay.wire import MessageType, decode
 
-    discover = template(MessageType.DISCOVER)
-    request = template(MessageType.REQUEST, (Opt.SERVER_ID, IPv4Address(SERVER).packed),
-                       (Opt.REQUESTED_ADDRESS, bytes(4)))
-    requested_at = bytes(request).index(bytes((Opt.REQUESTED_ADDRESS, 4))) + 2
+    discover, request, requested_at = request_templates(GENERATOR, SERVER)
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind((GENERATOR, 67))
     relay.settimeout(1.0)

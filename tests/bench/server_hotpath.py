@@ -37,13 +37,31 @@ SERVER = "10.52.0.2"
 PARAMETERS = bytes((1, 28, 2, 3, 15, 6, 12))
 
 
+def request_templates(giaddr: str, server: str) -> tuple[bytearray, bytearray, int]:
+    """A DISCOVER and a REQUEST as perfdhcp sends them through a relay at ``giaddr`` to
+    ``server``, and the REQUEST's offset of the requested address: the client's xid, chaddr and
+    requested address are patched in per client, so the client side costs next to nothing."""
+    from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, encode
+
+    def template(kind: MessageType, *options: tuple[int, bytes]) -> bytearray:
+        return bytearray(encode(DhcpMessage(
+            op=Op.BOOTREQUEST, xid=0, chaddr=bytes(16), hops=1, giaddr=IPv4Address(giaddr),
+            options=((Opt.MESSAGE_TYPE, bytes((kind,))), *options,
+                     (Opt.PARAMETER_REQUEST_LIST, PARAMETERS)))))
+
+    discover = template(MessageType.DISCOVER)
+    request = template(MessageType.REQUEST, (Opt.SERVER_ID, IPv4Address(server).packed),
+                       (Opt.REQUESTED_ADDRESS, bytes(4)))
+    return discover, request, bytes(request).index(bytes((Opt.REQUESTED_ADDRESS, 4))) + 2
+
+
 def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
     """``count`` DORAs through the server's shell ring, core and lease store, ``burst`` clients
     at a time, logging at ``level`` (to stderr, which the parent discards)."""
     import structlog
 
     from boothop.relay.shell import configure_logging, open_udp
-    from boothop.relay.wire import DhcpMessage, MessageType, Op, Opt, decode, encode
+    from boothop.relay.wire import MessageType, decode
     from boothop.server.dhcp import service
     from boothop.server.dhcp.config import parse_dhcp
     from boothop.server.dhcp.core import DhcpServerCore
@@ -65,20 +83,7 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind((RELAY, 67))
     server = sock.getsockname()
-    giaddr = IPv4Address(RELAY)
-
-    def template(kind: MessageType, *options: tuple[int, bytes]) -> bytearray:
-        """A request as perfdhcp sends it; the client's xid, chaddr (and requested address) are
-        patched in per client, so the client side costs next to nothing in the count."""
-        return bytearray(encode(DhcpMessage(
-            op=Op.BOOTREQUEST, xid=0, chaddr=bytes(16), hops=1, giaddr=giaddr,
-            options=((Opt.MESSAGE_TYPE, bytes((kind,))), *options,
-                     (Opt.PARAMETER_REQUEST_LIST, PARAMETERS)))))
-
-    discover = template(MessageType.DISCOVER)
-    request = template(MessageType.REQUEST, (Opt.SERVER_ID, IPv4Address(SERVER).packed),
-                       (Opt.REQUESTED_ADDRESS, bytes(4)))
-    requested_at = bytes(request).index(bytes((Opt.REQUESTED_ADDRESS, 4))) + 2
+    discover, request, requested_at = request_templates(RELAY, SERVER)
 
     def message(payload: bytearray, n: int) -> bytearray:
         payload[4:8] = n.to_bytes(4, "big")  # xid

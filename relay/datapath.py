@@ -21,6 +21,7 @@ import struct
 import zlib
 from collections import Counter
 from ipaddress import IPv4Address
+from typing import Any
 
 from .actions import DeliveryMode
 from .config import GiaddrMode
@@ -44,6 +45,16 @@ SETTINGS = struct.Struct("<IIIHH4sI12QIIQQ")
 #: struct event of relay.bpf.c: one relayed packet, for the daemon's per-step log line (op 1
 #: request, 2 reply), or a client's throttling started (3) or stopped (4, with ``dropped``).
 EVENT = struct.Struct("<BBBB4s4s4sHBBII4s32sq16sQ")
+#: An event's fields, as ``EVENT`` unpacks them (op first).
+Event = tuple[Any, ...]
+#: The same event as its step line is rendered from it (``Events.take``, ``StepLines``): op,
+#: hlen, hops and type, xid, the flow (giaddr, source and its port, mode, helpers, ingress and
+#: delivery interfaces: what a relay's lines mostly share), destination, servers, latency,
+#: chaddr. Fewer objects an event, and the flow one key.
+STEP = struct.Struct("<BB2s4s20s4s32sq16s8x")
+Step = tuple[Any, ...]
+EVENT_FORWARDED = 1
+EVENT_DELIVERED = 2
 EVENT_THROTTLE_STARTED = 3
 EVENT_THROTTLE_STOPPED = 4
 #: struct client and struct allowance of relay.bpf.c: a key and a value of ``buckets``.

@@ -33,12 +33,22 @@ from .classes import DEFAULT_CLASS
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
-from .datapath import EVENT, EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED, mac_limit, tables
+from .datapath import (
+    EVENT,
+    EVENT_DELIVERED,
+    EVENT_FORWARDED,
+    EVENT_THROTTLE_STARTED,
+    STEP,
+    Event,
+    Step,
+    mac_limit,
+    tables,
+)
 from .drops import DropReason
 from .engine import RelayEngine
 from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
-from .kernel import DatapathUnavailable, Events, KernelDatapath, KernelReplies
+from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -197,10 +207,6 @@ class RelayService:
             self.loops.append(DatagramLoop(listener, self.observe, log=log, lock=self.lock,
                                            reader=receive_frame, port=sender.client_port))
         self.bind_logger()
-        #: The kernel datapath's step lines of the batch being read, and how they are rendered
-        #: (``_consume_steps``).
-        self._step_lines = LineBatch(self.log)
-        self._step_render: Callable[[bytes], bytes] | None = None
         self._missing: set[str] = set()
         self._written: dict[str, Any] | None = None
         #: The DHCPv6 relay running beside this one in the process, if any: its counters go
@@ -515,7 +521,7 @@ class RelayService:
         program sends an event per packet while info is enabled)."""
         if self.kernel is None:
             return
-        events = self.kernel.events(self._kernel_step)
+        events = self.kernel.events()
         try:
             while True:
                 # Woken by the first event after the last read (the ring buffer notifies a reader
@@ -523,43 +529,46 @@ class RelayService:
                 # would cost more than its log line.
                 await trio.lowlevel.wait_readable(events.fileno)
                 await trio.sleep(KERNEL_STEPS_PERIOD)
-                self._consume_steps(events)
+                self._kernel_events(events.take())
         finally:
-            self._consume_steps(events)
+            self._kernel_events(events.take())
             events.close()
 
-    def _consume_steps(self, events: Events) -> None:
-        """The events waiting, their lines written together (``LineBatch``), rendered straight
-        to bytes (``StepLines``) where the log takes them so."""
-        lines = self._step_lines = LineBatch(self.log)
-        self._step_render = (StepLines(self._iface, self._ifname, lines.stamp).render
-                             if lines.lean else None)
-        events.consume()
+    def _kernel_events(self, steps: list[Step]) -> None:
+        """A batch of the program's events: throttled clients told, the steps' lines written
+        together (``LineBatch``), rendered straight to bytes (``StepLines``) where the log takes
+        them so."""
+        lines = LineBatch(self.log)
+        if lines.lean:
+            render = StepLines(self._iface, self._ifname, lines.stamp).render
+            lines.extend([render(step) for step in steps if step[0] <= EVENT_DELIVERED])
+            steps = [step for step in steps if step[0] > EVENT_DELIVERED]
+        for step in steps:  # throttled clients; every step where the log is not lean
+            event = EVENT.unpack(STEP.pack(*step))
+            if event[0] > EVENT_DELIVERED:
+                self._kernel_throttle(event[10], event[15][:event[1]],
+                                      event[0] == EVENT_THROTTLE_STARTED, event[16])
+            else:
+                self._kernel_step(lines, event)
         lines.flush()
 
-    def _kernel_step(self, data: bytes) -> None:
-        """One event of the program: the line ``_log_outcome`` writes for the same step, built
+    def _kernel_step(self, lines: LineBatch, event: Event) -> None:
+        """A step of the program: the line ``_log_outcome`` writes for the same step, built
         from the event's fields (no message, no actions: some 30 µs a line less)."""
-        if data[0] in (1, 2) and self._step_render is not None:
-            self._step_lines.write(self._step_render(data))
-            return
         (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
-         delivery, destination, servers, latency, chaddr, dropped) = EVENT.unpack(data)
-        if op in (EVENT_THROTTLE_STARTED, EVENT_THROTTLE_STOPPED):
-            self._kernel_throttle(ifindex, chaddr[:hlen], op == EVENT_THROTTLE_STARTED, dropped)
-            return
+         delivery, destination, servers, latency, chaddr, _) = event
         packet = self._step_context(
             f"0x{xid.hex()}", chaddr[:hlen].hex(":"), ifindex,
             socket.inet_ntoa(giaddr), hops, STEP_TYPES[kind],
             f"{socket.inet_ntoa(source)}:{source_port}")
-        if op == 1:
-            self._step_lines.info("relay.request.forwarded", {
+        if op == EVENT_FORWARDED:
+            lines.info("relay.request.forwarded", {
                 **packet, "servers": [socket.inet_ntoa(servers[i:i + 4])
                                       for i in range(0, 4 * helpers, 4)],
                 # No class names the interface (those stay in the daemon): the default one.
                 "forwarding_class": DEFAULT_CLASS})
         else:
-            self._step_lines.info("relay.reply.delivered", {
+            lines.info("relay.reply.delivered", {
                 **packet, "mode": (DeliveryMode.UNICAST_CHADDR if mode
                                    else DeliveryMode.BROADCAST).value,
                 "destination": socket.inet_ntoa(destination), "ifname": self._ifname(delivery),
@@ -570,7 +579,6 @@ class RelayService:
         engine's Throttle actions are (the program counted it)."""
         self._log_throttle(Throttle("mac", mac.hex(":"), self._ifname(ifindex), started,
                                     dropped))
-
     def detach_kernel(self) -> None:
         """Remove the program from every interface (at exit)."""
         if self.kernel is None:

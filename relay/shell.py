@@ -206,6 +206,17 @@ class LineBatch:
         self._lines.append(line)
         self._size += len(line)
 
+    def extend(self, lines: list[bytes]) -> None:
+        """Lines rendered by the caller (only while ``lean``), written now: as many whole
+        lines a write as the longest allows within ``PIPE_BUF`` (a kernel batch's lines are
+        much alike; cheaper than ``write`` a line)."""
+        self.flush()
+        if not lines or self._output is None:
+            return
+        per_write = max(1, select.PIPE_BUF // max(map(len, lines)))
+        for start in range(0, len(lines), per_write):
+            self._output.msg(b"".join(lines[start:start + per_write]))
+
     @staticmethod
     def stamp() -> str:
         """Now, as a line's timestamp."""

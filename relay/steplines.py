@@ -3,24 +3,25 @@
 At info the daemon writes a line per step the program relayed (``RelayService._kernel_step``),
 some 10,000 a second at 2,500 DORA/s. Built as a dict and rendered by orjson, such a line costs
 the daemon about 48k instructions; most of it is Python building fields that, for a relay,
-barely change (the interface, the helpers, the type). Rendered here with one bytes format per
-line and per-batch caches of the encoded values (interfaces, helpers, addresses) and one
-timestamp per batch (its lines are written at one moment): some 15k. Hand-written, so a
+barely change (the interface, the helpers, the type). Rendered here as bytes: what a batch's
+lines of one flow share (all but the xid, chaddr, a reply's destination and latency) once per
+batch, then a line a format of those few: some 10k a line, reading the ring included.
+Hand-written, so a
 property test (tests/unit/test_relay_service_shell.py) requires the bytes ``LineBatch`` renders
 from the dict the daemon builds for the same events: same keys, order, values and escaping.
 """
 
 from __future__ import annotations
 
-import binascii
 import socket
+from binascii import hexlify
 from collections.abc import Callable
 
 import orjson
 
 from .actions import DeliveryMode, type_name
 from .classes import DEFAULT_CLASS
-from .datapath import EVENT
+from .datapath import EVENT, EVENT_FORWARDED, STEP, Step
 from .wire.message import message_type_of
 
 #: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
@@ -30,12 +31,19 @@ STEP_TYPES = ("BOOTP", *(type_name(message_type_of(bytes((kind,)))) for kind in 
 TYPES_JSON = tuple(orjson.dumps(name) for name in STEP_TYPES)
 _MODES = (DeliveryMode.BROADCAST.value.encode(), DeliveryMode.UNICAST_CHADDR.value.encode())
 _CLASS = orjson.dumps(DEFAULT_CLASS)
-_COMMON = (b'{"xid":"0x%s","chaddr":"%s","iface":%s,"giaddr":"%s","hops":%d,"type":%s,'
-           b'"source":"%s:%d",')
-_FORWARDED = (_COMMON + b'"servers":%s,"forwarding_class":' + _CLASS
-              + b',"event":"relay.request.forwarded","level":"info","timestamp":"%s"}\n')
-_DELIVERED = (_COMMON + b'"mode":"%s","destination":"%s","ifname":%s,"latency_ms":%s,'
-              b'"event":"relay.reply.delivered","level":"info","timestamp":"%s"}\n')
+_HEAD = b'{"xid":"0x%s","chaddr":"%s",'
+_FLOW = b'"iface":%s,"giaddr":"%s","hops":%d,"type":%s,"source":"%s:%d",'
+_REQUEST = (b'"servers":%s,"forwarding_class":' + _CLASS
+            + b',"event":"relay.request.forwarded","level":"info","timestamp":"%s"}\n')
+_MODE = b'"mode":"%s",'
+_DESTINATION = b'"destination":"%s",'
+_IFNAME = b'"ifname":%s,"latency_ms":'
+_REPLY = b',"event":"relay.reply.delivered","level":"info","timestamp":"%s"}\n'
+_FORWARDED = _HEAD + _FLOW + _REQUEST
+_DELIVERED = _HEAD + _FLOW + _MODE + _DESTINATION + _IFNAME + b"%s" + _REPLY
+#: The same lines with what a batch's steps of one flow share rendered once (``render``).
+_FORWARDED_STEP = _HEAD + b"%s"
+_DELIVERED_STEP = _HEAD + b"%s" + _DESTINATION + b"%s%s%s"
 
 
 #: The fields every step line starts with, encoded: xid (hex), chaddr, iface (JSON), giaddr,
@@ -54,12 +62,52 @@ class StepLines:
                  stamp: Callable[[], str]) -> None:
         self._iface, self._ifname, self._stamp = iface, ifname, stamp
         self._ifaces: dict[int, bytes] = {}
-        self._ifnames: dict[int, bytes] = {}
-        self._servers: dict[bytes, bytes] = {}
-        #: For ``render`` alone (a batch's: the user path's StepLines lives long, and a client
-        #: picks the giaddr and source it sends).
+        #: For ``render`` alone (a batch's: the user path's StepLines lives long, a client
+        #: picks the giaddr and source it sends, and the timestamp is the batch's): by flow,
+        #: what follows a request's chaddr, the pieces of a reply's line around its destination
+        #: and latency; addresses as text.
+        self._requests: dict[bytes, bytes] = {}
+        self._replies: dict[bytes, tuple[bytes, bytes, bytes]] = {}
         self._addresses: dict[bytes, bytes] = {}
         self._stamped: bytes | None = None
+
+    def render(self, step: Step) -> bytes:
+        """The line of a relayed request (op 1) or reply (op 2): its xid, chaddr (and a
+        reply's destination and latency) around what its flow's lines share, rendered at the
+        flow's first (a line per packet, so every call counts)."""
+        op, hlen, hops_kind, xid, flow, destination, servers, latency, chaddr = step
+        if op == EVENT_FORWARDED:
+            key = flow + hops_kind + servers
+            return _FORWARDED_STEP % (hexlify(xid), hexlify(chaddr[:hlen], b":"),
+                                      self._requests.get(key) or self._request(key, step))
+        key = flow + hops_kind
+        before, between, after = self._replies.get(key) or self._reply(key, step)
+        return _DELIVERED_STEP % (
+            hexlify(xid), hexlify(chaddr[:hlen], b":"), before,
+            self._addresses.get(destination) or self._address(destination), between,
+            b"null" if latency < 0 else orjson.dumps(round(latency / 1e6, 3)), after)
+
+    def _request(self, key: bytes, step: Step) -> bytes:
+        (_, _, hops, kind, _, giaddr, source, source_port, _, helpers, ifindex, _, _, servers,
+         _, _, _) = EVENT.unpack(STEP.pack(*step))
+        addresses = servers[:4 * helpers]
+        listed = orjson.dumps([socket.inet_ntoa(addresses[i:i + 4])
+                               for i in range(0, len(addresses), 4)])
+        rest = self._requests[key] = (
+            _FLOW % (self.iface(ifindex), self._address(giaddr), hops, TYPES_JSON[kind],
+                     self._address(source), source_port)
+            + _REQUEST % (listed, self._now()))
+        return rest
+
+    def _reply(self, key: bytes, step: Step) -> tuple[bytes, bytes, bytes]:
+        (_, _, hops, kind, _, giaddr, source, source_port, mode, _, ifindex, delivery, _, _,
+         _, _, _) = EVENT.unpack(STEP.pack(*step))
+        pieces = self._replies[key] = (
+            _FLOW % (self.iface(ifindex), self._address(giaddr), hops, TYPES_JSON[kind],
+                     self._address(source), source_port) + _MODE % _MODES[mode],
+            _IFNAME % orjson.dumps(self._ifname(delivery)),
+            _REPLY % self._now())
+        return pieces
 
     def _address(self, packed: bytes) -> bytes:
         text = self._addresses.get(packed)
@@ -67,29 +115,10 @@ class StepLines:
             text = self._addresses[packed] = socket.inet_ntoa(packed).encode()
         return text
 
-    def render(self, data: bytes) -> bytes:
-        """The line of a relayed request (op 1) or reply (op 2) event."""
-        (op, hlen, hops, kind, xid, giaddr, source, source_port, mode, helpers, ifindex,
-         delivery, destination, servers, latency, chaddr, _) = EVENT.unpack(data)
-        address = self._address
-        common = (binascii.hexlify(xid), binascii.hexlify(chaddr[:hlen], b":"),
-                  self.iface(ifindex), address(giaddr), hops, TYPES_JSON[kind], address(source),
-                  source_port)
-        stamp = self._stamped
-        if stamp is None:
-            stamp = self._stamped = self._stamp().encode()
-        if op == 1:
-            addresses = servers[:4 * helpers]
-            listed = self._servers.get(addresses)
-            if listed is None:
-                listed = self._servers[addresses] = orjson.dumps(
-                    [socket.inet_ntoa(addresses[i:i + 4]) for i in range(0, len(addresses), 4)])
-            return self.forwarded(common, listed, stamp)
-        name = self._ifnames.get(delivery)
-        if name is None:
-            name = self._ifnames[delivery] = orjson.dumps(self._ifname(delivery))
-        took = b"null" if latency < 0 else orjson.dumps(round(latency / 1e6, 3))
-        return self.delivered(common, _MODES[mode], address(destination), name, took, stamp)
+    def _now(self) -> bytes:
+        if self._stamped is None:
+            self._stamped = self._stamp().encode()
+        return self._stamped
 
     def iface(self, ifindex: int) -> bytes:
         """An ingress interface as a line names it, JSON (cached)."""

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from boothop.relay.actions import Deliver, DeliveryMode, Forward, Outcome, Warn
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.configfile import ConfigError, RelaySettings
-from boothop.relay.datapath import EVENT
+from boothop.relay.datapath import EVENT, STEP, Event
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Interface, InterfaceTable, Role
@@ -378,13 +378,12 @@ def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
     assert isinstance(forwarded, Forward) and isinstance(delivered, Deliver)
     assert delivered.ifname == LAN.name
     with capture_logs() as kernel:
-        relay._step_lines = LineBatch(relay.log)
-        relay._kernel_step(kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68,
-                                        LAN.index, servers=(SERVER,)))
-        relay._kernel_step(kernel_event(2, offer, SERVER, 67, UPLINK.index,
-                                        delivery=LAN.index,
-                                        destination=delivered.destination,
-                                        latency_ns=250_000_000))
+        relay._kernel_events([
+            STEP.unpack(kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68,
+                                     LAN.index, servers=(SERVER,))),
+            STEP.unpack(kernel_event(2, offer, SERVER, 67, UPLINK.index, delivery=LAN.index,
+                                     destination=delivered.destination,
+                                     latency_ns=250_000_000))])
     assert [e["event"] for e in kernel] == ["relay.request.forwarded", "relay.reply.delivered"]
     assert kernel == daemon
     assert kernel[1]["mode"] == "unicast-chaddr" and kernel[1]["latency_ms"] == 250.0
@@ -433,6 +432,41 @@ def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
     assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes)
 
 
+def test_a_line_batch_extended_writes_whole_lines_in_order_within_pipe_buf(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``extend``: the lines as given, each whole, in writes of at most PIPE_BUF bytes (as
+    many as the longest line allows), after the lines written before; a line longer than
+    PIPE_BUF alone in its write."""
+    reader, writer = os.pipe()
+    writes: list[bytes] = []
+    write = os.write
+
+    def recorded(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return write(fd, data)
+
+    given = [b"%d %s\n" % (n, b"x" * (n * 37 % 300)) for n in range(60)]
+    try:
+        with os.fdopen(writer, "w", closefd=False) as stream:
+            configure_logging("info", "json", stream)
+            batch = LineBatch(structlog.get_logger().bind())
+            assert batch.lean
+            monkeypatch.setattr(os, "write", recorded)
+            batch.write(b"first\n")
+            batch.extend(given)
+            batch.extend([b"y" * select.PIPE_BUF + b"\n"])
+            monkeypatch.undo()
+            written = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+        os.close(writer)
+        configure_logging("info", "json")
+    assert written == b"first\n" + b"".join(given) + b"y" * select.PIPE_BUF + b"\n"
+    assert writes[0] == b"first\n" and writes[-1] == b"y" * select.PIPE_BUF + b"\n"
+    assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes[1:-1])
+    assert len(writes) < 10
+
+
 @settings(max_examples=300, deadline=None)
 @given(op=st.sampled_from((1, 2)), hlen=st.integers(0, 16), hops=st.integers(0, 255),
        kind=st.integers(0, 255), xid=st.binary(min_size=4, max_size=4),
@@ -456,10 +490,9 @@ def test_kernel_step_lines_rendered_to_bytes_are_the_lines_of_their_fields(
     giaddr, source, destination = addresses
 
     def event(giaddr: bytes, source: bytes, destination: bytes, ifindex: int,
-              delivery: int) -> bytes:
-        return EVENT.pack(op, hlen, hops, kind, xid, giaddr, source, port, mode, len(servers),
-                          ifindex, delivery, destination, b"".join(servers).ljust(32, b"\0"),
-                          latency, chaddr, 0)
+              delivery: int) -> Event:
+        return (op, hlen, hops, kind, xid, giaddr, source, port, mode, len(servers), ifindex,
+                delivery, destination, b"".join(servers).ljust(32, b"\0"), latency, chaddr, 0)
 
     batch = [event(giaddr, source, destination, ifindex, delivery)] * 2 + [
         event(destination, giaddr, source, delivery if delivery != 98 else 7, ifindex)]
@@ -468,13 +501,12 @@ def test_kernel_step_lines_rendered_to_bytes_are_the_lines_of_their_fields(
         configure_logging("info", "json", stream)
         try:
             relay.bind_logger()
-            lines = relay._step_lines = LineBatch(relay.log)
+            lines = LineBatch(relay.log)
             assert lines.lean
-            relay._step_render = None
-            for data in batch:
-                relay._kernel_step(data)  # the fields' dict, rendered as log.info renders it
+            for each in batch:
+                relay._kernel_step(lines, each)  # the fields' dict, as log.info renders it
             steps = StepLines(relay._iface, relay._ifname, lines.stamp)
-            rendered = b"".join(steps.render(data) for data in batch)
+            rendered = b"".join(steps.render(STEP.unpack(EVENT.pack(*each))) for each in batch)
             lines.flush()
         finally:
             configure_logging("info", "json")

@@ -5,10 +5,10 @@ some 10,000 a second at 2,500 DORA/s. Built as a dict and rendered by orjson, su
 the daemon about 48k instructions; most of it is Python building fields that, for a relay,
 barely change (the interface, the helpers, the type). Rendered here as bytes: what a batch's
 lines of one flow share (all but the xid, chaddr, a reply's destination and latency) once per
-batch, then a line a format of those few: some 10k a line, reading the ring included.
-Hand-written, so a
-property test (tests/unit/test_relay_service_shell.py) requires the bytes ``LineBatch`` renders
-from the dict the daemon builds for the same events: same keys, order, values and escaping.
+batch, then a line a format of those few: some 10k a line, written included (callgrind).
+Hand-written, so a property test (tests/unit/test_relay_service_shell.py) requires the bytes
+``LineBatch`` renders from the dict the daemon builds for the same events: same keys, order,
+values and escaping.
 """
 
 from __future__ import annotations

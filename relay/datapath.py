@@ -81,7 +81,7 @@ SERVER_ROUTED = 3
 #: The program's counters array (the enum in relay.bpf.c), in order.
 COUNTERS = ("received", "requests", "replies", "agent_info_added", "agent_info_omitted_oversize",
             "delivered_broadcast", "delivered_chaddr", "redirect_errors", "rate_limited_mac",
-            "throttled_mac", "passed_up")
+            "throttled_mac", "events_lost", "passed_up")
 #: Why a DHCP datagram went up (UP_* in relay.bpf.c), in order; counted after COUNTERS.
 PASSED_UP_REASONS = ("disabled", "headers", "checksum", "message", "interface", "checks",
                      "agent", "route", "reply", "contended")

@@ -331,6 +331,11 @@ class KernelDatapath:
         return [KernelClient.decode(key, value)
                 for key, value in self.program.entries("buckets", CLIENT.size, ALLOWANCE.size)]
 
+    def events_lost(self) -> int:
+        """Events the program had no room for in the ring, ever (its counter): step lines and
+        throttled clients never told, the daemon having fallen behind."""
+        return self.program.per_cpu_sum("counters", U32.pack(COUNTERS.index("events_lost")))
+
     def throttled_started(self) -> int:
         """Clients whose throttling started in the program, ever (its counter)."""
         return self.program.per_cpu_sum("counters", U32.pack(COUNTERS.index("throttled_mac")))

@@ -150,6 +150,9 @@ FAMILIES = (
     Family("boothop_relay_datapath_requests", "counter",
            "BOOTREQUESTs received, per datapath (kernel: relayed or rate-limited by the tc "
            "program; user: the daemon)", ("datapath", "requests", "{path}")),
+    Family("boothop_relay_kernel_events_lost", "counter",
+           "Events (step lines, throttled clients) the kernel datapath had no room for in its "
+           "ring: the daemon fell behind", ("datapath", "events_lost")),
     Family("boothop_relay_kernel_passed_up", "counter",
            "DHCP datagrams the kernel datapath left to the daemon, per reason",
            ("datapath", "passed_up", "{reason}")),
@@ -190,6 +193,8 @@ class RelayService:
         #: The kernel datapath's clients being throttled, as of the last sweep, and those
         #: whose throttling ended (stopped, forgotten), of the program's count of starts.
         self.kernel_throttled = self.kernel_unthrottled = 0
+        #: The program's events_lost as of the last sweep (told when it grows).
+        self.kernel_events_lost = 0
         self.latency: dict[IPv4Address, Histogram] = {}
         self.limiter = RateLimiter()
         #: Held by the receive thread for each datagram, and by trio tasks to swap or read state.
@@ -643,12 +648,13 @@ class RelayService:
         datapath: dict[str, Any] = {"mode": "user", "received": {"kernel": 0,
                                                                  "user": counters.received},
                                     "requests": {"kernel": 0, "user": counters.requests},
-                                    "passed_up": {}}
+                                    "passed_up": {}, "events_lost": 0}
         if self.kernel is not None:
             counts = self.kernel.counts()
             datapath.update(mode="kernel", passed_up=counts.passed_up)
             datapath["received"]["kernel"] = counts.counters["received"]
             datapath["requests"]["kernel"] = counts.counters["requests"]
+            datapath["events_lost"] = counts.counters["events_lost"]
             counters = counters.plus(counts.as_relay_counters(self.sender.server_port))
         received_on = counters.received_on
         return {
@@ -735,9 +741,15 @@ class RelayService:
                 self._sweep_kernel(now)
 
     def _sweep_kernel(self, now: float) -> None:
-        """The kernel datapath's throttled clients gone quiet (its map is read only while
-        some client may be throttled: not each second of a flood of fresh MACs)."""
+        """The kernel datapath's events lost since the last sweep, and its throttled clients
+        gone quiet (its map is read only while some client may be throttled: not each second
+        of a flood of fresh MACs)."""
         assert self.kernel is not None
+        lost = self.kernel.events_lost()
+        if lost > self.kernel_events_lost:
+            self.log.warning("relay.kernel.events_lost", lost=lost - self.kernel_events_lost,
+                             total=lost)
+            self.kernel_events_lost = lost
         started = self.kernel.throttled_started()
         if started <= self.kernel_unthrottled:
             return

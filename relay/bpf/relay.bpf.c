@@ -163,6 +163,7 @@ enum {
 	C_REDIRECT_ERRORS,
 	C_RATE_LIMITED_MAC, /* requests dropped over their MAC's rate */
 	C_THROTTLED_MAC,    /* clients whose throttling started */
+	C_EVENTS_LOST,      /* events the ring had no room for: the daemon fell behind */
 	C_PASSED_UP, /* DHCP datagrams to our port left to the daemon */
 	C_UP_FIRST,  /* C_UP_FIRST + reason: why */
 };
@@ -616,7 +617,8 @@ static __always_inline void throttle_event(struct scratch *buf, __u8 op, struct 
 	e->ifindex = key->ifindex;
 	e->dropped = dropped;
 	__builtin_memcpy(e->chaddr, key->chaddr, 16);
-	bpf_ringbuf_output(&events, e, sizeof(*e), 0);
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(C_EVENTS_LOST);
 }
 
 enum { ADMITTED, THROTTLED, CONTENDED };
@@ -800,7 +802,8 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.helpers = helpers;
 		for (__u32 i = 0; i < MAX_HELPERS; i++)
 			buf->event.servers[i] = i < helpers ? iface->helpers[i] : 0;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+		if (bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0))
+			count(C_EVENTS_LOST);
 	}
 	struct headers *h = &buf->out;
 	for (__u32 i = 0; i < MAX_HELPERS; i++) {
@@ -1026,7 +1029,8 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 		buf->event.delivery = delivery;
 		buf->event.destination = broadcast ? 0xffffffff : yiaddr;
 		buf->event.latency = latency_ns;
-		bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0);
+		if (bpf_ringbuf_output(&events, &buf->event, sizeof(buf->event), 0))
+			count(C_EVENTS_LOST);
 	}
 	return bpf_redirect(delivery, 0);
 }

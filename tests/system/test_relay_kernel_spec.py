@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import require_system
@@ -41,6 +42,7 @@ from hypothesis import strategies as st
 from pyroute2 import netns as pyroute2_netns
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
+from structlog.testing import capture_logs
 
 from boothop.relay import datapath, netlink
 from boothop.relay.actions import Deliver, DeliveryMode, Drop, Forward
@@ -58,6 +60,7 @@ from boothop.relay.kernel import (
     Program,
     build,
 )
+from boothop.relay.service import RelayService
 from boothop.relay.sockets import ipv4_udp
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Opt, decode, encode
@@ -503,10 +506,10 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
     """Two and a half rings' worth of events, read a batch at a time in place (``Events.take``):
     every event arrives, in order, with the fields the program wrote, also those whose records
     straddle the ring's end (a record is 104 bytes, of which 2**20 is not a multiple: read
-    through the data's second mapping); each take frees its records' room, so the program
-    never finds the ring full."""
+    through the data's second mapping); each take frees its records' room. Left unread, the
+    ring keeps the oldest and the program counts the newest it had no room for (events_lost)."""
     ring = program.max_entries("events") // (8 + datapath.EVENT.size)
-    total, batch = ring * 5 // 2, 4000
+    total, batch, extra = ring * 5 // 2, 4000, 100
     engine = engine_for(spec_ns, limited(10**6, 10**6))
     c0 = engine.interfaces.by_name("c0")
     assert c0 is not None
@@ -519,14 +522,35 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
                             / IP(src="0.0.0.0", dst="255.255.255.255", ttl=64)
                             / UDP(sport=68, dport=67, chksum=0) / payload))
     xid_at = len(frame) - len(payload) + 4
+    unread = range(1 << 20, (1 << 20) + ring + extra)
+
+    def relay(xid: int) -> None:
+        frame[xid_at:xid_at + 4] = xid.to_bytes(4, "big")
+        assert program.test_run(bytes(frame), c0.index)[0] == TC_ACT_REDIRECT
+
+    def xids(steps: list[datapath.Step]) -> list[int]:
+        return [int.from_bytes(step[3], "big") for step in steps]
+
     events = kernel.events()
     taken: list[datapath.Step] = []
     try:
         events.take()
+        lost = kernel.events_lost()
+        with inside(spec_ns):
+            for xid in unread:
+                relay(xid)
+        assert kernel.events_lost() - lost == extra
+        assert xids(events.take()) == list(unread[:ring])
+        daemon = RelayService(engine, None, SimpleNamespace(upstream=None),  # type: ignore[arg-type]
+                              kernel=kernel)
+        with capture_logs() as told:
+            daemon.sweep(time.monotonic())
+            daemon.sweep(time.monotonic())  # told once
+        assert [(e["event"], e["lost"], e["total"]) for e in told] == [
+            ("relay.kernel.events_lost", lost + extra, lost + extra)]
         with inside(spec_ns):
             for xid in range(total):
-                frame[xid_at:xid_at + 4] = xid.to_bytes(4, "big")
-                assert program.test_run(bytes(frame), c0.index)[0] == TC_ACT_REDIRECT
+                relay(xid)
                 if xid % batch == batch - 1:
                     taken += events.take()
         taken += events.take()
@@ -534,12 +558,12 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
         events.close()
         with inside(spec_ns):
             kernel.push(datapath.tables(engine, 67))
-        for xid in range(total):  # the pairs the program tracks: the tests after fill the map
-            program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
-    assert total > 2 * ring
-    events = [datapath.EVENT.unpack(datapath.STEP.pack(*step)) for step in taken]
-    assert [int.from_bytes(e[4], "big") for e in events] == list(range(total))
-    assert {(e[0], e[1], e[2], e[10], e[13][:4], e[15][:6]) for e in events} == {
+        for xid in (*unread, *range(total)):  # the pairs the program tracks: tests after fill
+            program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))  # the map
+    assert total > 2 * ring and kernel.events_lost() - lost == extra
+    assert xids(taken) == list(range(total))
+    events_told = [datapath.EVENT.unpack(datapath.STEP.pack(*step)) for step in taken]
+    assert {(e[0], e[1], e[2], e[10], e[13][:4], e[15][:6]) for e in events_told} == {
         (datapath.EVENT_FORWARDED, 6, 1, c0.index, NEAR_A.packed, CLIENT_MAC)}
 
 

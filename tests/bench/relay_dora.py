@@ -960,6 +960,10 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
               f"{_median(f.round_trip_ms):>6.2f}ms {_median(f.max_relayed):>9.0f}/s   "
               + " " * 21 + " ".join(f"{f.median_transit(k):>8.0f}" for k in DORA)
               + f"  {f.added_per_dora_us:>8.0f} us")
+    below = [name for name, f in figures.items() if f.lossless and not _median(f.lossless)]
+    if below:
+        print(f"  lossless 0/s: {', '.join(below)} lost DORAs already at the ladder's first "
+              f"step, {args.ladder[0]}/s")
     if "dhcrelay" in figures:
         d = figures["dhcrelay"]
         for name in figures:

@@ -27,7 +27,7 @@ from boothop.relay.wire import (
     Opt,
     WireError,
     address_of,
-    decode,
+    decode_options,
     encode,
 )
 from boothop.relay.wire.pxe import HTTP_TWINS
@@ -181,13 +181,13 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     def handle(self, dgram: Datagram, now: float) -> list[Action]:
         """Any bytes in, actions out: a malformed datagram is a Drop, never an exception."""
         try:
-            msg = decode(dgram.payload)
+            msg, options = decode_options(dgram.payload)
         except WireError as exc:
             return [Drop(DropReason.MALFORMED, str(exc))]
         if msg.op != _BOOTREQUEST:
             return [Drop(DropReason.NOT_A_REQUEST)]
         try:
-            request = self._request(msg, dgram)
+            request = self._request(msg, options, dgram)
         except _Dropped as dropped:
             return [dropped.drop]
         raw_type = request.options.get(_MESSAGE_TYPE)
@@ -198,11 +198,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             return [Drop(DropReason.UNEXPECTED_MESSAGE_TYPE, f"message type {msg.message_type}")]
         return handler(self, request, now)
 
-    def _request(self, msg: DhcpMessage, dgram: Datagram) -> Request:
+    def _request(self, msg: DhcpMessage, options: dict[int, bytes], dgram: Datagram) -> Request:
         relayed = msg.giaddr is not ZERO  # decode gives ZERO itself for 0.0.0.0 (no __eq__ call)
         if self.config.interfaces and not relayed and dgram.ifname not in self.config.interfaces:
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
-        options = dict(msg.options)
         mac = msg.chaddr[:msg.hlen]  # the codec refuses hlen > 16
         client_id = options.get(_CLIENT_ID) or None
         if client_id is None and (msg.hlen == 0 or not any(mac)):

@@ -416,12 +416,8 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
                     and current.is_active(now))
         reservation = self._reserved.get(number) if self._reserved else None
         hostname = reservation.hostname if reservation is not None else None
-        lease = Lease(
-            address=address, state=_BOUND, client_key=request.key,
-            mac=request.mac, client_id=request.client_id, subnet=net,
-            starts=now, expires=None if infinite else now + request.subnet.lease_time,
-            hostname=hostname,
-        )
+        lease = Lease(address, _BOUND, request.key, request.mac, request.client_id, net, now,
+                      None if infinite else now + request.subnet.lease_time, hostname)
         replaced = self._put(number, lease, current)
         self._forget_offer(number)
         actions.append(Commit(lease, _RENEWED if renewing else _BOUND_EVENT,
@@ -585,7 +581,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
         nak = kind is _NAK
-        destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
+        destination = reply_destination(msg, yiaddr, nak, request.relay_port)
         # Keyed by the server identifier's identity (hashing an address is a Python call); the
         # entry holds the object, so its id is not reused while the entry lives.
         key = (subnet.name, kind, id(request.server_id))

@@ -69,6 +69,19 @@ _UPSERTS = {(client_id, hostname): _upsert(client_id, hostname)
 _STATE_TEXT = {state: state.value for state in LeaseState}
 
 
+def _upsert_of(lease: Lease) -> tuple[str, tuple[object, ...]]:
+    """The statement that writes ``lease`` (see _UPSERTS) and the row it binds."""
+    client_id, hostname = lease.client_id, lease.hostname
+    row: tuple[object, ...] = (int(lease.address), _STATE_TEXT[lease.state], lease.client_key,
+                               bytearray(lease.mac))
+    if client_id is not None:
+        row += (bytearray(client_id),)
+    row += (lease.subnet, lease.starts, lease.expires)
+    if hostname is not None:
+        row += (hostname,)
+    return _UPSERTS[(client_id is not None, hostname is not None)], row
+
+
 class LeaseDbError(DaemonError):
     """The lease database cannot be used: which file, what is wrong, what to do."""
 
@@ -165,32 +178,24 @@ class SqliteLeaseStore:
 
     def write(self, leases: Sequence[Lease], deletes: Iterable[IPv4Address] = ()) -> None:
         gone = [(int(a),) for a in deletes]
-        if not leases and not gone:
-            return
-        # Rows by the statement that takes them: see _UPSERTS.
-        shapes: dict[tuple[bool, bool], list[tuple[object, ...]]] = {}
-        for lease in leases:
-            client_id, hostname = lease.client_id, lease.hostname
-            row: tuple[object, ...] = (int(lease.address), _STATE_TEXT[lease.state],
-                                       lease.client_key, bytearray(lease.mac))
-            if client_id is not None:
-                row += (bytearray(client_id),)
-            row += (lease.subnet, lease.starts, lease.expires)
-            if hostname is not None:
-                row += (hostname,)
-            shapes.setdefault((client_id is not None, hostname is not None), []).append(row)
         if len(leases) == 1 and not gone:
             # One statement in autocommit: SQLite makes it a transaction of its own, committed
             # (and synced) before execute returns, without the two statements of an explicit
             # one (a lone client's REQUEST is such a burst: 53k -> 42k instructions).
-            ((shape, (row,)),) = shapes.items()
-            self._db.execute(_UPSERTS[shape], row)
+            self._db.execute(*_upsert_of(leases[0]))
             return
+        if not leases and not gone:
+            return
+        # Rows by the statement that takes them: see _UPSERTS.
+        shapes: dict[str, list[tuple[object, ...]]] = {}
+        for lease in leases:
+            statement, row = _upsert_of(lease)
+            shapes.setdefault(statement, []).append(row)
         with _Transaction(self._db):
             if gone:
                 self._db.executemany("DELETE FROM leases WHERE address = ?", gone)
-            for shape, rows in shapes.items():
-                self._db.executemany(_UPSERTS[shape], rows)
+            for statement, rows in shapes.items():
+                self._db.executemany(statement, rows)
 
     def load6(self) -> list[Lease6]:
         try:

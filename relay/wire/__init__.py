@@ -29,6 +29,7 @@ from .message import (
     DhcpMessage,
     address_of,
     decode,
+    decode_options,
     encode,
     encoded_size,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "WireError",
     "address_of",
     "decode",
+    "decode_options",
     "encode",
     "encoded_size",
     "option_name",

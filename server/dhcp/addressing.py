@@ -21,12 +21,15 @@ class Destination:
     to_chaddr: bool = False
 
 
-def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, *, nak: bool,
+def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, nak: bool,
                       relay_port: int = SERVER_PORT) -> Destination:
     """``relay_port``: where a relay agent listens (RFC 8357 §5.2: the source port of a request
-    carrying the Relay Source Port sub-option), else 67."""
+    carrying the Relay Source Port sub-option), else 67.
+
+    ``request`` comes from the codec, whose 0.0.0.0 is ``ZERO`` itself: giaddr is compared by
+    identity (``!=`` on an IPv4Address is a Python call, for every reply)."""
     flags = request.flags
-    if request.giaddr != ZERO:
+    if request.giaddr is not ZERO:
         # RFC 2131 §4.1: "If the 'giaddr' field in a DHCP message from a client is non-zero, the
         # server sends any return messages to the 'DHCP server' port on the BOOTP relay agent
         # whose address appears in 'giaddr'."

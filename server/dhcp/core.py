@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, ClassVar
 
 from boothop.relay.wire import (
@@ -27,7 +27,7 @@ from boothop.relay.wire import (
     Opt,
     WireError,
     address_of,
-    decode,
+    decode_options,
     encode,
 )
 from boothop.relay.wire.pxe import HTTP_TWINS
@@ -114,17 +114,24 @@ class _Offer:
     expires: float
 
 
-class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
+class DhcpServerCore(LeaseBook[int, Lease, Action]):
+    """The tables are keyed by the address as an integer (a row's ``Lease.address`` stays an
+    IPv4Address): hashing an IPv4Address is a Python call (formatting it as hex text), and so is
+    comparing two, where an int is hashed and compared in C. Some eight lookups per DORA."""
+
     def __init__(self, config: DhcpConfig, leases: Iterable[Lease] = (), *,
                  pxe_colocated: bool = False) -> None:
         self.pxe_colocated = pxe_colocated
-        self.leases: dict[IPv4Address, Lease] = {}
+        #: The lease rows by address (as an int).
+        self.leases: dict[int, Lease] = {}
         #: (subnet, client key) -> the address of that client's latest lease row there.
-        self.by_client: dict[tuple[str, str], IPv4Address] = {}
-        self.offers: dict[IPv4Address, _Offer] = {}
-        self.offer_by_client: dict[tuple[str, str], IPv4Address] = {}
-        self._timers = Deadlines(self._due, lambda: len(self.leases) + len(self.offers))
-        self._cursors: dict[tuple[int, int], int] = {}
+        self.by_client: dict[tuple[str, str], int] = {}
+        self.offers: dict[int, _Offer] = {}
+        self.offer_by_client: dict[tuple[str, str], int] = {}
+        self._timers: Deadlines[int] = Deadlines(
+            self._due, lambda: len(self.leases) + len(self.offers))
+        #: (subnet, pool index) -> where the next pool scan starts.
+        self._cursors: dict[tuple[str, int], int] = {}
         self._local_addresses: set[IPv4Address] = set()
         self._last_local: IPv4Address | None = None
         self._configure(config)
@@ -135,7 +142,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         """What the core derives from its configuration (built again on reload)."""
         self.config = config
         self._cursors.clear()
-        self._reserved: dict[IPv4Address, Reservation] = {}
+        self._reserved: dict[int, Reservation] = {}
         self._reservation_by_ident: dict[tuple[str, str, bytes], Reservation] = {}
         self._static_options: dict[tuple[str, ReplyKind], tuple[tuple[int, bytes], ...]] = {}
         self._templates: dict[tuple[str, ReplyKind, int], tuple[IPv4Address, ReplyTemplate]] = {}
@@ -148,7 +155,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         for subnet in config.subnets:
             net = str(subnet.network)
             for reservation in subnet.reservations:
-                self._reserved[reservation.address] = reservation
+                self._reserved[int(reservation.address)] = reservation
                 if reservation.mac is not None:
                     self._reservation_by_ident[(net, "mac", reservation.mac)] = reservation
                 if reservation.client_id is not None:
@@ -181,13 +188,13 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
     def handle(self, dgram: Datagram, now: float) -> list[Action]:
         """Any bytes in, actions out: a malformed datagram is a Drop, never an exception."""
         try:
-            msg = decode(dgram.payload)
+            msg, options = decode_options(dgram.payload)
         except WireError as exc:
             return [Drop(DropReason.MALFORMED, str(exc))]
         if msg.op != _BOOTREQUEST:
             return [Drop(DropReason.NOT_A_REQUEST)]
         try:
-            request = self._request(msg, dgram)
+            request = self._request(msg, options, dgram)
         except _Dropped as dropped:
             return [dropped.drop]
         raw_type = request.options.get(_MESSAGE_TYPE)
@@ -198,11 +205,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             return [Drop(DropReason.UNEXPECTED_MESSAGE_TYPE, f"message type {msg.message_type}")]
         return handler(self, request, now)
 
-    def _request(self, msg: DhcpMessage, dgram: Datagram) -> Request:
+    def _request(self, msg: DhcpMessage, options: dict[int, bytes], dgram: Datagram) -> Request:
         relayed = msg.giaddr is not ZERO  # decode gives ZERO itself for 0.0.0.0 (no __eq__ call)
         if self.config.interfaces and not relayed and dgram.ifname not in self.config.interfaces:
             raise _Dropped(DropReason.INTERFACE_NOT_SERVED, dgram.ifname)
-        options = dict(msg.options)
         mac = msg.chaddr[:msg.hlen]  # the codec refuses hlen > 16
         client_id = options.get(_CLIENT_ID) or None
         if client_id is None and (msg.hlen == 0 or not any(mac)):
@@ -279,28 +285,33 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         return found
 
     # -- address bookkeeping -----------------------------------------------------------------
+    def _key(self, address: IPv4Address | IPv6Address) -> int:
+        return int(address)
+
     def _store(self, lease: Lease) -> Lease | None:
         """Put ``lease`` in the table: the row it replaces."""
-        return self._put(lease, self.leases.get(lease.address))
+        number = int(lease.address)
+        return self._put(number, lease, self.leases.get(number))
 
-    def _put(self, lease: Lease, old: Lease | None) -> Lease | None:
-        """``_store`` where the caller has looked up ``old``, the row at the address already."""
+    def _put(self, number: int, lease: Lease, old: Lease | None) -> Lease | None:
+        """``_store`` where the caller has ``lease.address`` as ``number`` and has looked up
+        ``old``, the row at the address already."""
         if (old is not None and old.client_key != lease.client_key
-                and self.by_client.get((old.subnet, old.client_key)) == old.address):
+                and self.by_client.get((old.subnet, old.client_key)) == number):
             del self.by_client[(old.subnet, old.client_key)]
-        self.leases[lease.address] = lease
+        self.leases[number] = lease
         if lease.client_key:
-            self.by_client[(lease.subnet, lease.client_key)] = lease.address
+            self.by_client[(lease.subnet, lease.client_key)] = number
         if lease.expires is not None and lease.state in _TIMED_STATES:
-            self._timers.add(lease.expires, lease.address)
+            self._timers.add(lease.expires, number)
         return old
 
-    def _unstore(self, address: IPv4Address) -> None:
+    def _unstore(self, address: int) -> None:
         lease = self.leases.pop(address, None)
         if lease is not None and self.by_client.get((lease.subnet, lease.client_key)) == address:
             del self.by_client[(lease.subnet, lease.client_key)]
 
-    def _forget_offer(self, address: IPv4Address) -> None:
+    def _forget_offer(self, address: int) -> None:
         offer = self.offers.pop(address, None)
         if offer is not None and self.offer_by_client.get((offer.subnet, offer.key)) == address:
             del self.offer_by_client[(offer.subnet, offer.key)]
@@ -319,21 +330,21 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             found = self._reservation_by_ident.get((net, "mac", request.mac))
         return found
 
-    def available(self, address: IPv4Address, request: Request, now: float) -> bool:
-        """Whether ``address`` may be bound to this client now: never one address to two clients."""
+    def available(self, number: int, request: Request, now: float) -> bool:
+        """Whether the address ``number`` may be bound to this client now: never one address to
+        two clients."""
         ranges = self._ranges[request.subnet.name]
-        number = int(address)
         # Inside the subnet, and neither its network nor its broadcast address.
         if not ranges.first <= number <= ranges.last:
             return False
-        lease = self.leases.get(address)
+        lease = self.leases.get(number)
         if lease is not None and lease.holds(now) and (
                 lease.state is _DECLINED or lease.client_key != request.key):
             return False
-        offer = self.offers.get(address)
+        offer = self.offers.get(number)
         if offer is not None and offer.expires > now and offer.key != request.key:
             return False
-        reservation = self._reserved.get(address) if self._reserved else None
+        reservation = self._reserved.get(number) if self._reserved else None
         if reservation is not None:
             return reservation is self.reservation_for(request)
         for first, last in ranges.pools:  # noqa: SIM110 - any() builds a generator per call
@@ -341,77 +352,74 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                 return True
         return False
 
-    def _fresh(self, address: IPv4Address, now: float) -> bool:
+    def _fresh(self, number: int, now: float) -> bool:
         """Free and never used: preferred, so a released address stays its last client's."""
-        if address in self.leases or (self._reserved and address in self._reserved):
+        if number in self.leases or (self._reserved and number in self._reserved):
             return False
-        offer = self.offers.get(address)
+        offer = self.offers.get(number)
         return offer is None or offer.expires <= now
 
-    def _scan(self, request: Request, now: float) -> IPv4Address | None:
-        subnet = request.subnet
-        subnet_index = self.config.subnets.index(subnet)
-        pools = self._ranges[subnet.name].pools
+    def _scan(self, request: Request, now: float) -> int | None:
+        net = request.subnet.name
+        pools = self._ranges[net].pools
         for fresh_only in (True, False):
             for pool_index, (first, last) in enumerate(pools):
-                start = self._cursors.get((subnet_index, pool_index), 0)
+                start = self._cursors.get((net, pool_index), 0)
                 size = last - first + 1
                 for step in range(size):
                     offset = (start + step) % size
-                    address = IPv4Address(first + offset)
-                    if (self._fresh(address, now) if fresh_only
-                            else self.available(address, request, now)):
-                        self._cursors[(subnet_index, pool_index)] = (offset + 1) % size
-                        return address
+                    number = first + offset
+                    if (self._fresh(number, now) if fresh_only
+                            else self.available(number, request, now)):
+                        self._cursors[(net, pool_index)] = (offset + 1) % size
+                        return number
         return None
 
-    def _choose(self, request: Request, now: float) -> IPv4Address | Drop:
+    def _choose(self, request: Request, now: float) -> int | Drop:
         """RFC 2131 §4.3.1: the client's binding, else its previous address, else the requested
         address if valid, else a new address from the pool."""
         reservation = self.reservation_for(request)
         if reservation is not None:
-            if self.available(reservation.address, request, now):
-                return reservation.address
+            reserved = int(reservation.address)
+            if self.available(reserved, request, now):
+                return reserved
             return Drop(DropReason.RESERVED_ADDRESS_HELD, str(reservation.address))
         net = request.subnet.name
-        for address in (self.offer_by_client.get((net, request.key)),
-                        self.by_client.get((net, request.key))):
-            if address is not None and self.available(address, request, now):
-                return address
+        for number in (self.offer_by_client.get((net, request.key)),
+                       self.by_client.get((net, request.key))):
+            if number is not None and self.available(number, request, now):
+                return number
         requested = request.options.get(_REQUESTED_ADDRESS)
         if requested is not None and len(requested) == 4:
-            address = IPv4Address(requested)
-            if self.available(address, request, now):
-                return address
+            number = int.from_bytes(requested, "big")
+            if self.available(number, request, now):
+                return number
         found = self._scan(request, now)
         if found is None:
             return Drop(DropReason.POOL_EXHAUSTED, net)
         return found
 
-    def _bind(self, request: Request, address: IPv4Address, now: float,
+    def _bind(self, request: Request, number: int, address: IPv4Address, now: float,
               infinite: bool = False) -> list[Action]:
-        """Bind ``address`` to the client; its other lease on this subnet, if any, is superseded."""
+        """Bind ``address`` (``number``, as an int) to the client; its other lease on this subnet,
+        if any, is superseded."""
         net = request.subnet.name
         actions: list[Action] = []
         previous = self.by_client.get((net, request.key))
-        if previous is not None and previous != address:
+        if previous is not None and previous != number:
             old = self.leases[previous]
             if old.client_key == request.key and old.state is LeaseState.BOUND:
                 released = _with(old, state=LeaseState.RELEASED, expires=now)
                 actions.append(Commit(released, CommitEvent.SUPERSEDED, self._store(released)))
-        current = self.leases.get(address)
+        current = self.leases.get(number)
         renewing = (current is not None and current.client_key == request.key
                     and current.is_active(now))
-        reservation = self._reserved.get(address) if self._reserved else None
+        reservation = self._reserved.get(number) if self._reserved else None
         hostname = reservation.hostname if reservation is not None else None
-        lease = Lease(
-            address=address, state=_BOUND, client_key=request.key,
-            mac=request.mac, client_id=request.client_id, subnet=net,
-            starts=now, expires=None if infinite else now + request.subnet.lease_time,
-            hostname=hostname,
-        )
-        replaced = self._put(lease, current)
-        self._forget_offer(address)
+        lease = Lease(address, _BOUND, request.key, request.mac, request.client_id, net, now,
+                      None if infinite else now + request.subnet.lease_time, hostname)
+        replaced = self._put(number, lease, current)
+        self._forget_offer(number)
         actions.append(Commit(lease, _RENEWED if renewing else _BOUND_EVENT,
                               replaced))
         return actions
@@ -429,14 +437,15 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         self.offers[choice] = _Offer(net, request.key, expires)
         self.offer_by_client[(net, request.key)] = choice
         self._timers.add(expires, choice)
-        return [self._reply(request, _OFFER, choice)]
+        return [self._reply(request, _OFFER, IPv4Address(choice))]
 
     def _request_message(self, request: Request, now: float) -> list[Action]:
         msg = request.msg
         server_id = request.options.get(_SERVER_ID)
         requested_raw = request.options.get(_REQUESTED_ADDRESS)
         requested = (
-            IPv4Address(requested_raw) if requested_raw and len(requested_raw) == 4 else None
+            int.from_bytes(requested_raw, "big") if requested_raw and len(requested_raw) == 4
+            else None
         )
         net = request.subnet.name
         if server_id is not None:
@@ -453,44 +462,44 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
             if (not self.available(requested, request, now)
                     or not self._may_have(requested, request)):
                 return [self._nak(request, "requested address not available")]
-            return [
-                *self._bind(request, requested, now),
-                self._reply(request, _ACK, requested),
-            ]
+            return self._acked(request, requested, now)
         if requested is not None:
             # INIT-REBOOT. RFC 2131 §4.3.2: "Server SHOULD send a DHCPNAK message to the client if
             # the 'requested IP address' is incorrect, or is on the wrong network."
-            if requested not in request.subnet.network:
+            if IPv4Address(requested) not in request.subnet.network:
                 return [self._nak(request, "requested address is on the wrong network")]
             # RFC 2131 §4.3.2: "If the DHCP server has no record of this client, then it MUST
             # remain silent".
             reservation = self.reservation_for(request)
             recorded = self.by_client.get((net, request.key))
             if reservation is None and recorded is None:
-                return [Drop(DropReason.NO_RECORD, str(requested))]
-            expected = reservation.address if reservation is not None else recorded
+                return [Drop(DropReason.NO_RECORD, str(IPv4Address(requested)))]
+            expected = int(reservation.address) if reservation is not None else recorded
             if requested != expected or not self.available(requested, request, now):
                 return [self._nak(request, "requested address is not this client's")]
-            return [
-                *self._bind(request, requested, now),
-                self._reply(request, _ACK, requested),
-            ]
+            return self._acked(request, requested, now)
         if msg.ciaddr != ZERO:
             # RENEWING (unicast) or REBINDING (broadcast). RFC 2131 §4.3.2: "the DHCP server
             # SHOULD check 'ciaddr' for correctness before replying".
-            address = msg.ciaddr
-            if not self.available(address, request, now) or not self._may_have(address, request):
+            number = int(msg.ciaddr)
+            if not self.available(number, request, now) or not self._may_have(number, request):
                 return [self._nak(request, "address is not this client's")]
-            return [
-                *self._bind(request, address, now),
-                self._reply(request, _ACK, address),
-            ]
+            return self._acked(request, number, now, msg.ciaddr)
         return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
 
-    def _may_have(self, address: IPv4Address, request: Request) -> bool:
+    def _acked(self, request: Request, number: int, now: float,
+               address: IPv4Address | None = None) -> list[Action]:
+        """Bind the address ``number`` (``address``, when the caller has it) and ACK it."""
+        if address is None:
+            address = IPv4Address(number)
+        actions = self._bind(request, number, address, now)
+        actions.append(self._reply(request, _ACK, address))
+        return actions
+
+    def _may_have(self, number: int, request: Request) -> bool:
         """A client with a reservation on this subnet gets that address and no other."""
         reservation = self.reservation_for(request)
-        return reservation is None or reservation.address == address
+        return reservation is None or int(reservation.address) == number
 
     def _is_ours(self, server_id: IPv4Address, request: Request) -> bool:
         # ``is`` first: both come from the codec's memo, where ``==`` is a Python call.
@@ -502,9 +511,10 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         requested_raw = request.options.get(Opt.REQUESTED_ADDRESS)
         if requested_raw is None or len(requested_raw) != 4:
             return [Drop(DropReason.NO_REQUESTED_ADDRESS)]
-        address = IPv4Address(requested_raw)
-        lease = self.leases.get(address)
-        offer = self.offers.get(address)
+        number = int.from_bytes(requested_raw, "big")
+        address = IPv4Address(number)
+        lease = self.leases.get(number)
+        offer = self.offers.get(number)
         held = (lease is not None and lease.client_key == request.key and lease.is_active(now)) or (
             offer is not None and offer.key == request.key)
         if not held:
@@ -513,11 +523,11 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         declined = Lease(address, LeaseState.DECLINED, request.key, request.mac,
                          request.client_id, request.subnet.name, now,
                          now + self.config.decline_time)
-        self._forget_offer(address)
+        self._forget_offer(number)
         return [Commit(declined, CommitEvent.DECLINED, self._store(declined))]
 
     def _release(self, request: Request, now: float) -> list[Action]:
-        lease = self.leases.get(request.msg.ciaddr)
+        lease = self.leases.get(int(request.msg.ciaddr))
         if lease is None or lease.client_key != request.key or not lease.is_active(now):
             return [Drop(DropReason.RELEASE_NOT_HELD, str(request.msg.ciaddr))]
         # RFC 2131 §4.3.4: the server marks the address not allocated and "SHOULD retain a
@@ -537,19 +547,20 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         """RFC 951 BOOTREQUEST: the reserved address, or a pool address if dynamic BOOTP is on."""
         reservation = self.reservation_for(request)
         if reservation is not None:
-            address = reservation.address
-            if not self.available(address, request, now):
-                return [Drop(DropReason.RESERVED_ADDRESS_HELD, str(address))]
+            number = int(reservation.address)
+            if not self.available(number, request, now):
+                return [Drop(DropReason.RESERVED_ADDRESS_HELD, str(reservation.address))]
         elif request.subnet.dynamic_bootp:
             choice = self._choose(request, now)
             if isinstance(choice, Drop):
                 return [choice]
-            address = choice
+            number = choice
         else:
             return [Drop(DropReason.BOOTP_NO_RESERVATION, request.msg.mac)]
+        address = IPv4Address(number)
         # RFC 1534 §2: a BOOTP client has no lease to renew, so its binding is infinite.
         return [
-            *self._bind(request, address, now, infinite=True),
+            *self._bind(request, number, address, now, infinite=True),
             self._reply(request, ReplyKind.BOOTREPLY, address),
         ]
 
@@ -570,7 +581,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
                message: str = "") -> Send | Drop:
         msg, subnet = request.msg, request.subnet
         nak = kind is _NAK
-        destination = reply_destination(msg, yiaddr, nak=nak, relay_port=request.relay_port)
+        destination = reply_destination(msg, yiaddr, nak, request.relay_port)
         # Keyed by the server identifier's identity (hashing an address is a Python call); the
         # entry holds the object, so its id is not reused while the entry lives.
         key = (subnet.name, kind, id(request.server_id))
@@ -654,7 +665,7 @@ class DhcpServerCore(LeaseBook[IPv4Address, Lease, Action]):
         if kind is _NAK:
             options.append((Opt.MESSAGE, message.encode()))
         else:
-            reservation = self._reserved.get(yiaddr) if self._reserved else None
+            reservation = self._reserved.get(int(yiaddr)) if self._reserved else None
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv6Address
 from typing import Generic, TypeVar
 
 #: Stale entries tolerated beyond twice the live ones before a sweep.
 SLACK = 1024
 
-A = TypeVar("A", IPv4Address, IPv6Address)
+#: An address (IPv6), or an IPv4 address as its integer (the DHCPv4 core's table keys).
+A = TypeVar("A", int, IPv6Address)
 
 
 class Deadlines(Generic[A]):

@@ -13,13 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from .actions import CommitEvent
 from .deadlines import Deadlines
 from .lease import LeaseState
 
-A = TypeVar("A", IPv4Address, IPv6Address)
+#: The tables' key: an IPv6Address, or an IPv4 address as its integer (hashing an IPv4Address
+#: is a Python call, and the DHCPv4 core looks addresses up several times per packet).
+A = TypeVar("A", int, IPv6Address)
 
 
 class LeaseRow(Protocol):
@@ -67,6 +69,10 @@ class LeaseBook(ABC, Generic[A, L, Act]):
         """Put ``lease`` in the table: the row it replaces."""
 
     @abstractmethod
+    def _key(self, address: IPv4Address | IPv6Address) -> A:
+        """The tables' key of a row's ``address``."""
+
+    @abstractmethod
     def _unstore(self, address: A) -> None: ...
 
     @abstractmethod
@@ -75,11 +81,12 @@ class LeaseBook(ABC, Generic[A, L, Act]):
     @abstractmethod
     def _commit(self, lease: L, event: CommitEvent, previous: L | None) -> Act: ...
 
-    def _apply_plan(self, upserts: Iterable[L], deletes: Iterable[A]) -> None:
+    def _apply_plan(self, upserts: Iterable[L],
+                    deletes: Iterable[IPv4Address] | Iterable[IPv6Address]) -> None:
         """A reload's reconcile plan (already written by the shell); an offer of an address that
         is reserved now is withdrawn."""
-        for address in deletes:
-            self._unstore(address)
+        for deleted in deletes:
+            self._unstore(self._key(deleted))
         for lease in upserts:
             self._store(lease)
         for address in [a for a in self.offers if a in self._reserved]:
@@ -89,7 +96,7 @@ class LeaseBook(ABC, Generic[A, L, Act]):
         """Undo commits the store could not write, newest first, so memory agrees with disk
         again; a row changed since (by a later burst or a timer) is left as it is."""
         for commit in reversed(commits):
-            address = cast(A, commit.lease.address)  # the row's own key: an A
+            address = self._key(commit.lease.address)
             if self.leases.get(address) is not commit.lease:
                 continue
             if commit.previous is None:

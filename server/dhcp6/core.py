@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 from boothop.relay.wire import Datagram6, WireError
 from boothop.relay.wire.dhcpv6 import (
@@ -137,6 +137,10 @@ class Dhcp6ServerCore(LeaseBook[IPv6Address, Lease6, Action6]):
         if lease.expires is not None:
             self._timers.add(lease.expires, lease.address)
         return previous
+
+    def _key(self, address: IPv4Address | IPv6Address) -> IPv6Address:
+        assert isinstance(address, IPv6Address)
+        return address
 
     def _unstore(self, address: IPv6Address) -> None:
         lease = self.leases.pop(address, None)

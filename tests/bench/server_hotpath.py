@@ -7,7 +7,7 @@ The server's receive path, in one process, in a network namespace of its own (``
 loopback up, 10.52.0.1 the relay's giaddr and 10.52.0.2 the server's address): a relay socket
 on 10.52.0.1:67 sends the DISCOVERs and REQUESTs perfdhcp sends (relayed, hops 1, option 55),
 each from a new client; the server's shell ring receives them as its receive thread does
-(``shell.receive``, ``DatagramLoop``'s handler under its lock and the non-blocking drain),
+(``DatagramLoop``'s bound reader, its handler under its lock and the non-blocking drain),
 ``_Receiver`` runs the core and ``after_burst`` commits each burst's leases in one synced SQLite
 transaction before its ACKs leave; the relay socket reads every reply back. ``--burst N`` queues N
 clients' messages before the server drains them (N requests per transaction, as under load).
@@ -90,11 +90,11 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
         payload[28:34] = n.to_bytes(6, "big")  # chaddr
         return payload
 
+    take = loop._receive  # the reader bound once, as DatagramLoop.serve takes it
+
     def serve(queued: int) -> None:
         """What DatagramLoop.serve does for one wake-up: receive, drain, commit."""
-        from boothop.relay.shell import receive
-
-        count = loop.handle_burst(receive(sock, server[1], names=True, counters=loop.counters))
+        count = loop.handle_burst(take(0))
         assert count == queued, (count, queued)
         receiver.after_burst(count)
 

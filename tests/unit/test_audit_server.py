@@ -258,7 +258,7 @@ def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires(
     assert [c.lease.address for c in core.on_timer(lease_time)] == [quiet]
     assert core.on_timer(last + lease_time - 1) == []
     assert [c.lease.address for c in core.on_timer(last + lease_time)] == [address]
-    assert core.leases[address].state.value == "expired"
+    assert core.leases[int(address)].state.value == "expired"
 
 
 def test_subnet_cache_of_the_core_is_bounded() -> None:

@@ -171,7 +171,7 @@ def test_selecting_request_for_other_server_withdraws_offer() -> None:
     actions = core.handle(dgram(request(MT.REQUEST, mac(1), options=(
         opt_addr(Opt.SERVER_ID, "10.99.0.1"), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)))), 1.0)
     assert drops(actions) == [DropReason.OTHER_SERVER_SELECTED]
-    assert offer.yiaddr not in core.offers
+    assert int(offer.yiaddr) not in core.offers
     # the withdrawn offer is free for another client
     msg = request(MT.DISCOVER, mac(2), options=(opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr),))
     assert reply_of(core.handle(dgram(msg), 2.0)).yiaddr == offer.yiaddr
@@ -193,7 +193,7 @@ def test_offer_expires_after_hold() -> None:
     first = reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 0.0)).yiaddr
     assert core.next_deadline() == 30.0
     assert core.on_timer(30.0) == []
-    assert first not in core.offers
+    assert int(first) not in core.offers
     assert core.next_deadline() is None
 
 
@@ -297,7 +297,7 @@ def test_release_frees_address_but_keeps_affinity() -> None:
     actions = core.handle(dgram(request(MT.RELEASE, mac(1), giaddr=ZERO, ciaddr=address)), 5.0)
     assert [c.event for c in commits(actions)] == [CommitEvent.RELEASED]
     assert sends(actions) == []
-    assert core.leases[address].state is LeaseState.RELEASED
+    assert core.leases[int(address)].state is LeaseState.RELEASED
     # a new client prefers a never-used address; the old client gets its address back
     assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(2))), 6.0)).yiaddr != address
     assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1))), 7.0)).yiaddr == address
@@ -308,7 +308,7 @@ def test_release_by_another_client_ignored() -> None:
     address = dora(core, mac(1))
     actions = core.handle(dgram(request(MT.RELEASE, mac(2), giaddr=ZERO, ciaddr=address)), 5.0)
     assert drops(actions) == [DropReason.RELEASE_NOT_HELD]
-    assert core.leases[address].state is LeaseState.BOUND
+    assert core.leases[int(address)].state is LeaseState.BOUND
 
 
 def test_server_must_mark_declined_address_not_available() -> None:
@@ -320,7 +320,7 @@ def test_server_must_mark_declined_address_not_available() -> None:
     assert reply_of(core.handle(dgram(request(MT.DISCOVER, mac(1), xid=9)), 3.0)).yiaddr != address
     # quarantine ends after decline_time
     core.on_timer(602.0)
-    assert core.leases[address].state is LeaseState.EXPIRED
+    assert core.leases[int(address)].state is LeaseState.EXPIRED
 
 
 def test_decline_of_address_not_held_is_ignored() -> None:
@@ -354,7 +354,7 @@ def test_lease_expiry_by_timer() -> None:
     assert core.next_deadline() is not None
     actions = core.on_timer(600.0)
     assert [c.event for c in commits(actions)] == [CommitEvent.EXPIRED]
-    assert core.leases[address].state is LeaseState.EXPIRED
+    assert core.leases[int(address)].state is LeaseState.EXPIRED
 
 
 def test_expired_lease_reusable_by_other_client() -> None:
@@ -489,7 +489,7 @@ def test_rebinding_to_new_address_supersedes_old_lease() -> None:
     actions = core.handle(dgram(request(MT.REQUEST, mac(1), options=(
         opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, "10.51.1.104")))), 1.0)
     assert [c.event for c in commits(actions)] == [CommitEvent.SUPERSEDED, CommitEvent.BOUND]
-    assert core.leases[first].state is LeaseState.RELEASED
+    assert core.leases[int(first)].state is LeaseState.RELEASED
 
 
 def test_leases_loaded_at_start_are_respected() -> None:

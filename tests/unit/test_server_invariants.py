@@ -97,8 +97,18 @@ class NoDoubleBinding(RuleBasedStateMachine):
     def core_holds_one_client_per_address(self) -> None:
         for address, (client, expiry) in self.granted.items():
             if expiry > self.now:
-                lease = self.core.leases[address]
+                lease = self.core.leases[int(address)]
                 assert lease.is_active(self.now) and lease.mac == self.chaddr(client), lease
+
+    @invariant()
+    def tables_are_keyed_by_their_rows(self) -> None:
+        """The core keys its rows by the address as an integer: each key is its row's address,
+        and each client's entry names a row of that client."""
+        for number, lease in self.core.leases.items():
+            assert number == int(lease.address), (number, lease)
+        for (subnet, key), number in self.core.by_client.items():
+            lease = self.core.leases[number]
+            assert (lease.subnet, lease.client_key) == (subnet, key), lease
 
 
 TestNoDoubleBinding = NoDoubleBinding.TestCase

@@ -3,7 +3,8 @@
 1. decode(encode(m)) == m for generated valid messages, with and without forced overload.
 2. decode raises only WireError (or returns a message) on arbitrary bytes, on hand-shaped option
    areas (pads, repeats, option 52, garbage after END) and on mutations of real encoded messages.
-3. Whatever decode accepts re-encodes to bytes that decode to the same message.
+3. Whatever decode accepts re-encodes to bytes that decode to the same message, and
+   decode_options gives that message with its options by code (after RFC 3396 concatenation).
 
 ``messages()`` is also used by test_wire_scapy.py.
 """
@@ -23,6 +24,7 @@ from boothop.relay.wire import (
     WireError,
     address_of,
     decode,
+    decode_options,
     encode,
     encoded_size,
 )
@@ -135,6 +137,7 @@ def check_decode(data: bytes) -> None:
         assert error.offset is None or 0 <= error.offset <= len(data)
         return
     assert decode(encode(msg, capacity=BIG)) == msg
+    assert decode_options(data) == (msg, dict(msg.options))
 
 
 @FUZZ

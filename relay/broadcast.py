@@ -22,6 +22,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from .config import NEVER_FORWARDED_UDP, RelayConfig
+from .counters import Tally
 from .interfaces import InterfaceTable
 from .wire import Datagram
 
@@ -68,9 +69,9 @@ class Limiter(Protocol):
 
 @dataclasses.dataclass
 class UdpCounters:
-    received: Counter[int] = dataclasses.field(default_factory=Counter)
-    forwarded: Counter[tuple[int, IPv4Address]] = dataclasses.field(default_factory=Counter)
-    dropped: Counter[UdpDrop] = dataclasses.field(default_factory=Counter)
+    received: Counter[int] = dataclasses.field(default_factory=Tally)
+    forwarded: Counter[tuple[int, IPv4Address]] = dataclasses.field(default_factory=Tally)
+    dropped: Counter[UdpDrop] = dataclasses.field(default_factory=Tally)
 
     def snapshot(self) -> dict[str, object]:
         forwarded: dict[str, dict[str, int]] = {}

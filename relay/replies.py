@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from ipaddress import IPv4Address
 
+from .counters import Tally
+
 #: Longer than any server takes to answer (a ping check before an offer is about a second),
 #: shorter than a client's patience (RFC 2131 §4.1: retransmissions after 4, 8, ... seconds).
 DEFAULT_TIMEOUT = 5.0
@@ -29,9 +31,9 @@ class ReplyTracker:
         self.capacity = capacity
         #: (helper, xid) -> when it was forwarded; insertion order is forwarding order.
         self._waiting: dict[tuple[IPv4Address, int], float] = {}
-        self.answered: Counter[IPv4Address] = Counter()
-        self.unanswered: Counter[IPv4Address] = Counter()
-        self.untracked: Counter[IPv4Address] = Counter()
+        self.answered: Counter[IPv4Address] = Tally()
+        self.unanswered: Counter[IPv4Address] = Tally()
+        self.untracked: Counter[IPv4Address] = Tally()
         #: When the oldest pair waiting may be due (a pair answered since: earlier than due).
         self._due = float("inf")
 

@@ -389,11 +389,8 @@ def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
     assert kernel[1]["mode"] == "unicast-chaddr" and kernel[1]["latency_ms"] == 250.0
 
 
-def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same bytes as a line per ``log.info`` (the timestamp apart), but in writes of whole
-    lines of at most PIPE_BUF bytes, fewer than the lines, the last when flushed."""
-    reader, writer = os.pipe()
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """``os.write``, each write's bytes recorded (returned), until ``monkeypatch.undo()``."""
     writes: list[bytes] = []
     write = os.write
 
@@ -401,6 +398,15 @@ def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
         writes.append(bytes(data))
         return write(fd, data)
 
+    monkeypatch.setattr(os, "write", recorded)
+    return writes
+
+
+def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes as a line per ``log.info`` (the timestamp apart), but in writes of whole
+    lines of at most PIPE_BUF bytes, fewer than the lines, the last when flushed."""
+    reader, writer = os.pipe()
     try:
         with os.fdopen(writer, "w", closefd=False) as stream:
             configure_logging("info", "json", stream)
@@ -409,7 +415,7 @@ def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
             for each in fields:
                 log.info("step", **each)
             one_by_one = os.read(reader, 1 << 20)
-            monkeypatch.setattr(os, "write", recorded)
+            writes = recording(monkeypatch)
             batch = LineBatch(log)
             for each in fields:
                 batch.info("step", each)
@@ -438,20 +444,13 @@ def test_a_line_batch_extended_writes_whole_lines_in_order_within_pipe_buf(
     many as the longest line allows), after the lines written before; a line longer than
     PIPE_BUF alone in its write."""
     reader, writer = os.pipe()
-    writes: list[bytes] = []
-    write = os.write
-
-    def recorded(fd: int, data: bytes) -> int:
-        writes.append(bytes(data))
-        return write(fd, data)
-
     given = [b"%d %s\n" % (n, b"x" * (n * 37 % 300)) for n in range(60)]
     try:
         with os.fdopen(writer, "w", closefd=False) as stream:
             configure_logging("info", "json", stream)
             batch = LineBatch(structlog.get_logger().bind())
             assert batch.lean
-            monkeypatch.setattr(os, "write", recorded)
+            writes = recording(monkeypatch)
             batch.write(b"first\n")
             batch.extend(given)
             batch.extend([b"y" * select.PIPE_BUF + b"\n"])

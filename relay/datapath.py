@@ -53,6 +53,11 @@ Event = tuple[Any, ...]
 #: chaddr. Fewer objects an event, and the flow one key.
 STEP = struct.Struct("<BB2s4s20s4s32sq16s8x")
 Step = tuple[Any, ...]
+
+
+def event_of(step: Step) -> Event:
+    """A step's event, field by field (the rare path: a throttled client, a lean log's miss)."""
+    return EVENT.unpack(STEP.pack(*step))
 EVENT_FORWARDED = 1
 EVENT_DELIVERED = 2
 EVENT_THROTTLE_STARTED = 3

@@ -34,13 +34,12 @@ from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
 from .datapath import (
-    EVENT,
     EVENT_DELIVERED,
     EVENT_FORWARDED,
     EVENT_THROTTLE_STARTED,
-    STEP,
     Event,
     Step,
+    event_of,
     mac_limit,
     tables,
 )
@@ -552,7 +551,7 @@ class RelayService:
             lines.extend([render(step) for step in steps if step[0] <= EVENT_DELIVERED])
             steps = [step for step in steps if step[0] > EVENT_DELIVERED]
         for step in steps:  # throttled clients; every step where the log is not lean
-            event = EVENT.unpack(STEP.pack(*step))
+            event = event_of(step)
             if event[0] > EVENT_DELIVERED:
                 self._kernel_throttle(event[10], event[15][:event[1]],
                                       event[0] == EVENT_THROTTLE_STARTED, event[16])

@@ -21,7 +21,7 @@ import orjson
 
 from .actions import DeliveryMode, type_name
 from .classes import DEFAULT_CLASS
-from .datapath import EVENT, EVENT_FORWARDED, STEP, Step
+from .datapath import EVENT_FORWARDED, Step, event_of
 from .wire.message import message_type_of
 
 #: A DHCP message type's name in a step line, by option 53's value (0: none, plain BOOTP), as
@@ -89,7 +89,7 @@ class StepLines:
 
     def _request(self, key: bytes, step: Step) -> bytes:
         (_, _, hops, kind, _, giaddr, source, source_port, _, helpers, ifindex, _, _, servers,
-         _, _, _) = EVENT.unpack(STEP.pack(*step))
+         _, _, _) = event_of(step)
         addresses = servers[:4 * helpers]
         listed = orjson.dumps([socket.inet_ntoa(addresses[i:i + 4])
                                for i in range(0, len(addresses), 4)])
@@ -101,7 +101,7 @@ class StepLines:
 
     def _reply(self, key: bytes, step: Step) -> tuple[bytes, bytes, bytes]:
         (_, _, hops, kind, _, giaddr, source, source_port, mode, _, ifindex, delivery, _, _,
-         _, _, _) = EVENT.unpack(STEP.pack(*step))
+         _, _, _) = event_of(step)
         pieces = self._replies[key] = (
             _FLOW % (self.iface(ifindex), self._address(giaddr), hops, TYPES_JSON[kind],
                      self._address(source), source_port) + _MODE % _MODES[mode],

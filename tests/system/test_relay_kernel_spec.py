@@ -495,7 +495,7 @@ def test_a_burst_past_a_clients_bucket_is_dropped_as_the_engine_drops_it(
     assert dropped == engine_counters.dropped[DropReason.RATE_LIMITED_MAC] >= 4
     assert (counters["throttled_mac"] - before["throttled_mac"]
             == engine_counters.throttled_clients["mac"] == 1)
-    told = [datapath.EVENT.unpack(datapath.STEP.pack(*step)) for step in started]
+    told = [datapath.event_of(step) for step in started]
     assert [(e[0], e[10], e[15][:e[1]]) for e in told] == [
         (datapath.EVENT_THROTTLE_STARTED, client.ifindex, client.frame[6:12])]
     assert client.on_boundary <= 1
@@ -562,7 +562,7 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
             program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))  # the map
     assert total > 2 * ring and kernel.events_lost() - lost == extra
     assert xids(taken) == list(range(total))
-    events_told = [datapath.EVENT.unpack(datapath.STEP.pack(*step)) for step in taken]
+    events_told = [datapath.event_of(step) for step in taken]
     assert {(e[0], e[1], e[2], e[10], e[13][:4], e[15][:6]) for e in events_told} == {
         (datapath.EVENT_FORWARDED, 6, 1, c0.index, NEAR_A.packed, CLIENT_MAC)}
 

@@ -425,13 +425,15 @@ def status(argv: Sequence[str]) -> int:
 def build_datapath(argv: Sequence[str]) -> int:
     """``boothop-relay build-datapath [--cache DIR]``: compile the kernel datapath (at install)."""
     parser = _Parser(prog="boothop-relay build-datapath", allow_abbrev=False,
-                     description="Compile the kernel datapath's tc-BPF program from the source "
-                     "shipped with boothop into its cache (clang); print the object's path.")
+                     description="Compile the kernel datapath's tc-BPF program and its step-line "
+                     "renderer from the sources shipped with boothop into its cache (clang); "
+                     "print the built files' paths.")
     parser.add_argument("--cache", type=Path, metavar="DIR",
                         help=f"where to keep it (default $BOOTHOP_BPF_CACHE or {DEFAULT_CACHE})")
     args = parser.parse_args(argv)
     try:
         print(kernel.build(args.cache))
+        print(kernel.build(args.cache, kernel.STEP_LINES_SOURCE))
     except kernel.DatapathUnavailable as error:
         print(f"boothop-relay: {error}", file=sys.stderr)
         return EXIT_FAILURE

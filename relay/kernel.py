@@ -17,10 +17,12 @@ import errno
 import hashlib
 import mmap
 import os
+import select
 import shutil
 import struct
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from importlib import resources
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -29,6 +31,8 @@ from .datapath import (
     ALLOWANCE,
     CLIENT,
     COUNTERS,
+    EVENT_DELIVERED,
+    EVENT_FORWARDED,
     LATENCY_BOUNDS,
     PASSED_UP_REASONS,
     STEP,
@@ -39,13 +43,20 @@ from .datapath import (
     Tables,
 )
 from .replies import ReplyTracker
+from .steplines import StepLines
 
-SOURCE = "relay.bpf.c"
 #: Where built objects are kept (overridden by BOOTHOP_BPF_CACHE).
 DEFAULT_CACHE = Path("/var/cache/boothop")
 #: The default -mcpu (v1) has the token buckets' 64-bit atomics (compare-and-swap, exchange,
 #: fetch-and-add; the kernel takes them since 5.12); v3 costs the verifier a sixth more steps.
 CLANG_FLAGS = ("-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu")
+#: A shipped C source: its folder and name in the package, clang's flags, the built file's
+#: suffix.
+Source = tuple[str, str, tuple[str, ...], str]
+PROGRAM_SOURCE: Source = ("bpf", "relay.bpf.c", (*CLANG_FLAGS, "-c"), ".bpf.o")
+#: The daemon's step-line renderer (relay/native/steplines.c), a shared library for ctypes.
+STEP_LINES_SOURCE: Source = ("native", "steplines.c",
+                             ("-O2", "-g", "-Wall", "-Werror", "-shared", "-fPIC"), ".so")
 PROGRAM = "relay"
 #: TC_ACT_OK, TC_ACT_SHOT and TC_ACT_REDIRECT (linux/pkt_cls.h).
 TC_ACT_OK = 0
@@ -62,23 +73,28 @@ class DatapathUnavailable(Exception):
     """The kernel datapath cannot run here; the message says why (logged by the daemon)."""
 
 
-def source_text() -> bytes:
-    return resources.files("boothop.relay").joinpath("bpf", SOURCE).read_bytes()
+def source_text(source: Source | None = None) -> bytes:
+    folder, name, _, _ = source or PROGRAM_SOURCE
+    return resources.files("boothop.relay").joinpath(folder, name).read_bytes()
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("BOOTHOP_BPF_CACHE") or DEFAULT_CACHE)
 
 
-def object_path(directory: Path | None = None) -> Path:
-    """Where the object built from the shipped source is (or will be) cached."""
-    digest = hashlib.sha256(source_text() + " ".join(CLANG_FLAGS).encode()).hexdigest()[:16]
-    return (directory or cache_dir()) / f"relay-{digest}.bpf.o"
+def object_path(directory: Path | None = None, source: Source | None = None) -> Path:
+    """Where the file built from a shipped source (default: the program's) is (or will be)
+    cached: named by a hash of the source and its flags."""
+    _, name, flags, suffix = source or PROGRAM_SOURCE
+    digest = hashlib.sha256(source_text(source) + " ".join(flags).encode()).hexdigest()[:16]
+    return (directory or cache_dir()) / f"{name.split('.')[0]}-{digest}{suffix}"
 
 
-def build(directory: Path | None = None) -> Path:
-    """Compile the shipped source unless its object is cached; returns the object's path."""
-    target = object_path(directory)
+def build(directory: Path | None = None, source: Source | None = None) -> Path:
+    """Compile a shipped source (default: the program's) unless it is cached; returns the
+    built file's path."""
+    folder, name, flags, _ = source or PROGRAM_SOURCE
+    target = object_path(directory, source)
     if target.exists():
         return target
     clang = shutil.which("clang")
@@ -86,13 +102,13 @@ def build(directory: Path | None = None) -> Path:
         raise DatapathUnavailable(f"{target} is not built and clang is not installed "
                                   "(apt-get install clang llvm libbpf-dev)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files("boothop.relay").joinpath("bpf", SOURCE)) as source:
+    with resources.as_file(resources.files("boothop.relay").joinpath(folder, name)) as path:
         temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        result = subprocess.run([clang, *CLANG_FLAGS, "-c", str(source), "-o", str(temporary)],
+        result = subprocess.run([clang, *flags, str(path), "-o", str(temporary)],
                                 capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
         temporary.unlink(missing_ok=True)
-        raise DatapathUnavailable(f"clang failed on {SOURCE}: {result.stderr.strip()[-2000:]}")
+        raise DatapathUnavailable(f"clang failed on {name}: {result.stderr.strip()[-2000:]}")
     os.replace(temporary, target)
     return target
 
@@ -279,15 +295,24 @@ class Program:
 
 
 class KernelDatapath:
-    """The daemon's kernel datapath: the loaded program, the tables pushed into its maps."""
+    """The daemon's kernel datapath: the loaded program, the tables pushed into its maps, and
+    the renderer of its step lines (None: StepLines renders them, ``step_lines_missing`` says
+    why)."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, step_lines: NativeStepLines | None = None,
+                 step_lines_missing: str = "") -> None:
         self.program = program
+        self.step_lines = step_lines
+        self.step_lines_missing = step_lines_missing
 
     @classmethod
     def load(cls, directory: Path | None = None) -> KernelDatapath:
         """Build (if needed) and load the program; DatapathUnavailable says why it cannot."""
-        return cls(Program(build(directory)))
+        program = Program(build(directory))
+        try:
+            return cls(program, NativeStepLines.load(directory))
+        except (DatapathUnavailable, OSError) as error:
+            return cls(program, None, str(error))
 
     def push(self, tables: Tables) -> None:
         program = self.program
@@ -369,8 +394,8 @@ class KernelDatapath:
 
 class Events:
     """The ``events`` ring buffer, read in place: ``fileno`` (the map's) becomes readable when
-    events wait; ``take`` returns those committed, unpacked (``EVENT``'s fields), and frees
-    their room.
+    events wait; ``records`` copies out those committed, whole (``take``: unpacked, as
+    ``STEP`` reads them), and frees their room.
 
     Read through two mappings of the map, not libbpf's ``ring_buffer__consume``: libbpf (1.1)
     hands each record to a callback, and through ctypes that callback and the copy of its
@@ -382,7 +407,7 @@ class Events:
     program writes nothing but ``struct event``, so the records sit at a fixed stride. The
     protocol wants an acquire load of the producer's position and of each header and a release
     store of the consumer's: on x86-64, the only target relay.bpf.c is built for (CLANG_FLAGS),
-    plain loads and stores are ordered so, and the headers are read (``_ready``) before the
+    plain loads and stores are ordered so, and the headers are read (``_committed``) before the
     samples are."""
 
     def __init__(self, program: Program) -> None:
@@ -396,20 +421,24 @@ class Events:
         self._data = memoryview(self._producer)[page:]
         self._mask = size - 1
 
-    def take(self) -> list[Step]:
-        """The events committed since the last ``take``, oldest first."""
+    def records(self) -> bytes:
+        """The records committed since the last call, oldest first, copied out whole (their
+        headers included: ``RECORD_SIZE`` bytes each; ``steps`` unpacks them), their room
+        freed."""
         consumer = _U64.unpack_from(self._consumer)[0]
         waiting = _U64.unpack_from(self._producer)[0] - consumer
         if not waiting:
-            return []
+            return b""
         start = consumer & self._mask
         region = self._data[start:start + waiting]
-        count, discarded = _ready(region[_HEADER_FLAGS::_RECORD.size])
-        events = list(_RECORD.iter_unpack(region[:count * _RECORD.size]))
-        for index in reversed(discarded):
-            del events[index]
-        _U64.pack_into(self._consumer, 0, consumer + count * _RECORD.size)
-        return events
+        count = _committed(region[_HEADER_FLAGS::RECORD_SIZE])
+        records = bytes(region[:count * RECORD_SIZE])
+        _U64.pack_into(self._consumer, 0, consumer + count * RECORD_SIZE)
+        return records
+
+    def take(self) -> list[Step]:
+        """The events committed since the last call, oldest first, their room freed."""
+        return steps(self.records())
 
     def close(self) -> None:
         self._data.release()
@@ -420,6 +449,8 @@ class Events:
 #: A record of the ring: its header (length and flags, page offset), then ``struct event``
 #: (as STEP reads it).
 _RECORD = struct.Struct("<8x" + STEP.format[1:])
+RECORD_SIZE = _RECORD.size
+_EVENT_AT = 8
 #: Where a record's header has the top byte of its length, and that byte's flags
 #: (BPF_RINGBUF_BUSY_BIT and BPF_RINGBUF_DISCARD_BIT, linux/bpf.h).
 _HEADER_FLAGS = 3
@@ -427,19 +458,88 @@ _BUSY = 0x80
 _DISCARD = 0x40
 
 
-def _ready(headers: memoryview) -> tuple[int, list[int]]:
-    """Of the records whose headers' flag bytes are ``headers``: how many are committed before
-    the first still being written, and which of those were discarded."""
-    flags = bytes(headers)
-    if not flags or max(flags) < _DISCARD:  # the usual batch: all committed, none discarded
-        return len(flags), []
-    discarded: list[int] = []
-    for index, flag in enumerate(flags):
-        if flag & _BUSY:
-            return index, discarded
-        if flag & _DISCARD:
-            discarded.append(index)
-    return len(flags), discarded
+def _committed(flags: memoryview) -> int:
+    """Of the records whose headers' flag bytes are ``flags``, how many are committed before
+    the first still being written."""
+    found = bytes(flags)
+    if max(found, default=0) < _BUSY:  # the usual batch: all committed
+        return len(found)
+    return next(index for index, flag in enumerate(found) if flag & _BUSY)
+
+
+def steps(records: bytes) -> list[Step]:
+    """Committed records (``Events.records``) unpacked, the discarded ones left out."""
+    flags = records[_HEADER_FLAGS::RECORD_SIZE]
+    found = list(_RECORD.iter_unpack(records))
+    if max(flags, default=0) >= _DISCARD:
+        found = [step for step, flag in zip(found, flags, strict=True) if not flag & _DISCARD]
+    return found
+
+
+#: An event's bytes in C (c_ubyte: a c_char array's assignment stops at the first NUL).
+_EventBytes = ctypes.c_ubyte * (RECORD_SIZE - _EVENT_AT)
+
+
+class _Flow(ctypes.Structure):
+    """struct flow of relay/native/steplines.c: a flow's event, the pieces its lines share."""
+
+    _fields_ = [("event", _EventBytes),
+                ("piece", ctypes.c_char_p * 3), ("length", ctypes.c_uint32 * 3)]
+
+
+class NativeStepLines:
+    """The kernel datapath's step lines rendered from a batch's records by
+    relay/native/steplines.c (a few hundred instructions a line, where ``StepLines.render``
+    takes some 10k): what a flow's lines share still comes from ``StepLines``, once per flow
+    and batch, so the two render the same bytes (a property test says so)."""
+
+    #: The flows a batch's table holds: the lines of any further flow are ``StepLines``'s.
+    FLOWS = 64
+
+    def __init__(self, library: Path) -> None:
+        render = ctypes.CDLL(str(library)).boothop_step_lines
+        render.restype = ctypes.c_size_t
+        render.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
+                           ctypes.POINTER(_Flow), ctypes.c_size_t, ctypes.c_char_p,
+                           ctypes.c_size_t]
+        self._render = render
+        self._out = ctypes.create_string_buffer(select.PIPE_BUF)
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> NativeStepLines:
+        """Build (if needed) and load the library; DatapathUnavailable or OSError say why it
+        cannot."""
+        return cls(build(directory, STEP_LINES_SOURCE))
+
+    def render(self, records: bytes, lines: StepLines, write: Callable[[bytes], None],
+               left: Callable[[Step], None]) -> None:
+        """The step lines of ``records`` (``Events.records``) to ``write``, as many whole lines
+        a call as PIPE_BUF holds. ``left`` takes, in their place among them, the records left
+        to Python: throttled clients, and the lines of a flow the batch's table does not have
+        yet (``left`` renders those with ``lines``, whose pieces then join the table)."""
+        count = len(records) // RECORD_SIZE
+        flows = (_Flow * self.FLOWS)()
+        known: set[tuple[int, bytes, bytes, bytes]] = set()
+        index = ctypes.c_size_t(0)
+        render, out = self._render, self._out
+        while index.value < count:
+            size = render(records, count, index, flows, len(known), out, select.PIPE_BUF)
+            if size:
+                write(ctypes.string_at(out, size))
+                continue
+            at = index.value * RECORD_SIZE + _EVENT_AT
+            index.value += 1
+            step = STEP.unpack_from(records, at)
+            left(step)
+            op, _, hops_kind, _, flow, _, servers, _, _ = step
+            key = (op, hops_kind, flow, servers if op == EVENT_FORWARDED else b"")
+            if op <= EVENT_DELIVERED and key not in known and len(known) < self.FLOWS:
+                entry = flows[len(known)]
+                entry.event = _EventBytes.from_buffer_copy(records, at)
+                for number, piece in enumerate(lines.pieces(step)):
+                    entry.piece[number] = piece
+                    entry.length[number] = len(piece)
+                known.add(key)
 
 
 #: Seconds between two passes of ``KernelReplies.expire`` over the program's pending pairs.

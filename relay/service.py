@@ -47,7 +47,7 @@ from .drops import DropReason
 from .engine import RelayEngine
 from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
-from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies
+from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies, steps
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -536,28 +536,39 @@ class RelayService:
                 # would cost more than its log line.
                 await trio.lowlevel.wait_readable(events.fileno)
                 await trio.sleep(KERNEL_STEPS_PERIOD)
-                self._kernel_events(events.take())
+                self._kernel_events(events.records())
         finally:
-            self._kernel_events(events.take())
+            self._kernel_events(events.records())
             events.close()
 
-    def _kernel_events(self, steps: list[Step]) -> None:
-        """A batch of the program's events: throttled clients told, the steps' lines written
-        together (``LineBatch``), rendered straight to bytes (``StepLines``) where the log takes
-        them so."""
+    def _kernel_events(self, records: bytes) -> None:
+        """A batch of the program's events (``Events.records``): throttled clients told, the
+        steps' lines written together (``LineBatch``), rendered straight to bytes where the log
+        takes them so: by relay/native/steplines.c where it loaded, else by ``StepLines``."""
         lines = LineBatch(self.log)
-        if lines.lean:
-            render = StepLines(self._iface, self._ifname, lines.stamp).render
-            lines.extend([render(step) for step in steps if step[0] <= EVENT_DELIVERED])
-            steps = [step for step in steps if step[0] > EVENT_DELIVERED]
-        for step in steps:  # throttled clients; every step where the log is not lean
-            event = event_of(step)
-            if event[0] > EVENT_DELIVERED:
-                self._kernel_throttle(event[10], event[15][:event[1]],
-                                      event[0] == EVENT_THROTTLE_STARTED, event[16])
-            else:
-                self._kernel_step(lines, event)
+        step_lines = StepLines(self._iface, self._ifname, lines.stamp) if lines.lean else None
+        native = None if self.kernel is None else self.kernel.step_lines
+        if step_lines is not None and native is not None:
+            native.render(records, step_lines, lines.write,
+                          lambda step: self._kernel_left(lines, step, step_lines))
+        else:
+            for step in steps(records):
+                self._kernel_left(lines, step, step_lines)
         lines.flush()
+
+    def _kernel_left(self, lines: LineBatch, step: Step,
+                     step_lines: StepLines | None = None) -> None:
+        """A throttled client's event, or a step's line: rendered by ``step_lines`` if given,
+        else from its fields' dict (``_kernel_step``: a log that is not lean)."""
+        if step[0] <= EVENT_DELIVERED and step_lines is not None:
+            lines.write(step_lines.render(step))
+            return
+        event = event_of(step)
+        if event[0] > EVENT_DELIVERED:
+            self._kernel_throttle(event[10], event[15][:event[1]],
+                                  event[0] == EVENT_THROTTLE_STARTED, event[16])
+        else:
+            self._kernel_step(lines, event)
 
     def _kernel_step(self, lines: LineBatch, event: Event) -> None:
         """A step of the program: the line ``_log_outcome`` writes for the same step, built
@@ -811,6 +822,9 @@ def open_datapath(mode: str) -> KernelDatapath | None:
     log.info("relay.datapath", datapath="kernel",
              reason=f"--datapath {mode}: the tc program loaded; the daemon takes what it "
              "passes up")
+    if kernel.step_lines is None:
+        log.warning("relay.datapath.step_lines_in_python", reason=kernel.step_lines_missing,
+                    note="the kernel path's step lines at info cost the daemon more CPU")
     return kernel
 
 

@@ -200,22 +200,12 @@ class LineBatch:
         self.write(line)
 
     def write(self, line: bytes) -> None:
-        """A line rendered by the caller (only while ``lean``), as ``info`` would render it."""
+        """A line rendered by the caller (only while ``lean``), as ``info`` would render it, or
+        whole lines of at most ``PIPE_BUF`` bytes together."""
         if self._size + len(line) > select.PIPE_BUF:
             self.flush()
         self._lines.append(line)
         self._size += len(line)
-
-    def extend(self, lines: list[bytes]) -> None:
-        """Lines rendered by the caller (only while ``lean``), written now: as many whole
-        lines a write as the longest allows within ``PIPE_BUF`` (a kernel batch's lines are
-        much alike; cheaper than ``write`` a line)."""
-        self.flush()
-        if not lines or self._output is None:
-            return
-        per_write = max(1, select.PIPE_BUF // max(map(len, lines)))
-        for start in range(0, len(lines), per_write):
-            self._output.msg(b"".join(lines[start:start + per_write]))
 
     @staticmethod
     def stamp() -> str:

@@ -73,19 +73,27 @@ class StepLines:
 
     def render(self, step: Step) -> bytes:
         """The line of a relayed request (op 1) or reply (op 2): its xid, chaddr (and a
-        reply's destination and latency) around what its flow's lines share, rendered at the
-        flow's first (a line per packet, so every call counts)."""
-        op, hlen, hops_kind, xid, flow, destination, servers, latency, chaddr = step
+        reply's destination and latency) around what its flow's lines share (``pieces``)."""
+        op, hlen, _, xid, _, destination, _, latency, chaddr = step
+        pieces = self.pieces(step)
         if op == EVENT_FORWARDED:
-            key = flow + hops_kind + servers
-            return _FORWARDED_STEP % (hexlify(xid), hexlify(chaddr[:hlen], b":"),
-                                      self._requests.get(key) or self._request(key, step))
-        key = flow + hops_kind
-        before, between, after = self._replies.get(key) or self._reply(key, step)
+            return _FORWARDED_STEP % (hexlify(xid), hexlify(chaddr[:hlen], b":"), pieces[0])
+        before, between, after = pieces
         return _DELIVERED_STEP % (
             hexlify(xid), hexlify(chaddr[:hlen], b":"), before,
             self._addresses.get(destination) or self._address(destination), between,
             b"null" if latency < 0 else orjson.dumps(round(latency / 1e6, 3)), after)
+
+    def pieces(self, step: Step) -> tuple[bytes, ...]:
+        """What the lines of a step's flow share, rendered at the flow's first: a request's
+        line after its chaddr; a reply's before its destination, between that and its latency,
+        and after (relay/native/steplines.c puts the same around its own fields)."""
+        op, _, hops_kind, _, flow, _, servers, _, _ = step
+        if op == EVENT_FORWARDED:
+            key = flow + hops_kind + servers
+            return (self._requests.get(key) or self._request(key, step),)
+        key = flow + hops_kind
+        return self._replies.get(key) or self._reply(key, step)
 
     def _request(self, key: bytes, step: Step) -> bytes:
         (_, _, hops, kind, _, giaddr, source, source_port, _, helpers, ifindex, _, _, servers,

@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,11 +59,15 @@ from boothop.relay.kernel import (
     DatapathUnavailable,
     KernelDatapath,
     KernelReplies,
+    NativeStepLines,
     Program,
     build,
+    steps,
 )
 from boothop.relay.service import RelayService
+from boothop.relay.shell import LineBatch, configure_logging
 from boothop.relay.sockets import ipv4_udp
+from boothop.relay.steplines import StepLines
 from boothop.relay.throttle import BucketLimit, RateLimits
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Opt, decode, encode
 
@@ -501,6 +507,23 @@ def test_a_burst_past_a_clients_bucket_is_dropped_as_the_engine_drops_it(
     assert client.on_boundary <= 1
 
 
+def discovers(program: Program, ifindex: int, mac: bytes = CLIENT_MAC) -> Callable[[int], None]:
+    """Relays a captured DISCOVER from ``mac`` with a given xid through the program on
+    ``ifindex`` (forwarded: the caller pushed tables that forward it)."""
+    payload = encode(decode(captured("dhclient-discover")[0]).replace(
+        chaddr=mac.ljust(16, b"\0"), hlen=6), 1 << 16)
+    frame = bytearray(bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=mac.hex(":"))
+                            / IP(src="0.0.0.0", dst="255.255.255.255", ttl=64)
+                            / UDP(sport=68, dport=67, chksum=0) / payload))
+    xid_at = len(frame) - len(payload) + 4
+
+    def relay(xid: int) -> None:
+        frame[xid_at:xid_at + 4] = xid.to_bytes(4, "big")
+        assert program.test_run(bytes(frame), ifindex)[0] == TC_ACT_REDIRECT
+
+    return relay
+
+
 def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
         spec_ns: str, program: Program) -> None:
     """Two and a half rings' worth of events, read a batch at a time in place (``Events.take``):
@@ -516,17 +539,8 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
     kernel = KernelDatapath(program)
     with inside(spec_ns):
         kernel.push(datapath.tables(engine, 67, events=True))
-    payload = encode(decode(captured("dhclient-discover")[0]).replace(
-        chaddr=CLIENT_MAC.ljust(16, b"\0"), hlen=6), 1 << 16)
-    frame = bytearray(bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_MAC.hex(":"))
-                            / IP(src="0.0.0.0", dst="255.255.255.255", ttl=64)
-                            / UDP(sport=68, dport=67, chksum=0) / payload))
-    xid_at = len(frame) - len(payload) + 4
+    relay = discovers(program, c0.index)
     unread = range(1 << 20, (1 << 20) + ring + extra)
-
-    def relay(xid: int) -> None:
-        frame[xid_at:xid_at + 4] = xid.to_bytes(4, "big")
-        assert program.test_run(bytes(frame), c0.index)[0] == TC_ACT_REDIRECT
 
     def xids(steps: list[datapath.Step]) -> list[int]:
         return [int.from_bytes(step[3], "big") for step in steps]
@@ -565,6 +579,64 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
     events_told = [datapath.event_of(step) for step in taken]
     assert {(e[0], e[1], e[2], e[10], e[13][:4], e[15][:6]) for e in events_told} == {
         (datapath.EVENT_FORWARDED, 6, 1, c0.index, NEAR_A.packed, CLIENT_MAC)}
+
+
+def test_the_daemon_writes_the_rings_steps_rendered_in_c_as_its_dict_lines(
+        spec_ns: str, program: Program, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events the program wrote for 3,000 DISCOVERs of three clients, read from its ring:
+    the daemon writes them (relay/native/steplines.c, what a flow's lines share from
+    StepLines, rendered once), as the lines of the same events' dicts, in order, the timestamp
+    apart."""
+    engine = engine_for(spec_ns, limited(10**6, 10**6))
+    c0 = engine.interfaces.by_name("c0")
+    assert c0 is not None
+    kernel = KernelDatapath(program, NativeStepLines.load(tmp_path))
+    with inside(spec_ns):
+        kernel.push(datapath.tables(engine, 67, events=True))
+    macs = [CLIENT_MAC[:5] + bytes((n,)) for n in (1, 2, 3)]
+    relays = [discovers(program, c0.index, mac) for mac in macs]
+    xids = range(1 << 21, (1 << 21) + 3000)
+    rendered_by_python: list[datapath.Step] = []
+    render = StepLines.render
+    monkeypatch.setattr(StepLines, "render", lambda lines, step: (
+        rendered_by_python.append(step), render(lines, step))[1])
+    events = kernel.events()
+    try:
+        events.records()
+        with inside(spec_ns):
+            for xid in xids:
+                relays[xid % 3](xid)
+        records = events.records()
+    finally:
+        events.close()
+        with inside(spec_ns):
+            kernel.push(datapath.tables(engine, 67))
+        for xid in xids:
+            program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
+    daemon = RelayService(engine, None, SimpleNamespace(upstream=None),  # type: ignore[arg-type]
+                          kernel=kernel)
+    written = {}
+    for way in ("c", "dicts"):
+        with (tmp_path / way).open("w") as stream:
+            configure_logging("info", "json", stream)
+            try:
+                daemon.bind_logger()
+                if way == "c":
+                    daemon._kernel_events(records)
+                else:
+                    lines = LineBatch(daemon.log)
+                    for step in steps(records):
+                        daemon._kernel_step(lines, datapath.event_of(step))
+                    lines.flush()
+            finally:
+                configure_logging("info", "json")
+        written[way] = (tmp_path / way).read_bytes()
+    stamp = re.compile(rb'"timestamp":"[^"]*"')
+    assert stamp.sub(b"", written["c"]) == stamp.sub(b"", written["dicts"])
+    told = [json.loads(line) for line in written["c"].splitlines()]
+    assert [int(line["xid"], 16) for line in told] == list(xids)
+    assert {line["chaddr"] for line in told} == {mac.hex(":") for mac in macs}
+    assert len(rendered_by_python) == 1  # the flow's first: the rest were the library's
 
 
 def test_a_throttled_client_full_again_is_forgotten_as_the_engine_forgets_it(

@@ -9,6 +9,7 @@ import os
 import re
 import select
 import socket
+import struct
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
@@ -346,6 +347,9 @@ def test_reload_keeps_the_relay_port_its_socket_was_bound_to() -> None:
         "relay.config.relay_port_kept"]
 
 
+RECORD_HEADER = struct.Struct("<II")
+
+
 def kernel_event(op: int, sent: DhcpMessage, source: IPv4Address, port: int, ifindex: int,
                  *, servers: tuple[IPv4Address, ...] = (), delivery: int = 0,
                  destination: IPv4Address = IPv4Address(0), latency_ns: int = -1) -> bytes:
@@ -358,6 +362,13 @@ def kernel_event(op: int, sent: DhcpMessage, source: IPv4Address, port: int, ifi
                       ifindex, delivery, destination.packed,
                       b"".join(s.packed for s in servers).ljust(32, b"\0"), latency_ns,
                       sent.chaddr, 0)
+
+
+def records(*events: bytes, flags: int = 0) -> bytes:
+    """Events as the ring holds them (``Events.records``): each after its 8-byte header, its
+    length's top byte holding ``flags``."""
+    return b"".join(RECORD_HEADER.pack(len(event) | flags << 24, 0) + event
+                    for event in events)
 
 
 def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
@@ -378,12 +389,11 @@ def test_a_kernel_step_is_logged_as_the_daemon_logs_the_same_step() -> None:
     assert isinstance(forwarded, Forward) and isinstance(delivered, Deliver)
     assert delivered.ifname == LAN.name
     with capture_logs() as kernel:
-        relay._kernel_events([
-            STEP.unpack(kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68,
-                                     LAN.index, servers=(SERVER,))),
-            STEP.unpack(kernel_event(2, offer, SERVER, 67, UPLINK.index, delivery=LAN.index,
-                                     destination=delivered.destination,
-                                     latency_ns=250_000_000))])
+        relay._kernel_events(records(
+            kernel_event(1, decode(forwarded.payload), IPv4Address(0), 68, LAN.index,
+                         servers=(SERVER,)),
+            kernel_event(2, offer, SERVER, 67, UPLINK.index, delivery=LAN.index,
+                         destination=delivered.destination, latency_ns=250_000_000)))
     assert [e["event"] for e in kernel] == ["relay.request.forwarded", "relay.reply.delivered"]
     assert kernel == daemon
     assert kernel[1]["mode"] == "unicast-chaddr" and kernel[1]["latency_ms"] == 250.0
@@ -436,34 +446,6 @@ def test_a_line_batch_writes_the_lines_log_info_writes_in_whole_atomic_writes(
     assert lines(together)[0]["relay"] == "r1" and lines(together)[0]["level"] == "info"
     assert 1 < len(writes) < 40 and b"".join(writes) == together
     assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes)
-
-
-def test_a_line_batch_extended_writes_whole_lines_in_order_within_pipe_buf(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``extend``: the lines as given, each whole, in writes of at most PIPE_BUF bytes (as
-    many as the longest line allows), after the lines written before; a line longer than
-    PIPE_BUF alone in its write."""
-    reader, writer = os.pipe()
-    given = [b"%d %s\n" % (n, b"x" * (n * 37 % 300)) for n in range(60)]
-    try:
-        with os.fdopen(writer, "w", closefd=False) as stream:
-            configure_logging("info", "json", stream)
-            batch = LineBatch(structlog.get_logger().bind())
-            assert batch.lean
-            writes = recording(monkeypatch)
-            batch.write(b"first\n")
-            batch.extend(given)
-            batch.extend([b"y" * select.PIPE_BUF + b"\n"])
-            monkeypatch.undo()
-            written = os.read(reader, 1 << 20)
-    finally:
-        os.close(reader)
-        os.close(writer)
-        configure_logging("info", "json")
-    assert written == b"first\n" + b"".join(given) + b"y" * select.PIPE_BUF + b"\n"
-    assert writes[0] == b"first\n" and writes[-1] == b"y" * select.PIPE_BUF + b"\n"
-    assert all(len(data) <= select.PIPE_BUF and data.endswith(b"\n") for data in writes[1:-1])
-    assert len(writes) < 10
 
 
 @settings(max_examples=300, deadline=None)

@@ -549,7 +549,7 @@ class RelayService:
         step_lines = StepLines(self._iface, self._ifname, lines.stamp) if lines.lean else None
         native = None if self.kernel is None else self.kernel.step_lines
         if step_lines is not None and native is not None:
-            native.render(records, step_lines, lines.write,
+            native.render(records, step_lines, lines.write_whole,
                           lambda step: self._kernel_left(lines, step, step_lines))
         else:
             for step in steps(records):

@@ -134,7 +134,7 @@ class DescriptorLogger:
     def __init__(self, fd: int, *args: object) -> None:
         self._fd = fd
 
-    def msg(self, message: bytes) -> None:
+    def msg(self, message: bytes | memoryview) -> None:
         written = os.write(self._fd, message)
         while written < len(message):  # a short write (a signal): the rest
             message = message[written:]
@@ -206,6 +206,18 @@ class LineBatch:
             self.flush()
         self._lines.append(line)
         self._size += len(line)
+
+    def write_whole(self, lines: memoryview, cuts: list[int]) -> None:
+        """Whole lines rendered by the caller (only while ``lean``), written now, after those
+        before: a write up to each of ``cuts`` (offsets, at most PIPE_BUF apart), one for the
+        rest."""
+        self.flush()
+        if self._output is None:
+            return
+        start = 0
+        for cut in (*cuts, len(lines)):
+            self._output.msg(lines[start:cut])
+            start = cut
 
     @staticmethod
     def stamp() -> str:

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
+#include <math.h>
 #include <string.h>
 
 /* A ring record: the ring's 8-byte header (its length's top bits flag a discarded record),
@@ -41,8 +41,8 @@
 #define CHADDR 72
 #define CHADDR_SIZE 16
 
-/* A latency this long (ns) or longer is left to Python: its milliseconds' text is checked
- * against orjson's (shortest round trip) only where "%.3f" has few enough digits. */
+/* A latency this long (ns) or longer is left to Python: below it, latency_ms's integer
+ * rounding is Python's round() of the double (see there). */
 #define LATENCY_LIMIT 1000000000000LL
 
 /* What a flow's lines share, as StepLines renders it: the event it was rendered from (its flow
@@ -81,14 +81,43 @@ static char *hex_byte(char *out, uint8_t byte)
 	return out + 2;
 }
 
-static char *decimal(char *out, unsigned value)
+static char *decimal(char *out, uint64_t value)
 {
-	if (value >= 100)
-		*out++ = (char)('0' + value / 100);
-	if (value >= 10)
-		*out++ = (char)('0' + value / 10 % 10);
-	*out++ = (char)('0' + value % 10);
-	return out;
+	char digits[20], *first = digits + sizeof(digits);
+
+	do
+		*--first = (char)('0' + value % 10);
+	while (value /= 10);
+	return put(out, first, (size_t)(digits + sizeof(digits) - first));
+}
+
+/* A reply's latency in milliseconds as the daemon writes it: orjson's text of Python's
+ * round(ns / 1e6, 3), for 0 <= ns < LATENCY_LIMIT. round() rounds the double x = ns / 1e6 to
+ * the nearest thousandth, ties to even. x is within 2^-53 x of ns / 1e6; below the limit that
+ * is less than the 10^-6 between ns / 1e6 and a midpoint, so x rounds as ns / 1e6 does, except
+ * when ns / 1e6 is a midpoint itself (ns % 1000 == 500): then x's side of it decides, which
+ * fma gives exactly (x * 1e6 - ns, rounded once, keeps its sign), and x on it is a tie.
+ * orjson writes the double nearest the result with the fewest digits that read back: the
+ * thousandths less their trailing zeros (one digit kept after the point). No printf: its
+ * "%.3f" costs more than the rest of the line. */
+static char *latency_ms(char *out, int64_t ns)
+{
+	int64_t thousandths = ns / 1000, rest = ns % 1000;
+
+	if (rest > 500) {
+		thousandths++;
+	} else if (rest == 500) {
+		double x = (double)ns / 1e6, side = fma(x, 1e6, -(double)ns);
+		if (side > 0 || (side == 0 && thousandths % 2 == 1))
+			thousandths++;
+	}
+	out = decimal(out, (uint64_t)(thousandths / 1000));
+	*out++ = '.';
+	unsigned fraction = (unsigned)(thousandths % 1000);
+	out[0] = (char)('0' + fraction / 100);
+	out[1] = (char)('0' + fraction / 10 % 10);
+	out[2] = (char)('0' + fraction % 10);
+	return out + (fraction % 100 == 0 ? 1 : fraction % 10 == 0 ? 2 : 3);
 }
 
 /* The longest a line adds to its pieces: the xid and chaddr with their keys, a destination, a
@@ -96,23 +125,26 @@ static char *decimal(char *out, unsigned value)
 #define LINE_MAX_OWN 160
 
 /* Renders the records region[*index .. count) as step lines into out (at most capacity bytes,
- * whole lines only), skipping discarded records; returns the bytes written and leaves *index at
- * the first record not rendered. It stops early at a record it leaves to the caller: one that is
- * not a step (a throttled client), one of a flow not in flows, a latency of LATENCY_LIMIT or
- * more, or a line that would not fit; so 0 bytes with *index unmoved means the record at *index
- * is the caller's. */
+ * whole lines only), skipping discarded records, and says where to cut them into writes of at
+ * most chunk bytes: each cut's offset into ends (at most *cuts of them; *cuts is set to those
+ * made). Returns the bytes written and leaves *index at the first record not rendered. It
+ * stops early at a record it leaves to the caller: one that is not a step (a throttled client),
+ * one of a flow not in flows, a latency of LATENCY_LIMIT or more, a line that might not fit in
+ * a chunk alone; and when out or ends are full. So 0 bytes with *index unmoved means the
+ * record at *index is the caller's. */
 size_t boothop_step_lines(const uint8_t *region, size_t count, size_t *index,
 			  const struct flow *flows, size_t flow_count, char *out,
-			  size_t capacity)
+			  size_t capacity, size_t *ends, size_t *cuts, size_t chunk)
 {
-	char *start = out, *end = out + capacity;
-	size_t at = *index;
+	char *start = out, *end = out + capacity, *cut = out;
+	size_t at = *index, made = 0;
 
 	for (; at < count; at++) {
 		const uint8_t *record = region + at * RECORD_SIZE;
 		const uint8_t *event = record + HEADER;
 		const struct flow *flow = NULL;
 		size_t need, i;
+		int64_t latency;
 
 		if (record[3] & DISCARD_FLAG)
 			continue;
@@ -126,13 +158,18 @@ size_t boothop_step_lines(const uint8_t *region, size_t count, size_t *index,
 		}
 		if (flow == NULL)
 			break;
-		int64_t latency;
 		memcpy(&latency, event + LATENCY, sizeof(latency));
 		if (event[OP] == DELIVERED && latency >= LATENCY_LIMIT)
 			break;
 		need = LINE_MAX_OWN + flow->length[0] + flow->length[1] + flow->length[2];
-		if ((size_t)(end - out) < need)
+		if (need > chunk || (size_t)(end - out) < need)
 			break;
+		if ((size_t)(out - cut) + need > chunk) {
+			if (made == *cuts)
+				break;
+			ends[made++] = (size_t)(out - start);
+			cut = out;
+		}
 
 		out = PUT(out, "{\"xid\":\"0x");
 		for (i = 0; i < 4; i++)
@@ -157,22 +194,10 @@ size_t boothop_step_lines(const uint8_t *region, size_t count, size_t *index,
 		}
 		out = PUT(out, "\",");
 		out = put(out, flow->piece[1], flow->length[1]);
-		if (latency < 0) {
-			out = PUT(out, "null");
-		} else {
-			/* Python's round(ns / 1e6, 3) rounds the double's exact value to nearest, ties
-			 * to even, as glibc's "%.3f" does; orjson then writes the shortest text that
-			 * reads back as that double, which is "%.3f" less its trailing zeros (one kept
-			 * after the point) below LATENCY_LIMIT. */
-			char text[32];
-			int length = snprintf(text, sizeof(text), "%.3f",
-					      (double)latency / 1e6);
-			while (text[length - 1] == '0' && text[length - 2] != '.')
-				length--;
-			out = put(out, text, (size_t)length);
-		}
+		out = latency < 0 ? PUT(out, "null") : latency_ms(out, latency);
 		out = put(out, flow->piece[2], flow->length[2]);
 	}
 	*index = at;
+	*cuts = made;
 	return (size_t)(out - start);
 }

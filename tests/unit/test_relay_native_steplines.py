@@ -63,7 +63,11 @@ def rendered(native: NativeStepLines, data: bytes) -> tuple[list[bytes], list[St
         if step[0] <= EVENT_DELIVERED:
             writes.append(lines.render(step))
 
-    native.render(data, lines, writes.append, python)
+    def whole(rendered: memoryview, cuts: list[int]) -> None:
+        writes.extend(bytes(rendered[start:end])
+                      for start, end in zip([0, *cuts], [*cuts, len(rendered)], strict=True))
+
+    native.render(data, lines, whole, python)
     return writes, left
 
 
@@ -126,11 +130,13 @@ def test_latencies_are_the_milliseconds_orjson_writes_of_round(native: NativeSte
     latencies = [-1, 0, 1, 499, 500, 501, 1_500, 2_500, 62_500, 187_500, 999_500, 1_000_000,
                  10**9, 123_456_789, 10**12 - 1, 10**12, 2**62]
     latencies += [n * 7_919_993 % 10**11 for n in range(3_000)]
+    latencies += [n * 1_000 + 500 for n in range(0, 10**9, 499_979)]  # midpoints
+    latencies += [10**12 - 500, 10**12 - 1_500, 2**40 + 500 - 2**40 % 1000]
     events = [event(2, mode=1, delivery=7, destination=bytes((10, 71, 1, n % 256)),
                     latency=latency) for n, latency in enumerate(latencies)]
     writes, left = rendered(native, records(*events))
     assert b"".join(writes) == specified(*events)
-    assert [step[7] for step in left] == [latencies[0], 10**12, 2**62]  # first, and the limit
+    assert [step[7] for step in left] == [latencies[0], 10**12, 2**62, 2**40 + 500 - 2**40 % 1000]
 
 
 def test_throttled_clients_go_to_python_in_their_place_and_discarded_records_nowhere(

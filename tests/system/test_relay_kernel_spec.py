@@ -528,7 +528,7 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
         spec_ns: str, program: Program) -> None:
     """Two and a half rings' worth of events, read a batch at a time in place (``Events.take``):
     every event arrives, in order, with the fields the program wrote, also those whose records
-    straddle the ring's end (a record is 104 bytes, of which 2**20 is not a multiple: read
+    straddle the ring's end (a record is 104 bytes, of which 2**22 is not a multiple: read
     through the data's second mapping); each take frees its records' room. Left unread, the
     ring keeps the oldest and the program counts the newest it had no room for (events_lost)."""
     ring = program.max_entries("events") // (8 + datapath.EVENT.size)
@@ -540,7 +540,7 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
     with inside(spec_ns):
         kernel.push(datapath.tables(engine, 67, events=True))
     relay = discovers(program, c0.index)
-    unread = range(1 << 20, (1 << 20) + ring + extra)
+    unread = range(1 << 24, (1 << 24) + ring + extra)
 
     def xids(steps: list[datapath.Step]) -> list[int]:
         return [int.from_bytes(step[3], "big") for step in steps]

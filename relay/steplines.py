@@ -1,15 +1,16 @@
 """The kernel datapath's step lines, rendered from its events straight to JSON bytes.
 
-At info the daemon writes a line per step the program relayed (``RelayService._kernel_step``),
+At info the daemon writes a line per step the program relayed (``RelayService._kernel_events``),
 some 10,000 a second at 2,500 DORA/s. Built as a dict and rendered by orjson, such a line costs
 the daemon about 48k instructions; most of it is Python building fields that, for a relay,
 barely change (the interface, the helpers, the type). Rendered here as bytes: what a batch's
 lines of one flow share (all but the xid, chaddr, a reply's destination and latency) once per
-batch, then a line a format of those few: some 10k a line, written included (callgrind).
-Hand-written, so a property test (tests/unit/test_relay_service_shell.py) requires the bytes
-``LineBatch`` renders from the dict the daemon builds for the same events: same keys, order,
-values and escaping.
-"""
+batch (``pieces``), then a line a format of those few (``render``): some 15k a line. The daemon
+has relay/native/steplines.c put those few around the pieces (``kernel.NativeStepLines``: 838 a
+line) and renders here only what it leaves. Hand-written, so property tests require the bytes
+``LineBatch`` renders from the dict the daemon builds for the same events (same keys, order,
+values and escaping: tests/unit/test_relay_service_shell.py), and the C side's bytes to be these
+(tests/unit/test_relay_native_steplines.py)."""
 
 from __future__ import annotations
 

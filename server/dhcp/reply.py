@@ -25,6 +25,8 @@ from boothop.relay.wire.options import encode_tlv
 _CLIENT_HEADER = struct.Struct("!BBBBIHH4sI4s4s16s")
 _BOOTREPLY = int(Op.BOOTREPLY)
 _END = b"\xff"
+#: 0.0.0.0 packed (``bytes(4)`` is a call per reply).
+_NO_ADDRESS = bytes(4)
 #: RFC 951: a BOOTP message is at least 300 octets (``encode`` pads to it).
 _MIN_SIZE = 300
 
@@ -57,6 +59,6 @@ class ReplyTemplate:
             return None
         header = _CLIENT_HEADER.pack(
             _BOOTREPLY, msg.htype, msg.hlen, 0, msg.xid, 0, flags,
-            ciaddr.packed if ciaddr is not ZERO else bytes(4), yiaddr, self.siaddr,
+            ciaddr.packed if ciaddr is not ZERO else _NO_ADDRESS, yiaddr, self.siaddr,
             msg.giaddr.packed, msg.chaddr)
         return b"".join((header, self.rest, tail, _END)).ljust(_MIN_SIZE, b"\0")

@@ -169,13 +169,14 @@ def address_of(key: str | bytes) -> IPv4Address:
 
 def decode(data: bytes) -> DhcpMessage:
     """Decode a BOOTP/DHCP message. Raises only WireError subclasses."""
-    return _decoded(bytes(data), False)[0]
+    return _decoded(data if type(data) is bytes else bytes(data), False)[0]
 
 
 def decode_options(data: bytes) -> tuple[DhcpMessage, dict[int, bytes]]:
     """``decode``, and the message's options by code (what a server reads them by): the dict the
     decoder builds anyway, not a second one made from ``options``."""
-    msg, _, by_code = _decoded(bytes(data), False)
+    # bytes() of bytes is the same object, but a call through the type: a receive gives bytes.
+    msg, _, by_code = _decoded(data if type(data) is bytes else bytes(data), False)
     return msg, by_code
 
 

@@ -40,14 +40,17 @@ class ReplyTemplate:
     #: Octets up to the end of the leading options (the reply's size without client options
     #: and END).
     size: int
+    #: ``rest``, END and the zeros up to 300 octets: the end of a reply without client options
+    #: (most replies), which then costs one concatenation.
+    closed: bytes
 
     @classmethod
     def of(cls, options: tuple[Option, ...], siaddr: IPv4Address, file: bytes) -> ReplyTemplate:
         prototype = DhcpMessage(op=Op.BOOTREPLY, xid=0, siaddr=siaddr, file=file,
                                 options=options)
         size = encoded_size(prototype) - 1  # without END
-        return cls(siaddr.packed, encode(prototype, max(size + 1, _MIN_SIZE))[
-            _CLIENT_HEADER.size:size], size)
+        after_header = encode(prototype, max(size + 1, _MIN_SIZE))[_CLIENT_HEADER.size:]
+        return cls(siaddr.packed, after_header[:size - _CLIENT_HEADER.size], size, after_header)
 
     def fill(self, msg: DhcpMessage, flags: int, ciaddr: IPv4Address, yiaddr: int,
              options: list[Option], capacity: int) -> bytes | None:
@@ -61,4 +64,6 @@ class ReplyTemplate:
             _BOOTREPLY, msg.htype, msg.hlen, 0, msg.xid, 0, flags,
             ciaddr.packed if ciaddr is not ZERO else _NO_ADDRESS, yiaddr, self.siaddr,
             msg.giaddr.packed, msg.chaddr)
+        if not tail:  # no client options (each would be two octets at least)
+            return header + self.closed
         return b"".join((header, self.rest, tail, _END)).ljust(_MIN_SIZE, b"\0")

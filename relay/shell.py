@@ -554,7 +554,7 @@ def receiver(sock: socket.socket, port: int, *, bufsize: int = RECEIVE_BUFFER,
     truncated, the kernel's drop count with it, a new IP_PKTINFO) goes through ``_checked`` and
     ``_pktinfo``. No keyword arguments, no frame between the loop and recvmsg: 9k -> 4.5k
     instructions a datagram (tests/bench/relay_hotpath.py)."""
-    recvmsg, pktinfos = sock.recvmsg, _PKTINFOS
+    recvmsg, pktinfos, known_names = sock.recvmsg, _PKTINFOS, _NAMES
 
     def take(flags: int = 0) -> Datagram:
         payload, ancillary, received_flags, source = recvmsg(bufsize, ANCILLARY_SIZE, flags)
@@ -565,8 +565,11 @@ def receiver(sock: socket.socket, port: int, *, bufsize: int = RECEIVE_BUFFER,
             _checked(ancillary, received_flags, source, bufsize, counters)
             found = _pktinfo(ancillary)
         ifindex, local, destination = found
+        name = ""
+        if names:  # interface_name's memo first: the call only for an index not seen yet
+            name = known_names.get(ifindex) or interface_name(ifindex)
         return Datagram(payload, address_of(source[0]), source[1], destination, ifindex, local,
-                        port, interface_name(ifindex) if names else "")
+                        port, name)
 
     return take
 

@@ -70,16 +70,22 @@ _STATE_TEXT = {state: state.value for state in LeaseState}
 
 
 def _upsert_of(lease: Lease) -> tuple[str, tuple[object, ...]]:
-    """The statement that writes ``lease`` (see _UPSERTS) and the row it binds."""
+    """The statement that writes ``lease`` (see _UPSERTS) and the row it binds, built as one
+    tuple per shape (one allocation a row, not a tuple extended field by field)."""
     client_id, hostname = lease.client_id, lease.hostname
-    row: tuple[object, ...] = (int(lease.address), _STATE_TEXT[lease.state], lease.client_key,
-                               bytearray(lease.mac))
-    if client_id is not None:
-        row += (bytearray(client_id),)
-    row += (lease.subnet, lease.starts, lease.expires)
-    if hostname is not None:
-        row += (hostname,)
-    return _UPSERTS[(client_id is not None, hostname is not None)], row
+    address, state, mac = int(lease.address), _STATE_TEXT[lease.state], bytearray(lease.mac)
+    if client_id is None:
+        if hostname is None:
+            return _UPSERTS[(False, False)], (address, state, lease.client_key, mac, lease.subnet,
+                                             lease.starts, lease.expires)
+        return _UPSERTS[(False, True)], (address, state, lease.client_key, mac, lease.subnet,
+                                        lease.starts, lease.expires, hostname)
+    if hostname is None:
+        return _UPSERTS[(True, False)], (address, state, lease.client_key, mac,
+                                        bytearray(client_id), lease.subnet, lease.starts,
+                                        lease.expires)
+    return _UPSERTS[(True, True)], (address, state, lease.client_key, mac, bytearray(client_id),
+                                   lease.subnet, lease.starts, lease.expires, hostname)
 
 
 class LeaseDbError(DaemonError):
@@ -177,20 +183,23 @@ class SqliteLeaseStore:
         return leases
 
     def write(self, leases: Sequence[Lease], deletes: Iterable[IPv4Address] = ()) -> None:
-        gone = [(int(a),) for a in deletes]
-        if len(leases) == 1 and not gone:
+        if len(leases) == 1 and not deletes:  # the shell's commit passes no deletes: ()
             # One statement in autocommit: SQLite makes it a transaction of its own, committed
             # (and synced) before execute returns, without the two statements of an explicit
             # one (a lone client's REQUEST is such a burst: 53k -> 42k instructions).
             self._db.execute(*_upsert_of(leases[0]))
             return
+        gone = [(int(a),) for a in deletes]
         if not leases and not gone:
             return
         # Rows by the statement that takes them: see _UPSERTS.
         shapes: dict[str, list[tuple[object, ...]]] = {}
         for lease in leases:
             statement, row = _upsert_of(lease)
-            shapes.setdefault(statement, []).append(row)
+            rows = shapes.get(statement)
+            if rows is None:  # not setdefault: its default would be a new list per row
+                rows = shapes[statement] = []
+            rows.append(row)
         with _Transaction(self._db):
             if gone:
                 self._db.executemany("DELETE FROM leases WHERE address = ?", gone)

@@ -169,13 +169,14 @@ def address_of(key: str | bytes) -> IPv4Address:
 
 def decode(data: bytes) -> DhcpMessage:
     """Decode a BOOTP/DHCP message. Raises only WireError subclasses."""
-    return _decoded(bytes(data), False)[0]
+    return _decoded(data if type(data) is bytes else bytes(data), False)[0]
 
 
 def decode_options(data: bytes) -> tuple[DhcpMessage, dict[int, bytes]]:
     """``decode``, and the message's options by code (what a server reads them by): the dict the
     decoder builds anyway, not a second one made from ``options``."""
-    msg, _, by_code = _decoded(bytes(data), False)
+    # bytes() of bytes is the same object, but a call through the type: a receive gives bytes.
+    msg, _, by_code = _decoded(data if type(data) is bytes else bytes(data), False)
     return msg, by_code
 
 
@@ -192,9 +193,17 @@ def _decode(data: bytes) -> tuple[DhcpMessage, int]:
 _EMPTY_SNAME, _EMPTY_FILE = bytes(64), bytes(128)
 
 
-def _decoded(data: bytes, exact_wanted: bool) -> tuple[DhcpMessage, int, dict[int, bytes]]:
+def _decoded(data: bytes, exact_wanted: bool, in_place: bool = True
+             ) -> tuple[DhcpMessage, int, dict[int, bytes]]:
     """``_decode``, and the options by code; the END offset is worked out only if
-    ``exact_wanted`` (else -1)."""
+    ``exact_wanted`` (else -1).
+
+    ``in_place``: the options field of the usual message (each code once, no pad before END, no
+    option 52) is read in one pass over ``data`` into the dict by code, without the list of
+    TLVs, the copy of the area and the call ``scan_tlvs`` takes (a server's DISCOVER and
+    REQUEST: 49k -> 43k instructions); anything else leaves that pass for the general one
+    below, which is the specification (False: the general pass alone; a property test holds
+    both equal)."""
     if len(data) < BOOTP_HEADER_SIZE:
         raise TruncatedError(
             f"message is {len(data)} bytes, a BOOTP header needs {BOOTP_HEADER_SIZE}", len(data)
@@ -209,18 +218,42 @@ def _decoded(data: bytes, exact_wanted: bool) -> tuple[DhcpMessage, int, dict[in
     # addresses would only miss); a server's or relay's (siaddr, giaddr): few, so
     # ``address_of``'s memo. Inline: four calls per message otherwise.
     zero = _ZERO_PACKED
-    addresses = (ZERO if ciaddr == zero else IPv4Address(ciaddr),
-                 ZERO if yiaddr == zero else IPv4Address(yiaddr),
-                 ZERO if siaddr == zero else address_of(siaddr),
-                 ZERO if giaddr == zero else address_of(giaddr))
+    client = ZERO if ciaddr == zero else IPv4Address(ciaddr)
+    yours = ZERO if yiaddr == zero else IPv4Address(yiaddr)
+    server = ZERO if siaddr == zero else address_of(siaddr)
+    relay = ZERO if giaddr == zero else address_of(giaddr)
     sname = b"" if sname_raw == _EMPTY_SNAME else sname_raw.rstrip(b"\0")
     file = b"" if file_raw == _EMPTY_FILE else file_raw.rstrip(b"\0")
     if data[BOOTP_HEADER_SIZE:_OPTIONS_OFFSET] != MAGIC_COOKIE:
         rest = data[BOOTP_HEADER_SIZE:]
         return DhcpMessage(
-            op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses, sname, file, (),
-            rest.rstrip(b"\0"),
+            op, xid, chaddr, htype, hlen, hops, secs, flags, client, yours, server, relay, sname,
+            file, (), rest.rstrip(b"\0"),
         ), -1, {}
+    by_code: dict[int, bytes] = {}
+    if in_place:
+        size = len(data)
+        position = _OPTIONS_OFFSET
+        while position < size:
+            code = data[position]
+            if code == 255:  # Opt.END
+                # encode() pads with zeros to BOOTP's 300 bytes, and never further; senders
+                # that do not pad (Kea's replies) differ from it only by that padding.
+                exact = position if (exact_wanted and size <= max(position + 1, BOOTP_MIN_SIZE)
+                                     and data.count(0, position + 1) == size - position - 1
+                                     ) else -1
+                return DhcpMessage(
+                    op, xid, chaddr, htype, hlen, hops, secs, flags, client, yours, server,
+                    relay, sname, file, tuple(by_code.items()), None,
+                ), exact, by_code
+            # PAD, option 52, a repeated code, a length or value cut short: the general pass.
+            if code == 0 or code == 52 or code in by_code or position + 1 == size:
+                break
+            start = position + 2
+            position = start + data[position + 1]
+            if position > size:
+                break
+            by_code[code] = data[start:position]
     area = data[_OPTIONS_OFFSET:]
     tlvs, end, padded = scan_tlvs(area, _OPTIONS_OFFSET, "options")
     # RFC 2131 §4.1: "the 'option overload' option MUST appear in the 'options' field", so
@@ -255,13 +288,13 @@ def _decoded(data: bytes, exact_wanted: bool) -> tuple[DhcpMessage, int, dict[in
     exact = -1
     if exact_wanted and end >= 0 and not padded and not overload and len(options) == found:
         end += _OPTIONS_OFFSET
-        # encode() pads with zeros to BOOTP's 300 bytes, and never further; senders that do
-        # not pad (Kea's replies) differ from it only by that padding.
+        # As above: encode() pads to 300 bytes and never further.
         padding = len(data) - end - 1
         if len(data) <= max(end + 1, BOOTP_MIN_SIZE) and data.count(0, end + 1) == padding:
             exact = end
     return DhcpMessage(
-        op, xid, chaddr, htype, hlen, hops, secs, flags, *addresses, sname, file, options, None,
+        op, xid, chaddr, htype, hlen, hops, secs, flags, client, yours, server, relay, sname,
+        file, options, None,
     ), exact, by_code
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from boothop.relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, ZERO, DhcpMessage
@@ -10,21 +9,17 @@ from boothop.relay.wire import BROADCAST_FLAG, CLIENT_PORT, SERVER_PORT, ZERO, D
 BROADCAST = IPv4Address("255.255.255.255")
 
 
-@dataclass(slots=True)
-class Destination:
-    """Not frozen: one per reply, only read (see actions.py)."""
-
-    address: IPv4Address
-    port: int
-    #: The reply's flags field (the broadcast bit may be set for a relayed NAK).
-    flags: int
-    to_chaddr: bool = False
+#: Where a reply goes: the address, the UDP port, the reply's flags field (the broadcast bit may
+#: be set for a relayed NAK) and whether RFC 2131 §4.1 asks for a unicast to yiaddr at the
+#: link-layer address chaddr. A tuple: one per reply, and a tuple costs no ``__init__`` call.
+Destination = tuple[IPv4Address, int, int, bool]
 
 
-def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, nak: bool,
+def reply_destination(request: DhcpMessage, yiaddr: int, nak: bool,
                       relay_port: int = SERVER_PORT) -> Destination:
-    """``relay_port``: where a relay agent listens (RFC 8357 §5.2: the source port of a request
-    carrying the Relay Source Port sub-option), else 67.
+    """``yiaddr``: the address offered or bound, as an int (0: none). ``relay_port``: where a
+    relay agent listens (RFC 8357 §5.2: the source port of a request carrying the Relay Source
+    Port sub-option), else 67.
 
     ``request`` comes from the codec, whose 0.0.0.0 is ``ZERO`` itself: giaddr is compared by
     identity (``!=`` on an IPv4Address is a Python call, for every reply)."""
@@ -37,20 +32,20 @@ def reply_destination(request: DhcpMessage, yiaddr: IPv4Address, nak: bool,
             # RFC 2131 §4.3.2: "The server MUST set the broadcast bit in the DHCPNAK, so that
             # the relay agent will broadcast the DHCPNAK to the client".
             flags |= BROADCAST_FLAG
-        return Destination(request.giaddr, relay_port, flags)
+        return request.giaddr, relay_port, flags, False
     if nak:
         # RFC 2131 §4.1: "In all cases, when 'giaddr' is zero, the server broadcasts any DHCPNAK
         # messages to 0xffffffff."
-        return Destination(BROADCAST, CLIENT_PORT, flags)
+        return BROADCAST, CLIENT_PORT, flags, False
     if request.ciaddr != ZERO:
         # RFC 2131 §4.1: "If the 'giaddr' field is zero and the 'ciaddr' field is nonzero, then
         # the server unicasts DHCPOFFER and DHCPACK messages to the address in 'ciaddr'."
-        return Destination(request.ciaddr, CLIENT_PORT, flags)
-    if request.broadcast or yiaddr == ZERO:
+        return request.ciaddr, CLIENT_PORT, flags, False
+    if request.broadcast or not yiaddr:
         # RFC 2131 §4.1: "If 'giaddr' is zero and 'ciaddr' is zero, and the broadcast bit is set,
         # then the server broadcasts DHCPOFFER and DHCPACK messages to 0xffffffff."
-        return Destination(BROADCAST, CLIENT_PORT, flags)
+        return BROADCAST, CLIENT_PORT, flags, False
     # RFC 2131 §4.1: "If the broadcast bit is not set and 'giaddr' is zero and 'ciaddr' is zero,
     # then the server unicasts DHCPOFFER and DHCPACK messages to the client's hardware address
     # and 'yiaddr' address."
-    return Destination(yiaddr, CLIENT_PORT, flags, to_chaddr=True)
+    return IPv4Address(yiaddr), CLIENT_PORT, flags, True

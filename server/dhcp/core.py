@@ -128,8 +128,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         self.by_client: dict[tuple[str, str], int] = {}
         self.offers: dict[int, _Offer] = {}
         self.offer_by_client: dict[tuple[str, str], int] = {}
-        self._timers: Deadlines[int] = Deadlines(
-            self._due, lambda: len(self.leases) + len(self.offers))
+        self._timers: Deadlines[int] = Deadlines(self._due, self.leases, self.offers)
         #: (subnet, pool index) -> where the next pool scan starts.
         self._cursors: dict[tuple[str, int], int] = {}
         self._local_addresses: set[IPv4Address] = set()
@@ -229,9 +228,12 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
                     relay_port = dgram.source_port
             except WireError as exc:
                 raise _Dropped(DropReason.BAD_RELAY_INFO, str(exc)) from None
-        subnet = self._select_subnet(msg, dgram, link, options.get(_SUBNET_SELECTION), relayed)
+        selection = options.get(_SUBNET_SELECTION)
+        if relayed and link is None and selection is None and msg.giaddr is self._last_address:
+            subnet = self._last_subnet  # _subnet_containing's memo, without its two calls
+        else:
+            subnet = self._select_subnet(msg, dgram, link, selection, relayed)
         if subnet is None:
-            selection = options.get(Opt.SUBNET_SELECTION)
             where: object = link or (
                 (IPv4Address(selection) if len(selection) == 4 else selection.hex())
                 if selection is not None else msg.giaddr)
@@ -437,7 +439,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         self.offers[choice] = _Offer(net, request.key, expires)
         self.offer_by_client[(net, request.key)] = choice
         self._timers.add(expires, choice)
-        return [self._reply(request, _OFFER, IPv4Address(choice))]
+        return [self._reply(request, _OFFER, choice)]
 
     def _request_message(self, request: Request, now: float) -> list[Action]:
         msg = request.msg
@@ -493,7 +495,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         if address is None:
             address = IPv4Address(number)
         actions = self._bind(request, number, address, now)
-        actions.append(self._reply(request, _ACK, address))
+        actions.append(self._reply(request, _ACK, number))
         return actions
 
     def _may_have(self, number: int, request: Request) -> bool:
@@ -541,7 +543,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
             return [Drop(DropReason.INFORM_NO_ADDRESS)]
         if msg.ciaddr == ZERO:
             request = replace(request, msg=msg.replace(ciaddr=request.dgram.source))
-        return [self._reply(request, ReplyKind.INFORM_ACK, ZERO)]
+        return [self._reply(request, ReplyKind.INFORM_ACK, 0)]
 
     def _bootp(self, request: Request, now: float) -> list[Action]:
         """RFC 951 BOOTREQUEST: the reserved address, or a pool address if dynamic BOOTP is on."""
@@ -561,7 +563,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         # RFC 1534 §2: a BOOTP client has no lease to renew, so its binding is infinite.
         return [
             *self._bind(request, number, address, now, infinite=True),
-            self._reply(request, ReplyKind.BOOTREPLY, address),
+            self._reply(request, ReplyKind.BOOTREPLY, number),
         ]
 
     #: By message type (option 53's byte; MessageType is an IntEnum, so either is a key).
@@ -575,13 +577,15 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
 
     # -- replies -----------------------------------------------------------------------------
     def _nak(self, request: Request, why: str) -> Send | Drop:
-        return self._reply(request, ReplyKind.NAK, ZERO, message=why)
+        return self._reply(request, ReplyKind.NAK, 0, message=why)
 
-    def _reply(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
+    def _reply(self, request: Request, kind: ReplyKind, yiaddr: int,
                message: str = "") -> Send | Drop:
+        """The reply of ``kind`` offering or binding the address ``yiaddr`` (an int, 0 for
+        none: an IPv4Address is made only where one is sent to)."""
         msg, subnet = request.msg, request.subnet
         nak = kind is _NAK
-        destination = reply_destination(msg, yiaddr, nak, request.relay_port)
+        address, port, flags, to_chaddr = reply_destination(msg, yiaddr, nak, request.relay_port)
         # Keyed by the server identifier's identity (hashing an address is a Python call); the
         # entry holds the object, so its id is not reused while the entry lives.
         key = (subnet.name, kind, id(request.server_id))
@@ -602,13 +606,13 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         capacity = (DHCP_MIN_MAX_SIZE if _MAX_MESSAGE_SIZE not in request.options
                     else self._capacity(request.options))
         payload = None if http_file is not None else template.fill(
-            msg, destination.flags, ciaddr, yiaddr, options, capacity)
+            msg, flags, ciaddr, yiaddr, options, capacity)
         if payload is None:  # a boot URL in the file field, or file and/or sname overloaded
             siaddr, file = self._boot_fields(subnet, nak)
             file = file if http_file is None else http_file
             reply = DhcpMessage(
                 op=Op.BOOTREPLY, xid=msg.xid, chaddr=msg.chaddr, htype=msg.htype, hlen=msg.hlen,
-                flags=destination.flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr,
+                flags=flags, ciaddr=ciaddr, yiaddr=IPv4Address(yiaddr), siaddr=siaddr,
                 giaddr=msg.giaddr, file=file,
                 options=(*self._leading_options(subnet, kind, request.server_id), *options))
             try:
@@ -617,8 +621,8 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
                 return Drop(DropReason.REPLY_TOO_LARGE, str(exc))
         # Replies to a client leave by the interface its request came in on; relayed ones (to
         # giaddr, at 67 or the RFC 8357 relay port) are routed.
-        return Send(kind, payload, destination.address, destination.port, request.dgram.local,
-                    0 if request.relayed else request.dgram.ifindex, destination.to_chaddr)
+        return Send(kind, payload, address, port, request.dgram.local,
+                    0 if request.relayed else request.dgram.ifindex, to_chaddr)
 
     def _leading_options(self, subnet: Subnet, kind: ReplyKind,
                          server_id: IPv4Address) -> tuple[tuple[int, bytes], ...]:
@@ -656,7 +660,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
             return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT), (Opt.BOOTFILE_NAME, url)), None
         return ((Opt.VENDOR_CLASS_ID, HTTP_CLIENT),), url
 
-    def _client_options(self, request: Request, kind: ReplyKind, yiaddr: IPv4Address,
+    def _client_options(self, request: Request, kind: ReplyKind, yiaddr: int,
                         message: str, http_options: tuple[tuple[int, bytes], ...] = ()
                         ) -> list[tuple[int, bytes]]:
         """The options of this client's reply after the leading ones."""
@@ -665,7 +669,7 @@ class DhcpServerCore(LeaseBook[int, Lease, Action]):
         if kind is _NAK:
             options.append((Opt.MESSAGE, message.encode()))
         else:
-            reservation = self._reserved.get(int(yiaddr)) if self._reserved else None
+            reservation = self._reserved.get(yiaddr) if self._reserved else None
             if reservation is not None and reservation.hostname and not any(
                     c == Opt.HOST_NAME for c, _ in request.subnet.options):
                 options.append((Opt.HOST_NAME, reservation.hostname.encode()))

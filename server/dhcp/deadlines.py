@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from ipaddress import IPv6Address
 from typing import Generic, TypeVar
 
@@ -19,19 +19,22 @@ class Deadlines(Generic[A]):
     behind: harmless when it fires (``due`` says whether an entry still means anything), but a
     client renewing in a loop would grow the heap without bound until its lease time passed
     (found by tests/bench/soak.py). Once the heap holds more than twice ``live()`` entries plus
-    SLACK, it is rebuilt from the entries ``due`` keeps: amortised O(1) per entry."""
+    SLACK, it is rebuilt from the entries ``due`` keeps: amortised O(1) per entry.
 
-    def __init__(self, due: Callable[[float, A], bool], live: Callable[[], int]) -> None:
+    ``leases`` and ``offers``: the core's tables, whose sizes are the live entries (the tables
+    themselves, not a function counting them: ``add`` runs twice per DORA)."""
+
+    def __init__(self, due: Callable[[float, A], bool], leases: Sized, offers: Sized) -> None:
         self._heap: list[tuple[float, A]] = []
         self._due: Callable[[float, A], bool] = due
-        self._live: Callable[[], int] = live
+        self._leases, self._offers = leases, offers
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def add(self, when: float, address: A) -> None:
         heapq.heappush(self._heap, (when, address))
-        if len(self._heap) > 2 * self._live() + SLACK:
+        if len(self._heap) > 2 * (len(self._leases) + len(self._offers)) + SLACK:
             self._heap = [entry for entry in self._heap if self._due(*entry)]
             heapq.heapify(self._heap)
 

@@ -96,7 +96,7 @@ class Dhcp6ServerCore(LeaseBook[IPv6Address, Lease6, Action6]):
         #: (subnet, DUID, IAID) -> the address of that IA's latest lease row there.
         self.by_client: dict[tuple[str, bytes, int], IPv6Address] = {}
         self.offers: dict[IPv6Address, _Offer] = {}
-        self._timers = Deadlines(self._due, lambda: len(self.leases) + len(self.offers))
+        self._timers = Deadlines(self._due, self.leases, self.offers)
         self._cursors: dict[str, int] = {}
         self._configure(config, interfaces or {})
         for lease in leases:

@@ -53,7 +53,7 @@ def test_a_filled_template_is_what_encode_gives(
     if edge is not None:
         capacity = encoded_size(reply) + edge
     filled = ReplyTemplate.of(tuple(leading), siaddr, file).fill(
-        request, flags, ciaddr, yiaddr, client, capacity)
+        request, flags, ciaddr, int(yiaddr), client, capacity)
     if filled is None:
         assert encoded_size(reply) > capacity  # encode would overload file/sname, or fail
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from boothop.relay.wire import (
     encode,
     encoded_size,
 )
+from boothop.relay.wire.message import _decoded
 
 #: Large enough for anything the strategies build: properties 1 and 3 are about format, not size.
 BIG = 1 << 16
@@ -130,14 +132,19 @@ def test_rfc2131_4_1_overloaded_options_decode_to_the_message(
 
 
 def check_decode(data: bytes) -> None:
-    """Decode raises only WireError; what it accepts re-encodes to the same message."""
+    """Decode raises only WireError; what it accepts re-encodes to the same message. The
+    decoder's in-place pass over the usual options field gives what the general pass gives
+    (the message, the END offset ``Frame`` patches at, the options by code) or leaves to it."""
     try:
         msg = decode(data)
     except WireError as error:
         assert error.offset is None or 0 <= error.offset <= len(data)
+        with pytest.raises(WireError):
+            _decoded(data, True, in_place=False)
         return
     assert decode(encode(msg, capacity=BIG)) == msg
     assert decode_options(data) == (msg, dict(msg.options))
+    assert _decoded(data, True) == _decoded(data, True, in_place=False)
 
 
 @FUZZ

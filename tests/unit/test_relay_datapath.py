@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import struct
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
@@ -176,3 +177,21 @@ def test_the_counter_names_match_the_programs_enums() -> None:
         datapath.COUNTERS)
     assert len(re.findall(r"^\s*UP_\w+,", reasons.group(1), re.MULTILINE)) == len(
         datapath.PASSED_UP_REASONS)
+
+
+def test_ring_records_are_committed_up_to_the_first_busy_one_and_unpacked_without_discards(
+        ) -> None:
+    """``Events.records`` stops at the first record the program is still writing (busy bit);
+    ``steps`` leaves out those it discarded."""
+    events = [datapath.EVENT.pack(1, 6, 1, 1, bytes((0, 0, 0, n)), bytes(4), bytes(4), 68, 0,
+                                  1, 7, 0, bytes(4), bytes(32), -1, bytes(16), 0)
+              for n in range(5)]
+    flags = [0, 0x40, 0, 0x80, 0]  # committed, discarded, committed, busy, committed
+    records = b"".join(struct.pack("<II", len(event) | flag << 24, 0) + event
+                       for event, flag in zip(events, flags, strict=True))
+    headers = memoryview(records)[3::kernel.RECORD_SIZE]
+    assert kernel._committed(headers) == 3
+    assert kernel._committed(headers[:3]) == 3 and kernel._committed(headers[:0]) == 0
+    committed = records[:3 * kernel.RECORD_SIZE]
+    assert [step[3][3] for step in kernel.steps(committed)] == [0, 2]
+    assert kernel.steps(b"") == []

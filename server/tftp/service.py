@@ -118,7 +118,7 @@ def _serve_transfer(
     # SHUT_RD apply alike), through the fast call path (socket.recv and send parse a tuple of
     # arguments per call: 1,100 instructions per block, callgrind).
     fd, read, write, clock = sock.fileno(), os.read, os.write, time.monotonic
-    receive, expect, window_acked = transfer.receive, transfer.expect, transfer.window_acked
+    receive, expect, window_acked = transfer.receive, transfer.expect, transfer.window_mover()
     bufsize = _ACK_BUFSIZE if isinstance(transfer, ReadTransfer) else 65536
     window_ack: bytes | None = None  # the ACK of the whole window, the answer, the deadline
     following: list[bytes] = []

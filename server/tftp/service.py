@@ -108,7 +108,7 @@ def _serve_transfer(
     ``sock`` is connected to the peer (``open_peer_udp``): the kernel delivers only the peer's
     datagrams here, so each is given to the core as the peer's. The ACK of the whole window
     (``expect`` says which, the core's answer to it and the deadline) is answered before the
-    core sees it, and the core then sees it in one call (``window_acked``), which says the
+    core sees it, and the core then sees it in one call (``window_mover``'s), which says the
     same for the next window: in lock-step, one comparison between ``read`` and ``write`` and
     one call into the core per block. Returns when ``stopping`` is set: a receive blocked
     meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD on a
@@ -118,7 +118,7 @@ def _serve_transfer(
     # SHUT_RD apply alike), through the fast call path (socket.recv and send parse a tuple of
     # arguments per call: 1,100 instructions per block, callgrind).
     fd, read, write, clock = sock.fileno(), os.read, os.write, time.monotonic
-    receive, expect, window_acked = transfer.receive, transfer.expect, transfer.window_acked
+    receive, expect, window_acked = transfer.receive, transfer.expect, transfer.window_mover()
     bufsize = _ACK_BUFSIZE if isinstance(transfer, ReadTransfer) else 65536
     window_ack: bytes | None = None  # the ACK of the whole window, the answer, the deadline
     following: list[bytes] = []

@@ -9,6 +9,8 @@ curl and iPXE expect.
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
 
 from . import packet
 from .negotiation import TransferParams
@@ -16,6 +18,15 @@ from .packet import ACK, ACK_OPCODE, DATA, ErrorCode, pack_header
 from .source import FileSource
 
 Address = tuple[str, int]
+
+
+@functools.cache
+def _numbered() -> tuple[list[bytes], list[bytes]]:
+    """The 4 octets that start the DATA and the ACK of every block number (RFC 1350 §5), built
+    once, on the first read transfer (12 ms, 6 MB): a list's item per block where a struct pack
+    built a bytes object (callgrind: some 950 of 10,000 instructions a lock-step block)."""
+    numbers = range(65536)
+    return [pack_header(DATA, n) for n in numbers], [pack_header(ACK, n) for n in numbers]
 
 
 class Outcome(enum.Enum):
@@ -72,6 +83,11 @@ class TimeLimited:
         """The ACK ``expect`` announced arrived and its answer is sent (a read transfer)."""
         raise NotImplementedError
 
+    def window_mover(self) -> Callable[[float], Expectation]:
+        """What the shell calls for each ACK ``expect`` announced: ``window_acked`` or the
+        same move made faster."""
+        return self.window_acked
+
     def _start_clock(self, now: float) -> None:
         self._expires = now + self.params.max_time
 
@@ -122,6 +138,7 @@ class ReadTransfer(TimeLimited):
         self._blksize, self._windowsize, self._timeout = (
             params.blksize, params.windowsize, params.timeout)
         self._read = source.read
+        self._headers, self._acks = _numbered()
         #: DATA sent and not yet acknowledged, in order.
         self._window: list[bytes] = []
         #: DATA read ahead of the window: the next window.
@@ -214,7 +231,7 @@ class ReadTransfer(TimeLimited):
     def window_acked(self, now: float) -> Expectation:
         """The ACK of the whole window arrived (``receive`` with it does this too) and the shell
         has sent the answer ``expect`` announced: move on, read the next window ahead and
-        return what ``expect`` would. The one call into the core per lock-step block."""
+        return what ``expect`` would."""
         window = self._ahead
         if not window:  # every block, the short one included, is acknowledged
             self._stop(Outcome.COMPLETED)
@@ -222,11 +239,43 @@ class ReadTransfer(TimeLimited):
         self._base = base = self._base + len(self._window)
         self._tries = 0
         self._window = window
-        ack = self._window_ack = pack_header(ACK, (base + len(window) - 1) & 0xFFFF)
+        ack = self._window_ack = self._acks[(base + len(window) - 1) & 0xFFFF]
         deadline = self._deadline = now + self._timeout
         ahead = self._ahead = self._rest
         self._rest = []
         self._read_ahead()
+        return ack, ahead, deadline if deadline < self._expires else self._expires
+
+    def window_mover(self) -> Callable[[float], Expectation]:
+        """``window_acked``, or in lock-step (a window of one block, so no ACK inside it: RFC
+        7440 §4's new window never starts there) ``_block_acked``, which moves the window with
+        no window to split and no list to fill: 2,000 fewer instructions a block (callgrind)."""
+        return self._block_acked if self._windowsize == 1 else self.window_acked
+
+    def _block_acked(self, now: float) -> Expectation:
+        """``window_acked`` in lock-step: the block read ahead is the window, the next block is
+        read ahead."""
+        window = self._ahead
+        if not window:  # every block, the short one included, is acknowledged
+            self._stop(Outcome.COMPLETED)
+            return None, window, None
+        block = self._next_block  # the one after the window's
+        self._base = base = block - 1
+        self._tries = 0
+        self._window = window
+        ack = self._window_ack = self._acks[base & 0xFFFF]
+        deadline = self._deadline = now + self._timeout
+        if self._eof:
+            ahead = self._ahead = []
+        else:
+            # A local, not self._read(...): 3.11 does not specialise a method call on an
+            # instance's attribute (a type and a dict lookup per call: 120 instructions a block).
+            read = self._read
+            payload = read(self._blksize)
+            ahead = self._ahead = [self._headers[block & 0xFFFF] + payload]
+            self._next_block = block + 1
+            if len(payload) < self._blksize:
+                self._ends_at(block, payload)
         return ack, ahead, deadline if deadline < self._expires else self._expires
 
     def close(self) -> None:
@@ -272,15 +321,20 @@ class ReadTransfer(TimeLimited):
 
     def _read_ahead(self) -> None:
         """Read blocks ahead of the window until a window's worth is ready, or the end."""
-        ahead, blksize, block = self._ahead, self._blksize, self._next_block
+        ahead, blksize, block, headers, read = (
+            self._ahead, self._blksize, self._next_block, self._headers, self._read)
         end = block + self._windowsize - len(ahead)
         while block < end and not self._eof:
-            payload = self._read(blksize)
-            ahead.append(pack_header(DATA, block & 0xFFFF) + payload)
+            payload = read(blksize)
+            ahead.append(headers[block & 0xFFFF] + payload)
             if len(payload) < blksize:
-                self._eof, self._last_block, self._shortfall = True, block, blksize - len(payload)
+                self._ends_at(block, payload)
             block += 1
         self._next_block = block
+
+    def _ends_at(self, block: int, payload: bytes) -> None:
+        """The source gave its short block: ``block`` with ``payload`` is the last."""
+        self._eof, self._last_block, self._shortfall = True, block, self._blksize - len(payload)
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome

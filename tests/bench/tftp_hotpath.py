@@ -1,6 +1,6 @@
 """Benchmark (not a test): instructions per lock-step block in boothop's TFTP server, by callgrind.
 
-    python3 tests/bench/tftp_hotpath.py [--blocks 4000] [--blksize 512]
+    python3 tests/bench/tftp_hotpath.py [--blocks 4000] [--blksize 512] [--queued]
 
 The real server (``python -m boothop.server run``, as tftp_throughput.py runs it) under callgrind on
 loopback serves one download by curl (outside valgrind) of ``--blocks`` lock-step blocks, and in
@@ -8,7 +8,11 @@ a second run one of a fifth as many; the totals are subtracted, so start-up, imp
 request and the transfer's set-up cancel out and what remains is the per-block path: the
 transfer thread's recv, the core, the file read, the send. callgrind counts instructions, not
 seconds, so the figure does not follow the machine's load, as tests/bench/tftp_throughput.py's
-MiB/s do. Needs valgrind and curl.
+MiB/s do; it still varies by some 5 % between runs (when each ACK arrives, before or after the
+thread blocks, changes the path through the GIL). ``--queued`` counts the transfer thread's
+loop alone, reproducible to 0.5 %: in one process under callgrind, ``_serve_transfer`` serves a
+socket into which a child process has queued every ACK beforehand (no wake-ups; the DATA
+overflow the client's socket). Needs valgrind and curl.
 """
 
 from __future__ import annotations
@@ -62,20 +66,77 @@ def instructions(blocks: int, blksize: int) -> int:
     return int(found.group(1))
 
 
+def queued_instructions(blocks: int, blksize: int) -> int:
+    """callgrind's total for ``--serve-queued``: this script serving ``blocks`` queued ACKs."""
+    run = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--serve-queued", str(blocks), str(blksize)],
+        capture_output=True, text=True, timeout=900, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"})
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    assert found, run.stderr[-2000:]
+    return int(found.group(1))
+
+
+def serve_queued(blocks: int, blksize: int) -> None:
+    """One lock-step read of ``blocks`` blocks by the transfer thread's loop, every ACK queued
+    on its socket before it runs (``--queued``)."""
+    import socket
+    import threading
+
+    from boothop.server.tftp.negotiation import TransferParams
+    from boothop.server.tftp.paths import open_file
+    from boothop.server.tftp.service import _serve_transfer
+    from boothop.server.tftp.transfer import Outcome, ReadTransfer
+
+    with tempfile.TemporaryDirectory() as root, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        (Path(root) / "file.bin").write_bytes(os.urandom(blocks * blksize - 1))
+        server.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: every ACK fits
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the DATA are dropped
+        server.bind(("127.0.0.1", 0))
+        client.bind(("127.0.0.1", 0))
+        server.connect(client.getsockname())
+        client.connect(server.getsockname())
+        # Sent from a child (not counted), on the client's socket, which stays open here.
+        subprocess.run([sys.executable, "-c",
+                        "import socket, struct, sys\n"
+                        "s = socket.socket(fileno=int(sys.argv[1]))\n"
+                        "for n in range(1, int(sys.argv[2]) + 1):\n"
+                        "    s.send(struct.pack('>HH', 4, n & 0xFFFF))\n"
+                        "s.detach()\n", str(client.fileno()), str(blocks)],
+                       pass_fds=[client.fileno()], check=True, timeout=120)
+        transfer = ReadTransfer(client.getsockname(), open_file(root, "file.bin"),
+                                TransferParams(blksize=blksize), {})
+        _serve_transfer(server, transfer, threading.Event(), lambda: None)
+        assert transfer.outcome is Outcome.COMPLETED, transfer.outcome
+        assert transfer.bytes_sent == blocks * blksize - 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--blocks", type=int, default=4000)
     parser.add_argument("--blksize", type=int, default=512)
+    parser.add_argument("--queued", action="store_true",
+                        help="the transfer thread's loop alone, every ACK queued beforehand")
+    parser.add_argument("--serve-queued", nargs=2, type=int, metavar=("BLOCKS", "BLKSIZE"),
+                        help=argparse.SUPPRESS)  # a --queued child, under callgrind
     args = parser.parse_args()
+    if args.serve_queued:
+        serve_queued(*args.serve_queued)
+        return 0
     for tool in ("valgrind", "curl"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
     small = args.blocks // 5
-    per_block = (instructions(args.blocks, args.blksize)
-                 - instructions(small, args.blksize)) / (args.blocks - small)
+    count = queued_instructions if args.queued else instructions
+    per_block = (count(args.blocks, args.blksize)
+                 - count(small, args.blksize)) / (args.blocks - small)
     print(f"tftp hot path: {per_block:,.0f} instructions per {args.blksize}-octet lock-step "
-          f"block (callgrind, {args.blocks} - {small} blocks, curl)")
+          f"block (callgrind, {args.blocks} - {small} blocks, "
+          f"{'ACKs queued' if args.queued else 'curl'})")
     return 0
 
 

@@ -154,7 +154,21 @@ def test_ack_from_the_future_is_ignored() -> None:
     assert transfer.ignored[Ignored.STALE_ACK] == 1
 
 
-def test_block_numbers_roll_over_from_65535_to_0() -> None:
+def acknowledge(transfer: ReadTransfer, block: int, now: float, shell_way: bool) -> list[bytes]:
+    """The peer's ACK of ``block``, given to ``receive``, or the shell's way: the ACK ``expect``
+    announced, answered with what it announced, then ``window_mover``'s move (in lock-step,
+    not ``window_acked``)."""
+    ack = packet.encode_ack(block)
+    if not shell_way:
+        return transfer.receive(ack, now)
+    window_ack, following, _ = transfer.expect()
+    assert window_ack == ack
+    transfer.window_mover()(now)
+    return following
+
+
+@pytest.mark.parametrize("shell_way", [False, True])
+def test_block_numbers_roll_over_from_65535_to_0(shell_way: bool) -> None:
     blksize = 8
     data = bytes(range(256)) * ((blksize * 70000) // 256) + b"tail"
     transfer = make(data, blksize=blksize)
@@ -165,11 +179,23 @@ def test_block_numbers_roll_over_from_65535_to_0() -> None:
         [block] = datas(sends)
         seen.append(block.block)
         received += block.payload
-        sends = transfer.receive(packet.encode_ack(block.block), 0.0)
+        sends = acknowledge(transfer, block.block, 0.0, shell_way)
     assert transfer.outcome is Outcome.COMPLETED
     assert bytes(received) == data
     index = seen.index(65535)
     assert seen[index + 1 : index + 3] == [0, 1]
+
+
+@pytest.mark.parametrize("shell_way", [False, True])
+def test_each_block_is_retransmitted_retries_times(shell_way: bool) -> None:
+    """The retry count is per block: the ACK of a block retransmitted once gives the next
+    block ``retries`` retransmissions again."""
+    transfer = make(b"r" * 20, blksize=8, timeout=1.0, retries=2)
+    first = transfer.start(0.0)
+    assert transfer.on_timer(1.0) == first and transfer.on_timer(2.0) == first
+    second = acknowledge(transfer, 1, 2.5, shell_way)
+    assert transfer.on_timer(3.5) == second and transfer.on_timer(4.5) == second
+    assert transfer.on_timer(5.5) == [] and transfer.outcome is Outcome.TIMED_OUT
 
 
 def test_windowsize_sends_a_window_and_slides_on_its_last_ack() -> None:
@@ -324,17 +350,18 @@ MOVES = st.lists(st.sampled_from(["last", "last-receive", "back", "ahead", "stra
 
 @settings(max_examples=200, deadline=None)
 @given(size=st.integers(0, 130), blksize=st.sampled_from([8, 10, 16]),
-       windowsize=st.integers(1, 4), oack=st.booleans(), moves=MOVES)
+       windowsize=st.integers(1, 4), oack=st.booleans(), moves=MOVES,
+       retries=st.sampled_from([1, 2, 100]))
 def test_window_acked_sends_what_the_decoded_ack_path_sends(
-    size: int, blksize: int, windowsize: int, oack: bool, moves: list[str]
+    size: int, blksize: int, windowsize: int, oack: bool, moves: list[str], retries: int
 ) -> None:
     """The shell's way (``expect`` between packets, the announced answer sent the moment the
-    window's ACK arrives, then ``window_acked``) gives the same datagrams, counters, deadlines
-    and outcome as the decoded ACK path (a padded ACK: RFC 1350 allows no padding, but the
-    decoder reads the block number past it, so it bypasses the shortcut); ``window_acked``
-    announces what ``expect`` then does."""
+    window's ACK arrives, then ``window_mover``'s call: in lock-step, not ``window_acked``)
+    gives the same datagrams, counters, deadlines and outcome as the decoded ACK path (a padded
+    ACK: RFC 1350 allows no padding, but the decoder reads the block number past it, so it
+    bypasses the shortcut); the move announces what ``expect`` then does."""
     data = bytes(range(256)) * 2
-    params = TransferParams(blksize=blksize, windowsize=windowsize, retries=100)
+    params = TransferParams(blksize=blksize, windowsize=windowsize, retries=retries)
     options = {"blksize": str(blksize)} if oack else {}
     fast = ReadTransfer(PEER, BytesSource(data[:size]), params, options)
     plain = ReadTransfer(PEER, BytesSource(data[:size]), params, options)
@@ -356,7 +383,7 @@ def test_window_acked_sends_what_the_decoded_ack_path_sends(
         expected = plain.receive(ack + b"\0", now)
         if ack == window_ack and move == "last":  # the shell sends following at once
             sent = list(following)
-            assert fast.window_acked(now) == fast.expect()
+            assert fast.window_mover()(now) == fast.expect()
         else:
             sent = fast.receive(ack, now)
         assert sent == expected

@@ -47,7 +47,7 @@ SETTINGS = struct.Struct("<IIIHH4sI12QIIQQ")
 EVENT = struct.Struct("<BBBB4s4s4sHBBII4s32sq16sQ")
 #: An event's fields, as ``EVENT`` unpacks them (op first).
 Event = tuple[Any, ...]
-#: The same event as its step line is rendered from it (``Events.take``, ``StepLines``): op,
+#: The same event as its step line is rendered from it (``kernel.steps``, ``StepLines``): op,
 #: hlen, hops and type, xid, the flow (giaddr, source and its port, mode, helpers, ingress and
 #: delivery interfaces: what a relay's lines mostly share), destination, servers, latency,
 #: chaddr. Fewer objects an event, and the flow one key.

@@ -394,7 +394,7 @@ class KernelDatapath:
 
 class Events:
     """The ``events`` ring buffer, read in place: ``fileno`` (the map's) becomes readable when
-    events wait; ``records`` copies out those committed, whole (``take``: unpacked, as
+    events wait; ``records`` copies out those committed, whole (``steps`` unpacks them as
     ``STEP`` reads them), and frees their room.
 
     Read through two mappings of the map, not libbpf's ``ring_buffer__consume``: libbpf (1.1)
@@ -435,10 +435,6 @@ class Events:
         records = bytes(region[:count * RECORD_SIZE])
         _U64.pack_into(self._consumer, 0, consumer + count * RECORD_SIZE)
         return records
-
-    def take(self) -> list[Step]:
-        """The events committed since the last call, oldest first, their room freed."""
-        return steps(self.records())
 
     def close(self) -> None:
         self._data.release()
@@ -489,8 +485,8 @@ class _Flow(ctypes.Structure):
 
 class NativeStepLines:
     """The kernel datapath's step lines rendered from a batch's records by
-    relay/native/steplines.c (a few hundred instructions a line, where ``StepLines.render``
-    takes some 10k): what a flow's lines share still comes from ``StepLines``, once per flow
+    relay/native/steplines.c (838 instructions a line in the daemon, where ``StepLines.render``
+    takes some 15k): what a flow's lines share still comes from ``StepLines``, once per flow
     and batch, so the two render the same bytes (a property test says so)."""
 
     #: The flows a batch's table holds: the lines of any further flow are ``StepLines``'s.
@@ -499,7 +495,7 @@ class NativeStepLines:
     CAPACITY = 1 << 18
     #: Where its lines may be cut into writes of whole lines within PIPE_BUF: room for more
     #: cuts than CAPACITY needs.
-    CUTS = 2 * (1 << 18) // select.PIPE_BUF
+    CUTS = 2 * CAPACITY // select.PIPE_BUF
 
     def __init__(self, library: Path) -> None:
         render = ctypes.CDLL(str(library)).boothop_step_lines

@@ -482,7 +482,7 @@ def test_a_burst_past_a_clients_bucket_is_dropped_as_the_engine_drops_it(
     before = kernel.counts().counters
     events = kernel.events()
     try:
-        events.take()
+        steps(events.records())
         client = Client(spec_ns, program, far_end, engine, fresh_mac())
         assert [client.request() for _ in range(burst + 3)] == (
             ["forwarded"] * burst + ["dropped"] * 3)
@@ -492,7 +492,7 @@ def test_a_burst_past_a_clients_bucket_is_dropped_as_the_engine_drops_it(
         time.sleep(0.75)
         after_sleep = [client.request() for _ in range(3)]
         assert after_sleep[0] == "forwarded" and after_sleep[-1] == "dropped", after_sleep
-        started = events.take()
+        started = steps(events.records())
     finally:
         events.close()
     counters = kernel.counts().counters
@@ -526,7 +526,7 @@ def discovers(program: Program, ifindex: int, mac: bytes = CLIENT_MAC) -> Callab
 
 def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
         spec_ns: str, program: Program) -> None:
-    """Two and a half rings' worth of events, read a batch at a time in place (``Events.take``):
+    """Two and a half rings' worth of events, read a batch at a time in place (``Events.records``):
     every event arrives, in order, with the fields the program wrote, also those whose records
     straddle the ring's end (a record is 104 bytes, of which 2**22 is not a multiple: read
     through the data's second mapping); each take frees its records' room. Left unread, the
@@ -548,13 +548,13 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
     events = kernel.events()
     taken: list[datapath.Step] = []
     try:
-        events.take()
+        steps(events.records())
         lost = kernel.events_lost()
         with inside(spec_ns):
             for xid in unread:
                 relay(xid)
         assert kernel.events_lost() - lost == extra
-        assert xids(events.take()) == list(unread[:ring])
+        assert xids(steps(events.records())) == list(unread[:ring])
         daemon = RelayService(engine, None, SimpleNamespace(upstream=None),  # type: ignore[arg-type]
                               kernel=kernel)
         with capture_logs() as told:
@@ -566,8 +566,8 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
             for xid in range(total):
                 relay(xid)
                 if xid % batch == batch - 1:
-                    taken += events.take()
-        taken += events.take()
+                    taken += steps(events.records())
+        taken += steps(events.records())
     finally:
         events.close()
         with inside(spec_ns):

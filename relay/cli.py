@@ -31,12 +31,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import kernel, metrics, shell
+from . import compiled, metrics, shell
 from .classes import DEFAULT_CLASS, classify
 from .config import AgentPolicy, InterfaceConfig, RelayConfig
 from .configfile import MAX_HOPS_LIMIT, MAX_PACKET_LIMIT, RelaySettings, load, parse
 from .interfaces import Role
-from .kernel import DEFAULT_CACHE
 from .service import run_relay
 from .service6 import run_relay6
 from .settings import (
@@ -423,18 +422,19 @@ def status(argv: Sequence[str]) -> int:
 
 
 def build_datapath(argv: Sequence[str]) -> int:
-    """``boothop-relay build-datapath [--cache DIR]``: compile the kernel datapath (at install)."""
+    """``boothop-relay build-datapath [--cache DIR]``: compile the shipped C (at install)."""
     parser = _Parser(prog="boothop-relay build-datapath", allow_abbrev=False,
-                     description="Compile the kernel datapath's tc-BPF program and its step-line "
-                     "renderer from the sources shipped with boothop into its cache (clang); "
-                     "print the built files' paths.")
+                     description="Compile the C shipped with boothop as source (the kernel "
+                     "datapath's tc-BPF program and step-line renderer, the TFTP server's "
+                     "lock-step loop) into its cache (clang); print the built files' paths.")
     parser.add_argument("--cache", type=Path, metavar="DIR",
-                        help=f"where to keep it (default $BOOTHOP_BPF_CACHE or {DEFAULT_CACHE})")
+                        help="where to keep it (default $BOOTHOP_BPF_CACHE or "
+                        f"{compiled.DEFAULT_CACHE})")
     args = parser.parse_args(argv)
     try:
-        print(kernel.build(args.cache))
-        print(kernel.build(args.cache, kernel.STEP_LINES_SOURCE))
-    except kernel.DatapathUnavailable as error:
+        for source in compiled.SOURCES:
+            print(compiled.build(source, args.cache))
+    except compiled.Unavailable as error:
         print(f"boothop-relay: {error}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

@@ -1,8 +1,6 @@
 """The relay's kernel datapath: build, load and feed the tc program of ``relay/bpf/relay.bpf.c``.
 
-The object is compiled from the source shipped in the package (``.ci/install`` runs
-``boothop-relay --build-datapath``; the daemon builds it on demand) into a cache directory,
-named by the source's hash, so no binary lives in git and an edited source is rebuilt. It is
+The object is compiled from the source shipped in the package (``relay/compiled.py``). It is
 loaded with libbpf through ctypes: Debian ships no maintained Python binding of libbpf, and bcc
 needs the running kernel's headers, which this kind of machine (a kernel without modules or
 headers) does not have; libbpf.so.1 with plain BPF C against the uapi headers needs neither.
@@ -14,19 +12,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import mmap
 import os
 import select
-import shutil
 import struct
-import subprocess
 from collections import Counter
 from collections.abc import Callable
-from importlib import resources
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from .compiled import PROGRAM_SOURCE, STEP_LINES_SOURCE, Unavailable, build
 from .datapath import (
     ALLOWANCE,
     CLIENT,
@@ -45,18 +40,6 @@ from .datapath import (
 from .replies import ReplyTracker
 from .steplines import StepLines
 
-#: Where built objects are kept (overridden by BOOTHOP_BPF_CACHE).
-DEFAULT_CACHE = Path("/var/cache/boothop")
-#: The default -mcpu (v1) has the token buckets' 64-bit atomics (compare-and-swap, exchange,
-#: fetch-and-add; the kernel takes them since 5.12); v3 costs the verifier a sixth more steps.
-CLANG_FLAGS = ("-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu")
-#: A shipped C source: its folder and name in the package, clang's flags, the built file's
-#: suffix.
-Source = tuple[str, str, tuple[str, ...], str]
-PROGRAM_SOURCE: Source = ("bpf", "relay.bpf.c", (*CLANG_FLAGS, "-c"), ".bpf.o")
-#: The daemon's step-line renderer (relay/native/steplines.c), a shared library for ctypes.
-STEP_LINES_SOURCE: Source = ("native", "steplines.c",
-                             ("-O2", "-g", "-Wall", "-Werror", "-shared", "-fPIC", "-lm"), ".so")
 PROGRAM = "relay"
 #: TC_ACT_OK, TC_ACT_SHOT and TC_ACT_REDIRECT (linux/pkt_cls.h).
 TC_ACT_OK = 0
@@ -67,50 +50,6 @@ _U64 = struct.Struct("<Q")
 _SKB_SIZE = 192
 _SKB_INGRESS_IFINDEX = 36
 _SKB_IFINDEX = 40
-
-
-class DatapathUnavailable(Exception):
-    """The kernel datapath cannot run here; the message says why (logged by the daemon)."""
-
-
-def source_text(source: Source | None = None) -> bytes:
-    folder, name, _, _ = source or PROGRAM_SOURCE
-    return resources.files("boothop.relay").joinpath(folder, name).read_bytes()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("BOOTHOP_BPF_CACHE") or DEFAULT_CACHE)
-
-
-def object_path(directory: Path | None = None, source: Source | None = None) -> Path:
-    """Where the file built from a shipped source (default: the program's) is (or will be)
-    cached: named by a hash of the source and its flags."""
-    _, name, flags, suffix = source or PROGRAM_SOURCE
-    digest = hashlib.sha256(source_text(source) + " ".join(flags).encode()).hexdigest()[:16]
-    return (directory or cache_dir()) / f"{name.split('.')[0]}-{digest}{suffix}"
-
-
-def build(directory: Path | None = None, source: Source | None = None) -> Path:
-    """Compile a shipped source (default: the program's) unless it is cached; returns the
-    built file's path."""
-    folder, name, flags, _ = source or PROGRAM_SOURCE
-    target = object_path(directory, source)
-    if target.exists():
-        return target
-    clang = shutil.which("clang")
-    if clang is None:
-        raise DatapathUnavailable(f"{target} is not built and clang is not installed "
-                                  "(apt-get install clang llvm libbpf-dev)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files("boothop.relay").joinpath(folder, name)) as path:
-        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        result = subprocess.run([clang, *flags, str(path), "-o", str(temporary)],
-                                capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        temporary.unlink(missing_ok=True)
-        raise DatapathUnavailable(f"clang failed on {name}: {result.stderr.strip()[-2000:]}")
-    os.replace(temporary, target)
-    return target
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -131,7 +70,7 @@ def _libbpf() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError as error:
-        raise DatapathUnavailable(f"libbpf is not installed ({error})") from error
+        raise Unavailable(f"libbpf is not installed ({error})") from error
     pointer, c_int, c_char_p, c_void_p = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, \
         ctypes.c_void_p
     for function, restype, argtypes in (
@@ -173,7 +112,7 @@ class Program:
         self._lib = lib = _libbpf()
         obj = lib.bpf_object__open_file(str(path).encode(), None)
         if not obj:
-            raise DatapathUnavailable(f"libbpf cannot open {path}: {_failed('open')}")
+            raise Unavailable(f"libbpf cannot open {path}: {_failed('open')}")
         self._obj = obj
         code = lib.bpf_object__load(obj)
         if code:
@@ -182,7 +121,7 @@ class Program:
             error = _failed("load", code)
             needs = (" (loading it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
                      if error.errno in (errno.EPERM, errno.EACCES) else "")
-            raise DatapathUnavailable(f"the kernel refused {path.name}: {error}{needs}")
+            raise Unavailable(f"the kernel refused {path.name}: {error}{needs}")
         self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, PROGRAM.encode()))
         self.cpus = lib.libbpf_num_possible_cpus()
 
@@ -307,11 +246,11 @@ class KernelDatapath:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> KernelDatapath:
-        """Build (if needed) and load the program; DatapathUnavailable says why it cannot."""
-        program = Program(build(directory))
+        """Build (if needed) and load the program; Unavailable says why it cannot."""
+        program = Program(build(PROGRAM_SOURCE, directory))
         try:
             return cls(program, NativeStepLines.load(directory))
-        except (DatapathUnavailable, OSError) as error:
+        except (Unavailable, OSError) as error:
             return cls(program, None, str(error))
 
     def push(self, tables: Tables) -> None:
@@ -510,9 +449,9 @@ class NativeStepLines:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> NativeStepLines:
-        """Build (if needed) and load the library; DatapathUnavailable or OSError say why it
+        """Build (if needed) and load the library; Unavailable or OSError say why it
         cannot."""
-        return cls(build(directory, STEP_LINES_SOURCE))
+        return cls(build(STEP_LINES_SOURCE, directory))
 
     def render(self, records: bytes, lines: StepLines,
                write: Callable[[memoryview, list[int]], None],

@@ -30,6 +30,7 @@ from . import metrics
 from .actions import Deliver, DeliveryMode, Drop, Forward, Outcome, RogueServer, Throttle, Warn
 from .broadcast import BroadcastForwarder, UdpDropped
 from .classes import DEFAULT_CLASS
+from .compiled import Unavailable
 from .config import Relay6Config, RelayConfig
 from .configfile import RelaySettings
 from .counters import ShellCounters
@@ -47,7 +48,7 @@ from .drops import DropReason
 from .engine import RelayEngine
 from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
-from .kernel import DatapathUnavailable, KernelDatapath, KernelReplies, steps
+from .kernel import KernelDatapath, KernelReplies, steps
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -813,7 +814,7 @@ def open_datapath(mode: str) -> KernelDatapath | None:
         return None
     try:
         kernel = KernelDatapath.load()
-    except (DatapathUnavailable, OSError) as error:
+    except (Unavailable, OSError) as error:
         if mode == "kernel":
             raise DaemonError(f"--datapath kernel: {error}") from error
         log.info("relay.datapath", datapath="user",

@@ -45,7 +45,10 @@ def resolve(root: str, filename: str) -> str:
     return real
 
 
-class _FileReader:
+class FileReader:
+    """A regular file read in order (``read``), or from where ``seek`` puts it by a reader of its
+    descriptor that does not move it (the C lock-step loop, native.py)."""
+
     def __init__(self, fd: int, size: int) -> None:
         # A buffer of the largest block: smaller blocks are copied out of it, one read system
         # call per 64 KiB (with the default 8 KiB, each 8 KiB block took its own read, straight
@@ -56,14 +59,23 @@ class _FileReader:
         #: The buffered file's own read: no wrapper frame per block.
         self.read: Callable[[int], bytes] = self._file.read
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int) -> None:
+        self._file.seek(offset)
+
     def close(self) -> None:
         self._file.close()
 
 
-def open_file(root: str, filename: str) -> _FileReader:
+def open_file(root: str, filename: str) -> FileReader:
     """Open a regular file under ``root`` for reading; FileRefused with the TFTP error code."""
     fd, info = open_regular(root, filename)
-    return _FileReader(fd, info.st_size)
+    return FileReader(fd, info.st_size)
 
 
 def open_regular(root: str, filename: str) -> tuple[int, os.stat_result]:

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 import trio
 
+from boothop.relay.compiled import Unavailable
 from boothop.relay.metrics import Family, Metrics, part
 from boothop.relay.shell import (
     DatagramLoop,
@@ -39,8 +40,10 @@ from boothop.relay.shell import (
 )
 from boothop.relay.wire import ZERO, Datagram
 
+from . import native
 from .admission import Accepted, Admission, Refused
 from .config import TftpConfig
+from .native import LockStepLoop
 from .paths import create_file, open_file
 from .transfer import Address, ReadTransfer
 from .write import WriteTransfer
@@ -99,7 +102,7 @@ def _arm(sock: socket.socket, seconds: float) -> None:
 
 def _serve_transfer(
     sock: socket.socket, transfer: ReadTransfer | WriteTransfer, stopping: threading.Event,
-    ended: Callable[[], None],
+    ended: Callable[[], None], lock_step: LockStepLoop | None = None,
 ) -> None:
     """A transfer's thread: a blocking receive bounded by the transfer's next deadline, the core,
     the sends. Two system calls per block, as tftpd-hpa makes; ``ended`` is called once the
@@ -110,9 +113,11 @@ def _serve_transfer(
     (``expect`` says which, the core's answer to it and the deadline) is answered before the
     core sees it, and the core then sees it in one call (``window_mover``'s), which says the
     same for the next window: in lock-step, one comparison between ``read`` and ``write`` and
-    one call into the core per block. Returns when ``stopping`` is set: a receive blocked
-    meanwhile, or entered after it, returns no data at once (Linux keeps SHUT_RD on a
-    connected UDP socket)."""
+    one call into the core per block. With ``lock_step`` (a read of a file in octet mode, the
+    loop in C) that comparison, the send and the read ahead are C's for as long as the ACKs
+    awaited arrive; what ends its run comes back here as the receive's result. Returns when
+    ``stopping`` is set: a receive blocked meanwhile, or entered after it, returns no data at
+    once (Linux keeps SHUT_RD on a connected UDP socket)."""
     sock.setblocking(True)
     # read and write on the socket's descriptor: recv and send without flags (SO_RCVTIMEO and
     # SHUT_RD apply alike), through the fast call path (socket.recv and send parse a tuple of
@@ -150,7 +155,19 @@ def _serve_transfer(
             _arm(sock, wait)
             rearm_below = wait - _REARM_SLACK
         try:
-            data = read(fd, bufsize)
+            if lock_step is None or not following or window_ack is None:
+                data = read(fd, bufsize)
+            else:
+                served, received = lock_step.read()
+                if served:  # the core moved on: it says what it awaits next
+                    window_ack, deadline = None, transfer.next_deadline()
+                if received is None:  # C left the turn to the core (the end, a failure)
+                    now, acked = lock_step.now, False
+                    window_ack, following, deadline = expect()
+                    datagrams = (transfer.on_timer(now)
+                                 if deadline is not None and now >= deadline else [])
+                    continue
+                data = received
         except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out: the deadline
             acked, rearm_below = False, math.inf
             now = clock()
@@ -177,21 +194,25 @@ def _serve_transfer(
 async def _run_transfer(
     sock: socket.socket, strays: socket.socket, transfer: ReadTransfer | WriteTransfer,
     admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
+    lock_step: native.Serve | None,
 ) -> None:
     """Run a transfer in a thread of its own (as DatagramLoop runs a receive loop): in lock-step
     every block waits for its ACK, and waking a blocked thread costs less than a trio task's
     wake-up (an EAGAIN, epoll_ctl, epoll_wait and the scheduler per block). ``strays``, on the
     same port, gets every datagram not from the peer: a DatagramLoop answers each with the
     core's error 5. When the server stops, both threads are woken by shutdown(SHUT_RD) and
-    waited for."""
+    waited for. ``lock_step`` is the C loop, if it loaded: a read in lock-step runs in it."""
     started = time.monotonic()
+    loop = (LockStepLoop.open(lock_step, sock.fileno(), transfer)
+            if isinstance(transfer, ReadTransfer) else None)
     stopping = threading.Event()
     done = threading.Event()
 
     def ended() -> None:
         if not done.is_set():
             done.set()
-            _ended(transfer, admission, lock, transfers, started, log)
+            _ended(transfer, admission, lock, transfers, started, log,
+                   0 if loop is None else loop.served)
 
     def answer_stray(datagram: Datagram) -> None:
         source = (str(datagram.source), datagram.source_port)
@@ -215,7 +236,7 @@ async def _run_transfer(
                 nursery.start_soon(DatagramLoop(strays, answer_stray, log=log,
                                                 bufsize=65536).run)
                 await trio.to_thread.run_sync(_serve_transfer, sock, transfer, stopping, ended,
-                                              limiter=trio.CapacityLimiter(1))
+                                              loop, limiter=trio.CapacityLimiter(1))
                 nursery.cancel_scope.cancel()
     finally:
         transfer.close()
@@ -224,9 +245,10 @@ async def _run_transfer(
 
 def _ended(
     transfer: ReadTransfer | WriteTransfer, admission: Admission, lock: threading.Lock,
-    transfers: _Transfers, started: float, log: Logger,
+    transfers: _Transfers, started: float, log: Logger, acks_in_c: int,
 ) -> None:
-    """Release the transfer's slot, count and log it (from its thread, or the trio thread)."""
+    """Release the transfer's slot, count and log it (from its thread, or the trio thread), with
+    the ACKs the C loop served."""
     octets = transfer.bytes_sent if isinstance(transfer, ReadTransfer) else transfer.bytes_received
     outcome = transfer.outcome.value if transfer.outcome else "cancelled"
     with lock:  # the listener's thread admits under it
@@ -240,14 +262,16 @@ def _ended(
         seconds=round(time.monotonic() - started, 3),
         retransmissions=transfer.retransmissions,
         ignored={k.value: v for k, v in transfer.ignored.items() if v},
+        acks_in_c=acks_in_c,
     )
 
 
 class _Listener:
     """The admission core's handler in the listener's receive thread."""
 
-    def __init__(self, config: TftpConfig, nursery: trio.Nursery, log: Logger) -> None:
-        self.config, self.nursery, self.log = config, nursery, log
+    def __init__(self, config: TftpConfig, nursery: trio.Nursery, log: Logger,
+                 lock_step: native.Serve | None) -> None:
+        self.config, self.nursery, self.log, self.lock_step = config, nursery, log, lock_step
         self.admission = Admission(config)
         self.opener = functools.partial(open_file, config.root)
         self.creator = (functools.partial(create_file, config.upload_root,
@@ -290,7 +314,8 @@ class _Listener:
             self.log.warning("tftp.transfer.socket_failed", error=str(exc))
             return
         trio.from_thread.run_sync(_start_transfer, self.nursery, sockets, result, client,
-                                  self.admission, self.lock, self.transfers, self.log)
+                                  self.admission, self.lock, self.transfers, self.log,
+                                  self.lock_step)
 
 
 async def serve_tftp(
@@ -302,10 +327,16 @@ async def serve_tftp(
     ``task_status.started`` gets the bound port; ``metrics`` scrapes this service as ``tftp``.
     """
     log = structlog.get_logger().bind(service="tftp")
+    try:
+        lock_step: native.Serve | None = native.load()
+    except (Unavailable, OSError) as error:
+        lock_step = None
+        log.warning("tftp.lock_step_in_python", reason=str(error),
+                    note="read transfers in lock-step run in Python, slower")
     with open_udp(config.port, config.address, broadcast=False) as sock:
         port = sock.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            listener = _Listener(config, nursery, log)
+            listener = _Listener(config, nursery, log, lock_step)
             loop = DatagramLoop(sock, functools.partial(listener.handle, sock), log=log,
                                 lock=listener.lock, bufsize=65536)
             log.info("tftp.listening", address=config.address, port=port, root=config.root,
@@ -319,6 +350,7 @@ def _start_transfer(
     nursery: trio.Nursery, sockets: tuple[socket.socket, socket.socket], accepted: Accepted,
     client: Address,
     admission: Admission, lock: threading.Lock, transfers: _Transfers, log: Logger,
+    lock_step: native.Serve | None,
 ) -> None:
     request, transfer = accepted.request, accepted.transfer
     transfer_log = log.bind(client=f"{client[0]}:{client[1]}", filename=escaped(request.filename),
@@ -328,4 +360,4 @@ def _start_transfer(
     transfer_log.info("tftp.transfer.started")
     transfers.started[_direction(transfer)] += 1  # the receive thread holds ``lock`` meanwhile
     nursery.start_soon(_run_transfer, *sockets, transfer, admission, lock, transfers,
-                       transfer_log)
+                       transfer_log, lock_step)

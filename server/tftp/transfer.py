@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 from . import packet
 from .negotiation import TransferParams
@@ -56,6 +57,22 @@ class Ignored(enum.Enum):
 #: of the whole window (None while none is awaited), the datagrams that answer exactly that
 #: datagram, and the next deadline (None: none).
 Expectation = tuple[bytes | None, list[bytes], float | None]
+
+
+class LockStep(NamedTuple):
+    """Where a read transfer in lock-step stands, for a loop outside the core that serves the
+    ACKs itself as ``ReadTransfer._block_acked`` would, reading the file on from where the
+    core's source stands (``ReadTransfer.lock_stepped`` tells the core what it did)."""
+
+    #: The internal number (unbounded) of the block in flight: its ACK is awaited.
+    block: int
+    #: The DATA read ahead: the answer to that ACK.
+    ahead: bytes
+    #: The source gave its short block: nothing more to read.
+    ended: bool
+    timeout: float
+    #: The time limit, on the clock of ``now``.
+    expires: float
 
 
 class TimeLimited:
@@ -132,7 +149,7 @@ class ReadTransfer(TimeLimited):
     ) -> None:
         self.peer = peer
         self.params = params
-        self._source = source
+        self.source = source
         self._oack = packet.encode_oack(oack) if oack else None
         self._awaiting_oack_ack = bool(oack)
         self._blksize, self._windowsize, self._timeout = (
@@ -275,13 +292,37 @@ class ReadTransfer(TimeLimited):
             ahead = self._ahead = [self._headers[block & 0xFFFF] + payload]
             self._next_block = block + 1
             if len(payload) < self._blksize:
-                self._ends_at(block, payload)
+                self._ends_at(block, len(payload))
         return ack, ahead, deadline if deadline < self._expires else self._expires
+
+    def lock_step(self) -> LockStep | None:
+        """What a loop outside the core needs to serve the next ACKs itself; None unless the
+        transfer is in lock-step and awaits the ACK of its block in flight with the next block
+        read ahead."""
+        if self._windowsize != 1 or self._window_ack is None or not self._ahead:
+            return None
+        return LockStep(self._base, self._ahead[0], self._eof, self._timeout, self._expires)
+
+    def lock_stepped(self, acked: int, now: float, window: bytes, ahead: bytes | None) -> None:
+        """A loop outside the core served ``acked`` ACKs from ``lock_step`` on, as as many
+        ``_block_acked`` would, the last at ``now``, and read the source on: ``window`` is the
+        block in flight, ``ahead`` the block read after it (None: none yet, or the source
+        ended)."""
+        self._base = base = self._base + acked
+        self._tries = 0
+        self._window = [window]
+        self._window_ack = self._acks[base & 0xFFFF]
+        self._deadline = now + self._timeout
+        self._ahead = [] if ahead is None else [ahead]
+        self._next_block = base + 1 + len(self._ahead)
+        for block, datagram in zip((base, base + 1), (window, ahead), strict=True):
+            if not self._eof and datagram is not None and len(datagram) - 4 < self._blksize:
+                self._ends_at(block, len(datagram) - 4)
 
     def close(self) -> None:
         """The shell is giving up on the transfer (shutdown): release the file."""
         if not self.done:
-            self._source.close()
+            self.source.close()
 
     # -- internals --------------------------------------------------------------------------
     def _on_ack(self, block: int, now: float) -> list[bytes]:
@@ -328,13 +369,13 @@ class ReadTransfer(TimeLimited):
             payload = read(blksize)
             ahead.append(headers[block & 0xFFFF] + payload)
             if len(payload) < blksize:
-                self._ends_at(block, payload)
+                self._ends_at(block, len(payload))
             block += 1
         self._next_block = block
 
-    def _ends_at(self, block: int, payload: bytes) -> None:
-        """The source gave its short block: ``block`` with ``payload`` is the last."""
-        self._eof, self._last_block, self._shortfall = True, block, self._blksize - len(payload)
+    def _ends_at(self, block: int, octets: int) -> None:
+        """The source gave its short block: ``block``, of ``octets`` octets, is the last."""
+        self._eof, self._last_block, self._shortfall = True, block, self._blksize - octets
 
     def _stop(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -343,4 +384,4 @@ class ReadTransfer(TimeLimited):
         self._window_ack = None
         self._base += len(self._window)  # sent: still counted in bytes_sent
         self._window, self._ahead, self._rest = [], [], []
-        self._source.close()
+        self.source.close()

@@ -1,6 +1,6 @@
 """Benchmark (not a test): instructions per lock-step block in boothop's TFTP server, by callgrind.
 
-    python3 tests/bench/tftp_hotpath.py [--blocks 4000] [--blksize 512] [--queued]
+    python3 tests/bench/tftp_hotpath.py [--blocks 4000] [--blksize 512] [--queued [--python]]
 
 The real server (``python -m boothop.server run``, as tftp_throughput.py runs it) under callgrind on
 loopback serves one download by curl (outside valgrind) of ``--blocks`` lock-step blocks, and in
@@ -12,7 +12,9 @@ MiB/s do; it still varies by some 5 % between runs (when each ACK arrives, befor
 thread blocks, changes the path through the GIL). ``--queued`` counts the transfer thread's
 loop alone, reproducible to 0.5 %: in one process under callgrind, ``_serve_transfer`` serves a
 socket into which a child process has queued every ACK beforehand (no wake-ups; the DATA
-overflow the client's socket). Needs valgrind and curl.
+overflow the client's socket), in the C loop the server runs lock-step reads in
+(server/tftp/lockstep.c) or, with ``--python``, in the Python loop alone. Needs valgrind and
+curl.
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ def instructions(blocks: int, blksize: int) -> int:
     return int(found.group(1))
 
 
-def queued_instructions(blocks: int, blksize: int) -> int:
+def queued_instructions(blocks: int, blksize: int, python: bool) -> int:
     """callgrind's total for ``--serve-queued``: this script serving ``blocks`` queued ACKs."""
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--serve-queued", str(blocks), str(blksize)],
+         __file__, "--serve-queued", str(blocks), str(blksize), str(int(python))],
         capture_output=True, text=True, timeout=900, check=True,
         env={**os.environ, "PYTHONHASHSEED": "0"})
     found = re.search(r"Collected : (\d+)", run.stderr)
@@ -78,12 +80,14 @@ def queued_instructions(blocks: int, blksize: int) -> int:
     return int(found.group(1))
 
 
-def serve_queued(blocks: int, blksize: int) -> None:
+def serve_queued(blocks: int, blksize: int, python: bool) -> None:
     """One lock-step read of ``blocks`` blocks by the transfer thread's loop, every ACK queued
-    on its socket before it runs (``--queued``)."""
+    on its socket before it runs (``--queued``), with the C loop as the server runs it, or
+    without (``--python``)."""
     import socket
     import threading
 
+    from boothop.server.tftp import native
     from boothop.server.tftp.negotiation import TransferParams
     from boothop.server.tftp.paths import open_file
     from boothop.server.tftp.service import _serve_transfer
@@ -109,7 +113,9 @@ def serve_queued(blocks: int, blksize: int) -> None:
                        pass_fds=[client.fileno()], check=True, timeout=120)
         transfer = ReadTransfer(client.getsockname(), open_file(root, "file.bin"),
                                 TransferParams(blksize=blksize), {})
-        _serve_transfer(server, transfer, threading.Event(), lambda: None)
+        loop = None if python else native.LockStepLoop.open(native.load(), server.fileno(),
+                                                             transfer)
+        _serve_transfer(server, transfer, threading.Event(), lambda: None, loop)
         assert transfer.outcome is Outcome.COMPLETED, transfer.outcome
         assert transfer.bytes_sent == blocks * blksize - 1
 
@@ -120,23 +126,32 @@ def main() -> int:
     parser.add_argument("--blksize", type=int, default=512)
     parser.add_argument("--queued", action="store_true",
                         help="the transfer thread's loop alone, every ACK queued beforehand")
-    parser.add_argument("--serve-queued", nargs=2, type=int, metavar=("BLOCKS", "BLKSIZE"),
+    parser.add_argument("--python", action="store_true",
+                        help="with --queued: the Python loop alone, without the C loop "
+                        "(server/tftp/lockstep.c) the server runs lock-step reads in")
+    parser.add_argument("--serve-queued", nargs=3, type=int,
+                        metavar=("BLOCKS", "BLKSIZE", "PYTHON"),
                         help=argparse.SUPPRESS)  # a --queued child, under callgrind
     args = parser.parse_args()
     if args.serve_queued:
-        serve_queued(*args.serve_queued)
+        blocks, blksize, python = args.serve_queued
+        serve_queued(blocks, blksize, bool(python))
         return 0
     for tool in ("valgrind", "curl"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
     small = args.blocks // 5
-    count = queued_instructions if args.queued else instructions
-    per_block = (count(args.blocks, args.blksize)
-                 - count(small, args.blksize)) / (args.blocks - small)
+    def count(blocks: int) -> int:
+        if args.queued:
+            return queued_instructions(blocks, args.blksize, args.python)
+        return instructions(blocks, args.blksize)
+
+    per_block = (count(args.blocks) - count(small)) / (args.blocks - small)
+    how = ("ACKs queued, " + ("the Python loop" if args.python else "the C loop")
+           if args.queued else "curl")
     print(f"tftp hot path: {per_block:,.0f} instructions per {args.blksize}-octet lock-step "
-          f"block (callgrind, {args.blocks} - {small} blocks, "
-          f"{'ACKs queued' if args.queued else 'curl'})")
+          f"block (callgrind, {args.blocks} - {small} blocks, {how})")
     return 0
 
 

@@ -48,6 +48,7 @@ from structlog.testing import capture_logs
 
 from boothop.relay import datapath, netlink
 from boothop.relay.actions import Deliver, DeliveryMode, Drop, Forward
+from boothop.relay.compiled import PROGRAM_SOURCE, Unavailable, build
 from boothop.relay.config import AgentPolicy, InterfaceConfig, RelayConfig
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
@@ -56,12 +57,10 @@ from boothop.relay.kernel import (
     TC_ACT_OK,
     TC_ACT_REDIRECT,
     TC_ACT_SHOT,
-    DatapathUnavailable,
     KernelDatapath,
     KernelReplies,
     NativeStepLines,
     Program,
-    build,
     steps,
 )
 from boothop.relay.service import RelayService
@@ -132,9 +131,9 @@ def inside(name: str) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def program(spec_ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Program]:
     try:
-        path = build(tmp_path_factory.mktemp("bpf"))
+        path = build(PROGRAM_SOURCE, tmp_path_factory.mktemp("bpf"))
         loaded = Program(path)
-    except DatapathUnavailable as error:
+    except Unavailable as error:
         pytest.fail(f"the kernel datapath does not load: {error}")
     try:
         yield loaded

@@ -174,8 +174,9 @@ def test_relay_never_imports_server() -> None:
 
 
 #: What the server may import of the relay package: the codec, the shell ring (with its metrics
-#: registry), the settings.
-SHARED_WITH_SERVER = ("relay.wire", "relay.shell", "relay.metrics", "relay.settings")
+#: registry), the settings, the builder of the shipped C.
+SHARED_WITH_SERVER = ("relay.wire", "relay.shell", "relay.metrics", "relay.settings",
+                      "relay.compiled")
 
 
 def test_server_imports_only_the_wire_shell_ring_and_settings_of_relay() -> None:
@@ -193,6 +194,11 @@ def test_the_shell_ring_imports_only_the_wire_and_the_settings(module: str) -> N
         within(t, "relay") and not within(t, "relay.wire") and not within(t, "relay.settings"))
         or within(t, "server"))
     assert found == []
+
+
+def test_the_builder_of_the_shipped_c_imports_nothing_of_boothop() -> None:
+    assert violations(["relay.compiled"], lambda t: within(t, "relay") or within(t, "server")) \
+        == []
 
 
 def test_settings_imports_only_the_wire_of_boothop_and_does_no_io() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from boothop.relay import datapath, kernel
 from boothop.relay.classes import ForwardingClass
+from boothop.relay.compiled import PROGRAM_SOURCE, source_text
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.drops import DropReason
 from boothop.relay.engine import RelayEngine
@@ -169,7 +170,7 @@ def test_an_interface_no_class_names_keeps_the_kernel_path() -> None:
 def test_the_counter_names_match_the_programs_enums() -> None:
     """The program's counters array is indexed by its enums: the names here must be as many
     and in the same places (relay/bpf/relay.bpf.c is the other half)."""
-    source = kernel.source_text().decode()
+    source = source_text(PROGRAM_SOURCE).decode()
     counters = re.search(r"enum \{\s*(C_RECEIVED.*?)C_UP_FIRST", source, re.DOTALL)
     reasons = re.search(r"enum \{\s*(UP_DISABLED.*?)UP_REASONS,", source, re.DOTALL)
     assert counters is not None and reasons is not None

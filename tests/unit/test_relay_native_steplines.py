@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from boothop.relay.compiled import STEP_LINES_SOURCE, build
 from boothop.relay.datapath import EVENT, EVENT_DELIVERED, EVENT_THROTTLE_STARTED, STEP, Step
-from boothop.relay.kernel import STEP_LINES_SOURCE, NativeStepLines, build
+from boothop.relay.kernel import NativeStepLines
 from boothop.relay.steplines import StepLines
 
 HEADER = struct.Struct("<II")
@@ -174,9 +175,9 @@ def test_a_large_batch_goes_out_in_few_whole_writes(native: NativeStepLines) -> 
 def test_the_library_is_built_once_by_its_source_hash(tmp_path: Path) -> None:
     if shutil.which("clang") is None:
         pytest.skip("clang is not installed (apt-get install clang)")
-    built = build(tmp_path, STEP_LINES_SOURCE)
+    built = build(STEP_LINES_SOURCE, tmp_path)
     assert built.name.startswith("steplines-") and built.suffix == ".so"
-    assert build(tmp_path, STEP_LINES_SOURCE) == built
+    assert build(STEP_LINES_SOURCE, tmp_path) == built
     assert sorted(tmp_path.iterdir()) == [built]
 
 

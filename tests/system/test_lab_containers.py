@@ -76,6 +76,25 @@ def image() -> str:
     return containers.DEFAULT_IMAGE
 
 
+def test_the_image_carries_the_shipped_c_built_for_its_own_sources(image: str) -> None:
+    """The image has no compiler: build-image builds the TFTP lock-step loop and the kernel
+    datapath's C on the host, and the image's boothop finds each by the hash of its own source
+    (a server there serves lock-step reads in C)."""
+    shown = subprocess.run(
+        [*containers.PODMAN, "run", "--rm", *containers.LIMITS, "--network", "none", image,
+         "python", "-c",
+         "import shutil\n"
+         "from boothop.relay import compiled\n"
+         "from boothop.server.tftp import native\n"
+         "native.load()\n"
+         "print(shutil.which('clang'), *(compiled.built_path(s).is_file() "
+         "for s in compiled.SOURCES))"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split() == ["None", "True", "True", "True"]
+
+
 def _containers(ids: list[str]) -> list[str]:
     """Those of ``ids`` that podman still knows."""
     listed = subprocess.run(

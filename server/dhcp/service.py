@@ -162,6 +162,7 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
     try:
         startup_reconcile(config, store, log)
         core = DhcpServerCore(config, store.load(), pxe_colocated=pxe_colocated)
+        store.prepare_to_serve()
         # The loaded leases and the configuration live as long as the process: out of the
         # collector's sight, so its full passes do not walk them again and again.
         gc.freeze()

@@ -1,0 +1,153 @@
+"""The serving store's WAL: grown once before serving, then overwritten, never grown by a commit.
+
+What server/leasestore.py's ``prepare_to_serve`` (``_grow_wal``) relies on, held against the
+SQLite this runs on: a commit into the grown file does not change its size (so its fdatasync
+has no size to commit), also across SQLite's automatic checkpoints (the WAL started over from
+its beginning, not truncated), and a large transaction's growth is given back
+(journal_size_limit).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from boothop.server.dhcp.lease import Lease, LeaseState
+from boothop.server.leasestore import (
+    FRAME_HEADER,
+    GROWTH_FRAMES,
+    WAL_FRAMES,
+    WAL_HEADER,
+    SqliteLeaseStore,
+)
+
+PAGE = 4096  # SQLite's default page size
+
+
+def lease(n: int, hostname: str | None = None) -> Lease:
+    return Lease(IPv4Address(0x0A340000 + n), LeaseState.BOUND, f"hw:1:{n:012x}",
+                 n.to_bytes(6, "big"), None, "10.52.0.0/16", 1.0, 601.0, hostname)
+
+
+def serving(path: Path) -> SqliteLeaseStore:
+    """The store as a server opens it."""
+    store = SqliteLeaseStore(str(path))
+    store.prepare_to_serve()
+    return store
+
+
+def restarts(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL
+    over (https://sqlite.org/fileformat2.html#walformat)."""
+    return int.from_bytes(wal.read_bytes()[12:16], "big")
+
+
+def test_a_serving_stores_wal_is_grown_once_and_no_commit_grows_it(tmp_path: Path) -> None:
+    """Grown and written (not sparse) before serving; a thousand lone rows later (past the
+    automatic checkpoint, so the WAL was started over at least once) and after a burst, the same
+    size, and every row is read back by another connection."""
+    path = tmp_path / "leases.sqlite3"
+    wal = Path(f"{path}-wal")
+    store = serving(path)
+    try:
+        grown = wal.stat().st_size
+        assert GROWTH_FRAMES <= (grown - WAL_HEADER) / (PAGE + FRAME_HEADER) <= WAL_FRAMES
+        assert wal.stat().st_blocks * 512 >= grown, "the WAL's blocks are not written"
+        store.write([lease(0)])
+        first = restarts(wal)
+        for n in range(1, 1100):
+            store.write([lease(n)])
+            assert wal.stat().st_size == grown, f"commit {n} grew the WAL"
+        store.write([lease(n) for n in range(1100, 1228)])
+        assert wal.stat().st_size == grown, "a burst grew the WAL"
+        assert restarts(wal) > first, "no automatic checkpoint: the test did not cross one"
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT count(*) FROM leases").fetchone() == (1228,)
+    finally:
+        store.close()
+
+
+def test_a_large_transactions_growth_is_given_back_and_a_reopen_does_not_grow_again(
+    tmp_path: Path,
+) -> None:
+    """A transaction larger than the grown WAL makes it larger; the commit that next starts the
+    WAL over truncates it to WAL_FRAMES frames (journal_size_limit), not below. A store opened
+    again finds the WAL already grown (kept while another connection holds it open) and leaves
+    it so."""
+    path = tmp_path / "leases.sqlite3"
+    wal = Path(f"{path}-wal")
+    store = serving(path)
+    holder = sqlite3.connect(path)  # keeps the WAL file when the store closes
+    try:
+        holder.execute("SELECT count(*) FROM leases").fetchone()
+        limit = WAL_HEADER + WAL_FRAMES * (PAGE + FRAME_HEADER)
+        assert wal.stat().st_size <= limit
+        store.write([lease(n, hostname="h" * 400) for n in range(12000)])  # some 1,300 pages
+        assert wal.stat().st_size > limit
+        store.write([lease(0)])
+        assert wal.stat().st_size == limit
+        store.close()
+        again = serving(path)
+        assert wal.stat().st_size == limit
+        again.write([lease(1)])
+        assert wal.stat().st_size == limit
+        assert len(again.load()) == 12000
+        again.close()
+    finally:
+        holder.close()
+
+
+def test_only_a_serving_store_grows_its_wal(tmp_path: Path) -> None:
+    """`check`, `reconcile` and `leases` open the store without writing megabytes."""
+    path = tmp_path / "leases.sqlite3"
+    store = SqliteLeaseStore(str(path))
+    try:
+        assert Path(f"{path}-wal").stat().st_size < WAL_FRAMES * PAGE // 10
+    finally:
+        store.close()
+
+
+def test_a_growth_left_half_done_by_a_crash_is_dropped(tmp_path: Path) -> None:
+    """A crash between the growth's two commits leaves its table and a grown WAL: the next open
+    does not grow the WAL again but drops the table."""
+    path = tmp_path / "leases.sqlite3"
+    first = serving(path)
+    holder = sqlite3.connect(path, isolation_level=None)  # keeps the WAL, as a crash would
+    try:
+        holder.execute("SELECT count(*) FROM leases").fetchone()
+        first.close()
+        holder.execute("CREATE TABLE wal_growth (zeros BLOB)")
+        store = serving(path)
+        tables = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master")}
+        store.close()
+        assert "wal_growth" not in tables
+    finally:
+        holder.close()
+
+
+GROW_UNDER_A_LIMIT = """
+import resource, signal, sys
+from boothop.server.leasestore import LeaseDbError, SqliteLeaseStore
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    SqliteLeaseStore(sys.argv[1]).prepare_to_serve()
+except LeaseDbError as error:
+    print(error)
+"""
+
+
+def test_a_wal_that_cannot_be_grown_is_a_clear_error_not_a_damaged_database(
+    tmp_path: Path,
+) -> None:
+    """No room for the growth (files limited to 1 MiB): the store says so, and does not call
+    the database unusable nor advise moving it aside."""
+    path = tmp_path / "leases.sqlite3"
+    done = subprocess.run([sys.executable, "-c", GROW_UNDER_A_LIMIT, str(path)],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert "its write-ahead log cannot be grown" in done.stdout, done.stdout + done.stderr
+    assert "mv " not in done.stdout
+    assert SqliteLeaseStore(str(path)).load() == []

@@ -54,9 +54,6 @@ CREATE TABLE IF NOT EXISTS leases6 (
 #: beginning; the rest is margin for a burst that crosses the checkpoint's threshold (up to 128
 #: rows, a page each at worst).
 WAL_FRAMES = 1200
-#: The frames written when the store grows its WAL: a table of zeros this many pages long (and
-#: a few pages of its own: its root, the schema, the free list; within WAL_FRAMES).
-GROWTH_FRAMES = WAL_FRAMES - 32
 #: The WAL file's header and each frame's, in bytes (https://sqlite.org/fileformat2.html#walformat).
 WAL_HEADER, FRAME_HEADER = 32, 24
 
@@ -179,37 +176,45 @@ class SqliteLeaseStore:
     def prepare_to_serve(self) -> None:
         try:
             self._grow_wal()
-        except sqlite3.Error as error:  # no room on the disk, most likely
+        except (OSError, sqlite3.Error) as error:  # no room on the disk, most likely
             raise LeaseDbError(self.path, f"its write-ahead log cannot be grown ({error})",
                                unreadable=False) from error
 
     def _grow_wal(self) -> None:
-        """Grow the WAL file to about WAL_FRAMES frames, written and synced, and keep it so.
+        """Grow the WAL file to WAL_FRAMES frames of zeros, written and synced, and keep it so.
 
         An fdatasync of a file that grew must also commit its new size (on ext4 a journal
-        commit): on this machine's disk a lone lease row's synced write took 0.36-0.38 ms into a
-        grown WAL against 0.41-0.49 ms into a growing one, and a lone client's REQUEST-ACK 0.11
-        ms less (median of 11 interleaved pairs; ARCHITECTURE.md, "A lone client's DORA").
+        commit): on this machine's disk a lone lease row's synced write took 0.33 ms into a
+        grown WAL against 0.46 ms into a growing one, and a lone client's REQUEST-ACK 0.48
+        against 0.63 ms (medians of 6 interleaved pairs; ARCHITECTURE.md, "A lone client's
+        DORA").
         Without this, every start begins with an empty WAL (the last connection to close deletes
         it) and a lone client's commits append to it for their first thousand pages. Once
         grown, the file is overwritten, not truncated, each time SQLite starts the WAL over
         ("SQLite reuses the existing file for subsequent WAL entries since overwriting is faster
         than appending", PRAGMA journal_size_limit), and a larger transaction's growth is given
-        back down to journal_size_limit at the next start-over. The growth is a table of zeros,
-        committed (its pages are the frames) and dropped: the database keeps them as free pages,
-        which leases and the next start's growth reuse.
+        back down to journal_size_limit at the next start-over.
+
+        The zeros go past the WAL's end, where SQLite reads nothing but in recovery, which stops
+        at the first frame whose salt is not the header's (a zero header is an empty WAL): they
+        are what a start-over leaves past its last frame, invalid frames. Written under SQLite's
+        write lock on the WAL (an IMMEDIATE transaction, writing nothing itself), so no other
+        connection appends meanwhile. One write and one sync: SQLite's own would be two writes
+        a frame and a checkpoint of every page.
         """
-        self._db.execute("DROP TABLE IF EXISTS wal_growth")  # left by a crash in between
         page = self._db.execute("PRAGMA page_size").fetchone()[0]
-        if _size(f"{self.path}-wal") < WAL_HEADER + GROWTH_FRAMES * (page + FRAME_HEADER):
-            self._db.execute("CREATE TABLE wal_growth (zeros BLOB)")
-            self._db.execute("INSERT INTO wal_growth VALUES (zeroblob(?))",
-                             (GROWTH_FRAMES * page,))
-            self._db.execute("DROP TABLE wal_growth")
-        self._db.execute(
-            f"PRAGMA journal_size_limit={WAL_HEADER + WAL_FRAMES * (page + FRAME_HEADER)}")
-        # Every frame into the database file, so that the next commit starts the WAL over.
-        self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+        size = WAL_HEADER + WAL_FRAMES * (page + FRAME_HEADER)
+        self._db.execute(f"PRAGMA journal_size_limit={size}")
+        with _Transaction(self._db):
+            fd = os.open(f"{self.path}-wal", os.O_WRONLY)
+            try:
+                zeros = memoryview(bytes(max(0, size - os.fstat(fd).st_size)))
+                if zeros:
+                    while zeros:  # a write may take part: the rest goes on where it ended
+                        zeros = zeros[os.pwrite(fd, zeros, size - len(zeros)):]
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def load(self) -> list[Lease]:
         try:
@@ -288,13 +293,6 @@ class SqliteLeaseStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
 
 
 class _Transaction:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from conftest import require_system
 
-from boothop.server.leasestore import FRAME_HEADER, GROWTH_FRAMES, WAL_HEADER
+from boothop.server.leasestore import FRAME_HEADER, WAL_FRAMES, WAL_HEADER
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_ADDR = "10.52.0.2"
@@ -309,7 +309,7 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         assert in_pool(first_a, "10.52.1."), first_a
         # The running server grew its WAL before serving (leasestore.prepare_to_serve).
         wal = Path(f"{L.db}-wal").stat().st_size
-        assert wal >= WAL_HEADER + GROWTH_FRAMES * (4096 + FRAME_HEADER), wal
+        assert wal == WAL_HEADER + WAL_FRAMES * (4096 + FRAME_HEADER), wal
         # udhcpc on subnet B, kept running to renew and release on signals
         udhcpc = L.spawn("cb", "udhcpc", "-f", "-i", b, "-s", str(L.script), "-t", "5", "-T", "1",
                          log="udhcpc.log")

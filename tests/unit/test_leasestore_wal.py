@@ -15,16 +15,19 @@ import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import pytest
+
 from boothop.server.dhcp.lease import Lease, LeaseState
 from boothop.server.leasestore import (
     FRAME_HEADER,
-    GROWTH_FRAMES,
     WAL_FRAMES,
     WAL_HEADER,
+    LeaseDbError,
     SqliteLeaseStore,
 )
 
 PAGE = 4096  # SQLite's default page size
+GROWN = WAL_HEADER + WAL_FRAMES * (PAGE + FRAME_HEADER)
 
 
 def lease(n: int, hostname: str | None = None) -> Lease:
@@ -54,8 +57,9 @@ def test_a_serving_stores_wal_is_grown_once_and_no_commit_grows_it(tmp_path: Pat
     store = serving(path)
     try:
         grown = wal.stat().st_size
-        assert GROWTH_FRAMES <= (grown - WAL_HEADER) / (PAGE + FRAME_HEADER) <= WAL_FRAMES
+        assert grown == GROWN
         assert wal.stat().st_blocks * 512 >= grown, "the WAL's blocks are not written"
+        assert path.stat().st_size < 100 * PAGE, "the database file grew"
         store.write([lease(0)])
         first = restarts(wal)
         for n in range(1, 1100):
@@ -74,26 +78,24 @@ def test_a_large_transactions_growth_is_given_back_and_a_reopen_does_not_grow_ag
     tmp_path: Path,
 ) -> None:
     """A transaction larger than the grown WAL makes it larger; the commit that next starts the
-    WAL over truncates it to WAL_FRAMES frames (journal_size_limit), not below. A store opened
-    again finds the WAL already grown (kept while another connection holds it open) and leaves
-    it so."""
+    WAL over truncates it to the grown size (journal_size_limit), not below. A store opened
+    again finds the WAL grown (kept while another connection holds it open) and leaves it so."""
     path = tmp_path / "leases.sqlite3"
     wal = Path(f"{path}-wal")
     store = serving(path)
     holder = sqlite3.connect(path)  # keeps the WAL file when the store closes
     try:
         holder.execute("SELECT count(*) FROM leases").fetchone()
-        limit = WAL_HEADER + WAL_FRAMES * (PAGE + FRAME_HEADER)
-        assert wal.stat().st_size <= limit
+        assert wal.stat().st_size == GROWN
         store.write([lease(n, hostname="h" * 400) for n in range(12000)])  # some 1,300 pages
-        assert wal.stat().st_size > limit
+        assert wal.stat().st_size > GROWN
         store.write([lease(0)])
-        assert wal.stat().st_size == limit
+        assert wal.stat().st_size == GROWN
         store.close()
         again = serving(path)
-        assert wal.stat().st_size == limit
+        assert wal.stat().st_size == GROWN
         again.write([lease(1)])
-        assert wal.stat().st_size == limit
+        assert wal.stat().st_size == GROWN
         assert len(again.load()) == 12000
         again.close()
     finally:
@@ -110,22 +112,32 @@ def test_only_a_serving_store_grows_its_wal(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_growth_left_half_done_by_a_crash_is_dropped(tmp_path: Path) -> None:
-    """A crash between the growth's two commits leaves its table and a grown WAL: the next open
-    does not grow the WAL again but drops the table."""
+def test_the_growth_waits_for_sqlites_write_lock_on_the_wal(tmp_path: Path) -> None:
+    """The zeros are written past the WAL's end under SQLite's write lock: while another
+    connection writes, the store does not grow the WAL (it would overwrite that connection's
+    new frames) but reports the database busy; once the writer is done, its rows are intact and
+    a reading connection, the growth and the rows all agree."""
     path = tmp_path / "leases.sqlite3"
-    first = serving(path)
-    holder = sqlite3.connect(path, isolation_level=None)  # keeps the WAL, as a crash would
+    serving(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    store = SqliteLeaseStore(str(path))
     try:
-        holder.execute("SELECT count(*) FROM leases").fetchone()
-        first.close()
-        holder.execute("CREATE TABLE wal_growth (zeros BLOB)")
-        store = serving(path)
-        tables = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master")}
-        store.close()
-        assert "wal_growth" not in tables
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO leases VALUES (1, 'bound', 'k', x'01', NULL, '10.0.0.0/8', "
+                       "1, 2, NULL)")
+        store._db.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(LeaseDbError, match=r"write-ahead log cannot be grown .*locked"):
+            store.prepare_to_serve()
+        writer.execute("COMMIT")
+        store.prepare_to_serve()
+        assert Path(f"{path}-wal").stat().st_size == GROWN
+        assert [lease.address for lease in store.load()] == [IPv4Address(1)]
     finally:
-        holder.close()
+        writer.close()
+        store.close()
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert reader.execute("SELECT address FROM leases").fetchall() == [(1,)]
 
 
 GROW_UNDER_A_LIMIT = """

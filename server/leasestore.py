@@ -118,9 +118,10 @@ class LeaseStore(Protocol):
     def write6(self, leases: Sequence[Lease6], deletes: Iterable[IPv6Address] = ()) -> None:
         """``write`` for the DHCPv6 bindings."""
 
-    def prepare_to_serve(self) -> None:
+    def prepare_to_serve(self) -> str | None:
         """Called by a server once it has read the rows (a database it refuses is left as it
-        was), before the commits that replies wait for."""
+        was), before the commits that replies wait for. None, or what could not be done: the
+        store works all the same (the server logs it as a warning)."""
 
     def close(self) -> None: ...
 
@@ -173,12 +174,12 @@ class SqliteLeaseStore:
                 raise LeaseDbError(self.path, f"its {table} table has the columns "
                                    f"{', '.join(columns)}, not boothop's")
 
-    def prepare_to_serve(self) -> None:
+    def prepare_to_serve(self) -> str | None:
         try:
             self._grow_wal()
         except (OSError, sqlite3.Error) as error:  # no room on the disk, most likely
-            raise LeaseDbError(self.path, f"its write-ahead log cannot be grown ({error})",
-                               unreadable=False) from error
+            return f"its write-ahead log was not grown, commits are slower ({error})"
+        return None
 
     def _grow_wal(self) -> None:
         """Grow the WAL file to WAL_FRAMES frames of zeros, written and synced, and keep it so.
@@ -208,11 +209,15 @@ class SqliteLeaseStore:
         with _Transaction(self._db):
             fd = os.open(f"{self.path}-wal", os.O_WRONLY)
             try:
-                zeros = memoryview(bytes(max(0, size - os.fstat(fd).st_size)))
-                if zeros:
+                end = os.fstat(fd).st_size
+                zeros = memoryview(bytes(max(0, size - end)))
+                try:
                     while zeros:  # a write may take part: the rest goes on where it ended
                         zeros = zeros[os.pwrite(fd, zeros, size - len(zeros)):]
                     os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, end)  # the space back, for the frames that matter
+                    raise
             finally:
                 os.close(fd)
 

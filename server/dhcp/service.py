@@ -162,6 +162,8 @@ async def serve_dhcp(config: DhcpConfig, *, pxe_colocated: bool = False,
     try:
         startup_reconcile(config, store, log)
         core = DhcpServerCore(config, store.load(), pxe_colocated=pxe_colocated)
+        if (problem := store.prepare_to_serve()) is not None:
+            log.warning("server.store.not_prepared", lease_db=config.lease_db, problem=problem)
         # The loaded leases and the configuration live as long as the process: out of the
         # collector's sight, so its full passes do not walk them again and again.
         gc.freeze()

@@ -196,6 +196,8 @@ async def serve_dhcp6(config: Dhcp6Config, *, metrics: Metrics | None = None,
             log.info("server6.reconcile.done", summary=format_plan(plan, False).splitlines()[0])
         server_duid = config.server_duid or host_duid()
         core = Dhcp6ServerCore(config, server_duid, store.load6(), interfaces=interfaces)
+        if (problem := store.prepare_to_serve()) is not None:
+            log.warning("server.store.not_prepared", lease_db=config.lease_db, problem=problem)
         with open_udp(config.port, "::", family=socket.AF_INET6) as sock:
             for index in interfaces:
                 # RFC 8415 §7.1: clients send to All_DHCP_Relay_Agents_and_Servers, ff02::1:2.

@@ -39,8 +39,9 @@ generator namespace (giaddr, hops 1, option 55, as perfdhcp sends them; the mess
 only xid, chaddr and the requested address patched). Each exchange is timed from the send to the
 reply's arrival: the median and p99 of DISCOVER-OFFER, REQUEST-ACK and their sum (the DORA, the
 client's own turnaround left out). Beside it, the floor that fsync-before-ACK puts under
-REQUEST-ACK on this disk: a 4 KiB overwrite and fdatasync, and a one-row SQLite autocommit (WAL,
-synchronous=FULL, as the server writes a lone REQUEST's lease), each timed N times per run in a
+REQUEST-ACK on this disk: a 4 KiB overwrite and fdatasync, a one-row SQLite autocommit (WAL,
+synchronous=FULL) into a new database, and a lease row written by the server's own store (its
+WAL grown, as the server opens it: a lone REQUEST's commit), each timed N times per run in a
 directory beside the server's, half just before the lone rows and half just after.
 """
 
@@ -399,11 +400,17 @@ def lone_client(count: int) -> None:
     print(json.dumps(times))
 
 
-def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
-    """Seconds of ``count`` 4 KiB overwrites + fdatasync, and of ``count`` one-row SQLite
-    autocommits (WAL, synchronous=FULL), in ``directory``: LONE_PAUSE apart, as a lone client's
-    commits come (a sync after an idle spell can cost more than one right after another)."""
+def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds of ``count`` 4 KiB overwrites + fdatasync, of ``count`` one-row SQLite
+    autocommits (WAL, synchronous=FULL) into a new database, and of ``count`` lease rows
+    written by the server's store (its WAL grown as the server grows it), in ``directory``:
+    LONE_PAUSE apart, as a lone client's commits come (a sync after an idle spell can cost more
+    than one right after another)."""
     import sqlite3
+    from ipaddress import IPv4Address
+
+    from boothop.server.dhcp.lease import Lease, LeaseState
+    from boothop.server.leasestore import SqliteLeaseStore
 
     synced = []
     fd = os.open(directory / "floor.bin", os.O_RDWR | os.O_CREAT, 0o600)
@@ -431,15 +438,27 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float]]:
             time.sleep(LONE_PAUSE)
     finally:
         db.close()
-    return synced, committed
+    store = SqliteLeaseStore(str(directory / "grown.sqlite3"))
+    store.prepare_to_serve()
+    try:
+        stored = []
+        for n in range(count):
+            lease = Lease(IPv4Address(0x0A340100 + n), LeaseState.BOUND, f"hw:1:{n:012x}",
+                          n.to_bytes(6, "big"), None, SUBNET, time.time(), time.time() + 600)
+            started = time.perf_counter()
+            store.write([lease])
+            stored.append(time.perf_counter() - started)
+            time.sleep(LONE_PAUSE)
+    finally:
+        store.close()
+    return synced, committed, stored
 
 
-def add_floor(floors: tuple[list[float], list[float]], count: int) -> None:
+def add_floor(floors: tuple[list[float], ...], count: int) -> None:
     """``sync_floor``'s samples, in a directory of their own, added to ``floors``."""
     with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
-        synced, committed = sync_floor(Path(tmp), count)
-    floors[0].extend(synced)
-    floors[1].extend(committed)
+        for samples, more in zip(floors, sync_floor(Path(tmp), count), strict=True):
+            samples.extend(more)
 
 
 @dataclasses.dataclass
@@ -489,15 +508,17 @@ def lone_run(name: str, count: int, runner: ProcessRunner, lone: Lone) -> None:
 
 
 def print_lone(args: argparse.Namespace, lones: dict[str, Lone],
-               floors: tuple[list[float], list[float]]) -> None:
+               floors: tuple[list[float], ...]) -> None:
     print(f"\nlone client: {args.lone} DORAs per run, one at a time, {LONE_PAUSE * 1e3:.0f} ms "
           f"apart; medians over {args.runs} runs of each run's median and p99 (ms)")
     for name, lone in lones.items():
         cells = [f"{key.replace('_', ' ')} {median([r[key] for r in lone.rows]):.2f}"
                  for key in ("dora_median", "dora_p99", "do_median", "ra_median", "ra_p99")]
         print(f"  {name:8s} " + ", ".join(cells) + f", lost {lone.lost}")
-    for label, seconds in (("4 KiB overwrite + fdatasync", floors[0]),
-                           ("one-row SQLite autocommit (WAL, synchronous=FULL)", floors[1])):
+    for label, seconds in zip(("4 KiB overwrite + fdatasync",
+                               "one-row SQLite autocommit (WAL, synchronous=FULL), new WAL",
+                               "the server's store, one lease row (its WAL grown)"),
+                              floors, strict=True):
         ms = [s * 1e3 for s in seconds]
         print(f"  floor, {label}: median {median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms "
               f"({len(ms)} samples)")
@@ -548,7 +569,7 @@ def main() -> int:
     started = time.monotonic()
     figures = {name: Figures() for name in names}
     lones = {name: Lone() for name in names}
-    floors: tuple[list[float], list[float]] = ([], [])
+    floors: tuple[list[float], ...] = ([], [], [])
     with (
         tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs,
         ProcessRunner(Path(logs)) as runner,

@@ -11,6 +11,8 @@ each from a new client; the server's shell ring receives them as its receive thr
 ``_Receiver`` runs the core and ``after_burst`` commits each burst's leases in one synced SQLite
 transaction before its ACKs leave; the relay socket reads every reply back. ``--burst N`` queues N
 clients' messages before the server drains them (N requests per transaction, as under load).
+The store and the collector are set up as the daemon sets them up: the WAL grown
+(``prepare_to_serve``), server/app.py's GC_THRESHOLD, and what was loaded frozen.
 
 callgrind counts instructions, not seconds: the figure repeats whatever else the machine is
 doing, which tests/bench/server_dora.py (against Kea) cannot. Two runs, with ``--doras`` and a
@@ -21,6 +23,7 @@ instead and prints the costliest functions. Needs valgrind and unshare.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -62,6 +65,7 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
 
     from boothop.relay.shell import configure_logging, open_udp
     from boothop.relay.wire import MessageType, decode
+    from boothop.server.app import GC_THRESHOLD
     from boothop.server.dhcp import service
     from boothop.server.dhcp.config import parse_dhcp
     from boothop.server.dhcp.core import DhcpServerCore
@@ -73,12 +77,16 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
         "subnet": "10.52.0.0/16", "pools": ["10.52.1.0-10.52.255.250"], "lease_time": 600}]},
         "bench.toml")
     store = open_store(config.lease_db)
+    assert store.prepare_to_serve() is None
     sock = open_udp(0, SERVER)
     sock.setblocking(True)
     log = structlog.get_logger().bind(service="dhcp")
     durable = service._Durable(store, sock, log)
     receiver = service._Receiver(DhcpServerCore(config, store.load()), durable, sock, log,
                                  window=config.commit_window)
+    # The collector as the daemon has it (server/app.py's threshold, serve_dhcp's freeze).
+    gc.set_threshold(*GC_THRESHOLD)
+    gc.freeze()
     loop = receiver.loop
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind((RELAY, 67))

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 from conftest import require_system
 
+from boothop.server.leasestore import FRAME_HEADER, WAL_FRAMES, WAL_HEADER
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_ADDR = "10.52.0.2"
 RESERVED_MAC = "52:54:00:51:02:0a"
@@ -305,6 +307,9 @@ def test_real_clients_two_subnets_renew_release_restart(tmp_path: Path) -> None:
         assert dhclient(L, "ca", a).returncode == 0
         first_a = L.address_of("ca", a)
         assert in_pool(first_a, "10.52.1."), first_a
+        # The running server grew its WAL before serving (leasestore.prepare_to_serve).
+        wal = Path(f"{L.db}-wal").stat().st_size
+        assert wal == WAL_HEADER + WAL_FRAMES * (4096 + FRAME_HEADER), wal
         # udhcpc on subnet B, kept running to renew and release on signals
         udhcpc = L.spawn("cb", "udhcpc", "-f", "-i", b, "-s", str(L.script), "-t", "5", "-T", "1",
                          log="udhcpc.log")

@@ -328,6 +328,8 @@ def test_disk_full_withholds_acks_says_so_and_service_resumes_when_space_returns
         db = small / "leases.sqlite3"
         config = dhcp_config(tmp_path / "server.toml", db, ["10.60.1.100-10.60.1.199"])
         server = ns.server(config)
+        # No room for the WAL's growth (leasestore.prepare_to_serve) on 2 MiB: said, not fatal.
+        assert server.has("server.store.not_prepared"), server.output()[-2000:]
         assert ns.client(mac(1))["address"] == "10.60.1.100"
         # Fill the filesystem to the last block (dd stops at ENOSPC).
         fill = ns.ex("dd", "if=/dev/zero", f"of={small / 'fill'}", "bs=4k", check=False)

@@ -101,7 +101,7 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from boothop.relay import kernel
+from boothop.relay.compiled import PROGRAM_SOURCE
 from boothop.relay.lab.processes import ProcessRunner, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 from boothop.relay.wire import (
@@ -348,7 +348,8 @@ def build_sink_counter(workdir: Path) -> Path:
     source, program = workdir / "sink_counter.c", workdir / "sink_counter.o"
     source.write_text(_SINK_COUNTER)
     address = f"0x{int.from_bytes(IPv4Address(SINK).packed, 'little'):08x}"  # as __be32 reads
-    subprocess.run(["clang", *kernel.CLANG_FLAGS, f"-DSINK_ADDRESS={address}", "-c",
+    # The relay's program's flags (they end with -c).
+    subprocess.run(["clang", *PROGRAM_SOURCE.flags, f"-DSINK_ADDRESS={address}",
                     str(source), "-o", str(program)], check=True, timeout=60)
     return program
 

@@ -203,6 +203,7 @@ class Topology:
                 netns.create(name)
         for host in self.hosts.values():
             self._configure_host_base(host)
+        self._configure_switch_base()
         with IPRoute(netns=self.switch_netns) as switch:
             _set_up(switch, "lo")
             for lan in self.lans:
@@ -230,6 +231,16 @@ class Topology:
             sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1")
         with IPRoute(netns=name) as ipr:
             _set_up(ipr, "lo")
+
+    def _configure_switch_base(self) -> None:
+        """The switch forwards frames and nothing else. Where the kernel has br_netfilter (built
+        in, or its module loaded), each namespace's bridges pass every frame through iptables'
+        hooks by default: a firewall no switch runs, paid (veths deliver in the sender's
+        context) on the CPU of whichever host sent the frame, more for a flooded broadcast than
+        for a unicast."""
+        for table in ("iptables", "ip6tables", "arptables"):
+            with contextlib.suppress(FileNotFoundError):  # no br_netfilter: nothing to turn off
+                sysctl(self.switch_netns, f"net/bridge/bridge-nf-call-{table}", "0")
 
     def _build_lan(self, switch: IPRoute, lan: Lan) -> None:
         bridge = self.bridge_name(lan)

@@ -14,12 +14,22 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit in the main thread, so that the ``with`` blocks owning
+    namespaces and processes clean up as they do on Ctrl-C. Needed because a program started in
+    the background by a non-interactive shell (``cmd &``, a CI step, ``timeout``) inherits
+    SIGINT ignored: SIGTERM is then the only polite way to stop it, and its default action
+    would leave every namespace and child behind."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def in_netns(namespace: str, argv: Sequence[str]) -> list[str]:

@@ -40,7 +40,7 @@ from relay_dora import (
     running_relay,
 )
 
-from boothop.relay.lab.processes import ProcessRunner, wait_for
+from boothop.relay.lab.processes import ProcessRunner, exit_on_sigterm, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Topology
 
 SERVER = "2001:db8:45::10"
@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--log-level", default="info",
                         help="boothop-relay's (info, its default, writes a line per relayed step)")
     args = parser.parse_args()
+    exit_on_sigterm()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2

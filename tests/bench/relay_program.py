@@ -36,6 +36,7 @@ from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Role
 from boothop.relay.kernel import TC_ACT_REDIRECT, KernelDatapath
+from boothop.relay.lab.processes import exit_on_sigterm
 from boothop.relay.sockets import ipv4_udp
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
 
@@ -130,6 +131,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20_000,
                         help="MACs the requests take turns with (a token bucket each)")
     args = parser.parse_args()
+    exit_on_sigterm()
     with namespace() as name:
         config = RelayConfig(helpers=(HELPER,), agent_info=True,
                              interfaces=(InterfaceConfig("c0", Role.DOWNSTREAM),

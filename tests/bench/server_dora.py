@@ -66,7 +66,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from boothop.relay.lab.processes import Process, ProcessRunner, wait_for  # noqa: E402
+from boothop.relay.lab.processes import (  # noqa: E402
+    Process,
+    ProcessRunner,
+    exit_on_sigterm,
+    wait_for,
+)
 
 GENERATOR = "10.52.0.1"
 SERVER = "10.52.0.2"
@@ -545,6 +550,7 @@ def main() -> int:
     parser.add_argument("--lone-only", action="store_true", help="the lone client's row alone")
     parser.add_argument("--lone-client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    exit_on_sigterm()
     if args.lone_client is not None:
         lone_client(args.lone_client)
         return 0

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from pyroute2 import netns
 
-from boothop.relay.lab.processes import Process, ProcessRunner, wait_for
+from boothop.relay.lab.processes import Process, ProcessRunner, exit_on_sigterm, wait_for
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 from boothop.relay.wire import (
     BROADCAST_FLAG,
@@ -276,6 +276,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply")
     parser.add_argument("--nice", type=int, default=19, help="niceness of both daemons")
     args = parser.parse_args()
+    exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="bhs-soak-") as tmp:
         workdir = Path(tmp)

@@ -1,0 +1,91 @@
+"""Parts of the lab the benchmarks build on: a switch that runs no firewall (br_netfilter's hooks
+off), and a program stopped by SIGTERM that still removes what it started."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import require_system
+
+from boothop.relay.lab.topology import Host, Lan, Port, Topology
+
+pytestmark = pytest.mark.system
+
+HOOKS = ("iptables", "ip6tables", "arptables")
+
+
+def bridge_hooks(namespace: str) -> dict[str, str]:
+    """bridge-nf-call-* as seen inside ``namespace`` (empty: no br_netfilter in this kernel)."""
+    script = ("import pathlib; d = pathlib.Path('/proc/sys/net/bridge'); "
+              "print(*(f'{t}={(d / f\"bridge-nf-call-{t}\").read_text().strip()}' "
+              f"for t in {HOOKS!r} if (d / f'bridge-nf-call-{{t}}').exists()))")
+    out = subprocess.run(["ip", "netns", "exec", namespace, "python3", "-c", script],
+                         check=True, capture_output=True, text=True, timeout=20).stdout
+    return dict(item.split("=") for item in out.split())
+
+
+def test_the_switch_passes_no_frame_through_iptables() -> None:
+    require_system()
+    prefix = f"bhp-{secrets.token_hex(3)}"
+    topo = Topology(prefix, [Host("a"), Host("b")],
+                    [Lan("x", (Port("a", "eth0", "10.47.0.1/24"),
+                               Port("b", "eth0", "10.47.0.2/24")))])
+    with topo:
+        # A namespace starts with the hooks on wherever br_netfilter is: what up() undoes.
+        fresh = bridge_hooks(topo.netns("a"))
+        assert set(fresh.values()) <= {"1"}
+        assert bridge_hooks(topo.switch_netns) == dict.fromkeys(fresh, "0")
+        if Path("/proc/sys/net/bridge").exists():
+            assert set(fresh) == set(HOOKS)
+
+
+#: Started as a shell starts a background job: SIGINT ignored (what exit_on_sigterm is for).
+OWNER = """
+import signal, sys, time
+from pathlib import Path
+from boothop.relay.lab.processes import ProcessRunner, exit_on_sigterm
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.argv[2] == "handled":
+    exit_on_sigterm()
+with ProcessRunner(Path(sys.argv[1])) as runner:
+    child = runner.start(None, ["sleep", "600"], "sleeper")
+    print(child.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("handled", [True, False])
+def test_a_program_stopped_by_sigterm_stops_what_it_started(tmp_path: Path, handled: bool) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path),
+                              "handled" if handled else "default"],
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    child = int(owner.stdout.readline())
+    try:
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(timeout=30) == (143 if handled else -signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while handled and alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Without the handler the default action kills the owner alone: its child lives on.
+        assert alive(child) is not handled
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+        if owner.poll() is None:
+            owner.kill()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

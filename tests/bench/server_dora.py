@@ -31,7 +31,8 @@ all threads, from /proc/PID/stat before and after the perfdhcp run, divided by t
 completed) at a common fixed rate (``--cpu-rate``, a ladder step) and at the server's own lossless
 rate; and per ladder rate, the CPU per DORA and the DORA latency (perfdhcp's average
 DISCOVER-OFFER plus REQUEST-ACK delay; a low first step, e.g. 100/s, is a lone client's DORA).
-Medians of ``--runs`` runs, then the boothop/kea ratios.
+Medians of ``--runs`` runs, then the boothop/kea ratios. Each ladder step also says where
+datagrams were dropped for a full socket buffer: at the server's, or at perfdhcp's.
 
 ``--lone N`` (IPv4) adds a lone client's row to every run: N DORAs one after another, each from a
 new client and LONE_PAUSE apart (so no two share a commit), sent by a relay socket in the
@@ -235,6 +236,10 @@ class Result:
     cpu_s: float
     #: perfdhcp's average DISCOVER-OFFER plus REQUEST-ACK delay: one DORA's latency.
     dora_ms: float
+    #: Datagrams dropped for a full socket buffer: at the server's, and at perfdhcp's (its
+    #: 60,000 clients share one socket, which a burst of replies can overflow).
+    full_at_server: int
+    full_at_generator: int
 
     @property
     def lossless(self) -> bool:
@@ -270,10 +275,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+#: perfdhcp's receive queue (``--generator-queue``): its 60,000 clients share one socket, where
+#: each real client has its own, so a server that sends its ACKs as a group after each commit
+#: overflows the default 208 KiB at rates a relay's 4 MiB socket (boothop-relay's) takes. The
+#: server being measured, not the generator's socket, should end the ladder; the per-step line
+#: says at which socket datagrams were dropped. 0: perfdhcp's own default.
+GENERATOR_QUEUE = 4 * 1024 * 1024
+#: The LD_PRELOAD library that deepens it (built by main), or None.
+DEEP_QUEUE_SHIM: Path | None = None
+_DEEP_QUEUE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sys/socket.h>
+/* Every UDP socket perfdhcp binds gets a receive queue of QUEUE bytes (SO_RCVBUFFORCE: root). */
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    static int (*real)(int, const struct sockaddr *, socklen_t);
+    if (!real) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+    int type = 0, queue = QUEUE;
+    socklen_t size = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_DGRAM)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &queue, sizeof queue);
+    return real(fd, addr, len);
+}
+"""
+
+
+def build_deep_queue_shim(directory: Path, queue: int) -> Path:
+    source, library = directory / "deep_queue.c", directory / "deep_queue.so"
+    source.write_text(_DEEP_QUEUE)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", f"-DQUEUE={queue}", "-o", str(library),
+                    str(source), "-ldl"], check=True, timeout=60)
+    return library
+
+
 def perfdhcp_argv(gen_ifname: str, rate: int, seconds: int) -> list[str]:
     # IPv6: no server address, so perfdhcp sends to ff02::1:2 on the link, as clients do.
     target = ["-6", "-l", gen_ifname] if FAMILY == 6 else ["-4", "-l", gen_ifname]
-    return ["taskset", "-c", GENERATOR_CPU, "timeout", str(seconds + 20),
+    shim = [] if DEEP_QUEUE_SHIM is None else ["env", f"LD_PRELOAD={DEEP_QUEUE_SHIM}"]
+    return [*shim, "taskset", "-c", GENERATOR_CPU, "timeout", str(seconds + 20),
             "perfdhcp", *target, "-R", str(CLIENTS), "-r", str(rate),
             "-p", str(seconds), "-W", "500000", *([] if FAMILY == 6 else [SERVER])]
 
@@ -300,8 +339,10 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
             ):
                 raise RuntimeError(f"{name} did not start:\n{server.output()[-3000:]}")
             before = cpu_seconds(server.pid)
+            full_before = {ns: rcvbuf_errors(runner, ns) for ns in (srv, gen)}
             done = runner.run(gen, perfdhcp_argv(gen_if, rate, seconds), timeout=seconds + 30)
             used = cpu_seconds(server.pid) - before
+            full = {ns: rcvbuf_errors(runner, ns) - full_before[ns] for ns in (srv, gen)}
         finally:
             runner.stop(server)
     text = done.stdout + done.stderr
@@ -318,7 +359,20 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
         _number(ra, "drops"),
         used,
         _delay_ms(do) + _delay_ms(ra),
+        full[srv],
+        full[gen],
     )
+
+
+def rcvbuf_errors(runner: ProcessRunner, namespace: str) -> int:
+    """UDP datagrams a namespace dropped for a full socket buffer (its /proc/net/snmp or snmp6)."""
+    if FAMILY == 6:
+        text = runner.run(namespace, ["cat", "/proc/net/snmp6"], timeout=10).stdout
+        return next(int(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("Udp6RcvbufErrors"))
+    text = runner.run(namespace, ["cat", "/proc/net/snmp"], timeout=10).stdout
+    header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
+    return int(values[header.index("RcvbufErrors")])
 
 
 @dataclasses.dataclass
@@ -341,7 +395,8 @@ def ladder_run(
             f"    {name:8s} {rate:>6}/s: {result.ra_received / args.duration:>7.0f} DORA/s done, "
             "drops "
             f"{result.do_drops}+{result.ra_drops}, server CPU {result.cpu_s:.2f} s = "
-            f"{result.cpu_us_per_dora:.0f} us/DORA, DORA {result.dora_ms:.2f} ms"
+            f"{result.cpu_us_per_dora:.0f} us/DORA, DORA {result.dora_ms:.2f} ms, full socket "
+            f"buffers: server {result.full_at_server}, perfdhcp {result.full_at_generator}"
             f"{'' if result.lossless else '  (lossy: ladder stops)'}",
             flush=True,
         )
@@ -549,18 +604,21 @@ def main() -> int:
                         help="add a lone client's row: N DORAs one after another (IPv4)")
     parser.add_argument("--lone-only", action="store_true", help="the lone client's row alone")
     parser.add_argument("--lone-client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--generator-queue", type=int, default=GENERATOR_QUEUE, metavar="BYTES",
+                        help="perfdhcp's socket receive queue (0: its default; see "
+                        "GENERATOR_QUEUE)")
     args = parser.parse_args()
     exit_on_sigterm()
     if args.lone_client is not None:
         lone_client(args.lone_client)
         return 0
-    global COMMIT_WINDOW, FAMILY
+    global COMMIT_WINDOW, DEEP_QUEUE_SHIM, FAMILY
     COMMIT_WINDOW = args.commit_window
     FAMILY = args.family
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    for tool in ("perfdhcp", f"kea-dhcp{FAMILY}", "taskset", "ss", "timeout", "ip"):
+    for tool in ("perfdhcp", f"kea-dhcp{FAMILY}", "taskset", "ss", "timeout", "ip", "cc"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
@@ -568,10 +626,6 @@ def main() -> int:
         args.ladder = sorted({*args.ladder, args.cpu_rate})
     names = args.servers.split(",")
     print("command: " + shlex.join([sys.executable, *sys.argv]))
-    print(
-        "generator: "
-        + shlex.join(perfdhcp_argv("<veth>", 0, args.duration)).replace(" -r 0 ", " -r RATE ")
-    )
     started = time.monotonic()
     figures = {name: Figures() for name in names}
     lones = {name: Lone() for name in names}
@@ -580,6 +634,12 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs,
         ProcessRunner(Path(logs)) as runner,
     ):
+        if args.generator_queue:
+            DEEP_QUEUE_SHIM = build_deep_queue_shim(Path(logs), args.generator_queue)
+        print(
+            "generator: "
+            + shlex.join(perfdhcp_argv("<veth>", 0, args.duration)).replace(" -r 0 ", " -r RATE ")
+        )
         for run in range(args.runs):
             order = names if run % 2 == 0 else names[::-1]
             if args.lone:

@@ -1022,7 +1022,16 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
         for name in figures:
             if name not in ("none", NONE_AGENT):
                 print(f"  {name} lossless rate / {none}'s: "
-                      f"{_median(figures[name].lossless) / max(_median(n.lossless), 1):.2f}")
+                      f"{_median(figures[name].lossless) / max(_median(n.lossless), 1):.2f}; "
+                      f"median of the runs' ratios "
+                      f"{_median(run_ratios(figures[name].lossless, n.lossless)):.2f}")
+
+
+def run_ratios(rows: list[int], baseline: list[int]) -> list[float]:
+    """Each run's ratio of a row's lossless rate to the baseline's in the same run: the machine's
+    speed drifts over minutes (kea's own lossless rate by up to 2x in a session), and a run's
+    rows are minutes closer together than its runs."""
+    return [row / base for row, base in zip(rows, baseline, strict=True) if base]
 
 
 def main() -> int:

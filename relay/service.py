@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import select
 import socket
 import threading
 import time
@@ -48,7 +49,7 @@ from .drops import DropReason
 from .engine import RelayEngine
 from .fastpath import Delivered, FastPath, Relayed, message_type
 from .interfaces import InterfaceTable
-from .kernel import KernelDatapath, KernelReplies, steps
+from .kernel import Events, KernelDatapath, KernelReplies, steps
 from .metrics import LATENCY_BUCKETS, Family, Histogram, Metrics
 from .netlink import attach_program, detach_program, detach_stale, follow_interfaces
 from .replies import ReplyTracker
@@ -62,10 +63,12 @@ from .shell import (
     address_text,
     errno_name,
     logging_enabled,
+    lowest_priority,
     open_reply_listener,
     open_udp,
     receive_frame,
     reload_config,
+    run_in_own_thread,
     set_log_level,
     signal_loop,
     write_json,
@@ -526,17 +529,38 @@ class RelayService:
 
     async def kernel_steps(self) -> None:
         """Log each step the kernel datapath relayed, as ``handle`` logs the daemon's (the
-        program sends an event per packet while info is enabled)."""
+        program sends an event per packet while info is enabled), from a thread of its own
+        (``write_kernel_steps``) until cancelled."""
         if self.kernel is None:
             return
         events = self.kernel.events()
+        stop_read, stop_write = os.pipe()
         try:
-            while True:
-                # Woken by the first event after the last read (the ring buffer notifies a reader
-                # that had caught up: an idle daemon sleeps), then a batch: a wake-up per packet
-                # would cost more than its log line.
-                await trio.lowlevel.wait_readable(events.fileno)
-                await trio.sleep(KERNEL_STEPS_PERIOD)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write_on_cancel, stop_write)
+                await run_in_own_thread(
+                    functools.partial(self.write_kernel_steps, events, stop_read),
+                    "kernel-steps")
+                nursery.cancel_scope.cancel()
+        finally:
+            os.close(stop_read)
+            os.close(stop_write)
+
+    def write_kernel_steps(self, events: Events, stop: int) -> None:
+        """The step lines' thread, at the lowest priority (``lowest_priority``): a relay's log
+        waits for the CPU, never the packets, nor a server on the same CPU. On a CPU that is
+        never idle the ring fills, and the program counts the events it had no room for
+        (``events_lost``, told by the sweep) rather than wait. Woken by the first event after
+        the last read (the ring buffer notifies a reader that had caught up: an idle daemon
+        sleeps), then a batch: a wake-up per packet would cost more than its line. Ends when
+        ``stop`` becomes readable, after the last batch."""
+        lowest_priority(self.log)
+        poller = select.poll()
+        poller.register(events.fileno, select.POLLIN)
+        poller.register(stop, select.POLLIN)
+        try:
+            while all(fd != stop for fd, _ in poller.poll()):
+                time.sleep(KERNEL_STEPS_PERIOD)
                 self._kernel_events(events.records())
         finally:
             self._kernel_events(events.records())
@@ -799,6 +823,14 @@ class RelayService:
                                    event="relay.config.invalid"):
             for shell in (self.shell, *(() if self.v6 is None else (self.v6.shell,))):
                 shell.reload_failures += 1
+
+
+async def _write_on_cancel(fd: int) -> None:
+    """Sleep until cancelled, then write a byte to ``fd``: a thread polling it stops."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        os.write(fd, b"\0")
 
 
 def open_datapath(mode: str) -> KernelDatapath | None:

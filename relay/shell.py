@@ -931,6 +931,43 @@ async def reload_config(load: Callable[[], T], apply: Callable[[T], object], *, 
         return True
 
 
+# -- threads ---------------------------------------------------------------------------------
+async def run_in_own_thread(target: Callable[[], None], name: str) -> None:
+    """Run ``target`` in a thread made for it and wait until it returns; what it raises is
+    raised here. Not trio's thread cache (``trio.to_thread``): ``target`` may change its thread
+    for good (``lowest_priority``), which a cached thread would carry to the next job. The wait
+    is shielded: a cancelled caller returns only once ``target`` has, so ``target`` must be
+    told to stop by other means (a sibling task's ``finally``)."""
+    token = trio.lowlevel.current_trio_token()
+    ended = trio.Event()
+    raised: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            target()
+        except BaseException as error:
+            raised.append(error)
+        finally:
+            token.run_sync_soon(ended.set)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    with trio.CancelScope(shield=True):
+        await ended.wait()
+    if raised:
+        raise raised[0]
+
+
+def lowest_priority(log: Logger) -> None:
+    """Run the calling thread only when its CPU has nothing else to do (SCHED_IDLE), for work
+    that must never take a CPU from the packets, or from a service beside the daemon. Lowering a
+    thread's priority needs no privilege; where it fails all the same, one warning says so."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+    except OSError as error:
+        log.warning("daemon.priority_unchanged", thread=threading.current_thread().name,
+                    error=errno_name(error))
+
+
 # -- the receive loop ------------------------------------------------------------------------
 @dataclasses.dataclass
 class LoopCounters:

@@ -9,6 +9,7 @@ relay must unicast to yiaddr at chaddr); udhcpc -B sets it (the relay must broad
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -156,6 +157,15 @@ def test_clients_lease_from_their_subnet_through_relay(
         assert str(ack.message.yiaddr) == address
     if relay.name.startswith("relay-boothop"):
         _check_step_lines(lab, relay)
+        # The kernel datapath's lines are written by a thread that runs only when the CPU has
+        # nothing else to do; the user path writes its lines as it relays.
+        assert idle_threads(relay.pid) == (1 if relay.name == "relay-boothop-kernel" else 0)
+
+
+def idle_threads(pid: int) -> int:
+    """How many threads of process ``pid`` run at SCHED_IDLE."""
+    return sum(os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE
+               for task in Path(f"/proc/{pid}/task").iterdir())
 
 
 def _check_step_lines(lab: Lab, relay: Process) -> None:

@@ -955,6 +955,7 @@ async def run_in_own_thread(target: Callable[[], None], name: str) -> None:
         await ended.wait()
     if raised:
         raise raised[0]
+    await trio.lowlevel.checkpoint()  # a cancellation that came meanwhile is raised now
 
 
 def lowest_priority(log: Logger) -> None:

@@ -750,7 +750,8 @@ def requests_by_path(bench: Bench, name: str) -> str:
     """Which path handled boothop's requests, from its metrics (one scrape: the relay's own
     snapshot once, not a stats file rewritten four times a second): the BOOTREQUESTs the kernel
     datapath took (relayed, or dropped over their MAC's rate) and the daemon's, the
-    rate-limited drops, and why requests went up."""
+    rate-limited drops, why requests went up, and the step events the ring had no room for
+    (the daemon's lines run at idle priority: on a CPU kea keeps busy they wait)."""
     if not name.startswith("boothop"):
         return ""
     text = bench.runner.run(bench.topo.netns("router"), [sys.executable, "-c", _SCRAPE,
@@ -760,7 +761,8 @@ def requests_by_path(bench: Bench, name: str) -> str:
     for line in text.splitlines():
         if line.startswith(("boothop_relay_datapath_requests_total",
                             'boothop_relay_dropped_total{reason="rate-limited-mac"}',
-                            "boothop_relay_kernel_passed_up_total")):
+                            "boothop_relay_kernel_passed_up_total",
+                            "boothop_relay_kernel_events_lost_total")):
             key, value = line.rsplit(" ", 1)
             if float(value):
                 found[key] = float(value)
@@ -768,8 +770,11 @@ def requests_by_path(bench: Bench, name: str) -> str:
     user = found.get('boothop_relay_datapath_requests_total{path="user"}', 0)
     limited = found.get('boothop_relay_dropped_total{reason="rate-limited-mac"}', 0)
     up = {k.split('"')[1]: int(v) for k, v in found.items() if "passed_up" in k}
+    lost = found.get("boothop_relay_kernel_events_lost_total", 0)
     return (f"; requests: kernel {kernel:.0f}, daemon {user:.0f}, rate-limited {limited:.0f}"
-            + (f", passed up {up}" if up else ""))
+            + (f", passed up {up}" if up else "")
+            # Step lines the program had no room for: the daemon's log fell behind.
+            + (f", step events lost {lost:.0f}" if lost else ""))
 
 
 def ksoftirqd() -> list[int]:

@@ -307,7 +307,10 @@ class Topology:
 def _index(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
-        raise LookupError(f"no interface {ifname!r}")
+        # Says what is there: a port's veth end has gone missing from its host's namespace
+        # right after being made (seen a few times after a bench ended; cause not yet found).
+        present = sorted(str(link.get("IFLA_IFNAME")) for link in ipr.get_links())
+        raise LookupError(f"no interface {ifname!r} (present: {', '.join(present)})")
     return int(found[0])
 
 

@@ -46,6 +46,18 @@ def test_the_switch_passes_no_frame_through_iptables() -> None:
             assert set(fresh) == set(HOOKS)
 
 
+
+def test_a_missing_interface_is_reported_with_those_present() -> None:
+    require_system()
+    topo = Topology(f"bhp-{secrets.token_hex(3)}", [Host("a"), Host("b")],
+                    [Lan("x", (Port("a", "eth0", "10.47.0.1/24"),
+                               Port("b", "eth0", "10.47.0.2/24")))])
+    with topo:
+        assert topo.mac("a", "eth0")
+        with pytest.raises(LookupError, match=r"no interface 'gone0' \(present: eth0, lo\)"):
+            topo.mac("a", "gone0")
+
+
 #: Started as a shell starts a background job: SIGINT ignored (what exit_on_sigterm is for).
 OWNER = """
 import signal, sys, time

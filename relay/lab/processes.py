@@ -32,6 +32,20 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
+def udp_counters(namespace: str, family: int = 4) -> dict[str, int]:
+    """A namespace's UDP counters, by /proc/net/snmp's names (InDatagrams, RcvbufErrors, ...);
+    ``family`` 6: UDP over IPv6's, from /proc/net/snmp6, by the same names without ``Udp6``.
+    The file is read inside the namespace (``ip netns exec``): /proc/net is the reader's."""
+    path = "/proc/net/snmp6" if family == 6 else "/proc/net/snmp"
+    text = subprocess.run(in_netns(namespace, ["cat", path]), capture_output=True, text=True,
+                          check=True, timeout=10).stdout
+    if family == 6:
+        return {name.removeprefix("Udp6"): int(value) for name, value in
+                (line.split() for line in text.splitlines() if line.startswith("Udp6"))}
+    header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
+    return dict(zip(header[1:], map(int, values[1:]), strict=True))
+
+
 def in_netns(namespace: str, argv: Sequence[str]) -> list[str]:
     """The command line that runs ``argv`` inside ``namespace``."""
     return [IP, "netns", "exec", namespace, *argv]

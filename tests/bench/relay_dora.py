@@ -104,7 +104,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from boothop.relay.compiled import PROGRAM_SOURCE
-from boothop.relay.lab.processes import ProcessRunner, exit_on_sigterm, wait_for
+from boothop.relay.lab.processes import (
+    ProcessRunner,
+    exit_on_sigterm,
+    udp_counters,
+    wait_for,
+)
 from boothop.relay.lab.topology import Host, Lan, Port, Route, Topology
 from boothop.relay.wire import (
     BROADCAST_FLAG,
@@ -489,11 +494,8 @@ class Bench:
         return result.lossless and achieved >= 0.95 * rate, share
 
     def udp_counters(self, host: str) -> dict[str, int]:
-        """A namespace's UDP counters (/proc/net/snmp)."""
-        text = self.runner.run(self.topo.netns(host), ["cat", "/proc/net/snmp"],
-                               timeout=10).stdout
-        header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
-        return dict(zip(header[1:], map(int, values[1:]), strict=True))
+        """A host's UDP counters (/proc/net/snmp)."""
+        return udp_counters(self.topo.netns(host))
 
     def sink_arrivals(self) -> int:
         """UDP datagrams that reached the sink's socket (read or dropped for a full buffer)."""
@@ -1034,7 +1036,7 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
 
 def run_ratios(rows: list[int], baseline: list[int]) -> list[float]:
     """Each run's ratio of a row's lossless rate to the baseline's in the same run: the machine's
-    speed drifts over minutes (kea's own lossless rate by up to 2x in a session), and a run's
+    speed drifts over minutes (kea's own lossless rate by up to 4x in a session), and a run's
     rows are minutes closer together than its runs."""
     return [row / base for row, base in zip(rows, baseline, strict=True) if base]
 

@@ -71,6 +71,7 @@ from boothop.relay.lab.processes import (  # noqa: E402
     Process,
     ProcessRunner,
     exit_on_sigterm,
+    udp_counters,
     wait_for,
 )
 
@@ -339,10 +340,11 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
             ):
                 raise RuntimeError(f"{name} did not start:\n{server.output()[-3000:]}")
             before = cpu_seconds(server.pid)
-            full_before = {ns: rcvbuf_errors(runner, ns) for ns in (srv, gen)}
+            full_before = {ns: udp_counters(ns, FAMILY)["RcvbufErrors"] for ns in (srv, gen)}
             done = runner.run(gen, perfdhcp_argv(gen_if, rate, seconds), timeout=seconds + 30)
             used = cpu_seconds(server.pid) - before
-            full = {ns: rcvbuf_errors(runner, ns) - full_before[ns] for ns in (srv, gen)}
+            full = {ns: udp_counters(ns, FAMILY)["RcvbufErrors"] - full_before[ns]
+                    for ns in (srv, gen)}
         finally:
             runner.stop(server)
     text = done.stdout + done.stderr
@@ -364,15 +366,6 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
     )
 
 
-def rcvbuf_errors(runner: ProcessRunner, namespace: str) -> int:
-    """UDP datagrams a namespace dropped for a full socket buffer (its /proc/net/snmp or snmp6)."""
-    if FAMILY == 6:
-        text = runner.run(namespace, ["cat", "/proc/net/snmp6"], timeout=10).stdout
-        return next(int(line.split()[1]) for line in text.splitlines()
-                    if line.startswith("Udp6RcvbufErrors"))
-    text = runner.run(namespace, ["cat", "/proc/net/snmp"], timeout=10).stdout
-    header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
-    return int(values[header.index("RcvbufErrors")])
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import require_system
 
+from boothop.relay.lab.processes import udp_counters
 from boothop.relay.lab.topology import Host, Lan, Port, Topology
 
 pytestmark = pytest.mark.system
@@ -56,6 +57,27 @@ def test_a_missing_interface_is_reported_with_those_present() -> None:
         assert topo.mac("a", "eth0")
         with pytest.raises(LookupError, match=r"no interface 'gone0' \(present: eth0, lo\)"):
             topo.mac("a", "gone0")
+
+
+
+def test_udp_counters_are_the_namespace_s_own() -> None:
+    require_system()
+    topo = Topology(f"bhp-{secrets.token_hex(3)}", [Host("a"), Host("b")],
+                    [Lan("x", (Port("a", "eth0", "10.47.0.1/24"),
+                               Port("b", "eth0", "10.47.0.2/24")))], ipv6=True)
+    with topo:
+        before = udp_counters(topo.netns("b"))
+        assert udp_counters(topo.netns("b"), 6)["RcvbufErrors"] == 0
+        # Three datagrams to a port nobody listens on in b: b's NoPorts counts them, a's not.
+        send = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "[s.sendto(b'x', ('10.47.0.2', 9)) for _ in range(3)]")
+        subprocess.run(["ip", "netns", "exec", topo.netns("a"), sys.executable, "-c", send],
+                       check=True, timeout=20)
+        deadline = time.monotonic() + 5
+        while udp_counters(topo.netns("b"))["NoPorts"] < before["NoPorts"] + 3:
+            assert time.monotonic() < deadline, udp_counters(topo.netns("b"))
+            time.sleep(0.05)
+        assert udp_counters(topo.netns("a"))["NoPorts"] == 0
 
 
 #: Started as a shell starts a background job: SIGINT ignored (what exit_on_sigterm is for).

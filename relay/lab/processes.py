@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
 
@@ -28,8 +28,21 @@ def exit_on_sigterm() -> None:
     namespaces and processes clean up as they do on Ctrl-C. Needed because a program started in
     the background by a non-interactive shell (``cmd &``, a CI step, ``timeout``) inherits
     SIGINT ignored: SIGTERM is then the only polite way to stop it, and its default action
-    would leave every namespace and child behind."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    would leave every namespace and child behind.
+
+    Only in the process that called it: a fork inherits the handler, and pyroute2 forks helpers
+    (a namespace's creation, a socket opened in one) that it stops with SIGTERM. Raising
+    SystemExit there would unwind a copy of the caller's stack in the fork, running the
+    caller's clean-up: a half-built topology's ``down`` removed the caller's namespaces and
+    their record, so the caller found a namespace gone and left the rest behind."""
+    owner = os.getpid()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def udp_counters(namespace: str, family: int = 4) -> dict[str, int]:

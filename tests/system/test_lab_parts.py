@@ -123,3 +123,58 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+#: exit_on_sigterm, then a fork (as pyroute2 forks its helpers) stopped with SIGTERM while the
+#: caller's clean-up is on its stack: the fork must exit, not run the caller's clean-up.
+FORKED = """
+import os, signal, sys, time
+from boothop.relay.lab.processes import exit_on_sigterm
+exit_on_sigterm()
+try:
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    time.sleep(0.2)
+    os.kill(child, signal.SIGTERM)
+    print("fork", os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), flush=True)
+finally:
+    print("clean-up in", "caller" if os.getpid() == int(sys.argv[1]) else "fork", flush=True)
+"""
+
+
+def test_sigterm_stops_a_fork_without_the_caller_s_clean_up() -> None:
+    script = f"import os, sys; sys.argv[1:] = [str(os.getpid())]\n{FORKED}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["fork 143", "clean-up in caller"]
+
+
+#: The benches' order: exit_on_sigterm, then a topology (pyroute2 forks a helper for each
+#: namespace it creates and each socket it opens in one).
+BUILDER = """
+import sys
+from boothop.relay.lab.processes import exit_on_sigterm
+from boothop.relay.lab.topology import Host, Lan, Port, Topology
+exit_on_sigterm()
+topo = Topology(sys.argv[1], [Host("a"), Host("b"), Host("c")],
+                [Lan("x", (Port("a", "eth0", "10.47.0.1/24"), Port("b", "eth0", "10.47.0.2/24"),
+                           Port("c", "eth0", "10.47.0.3/24")))])
+with topo:
+    print(topo.mac("c", "eth0"), flush=True)
+"""
+
+
+def test_a_topology_builds_under_exit_on_sigterm() -> None:
+    require_system()
+    prefix = f"bhp-{secrets.token_hex(3)}"
+    done = subprocess.run([sys.executable, "-c", BUILDER, prefix], capture_output=True,
+                          text=True, timeout=120)
+    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                      check=True).stdout.split() if n.startswith(prefix)]
+    for name in left:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not left

@@ -58,9 +58,10 @@ def request_templates(giaddr: str, server: str) -> tuple[bytearray, bytearray, i
     return discover, request, bytes(request).index(bytes((Opt.REQUESTED_ADDRESS, 4))) + 2
 
 
-def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
+def serve_doras(count: int, burst: int, level: str, profile: bool, workdir: Path) -> None:
     """``count`` DORAs through the server's shell ring, core and lease store, ``burst`` clients
-    at a time, logging at ``level`` (to stderr, which the parent discards)."""
+    at a time, logging at ``level`` (to stderr, which the parent discards); the store in
+    ``workdir``, which the parent made and removes (also when this child is killed)."""
     import structlog
 
     from boothop.relay.shell import configure_logging, open_udp
@@ -72,8 +73,7 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
     from boothop.server.leasestore import open_store
 
     configure_logging(level, "json")
-    tmp = tempfile.mkdtemp(prefix="bhk-hotpath-")
-    config = parse_dhcp({"lease_db": f"{tmp}/leases.sqlite3", "subnets": [{
+    config = parse_dhcp({"lease_db": f"{workdir}/leases.sqlite3", "subnets": [{
         "subnet": "10.52.0.0/16", "pools": ["10.52.1.0-10.52.255.250"], "lease_time": 600}]},
         "bench.toml")
     store = open_store(config.lease_db)
@@ -126,13 +126,12 @@ def serve_doras(count: int, burst: int, level: str, profile: bool) -> None:
         import cProfile
         import pstats
 
-        cProfile.runctx("run()", globals(), {"run": run}, f"{tmp}/profile")
-        pstats.Stats(f"{tmp}/profile", stream=sys.stdout).sort_stats("tottime").print_stats(40)
+        cProfile.runctx("run()", globals(), {"run": run}, f"{workdir}/profile")
+        pstats.Stats(f"{workdir}/profile", stream=sys.stdout).sort_stats("tottime").print_stats(40)
     else:
         run()
     assert len(receiver.core.leases) == count
     store.close()
-    shutil.rmtree(tmp)
 
 
 def in_namespace(argv: list[str]) -> list[str]:
@@ -142,18 +141,18 @@ def in_namespace(argv: list[str]) -> list[str]:
     return ["unshare", "-n", "sh", "-c", setup, "sh", *argv]
 
 
-def child_argv(count: int, args: argparse.Namespace) -> list[str]:
+def child_argv(count: int, args: argparse.Namespace, workdir: str) -> list[str]:
     return [sys.executable, __file__, "--child", str(count), "--burst",
-            str(args.burst), "--log-level", args.log_level]
+            str(args.burst), "--log-level", args.log_level, "--workdir", workdir]
 
 
 def instructions(count: int, args: argparse.Namespace) -> int:
     """callgrind's instruction total for a run of ``count`` DORAs."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="bhk-hotpath-") as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
             in_namespace(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                          *child_argv(count, args)]),
+                          *child_argv(count, args, tmp)]),
             capture_output=True, text=True, timeout=1800, check=True)
     found = re.search(r"Collected : (\d+)", result.stderr)
     assert found, result.stderr[-2000:]
@@ -168,18 +167,21 @@ def main() -> int:
     parser.add_argument("--log-level", default="warning", choices=("info", "warning"))
     parser.add_argument("--profile", action="store_true", help="cProfile instead of callgrind")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        serve_doras(args.child, args.burst, args.log_level, profile=False)
+        serve_doras(args.child, args.burst, args.log_level, False, args.workdir)
         return 0
     if args.profile:
         if os.environ.get("BHK_IN_NAMESPACE"):
-            serve_doras(args.doras, args.burst, args.log_level, profile=True)
+            serve_doras(args.doras, args.burst, args.log_level, True, args.workdir)
             return 0
-        argv = [sys.executable, __file__, "--profile", "--doras",
-                str(args.doras), "--burst", str(args.burst), "--log-level", args.log_level]
-        return subprocess.run(in_namespace(argv), env={**os.environ, "BHK_IN_NAMESPACE": "1"},
-                              check=False).returncode
+        with tempfile.TemporaryDirectory(prefix="bhk-hotpath-") as tmp:
+            argv = [sys.executable, __file__, "--profile", "--doras", str(args.doras),
+                    "--burst", str(args.burst), "--log-level", args.log_level, "--workdir", tmp]
+            return subprocess.run(in_namespace(argv),
+                                  env={**os.environ, "BHK_IN_NAMESPACE": "1"},
+                                  check=False).returncode
     for tool in ("valgrind", "unshare"):
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)

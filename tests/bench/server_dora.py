@@ -67,6 +67,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+import perfdhcp_shim  # noqa: E402 - beside this script (sys.path[0])
+
 from boothop.relay.lab.processes import (  # noqa: E402
     Process,
     ProcessRunner,
@@ -276,37 +278,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-#: perfdhcp's receive queue (``--generator-queue``): its 60,000 clients share one socket, where
-#: each real client has its own, so a server that sends its ACKs as a group after each commit
-#: overflows the default 208 KiB at rates a relay's 4 MiB socket (boothop-relay's) takes. The
-#: server being measured, not the generator's socket, should end the ladder; the per-step line
-#: says at which socket datagrams were dropped. 0: perfdhcp's own default.
-GENERATOR_QUEUE = 4 * 1024 * 1024
-#: The LD_PRELOAD library that deepens it (built by main), or None.
+#: The LD_PRELOAD library that deepens perfdhcp's receive queue (built by main: see
+#: ``perfdhcp_shim``), or None.
 DEEP_QUEUE_SHIM: Path | None = None
-_DEEP_QUEUE = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <sys/socket.h>
-/* Every UDP socket perfdhcp binds gets a receive queue of QUEUE bytes (SO_RCVBUFFORCE: root). */
-int bind(int fd, const struct sockaddr *addr, socklen_t len) {
-    static int (*real)(int, const struct sockaddr *, socklen_t);
-    if (!real) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
-    int type = 0, queue = QUEUE;
-    socklen_t size = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0 && type == SOCK_DGRAM)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &queue, sizeof queue);
-    return real(fd, addr, len);
-}
-"""
-
-
-def build_deep_queue_shim(directory: Path, queue: int) -> Path:
-    source, library = directory / "deep_queue.c", directory / "deep_queue.so"
-    source.write_text(_DEEP_QUEUE)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O2", f"-DQUEUE={queue}", "-o", str(library),
-                    str(source), "-ldl"], check=True, timeout=60)
-    return library
 
 
 def perfdhcp_argv(gen_ifname: str, rate: int, seconds: int) -> list[str]:
@@ -597,9 +571,9 @@ def main() -> int:
                         help="add a lone client's row: N DORAs one after another (IPv4)")
     parser.add_argument("--lone-only", action="store_true", help="the lone client's row alone")
     parser.add_argument("--lone-client", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--generator-queue", type=int, default=GENERATOR_QUEUE, metavar="BYTES",
-                        help="perfdhcp's socket receive queue (0: its default; see "
-                        "GENERATOR_QUEUE)")
+    parser.add_argument("--generator-queue", type=int, default=perfdhcp_shim.GENERATOR_QUEUE,
+                        metavar="BYTES",
+                        help="perfdhcp's socket receive queue (0: its default; see perfdhcp_shim)")
     args = parser.parse_args()
     exit_on_sigterm()
     if args.lone_client is not None:
@@ -628,7 +602,7 @@ def main() -> int:
         ProcessRunner(Path(logs)) as runner,
     ):
         if args.generator_queue:
-            DEEP_QUEUE_SHIM = build_deep_queue_shim(Path(logs), args.generator_queue)
+            DEEP_QUEUE_SHIM = perfdhcp_shim.build(Path(logs), queue=args.generator_queue)
         print(
             "generator: "
             + shlex.join(perfdhcp_argv("<veth>", 0, args.duration)).replace(" -r 0 ", " -r RATE ")

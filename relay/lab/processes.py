@@ -49,13 +49,21 @@ def udp_counters(namespace: str, family: int = 4) -> dict[str, int]:
     """A namespace's UDP counters, by /proc/net/snmp's names (InDatagrams, RcvbufErrors, ...);
     ``family`` 6: UDP over IPv6's, from /proc/net/snmp6, by the same names without ``Udp6``.
     The file is read inside the namespace (``ip netns exec``): /proc/net is the reader's."""
-    path = "/proc/net/snmp6" if family == 6 else "/proc/net/snmp"
-    text = subprocess.run(in_netns(namespace, ["cat", path]), capture_output=True, text=True,
-                          check=True, timeout=10).stdout
     if family == 6:
+        text = subprocess.run(in_netns(namespace, ["cat", "/proc/net/snmp6"]),
+                              capture_output=True, text=True, check=True, timeout=10).stdout
         return {name.removeprefix("Udp6"): int(value) for name, value in
                 (line.split() for line in text.splitlines() if line.startswith("Udp6"))}
-    header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
+    return snmp_counters(namespace, "Udp")
+
+
+def snmp_counters(namespace: str, group: str) -> dict[str, int]:
+    """A namespace's IPv4 counters of one /proc/net/snmp group (Ip, Icmp, Udp, ...) by name,
+    read inside the namespace (``ip netns exec``): /proc/net is the reader's."""
+    text = subprocess.run(in_netns(namespace, ["cat", "/proc/net/snmp"]), capture_output=True,
+                          text=True, check=True, timeout=10).stdout
+    header, values = (line.split() for line in text.splitlines()
+                      if line.startswith(f"{group}:"))
     return dict(zip(header[1:], map(int, values[1:]), strict=True))
 
 

@@ -32,11 +32,14 @@ from pathlib import Path
 from types import TracebackType
 
 from pyroute2 import IPRoute, netns
+from pyroute2.nftables.main import NFTables
 
 NETNS_DIR = Path("/run/netns")
 OWNER_DIR = Path("/run/boothop-lab")
 RECORD_SUFFIX = ".netns.json"
 SWITCH = "sw"
+#: The switch namespace's nf_tables table (``_drop_local_delivery``).
+SWITCH_TABLE = "switch"
 IFNAME_MAX = 15
 #: linux/if_addr.h: an address added without duplicate address detection.
 IFA_F_NODAD = 0x02
@@ -237,10 +240,12 @@ class Topology:
         in, or its module loaded), each namespace's bridges pass every frame through iptables'
         hooks by default: a firewall no switch runs, paid (veths deliver in the sender's
         context) on the CPU of whichever host sent the frame, more for a flooded broadcast than
-        for a unicast."""
+        for a unicast. Nor does a switch have a host of its own on its LANs
+        (``_drop_local_delivery``)."""
         for table in ("iptables", "ip6tables", "arptables"):
             with contextlib.suppress(FileNotFoundError):  # no br_netfilter: nothing to turn off
                 sysctl(self.switch_netns, f"net/bridge/bridge-nf-call-{table}", "0")
+        _drop_local_delivery(self.switch_netns)
 
     def _build_lan(self, switch: IPRoute, lan: Lan) -> None:
         bridge = self.bridge_name(lan)
@@ -323,6 +328,35 @@ def _ensure_route(ipr: IPRoute, route: Route) -> None:
     network = ipaddress.ip_network(default if route.dst == "default" else route.dst)
     ipr.route("replace", dst=str(network), gateway=route.via,
               family=10 if network.version == 6 else 2)
+
+
+#: nf_tables' family of bridges (NFPROTO_BRIDGE), and the verdict of a chain's policy (NF_DROP).
+NFPROTO_BRIDGE = 7
+NF_DROP = 0
+
+
+def _drop_local_delivery(namespace: str) -> None:
+    """Give the switch's bridges no host to deliver to: a bridge-family input chain whose policy
+    drops every frame the bridges would pass up to the switch namespace's own stack. A bridge
+    passes up every broadcast it floods, and the switch's IPv4 stack allocates a route for each
+    limited broadcast (255.255.255.255: no cached route) and frees it through RCU: on the CPU
+    of the host that sent the frame (veths deliver in the sender's context), one RCU softirq
+    every few DHCP broadcasts, run in bursts by ksoftirqd. Measured (relay_dora's topology,
+    15,000 DORA/s, 4 s): 22,000 RCU softirqs on the server's CPU, 11,600 with this chain. No
+    switch has a stack on its LANs; a capture on a bridge device (promiscuous) still sees every
+    frame it forwards, and a tap or veth port is unaffected. Built with pyroute2's nf_tables
+    socket, opened inside the namespace (``pushns``: the socket stays in the namespace it was
+    created in)."""
+    netns.pushns(namespace)
+    try:
+        tables = NFTables(nfgen_family=NFPROTO_BRIDGE)
+    finally:
+        netns.popns()
+    with tables:
+        if not any(t.get("NFTA_TABLE_NAME") == SWITCH_TABLE for t in tables.get_tables()):
+            tables.table("add", name=SWITCH_TABLE)
+            tables.chain("add", table=SWITCH_TABLE, name="no-host", hook="input",
+                         type="filter", policy=NF_DROP)
 
 
 def sysctl(namespace: str, key: str, value: str) -> None:

@@ -1,5 +1,6 @@
 """Parts of the lab the benchmarks build on: a switch that runs no firewall (br_netfilter's hooks
-off), and a program stopped by SIGTERM that still removes what it started."""
+off) and has no host of its own on its LANs, and a program stopped by SIGTERM that still removes
+what it started."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import require_system
 
-from boothop.relay.lab.processes import udp_counters
+from boothop.relay.lab.processes import in_netns, snmp_counters, udp_counters
 from boothop.relay.lab.topology import Host, Lan, Port, Topology
 
 pytestmark = pytest.mark.system
@@ -46,6 +47,55 @@ def test_the_switch_passes_no_frame_through_iptables() -> None:
         if Path("/proc/sys/net/bridge").exists():
             assert set(fresh) == set(HOOKS)
 
+
+
+BROADCASTS = 20
+_RECEIVE = f"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9999))
+s.settimeout(5)
+print("bound", flush=True)
+count = 0
+try:
+    while count < {BROADCASTS}:
+        s.recv(2048)
+        count += 1
+except TimeoutError:
+    pass
+print(count)
+"""
+_SEND = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")  # no route: the port's LAN
+for _ in range({BROADCASTS}):
+    s.sendto(b"x", ("255.255.255.255", 9999))
+"""
+
+
+def test_the_switch_floods_broadcasts_to_its_ports_and_takes_none_itself() -> None:
+    """A switch has no host on its LANs: its bridges pass no frame up to its own IPv4 stack,
+    which would route (and free through RCU) every limited broadcast on the sender's CPU."""
+    require_system()
+    topo = Topology(f"bhp-{secrets.token_hex(3)}", [Host("a"), Host("b")],
+                    [Lan("x", (Port("a", "eth0", "10.47.0.1/24"),
+                               Port("b", "eth0", "10.47.0.2/24")))])
+    with topo:
+        before = snmp_counters(topo.switch_netns, "Ip")["InReceives"]
+        with subprocess.Popen(in_netns(topo.netns("b"), [sys.executable, "-c", _RECEIVE]),
+                              stdout=subprocess.PIPE, text=True) as receiver:
+            assert receiver.stdout is not None
+            try:
+                assert receiver.stdout.readline().strip() == "bound"
+                subprocess.run(in_netns(topo.netns("a"), [sys.executable, "-c", _SEND]),
+                               check=True, timeout=20)
+                received = int(receiver.stdout.readline())
+            finally:
+                receiver.kill()
+        assert received == BROADCASTS
+        assert snmp_counters(topo.switch_netns, "Ip")["InReceives"] == before
 
 
 def test_a_missing_interface_is_reported_with_those_present() -> None:

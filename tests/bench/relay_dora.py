@@ -400,10 +400,10 @@ def parse_perfdhcp(text: str) -> Result:
 
 class Bench:
     def __init__(self, topo: Topology, runner: ProcessRunner, templates: Templates, shim: Path,
-                 generator: Path, counter: Path, duration: float) -> None:
+                 generator: Path, counter: Path, duration: float, kea: int) -> None:
         self.topo, self.runner, self.templates, self.shim = topo, runner, templates, shim
         self.generator, self.counter = generator, counter
-        self.duration = duration
+        self.duration, self.kea = duration, kea
 
     def perfdhcp(self, rate: int, duration: float | None = None,
                  own_relay: tuple[Path, Path] | None = None) -> Result:
@@ -457,7 +457,10 @@ class Bench:
         time stolen meanwhile."""
         before = {host: self.udp_counters(host) for host in ("server", "gen")}
         stolen, started = steal_seconds(), time.monotonic()
+        waits_before = shared_cpu_waits(self.kea)
         result = self.perfdhcp(rate, own_relay=own_relay)
+        waited, softirqd, rcu = (after - before for after, before
+                                 in zip(shared_cpu_waits(self.kea), waits_before, strict=True))
         share = ((steal_seconds() - stolen)
                  / ((time.monotonic() - started) * (os.cpu_count() or 1)))
         achieved = result.ra_received / self.duration
@@ -467,8 +470,10 @@ class Bench:
         print(f"    ladder {rate}/s{f' (again, {attempt})' if attempt else ''}: "
               f"{achieved:.0f} DORA/s completed, drops "
               f"{result.do_drops}+{result.ra_drops} of {result.do_sent}+{result.ra_sent}; "
-              f"full socket buffers: kea {full['server']}, perfdhcp {full['gen']}; "
-              f"steal {share:.1%}{' (void)' if share > STALLED else ''}", flush=True)
+              f"full socket buffers: kea {full['server']}, perfdhcp {full['gen']}; kea waited "
+              f"{waited * 1e3:.0f} ms for its CPU (ksoftirqd {softirqd * 1e3:.0f} ms, RCU "
+              f"softirqs {rcu}); steal {share:.1%}{' (void)' if share > STALLED else ''}",
+              flush=True)
         return result.lossless and achieved >= 0.95 * rate, share
 
     def udp_counters(self, host: str) -> dict[str, int]:
@@ -842,14 +847,28 @@ def pinned_run_time(cpu: str) -> float:
     return schedstat_seconds(pinned)
 
 
-def schedstat_seconds(tasks: Iterable[Path]) -> float:
-    """The threads' on-CPU time, in seconds (``/proc/.../task/TID/schedstat``'s first field, ns);
-    a thread gone meanwhile counts 0."""
+def schedstat_seconds(tasks: Iterable[Path], field: int = 0) -> float:
+    """The threads' on-CPU time, in seconds (``/proc/.../task/TID/schedstat``'s first field, ns),
+    or with ``field`` 1 their time runnable but waiting for a CPU (run delay); a thread gone
+    meanwhile counts 0."""
     total = 0
     for task in tasks:
         with contextlib.suppress(OSError, ValueError):
-            total += int((task / "schedstat").read_text().split()[0])
+            total += int((task / "schedstat").read_text().split()[field])
     return total / 1e9
+
+
+def shared_cpu_waits(kea: int) -> tuple[float, float, int]:
+    """What kept kea from its CPU, counted since boot: its threads' run delay (s), the run
+    time (s) of RELAY_CPU's ksoftirqd (softirq work deferred to a thread, which kea waits
+    behind), and RELAY_CPU's RCU softirqs (RCU callbacks, such as the routes the receiving
+    hosts' stacks allocate for each limited broadcast and free)."""
+    softirqd = [Path(f"/proc/{pid}/task/{pid}") for pid in ksoftirqd()
+                if Path(f"/proc/{pid}/comm").read_text().strip() == f"ksoftirqd/{RELAY_CPU}"]
+    rcu = next(line.split()[1:] for line in Path("/proc/softirqs").read_text().splitlines()
+               if line.split()[0] == "RCU:")
+    return (schedstat_seconds(Path(f"/proc/{kea}/task").glob("*"), 1),
+            schedstat_seconds(softirqd), int(rcu[int(RELAY_CPU)]))
 
 
 def children_cpu() -> float:
@@ -1116,7 +1135,7 @@ def main() -> int:
                          "socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 67))\ntime.sleep(86400)"],
                          "sink")
             bench = Bench(topo, runner, templates, shim, generator,
-                          build_sink_counter(workdir), args.duration)
+                          build_sink_counter(workdir), args.duration, kea.pid)
             for run in range(args.runs):
                 for name in names:
                     measure_once(name, bench, args, run, figures[name], kea.pid, workdir)

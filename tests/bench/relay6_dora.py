@@ -185,6 +185,7 @@ def main() -> int:
                 for name in names:
                     spec = relay_spec6(name, workdir, args.log_level)
                     with running_relay(runner, topo, spec, f"{name}-{run}", port=547) as pid:
+                        assert pid is not None  # every row here runs a relay
                         perfdhcp6(runner, topo, min(args.rate, 200), 2)  # warm-up
                         before, switches = cpu_seconds(pid), context_switches(pid)
                         result = perfdhcp6(runner, topo, args.rate, args.duration)

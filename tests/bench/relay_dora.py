@@ -95,6 +95,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -116,6 +117,7 @@ import perfdhcp_shim  # beside this script (sys.path[0])
 
 from boothop.relay.compiled import PROGRAM_SOURCE
 from boothop.relay.lab.processes import (
+    Process,
     ProcessRunner,
     exit_on_sigterm,
     udp_counters,
@@ -583,13 +585,18 @@ class Bench:
             processes.append(process)
         try:
             for process in processes:
-                if not wait_for(lambda p=process: "listening on" in p.output(), 10):
+                if not wait_for(functools.partial(says, process, "listening on"), 10):
                     raise RuntimeError(f"tcpdump did not start:\n{process.output()}")
             self.perfdhcp(rate, seconds, own_relay)
         finally:
             for process in processes:
                 self.runner.stop(process)
         return transit_medians(read_pcap(captures["lanc0"]), read_pcap(captures["up0"]))
+
+
+def says(process: Process, text: str) -> bool:
+    """Whether the process's output so far holds ``text``."""
+    return text in process.output()
 
 
 def read_pcap(path: Path) -> list[tuple[float, DhcpMessage]]:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -62,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,11 @@ FAMILY = 4
 
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=20)
+
+
+def link_up(namespace: str, ifname: str) -> bool:
+    return "state UP" in subprocess.run(["ip", "-n", namespace, "-o", "link", "show", ifname],
+                                        capture_output=True, text=True, timeout=10).stdout
 
 
 @contextlib.contextmanager
@@ -135,9 +141,7 @@ def namespace_pair() -> Iterator[tuple[str, str, str, str]]:
             sh("ip", "-n", ns, "link", "set", ifname, "up")
         # kea opens no socket on an interface without carrier yet ("is not running").
         for ns, ifname in ((gen, gen_if), (srv, srv_if)):
-            if not wait_for(lambda ns=ns, ifname=ifname: "state UP" in subprocess.run(
-                    ["ip", "-n", ns, "-o", "link", "show", ifname], capture_output=True, text=True,
-                    timeout=10).stdout, 10):
+            if not wait_for(functools.partial(link_up, ns, ifname), 10):
                 raise RuntimeError(f"{ifname} in {ns} did not come up")
         yield gen, gen_if, srv, srv_if
     finally:
@@ -551,7 +555,7 @@ def print_lone(args: argparse.Namespace, lones: dict[str, Lone],
               f"({len(ms)} samples)")
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 

@@ -49,6 +49,7 @@ def download(port: int, name: str, options: dict[str, str]) -> bytes:
     sock.sendto(
         packet.encode_request(packet.Opcode.RRQ, name, "octet", options), ("127.0.0.1", port)
     )
+    data: bytes | None
     data, peer = sock.recvfrom(70000)
     first = packet.decode(data)
     blksize, windowsize = 512, 1

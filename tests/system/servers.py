@@ -142,7 +142,7 @@ def start_recorder(
 
 def read_recorded(path: Path) -> list[Received]:
     """The datagrams the recorder got; anything the codec rejects fails loudly."""
-    received = []
+    received: list[Received] = []
     if not path.exists():
         return received
     for line in path.read_text().splitlines():

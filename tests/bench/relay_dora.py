@@ -866,15 +866,16 @@ def schedstat_seconds(tasks: Iterable[Path], field: int = 0) -> float:
 
 
 def shared_cpu_waits(kea: int) -> tuple[float, float, int]:
-    """What kept kea from its CPU, counted since boot: its threads' run delay (s), the run
-    time (s) of RELAY_CPU's ksoftirqd (softirq work deferred to a thread, which kea waits
-    behind), and RELAY_CPU's RCU softirqs (RCU callbacks, such as the routes the receiving
-    hosts' stacks allocate for each limited broadcast and free)."""
+    """What kept kea from its CPU, counted since boot: the run delay (s) of its main thread (the
+    one that answers; its others wait behind it), the run time (s) of RELAY_CPU's ksoftirqd
+    (softirq work deferred to a thread, which kea waits behind), and RELAY_CPU's RCU softirqs
+    (RCU callbacks, such as the routes the receiving hosts' stacks allocate for each limited
+    broadcast and free)."""
     softirqd = [Path(f"/proc/{pid}/task/{pid}") for pid in ksoftirqd()
                 if Path(f"/proc/{pid}/comm").read_text().strip() == f"ksoftirqd/{RELAY_CPU}"]
     rcu = next(line.split()[1:] for line in Path("/proc/softirqs").read_text().splitlines()
                if line.split()[0] == "RCU:")
-    return (schedstat_seconds(Path(f"/proc/{kea}/task").glob("*"), 1),
+    return (schedstat_seconds([Path(f"/proc/{kea}/task/{kea}")], 1),
             schedstat_seconds(softirqd), int(rcu[int(RELAY_CPU)]))
 
 

@@ -31,9 +31,11 @@ datapath passes up. Cores: perfdhcp on CPU 0; the relay **and kea share CPU 1**.
 Printed per relay, medians of the runs:
 
 - lossless DORA/s: the highest rate of an ascending ladder with no drop in either exchange,
-  relay and kea on one CPU; a step that drops is run once more (``--retries``) before it ends
-  the ladder, and each step's line shows the share of the machine's CPU time stolen during it
-  (by the hypervisor: a step with more than STALLED is void and run again);
+  relay and kea on one CPU, refined by two bisections between the last step held and the one
+  lost (``--refine``: to a quarter of a ladder step); a step that drops is run once more
+  (``--retries``) before it counts as lost, and each step's line shows the share of the
+  machine's CPU time stolen during it (by the hypervisor: a step with more than STALLED is void
+  and run again);
 - CPU per DORA at a fixed rate, counted so that work moved into the kernel still counts. Under
   this kernel's tick-based accounting (no IRQ_TIME_ACCOUNTING), softirq work is charged to the
   task that was running: a veth delivers a frame to its peer in the sender's context, so the
@@ -430,28 +432,44 @@ class Bench:
         return parse_perfdhcp(done.stdout + done.stderr)
 
     def lossless_rate(self, ladder: list[int], own_relay: tuple[Path, Path] | None = None,
-                      retries: int = 1) -> int:
-        """The ladder's highest step held without loss. A step that loses is run again, up to
-        ``retries`` times, before it ends the ladder: the machine is shared, and a moment's
-        stall costs any row a step, which a median of three runs does not absorb when steps
-        are 7 % apart. A step during which the hypervisor kept more than STALLED of the
-        machine's CPU time from it (steal time) is void: run again, up to VOID_STEPS times,
-        without using a retry. Every row gets the same."""
-        best = 0
+                      retries: int = 1, refine: int = 0) -> int:
+        """The ladder's highest step held without loss, refined by ``refine`` bisections between
+        it and the step that lost (to REFINED_TO): a ladder's steps, 10-20 % apart, would
+        otherwise be the resolution of every ratio of lossless rates. A step that loses is run
+        again, up to ``retries`` times, before it counts as lost: the machine is shared, and a
+        moment's stall costs any row a step, which a median of three runs does not absorb. A
+        step during which the hypervisor kept more than STALLED of the machine's CPU time from
+        it (steal time) is void: run again, up to VOID_STEPS times, without using a retry.
+        Every row gets the same."""
+        best, lost = 0, None
         for rate in ladder:
-            failed = voided = 0
-            while failed <= retries:
-                held, stolen = self.ladder_step(rate, own_relay, failed + voided)
-                if held:
-                    break
-                if stolen > STALLED and voided < VOID_STEPS:
-                    voided += 1
-                else:
-                    failed += 1
-            else:
+            if not self.holds(rate, own_relay, retries):
+                lost = rate
                 break
             best = rate
+        for _ in range(refine):
+            if lost is None or lost - best < 2 * REFINED_TO:
+                break
+            middle = (best + lost) // 2 // REFINED_TO * REFINED_TO
+            if self.holds(middle, own_relay, retries):
+                best = middle
+            else:
+                lost = middle
         return best
+
+    def holds(self, rate: int, own_relay: tuple[Path, Path] | None, retries: int) -> bool:
+        """Whether ``rate`` is held without loss in one of ``1 + retries`` runs (void runs, see
+        ``lossless_rate``, not counted)."""
+        failed = voided = 0
+        while failed <= retries:
+            held, stolen = self.ladder_step(rate, own_relay, failed + voided)
+            if held:
+                return True
+            if stolen > STALLED and voided < VOID_STEPS:
+                voided += 1
+            else:
+                failed += 1
+        return False
 
     def ladder_step(self, rate: int, own_relay: tuple[Path, Path] | None, attempt: int
                     ) -> tuple[bool, float]:
@@ -786,6 +804,9 @@ def ksoftirqd() -> list[int]:
     return found
 
 
+#: The finest step (DORA/s) a bisection of the lossless ladder goes to (``--refine``).
+REFINED_TO = 100
+
 #: A ladder step during which steal time took more than this share of the machine's CPU time
 #: is void (a stall of the shared host, not the rows' doing), and VOID_STEPS times at most.
 STALLED = 0.05
@@ -998,7 +1019,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
         if not args.cpu_only:
             figures.transit_us.append(bench.transit_us(args.latency_rate, 2, own_relay))
-            figures.lossless.append(bench.lossless_rate(args.ladder, own_relay, args.retries))
+            figures.lossless.append(bench.lossless_rate(args.ladder, own_relay, args.retries,
+                                                        args.refine))
         paths = requests_by_path(bench, name)
     sink_paths = ""
     if not relayed and not args.cpu_only:
@@ -1100,6 +1122,8 @@ def main() -> int:
                                  16000, 20000])
     parser.add_argument("--retries", type=int, default=1,
                         help="runs again of a ladder step that lost before it ends the ladder")
+    parser.add_argument("--refine", type=int, default=2,
+                        help="bisections between the ladder's last step held and the one lost")
     parser.add_argument("--sink-ladder", type=lambda s: [int(x) for x in s.split(",")],
                         # Steps of a quarter past 40,000/s: the 5x-dhcrelay line lies between
                         # doublings (dhcrelay holds 20,000/s here).

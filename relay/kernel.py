@@ -93,6 +93,7 @@ def _libbpf() -> ctypes.CDLL:
         ("libbpf_num_possible_cpus", c_int, []),
         ("bpf_object__find_map_by_name", pointer, [pointer, c_char_p]),
         ("bpf_map__max_entries", ctypes.c_uint32, [pointer]),
+        ("bpf_map__value_size", ctypes.c_uint32, [pointer]),
     ):
         bound = getattr(lib, function)
         bound.restype = restype
@@ -138,6 +139,10 @@ class Program:
 
     def max_entries(self, name: str) -> int:
         return int(self._lib.bpf_map__max_entries(
+            self._lib.bpf_object__find_map_by_name(self._obj, name.encode())))
+
+    def value_size(self, name: str) -> int:
+        return int(self._lib.bpf_map__value_size(
             self._lib.bpf_object__find_map_by_name(self._obj, name.encode())))
 
     def update(self, name: str, key: bytes, value: bytes) -> None:
@@ -492,60 +497,135 @@ class NativeStepLines:
 EXPIRE_PERIOD = 1.0
 
 
+#: A way of the pending table: its pair and when it was forwarded.
+_WAY = struct.Struct("<QQ")
+
+
+class PendingPairs:
+    """The program's ``pending`` table of forwarded (helper, xid) pairs awaiting a reply
+    (relay.bpf.c), mapped and read and written in place: sets of ways, a way a pair (the
+    helper's four octets then the xid's as on the wire, read as a little-endian u64; 0: free)
+    and when it was forwarded (CLOCK_MONOTONIC ns). The program claims and frees a way by
+    compare-and-swap of its pair; the daemon (one thread) writes with plain stores, so the one
+    race it can lose is the program claiming the same free way in the same instant, and then a
+    pair goes unseen: its reply is counted unsolicited. Counts only: no delivery depends on the
+    table."""
+
+    def __init__(self, program: Program) -> None:
+        sets = program.max_entries("pending")
+        self._ways = program.value_size("pending") // _WAY.size
+        self._bits = sets.bit_length() - 1
+        self._mapping = mmap.mmap(program._map("pending"), sets * self._ways * _WAY.size,
+                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        #: Two words a way: its pair, then when it was forwarded.
+        self._words = memoryview(self._mapping).cast("Q")
+
+    @staticmethod
+    def pair(helper: IPv4Address, xid: int) -> int:
+        return int.from_bytes(helper.packed + xid.to_bytes(4, "big"), "little")
+
+    def _ways_of(self, pair: int) -> range:
+        """The word offsets of the pair's set's ways (the program's ``set_of``)."""
+        folded = (pair ^ (pair >> 32)) & 0xFFFFFFFF
+        first = ((folded * 0x9E3779B1) & 0xFFFFFFFF) >> (32 - self._bits)
+        start = first * self._ways * 2
+        return range(start, start + self._ways * 2, 2)
+
+    def put(self, helper: IPv4Address, xid: int, sent_ns: int) -> bool:
+        """Track a pair forwarded at ``sent_ns`` (one waiting restarts its clock); False when
+        its set is full: the pair goes on untracked."""
+        pair, words = self.pair(helper, xid), self._words
+        free = None
+        for at in self._ways_of(pair):
+            if words[at] == pair:
+                words[at + 1] = sent_ns
+                return True
+            if free is None and words[at] == 0:
+                free = at
+        if free is None:
+            return False
+        words[free + 1] = sent_ns  # the time first: the program reads it once the pair matches
+        words[free] = pair
+        return True
+
+    def take(self, helper: IPv4Address, xid: int) -> int | None:
+        """Remove a waiting pair: when it was forwarded (ns), None if it was not waiting."""
+        pair, words = self.pair(helper, xid), self._words
+        for at in self._ways_of(pair):
+            if words[at] == pair:
+                sent = words[at + 1]
+                words[at] = 0
+                return sent
+        return None
+
+    def waiting(self) -> list[tuple[IPv4Address, int, int]]:
+        """Every pair waiting: (helper, xid, when it was forwarded)."""
+        words = self._words.tolist()
+        found = []
+        for pair, sent in zip(words[::2], words[1::2], strict=True):
+            if pair:
+                octets = pair.to_bytes(8, "little")
+                found.append((IPv4Address(octets[:4]), int.from_bytes(octets[4:], "big"), sent))
+        return found
+
+    def expire(self, deadline_ns: int) -> tuple[Counter[IPv4Address], Counter[IPv4Address]]:
+        """Remove the pairs forwarded at ``deadline_ns`` or before: how many per helper, and
+        how many are left waiting."""
+        expired: Counter[IPv4Address] = Counter()
+        waiting: Counter[IPv4Address] = Counter()
+        for helper, xid, sent in self.waiting():
+            if sent <= deadline_ns:
+                if self.take(helper, xid) is not None:
+                    expired[helper] += 1
+            else:
+                waiting[helper] += 1
+        return expired, waiting
+
+    def close(self) -> None:
+        self._words.release()
+        self._mapping.close()
+
+
 class KernelReplies(ReplyTracker):
     """The reply tracker with the kernel datapath: the forwarded (helper, xid) pairs live in its
-    ``pending`` map, where the program puts those it forwards and the daemon those it forwards,
-    so that a reply on either path finds its request. Replies the kernel delivered are counted
-    there (``answered``); the daemon counts the rest here. A hash map of fixed size (not LRU:
-    see relay.bpf.c): when it is full, a new pair is not tracked and is counted *untracked*
-    (in the program's ``untracked`` map, or here), where the user path's tracker gives up the
-    oldest pair instead; ``expire`` makes room."""
+    ``pending`` table (``PendingPairs``), where the program puts those it forwards and the
+    daemon those it forwards, so that a reply on either path finds its request. Replies the
+    kernel delivered are counted there (``answered``); the daemon counts the rest here. The
+    table evicts nothing: when a pair's set is full, the pair is not tracked and is counted
+    *untracked* (in the program's ``untracked`` map, or here), where the user path's tracker
+    gives up the oldest pair instead; ``expire`` makes room."""
 
     def __init__(self, kernel: KernelDatapath) -> None:
         super().__init__()
         self.program = kernel.program
+        self.pairs = PendingPairs(kernel.program)
         self._swept = -EXPIRE_PERIOD
         self._waiting_now: dict[IPv4Address, int] = {}
 
-    @staticmethod
-    def _key(helper: IPv4Address, xid: int) -> bytes:
-        return helper.packed + xid.to_bytes(4, "big")
-
     def forwarded(self, helper: IPv4Address, xid: int, now: float) -> None:
-        try:
-            self.program.update("pending", self._key(helper, xid), _U64.pack(round(now * 1e9)))
-        except OSError as error:
-            if error.errno != errno.E2BIG:  # the map is full
-                raise
+        if not self.pairs.put(helper, xid, round(now * 1e9)):
             self.untracked[helper] += 1
 
     def replied(self, helper: IPv4Address, xid: int, now: float) -> float | None:
-        sent = self.program.take("pending", self._key(helper, xid), 8)
+        sent = self.pairs.take(helper, xid)
         if sent is None:
             return None
         self.answered[helper] += 1
-        return now - _U64.unpack(sent)[0] / 1e9
+        return now - sent / 1e9
 
     def expire(self, now: float) -> None:
-        """One pass over the ``pending`` map, at most once a second (it may hold tens of
+        """One pass over the ``pending`` table, at most once a second (it may hold tens of
         thousands of pairs, e.g. for a PXE helper that answers few clients, and each stats-file
         refresh asks): the expired counted and removed, the rest counted as waiting."""
         if now - self._swept < EXPIRE_PERIOD:
             return
         self._swept = now
-        deadline = round((now - self.timeout) * 1e9)
-        waiting: Counter[bytes] = Counter()
-        for key, value in self.program.entries("pending", 8, 8):
-            helper = key[:4]
-            if _U64.unpack(value)[0] <= deadline:
-                self.program.delete("pending", key)
-                self.unanswered[IPv4Address(helper)] += 1
-            else:
-                waiting[helper] += 1
-        self._waiting_now = {IPv4Address(helper): n for helper, n in waiting.items()}
+        expired, waiting = self.pairs.expire(round((now - self.timeout) * 1e9))
+        self.unanswered.update(expired)
+        self._waiting_now = dict(waiting)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """As the user path's, "waiting" as of the last pass over the map (``expire``)."""
+        """As the user path's, "waiting" as of the last pass over the table (``expire``)."""
         waiting = self._waiting_now
         answered = self._with_kernel("answered", self.answered)
         untracked = self._with_kernel("untracked", self.untracked)

@@ -37,12 +37,6 @@
 #define MAX_CLIENTS 16384
 /* The largest DHCP message in one Ethernet frame (1500 - 20 - 8). */
 #define MAX_PAYLOAD 1472
-/* After an insert into the full pending map failed, a CPU counts its requests untracked for this
- * long without trying: in a flood nobody answers, a failed insert (bucket lock, chain walk,
- * empty free list) cost a sixth of a request's time in the kernel. The daemon makes room once a
- * second (KernelReplies.expire); a reply makes room at once, so a pair may go untracked for up
- * to this long while there is room. */
-#define PENDING_FULL_NS 1000000
 #define BUF_SIZE 2048
 #define MASK (BUF_SIZE - 1)
 #define HEADERS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
@@ -113,12 +107,6 @@ struct event {
 	__s64 latency; /* reply: ns since the request was forwarded, -1 if unknown */
 	__u8 chaddr[16];
 	__u64 dropped; /* throttling stopped: the requests dropped meanwhile */
-};
-
-/* A request forwarded to a helper, awaiting its reply (relay/replies.py's pairs). */
-struct pair {
-	__be32 helper;
-	__u32 xid;
 };
 
 struct bucket {
@@ -205,8 +193,6 @@ struct scratch {
 	struct headers in;  /* as received */
 	struct headers out; /* as sent */
 	struct event event;
-	/* Until when (ns) this CPU takes the pending map as full: see PENDING_FULL_NS. */
-	__u64 pending_full_until;
 };
 
 struct {
@@ -265,17 +251,50 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-/* Forwarded (helper, xid) -> when (CLOCK_MONOTONIC ns): shared with the daemon, which puts the
- * pairs it forwards here too, so that a reply on either path finds its request. The daemon
- * removes the pairs past the reply timeout (KernelReplies.expire). A plain hash, not an LRU
- * one: full (a flood of requests no helper answers), an LRU map evicts a pair per request,
- * which cost more than the rest of the program; here the request goes on untracked. */
+/* The forwarded (helper, xid) pairs awaiting a reply (relay/replies.py's), shared with the
+ * daemon, which puts the pairs it forwards here too, so that a reply on either path finds its
+ * request, and counts the pairs past the reply timeout unanswered (KernelReplies.expire).
+ *
+ * A set-associative table, not a hash map: a pair's set (a hash of it) is one cache line of
+ * PENDING_WAYS ways, found by an array index the verifier inlines. A hash map's insert and
+ * lookup-and-delete took two fifths of the program's time on a reply (bucket locks, a chain
+ * walk, a free list, and cache lines moving between the CPU that forwards and the one that
+ * delivers). A way is free when its pair is 0 (helper 0.0.0.0 is never a helper); a CPU claims
+ * one by compare-and-swap of the pair, and the reply that takes it frees it the same way, so
+ * two CPUs never both own one. A set full of waiting pairs evicts nothing: the new pair goes on
+ * untracked and is counted so, as it did when a hash map was full. The daemon maps the array
+ * (BPF_F_MMAPABLE) and reads and writes it in place (relay/kernel.py, PendingPairs). */
+#define PENDING_WAYS 4
+#define PENDING_SET_BITS 13
+
+struct waiting {
+	__u64 pair; /* helper (network order) | xid (as on the wire) << 32; 0: free */
+	__u64 sent; /* when it was forwarded (CLOCK_MONOTONIC ns) */
+};
+
+struct ways {
+	struct waiting way[PENDING_WAYS];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 32768);
-	__type(key, struct pair);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << PENDING_SET_BITS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ways);
 } pending SEC(".maps");
+
+static __always_inline __u64 pair_of(__be32 helper, __u32 xid)
+{
+	return (__u64)helper | ((__u64)xid << 32);
+}
+
+/* The set of a pair: PendingPairs.set_of computes the same. */
+static __always_inline struct ways *set_of(__u64 pair)
+{
+	__u32 index = ((__u32)(pair ^ (pair >> 32)) * 0x9E3779B1u) >> (32 - PENDING_SET_BITS);
+	return bpf_map_lookup_elem(&pending, &index);
+}
 
 /* The per-MAC token buckets. One map shared by the CPUs (not per-CPU: a client's requests
  * may arrive on either), updated with atomics: compare-and-swap of the arrival time, an atomic
@@ -677,6 +696,48 @@ __attribute__((noinline)) int admit(__u32 ingress, __u32 hlen, __u64 low, __u64 
 	return CONTENDED;
 }
 
+/* -- reply tracking: the pending table ------------------------------------------------------ */
+
+/* Put a forwarded pair in its set (a pair already there restarts its clock): 0 when the set is
+ * full, the pair untracked. */
+static __always_inline int track(__u64 pair, __u64 now)
+{
+	struct ways *set = set_of(pair);
+	if (!set)
+		return 0;
+	for (int k = 0; k < PENDING_WAYS; k++) {
+		if (set->way[k].pair == pair) {
+			set->way[k].sent = now;
+			return 1;
+		}
+	}
+	for (int k = 0; k < PENDING_WAYS; k++) {
+		if (set->way[k].pair == 0 &&
+		    __sync_val_compare_and_swap(&set->way[k].pair, 0, pair) == 0) {
+			set->way[k].sent = now;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Take the pair a reply answers out of its set: when it was forwarded, 0 if not waiting. */
+static __always_inline __u64 take(__u64 pair)
+{
+	struct ways *set = set_of(pair);
+	if (!set)
+		return 0;
+	for (int k = 0; k < PENDING_WAYS; k++) {
+		if (set->way[k].pair == pair) {
+			__u64 sent = set->way[k].sent;
+			if (__sync_val_compare_and_swap(&set->way[k].pair, pair, 0) == pair)
+				return sent ? sent : 1;
+			return 0;
+		}
+	}
+	return 0;
+}
+
 /* -- requests: engine._request ------------------------------------------------------------- */
 
 static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
@@ -808,6 +869,7 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 			count(C_EVENTS_LOST);
 	}
 	struct headers *h = &buf->out;
+	__u64 now = bpf_ktime_get_ns();
 	for (__u32 i = 0; i < MAX_HELPERS; i++) {
 		if (i >= helpers)
 			break;
@@ -819,14 +881,8 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 			return TC_ACT_SHOT;
 		count_key(&forwarded, iface->helpers[i]);
-		struct pair forwarded_pair = {.helper = iface->helpers[i], .xid = xid};
-		__u64 now = bpf_ktime_get_ns();
-		if (now < buf->pending_full_until) {
-			add(&untracked, &forwarded_pair.helper, 1);
-		} else if (bpf_map_update_elem(&pending, &forwarded_pair, &now, BPF_ANY)) {
-			buf->pending_full_until = now + PENDING_FULL_NS;
-			add(&untracked, &forwarded_pair.helper, 1);
-		}
+		if (!track(pair_of(iface->helpers[i], xid), now))
+			add(&untracked, &iface->helpers[i], 1);
 		if (i + 1 == helpers)
 			return bpf_redirect(routes[i].ifindex, 0);
 		if (bpf_clone_redirect(skb, routes[i].ifindex, 0))
@@ -1005,13 +1061,11 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 		return TC_ACT_SHOT;
 	count(broadcast ? C_DELIVERED_BROADCAST : C_DELIVERED_CHADDR);
-	struct pair answer = {.helper = server_address, .xid = xid};
-	__u64 *sent = bpf_map_lookup_elem(&pending, &answer);
+	__u64 sent = take(pair_of(server_address, xid));
 	__s64 latency_ns = -1;
 	if (sent) {
-		__u64 took = bpf_ktime_get_ns() - *sent;
+		__u64 took = bpf_ktime_get_ns() - sent;
 		latency_ns = took;
-		bpf_map_delete_elem(&pending, &answer);
 		add(&answered, &server_address, 1);
 		struct bucket b = {.server = server_address, .index = LATENCY_BOUNDS};
 		for (__u32 k = 0; k < LATENCY_BOUNDS; k++) {

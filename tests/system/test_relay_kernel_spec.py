@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import json
-import os
 import re
 import secrets
 import socket
@@ -60,6 +58,7 @@ from boothop.relay.kernel import (
     KernelDatapath,
     KernelReplies,
     NativeStepLines,
+    PendingPairs,
     Program,
     steps,
 )
@@ -571,8 +570,9 @@ def test_the_event_ring_is_read_whole_and_in_order_across_its_end(
         events.close()
         with inside(spec_ns):
             kernel.push(datapath.tables(engine, 67))
+        pairs = PendingPairs(program)
         for xid in (*unread, *range(total)):  # the pairs the program tracks: tests after fill
-            program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))  # the map
+            pairs.take(NEAR_A, xid)  # their sets
     assert total > 2 * ring and kernel.events_lost() - lost == extra
     assert xids(taken) == list(range(total))
     events_told = [datapath.event_of(step) for step in taken]
@@ -610,8 +610,9 @@ def test_the_daemon_writes_the_rings_steps_rendered_in_c_as_its_dict_lines(
         events.close()
         with inside(spec_ns):
             kernel.push(datapath.tables(engine, 67))
+        pairs = PendingPairs(program)
         for xid in xids:
-            program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
+            pairs.take(NEAR_A, xid)
     daemon = RelayService(engine, None, SimpleNamespace(upstream=None),  # type: ignore[arg-type]
                           kernel=kernel)
     written = {}
@@ -678,11 +679,11 @@ def test_a_changed_limit_starts_every_client_afresh_as_the_engine_does(
     assert [client.request() for _ in range(4)] == ["forwarded"] * 3 + ["dropped"]
 
 
-def test_pairs_in_the_programs_pending_map_are_counted_waiting_then_unanswered(
+def test_pairs_in_the_programs_pending_table_are_counted_waiting_then_unanswered(
         program: Program) -> None:
-    """The daemon's reply tracker over the program's ``pending`` map: a pair is waiting until
-    the timeout, then unanswered (and gone from the map), a reply in between answers it; the
-    map is read at most once a second, however often the stats file asks."""
+    """The daemon's reply tracker over the program's ``pending`` table: a pair is waiting
+    until the timeout, then unanswered (and gone from the table), a reply in between answers
+    it; the table is read at most once a second, however often the stats file asks."""
     replies = KernelReplies(KernelDatapath(program))
     quiet, talker = IPv4Address("10.44.250.1"), IPv4Address("10.44.250.2")
     for xid in range(3):
@@ -706,52 +707,42 @@ def test_pairs_in_the_programs_pending_map_are_counted_waiting_then_unanswered(
     assert mine()[str(quiet)]["waiting"] == 0
     replies.expire(102.0 + replies.timeout)
     assert mine()[str(quiet)] == {"answered": 0, "unanswered": 3, "untracked": 0, "waiting": 1}
-    assert program.take("pending", quiet.packed + (9).to_bytes(4, "big"), 8) is not None
+    assert replies.pairs.take(quiet, 9) is not None
 
 
-def test_a_full_pending_map_leaves_new_pairs_untracked_and_counted(
+def test_a_full_set_of_the_pending_table_leaves_new_pairs_untracked_and_counted(
         spec_ns: str, program: Program, far_end: socket.socket) -> None:
-    """The ``pending`` map has a fixed size and evicts nothing: once full, a pair the daemon
+    """The ``pending`` table evicts nothing: when a pair's set is full, a pair the daemon
     forwards and a request the program relays go on untracked, counted per helper (the program
-    in its ``untracked`` map); with room again, the program tracks its requests once
-    PENDING_FULL_NS has passed; the pass past the timeout makes room for all."""
+    in its ``untracked`` map); the pass past the timeout makes room, and the program tracks its
+    requests again."""
     replies = KernelReplies(KernelDatapath(program))
+    pairs = replies.pairs
     # The pair of the request relayed below, left by the tests before: a pair there is replaced.
     xid = decode(captured("dhclient-discover")[0]).xid
-    program.delete("pending", NEAR_A.packed + xid.to_bytes(4, "big"))
+    pairs.take(NEAR_A, xid)
+    ways = pairs._ways_of(pairs.pair(NEAR_A, xid))
     filler = IPv4Address("10.44.251.1")
-    # On one CPU: the program's "full" moment is per CPU (PENDING_FULL_NS).
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})
+    fillers = [x for x in range(1 << 20) if pairs._ways_of(pairs.pair(filler, x)) == ways]
+    assert len(fillers) > len(ways)  # the hash spreads one helper's pairs over every set
+    fill, spare = fillers[:len(ways)], fillers[len(ways)]
     try:
-        full: OSError | None = None
-        for filled in range(1 << 17):  # four times the map's size
-            try:
-                program.update("pending", filler.packed + filled.to_bytes(4, "big"), bytes(8))
-            except OSError as error:
-                full = error
-                break
-        assert full is not None and full.errno == errno.E2BIG, f"never full: {full}"
+        assert all(pairs.put(filler, x, 1) for x in fill)  # forwarded long ago
         untracked_before = replies.snapshot().get(str(NEAR_A), {}).get("untracked", 0)
-        replies.forwarded(IPv4Address("10.44.251.2"), 1, 50.0)
+        replies.forwarded(filler, spare, 50.0)
         engine = engine_for(spec_ns, limited(10, 1.0))
         with inside(spec_ns):
             KernelDatapath(program).push(datapath.tables(engine, 67))
         assert Client(spec_ns, program, far_end, engine, fresh_mac()).request() == "forwarded"
         counts = replies.snapshot()
-        assert counts["10.44.251.2"]["untracked"] == 1
+        assert counts[str(filler)]["untracked"] == 1
         assert counts[str(NEAR_A)]["untracked"] == untracked_before + 1
-        kept = sum(1 for key, _ in program.entries("pending", 8, 8) if key[:4] == filler.packed)
-        assert kept == filled, "a pair was evicted"
-        program.delete("pending", filler.packed + bytes(4))  # room for one
-        time.sleep(0.01)  # past PENDING_FULL_NS, when the program tries the map again
+        assert sorted(x for h, x, _ in pairs.waiting() if h == filler) == fill, "evicted"
+        replies.expire(replies.timeout + 1.0)  # the filler's pairs (sent at 1 ns) expire
+        assert replies.snapshot()[str(filler)]["unanswered"] == len(fill)
         assert Client(spec_ns, program, far_end, engine, fresh_mac()).request() == "forwarded"
-        assert program.take("pending", NEAR_A.packed + xid.to_bytes(4, "big"), 8) is not None
+        assert pairs.take(NEAR_A, xid) is not None
     finally:
-        os.sched_setaffinity(0, cpus)
-        replies.expire(replies.timeout + 1.0)  # the filler's pairs (sent at 0) expire
-    assert not any(key[:4] == filler.packed for key, _ in program.entries("pending", 8, 8))
-    replies.forwarded(IPv4Address("10.44.251.2"), 2, 50.0)
-    assert replies.snapshot()["10.44.251.2"]["untracked"] == 1
-    assert program.take("pending", IPv4Address("10.44.251.2").packed + (2).to_bytes(4, "big"),
-                        8) is not None
+        for x in fill:
+            pairs.take(filler, x)
+    assert not any(h == filler for h, _, _ in pairs.waiting())

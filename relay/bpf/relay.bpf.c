@@ -484,12 +484,14 @@ static long check_zero(__u64 index, struct zeros *z)
 	return 0;
 }
 
+/* Eight bytes a step too, the last word's bytes past the range kept. */
 static long set_zero(__u64 index, struct zeros *z)
 {
-	__u32 pos = z->from + (__u32)index;
+	__u32 pos = z->from + 8 * (__u32)index;
 	if (pos >= z->to)
 		return 1;
-	z->buf->data[pos & MASK] = 0;
+	__u64 *word = (__u64 *)&z->buf->data[pos & MASK];
+	*word &= ~first_bytes(~0ULL, z->to - pos);
 	return 0;
 }
 
@@ -856,7 +858,7 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 	struct zeros z = {.buf = buf, .from = len, .to = out_len};
 	if (agent && s.end + 3 + agent > len)
 		z.from = s.end + 3 + agent;
-	bpf_loop(MAX_PAYLOAD, set_zero, &z, 0);
+	bpf_loop(MAX_PAYLOAD / 8 + 1, set_zero, &z, 0);
 	if (out_len > MAX_PAYLOAD || put_payload(skb, buf, out_len, len))
 		return TC_ACT_SHOT; /* cannot happen for a message that fit the frame it came in */
 	__s64 sum = payload_sum(buf, out_len);
@@ -935,16 +937,24 @@ struct move {
 	__u32 count;
 };
 
-static long move_byte(__u64 index, struct move *m)
+/* Eight bytes a step, front to back: the bytes move towards the start (to < from), so a step
+ * never reads what an earlier one wrote. The last word's bytes past count are kept. */
+static long move_word(__u64 index, struct move *m)
 {
-	if (index >= m->count)
+	__u32 done = 8 * (__u32)index;
+	if (done >= m->count)
 		return 1;
-	m->buf->data[(m->to + (__u32)index) & MASK] = m->buf->data[(m->from + (__u32)index) & MASK];
+	__u64 *to = (__u64 *)&m->buf->data[(m->to + done) & MASK];
+	__u64 from = *(__u64 *)&m->buf->data[(m->from + done) & MASK];
+	__u64 moved = first_bytes(~0ULL, m->count - done);
+	*to = (*to & ~moved) | (from & moved);
 	return 0;
 }
 
+/* payload: the message's one's complement sum, if relay() verified a checksum with it (else
+ * negative): a reply the program does not rewrite keeps it, and is not stored again. */
 static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
-				 struct headers *in, struct scratch *buf, __u32 len)
+				 struct headers *in, struct scratch *buf, __u32 len, __s64 payload)
 {
 	struct scan s = {.buf = buf, .len = len};
 	__be32 server_address = in->ip.saddr;
@@ -1018,32 +1028,37 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	if (yiaddr && s.has60)
 		return up(UP_REPLY);
 	__u32 out_len = len;
+	int rewritten = 0;
 	if (s.o82 && (iface->flags & IF_ADDS_AGENT)) {
 		/* RFC 3046 §2.1: the option 82 we added is removed from the reply. */
 		__u32 gone = 2 + s.o82_len;
 		struct move m = {.buf = buf, .to = s.o82, .from = s.o82 + gone,
 				 .count = s.end + 1 - (s.o82 + gone)};
-		bpf_loop(MAX_PAYLOAD, move_byte, &m, 0);
+		bpf_loop(MAX_PAYLOAD / 8 + 1, move_word, &m, 0);
 		__u32 new_end = s.end - gone;
 		out_len = new_end + 1;
 		struct zeros z = {.buf = buf, .from = out_len, .to = s.end + 1};
-		bpf_loop(MAX_PAYLOAD, set_zero, &z, 0);
+		bpf_loop(MAX_PAYLOAD / 8 + 1, set_zero, &z, 0);
+		rewritten = 1;
 	}
 	if (out_len < BOOTP_MIN) {
 		struct zeros z = {.buf = buf, .from = out_len, .to = BOOTP_MIN};
 		if (len > out_len)
 			z.from = len; /* already zero up to len */
-		bpf_loop(MAX_PAYLOAD, set_zero, &z, 0);
+		bpf_loop(MAX_PAYLOAD / 8 + 1, set_zero, &z, 0);
 		out_len = BOOTP_MIN;
+		rewritten = 1;
 	}
 	__u32 xid = *(__u32 *)&data[4];
 	__u8 hops = data[3];
-	if (cfg->reply_giaddr)
+	if (cfg->reply_giaddr) {
 		*(__be32 *)&data[GIADDR] = cfg->reply_giaddr;
+		rewritten = 1;
+	}
 	count(C_RECEIVED);
 	count_key(&received_on, ingress);
 	count(C_REPLIES);
-	if (out_len > MAX_PAYLOAD || put_payload(skb, buf, out_len, len))
+	if (rewritten && (out_len > MAX_PAYLOAD || put_payload(skb, buf, out_len, len)))
 		return TC_ACT_SHOT;
 	struct headers *h = &buf->out;
 	if (broadcast) {
@@ -1057,7 +1072,9 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	/* From giaddr, one of this interface's addresses (with several subnets on the link, the
 	 * client's gateway), as engine._reply delivers. */
 	ip_header(&h->ip, 0x10, giaddr, broadcast ? 0xffffffff : yiaddr, out_len);
-	udp_header(h, payload_sum(buf, out_len), cfg->server_port, cfg->client_port, out_len);
+	if (rewritten || payload < 0)
+		payload = payload_sum(buf, out_len);
+	udp_header(h, payload, cfg->server_port, cfg->client_port, out_len);
 	if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 		return TC_ACT_SHOT;
 	count(broadcast ? C_DELIVERED_BROADCAST : C_DELIVERED_CHADDR);
@@ -1125,7 +1142,9 @@ int relay(struct __sk_buff *skb)
 		return up(UP_HEADERS);
 	/* A checksum that does not verify goes up: the stack drops it, or accepts it as
 	 * CHECKSUM_PARTIAL from a local sender. */
+	__s64 payload = -1;
 	if (in->udp.check) {
+		payload = payload_sum(buf, len);
 		struct pseudo ph = {
 			.source = in->ip.saddr,
 			.destination = in->ip.daddr,
@@ -1133,7 +1152,7 @@ int relay(struct __sk_buff *skb)
 			.length = in->udp.len,
 			.udp = in->udp,
 		};
-		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), payload_sum(buf, len));
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), payload);
 		if (fold(sum) != 0xffff)
 			return up(UP_CHECKSUM);
 	}
@@ -1141,7 +1160,7 @@ int relay(struct __sk_buff *skb)
 	if (op == 1)
 		return request(skb, cfg, in, buf, len);
 	if (op == 2)
-		return reply(skb, cfg, in, buf, len);
+		return reply(skb, cfg, in, buf, len, payload);
 	return up(UP_MESSAGE);
 }
 

@@ -68,6 +68,8 @@ ALLOWANCE = struct.Struct("<QQ")
 #: LATENCY_BOUNDS in relay.bpf.c: the most reply latency buckets the program counts into.
 LATENCY_BOUNDS = 12
 SERVER = struct.Struct("<II4I")
+#: struct peer of relay.bpf.c: a value of ``peers`` (one per CPU).
+PEER = struct.Struct(f"<3Q{LATENCY_BOUNDS + 1}QQ")
 U32 = struct.Struct("<I")
 
 IF_CLIENTS = 1
@@ -238,6 +240,23 @@ class KernelCounts:
             if counters[key]:
                 relay.delivered[mode] = counters[key]
         return relay
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelPeer:
+    """One helper's or server's entry of the program's ``peers`` map, summed over CPUs."""
+
+    forwarded: int
+    untracked: int
+    answered: int
+    #: The latency of the replies that answered: counts per histogram bucket, and their sum (ns).
+    latency: tuple[int, ...]
+    latency_sum: int
+
+    @classmethod
+    def summed(cls, per_cpu: list[bytes]) -> KernelPeer:
+        fields = [sum(column) for column in zip(*map(PEER.unpack, per_cpu), strict=True)]
+        return cls(fields[0], fields[1], fields[2], tuple(fields[3:-1]), fields[-1])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,12 +28,13 @@ from .datapath import (
     COUNTERS,
     EVENT_DELIVERED,
     EVENT_FORWARDED,
-    LATENCY_BOUNDS,
     PASSED_UP_REASONS,
+    PEER,
     STEP,
     U32,
     KernelClient,
     KernelCounts,
+    KernelPeer,
     Step,
     Tables,
 )
@@ -198,10 +199,16 @@ class Program:
 
     def per_cpu_sum(self, name: str, key: bytes) -> int:
         """A per-CPU u64 summed over the CPUs (0 if the key is absent)."""
-        values = ctypes.create_string_buffer(8 * self.cpus)
+        return sum(value for (value,) in map(_U64.unpack, self.per_cpu_values(name, key, 8)))
+
+    def per_cpu_values(self, name: str, key: bytes, size: int) -> list[bytes]:
+        """A per-CPU map's value of ``size`` bytes, one per CPU (none if the key is absent)."""
+        stride = (size + 7) // 8 * 8  # the kernel pads each CPU's copy to 8 bytes
+        values = ctypes.create_string_buffer(stride * self.cpus)
         if self._lib.bpf_map_lookup_elem(self._map(name), key, values):
-            return 0
-        return sum(value for (value,) in _U64.iter_unpack(values.raw))
+            return []
+        raw = values.raw
+        return [raw[cpu * stride:cpu * stride + size] for cpu in range(self.cpus)]
 
     def replace(self, name: str, entries: dict[bytes, bytes], key_size: int) -> None:
         """Make the map hold exactly ``entries`` (new and changed first, then the stale gone)."""
@@ -273,9 +280,18 @@ class KernelDatapath:
                      for index, name in enumerate(PASSED_UP_REASONS)}
         received_on = {U32.unpack(key)[0]: program.per_cpu_sum("received_on", key)
                        for key in program.keys("received_on", 4)}
-        forwarded = {IPv4Address(key): program.per_cpu_sum("forwarded", key)
-                     for key in program.keys("forwarded", 4)}
+        forwarded = {address: peer.forwarded for address, peer in self.peers().items()
+                     if peer.forwarded}
         return KernelCounts(counters, passed_up, received_on, forwarded)
+
+    def peers(self) -> dict[IPv4Address, KernelPeer]:
+        """What the program counted per helper and server."""
+        found = {}
+        for key in self.program.keys("peers", 4):
+            per_cpu = self.program.per_cpu_values("peers", key, PEER.size)
+            if per_cpu:  # else removed meanwhile
+                found[IPv4Address(key)] = KernelPeer.summed(per_cpu)
+        return found
 
     def events(self) -> Events:
         """The program's ring buffer of relayed packets and throttled clients."""
@@ -283,17 +299,8 @@ class KernelDatapath:
 
     def latency(self) -> dict[IPv4Address, tuple[list[int], float]]:
         """Per server, the kernel's reply latency histogram: counts per bucket, sum (s)."""
-        found: dict[IPv4Address, tuple[list[int], float]] = {}
-        for key in self.program.keys("latency", 8):
-            server, index = IPv4Address(key[:4]), U32.unpack_from(key, 4)[0]
-            counts, total = found.get(server, ([0] * (LATENCY_BOUNDS + 1), 0.0))
-            value = self.program.per_cpu_sum("latency", key)
-            if index <= LATENCY_BOUNDS:
-                counts[index] += value
-            else:
-                total += value / 1e9
-            found[server] = counts, total
-        return found
+        return {server: (list(peer.latency), peer.latency_sum / 1e9)
+                for server, peer in self.peers().items() if peer.answered}
 
     def clients(self) -> list[KernelClient]:
         """The program's token buckets, one per client it has seen (``datapath.KernelClient``)."""
@@ -597,7 +604,7 @@ class KernelReplies(ReplyTracker):
 
     def __init__(self, kernel: KernelDatapath) -> None:
         super().__init__()
-        self.program = kernel.program
+        self.kernel = kernel
         self.pairs = PendingPairs(kernel.program)
         self._swept = -EXPIRE_PERIOD
         self._waiting_now: dict[IPv4Address, int] = {}
@@ -627,8 +634,10 @@ class KernelReplies(ReplyTracker):
     def snapshot(self) -> dict[str, dict[str, int]]:
         """As the user path's, "waiting" as of the last pass over the table (``expire``)."""
         waiting = self._waiting_now
-        answered = self._with_kernel("answered", self.answered)
-        untracked = self._with_kernel("untracked", self.untracked)
+        peers = self.kernel.peers()
+        answered = _plus(self.answered, {a: p.answered for a, p in peers.items() if p.answered})
+        untracked = _plus(self.untracked,
+                          {a: p.untracked for a, p in peers.items() if p.untracked})
         helpers = set(answered) | set(self.unanswered) | set(untracked) | set(waiting)
         return {
             str(helper): {"answered": answered.get(helper, 0),
@@ -638,10 +647,10 @@ class KernelReplies(ReplyTracker):
             for helper in sorted(helpers)
         }
 
-    def _with_kernel(self, name: str, counts: Counter[IPv4Address]) -> dict[IPv4Address, int]:
-        """The daemon's per-helper counts plus the program's (a per-CPU map keyed by helper)."""
-        total = dict(counts)
-        for key in self.program.keys(name, 4):
-            helper = IPv4Address(key)
-            total[helper] = total.get(helper, 0) + self.program.per_cpu_sum(name, key)
-        return total
+
+def _plus(daemon: Counter[IPv4Address], kernel: dict[IPv4Address, int]) -> dict[IPv4Address, int]:
+    """The daemon's per-helper counts plus the program's."""
+    total = dict(daemon)
+    for helper, count in kernel.items():
+        total[helper] = total.get(helper, 0) + count
+    return total

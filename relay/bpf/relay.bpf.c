@@ -109,9 +109,14 @@ struct event {
 	__u64 dropped; /* throttling stopped: the requests dropped meanwhile */
 };
 
-struct bucket {
-	__be32 server;
-	__u32 index; /* LATENCY_BOUNDS + 1: the sum of the latencies, ns */
+/* What the daemon counts per helper or server (its counters and reply tracker), one value
+ * per CPU: one lookup a packet, where a map per count took three on a reply. */
+struct peer {
+	__u64 forwarded; /* requests forwarded to it */
+	__u64 untracked; /* of those, forwarded while their set of the pending table was full */
+	__u64 answered;  /* replies from it that answered a pending pair */
+	__u64 latency[LATENCY_BOUNDS + 1]; /* theirs: counts per histogram bucket */
+	__u64 latency_sum; /* ns */
 };
 
 /* A client of relay/throttle.py's MAC table: (ingress, chaddr[:hlen]), under one limit. */
@@ -193,6 +198,7 @@ struct scratch {
 	struct headers in;  /* as received */
 	struct headers out; /* as sent */
 	struct event event;
+	struct peer fresh; /* a new peers entry (too big for the stack) */
 };
 
 struct {
@@ -241,8 +247,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 256);
 	__type(key, __be32);
-	__type(value, __u64);
-} forwarded SEC(".maps");
+	__type(value, struct peer);
+} peers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -334,30 +340,6 @@ static __always_inline void describe(struct scratch *buf, struct headers *in, __
 	__builtin_memcpy(e->chaddr, &buf->data[28], 16);
 }
 
-/* Replies answering a pending pair, per server (delivered here). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 256);
-	__type(key, __be32);
-	__type(value, __u64);
-} answered SEC(".maps");
-
-/* Requests forwarded while the pending map was full, per helper (ReplyTracker's untracked). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 256);
-	__type(key, __be32);
-	__type(value, __u64);
-} untracked SEC(".maps");
-
-/* Their latency: counts per (server, bucket), and the sum in ns at index LATENCY_BOUNDS + 1. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct bucket);
-	__type(value, __u64);
-} latency SEC(".maps");
-
 /* x & MASK, done where the verifier sees it (clang drops a mask it can prove useless). */
 static __always_inline __u64 masked(__u64 x)
 {
@@ -383,13 +365,15 @@ static __always_inline void count_key(void *map, __u32 key)
 	}
 }
 
-static __always_inline void add(void *map, void *key, __u64 amount)
+/* This CPU's counts of a helper or server, made (zero) on its first packet. */
+static __always_inline struct peer *peer_of(struct scratch *buf, __be32 address)
 {
-	__u64 *value = bpf_map_lookup_elem(map, key);
-	if (value)
-		*value += amount;
-	else
-		bpf_map_update_elem(map, key, &amount, BPF_NOEXIST);
+	struct peer *found = bpf_map_lookup_elem(&peers, &address);
+	if (found)
+		return found;
+	__builtin_memset(&buf->fresh, 0, sizeof(buf->fresh));
+	bpf_map_update_elem(&peers, &address, &buf->fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&peers, &address);
 }
 
 static __always_inline int up(__u32 reason)
@@ -882,9 +866,12 @@ static __always_inline int request(struct __sk_buff *skb, struct settings *cfg,
 		udp_header(h, sum, cfg->server_port, cfg->server_port, out_len);
 		if (bpf_skb_store_bytes(skb, 0, h, sizeof(*h), BPF_F_RECOMPUTE_CSUM))
 			return TC_ACT_SHOT;
-		count_key(&forwarded, iface->helpers[i]);
-		if (!track(pair_of(iface->helpers[i], xid), now))
-			add(&untracked, &iface->helpers[i], 1);
+		int tracked = track(pair_of(iface->helpers[i], xid), now);
+		struct peer *helper = peer_of(buf, iface->helpers[i]);
+		if (helper) {
+			helper->forwarded += 1;
+			helper->untracked += !tracked;
+		}
 		if (i + 1 == helpers)
 			return bpf_redirect(routes[i].ifindex, 0);
 		if (bpf_clone_redirect(skb, routes[i].ifindex, 0))
@@ -1083,17 +1070,19 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	if (sent) {
 		__u64 took = bpf_ktime_get_ns() - sent;
 		latency_ns = took;
-		add(&answered, &server_address, 1);
-		struct bucket b = {.server = server_address, .index = LATENCY_BOUNDS};
+		__u32 bucket = LATENCY_BOUNDS;
 		for (__u32 k = 0; k < LATENCY_BOUNDS; k++) {
 			if (k < cfg->bound_count && took <= cfg->bounds[k]) {
-				b.index = k;
+				bucket = k;
 				break;
 			}
 		}
-		add(&latency, &b, 1);
-		b.index = LATENCY_BOUNDS + 1;
-		add(&latency, &b, took);
+		struct peer *answering = peer_of(buf, server_address);
+		if (answering && bucket <= LATENCY_BOUNDS) {
+			answering->answered += 1;
+			answering->latency[bucket] += 1;
+			answering->latency_sum += took;
+		}
 	}
 	if (cfg->events) {
 		describe(buf, in, 2, s.type, hops, giaddr, ingress);

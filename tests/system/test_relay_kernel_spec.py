@@ -746,3 +746,35 @@ def test_a_full_set_of_the_pending_table_leaves_new_pairs_untracked_and_counted(
         for x in fill:
             pairs.take(filler, x)
     assert not any(h == filler for h, _, _ in pairs.waiting())
+
+
+def test_a_pair_the_program_relays_and_answers_is_counted_for_its_helper(
+        spec_ns: str, program: Program, far_end: socket.socket) -> None:
+    """A request the program relays and the reply to it that it delivers count for the helper
+    in the program's ``peers`` map, which the daemon reads into its counters, reply tracker and
+    latency histograms: forwarded, answered, the latency in its bucket and in the sum."""
+    kernel = KernelDatapath(program)
+    replies = KernelReplies(kernel)
+    zero = datapath.KernelPeer(0, 0, 0, (0,) * (datapath.LATENCY_BOUNDS + 1), 0)
+    before = {helper: kernel.peers().get(helper, zero) for helper in PLAIN.helpers}
+    answered_before = replies.snapshot().get(str(NEAR_A), {}).get("answered", 0)
+    assert run_request(spec_ns, program, far_end, PLAIN, captured("dhclient-discover")[0]) == (
+        "kernel")
+    offer = next(msg for msg in map(decode, captured("dnsmasq-"))
+                 if msg.op == 2 and not msg.has(Opt.VENDOR_CLASS_ID))
+    offer = offer.replace(xid=decode(captured("dhclient-discover")[0]).xid, giaddr=C0)
+    assert run_reply(spec_ns, program, PLAIN, encode(offer, 1 << 16), NEAR_A, C0) == "kernel"
+    peers = kernel.peers()
+    forwarded = {helper: peers[helper].forwarded - before[helper].forwarded
+                 for helper in PLAIN.helpers}
+    assert forwarded == dict.fromkeys(PLAIN.helpers, 1)
+    near = peers[NEAR_A]
+    assert near.answered - before[NEAR_A].answered == 1
+    # run_request and run_reply push tables without bucket bounds: the one bucket is +Inf
+    assert [a - b for a, b in zip(near.latency, before[NEAR_A].latency, strict=True)] == [
+        0] * datapath.LATENCY_BOUNDS + [1]
+    assert near.latency_sum > before[NEAR_A].latency_sum
+    assert peers[ROUTED].answered == before[ROUTED].answered
+    assert kernel.counts().forwarded[NEAR_A] == near.forwarded
+    assert kernel.latency()[NEAR_A] == (list(near.latency), near.latency_sum / 1e9)
+    assert replies.snapshot()[str(NEAR_A)]["answered"] == answered_before + 1

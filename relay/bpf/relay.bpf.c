@@ -946,7 +946,8 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 	struct scan s = {.buf = buf, .len = len};
 	__be32 server_address = in->ip.saddr;
 	__be32 local = in->ip.daddr;
-	if (!bpf_map_lookup_elem(&addresses, &local))
+	__u32 *by_local = bpf_map_lookup_elem(&addresses, &local);
+	if (!by_local)
 		return up(UP_HEADERS); /* not to one of our addresses: not the socket's */
 	struct server *server = bpf_map_lookup_elem(&servers, &server_address);
 	if (!server)
@@ -955,8 +956,9 @@ static __always_inline int reply(struct __sk_buff *skb, struct settings *cfg,
 		return up(UP_MESSAGE);
 	__u8 *data = buf->data;
 	__be32 giaddr = *(__be32 *)&data[GIADDR];
-	/* RFC 1542 §4.1.2: a giaddr that is not one of ours is discarded. */
-	__u32 *by_giaddr = bpf_map_lookup_elem(&addresses, &giaddr);
+	/* RFC 1542 §4.1.2: a giaddr that is not one of ours is discarded. (A server answers to
+	 * giaddr: its entry is the one found already.) */
+	__u32 *by_giaddr = giaddr == local ? by_local : bpf_map_lookup_elem(&addresses, &giaddr);
 	if (!by_giaddr)
 		return up(UP_CHECKS);
 	__u32 delivery = *by_giaddr;

@@ -70,17 +70,22 @@ def build(source: Source, directory: Path | None = None) -> Path:
     target = built_path(source, directory)
     if target.exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files(source.package).joinpath(source.path)) as path:
+        compile_file(path, source.flags, target)
+    return target
+
+
+def compile_file(path: Path, flags: tuple[str, ...], target: Path) -> None:
+    """clang ``flags`` on ``path`` into ``target`` (replaced whole, or not at all)."""
     clang = shutil.which("clang")
     if clang is None:
         raise Unavailable(f"{target} is not built and clang is not installed "
                           "(apt-get install clang llvm libbpf-dev)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files(source.package).joinpath(source.path)) as path:
-        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        result = subprocess.run([clang, *source.flags, str(path), "-o", str(temporary)],
-                                capture_output=True, text=True, timeout=300, check=False)
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    result = subprocess.run([clang, *flags, str(path), "-o", str(temporary)],
+                            capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
         temporary.unlink(missing_ok=True)
-        raise Unavailable(f"clang failed on {source.path}: {result.stderr.strip()[-2000:]}")
+        raise Unavailable(f"clang failed on {path.name}: {result.stderr.strip()[-2000:]}")
     os.replace(temporary, target)
-    return target

@@ -1,6 +1,7 @@
 """Benchmark (not a test): nanoseconds per packet in the kernel datapath's tc program.
 
-    python3 tests/bench/relay_program.py [--repeat 20000] [--rounds 5]
+    python3 tests/bench/relay_program.py [--repeat 20000] [--rounds 5] [--no-agent]
+        [--baseline OLD.bpf.c]
 
 The program (relay/bpf/relay.bpf.c) as the daemon loads it, its maps filled from an engine the
 way the daemon fills them (``datapath.tables``), in a namespace of its own (``bhpp-<random>``:
@@ -9,12 +10,15 @@ neighbour). BPF_PROG_TEST_RUN runs each packet of a DORA ``--repeat`` times (a r
 kernel's own repeat would run the program again on the frame it rewrote), each run timed by the
 kernel; the mean is printed: a DISCOVER and a REQUEST as perfdhcp sends them (300 octets, the
 broadcast flag), relayed with option 82 added (``-a``), and the OFFER and ACK as kea answers
-(option 82 echoed, which the program strips), from ``--clients`` clients in turn, each
-within its MAC's rate limit (the default). One helper, so no clone is sent. Medians of
-``--rounds`` rounds. Program time is what the relay_dora benchmark's "tc program" column counts
-per DORA (BPF_ENABLE_STATS), without the redirect that follows; it moves little with the
-machine's load, so a change to the program can be measured on a busy machine. Needs root and
-the kernel datapath's build tools (clang, libbpf).
+(option 82 echoed, which the program strips), from ``--clients`` clients in turn, each within
+its MAC's rate limit (the default); ``--no-agent``: without option 82 (no ``-a``), the replies
+then left as the server sent them. One helper, so no clone is sent. Medians of ``--rounds``
+rounds. Program time is what the relay_dora benchmark's "tc program" column counts per DORA
+(BPF_ENABLE_STATS), without the redirect that follows; it moves little with the machine's
+load, and ``--baseline`` takes what is left out: another version of the source (``git show
+REV:relay/bpf/relay.bpf.c > old.bpf.c``) is loaded beside this one and run in turns with it,
+round by round, on the same packets, and the ratios are the change's. Needs root and the
+kernel datapath's build tools (clang, libbpf).
 """
 
 from __future__ import annotations
@@ -25,17 +29,20 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
 
 from boothop.relay import datapath, netlink
 from boothop.relay.actions import Forward
+from boothop.relay.compiled import PROGRAM_SOURCE, build, compile_file
 from boothop.relay.config import InterfaceConfig, RelayConfig
 from boothop.relay.engine import RelayEngine
 from boothop.relay.interfaces import Role
-from boothop.relay.kernel import TC_ACT_REDIRECT, KernelDatapath
+from boothop.relay.kernel import TC_ACT_REDIRECT, KernelDatapath, Program
 from boothop.relay.lab.processes import exit_on_sigterm
 from boothop.relay.sockets import ipv4_udp
 from boothop.relay.wire import Datagram, DhcpMessage, MessageType, Op, Opt, decode, encode
@@ -86,7 +93,7 @@ def packets(engine: RelayEngine, clients: int) -> dict[str, tuple[list[bytes], i
                                      c0.index, C0, 67), 0.0)
     forward = next(a for a in relayed.actions if isinstance(a, Forward))
     agent = decode(forward.payload).get(Opt.RELAY_AGENT_INFO)
-    assert agent is not None
+    assert (agent is not None) == engine.config.agent_info
     frames: dict[str, tuple[list[bytes], int]] = {}
     for kind in (MessageType.DISCOVER, MessageType.REQUEST):
         frames[kind.name] = ([b"\xff" * 6 + client_mac(n) + b"\x08\x00"
@@ -113,15 +120,16 @@ def request(kind: MessageType, n: int) -> bytes:
                  (Opt.REQUESTED_ADDRESS, bytes((10, 46, 1, 50))))))
 
 
-def reply(kind: MessageType, asked: MessageType, n: int, agent: bytes) -> bytes:
-    """The server's answer to client ``n``'s request ``asked`` (its xid)."""
+def reply(kind: MessageType, asked: MessageType, n: int, agent: bytes | None) -> bytes:
+    """The server's answer to client ``n``'s request ``asked`` (its xid), echoing ``agent``."""
+    echoed = () if agent is None else ((Opt.RELAY_AGENT_INFO, agent),)
     return encode(DhcpMessage(
         op=Op.BOOTREPLY, xid=(n << 8) + asked, chaddr=client_mac(n) + bytes(10), hops=1,
         flags=0x8000, yiaddr=IPv4Address("10.46.1.50"), giaddr=C0,
         options=((Opt.MESSAGE_TYPE, bytes((kind,))), (Opt.SERVER_ID, HELPER.packed),
                  (Opt.LEASE_TIME, (3600).to_bytes(4, "big")),
                  (Opt.SUBNET_MASK, bytes((255, 255, 255, 0))), (Opt.ROUTER, C0.packed),
-                 (Opt.RELAY_AGENT_INFO, agent))))
+                 *echoed)))
 
 
 def main() -> int:
@@ -130,38 +138,59 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=20_000,
                         help="MACs the requests take turns with (a token bucket each)")
+    parser.add_argument("--no-agent", action="store_true", help="no option 82 (no -a)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another relay.bpf.c, run in turns with this one")
     args = parser.parse_args()
     exit_on_sigterm()
-    with namespace() as name:
-        config = RelayConfig(helpers=(HELPER,), agent_info=True,
+    with namespace() as name, tempfile.TemporaryDirectory(prefix="bhpp-") as scratch:
+        config = RelayConfig(helpers=(HELPER,), agent_info=not args.no_agent,
                              interfaces=(InterfaceConfig("c0", Role.DOWNSTREAM),
                                          InterfaceConfig("u0", Role.UPSTREAM)))
         engine = RelayEngine(config, netlink.dump(name))
-        kernel = KernelDatapath.load()
+        objects = {"this": build(PROGRAM_SOURCE)}
+        if args.baseline is not None:
+            objects["baseline"] = Path(scratch) / "baseline.bpf.o"
+            compile_file(args.baseline, PROGRAM_SOURCE.flags, objects["baseline"])
+        kernels = {which: KernelDatapath(Program(path)) for which, path in objects.items()}
         try:
-            kernel.push(datapath.tables(engine, 67))
+            for kernel in kernels.values():
+                kernel.push(datapath.tables(engine, 67))
             frames = packets(engine, args.clients)
-            times: dict[str, list[float]] = {label: [] for label in frames}
-            for _ in range(args.rounds):
-                for label, (each, ifindex) in frames.items():
-                    total = 0
-                    for n in range(args.repeat):
-                        code, _, took = kernel.program.timed_run(each[n % len(each)], ifindex)
-                        if code != TC_ACT_REDIRECT:
-                            print(f"the program did not relay a {label} (code {code})",
-                                  file=sys.stderr)
-                            return 1
-                        total += took
-                    times[label].append(total / args.repeat)
+            times: dict[tuple[str, str], list[float]] = {
+                (which, label): [] for which in kernels for label in frames}
+            for round_ in range(args.rounds):
+                for which, kernel in kernels.items():
+                    for label, (each, ifindex) in frames.items():
+                        total = 0
+                        # Clients in turn across rounds: a client's bucket refills meanwhile.
+                        first = round_ * args.repeat
+                        for n in range(first, first + args.repeat):
+                            code, _, took = kernel.program.timed_run(each[n % len(each)],
+                                                                     ifindex)
+                            if code != TC_ACT_REDIRECT:
+                                print(f"{which}: the program did not relay a {label} "
+                                      f"(code {code})", file=sys.stderr)
+                                return 1
+                            total += took
+                        times[which, label].append(total / args.repeat)
         finally:
-            kernel.close()
+            for kernel in kernels.values():
+                kernel.close()
     print(f"tc program run time, ns per packet (medians of {args.rounds} rounds of "
-          f"{args.repeat:,} runs each):")
-    medians = {label: statistics.median(values) for label, values in times.items()}
-    for label, value in medians.items():
-        print(f"  {label:9s} {value:8.0f}   ({', '.join(f'{v:.0f}' for v in times[label])})")
-    print(f"  per DORA  {sum(medians.values()):8.0f}")
+          f"{args.repeat:,} runs each{', without option 82' if args.no_agent else ''}):")
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    for label in frames:
+        rounds = ", ".join(f"{value:.0f}" for value in times["this", label])
+        print(f"  {label:9s} {medians['this', label]:8.0f}   ({rounds})"
+              + _against(medians["this", label], medians.get(("baseline", label))))
+    dora = {which: sum(medians[which, label] for label in frames) for which in kernels}
+    print(f"  per DORA  {dora['this']:8.0f}" + _against(dora["this"], dora.get("baseline")))
     return 0
+
+
+def _against(this: float, baseline: float | None) -> str:
+    return "" if baseline is None else f"   baseline {baseline:8.0f}: x{this / baseline:.2f}"
 
 
 if __name__ == "__main__":

@@ -588,10 +588,6 @@ class PendingPairs:
                 waiting[helper] += 1
         return expired, waiting
 
-    def close(self) -> None:
-        self._words.release()
-        self._mapping.close()
-
 
 class KernelReplies(ReplyTracker):
     """The reply tracker with the kernel datapath: the forwarded (helper, xid) pairs live in its

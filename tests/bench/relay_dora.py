@@ -61,7 +61,17 @@ Printed per relay, medians of the runs:
   (schedstat, ns), so with what the relay's tc program and its replies' delivery cost in kea's
   context. A row's figure over none's is what the relay costs the server's CPU (the issue's
   "less than 10 %"), measured where nothing is lost: its runs agree within some 10 % where
-  the lossless rate, ended by a single drop, moves by 2-4 steps;
+  the lossless rate, ended by a single drop, moves by 2-4 steps. Beside it, the time that CPU
+  was busy (not idle, not stolen: /proc/stat), which also holds the softirq work it ran in its
+  idle task's context;
+- steered (``--no-steer`` to leave it): every row's CPU and lossless passes with the router's
+  receive from the client LAN steered to the shared CPU (RPS on lanc0) and the client LAN's
+  receive from the router to the other (RPS on the switch's port facing it). A veth delivers a
+  frame in its sender's context, so otherwise the router's work on a request (the relay's, or
+  the forwarding of the ``none`` rows) runs on the generator's CPU, and the switch's flood and
+  the clients' receive of a reply on the server's: with it, the router and the server share
+  one CPU and the clients and their switch have the other, as their own machines would (the
+  transit pass is not steered: a frame's timestamp is taken before RPS moves it);
 - the latency the relay adds: tcpdump on both router interfaces timestamps every DHCP packet as
   it enters and leaves the router, pairs by (xid, message type), medians per DORA packet, summed;
 - the maximum relayed request rate on one CPU: the C generator sends DISCOVERs (raw frames,
@@ -551,14 +561,7 @@ class Bench:
         follows the router's send (the switch's port, where the counter takes them) to the
         other CPU: RELAY_CPU does the relay's work alone, whichever relay it is. First, at a
         low rate, every request must reach the sink's UDP layer itself (checksums right)."""
-        steered = ((self.topo.netns("router"), "lanc0", RELAY_CPU),
-                   (self.topo.switch_netns, self.topo.switch_port_name(self.topo.lans[1], 0),
-                    OTHERS_CPU))
-        for namespace, ifname, cpu in steered:
-            self.runner.run(namespace, ["sh", "-c", f"echo {1 << int(cpu):x} > "
-                                        f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
-                            timeout=10)
-        try:
+        with self.steered(self.topo.lans[1]):
             self.blast(200, 1, self.sink_arrivals)  # warm-up: the sink's neighbour entry
             sent, arrived = self.blast(1000, 1, self.sink_arrivals)
             print(f"    sink 1000/s to its socket: sent {sent}, arrived {arrived}", flush=True)
@@ -579,6 +582,23 @@ class Bench:
                               flush=True)
                         break
             return best
+
+    @contextlib.contextmanager
+    def steered(self, lan: Lan) -> Iterator[None]:
+        """The router's receive processing on RELAY_CPU (RPS on lanc0) and what it sends to
+        ``lan`` received on OTHERS_CPU (RPS on the switch's port facing the router there),
+        undone after: a veth delivers a frame in its sender's context, so without this the
+        router's receive from the client LAN runs on the generator's CPU and the client LAN's
+        receive of what the router sends (the switch's flood, the clients' stacks) on the CPU
+        that sent it."""
+        steered = ((self.topo.netns("router"), "lanc0", RELAY_CPU),
+                   (self.topo.switch_netns, self.topo.switch_port_name(lan, 0), OTHERS_CPU))
+        for namespace, ifname, cpu in steered:
+            self.runner.run(namespace, ["sh", "-c", f"echo {1 << int(cpu):x} > "
+                                        f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                            timeout=10)
+        try:
+            yield
         finally:
             for namespace, ifname, _ in steered:
                 self.runner.run(namespace, ["sh", "-c", "echo 0 > "
@@ -819,6 +839,15 @@ def steal_seconds() -> float:
     return int(fields[8]) / CLK_TCK
 
 
+def idle_seconds(cpu: str) -> float:
+    """Time ``cpu`` was idle or, wanting to run, kept from running by the hypervisor (steal),
+    since boot: /proc/stat's idle and iowait are exact here (NO_HZ: from idle entry and exit,
+    an interrupt's time not in them), steal is tick-sampled."""
+    fields = next(line.split() for line in Path("/proc/stat").read_text().splitlines()
+                  if line.split()[0] == f"cpu{cpu}")
+    return (int(fields[4]) + int(fields[5]) + int(fields[8])) / CLK_TCK
+
+
 def cpu_total(pids: list[int]) -> float:
     """utime + stime of the processes, in seconds."""
     total = 0.0
@@ -976,6 +1005,10 @@ class Figures:
     #: Everything the shared CPU ran per DORA: kea, the relay, its kernel threads
     #: (``pinned_run_time``): what the relay costs the server's CPU is a row's less none's.
     server_cpu_us: list[float] = dataclasses.field(default_factory=list)
+    #: The time the shared CPU was busy per DORA (``idle_seconds``): with what it ran in its
+    #: idle task's context (softirq work an interrupt brought, which --steer makes most of the
+    #: router's receive), which no thread's run time holds.
+    busy_us: list[float] = dataclasses.field(default_factory=list)
     #: The relay process's own CPU time per DORA (the scheduler's run time: ``run_time``).
     process_us: list[float] = dataclasses.field(default_factory=list)
     #: The tc program's own run time per DORA (kernel datapath only).
@@ -999,28 +1032,39 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
                  NONE_AGENT: bench.templates.relayed_with_agent}.get(name)
     relayed = own_relay is not None
     spec = relay_spec(name, workdir)
+
+    def steered() -> contextlib.AbstractContextManager[None]:
+        # Not the transit pass: a frame's timestamp is taken before RPS moves it (netdev's
+        # tstamp_prequeue), so every row's transit would hold the hop to the other CPU.
+        return bench.steered(bench.topo.lans[0]) if args.steer else contextlib.nullcontext()
+
     with running_relay(bench.runner, bench.topo, spec, f"{name}-{run}") as pid:
-        bench.perfdhcp(min(args.cpu_rate, 200), 2, own_relay)  # warm-up: ARP, kea's lease table
-        watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
-        relay_before = run_time(pid) if pid else 0.0
-        counted_before = cpu_total(watched) + children_cpu()
-        program_before = tc_program_ns()
-        shared_before = pinned_run_time(RELAY_CPU)
-        result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, own_relay)
-        shared = pinned_run_time(RELAY_CPU) - shared_before
-        counted = cpu_total(watched) + children_cpu() - counted_before
-        used = (run_time(pid) if pid else 0.0) - relay_before
-        program = tc_program_ns() - program_before
+        with steered():
+            bench.perfdhcp(min(args.cpu_rate, 200), 2, own_relay)  # warm-up: ARP, kea's leases
+            watched = [p for p in (pid, kea, *ksoftirqd()) if p is not None]
+            relay_before = run_time(pid) if pid else 0.0
+            counted_before = cpu_total(watched) + children_cpu()
+            program_before = tc_program_ns()
+            shared_before = pinned_run_time(RELAY_CPU)
+            idle_before, started = idle_seconds(RELAY_CPU), time.monotonic()
+            result = bench.perfdhcp(args.cpu_rate, args.cpu_duration, own_relay)
+            busy = time.monotonic() - started - (idle_seconds(RELAY_CPU) - idle_before)
+            shared = pinned_run_time(RELAY_CPU) - shared_before
+            counted = cpu_total(watched) + children_cpu() - counted_before
+            used = (run_time(pid) if pid else 0.0) - relay_before
+            program = tc_program_ns() - program_before
         if result.ra_received:
             figures.counted_us.append(counted / result.ra_received * 1e6)
             figures.server_cpu_us.append(shared / result.ra_received * 1e6)
+            figures.busy_us.append(busy / result.ra_received * 1e6)
             figures.process_us.append(used / result.ra_received * 1e6)
             figures.program_us.append(program / result.ra_received / 1e3)
             figures.round_trip_ms.append(result.do_delay_ms + result.ra_delay_ms)
         if not args.cpu_only:
             figures.transit_us.append(bench.transit_us(args.latency_rate, 2, own_relay))
-            figures.lossless.append(bench.lossless_rate(args.ladder, own_relay, args.retries,
-                                                        args.refine))
+            with steered():
+                figures.lossless.append(bench.lossless_rate(args.ladder, own_relay,
+                                                            args.retries, args.refine))
         paths = requests_by_path(bench, name)
     sink_paths = ""
     if not relayed and not args.cpu_only:
@@ -1034,7 +1078,8 @@ def measure_once(name: str, bench: Bench, args: argparse.Namespace, run: int, fi
         f"at {args.cpu_rate}/s "
         f"{result.ra_received} DORA, drops {result.do_drops}+{result.ra_drops}, counted CPU "
         f"{figures.counted_us[-1] if result.ra_received else 0:.1f} us/DORA, on the server's CPU "
-        f"{figures.server_cpu_us[-1] if result.ra_received else 0:.1f} (relay process "
+        f"{figures.server_cpu_us[-1] if result.ra_received else 0:.1f}, busy "
+        f"{figures.busy_us[-1] if result.ra_received else 0:.1f} (relay process "
         f"{figures.process_us[-1] if result.ra_received else 0:.1f}, tc program "
         f"{figures.program_us[-1] if result.ra_received else 0:.2f}), round trips "
         f"{result.do_delay_ms + result.ra_delay_ms:.2f} ms; max relayed "
@@ -1052,11 +1097,13 @@ def _median(values: list[float] | list[int]) -> float:
 
 def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
     print(f"\nresults (medians of {args.runs} runs, {args.duration:g} s per perfdhcp run, "
-          f"relay and kea on CPU {RELAY_CPU}, perfdhcp on CPU {OTHERS_CPU}; CPU at "
+          f"relay and kea on CPU {RELAY_CPU}, perfdhcp on CPU {OTHERS_CPU}"
+          f"{', receive steered' if args.steer else ', receive on the sender CPU (--no-steer)'}"
+          f"; CPU at "
           f"{args.cpu_rate} DORA/s, transit at {args.latency_rate} DORA/s):")
     baseline = _median(figures["none"].counted_us) if "none" in figures else float("nan")
     print(f"  {'relay':15s} {'lossless':>9s} {'counted':>9s} {'relay cost':>10s} "
-          f"{'server CPU':>10s} {'process':>8s} {'program':>8s} {'RTT@CPU':>8s} "
+          f"{'server CPU':>10s} {'busy':>8s} {'process':>8s} {'program':>8s} {'RTT@CPU':>8s} "
           f"{'max relayed':>11s}   "
           "median transit (us): "
           + " ".join(f"{k.name:>8s}" for k in DORA) + "  added/DORA")
@@ -1065,6 +1112,7 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
         cost[name] = _median(f.counted_us) - baseline
         print(f"  {name:15s} {_median(f.lossless):>7.0f}/s {_median(f.counted_us):>7.1f}us "
               f"{cost[name]:>8.1f}us {_median(f.server_cpu_us):>8.1f}us "
+              f"{_median(f.busy_us):>6.1f}us "
               f"{_median(f.process_us):>6.1f}us "
               f"{_median(f.program_us):>6.2f}us "
               f"{_median(f.round_trip_ms):>6.2f}ms {_median(f.max_relayed):>9.0f}/s   "
@@ -1098,7 +1146,9 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
                       f"{_median(run_ratios(f.lossless, n.lossless)):.2f}; on the server's "
                       f"CPU {_median(f.server_cpu_us) / _median(n.server_cpu_us):.3f}x its "
                       "time per DORA (median of the runs' "
-                      f"{_median(run_ratios(f.server_cpu_us, n.server_cpu_us)):.3f}x)")
+                      f"{_median(run_ratios(f.server_cpu_us, n.server_cpu_us)):.3f}x), busy "
+                      f"{_median(f.busy_us) / _median(n.busy_us):.3f}x (runs' "
+                      f"{_median(run_ratios(f.busy_us, n.busy_us)):.3f}x)")
 
 
 def run_ratios(rows: Sequence[float], baseline: Sequence[float]) -> list[float]:
@@ -1135,6 +1185,12 @@ def main() -> int:
                         "forwarder: the floor of any CPython relay); a relay's name with "
                         f"{NO_AGENT} runs it without -a (no option 82); {NONE_AGENT}: no relay, "
                         "the client side relaying itself with option 82")
+    parser.add_argument("--steer", action=argparse.BooleanOptionalAction, default=True,
+                        help="the DORA passes with the router's receive from the client LAN on "
+                        f"CPU {RELAY_CPU} and the client LAN's receive from the router on CPU "
+                        f"{OTHERS_CPU} (RPS), every row alike: the router and the server on one "
+                        "CPU, the clients and their switch on the other (--no-steer: each "
+                        "frame's receive on its sender's CPU, as before 2026-12-01)")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the CPU pass (no lossless ladder, transit or sink passes)")
     args = parser.parse_args()

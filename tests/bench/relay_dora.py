@@ -44,7 +44,8 @@ Printed per relay, medians of the runs:
   softirq work in ksoftirqd. The figure is therefore utime+stime of relay + kea + perfdhcp (its
   rusage as a child of this script) + ksoftirqd/*, per completed DORA, minus the same for the
   ``none`` row (median): what having the relay costs the machine. Other processes' time is not
-  in it (the machine is shared), nor is RPS/IPI-driven softirq (no RPS in this pass). Checked by
+  in it (the machine is shared), nor is softirq work a CPU ran in its idle task's context (what
+  RPS, steered below, brings to an idle CPU: the shared CPU's busy figure holds it). Checked by
   the process-only figure printed beside it: for dhcrelay and boothop user the two agree within
   the receive work they cause at kea and perfdhcp; for the kernel datapath the process-only
   figure is ~0 but for the daemon's per-step log lines (it hides the work, the counted one does

@@ -198,48 +198,100 @@ def test_a_lone_request_is_its_own_transaction_all_or_nothing(
     assert seen_at_send[-1] == {offered}, "the ACK left before its lease was on disk"
 
 
-def test_a_lone_clients_dora_never_waits_for_the_commit_window() -> None:
+class WindowRig:
+    """A receiver with a commit window on a fake clock: ``slept`` holds its waits, ``queued``
+    the datagrams that arrive during one (a wait's drain handles them)."""
+
+    def __init__(self, window: float, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+        self.queued: list[bytes] = []
+        monkeypatch.setattr(service, "time", SimpleNamespace(
+            monotonic=lambda: self.now, time=time.time, sleep=self.slept.append))
+        self.sock = FakeSocket()
+        log = structlog.get_logger()
+        pool = config(subnets=first_subnet(pools=["10.51.1.100-10.51.1.199"]))
+        self.receiver = service._Receiver(DhcpServerCore(pool), service._Durable(
+            FakeStore(self.sock), self.sock, log), self.sock, log,  # type: ignore[arg-type]
+            window=window)
+        self.receiver.loop.drain = self.drain  # type: ignore[method-assign]
+
+    def drain(self, limit: int) -> int:
+        taken, self.queued = self.queued[:limit], self.queued[limit:]
+        for payload in taken:
+            self.receiver.handle(received(payload))
+        return len(taken)
+
+    def step(self, payload: bytes, seconds: float, burst: int = 1) -> bytes:
+        """One datagram ``seconds`` after the previous one, in a burst of ``burst``: the last
+        reply sent."""
+        self.now += seconds
+        self.receiver.handle(received(payload))
+        self.receiver.after_burst(burst)
+        return self.sock.sent[-1][0]
+
+    def selecting(self, n: int, gap: float) -> bytes:
+        """Client ``n``'s DISCOVER, ``gap`` after the previous datagram: its REQUEST."""
+        offer = decode(self.step(encode(request(MT.DISCOVER, mac(n), xid=n)), gap))
+        return encode(request(MT.REQUEST, mac(n), xid=n, options=(
+            opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr))))
+
+    def client(self, n: int, gap: float, burst: int = 1) -> bytes:
+        """Client ``n``'s DORA, its DISCOVER ``gap`` after the previous datagram: the ACK."""
+        return self.step(self.selecting(n, gap), 0.0003, burst)
+
+
+def test_a_lone_clients_dora_never_waits_for_the_commit_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With a commit window, only commits in a steady stream (bursts of a few datagrams, less
     than BUSY_GAP after the previous commit) wait for company. A lone client's REQUEST, right
     after its DISCOVER, is committed and ACKed at once: its DISCOVER committed nothing."""
-    clock = SimpleNamespace(now=100.0)
-    slept: list[float] = []
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now, time=time.time,
-                                sleep=slept.append)
-    sock = FakeSocket()
-    log = structlog.get_logger()
-    receiver = service._Receiver(DhcpServerCore(config()), service._Durable(
-        FakeStore(sock), sock, log), sock, log, window=0.05)  # type: ignore[arg-type]
-    receiver.loop.drain = lambda limit: 0  # type: ignore[method-assign]  # nothing queued
+    rig = WindowRig(0.05, monkeypatch)
+    assert decode(rig.client(1, 0.5)).message_type == MT.ACK  # the first client since the start
+    assert rig.slept == []
+    assert decode(rig.client(2, 0.5)).message_type == MT.ACK  # a lone client after a pause
+    assert rig.slept == []
+    rig.client(3, service.BUSY_GAP / 4)  # its REQUEST follows a commit closely: it waits
+    assert rig.slept == [0.05]
+    rig.client(4, service.BUSY_GAP / 4, service.COALESCE_BELOW + 1)  # a backlog never waits
+    assert rig.slept == [0.05]
+    rig.client(5, service.BUSY_GAP / 4)
+    assert rig.slept == [0.05, 0.05]
 
-    def step(payload: bytes, seconds: float, burst: int = 1) -> bytes:
-        """One datagram ``seconds`` after the previous one, in a burst of ``burst``: the reply."""
-        clock.now += seconds
-        receiver.handle(received(payload))
-        receiver.after_burst(burst)
-        return sock.sent[-1][0]
 
-    def client(n: int, gap: float, burst: int = 1) -> bytes:
-        offer = decode(step(encode(request(MT.DISCOVER, mac(n), xid=n)), gap))
-        return step(encode(request(MT.REQUEST, mac(n), xid=n, options=(
-            opt_addr(Opt.SERVER_ID, SERVER), opt_addr(Opt.REQUESTED_ADDRESS, offer.yiaddr)))),
-            0.0003, burst)
+def test_the_commit_window_is_skipped_while_waiting_catches_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Steady requests spaced wider than the window (perfdhcp's periodic 500 DORA/s against a
+    1 ms window): each wait is a wake-up that catches no datagram. After WAITS_IN_VAIN such
+    waits the receiver stops waiting but for one probe every PROBE_EVERY commits; once a wait
+    catches company again (the rate rose), it waits again. Every ACK still leaves after its
+    commit, one per REQUEST while alone."""
+    window = 0.001
+    rig = WindowRig(window, monkeypatch)
+    clients = 1 + service.WAITS_IN_VAIN + 2 * service.PROBE_EVERY
+    for n in range(1, clients + 1):
+        assert decode(rig.client(n, 2 * window)).message_type == MT.ACK
+    # The first REQUEST follows no commit; the next WAITS_IN_VAIN wait, then two probes.
+    assert len(rig.slept) == service.WAITS_IN_VAIN + 2
+    assert rig.receiver.waits_in_vain == service.WAITS_IN_VAIN + 2
+    writes = rig.receiver.durable.store.writes  # type: ignore[attr-defined]
+    assert [len(leases) for leases, _ in writes] == [1] * clients
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(service, "time", fake_time)
-    try:
-        assert decode(client(1, 0.5)).message_type == MT.ACK  # the first client since the start
-        assert slept == []
-        assert decode(client(2, 0.5)).message_type == MT.ACK  # a lone client after a pause
-        assert slept == []
-        client(3, service.BUSY_GAP / 4)  # its REQUEST follows a commit closely: it waits
-        assert slept == [0.05]
-        client(4, service.BUSY_GAP / 4, service.COALESCE_BELOW + 1)  # a backlog never waits
-        assert slept == [0.05]
-        client(5, service.BUSY_GAP / 4)
-        assert slept == [0.05, 0.05]
-    finally:
-        mp.undo()
+    # Twice the rate: another client's REQUEST arrives within every window. The next probe
+    # catches it, and from then on every commit waits and is shared by two.
+    waits, n = len(rig.slept), clients
+    for _ in range(service.PROBE_EVERY + 4):
+        n += 2
+        company = rig.selecting(n + 1, window / 4)
+        rig.queued.append(company)
+        rig.client(n, window / 4)
+        rig.queued.clear()  # not caught by a wait: it would have come in the next burst
+    caught_from = len(writes) - 4
+    assert len(rig.slept) == waits + 5, "waiting did not resume once it caught company"
+    assert [len(leases) for leases, _ in writes[caught_from:]] == [2] * 4
+    assert rig.receiver.waits_in_vain == 0
 
 
 def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:

@@ -43,7 +43,8 @@ client's own turnaround left out). Beside it, the floor that fsync-before-ACK pu
 REQUEST-ACK on this disk: a 4 KiB overwrite and fdatasync, a one-row SQLite autocommit (WAL,
 synchronous=FULL) into a new database, and a lease row written by the server's own store (its
 WAL grown, as the server opens it: a lone REQUEST's commit), each timed N times per run in a
-directory beside the server's, half just before the lone rows and half just after.
+directory beside the server's, half just before the lone rows and half just after, with the CPU
+time each took (the bench's utime + stime: what a server's CPU per DORA counts of its commit).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,17 +432,32 @@ def lone_client(count: int) -> None:
     print(json.dumps(times))
 
 
-def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float], list[float]]:
-    """Seconds of ``count`` 4 KiB overwrites + fdatasync, of ``count`` one-row SQLite
-    autocommits (WAL, synchronous=FULL) into a new database, and of ``count`` lease rows
-    written by the server's store (its WAL grown as the server grows it), in ``directory``:
-    LONE_PAUSE apart, as a lone client's commits come (a sync after an idle spell can cost more
-    than one right after another)."""
+#: One floor sample: the operation's wall seconds and the CPU seconds the bench process spent
+#: in it (utime + stime: what the server's own figure counts; waiting for the disk is neither).
+Sample = tuple[float, float]
+
+
+def timed(operation: Callable[[], object]) -> Sample:
+    started, cpu = time.perf_counter(), time.process_time()
+    operation()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def sync_floor(directory: Path, count: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """``count`` 4 KiB overwrites + fdatasync, ``count`` one-row SQLite autocommits (WAL,
+    synchronous=FULL) into a new database, and ``count`` lease rows written by the server's store
+    (its WAL grown as the server grows it), in ``directory``, each ``timed``: LONE_PAUSE apart,
+    as a lone client's commits come (a sync after an idle spell can cost more than one right
+    after another)."""
     import sqlite3
     from ipaddress import IPv4Address
 
     from boothop.server.dhcp.lease import Lease, LeaseState
     from boothop.server.leasestore import SqliteLeaseStore
+
+    def overwrite(fd: int, n: int) -> None:
+        os.pwrite(fd, n.to_bytes(4, "big") * 1024, 4096 * n)
+        os.fdatasync(fd)
 
     synced = []
     fd = os.open(directory / "floor.bin", os.O_RDWR | os.O_CREAT, 0o600)
@@ -449,10 +465,7 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float], l
         os.write(fd, bytes(4096 * count))
         os.fsync(fd)
         for n in range(count):
-            started = time.perf_counter()
-            os.pwrite(fd, n.to_bytes(4, "big") * 1024, 4096 * n)
-            os.fdatasync(fd)
-            synced.append(time.perf_counter() - started)
+            synced.append(timed(functools.partial(overwrite, fd, n)))
             time.sleep(LONE_PAUSE)
     finally:
         os.close(fd)
@@ -463,9 +476,8 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float], l
         db.execute("CREATE TABLE rows (n INTEGER PRIMARY KEY, body BLOB)")
         committed = []
         for n in range(count):
-            started = time.perf_counter()
-            db.execute("INSERT OR REPLACE INTO rows VALUES (?, ?)", (n, bytearray(64)))
-            committed.append(time.perf_counter() - started)
+            committed.append(timed(functools.partial(
+                db.execute, "INSERT OR REPLACE INTO rows VALUES (?, ?)", (n, bytearray(64)))))
             time.sleep(LONE_PAUSE)
     finally:
         db.close()
@@ -476,16 +488,14 @@ def sync_floor(directory: Path, count: int) -> tuple[list[float], list[float], l
         for n in range(count):
             lease = Lease(IPv4Address(0x0A340100 + n), LeaseState.BOUND, f"hw:1:{n:012x}",
                           n.to_bytes(6, "big"), None, SUBNET, time.time(), time.time() + 600)
-            started = time.perf_counter()
-            store.write([lease])
-            stored.append(time.perf_counter() - started)
+            stored.append(timed(functools.partial(store.write, [lease])))
             time.sleep(LONE_PAUSE)
     finally:
         store.close()
     return synced, committed, stored
 
 
-def add_floor(floors: tuple[list[float], ...], count: int) -> None:
+def add_floor(floors: tuple[list[Sample], ...], count: int) -> None:
     """``sync_floor``'s samples, in a directory of their own, added to ``floors``."""
     with tempfile.TemporaryDirectory(prefix="bhk-floor-") as tmp:
         for samples, more in zip(floors, sync_floor(Path(tmp), count), strict=True):
@@ -539,20 +549,21 @@ def lone_run(name: str, count: int, runner: ProcessRunner, lone: Lone) -> None:
 
 
 def print_lone(args: argparse.Namespace, lones: dict[str, Lone],
-               floors: tuple[list[float], ...]) -> None:
+               floors: tuple[list[Sample], ...]) -> None:
     print(f"\nlone client: {args.lone} DORAs per run, one at a time, {LONE_PAUSE * 1e3:.0f} ms "
           f"apart; medians over {args.runs} runs of each run's median and p99 (ms)")
     for name, lone in lones.items():
         cells = [f"{key.replace('_', ' ')} {median([r[key] for r in lone.rows]):.2f}"
                  for key in ("dora_median", "dora_p99", "do_median", "ra_median", "ra_p99")]
         print(f"  {name:8s} " + ", ".join(cells) + f", lost {lone.lost}")
-    for label, seconds in zip(("4 KiB overwrite + fdatasync",
+    for label, samples in zip(("4 KiB overwrite + fdatasync",
                                "one-row SQLite autocommit (WAL, synchronous=FULL), new WAL",
                                "the server's store, one lease row (its WAL grown)"),
                               floors, strict=True):
-        ms = [s * 1e3 for s in seconds]
-        print(f"  floor, {label}: median {median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms "
-              f"({len(ms)} samples)")
+        ms = [wall * 1e3 for wall, _ in samples]
+        cpu = median([spent * 1e6 for _, spent in samples])
+        print(f"  floor, {label}: median {median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms, "
+              f"CPU {cpu:.0f} us ({len(ms)} samples)")
 
 
 def median(values: Sequence[float]) -> float:
@@ -600,7 +611,7 @@ def main() -> int:
     started = time.monotonic()
     figures = {name: Figures() for name in names}
     lones = {name: Lone() for name in names}
-    floors: tuple[list[float], ...] = ([], [], [])
+    floors: tuple[list[Sample], ...] = ([], [], [])
     with (
         tempfile.TemporaryDirectory(prefix="bhk-logs-") as logs,
         ProcessRunner(Path(logs)) as runner,

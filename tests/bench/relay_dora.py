@@ -127,6 +127,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import perfdhcp_shim  # beside this script (sys.path[0])
+from cpustat import CLK_TCK, cpu_seconds, idle_seconds  # beside it too
 
 from boothop.relay.compiled import PROGRAM_SOURCE
 from boothop.relay.lab.processes import (
@@ -167,7 +168,6 @@ RELAY_CPU = "1"
 #: kea shares the relay's CPU: the relay's cost shows as the server's lost rate.
 SERVER_CPU = RELAY_CPU
 OTHERS_CPU = "0"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _GENERATOR = r"""
 /* blast IFNAME RATE SECONDS PAYLOAD.hex: DISCOVERs as raw frames (broadcast, complete checksums),
@@ -840,15 +840,6 @@ def steal_seconds() -> float:
     return int(fields[8]) / CLK_TCK
 
 
-def idle_seconds(cpu: str) -> float:
-    """Time ``cpu`` was idle or, wanting to run, kept from running by the hypervisor (steal),
-    since boot: /proc/stat's idle and iowait are exact here (NO_HZ: from idle entry and exit,
-    an interrupt's time not in them), steal is tick-sampled."""
-    fields = next(line.split() for line in Path("/proc/stat").read_text().splitlines()
-                  if line.split()[0] == f"cpu{cpu}")
-    return (int(fields[4]) + int(fields[5]) + int(fields[8])) / CLK_TCK
-
-
 def cpu_total(pids: list[int]) -> float:
     """utime + stime of the processes, in seconds."""
     total = 0.0
@@ -934,12 +925,6 @@ def children_cpu() -> float:
     """utime + stime of this script's waited-for descendants (perfdhcp, through timeout)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
 def context_switches(pid: int) -> tuple[int, int]:

@@ -29,8 +29,12 @@ reports no drop in either exchange and completes at least 95 % of the DORAs aske
 stops at the first failure), and the server's CPU time per DORA (utime+stime of the server process,
 all threads, from /proc/PID/stat before and after the perfdhcp run, divided by the DORAs perfdhcp
 completed) at a common fixed rate (``--cpu-rate``, a ladder step) and at the server's own lossless
-rate; and per ladder rate, the CPU per DORA and the DORA latency (perfdhcp's average
-DISCOVER-OFFER plus REQUEST-ACK delay; a low first step, e.g. 100/s, is a lone client's DORA).
+rate; and per ladder rate, the CPU per DORA, the server CPU's busy time per DORA and the DORA
+latency (perfdhcp's average DISCOVER-OFFER plus REQUEST-ACK delay; a low first step, e.g.
+100/s, is a lone client's DORA). The busy time (the run's length less the CPU's idle time in
+/proc/stat, ``cpustat.idle_seconds``) holds what the CPU ran for the server outside its own
+times: the block layer's flush work in kworkers and the interrupts its syncs bring (Kea syncs
+nothing), and whatever else the machine ran there, which the interleaved runs share out.
 Medians of ``--runs`` runs, then the boothop/kea ratios. Each ladder step also says where
 datagrams were dropped for a full socket buffer: at the server's, or at perfdhcp's.
 
@@ -70,6 +74,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import perfdhcp_shim  # noqa: E402 - beside this script (sys.path[0])
+from cpustat import cpu_seconds, idle_seconds  # noqa: E402 - beside it too
 
 from boothop.relay.lab.processes import (  # noqa: E402
     Process,
@@ -87,7 +92,6 @@ POOL = ("10.52.1.0", "10.52.255.250")
 CLIENTS = 60000
 GENERATOR_CPU = "0"
 SERVER_CPU = "1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 LADDER = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 14000]
 #: IPv6 (``-6``): the link's prefix, the generator's and the server's addresses, the pool.
 PREFIX6 = "2001:db8:52::"
@@ -242,6 +246,10 @@ class Result:
     ra_received: int
     ra_drops: int
     cpu_s: float
+    #: The time the server's CPU was busy meanwhile: the server's own CPU time and what the CPU
+    #: ran for it outside it (the block layer's flush work in kworkers, interrupts), and
+    #: anything else the machine ran there.
+    busy_s: float
     #: perfdhcp's average DISCOVER-OFFER plus REQUEST-ACK delay: one DORA's latency.
     dora_ms: float
     #: Datagrams dropped for a full socket buffer: at the server's, and at perfdhcp's (its
@@ -257,6 +265,10 @@ class Result:
     @property
     def cpu_us_per_dora(self) -> float:
         return self.cpu_s / self.ra_received * 1e6 if self.ra_received else float("nan")
+
+    @property
+    def busy_us_per_dora(self) -> float:
+        return self.busy_s / self.ra_received * 1e6 if self.ra_received else float("nan")
 
 
 def _number(section: str, label: str) -> int:
@@ -275,12 +287,6 @@ def _section(text: str, name: str) -> str:
         raise RuntimeError(f"perfdhcp output has no {name} section:\n{text[-2000:]}")
     end = text.find("***Statistics for:", start + 10)
     return text[start: end if end > 0 else len(text)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 #: The LD_PRELOAD library that deepens perfdhcp's receive queue (built by main: see
@@ -318,10 +324,12 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
                 or not server.running()
             ):
                 raise RuntimeError(f"{name} did not start:\n{server.output()[-3000:]}")
-            before = cpu_seconds(server.pid)
             full_before = {ns: udp_counters(ns, FAMILY)["RcvbufErrors"] for ns in (srv, gen)}
+            before = sum(cpu_seconds(server.pid))
+            idle_before, started = idle_seconds(SERVER_CPU), time.monotonic()
             done = runner.run(gen, perfdhcp_argv(gen_if, rate, seconds), timeout=seconds + 30)
-            used = cpu_seconds(server.pid) - before
+            busy = time.monotonic() - started - (idle_seconds(SERVER_CPU) - idle_before)
+            used = sum(cpu_seconds(server.pid)) - before
             full = {ns: udp_counters(ns, FAMILY)["RcvbufErrors"] - full_before[ns]
                     for ns in (srv, gen)}
         finally:
@@ -339,6 +347,7 @@ def measure(name: str, rate: int, seconds: int, runner: ProcessRunner) -> Result
         _number(ra, "received packets"),
         _number(ra, "drops"),
         used,
+        busy,
         _delay_ms(do) + _delay_ms(ra),
         full[srv],
         full[gen],
@@ -352,8 +361,10 @@ class Figures:
     lossless: list[int] = dataclasses.field(default_factory=list)
     cpu_fixed: list[float] = dataclasses.field(default_factory=list)
     cpu_at_lossless: list[float] = dataclasses.field(default_factory=list)
-    #: Per ladder rate: CPU per DORA and DORA latency, one per run that reached the rate.
+    #: Per ladder rate: CPU per DORA, the server's CPU busy per DORA and DORA latency, one per
+    #: run that reached the rate.
     cpu_by_rate: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    busy_by_rate: dict[int, list[float]] = dataclasses.field(default_factory=dict)
     ms_by_rate: dict[int, list[float]] = dataclasses.field(default_factory=dict)
 
 
@@ -367,12 +378,14 @@ def ladder_run(
             f"    {name:8s} {rate:>6}/s: {result.ra_received / args.duration:>7.0f} DORA/s done, "
             "drops "
             f"{result.do_drops}+{result.ra_drops}, server CPU {result.cpu_s:.2f} s = "
-            f"{result.cpu_us_per_dora:.0f} us/DORA, DORA {result.dora_ms:.2f} ms, full socket "
+            f"{result.cpu_us_per_dora:.0f} us/DORA (CPU {SERVER_CPU} busy "
+            f"{result.busy_us_per_dora:.0f}), DORA {result.dora_ms:.2f} ms, full socket "
             f"buffers: server {result.full_at_server}, perfdhcp {result.full_at_generator}"
             f"{'' if result.lossless else '  (lossy: ladder stops)'}",
             flush=True,
         )
         figures.cpu_by_rate.setdefault(rate, []).append(result.cpu_us_per_dora)
+        figures.busy_by_rate.setdefault(rate, []).append(result.busy_us_per_dora)
         figures.ms_by_rate.setdefault(rate, []).append(result.dora_ms)
         if rate == args.cpu_rate:
             figures.cpu_fixed.append(result.cpu_us_per_dora)
@@ -649,17 +662,21 @@ def main() -> int:
     for name, f in figures.items():
         print(f"  {name:8s} {median(f.lossless):>8.0f}/s {f.lossless!s:>20s} "
               f"{median(f.cpu_fixed):>15.0f} us {median(f.cpu_at_lossless):>16.0f} us")
-    print("  per rate (medians over the runs that reached it; ratio boothop/kea):")
+    print("  per rate (medians over the runs that reached it: the server's CPU per DORA, its CPU's "
+          "busy time per DORA, the DORA's latency; ratios boothop/kea of both CPU figures):")
     for rate in args.ladder:
         cells = []
         for name, f in figures.items():
             cpu, ms = f.cpu_by_rate.get(rate, []), f.ms_by_rate.get(rate, [])
-            cells.append(f"{name} {median(cpu):>4.0f} us/DORA {median(ms):>6.2f} ms "
+            cells.append(f"{name} {median(cpu):>4.0f} us/DORA busy "
+                         f"{median(f.busy_by_rate.get(rate, [])):>4.0f} {median(ms):>6.2f} ms "
                          f"({len(cpu)} runs)")
         if "boothop" in figures and "kea" in figures:
-            ours, theirs = (median(figures[n].cpu_by_rate.get(rate, []))
-                            for n in ("boothop", "kea"))
-            cells.append(f"ratio {ours / theirs:.2f}")
+            b, k = figures["boothop"], figures["kea"]
+            ratios = (median(ours.get(rate, [])) / median(theirs.get(rate, []))
+                      for ours, theirs in ((b.cpu_by_rate, k.cpu_by_rate),
+                                           (b.busy_by_rate, k.busy_by_rate)))
+            cells.append("ratio {:.2f} busy {:.2f}".format(*ratios))
         print(f"    {rate:>6}/s: " + ", ".join(cells))
     if "boothop" in figures and "kea" in figures:
         b, k = figures["boothop"], figures["kea"]

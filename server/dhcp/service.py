@@ -101,7 +101,12 @@ FAMILIES = (
            ("commit_seconds",)),
     Family("boothop_server_dhcp_commit_batch", "histogram", "Lease rows per transaction",
            ("commit_batch",)),
+    Family("boothop_server_dhcp_commit_waits", "counter",
+           "Commit-window waits: caught a datagram, caught none, or skipped (waits were not "
+           "catching any)", ("commit_waits", "{outcome}")),
 )
+#: The outcomes of a commit that could wait in the window, as counted (``commit_waits``).
+WAIT_OUTCOMES = ("caught", "in_vain", "skipped")
 
 
 def startup_reconcile(config: DhcpConfig, store: LeaseStore, log: Logger) -> None:
@@ -224,6 +229,7 @@ def _snapshot(receiver: _Receiver, durable: _Durable) -> dict[str, Any]:
         "subnets": subnets,
         "commit_seconds": commit_seconds,
         "commit_batch": commit_batch,
+        "commit_waits": {outcome: counts["wait." + outcome] for outcome in WAIT_OUTCOMES},
         "loops": {receiver.loop.port: loop},
     }
 
@@ -330,6 +336,10 @@ class _Receiver:
         #: commits that would have waited since the last wait.
         self.waits_in_vain = 0
         self._skipped = 0
+        # Counted in after_burst, outside ``lock``: made here, so that no key is added while a
+        # scrape copies the counters under it.
+        for outcome in WAIT_OUTCOMES:
+            self.counts["wait." + outcome] = 0
 
     def handle(self, dgram: Datagram) -> None:
         """One datagram through the core (receive thread, under ``lock``)."""
@@ -365,7 +375,12 @@ class _Receiver:
             # lone client: its DISCOVER commits nothing, so its REQUEST is the first commit in
             # a while.
             time.sleep(self.window)
-            self.waits_in_vain = 0 if self.loop.drain(MAX_BURST) else self.waits_in_vain + 1
+            if self.loop.drain(MAX_BURST):
+                self.waits_in_vain = 0
+                self.counts["wait.caught"] += 1
+            else:
+                self.waits_in_vain += 1
+                self.counts["wait.in_vain"] += 1
         commits, promises = self.take_burst()
         self.commit(commits, promises, self.burst_generation)
 
@@ -376,6 +391,7 @@ class _Receiver:
             self._skipped = 0
             return True
         self._skipped += 1
+        self.counts["wait.skipped"] += 1
         return False
 
     def commit(self, commits: list[Commit], promises: list[Send], generation: int) -> None:

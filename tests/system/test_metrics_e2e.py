@@ -73,6 +73,10 @@ def test_both_endpoints_show_a_real_lease(tmp_path: Path) -> None:
         assert server_metrics[("boothop_server_dhcp_pool_size", subnet)] == 100
         assert server_metrics[("boothop_server_dhcp_commit_seconds_count", ())] >= 1
         assert server_metrics[("boothop_server_dhcp_replies_total", (("kind", "ack"),))] >= 1
+        # One client's DORA: its REQUEST is the first commit in a while, so the window is not
+        # even considered.
+        assert [server_metrics[("boothop_server_dhcp_commit_waits_total", (("outcome", o),))]
+                for o in ("caught", "in_vain", "skipped")] == [0, 0, 0]
 
         # The status commands print the same for a person.
         status = lab.ex("rt", relay, "status", "--metrics", RELAY_METRICS).stdout

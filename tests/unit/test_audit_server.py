@@ -276,6 +276,9 @@ def test_the_commit_window_is_skipped_while_waiting_catches_nobody(
     # The first REQUEST follows no commit; the next WAITS_IN_VAIN wait, then two probes.
     assert len(rig.slept) == service.WAITS_IN_VAIN + 2
     assert rig.receiver.waits_in_vain == service.WAITS_IN_VAIN + 2
+    waits = {k: v for k, v in rig.receiver.counts.items() if k.startswith("wait.")}
+    assert waits == {"wait.caught": 0, "wait.in_vain": service.WAITS_IN_VAIN + 2,
+                     "wait.skipped": 2 * (service.PROBE_EVERY - 1)}
     writes = rig.receiver.durable.store.writes  # type: ignore[attr-defined]
     assert [len(leases) for leases, _ in writes] == [1] * clients
 
@@ -292,6 +295,7 @@ def test_the_commit_window_is_skipped_while_waiting_catches_nobody(
     assert len(rig.slept) == waits + 5, "waiting did not resume once it caught company"
     assert [len(leases) for leases, _ in writes[caught_from:]] == [2] * 4
     assert rig.receiver.waits_in_vain == 0
+    assert rig.receiver.counts["wait.caught"] == 5
 
 
 def test_a_client_renewing_in_a_loop_does_not_grow_the_timers_and_still_expires() -> None:

@@ -53,6 +53,8 @@ def test_dhcp_families_show_leases_pool_use_and_commits() -> None:
     assert got[("boothop_server_dhcp_commit_batch_bucket", (("le", "4.0"),))] == 1
     assert got[("boothop_server_dhcp_commit_batch_bucket", (("le", "2.0"),))] == 0
     assert got[("boothop_loop_core_errors_total", (("port", "67"), ("service", "dhcp")))] == 0
+    for outcome in dhcp.WAIT_OUTCOMES:  # each series there from the start (lone DORAs: 0)
+        assert got[("boothop_server_dhcp_commit_waits_total", (("outcome", outcome),))] == 0
 
 
 def test_usage_counts_only_holding_leases_in_their_pools() -> None:

@@ -12,7 +12,9 @@ line, as dhcrelay -q) and ``dnsmasq`` (``--dhcp-relay``; when installed); ``none
 default row) is ``none`` with option 82 in perfdhcp's requests as the -a relays add it, so that
 kea gets the same bytes as through them: its lossless rate less a relay's is the relay's own
 cost on the CPU it shares with kea, without kea's parsing of option 82. They take turns
-(interleaved runs) so that the machine's changing load hits all alike. The kernel rows run
+(interleaved runs, in reversed order every other run: no row always first after the last run's
+dhcrelay, or always last in a kea that has served the others) so that the machine's changing
+load hits all alike. The kernel rows run
 per-MAC rate limits on (their token buckets in the program), at BENCH_MAC_RATE a second after
 BENCH_MAC_BURST: perfdhcp's 20,000 MACs each send a request a second at 10,000 DORA/s, a storm
 the default (0.5/s after 10) is there to cut, and did cut (its drops, not a CPU, ended the kernel
@@ -1211,7 +1213,7 @@ def main() -> int:
             bench = Bench(topo, runner, templates, shim, generator,
                           build_sink_counter(workdir), args.duration, kea.pid)
             for run in range(args.runs):
-                for name in names:
+                for name in names if run % 2 == 0 else names[::-1]:
                     measure_once(name, bench, args, run, figures[name], kea.pid, workdir)
     report(figures, args)
     print(f"total {time.monotonic() - started:.0f} s; load average at the start "
